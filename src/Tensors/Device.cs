@@ -1,0 +1,144 @@
+using ILGPU;
+using ILGPU.Runtime;
+using ILGPU.Runtime.CPU;
+using ILGPU.Runtime.Cuda;
+using ILGPU.Runtime.OpenCL;
+
+namespace Nanolora.Tensors;
+
+public enum DeviceKind { Cpu, IlgpuCpu, Cuda, OpenCL }
+
+/// <summary>
+/// Where tensors live and ops run. <see cref="CpuDevice"/> runs vectorized managed code;
+/// <see cref="IlgpuDevice"/> runs the ILGPU kernels (CUDA, OpenCL, or ILGPU's CPU simulator).
+/// Selection: <c>NANOLORA_DEVICE</c> if set, else CUDA, else OpenCL, else CPU.
+/// </summary>
+public abstract class Device : IDisposable
+{
+    public abstract string Name { get; }
+    public abstract DeviceKind Kind { get; }
+    public MemoryLedger Ledger { get; } = new();
+    public bool IsCpu => Kind == DeviceKind.Cpu;
+
+    /// <summary>Short name used by NANOLORA_DEVICE and the CLI: cpu, ilgpu-cpu, cuda, opencl.</summary>
+    public string Id => Kind switch
+    {
+        DeviceKind.Cpu => "cpu", DeviceKind.IlgpuCpu => "ilgpu-cpu", DeviceKind.Cuda => "cuda", _ => "opencl",
+    };
+
+    internal abstract Storage Allocate(long elements, MemoryCategory category);
+    internal abstract void Release(Storage storage);
+
+    /// <summary>Blocks until queued work has finished (a no-op on the CPU backend).</summary>
+    public virtual void Synchronize() { }
+
+    /// <summary>Frees cached buffers that no tensor uses.</summary>
+    public abstract void EmptyCache();
+
+    public abstract void Dispose();
+    public override string ToString() => $"{Id} ({Name})";
+
+    static readonly object Gate = new();
+    static readonly Dictionary<string, Device> Opened = new();
+    static Device? _default;
+
+    public static CpuDevice Cpu => (CpuDevice)Get("cpu");
+
+    /// <summary>The device new tensors go to when none is named: NANOLORA_DEVICE, else the best found.</summary>
+    public static Device Default
+    {
+        get
+        {
+            lock (Gate)
+            {
+                if (_default != null) return _default;
+                var env = Environment.GetEnvironmentVariable("NANOLORA_DEVICE");
+                _default = string.IsNullOrWhiteSpace(env) ? Get(BestAvailable()) : Get(env.Trim());
+                return _default;
+            }
+        }
+        set { lock (Gate) _default = value; }
+    }
+
+    /// <summary>Opens (once) and returns a device by id: cpu, ilgpu-cpu, cuda, opencl (optionally cuda:1).</summary>
+    public static Device Get(string id)
+    {
+        id = id.ToLowerInvariant();
+        lock (Gate)
+        {
+            if (Opened.TryGetValue(id, out var d)) return d;
+            var parts = id.Split(':');
+            int index = parts.Length > 1 && int.TryParse(parts[1], out var i) ? i : 0;
+            d = parts[0] switch
+            {
+                "cpu" => new CpuDevice(),
+                "ilgpu-cpu" => IlgpuDevice.OpenSimulator(),
+                "cuda" => IlgpuDevice.Open(DeviceKind.Cuda, index),
+                "opencl" => IlgpuDevice.Open(DeviceKind.OpenCL, index),
+                _ => throw new ArgumentException($"Unknown device '{id}': expected cpu, ilgpu-cpu, cuda or opencl (optionally with :index)."),
+            };
+            Opened[id] = d;
+            return d;
+        }
+    }
+
+    /// <summary>cuda if a CUDA GPU is present, else opencl if an OpenCL GPU is, else cpu.</summary>
+    public static string BestAvailable()
+    {
+        var found = Discover();
+        if (found.Any(f => f.Id.StartsWith("cuda"))) return "cuda";
+        if (found.Any(f => f.Id.StartsWith("opencl"))) return "opencl";
+        return "cpu";
+    }
+
+    /// <summary>Every device this machine offers, without opening accelerators.</summary>
+    public static IReadOnlyList<(string Id, string Description)> Discover()
+    {
+        var list = new List<(string, string)> { ("cpu", $"managed vectorized CPU ({Environment.ProcessorCount} threads, {SimdDescription()})") };
+        try
+        {
+            using var context = Context.Create(b => b.Cuda().OpenCL());
+            int cuda = 0, cl = 0;
+            foreach (var dev in context)
+            {
+                if (dev.AcceleratorType == AcceleratorType.Cuda) list.Add(($"cuda:{cuda++}", dev.Name));
+                else if (dev.AcceleratorType == AcceleratorType.OpenCL && dev is CLDevice cld && cld.DeviceType == CLDeviceType.CL_DEVICE_TYPE_GPU)
+                    list.Add(($"opencl:{cl++}", dev.Name));
+            }
+        }
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            // No GPU driver is the normal case on CPU machines; discovery must not fail then.
+        }
+        list.Add(("ilgpu-cpu", "ILGPU CPU simulator (runs the GPU kernels; slow, for testing)"));
+        return list;
+    }
+
+    internal static string SimdDescription() =>
+        System.Runtime.Intrinsics.Vector512.IsHardwareAccelerated ? "AVX-512" :
+        System.Runtime.Intrinsics.Vector256.IsHardwareAccelerated ? "AVX2" : "SSE";
+}
+
+/// <summary>The managed CPU backend: pinned float arrays from a caching pool.</summary>
+public sealed class CpuDevice : Device
+{
+    readonly BufferPool<float[]> _pool = new(n => GC.AllocateUninitializedArray<float>(checked((int)n), pinned: true), _ => { });
+    public override string Name => $"managed CPU, {Environment.ProcessorCount} threads, {SimdDescription()}";
+    public override DeviceKind Kind => DeviceKind.Cpu;
+
+    internal override Storage Allocate(long elements, MemoryCategory category)
+    {
+        if (elements > Array.MaxLength) throw new ArgumentException($"A CPU tensor holds at most {Array.MaxLength} elements; {elements} were asked for.");
+        var array = _pool.Rent(elements, out long capacity);
+        Ledger.ReservedBytes = _pool.ReservedBytes;
+        return new Storage(this, elements, capacity, category, array, null);
+    }
+
+    internal override void Release(Storage s)
+    {
+        _pool.Return(s.Host!, s.Capacity);
+    }
+
+    public override void EmptyCache() { _pool.Trim(); Ledger.ReservedBytes = _pool.ReservedBytes; }
+    public override void Dispose() => EmptyCache();
+}

@@ -1,0 +1,74 @@
+namespace Nanolora.Tensors;
+
+/// <summary>What a buffer holds; the ledger keeps live and peak bytes per category.</summary>
+public enum MemoryCategory { Parameter, Gradient, OptimizerState, Activation, Other }
+
+/// <summary>Element type. Only float32 today; the field exists so bf16/fp16 can follow.</summary>
+public enum DType { Float32 }
+
+/// <summary>A point-in-time reading of a device's ledger.</summary>
+public sealed record LedgerSnapshot(long LiveBytes, long PeakBytes, IReadOnlyDictionary<MemoryCategory, long> LiveByCategory,
+    IReadOnlyDictionary<MemoryCategory, long> PeakByCategory, long ReservedBytes);
+
+/// <summary>
+/// Per-device accounting of tensor bytes: live and peak, overall and by category.
+/// Counts the bytes tensors asked for (not the pool's rounding), so numbers match what a model needs;
+/// the pool's own reservation is reported separately as <see cref="ReservedBytes"/>.
+/// </summary>
+public sealed class MemoryLedger
+{
+    static readonly int Categories = Enum.GetValues<MemoryCategory>().Length;
+    readonly long[] _live = new long[Categories];
+    readonly long[] _peak = new long[Categories];
+    readonly object _gate = new();
+    long _liveTotal, _peakTotal;
+
+    public long LiveBytes { get { lock (_gate) return _liveTotal; } }
+    public long PeakBytes { get { lock (_gate) return _peakTotal; } }
+    /// <summary>Bytes held by the device's caching pool (live plus cached free buffers).</summary>
+    public long ReservedBytes { get; internal set; }
+
+    public long Live(MemoryCategory c) { lock (_gate) return _live[(int)c]; }
+    public long Peak(MemoryCategory c) { lock (_gate) return _peak[(int)c]; }
+
+    internal void Add(MemoryCategory c, long bytes)
+    {
+        lock (_gate)
+        {
+            _live[(int)c] += bytes;
+            _liveTotal += bytes;
+            if (_live[(int)c] > _peak[(int)c]) _peak[(int)c] = _live[(int)c];
+            if (_liveTotal > _peakTotal) _peakTotal = _liveTotal;
+        }
+    }
+
+    internal void Remove(MemoryCategory c, long bytes)
+    {
+        lock (_gate)
+        {
+            _live[(int)c] -= bytes;
+            _liveTotal -= bytes;
+        }
+    }
+
+    /// <summary>Peaks restart from the current live values (like torch.cuda.reset_peak_memory_stats).</summary>
+    public void ResetPeaks()
+    {
+        lock (_gate)
+        {
+            Array.Copy(_live, _peak, Categories);
+            _peakTotal = _liveTotal;
+        }
+    }
+
+    public LedgerSnapshot Snapshot()
+    {
+        lock (_gate)
+        {
+            var live = new Dictionary<MemoryCategory, long>();
+            var peak = new Dictionary<MemoryCategory, long>();
+            foreach (var c in Enum.GetValues<MemoryCategory>()) { live[c] = _live[(int)c]; peak[c] = _peak[(int)c]; }
+            return new LedgerSnapshot(_liveTotal, _peakTotal, live, peak, ReservedBytes);
+        }
+    }
+}

@@ -1,0 +1,228 @@
+using System.Numerics.Tensors;
+using ILGPU;
+using ILGPU.Algorithms;
+using ILGPU.Runtime;
+
+namespace Nanolora.Tensors;
+
+/// <summary>
+/// An elementwise function and its derivative, as a struct so one generic kernel serves them all
+/// (ILGPU specializes <see cref="Ops.Map{TOp}"/> per op). <c>Derivative</c> gets both the input x and
+/// the output y, so ops like exp and tanh can use the cheaper form.
+/// </summary>
+public interface IUnaryOp
+{
+    float Apply(float x);
+    float Derivative(float x, float y);
+    /// <summary>A vectorized CPU path (TensorPrimitives); false means use the scalar loop.</summary>
+    bool TryApplyCpu(ReadOnlySpan<float> x, Span<float> y);
+}
+
+public readonly struct NegOp : IUnaryOp
+{
+    public float Apply(float x) => -x;
+    public float Derivative(float x, float y) => -1f;
+    public bool TryApplyCpu(ReadOnlySpan<float> x, Span<float> y) { TensorPrimitives.Negate(x, y); return true; }
+}
+public readonly struct ExpOp : IUnaryOp
+{
+    public float Apply(float x) => XMath.Exp(x);
+    public float Derivative(float x, float y) => y;
+    public bool TryApplyCpu(ReadOnlySpan<float> x, Span<float> y) { TensorPrimitives.Exp(x, y); return true; }
+}
+public readonly struct LogOp : IUnaryOp
+{
+    public float Apply(float x) => XMath.Log(x);
+    public float Derivative(float x, float y) => 1f / x;
+    public bool TryApplyCpu(ReadOnlySpan<float> x, Span<float> y) { TensorPrimitives.Log(x, y); return true; }
+}
+public readonly struct SqrtOp : IUnaryOp
+{
+    public float Apply(float x) => XMath.Sqrt(x);
+    public float Derivative(float x, float y) => 0.5f / y;
+    public bool TryApplyCpu(ReadOnlySpan<float> x, Span<float> y) { TensorPrimitives.Sqrt(x, y); return true; }
+}
+public readonly struct RsqrtOp : IUnaryOp
+{
+    public float Apply(float x) => XMath.Rsqrt(x);
+    public float Derivative(float x, float y) => -0.5f * y * y * y;
+    public bool TryApplyCpu(ReadOnlySpan<float> x, Span<float> y) { TensorPrimitives.ReciprocalSqrt(x, y); return true; }
+}
+public readonly struct TanhOp : IUnaryOp
+{
+    public float Apply(float x) => XMath.Tanh(x);
+    public float Derivative(float x, float y) => 1f - y * y;
+    public bool TryApplyCpu(ReadOnlySpan<float> x, Span<float> y) { TensorPrimitives.Tanh(x, y); return true; }
+}
+public readonly struct SigmoidOp : IUnaryOp
+{
+    public float Apply(float x) => 1f / (1f + XMath.Exp(-x));
+    public float Derivative(float x, float y) => y * (1f - y);
+    public bool TryApplyCpu(ReadOnlySpan<float> x, Span<float> y) { TensorPrimitives.Sigmoid(x, y); return true; }
+}
+public readonly struct ReluOp : IUnaryOp
+{
+    public float Apply(float x) => x > 0f ? x : 0f;
+    public float Derivative(float x, float y) => x > 0f ? 1f : 0f;
+    public bool TryApplyCpu(ReadOnlySpan<float> x, Span<float> y) { TensorPrimitives.Max(x, 0f, y); return true; }
+}
+public readonly struct SiluOp : IUnaryOp
+{
+    public float Apply(float x) => x / (1f + XMath.Exp(-x));
+    public float Derivative(float x, float y)
+    {
+        float s = 1f / (1f + XMath.Exp(-x));
+        return s * (1f + x * (1f - s));
+    }
+    public bool TryApplyCpu(ReadOnlySpan<float> x, Span<float> y) { TensorPrimitives.Sigmoid(x, y); TensorPrimitives.Multiply(x, y, y); return true; }
+}
+/// <summary>GELU, tanh approximation (GPT-2, BERT): 0.5x(1 + tanh(√(2/π)(x + 0.044715x³))).</summary>
+public readonly struct GeluTanhOp : IUnaryOp
+{
+    const float K = 0.7978845608028654f, C = 0.044715f;
+    public float Apply(float x) => 0.5f * x * (1f + XMath.Tanh(K * (x + C * x * x * x)));
+    public float Derivative(float x, float y)
+    {
+        float t = XMath.Tanh(K * (x + C * x * x * x));
+        return 0.5f * (1f + t) + 0.5f * x * (1f - t * t) * K * (1f + 3f * C * x * x);
+    }
+    public bool TryApplyCpu(ReadOnlySpan<float> x, Span<float> y) => false;
+}
+/// <summary>GELU, exact erf form (PyTorch's default): 0.5x(1 + erf(x/√2)).</summary>
+public readonly struct GeluErfOp : IUnaryOp
+{
+    public float Apply(float x) => 0.5f * x * (1f + Erf.Evaluate(x * 0.70710678118654752f));
+    public float Derivative(float x, float y) =>
+        0.5f * (1f + Erf.Evaluate(x * 0.70710678118654752f)) + x * 0.3989422804014327f * XMath.Exp(-0.5f * x * x);
+    public bool TryApplyCpu(ReadOnlySpan<float> x, Span<float> y) => false;
+}
+/// <summary>y = a·x + b: scaling, shifting and the scalar variants of add/sub/mul.</summary>
+public readonly struct AffineOp(float scale, float shift) : IUnaryOp
+{
+    public readonly float Scale = scale, Shift = shift;
+    public float Apply(float x) => Scale * x + Shift;
+    public float Derivative(float x, float y) => Scale;
+    public bool TryApplyCpu(ReadOnlySpan<float> x, Span<float> y) { TensorPrimitives.Multiply(x, Scale, y); TensorPrimitives.Add(y, Shift, y); return true; }
+}
+/// <summary>y = x^p for a scalar p (x ≥ 0 unless p is a whole number).</summary>
+public readonly struct PowOp(float exponent) : IUnaryOp
+{
+    public readonly float Exponent = exponent;
+    public float Apply(float x) => Exponent == 2f ? x * x : XMath.Pow(x, Exponent);
+    public float Derivative(float x, float y) => Exponent == 2f ? 2f * x : Exponent * XMath.Pow(x, Exponent - 1f);
+    public bool TryApplyCpu(ReadOnlySpan<float> x, Span<float> y) => false;
+}
+
+/// <summary>erf by Abramowitz–Stegun 7.1.26 refined (max error ≈ 1.2e-7), identical on CPU and GPU.</summary>
+public static class Erf
+{
+    public static float Evaluate(float x)
+    {
+        float sign = x < 0f ? -1f : 1f;
+        float a = x < 0f ? -x : x;
+        // W. J. Cody's rational form would be tighter; this one keeps the kernel small and is ample for fp32 GELU.
+        float t = 1f / (1f + 0.5f * a);
+        float poly = -a * a - 1.26551223f + t * (1.00002368f + t * (0.37409196f + t * (0.09678418f + t * (-0.18628806f
+            + t * (0.27886807f + t * (-1.13520398f + t * (1.48851587f + t * (-0.82215223f + t * 0.17087277f))))))));
+        return sign * (1f - t * XMath.Exp(poly));
+    }
+}
+
+public static partial class Ops
+{
+    static class UnaryKernels<TOp> where TOp : struct, IUnaryOp
+    {
+        public static readonly Kernel<Action<Index1D, ArrayView<float>, ArrayView<float>, int, TOp>> Forward =
+            new(a => a.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, int, TOp>(ForwardKernel));
+        public static readonly Kernel<Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, TOp>> Backward =
+            new(a => a.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, TOp>(BackwardKernel));
+
+        // Grid-stride loops: a launch of any size covers n elements.
+        static void ForwardKernel(Index1D index, ArrayView<float> x, ArrayView<float> y, int n, TOp op)
+        {
+            for (int i = index; i < n; i += GridExtent())
+                y[i] = op.Apply(x[i]);
+        }
+
+        static void BackwardKernel(Index1D index, ArrayView<float> x, ArrayView<float> y, ArrayView<float> dy, ArrayView<float> dx, int n, TOp op)
+        {
+            for (int i = index; i < n; i += GridExtent())
+                dx[i] = dy[i] * op.Derivative(x[i], y[i]);
+        }
+    }
+
+    /// <summary>Total threads of an auto-grouped launch (the grid-stride step).</summary>
+    internal static int GridExtent() => Grid.DimX * Group.DimX;
+
+    /// <summary>y = op(x) elementwise.</summary>
+    public static Tensor Map<TOp>(Tensor x, TOp op = default) where TOp : struct, IUnaryOp
+    {
+        var device = SameDevice(typeof(TOp).Name, x);
+        var y = Tensor.Empty(x.Shape, device);
+        if (device is IlgpuDevice gpu)
+        {
+            int n = GpuLength(x, typeof(TOp).Name);
+            UnaryKernels<TOp>.Forward.On(gpu)(LaunchThreads(gpu, n), x.View, y.View, n, op);
+            return y;
+        }
+        var xs = x.HostArray; var ys = y.HostArray;
+        CpuParallel.For(x.Length, 1 << 15, (start, end) =>
+        {
+            var xin = xs.AsSpan((int)start, (int)(end - start));
+            var yout = ys.AsSpan((int)start, (int)(end - start));
+            if (!op.TryApplyCpu(xin, yout))
+                for (int i = 0; i < xin.Length; i++) yout[i] = op.Apply(xin[i]);
+        });
+        return y;
+    }
+
+    /// <summary>dx = dy · op'(x), given the forward's input x and output y.</summary>
+    public static Tensor MapBackward<TOp>(Tensor x, Tensor y, Tensor dy, TOp op = default) where TOp : struct, IUnaryOp
+    {
+        var device = SameDevice(typeof(TOp).Name + " backward", x, y, dy);
+        SameShape(typeof(TOp).Name + " backward", x, dy);
+        var dx = Tensor.Empty(x.Shape, device);
+        if (device is IlgpuDevice gpu)
+        {
+            int n = GpuLength(x, typeof(TOp).Name);
+            UnaryKernels<TOp>.Backward.On(gpu)(LaunchThreads(gpu, n), x.View, y.View, dy.View, dx.View, n, op);
+            return dx;
+        }
+        var xs = x.HostArray; var ys = y.HostArray; var dys = dy.HostArray; var dxs = dx.HostArray;
+        CpuParallel.For(x.Length, 1 << 15, (start, end) =>
+        {
+            for (long i = start; i < end; i++) dxs[i] = dys[i] * op.Derivative(xs[i], ys[i]);
+        });
+        return dx;
+    }
+
+    public static Tensor Neg(Tensor x) => Map<NegOp>(x);
+    public static Tensor Exp(Tensor x) => Map<ExpOp>(x);
+    public static Tensor Log(Tensor x) => Map<LogOp>(x);
+    public static Tensor Sqrt(Tensor x) => Map<SqrtOp>(x);
+    public static Tensor Rsqrt(Tensor x) => Map<RsqrtOp>(x);
+    public static Tensor Tanh(Tensor x) => Map<TanhOp>(x);
+    public static Tensor Sigmoid(Tensor x) => Map<SigmoidOp>(x);
+    public static Tensor Relu(Tensor x) => Map<ReluOp>(x);
+    public static Tensor Silu(Tensor x) => Map<SiluOp>(x);
+    public static Tensor GeluTanh(Tensor x) => Map<GeluTanhOp>(x);
+    public static Tensor GeluErf(Tensor x) => Map<GeluErfOp>(x);
+    public static Tensor Scale(Tensor x, float s) => Map(x, new AffineOp(s, 0f));
+    public static Tensor AddScalar(Tensor x, float s) => Map(x, new AffineOp(1f, s));
+    public static Tensor PowScalar(Tensor x, float p) => Map(x, new PowOp(p));
+
+    static readonly Kernel<Action<Index1D, ArrayView<float>, int, float>> FillKernel =
+        new(a => a.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, int, float>(Fill));
+
+    static void Fill(Index1D index, ArrayView<float> y, int n, float value)
+    {
+        for (int i = index; i < n; i += GridExtent()) y[i] = value;
+    }
+
+    internal static void FillGpu(Tensor t, float value)
+    {
+        var gpu = t.Gpu;
+        int n = GpuLength(t, "Fill");
+        if (n > 0) FillKernel.On(gpu)(LaunchThreads(gpu, n), t.View, n, value);
+    }
+}

@@ -1,0 +1,178 @@
+using ILGPU;
+using ILGPU.Runtime;
+
+namespace Nanolora.Tensors;
+
+/// <summary>
+/// An N-d float32 tensor, contiguous and row-major, on one device.
+/// Disposal rule (stated once, as in TorchSharp): every op returns a fresh tensor that the caller owns
+/// and must dispose; ops never dispose their inputs. <see cref="Reshape"/> returns a view that shares
+/// storage; the storage goes back to the pool when the tensor and all its views are disposed.
+/// </summary>
+public sealed class Tensor : IDisposable
+{
+    readonly Storage _storage;
+    readonly int[] _shape;
+    bool _disposed;
+
+    public Device Device => _storage.Device;
+    public DType DType => DType.Float32;
+    public ReadOnlySpan<int> Shape => _shape;
+    public int Rank => _shape.Length;
+    public long Length { get; }
+    public MemoryCategory Category { get => _storage.Category; set => _storage.Recategorize(value); }
+    public bool IsDisposed => _disposed;
+
+    Tensor(Storage storage, int[] shape)
+    {
+        _storage = storage;
+        _shape = shape;
+        Length = ShapeMath.Numel(shape);
+    }
+
+    /// <summary>Size of axis <paramref name="axis"/>; negative counts from the end.</summary>
+    public int Dim(int axis) => _shape[axis < 0 ? axis + _shape.Length : axis];
+    public int[] ShapeArray() => (int[])_shape.Clone();
+    public string ShapeString => ShapeMath.Format(_shape);
+
+    // ---- creation -------------------------------------------------------------------------------
+
+    /// <summary>A tensor with unspecified contents (a pooled buffer); use when every element is written.</summary>
+    public static Tensor Empty(ReadOnlySpan<int> shape, Device? device = null, MemoryCategory category = MemoryCategory.Activation)
+    {
+        var s = ShapeMath.Validate(shape);
+        device ??= Device.Default;
+        return new Tensor(device.Allocate(ShapeMath.Numel(s), category), s);
+    }
+
+    public static Tensor Zeros(ReadOnlySpan<int> shape, Device? device = null, MemoryCategory category = MemoryCategory.Activation)
+    {
+        var t = Empty(shape, device, category);
+        t.Fill(0f);
+        return t;
+    }
+
+    public static Tensor Full(ReadOnlySpan<int> shape, float value, Device? device = null, MemoryCategory category = MemoryCategory.Activation)
+    {
+        var t = Empty(shape, device, category);
+        t.Fill(value);
+        return t;
+    }
+
+    public static Tensor FromArray(float[] data, ReadOnlySpan<int> shape, Device? device = null, MemoryCategory category = MemoryCategory.Activation)
+    {
+        var s = ShapeMath.Validate(shape);
+        if (ShapeMath.Numel(s) != data.Length)
+            throw new ArgumentException($"Shape {ShapeMath.Format(s)} needs {ShapeMath.Numel(s)} elements but the array has {data.Length}.");
+        var t = Empty(s, device, category);
+        t.CopyFrom(data);
+        return t;
+    }
+
+    public static Tensor Scalar(float value, Device? device = null) => FromArray([value], [], device);
+
+    // ---- data access ----------------------------------------------------------------------------
+
+    internal Storage Storage { get { ThrowIfDisposed(); return _storage; } }
+
+    /// <summary>The elements as a span (cpu device only; GPU tensors must be copied with <see cref="ToArray"/>).</summary>
+    public Span<float> Span
+    {
+        get
+        {
+            ThrowIfDisposed();
+            if (_storage.Host == null) throw new InvalidOperationException($"Span is only available on the cpu device; this tensor is on {Device.Id}. Use ToArray().");
+            return _storage.Host.AsSpan(0, checked((int)Length));
+        }
+    }
+
+    /// <summary>The pinned backing array (cpu only); elements [0, Length) belong to this tensor.</summary>
+    internal float[] HostArray { get { ThrowIfDisposed(); return _storage.Host!; } }
+
+    /// <summary>The ILGPU view of the elements (ILGPU devices only).</summary>
+    internal ArrayView<float> View
+    {
+        get
+        {
+            ThrowIfDisposed();
+            if (_storage.Buffer == null) throw new InvalidOperationException($"This tensor is on {Device.Id}, which has no ILGPU view.");
+            return _storage.Buffer.View.SubView(0, Length);
+        }
+    }
+
+    internal IlgpuDevice Gpu => (IlgpuDevice)Device;
+
+    public float[] ToArray()
+    {
+        ThrowIfDisposed();
+        var result = new float[Length];
+        if (_storage.Host != null) Array.Copy(_storage.Host, result, Length);
+        else if (Length > 0) View.CopyToCPU(ref result[0], Length);
+        return result;
+    }
+
+    /// <summary>The value of a one-element tensor.</summary>
+    public float Item()
+    {
+        if (Length != 1) throw new InvalidOperationException($"Item() needs a one-element tensor; this one has shape {ShapeString}.");
+        return ToArray()[0];
+    }
+
+    public void CopyFrom(ReadOnlySpan<float> data)
+    {
+        ThrowIfDisposed();
+        if (data.Length != Length) throw new ArgumentException($"CopyFrom: tensor {ShapeString} holds {Length} elements, the source has {data.Length}.");
+        if (_storage.Host != null) data.CopyTo(_storage.Host);
+        else if (Length > 0) View.CopyFromCPU(ref System.Runtime.InteropServices.MemoryMarshal.GetReference(data), Length);
+    }
+
+    /// <summary>Copies another tensor's elements into this one (same length, any devices).</summary>
+    public void CopyFrom(Tensor source)
+    {
+        ThrowIfDisposed();
+        if (source.Length != Length) throw new ArgumentException($"CopyFrom: shapes {source.ShapeString} and {ShapeString} differ in size.");
+        if (source.Device == Device && _storage.Buffer != null) { source.View.CopyTo(View); return; }
+        if (source.Device == Device) { source.Span.CopyTo(Span); return; }
+        CopyFrom(source.ToArray());
+    }
+
+    public void Fill(float value)
+    {
+        ThrowIfDisposed();
+        if (_storage.Host != null) Span.Fill(value);
+        else Ops.FillGpu(this, value);
+    }
+
+    /// <summary>A copy on another device (or the same one).</summary>
+    public Tensor To(Device device, MemoryCategory? category = null)
+    {
+        var t = Empty(_shape, device, category ?? Category);
+        t.CopyFrom(this);
+        return t;
+    }
+
+    public Tensor Clone(MemoryCategory? category = null) => To(Device, category);
+
+    /// <summary>A view with a new shape and the same elements (no copy); one axis may be -1.</summary>
+    public Tensor Reshape(params int[] shape)
+    {
+        ThrowIfDisposed();
+        var s = ShapeMath.ResolveReshape(_shape, shape);
+        _storage.Retain();
+        return new Tensor(_storage, s);
+    }
+
+    void ThrowIfDisposed()
+    {
+        if (_disposed) throw new ObjectDisposedException(nameof(Tensor), $"A tensor of shape {ShapeMath.Format(_shape)} was used after Dispose().");
+    }
+
+    public void Dispose()
+    {
+        if (_disposed) return;
+        _disposed = true;
+        _storage.ReleaseReference();
+    }
+
+    public override string ToString() => $"Tensor{ShapeString} on {Device.Id}";
+}
