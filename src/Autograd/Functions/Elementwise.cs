@@ -1,0 +1,131 @@
+using Nanolora.Tensors;
+
+namespace Nanolora.Autograd;
+
+/// <summary>
+/// Differentiable ops (like torch.nn.functional). Each family's forward and backward rule sit together,
+/// micrograd-style: the rule receives dL/dy and accumulates into each input that requires a gradient.
+/// </summary>
+public static partial class F
+{
+    /// <summary>y = op(x) for any unary struct op; backward is dy·op'(x, y).</summary>
+    public static Variable Map<TOp>(Variable x, TOp op = default) where TOp : struct, IUnaryOp
+    {
+        var y = Ops.Map(x.Data, op);
+        return Graph.Record(typeof(TOp).Name, y, [x], dy =>
+        {
+            if (x.RequiresGrad) Graph.Accumulate(x, Ops.MapBackward(x.Data, y, dy, op));
+        });
+    }
+
+    public static Variable Neg(Variable x) => Map<NegOp>(x);
+    public static Variable Exp(Variable x) => Map<ExpOp>(x);
+    public static Variable Log(Variable x) => Map<LogOp>(x);
+    public static Variable Sqrt(Variable x) => Map<SqrtOp>(x);
+    public static Variable Tanh(Variable x) => Map<TanhOp>(x);
+    public static Variable Sigmoid(Variable x) => Map<SigmoidOp>(x);
+    public static Variable Relu(Variable x) => Map<ReluOp>(x);
+    public static Variable Silu(Variable x) => Map<SiluOp>(x);
+    public static Variable Gelu(Variable x, bool tanhApproximation = false) =>
+        tanhApproximation ? Map<GeluTanhOp>(x) : Map<GeluErfOp>(x);
+    public static Variable Scale(Variable x, float s) => Map(x, new AffineOp(s, 0f));
+    public static Variable AddScalar(Variable x, float s) => Map(x, new AffineOp(1f, s));
+    public static Variable Pow(Variable x, float p) => Map(x, new PowOp(p));
+
+    // ---- binary with broadcasting: the gradient of a broadcast operand is summed back to its shape ----
+
+    public static Variable Add(Variable a, Variable b)
+    {
+        var y = Ops.Add(a.Data, b.Data);
+        return Graph.Record("add", y, [a, b], dy =>
+        {
+            if (a.RequiresGrad) Graph.Accumulate(a, Ops.SumTo(dy, a.Shape));
+            if (b.RequiresGrad) Graph.Accumulate(b, Ops.SumTo(dy, b.Shape));
+        });
+    }
+
+    public static Variable Sub(Variable a, Variable b)
+    {
+        var y = Ops.Sub(a.Data, b.Data);
+        return Graph.Record("sub", y, [a, b], dy =>
+        {
+            if (a.RequiresGrad) Graph.Accumulate(a, Ops.SumTo(dy, a.Shape));
+            if (b.RequiresGrad)
+            {
+                using var g = Ops.SumTo(dy, b.Shape);
+                Graph.Accumulate(b, Ops.Neg(g));
+            }
+        });
+    }
+
+    public static Variable Mul(Variable a, Variable b)
+    {
+        var y = Ops.Mul(a.Data, b.Data);
+        return Graph.Record("mul", y, [a, b], dy =>
+        {
+            if (a.RequiresGrad) { using var g = Ops.Mul(dy, b.Data); Graph.Accumulate(a, Ops.SumTo(g, a.Shape)); }
+            if (b.RequiresGrad) { using var g = Ops.Mul(dy, a.Data); Graph.Accumulate(b, Ops.SumTo(g, b.Shape)); }
+        });
+    }
+
+    public static Variable Div(Variable a, Variable b)
+    {
+        var y = Ops.Div(a.Data, b.Data);
+        return Graph.Record("div", y, [a, b], dy =>
+        {
+            if (a.RequiresGrad) { using var g = Ops.Div(dy, b.Data); Graph.Accumulate(a, Ops.SumTo(g, a.Shape)); }
+            if (b.RequiresGrad)
+            {
+                // d(a/b)/db = −y/b
+                using var q = Ops.Div(y, b.Data);
+                using var g = Ops.Mul(dy, q);
+                using var s = Ops.SumTo(g, b.Shape);
+                Graph.Accumulate(b, Ops.Neg(s));
+            }
+        });
+    }
+
+    public static Variable Maximum(Variable a, Variable b)
+    {
+        var y = Ops.Maximum(a.Data, b.Data);
+        return Graph.Record("maximum", y, [a, b], dy =>
+        {
+            // The gradient goes to whichever operand won (a on ties, as torch.maximum splits ties; we pick a).
+            using var aWon = Ops.Zip<GreaterEqualOp>(a.Data, b.Data);
+            if (a.RequiresGrad) { using var g = Ops.Mul(dy, aWon); Graph.Accumulate(a, Ops.SumTo(g, a.Shape)); }
+            if (b.RequiresGrad)
+            {
+                using var bWon = Ops.Map(aWon, new AffineOp(-1f, 1f));
+                using var g = Ops.Mul(dy, bWon);
+                Graph.Accumulate(b, Ops.SumTo(g, b.Shape));
+            }
+        });
+    }
+
+    /// <summary>Dropout in training (p &gt; 0); identity otherwise. The mask is seeded, so runs repeat.</summary>
+    public static Variable Dropout(Variable x, float p, ulong seed, bool training)
+    {
+        if (!training || p <= 0f) return Identity(x);
+        var y = Ops.Dropout(x.Data, p, seed, out var mask);
+        return Graph.Record("dropout", y, [x], dy =>
+        {
+            if (x.RequiresGrad) Graph.Accumulate(x, Ops.Mul(dy, mask));
+        }, mask);
+    }
+
+    /// <summary>A new node with the same values (a view); lets a module return its input as a fresh value.</summary>
+    public static Variable Identity(Variable x)
+    {
+        var y = x.Data.Reshape(x.Data.ShapeArray());
+        return Graph.Record("identity", y, [x], dy =>
+        {
+            if (x.RequiresGrad) Graph.Accumulate(x, dy.Clone());
+        });
+    }
+}
+
+/// <summary>1 where a ≥ b, else 0 (the routing mask of maximum's backward).</summary>
+public readonly struct GreaterEqualOp : IBinaryOp
+{
+    public float Apply(float a, float b) => a >= b ? 1f : 0f;
+}

@@ -1,0 +1,75 @@
+using Nanolora.Tensors;
+
+namespace Nanolora.Autograd;
+
+public static partial class F
+{
+    /// <summary>
+    /// C = op(A)·op(B), batched. Backward (for C = A·B): dA = dC·Bᵀ, dB = Aᵀ·dC, with the transpose flags
+    /// folded in so no transposed copy is ever made. A frozen operand gets no work at all.
+    /// </summary>
+    public static Variable Matmul(Variable a, Variable b, bool transposeA = false, bool transposeB = false)
+    {
+        var y = Ops.Matmul(a.Data, b.Data, transposeA, transposeB);
+        return Graph.Record("matmul", y, [a, b], dy =>
+        {
+            if (a.RequiresGrad)
+            {
+                // A·B: dA = dy·Bᵀ.  Aᵀ·B: dA = B·dyᵀ.  A·Bᵀ: dA = dy·B.  Aᵀ·Bᵀ: dA = Bᵀ·dyᵀ.
+                var da = transposeA ? Ops.Matmul(b.Data, dy, transposeB, true) : Ops.Matmul(dy, b.Data, false, !transposeB);
+                Graph.Accumulate(a, ReduceBatch(da, a.Data));
+            }
+            if (b.RequiresGrad)
+            {
+                // A·B: dB = Aᵀ·dy.  Aᵀ·B: dB = A·dy.  A·Bᵀ: dB = dyᵀ·A.  Aᵀ·Bᵀ: dB = dyᵀ·Aᵀ.
+                var db = transposeB ? Ops.Matmul(dy, a.Data, true, transposeA) : Ops.Matmul(a.Data, dy, !transposeA, false);
+                Graph.Accumulate(b, ReduceBatch(db, b.Data));
+            }
+        });
+    }
+
+    /// <summary>A rank-2 operand shared across a batch gets the sum of the per-batch gradients.</summary>
+    static Tensor ReduceBatch(Tensor g, Tensor operand)
+    {
+        if (g.Rank == operand.Rank) return g;
+        using (g) using (var flat = g.Reshape(-1, operand.Dim(0), operand.Dim(1))) return Ops.SumTo(flat, operand.Shape);
+    }
+
+    /// <summary>
+    /// y = x·Wᵀ + b with W [out, in] as in PyTorch; x [..., in]. Backward: dx = dy·W, dW = dyᵀ·x, db = Σ dy.
+    /// With W frozen (LoRA's base weight) only dx is computed: that skip is LoRA's compute saving.
+    /// </summary>
+    public static Variable Linear(Variable x, Variable weight, Variable? bias)
+    {
+        int inFeatures = weight.Dim(1), outFeatures = weight.Dim(0);
+        if (x.Dim(-1) != inFeatures)
+            throw new ArgumentException($"Linear: input's last axis is {x.Dim(-1)} but the weight {weight.Data.ShapeString} expects {inFeatures}.");
+        var outShape = x.Data.ShapeArray();
+        outShape[^1] = outFeatures;
+        using var x2 = x.Data.Reshape(-1, inFeatures);
+        var y = Tensor.Empty(outShape, x.Device);
+        using (var y2 = y.Reshape(-1, outFeatures))
+        {
+            if (bias != null) Ops.BroadcastRowsInto(y2, bias.Data);
+            Ops.MatmulInto(y2, x2, weight.Data, false, true, 1f, bias != null ? 1f : 0f);
+        }
+        var inputs = bias != null ? new[] { x, weight, bias } : new[] { x, weight };
+        return Graph.Record("linear", y, inputs, dy =>
+        {
+            using var dy2 = dy.Reshape(-1, outFeatures);
+            if (x.RequiresGrad)
+            {
+                var dx = Tensor.Empty(x.Shape, x.Device);
+                using (var dx2 = dx.Reshape(-1, inFeatures)) Ops.MatmulInto(dx2, dy2, weight.Data);
+                Graph.Accumulate(x, dx);
+            }
+            if (weight.RequiresGrad)
+            {
+                using var xs = x.Data.Reshape(-1, inFeatures);
+                if (weight.Grad == null) Graph.Accumulate(weight, Ops.Matmul(dy2, xs, true, false));
+                else Ops.MatmulInto(weight.Grad, dy2, xs, true, false, 1f, 1f); // accumulate in place: no temporary
+            }
+            if (bias != null && bias.RequiresGrad) Graph.Accumulate(bias, Ops.SumTo(dy2, bias.Shape));
+        });
+    }
+}

@@ -1,0 +1,76 @@
+using Nanolora.Tensors;
+
+namespace Nanolora.Autograd;
+
+public static partial class F
+{
+    /// <summary>Softmax over the last axis with optional causal and key-padding masks.</summary>
+    public static Variable Softmax(Variable x, bool causal = false, Tensor? keyMask = null)
+    {
+        var y = Ops.Softmax(x.Data, causal, keyMask);
+        return Graph.Record("softmax", y, [x], dy =>
+        {
+            if (x.RequiresGrad) Graph.Accumulate(x, Ops.SoftmaxBackward(y, dy));
+        });
+    }
+
+    public static Variable LogSoftmax(Variable x)
+    {
+        var y = Ops.LogSoftmax(x.Data);
+        return Graph.Record("log_softmax", y, [x], dy =>
+        {
+            if (x.RequiresGrad) Graph.Accumulate(x, Ops.LogSoftmaxBackward(y, dy));
+        });
+    }
+
+    /// <summary>LayerNorm over the last axis; a frozen gamma/beta skips their gradient work.</summary>
+    public static Variable LayerNorm(Variable x, Variable gamma, Variable? beta, float eps = 1e-5f)
+    {
+        var y = Ops.LayerNorm(x.Data, gamma.Data, beta?.Data, eps, out var mean, out var rstd);
+        var inputs = beta != null ? new[] { x, gamma, beta } : new[] { x, gamma };
+        return Graph.Record("layer_norm", y, inputs, dy =>
+        {
+            bool paramGrads = gamma.RequiresGrad || (beta?.RequiresGrad ?? false);
+            var dx = Ops.LayerNormBackward(dy, x.Data, gamma.Data, mean, rstd, paramGrads, out var dGamma, out var dBeta);
+            if (x.RequiresGrad) Graph.Accumulate(x, dx); else dx.Dispose();
+            if (gamma.RequiresGrad) Graph.Accumulate(gamma, dGamma!); else dGamma?.Dispose();
+            if (beta != null && beta.RequiresGrad) Graph.Accumulate(beta, dBeta!); else dBeta?.Dispose();
+        }, mean, rstd);
+    }
+
+    public static Variable RmsNorm(Variable x, Variable gamma, float eps = 1e-6f)
+    {
+        var y = Ops.RmsNorm(x.Data, gamma.Data, eps, out var rstd);
+        return Graph.Record("rms_norm", y, [x, gamma], dy =>
+        {
+            var dx = Ops.RmsNormBackward(dy, x.Data, gamma.Data, rstd, gamma.RequiresGrad, out var dGamma);
+            if (x.RequiresGrad) Graph.Accumulate(x, dx); else dx.Dispose();
+            if (gamma.RequiresGrad) Graph.Accumulate(gamma, dGamma!); else dGamma?.Dispose();
+        }, rstd);
+    }
+
+    /// <summary>Rows of weight [V, C] picked by ids; backward scatter-adds into dW (repeated ids accumulate).</summary>
+    public static Variable Embedding(Variable weight, int[] ids, params int[] idsShape)
+    {
+        var y = Ops.Embedding(weight.Data, ids, idsShape);
+        int vocab = weight.Dim(0);
+        return Graph.Record("embedding", y, [weight], dy =>
+        {
+            if (weight.RequiresGrad) Graph.Accumulate(weight, Ops.EmbeddingBackward(dy, ids, vocab));
+        });
+    }
+
+    /// <summary>
+    /// Mean cross-entropy of logits [N, V] against targets, ignoring <paramref name="ignoreIndex"/>, with
+    /// label smoothing; fused with log-softmax so the [N, V] probabilities are formed once.
+    /// </summary>
+    public static Variable CrossEntropy(Variable logits, int[] targets, int ignoreIndex = -100, float labelSmoothing = 0f)
+    {
+        var loss = Ops.CrossEntropy(logits.Data, targets, ignoreIndex, labelSmoothing, out var logProbs);
+        return Graph.Record("cross_entropy", loss, [logits], dy =>
+        {
+            if (logits.RequiresGrad)
+                Graph.Accumulate(logits, Ops.CrossEntropyBackward(logProbs, targets, ignoreIndex, labelSmoothing, dy.Item()));
+        }, logProbs);
+    }
+}

@@ -1,0 +1,127 @@
+using Nanolora.Tensors;
+
+namespace Nanolora.Autograd;
+
+/// <summary>Whether ops record a graph. Off inside <see cref="Graph.NoGrad"/> (inference, decoding).</summary>
+public static class Graph
+{
+    [ThreadStatic] static int _noGradDepth;
+    public static bool IsEnabled => _noGradDepth == 0;
+
+    /// <summary>using (Graph.NoGrad()) { ... }: no graph is built, nothing is saved for backward.</summary>
+    public static IDisposable NoGrad() { _noGradDepth++; return new Restore(); }
+
+    sealed class Restore : IDisposable
+    {
+        bool _done;
+        public void Dispose() { if (!_done) { _done = true; _noGradDepth--; } }
+    }
+
+    /// <summary>
+    /// Makes the result of an op. If gradients are on and an input needs one, the result gets a node with
+    /// the backward rule and the saved tensors; otherwise the saved tensors are released at once.
+    /// </summary>
+    internal static Variable Record(string name, Tensor output, Variable[] inputs, Action<Tensor> backward, params Tensor[] saved)
+    {
+        bool needs = IsEnabled && inputs.Any(v => v.RequiresGrad);
+        if (!needs)
+        {
+            foreach (var t in saved) t.Dispose();
+            return GraphScope.Track(new Variable(output));
+        }
+        return GraphScope.Track(new Variable(output, new Node(name, inputs, backward, saved)));
+    }
+
+    /// <summary>Adds g into v's gradient (takes ownership of g). Frozen inputs never get here.</summary>
+    internal static void Accumulate(Variable v, Tensor g)
+    {
+        if (!v.Data.Shape.SequenceEqual(g.Shape))
+            throw new InvalidOperationException($"Backward produced a gradient of shape {g.ShapeString} for a value of shape {v.Data.ShapeString}.");
+        if (v.Grad == null)
+        {
+            g.Category = MemoryCategory.Gradient;
+            v.Grad = g;
+        }
+        else
+        {
+            Ops.AddInPlace(v.Grad, g);
+            g.Dispose();
+        }
+    }
+
+    internal static void Backward(Variable root)
+    {
+        if (root.Data.Length != 1)
+            throw new InvalidOperationException($"Backward() starts from a scalar; this value has shape {root.Data.ShapeString}.");
+        if (!root.RequiresGrad) throw new InvalidOperationException("Backward(): the value does not depend on anything that requires a gradient.");
+        var order = TopologicalOrder(root);
+        Accumulate(root, Tensor.Full(root.Data.Shape, 1f, root.Device));
+        for (int i = order.Count - 1; i >= 0; i--)
+        {
+            var v = order[i];
+            var node = v.Creator!;
+            if (v.Grad != null)
+            {
+                node.BackwardRule(v.Grad);
+                // An intermediate's gradient is dead once its rule has run (leaves keep theirs).
+                v.Grad.Dispose();
+                v.Grad = null;
+            }
+            node.ReleaseSaved();
+        }
+    }
+
+    /// <summary>Nodes reachable from root, each once, inputs before users (iterative DFS: graphs are deep).</summary>
+    static List<Variable> TopologicalOrder(Variable root)
+    {
+        var order = new List<Variable>();
+        var visited = new HashSet<Variable>(ReferenceEqualityComparer.Instance);
+        var stack = new Stack<(Variable V, bool Expanded)>();
+        stack.Push((root, false));
+        while (stack.Count > 0)
+        {
+            var (v, expanded) = stack.Pop();
+            if (v.Creator == null) continue;
+            if (expanded) { order.Add(v); continue; }
+            if (!visited.Add(v)) continue;
+            stack.Push((v, true));
+            foreach (var input in v.Creator.Inputs)
+                if (input.Creator != null && input.RequiresGrad && !visited.Contains(input)) stack.Push((input, false));
+        }
+        return order;
+    }
+}
+
+/// <summary>
+/// Owns the values ops create inside it and disposes them at the end (TorchSharp's dispose scope).
+/// A training step runs inside one, so activations return to the pool every step.
+/// </summary>
+public sealed class GraphScope : IDisposable
+{
+    [ThreadStatic] static GraphScope? _current;
+    readonly GraphScope? _outer;
+    readonly List<Variable> _owned = new();
+
+    public GraphScope() { _outer = _current; _current = this; }
+
+    internal static Variable Track(Variable v)
+    {
+        _current?._owned.Add(v);
+        return v;
+    }
+
+    /// <summary>Hands v to the enclosing scope (or to the caller if none) so it outlives this one.</summary>
+    public Variable Keep(Variable v)
+    {
+        _owned.Remove(v);
+        _outer?._owned.Add(v);
+        return v;
+    }
+
+    public void Dispose()
+    {
+        for (int i = _owned.Count - 1; i >= 0; i--) _owned[i].Dispose();
+        _owned.Clear();
+        if (_current == this) _current = _outer;
+    }
+}

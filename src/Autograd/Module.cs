@@ -1,0 +1,117 @@
+namespace Nanolora.Autograd;
+
+/// <summary>A module that maps one value to another (Linear, LoraLinear, a feed-forward block...).</summary>
+public interface ILayer
+{
+    Variable Forward(Variable x);
+}
+
+/// <summary>
+/// A tree of modules with named parameters, PyTorch-style: names join with dots
+/// (<c>encoder.layers.0.self_attn.q_proj.weight</c>). Children can be looked up and replaced by path,
+/// which is how PEFT methods wrap layers from outside without the model knowing them.
+/// </summary>
+public abstract class Module : IDisposable
+{
+    readonly List<KeyValuePair<string, Parameter>> _parameters = new();
+    readonly List<KeyValuePair<string, Module>> _children = new();
+
+    public bool Training { get; private set; } = true;
+
+    protected Parameter RegisterParameter(string name, Parameter p)
+    {
+        _parameters.Add(new(name, p));
+        return p;
+    }
+
+    protected T RegisterModule<T>(string name, T module) where T : Module
+    {
+        _children.Add(new(name, module));
+        return module;
+    }
+
+    /// <summary>Removes a direct child (not disposed: the caller decides); false if there was none.</summary>
+    protected bool RemoveModule(string name) => _children.RemoveAll(c => c.Key == name) > 0;
+
+    /// <summary>The direct child called <paramref name="name"/> (always read through here, so replacements take effect).</summary>
+    protected Module Child(string name)
+    {
+        foreach (var (n, m) in _children) if (n == name) return m;
+        throw new KeyNotFoundException($"{GetType().Name} has no child '{name}'. Children: {string.Join(", ", _children.Select(c => c.Key))}.");
+    }
+
+    protected ILayer Layer(string name) => Child(name) as ILayer
+        ?? throw new InvalidOperationException($"Child '{name}' of {GetType().Name} is a {Child(name).GetType().Name}, which is not a layer.");
+
+    public IEnumerable<KeyValuePair<string, Module>> Children => _children;
+
+    public IEnumerable<(string Name, Parameter Parameter)> NamedParameters(string prefix = "")
+    {
+        foreach (var (n, p) in _parameters) yield return (prefix + n, p);
+        foreach (var (n, m) in _children)
+            foreach (var item in m.NamedParameters(prefix + n + ".")) yield return item;
+    }
+
+    public IEnumerable<Parameter> Parameters() => NamedParameters().Select(p => p.Parameter);
+    public IEnumerable<Parameter> TrainableParameters() => Parameters().Where(p => p.Trainable);
+
+    /// <summary>This module (name "") and every descendant with its dotted path.</summary>
+    public IEnumerable<(string Name, Module Module)> NamedModules(string prefix = "")
+    {
+        yield return (prefix.TrimEnd('.'), this);
+        foreach (var (n, m) in _children)
+            foreach (var item in m.NamedModules(prefix + n + ".")) yield return item;
+    }
+
+    public Module GetModule(string path)
+    {
+        Module current = this;
+        foreach (var part in path.Split('.', StringSplitOptions.RemoveEmptyEntries)) current = current.Child(part);
+        return current;
+    }
+
+    /// <summary>Swaps the module at <paramref name="path"/>; returns the old one (not disposed: a wrapper may keep it).</summary>
+    public Module ReplaceModule(string path, Module replacement)
+    {
+        int dot = path.LastIndexOf('.');
+        var parent = dot < 0 ? this : GetModule(path[..dot]);
+        var name = dot < 0 ? path : path[(dot + 1)..];
+        for (int i = 0; i < parent._children.Count; i++)
+        {
+            if (parent._children[i].Key != name) continue;
+            var old = parent._children[i].Value;
+            parent._children[i] = new(name, replacement);
+            return old;
+        }
+        throw new KeyNotFoundException($"No module at '{path}'.");
+    }
+
+    public void Train(bool training = true)
+    {
+        Training = training;
+        foreach (var (_, m) in _children) m.Train(training);
+    }
+
+    public void Eval() => Train(false);
+
+    /// <summary>Freezes (or unfreezes) every parameter.</summary>
+    public void SetTrainable(bool trainable)
+    {
+        foreach (var p in Parameters()) p.Trainable = trainable;
+    }
+
+    public long ParameterCount(bool trainableOnly = false) =>
+        Parameters().Where(p => !trainableOnly || p.Trainable).Sum(p => p.Count);
+
+    public void ZeroGrad()
+    {
+        foreach (var p in Parameters()) p.ZeroGrad();
+    }
+
+    public virtual void Dispose()
+    {
+        foreach (var (_, p) in _parameters) p.Dispose();
+        foreach (var (_, m) in _children) m.Dispose();
+        GC.SuppressFinalize(this);
+    }
+}

@@ -1,0 +1,147 @@
+using Nanolora.Tensors;
+
+namespace Nanolora.Autograd;
+
+/// <summary>
+/// Base of the optimizers. It is handed only trainable parameters (frozen ones are refused), and keeps
+/// its state lazily, per parameter, under the ledger's "optimizer state" category.
+/// </summary>
+public abstract class Optimizer : IDisposable
+{
+    protected readonly IReadOnlyList<Parameter> Params;
+    readonly Dictionary<Parameter, Tensor[]> _state = new(ReferenceEqualityComparer.Instance);
+    public float LearningRate { get; set; }
+    /// <summary>Number of Step() calls so far (bias correction uses it; resumes restore it).</summary>
+    public int StepCount { get; protected set; }
+
+    protected Optimizer(IEnumerable<Parameter> parameters, float lr)
+    {
+        Params = parameters.ToList();
+        foreach (var p in Params)
+            if (!p.Trainable) throw new ArgumentException($"Parameter '{p.Name}' is frozen; give the optimizer only trainable parameters.");
+        if (Params.Count == 0) throw new ArgumentException("The optimizer was given no parameters.");
+        LearningRate = lr;
+    }
+
+    /// <summary>Names of the state slots each parameter gets (e.g. exp_avg, exp_avg_sq).</summary>
+    protected abstract string[] StateSlots { get; }
+
+    protected Tensor[] StateOf(Parameter p)
+    {
+        if (_state.TryGetValue(p, out var s)) return s;
+        s = StateSlots.Select(_ => Tensor.Zeros(p.Shape, p.Device, MemoryCategory.OptimizerState)).ToArray();
+        _state[p] = s;
+        return s;
+    }
+
+    public long StateBytes => _state.Values.Sum(ts => ts.Sum(t => t.Length * sizeof(float)));
+
+    public void Step()
+    {
+        StepCount++;
+        foreach (var p in Params)
+            if (p.Grad != null) Update(p, p.Grad);
+    }
+
+    protected abstract void Update(Parameter p, Tensor grad);
+
+    public void ZeroGrad()
+    {
+        foreach (var p in Params) p.ZeroGrad();
+    }
+
+    /// <summary>The state as named arrays ("{index}.{slot}", plus "step"), for checkpoints.</summary>
+    public IReadOnlyList<(string Name, int[] Shape, float[] Data)> StateDict()
+    {
+        var list = new List<(string, int[], float[])> { ("step", [1], [StepCount]) };
+        for (int i = 0; i < Params.Count; i++)
+            if (_state.TryGetValue(Params[i], out var s))
+                for (int k = 0; k < s.Length; k++) list.Add(($"{i}.{StateSlots[k]}", s[k].ShapeArray(), s[k].ToArray()));
+        return list;
+    }
+
+    public void LoadStateDict(IEnumerable<(string Name, int[] Shape, float[] Data)> entries)
+    {
+        foreach (var (name, shape, data) in entries)
+        {
+            if (name == "step") { StepCount = (int)data[0]; continue; }
+            var parts = name.Split('.');
+            if (parts.Length != 2 || !int.TryParse(parts[0], out int index) || index < 0 || index >= Params.Count)
+                throw new InvalidDataException($"Optimizer state entry '{name}' does not name one of the {Params.Count} parameters.");
+            int slot = Array.IndexOf(StateSlots, parts[1]);
+            if (slot < 0) throw new InvalidDataException($"Optimizer state entry '{name}': unknown slot '{parts[1]}' (expected {string.Join(", ", StateSlots)}).");
+            var p = Params[index];
+            if (!shape.SequenceEqual(p.Data.ShapeArray()))
+                throw new InvalidDataException($"Optimizer state '{name}' has shape {ShapeMath.Format(shape)} but parameter '{p.Name}' is {p.Data.ShapeString}.");
+            StateOf(p)[slot].CopyFrom(data);
+        }
+    }
+
+    public void Dispose()
+    {
+        foreach (var s in _state.Values) foreach (var t in s) t.Dispose();
+        _state.Clear();
+        GC.SuppressFinalize(this);
+    }
+
+    /// <summary>Scales all gradients so their global L2 norm is at most maxNorm; returns the norm before clipping.</summary>
+    public static double ClipGradNorm(IEnumerable<Parameter> parameters, double maxNorm)
+    {
+        var grads = parameters.Where(p => p.Grad != null).Select(p => p.Grad!).ToList();
+        double norm = Math.Sqrt(Ops.SumOfSquares(grads));
+        if (norm > maxNorm && norm > 0)
+        {
+            float scale = (float)(maxNorm / (norm + 1e-6));
+            foreach (var g in grads) Ops.ScaleInPlace(g, scale);
+        }
+        return norm;
+    }
+}
+
+/// <summary>torch.optim.AdamW: decoupled weight decay, bias correction; PyTorch's defaults.</summary>
+public sealed class AdamW : Optimizer
+{
+    public float Beta1 { get; }
+    public float Beta2 { get; }
+    public float Eps { get; }
+    public float WeightDecay { get; }
+
+    public AdamW(IEnumerable<Parameter> parameters, float lr = 1e-3f, float beta1 = 0.9f, float beta2 = 0.999f, float eps = 1e-8f, float weightDecay = 0.01f)
+        : base(parameters, lr)
+    {
+        Beta1 = beta1; Beta2 = beta2; Eps = eps; WeightDecay = weightDecay;
+    }
+
+    protected override string[] StateSlots => ["exp_avg", "exp_avg_sq"];
+
+    protected override void Update(Parameter p, Tensor grad)
+    {
+        var s = StateOf(p);
+        Ops.AdamWStep(p.Data, grad, s[0], s[1], LearningRate, Beta1, Beta2, Eps, WeightDecay, StepCount);
+    }
+}
+
+/// <summary>torch.optim.SGD with momentum, dampening, weight decay and Nesterov.</summary>
+public sealed class Sgd : Optimizer
+{
+    public float Momentum { get; }
+    public float Dampening { get; }
+    public float WeightDecay { get; }
+    public bool Nesterov { get; }
+    readonly HashSet<Parameter> _started = new(ReferenceEqualityComparer.Instance);
+
+    public Sgd(IEnumerable<Parameter> parameters, float lr, float momentum = 0f, float dampening = 0f, float weightDecay = 0f, bool nesterov = false)
+        : base(parameters, lr)
+    {
+        Momentum = momentum; Dampening = dampening; WeightDecay = weightDecay; Nesterov = nesterov;
+    }
+
+    protected override string[] StateSlots => Momentum != 0f ? ["momentum_buffer"] : [];
+
+    protected override void Update(Parameter p, Tensor grad)
+    {
+        var buffer = Momentum != 0f ? StateOf(p)[0] : null;
+        bool first = _started.Add(p);
+        Ops.SgdStep(p.Data, grad, buffer, LearningRate, Momentum, Dampening, WeightDecay, Nesterov, first);
+    }
+}

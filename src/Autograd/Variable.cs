@@ -1,0 +1,88 @@
+using Nanolora.Tensors;
+
+namespace Nanolora.Autograd;
+
+/// <summary>
+/// A differentiable value: a tensor plus the graph node that made it (micrograd's Value, for tensors).
+/// Op results are owned by the innermost <see cref="GraphScope"/> (disposed with it); without a scope
+/// the caller disposes them. <see cref="Grad"/> is filled by <see cref="Backward"/>; gradients accumulate with +=.
+/// </summary>
+public class Variable : IDisposable
+{
+    public Tensor Data { get; private set; }
+    public Tensor? Grad { get; internal set; }
+    public virtual bool RequiresGrad { get; set; }
+    internal Node? Creator { get; }
+
+    public Variable(Tensor data, bool requiresGrad = false)
+    {
+        Data = data;
+        RequiresGrad = requiresGrad;
+    }
+
+    internal Variable(Tensor data, Node creator)
+    {
+        Data = data;
+        Creator = creator;
+        RequiresGrad = true;
+    }
+
+    /// <summary>A constant (no gradient) owned by the current scope, like an op result.</summary>
+    public static Variable Constant(Tensor data) => GraphScope.Track(new Variable(data));
+
+    public ReadOnlySpan<int> Shape => Data.Shape;
+    public int Dim(int axis) => Data.Dim(axis);
+    public Device Device => Data.Device;
+    public override string ToString() => $"Variable{Data.ShapeString}{(Creator != null ? " (" + Creator.Name + ")" : "")}";
+
+    /// <summary>Replaces the tensor (used by loading weights); the old one is disposed.</summary>
+    public void SetData(Tensor data)
+    {
+        if (!data.Shape.SequenceEqual(Data.Shape))
+            throw new ArgumentException($"SetData: expected shape {Data.ShapeString}, got {data.ShapeString}.");
+        if (!ReferenceEquals(data, Data)) Data.Dispose();
+        Data = data;
+    }
+
+    public void ZeroGrad()
+    {
+        Grad?.Dispose();
+        Grad = null;
+    }
+
+    /// <summary>Reverse-mode pass from a scalar: dL/dL = 1, then each node once in reverse topological order.</summary>
+    public void Backward() => Graph.Backward(this);
+
+    /// <summary>The same tensor as a constant: no gradient flows through it. Shares storage (a view).</summary>
+    public Variable Detach() => GraphScope.Track(new Variable(Data.Reshape(Data.ShapeArray())));
+
+    public virtual void Dispose()
+    {
+        Data.Dispose();
+        Grad?.Dispose();
+        Grad = null;
+        Creator?.ReleaseSaved();
+    }
+}
+
+/// <summary>A graph node: the inputs of an op, its backward rule, and what it saved for backward.</summary>
+internal sealed class Node
+{
+    public readonly string Name;
+    public readonly Variable[] Inputs;
+    public readonly Action<Tensor> BackwardRule;
+    readonly Tensor[] _saved;
+    bool _released;
+
+    public Node(string name, Variable[] inputs, Action<Tensor> backward, Tensor[] saved)
+    {
+        Name = name; Inputs = inputs; BackwardRule = backward; _saved = saved;
+    }
+
+    public void ReleaseSaved()
+    {
+        if (_released) return;
+        _released = true;
+        foreach (var t in _saved) t.Dispose();
+    }
+}

@@ -1,0 +1,29 @@
+using System.CommandLine;
+using Nanolora.Tensors;
+
+namespace Nanolora.Cli;
+
+/// <summary>experiment: the project's main job.</summary>
+public static class ExperimentCommand
+{
+    public static Command Create(Option<string?> device)
+    {
+        var quick = new Option<bool>("--quick") { Description = "the main job's budget: finishes within 15 minutes on a 2-core CPU" };
+        var output = new Option<string>("--out") { Description = "output directory", DefaultValueFactory = _ => "out/experiment" };
+        var baseDir = new Option<string>("--base") { Description = "base checkpoint (pretrained if missing)", DefaultValueFactory = _ => "models/base-tiny" };
+        var steps = new Option<int?>("--steps") { Description = "fine-tuning steps per method (overrides the preset)" };
+        var evalExamples = new Option<int?>("--eval-examples") { Description = "test examples to score (0: the whole split)" };
+        var cmd = new Command("experiment", "Base vs full fine-tuning vs LoRA on Debian synopses, a rank ablation and a WordNet adapter swap; writes results.json, results.md and plots.")
+            { quick, output, baseDir, steps, evalExamples };
+        cmd.SetAction(r => Program.Guard(() =>
+        {
+            Device dev = Workflows.ResolveDevice(r.GetValue(device));
+            var o = ExperimentOptions.Defaults(r.GetValue(quick), r.GetValue(output)!) with { BaseDirectory = r.GetValue(baseDir)! };
+            if (r.GetValue(steps) is int s) o = o with { Steps = s };
+            if (r.GetValue(evalExamples) is int e) o = o with { EvalExamples = e };
+            new ExperimentRunner(o, dev).Run();
+            return 0;
+        }));
+        return cmd;
+    }
+}

@@ -1,0 +1,105 @@
+using System.CommandLine;
+using Nanolora.Lora;
+using Nanolora.Tensors;
+using Nanolora.Transformer;
+using Spectre.Console;
+
+namespace Nanolora.Cli;
+
+/// <summary>eval, generate and merge: commands that use a trained model.</summary>
+public static class ModelCommands
+{
+    static readonly Option<string> ModelDir = new("--model") { Description = "checkpoint directory", DefaultValueFactory = _ => "models/base-tiny" };
+    static readonly Option<string?> AdapterDir = new("--adapter") { Description = "a PEFT-format LoRA adapter directory to apply" };
+
+    /// <summary>Loads a checkpoint and, if given, an adapter on top of it (active).</summary>
+    static (Seq2SeqTransformer, SubwordTokenizer) Load(ParseResult r, Option<string?> device)
+    {
+        var dev = Workflows.ResolveDevice(r.GetValue(device));
+        var (model, tokenizer) = Checkpoint.Load(r.GetValue(ModelDir)!, dev);
+        if (r.GetValue(AdapterDir) is string adapter)
+        {
+            var lora = LoraModel.For(model);
+            AdapterFiles.Load(lora, adapter, "default");
+            lora.SetActiveAdapter("default");
+        }
+        return (model, tokenizer);
+    }
+
+    public static Command Eval(Option<string?> device)
+    {
+        var task = new Option<string>("--task") { DefaultValueFactory = _ => "debian" };
+        var split = new Option<string>("--split") { DefaultValueFactory = _ => "test" };
+        var limit = new Option<int>("--limit") { Description = "evaluate this many examples, spread over the split (0: all)", DefaultValueFactory = _ => 0 };
+        var beam = new Option<int>("--beam") { DefaultValueFactory = _ => 1 };
+        var predictions = new Option<string?>("--predictions") { Description = "write predictions here, one a line" };
+        var cmd = new Command("eval", "ROUGE of a model (optionally with an adapter) on a task split.") { ModelDir, AdapterDir, task, split, limit, beam, predictions };
+        cmd.SetAction(r => Program.Guard(() =>
+        {
+            var (model, tokenizer) = Load(r, device);
+            using var _ = model;
+            var data = TaskData.Load(r.GetValue(task)!);
+            var examples = r.GetValue(split) switch { "train" => data.Train, "validation" => data.Validation, "test" => data.Test, var s => throw new ArgumentException($"Unknown split '{s}'.") };
+            examples = TaskData.Spread(examples, r.GetValue(limit));
+            var result = Workflows.Evaluate(model, tokenizer, data.Name, examples, Workflows.DecodeFor(data.Name, r.GetValue(beam)), "evaluating");
+            if (r.GetValue(predictions) is string path) AtomicFile.WriteAllText(path, string.Join('\n', result.Predictions) + "\n");
+            var table = new Table().AddColumns("metric", "precision", "recall", "F");
+            foreach (var (name, s) in new[] { ("ROUGE-1", result.Rouge.Rouge1), ("ROUGE-2", result.Rouge.Rouge2), ("ROUGE-L", result.Rouge.RougeL), ("ROUGE-Lsum", result.Rouge.RougeLsum) })
+                table.AddRow(name, s.Precision.ToString("F4"), s.Recall.ToString("F4"), s.F.ToString("F4"));
+            AnsiConsole.Write(table);
+            return 0;
+        }));
+        return cmd;
+    }
+
+    public static Command Generate(Option<string?> device)
+    {
+        var text = new Option<string[]>("--text") { Description = "source text(s); default: read lines from stdin", AllowMultipleArgumentsPerToken = true };
+        var beam = new Option<int>("--beam") { DefaultValueFactory = _ => 1 };
+        var maxLen = new Option<int>("--max-length") { DefaultValueFactory = _ => 24 };
+        var noCache = new Option<bool>("--no-cache") { Description = "recompute the whole prefix each step (for comparison)" };
+        var cmd = new Command("generate", "Generate a target (e.g. a synopsis) for each source text.") { ModelDir, AdapterDir, text, beam, maxLen, noCache };
+        cmd.SetAction(r => Program.Guard(() =>
+        {
+            var (model, tokenizer) = Load(r, device);
+            using var _ = model;
+            var sources = r.GetValue(text) is { Length: > 0 } t ? t : ReadStdin();
+            foreach (var source in sources)
+            {
+                var ids = tokenizer.Encode(source, 96);
+                var output = SequenceDecoder.Generate(model, ids, 1, ids.Length, new DecodeOptions(r.GetValue(maxLen), r.GetValue(beam), 1f, !r.GetValue(noCache)));
+                Console.WriteLine(tokenizer.Decode(output[0]));
+            }
+            return 0;
+        }));
+        return cmd;
+    }
+
+    static string[] ReadStdin()
+    {
+        var lines = new List<string>();
+        while (Console.ReadLine() is { } line) if (!string.IsNullOrWhiteSpace(line)) lines.Add(line);
+        return lines.ToArray();
+    }
+
+    public static Command Merge(Option<string?> device)
+    {
+        var output = new Option<string>("--out") { Description = "directory for the merged checkpoint", Required = true };
+        var cmd = new Command("merge", "Fold a LoRA adapter into the base weights (W += B·A·scaling) and save a plain checkpoint.") { ModelDir, AdapterDir, output };
+        cmd.SetAction(r => Program.Guard(() =>
+        {
+            if (r.GetValue(AdapterDir) == null) throw new ArgumentException("merge needs --adapter DIR.");
+            var dev = Workflows.ResolveDevice(r.GetValue(device));
+            var (model, tokenizer) = Checkpoint.Load(r.GetValue(ModelDir)!, dev);
+            using var _ = model;
+            var lora = LoraModel.For(model);
+            AdapterFiles.Load(lora, r.GetValue(AdapterDir)!, "default");
+            lora.SetActiveAdapter("default");
+            lora.MergeAndUnload();
+            Checkpoint.Save(r.GetValue(output)!, model, tokenizer);
+            AnsiConsole.MarkupLine($"merged adapter into {model.ParameterCount():N0} parameters → {Markup.Escape(r.GetValue(output)!)}");
+            return 0;
+        }));
+        return cmd;
+    }
+}

@@ -1,0 +1,134 @@
+using System.Text;
+using System.Text.Json;
+using Nanolora.Transformer;
+using ScottPlot;
+using Spectre.Console;
+
+namespace Nanolora.Cli;
+
+/// <summary>Writes results.json, results.md and the two plots from the rows the runner measured.</summary>
+public sealed class ExperimentReport(ExperimentOptions o, IReadOnlyList<ResultRow> rows, IReadOnlyDictionary<string, List<float>> losses, TimeSpan elapsed)
+{
+    static readonly JsonSerializerOptions Json = new() { PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower, WriteIndented = true };
+
+    public void Write()
+    {
+        var dir = o.OutputDirectory;
+        AtomicFile.WriteAllText(Path.Combine(dir, "results.json"), JsonSerializer.Serialize(new { rows, elapsed_seconds = Math.Round(elapsed.TotalSeconds), quick = o.Quick }, Json));
+        AtomicFile.WriteAllText(Path.Combine(dir, "results.md"), Markdown());
+        LossPlot(Path.Combine(dir, "loss_full_vs_lora.png"));
+        RankPlot(Path.Combine(dir, "rouge1_vs_rank.png"));
+    }
+
+    static string Mb(long bytes) => (bytes / 1048576.0).ToString("F2");
+
+    public string Markdown()
+    {
+        var sb = new StringBuilder();
+        sb.AppendLine($"# Nanolora experiment ({(o.Quick ? "quick" : "full")})");
+        sb.AppendLine();
+        sb.AppendLine($"Debian description → synopsis, test split ({rows.FirstOrDefault(r => r.Method == "base")?.EvalExamples ?? 0} examples spread over it), greedy decoding. " +
+                      $"Fine-tuning: {o.Steps} steps each, same data order and seed. Ran in {elapsed:mm\\:ss}.");
+        sb.AppendLine();
+        sb.AppendLine("| method | task | rank | ROUGE-1 | ROUGE-2 | ROUGE-L | trainable params | trainable % | optimizer state (MB) | peak memory (MB) | step (ms) | adapter (MB) | checkpoint (MB) |");
+        sb.AppendLine("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        foreach (var r in rows)
+            sb.AppendLine($"| {r.Method} | {r.Task} | {(r.Rank > 0 ? r.Rank : "")} | {r.Rouge1:F4} | {r.Rouge2:F4} | {r.RougeL:F4} | {r.TrainableParams:N0} | {r.TrainablePercent:F2} | " +
+                          $"{Mb(r.OptimizerStateBytes)} | {Mb(r.PeakBytes)} | {r.StepMs:F0} | {(r.AdapterBytes > 0 ? Mb(r.AdapterBytes) : "")} | {(r.CheckpointBytes > 0 ? Mb(r.CheckpointBytes) : "")} |");
+        var baseRow = rows.FirstOrDefault(r => r.Method == "base" && r.Task == "debian");
+        var full = rows.FirstOrDefault(r => r.Method == "full");
+        var lora = rows.FirstOrDefault(r => r.Method == "lora" && r.Task == "debian");
+        if (baseRow != null && full != null && lora != null)
+        {
+            double fullGain = full.Rouge1 - baseRow.Rouge1, loraGain = lora.Rouge1 - baseRow.Rouge1;
+            sb.AppendLine();
+            sb.AppendLine($"ROUGE-1 gain over base: full {fullGain:+0.0000;-0.0000}, LoRA r=8 {loraGain:+0.0000;-0.0000} " +
+                          $"({(fullGain > 0 ? (100 * loraGain / fullGain).ToString("F0") + "% of full's gain" : "full fine-tuning did not gain")}) with {lora.TrainablePercent:F2}% of the parameters trainable.");
+            sb.AppendLine();
+            sb.AppendLine("Peak memory by category during training (MB, from the device ledger):");
+            sb.AppendLine();
+            sb.AppendLine("| method | parameters | gradients | optimizer state | activations | other | total peak |");
+            sb.AppendLine("|---|---:|---:|---:|---:|---:|---:|");
+            foreach (var r in new[] { full, lora })
+            {
+                var c = r.PeakBytesByCategory ?? new Dictionary<string, long>();
+                long Get(string k) => c.TryGetValue(k, out var v) ? v : 0;
+                sb.AppendLine($"| {r.Method} | {Mb(Get("Parameter"))} | {Mb(Get("Gradient"))} | {Mb(Get("OptimizerState"))} | {Mb(Get("Activation"))} | {Mb(Get("Other"))} | {Mb(r.PeakBytes)} |");
+            }
+        }
+        sb.AppendLine();
+        sb.AppendLine("Plots: `loss_full_vs_lora.png` (training loss), `rouge1_vs_rank.png` (rank ablation).");
+        return sb.ToString();
+    }
+
+    public Spectre.Console.Table Table()
+    {
+        var t = new Spectre.Console.Table().AddColumns("method", "task", "rank", "ROUGE-1", "ROUGE-2", "ROUGE-L", "trainable", "%", "opt state MB", "peak MB", "ms/step", "adapter MB");
+        foreach (var r in rows)
+            t.AddRow(r.Method, r.Task, r.Rank > 0 ? r.Rank.ToString() : "", r.Rouge1.ToString("F4"), r.Rouge2.ToString("F4"), r.RougeL.ToString("F4"),
+                r.TrainableParams.ToString("N0"), r.TrainablePercent.ToString("F2"), Mb(r.OptimizerStateBytes), Mb(r.PeakBytes), r.StepMs.ToString("F0"), r.AdapterBytes > 0 ? Mb(r.AdapterBytes) : "");
+        return t;
+    }
+
+    void LossPlot(string path)
+    {
+        var plot = new Plot();
+        foreach (var (name, series) in losses)
+        {
+            // A moving average keeps the curves readable; the raw values are in the loss lists.
+            var smooth = MovingAverage(series, Math.Max(1, series.Count / 50));
+            var line = plot.Add.Scatter(Enumerable.Range(1, smooth.Length).Select(i => (double)i).ToArray(), smooth);
+            line.LegendText = name == "full" ? "full fine-tuning" : "LoRA r=8";
+            line.MarkerSize = 0;
+        }
+        plot.Title("Training loss: full fine-tuning vs LoRA (Debian synopses)");
+        plot.XLabel("step");
+        plot.YLabel("label-smoothed cross-entropy");
+        plot.ShowLegend();
+        SaveAtomically(plot, path);
+    }
+
+    void RankPlot(string path)
+    {
+        var ablation = rows.Where(r => r.Method == "lora-ablation").OrderBy(r => r.Rank).ToList();
+        var plot = new Plot();
+        if (ablation.Count > 0)
+        {
+            var xs = ablation.Select(r => Math.Log2(r.Rank)).ToArray();
+            var line = plot.Add.Scatter(xs, ablation.Select(r => r.Rouge1).ToArray());
+            line.LegendText = "LoRA";
+            plot.Axes.Bottom.SetTicks(xs, ablation.Select(r => r.Rank.ToString()).ToArray());
+            foreach (var (method, label) in new[] { ("base", "base"), ("full", "full fine-tuning") })
+                if (rows.FirstOrDefault(r => r.Method == method && r.Task == "debian") is { } row)
+                {
+                    var h = plot.Add.HorizontalLine(row.Rouge1);
+                    h.LegendText = label;
+                }
+        }
+        plot.Title("ROUGE-1 vs LoRA rank (Debian synopses)");
+        plot.XLabel("rank r");
+        plot.YLabel("ROUGE-1 F");
+        plot.ShowLegend();
+        SaveAtomically(plot, path);
+    }
+
+    static double[] MovingAverage(List<float> values, int window)
+    {
+        var result = new double[values.Count];
+        double sum = 0;
+        for (int i = 0; i < values.Count; i++)
+        {
+            sum += values[i];
+            if (i >= window) sum -= values[i - window];
+            result[i] = sum / Math.Min(i + 1, window);
+        }
+        return result;
+    }
+
+    static void SaveAtomically(Plot plot, string path)
+    {
+        var tmp = path + ".tmp.png";
+        plot.SavePng(tmp, 900, 540);
+        File.Move(tmp, path, overwrite: true);
+    }
+}

@@ -1,0 +1,150 @@
+using System.Diagnostics;
+using Nanolora.Lora;
+using Nanolora.Tensors;
+using Nanolora.Transformer;
+using Spectre.Console;
+
+namespace Nanolora.Cli;
+
+public sealed record ExperimentOptions
+{
+    public bool Quick { get; init; }
+    public required string OutputDirectory { get; init; }
+    public string BaseDirectory { get; init; } = "models/base-tiny";
+    public int Steps { get; init; }
+    public int AblationSteps { get; init; }
+    public int WordnetSteps { get; init; }
+    public int EvalExamples { get; init; }
+    public int AblationEvalExamples { get; init; }
+    public IReadOnlyList<int> Ranks { get; init; } = [1, 2, 4, 8, 16, 32, 64];
+    public int PretrainSteps { get; init; } = 1500;
+    public ulong Seed { get; init; } = 1;
+
+    /// <summary>The main job's budget on a 2-core CPU (≤ 15 minutes) and the full experiment's.</summary>
+    public static ExperimentOptions Defaults(bool quick, string output) => quick
+        ? new() { Quick = true, OutputDirectory = output, Steps = 300, AblationSteps = 150, WordnetSteps = 200, EvalExamples = 400, AblationEvalExamples = 200, Ranks = [1, 4, 8, 16, 64] }
+        : new() { Quick = false, OutputDirectory = output, Steps = 2000, AblationSteps = 1000, WordnetSteps = 1000, EvalExamples = 0, AblationEvalExamples = 1000 };
+}
+
+/// <summary>One row of results.json: a method's scores and costs.</summary>
+public sealed record ResultRow(string Method, string Task, int Rank, double Rouge1, double Rouge2, double RougeL, long TrainableParams, double TrainablePercent,
+    long OptimizerStateBytes, long PeakBytes, double StepMs, long AdapterBytes, long CheckpointBytes, int EvalExamples, int Steps,
+    IReadOnlyDictionary<string, long>? PeakBytesByCategory);
+
+/// <summary>
+/// The seed's experiment: base vs full fine-tuning vs LoRA on Debian description → synopsis, a rank
+/// ablation, and a task swap (a WordNet adapter on the same base, switched in one process).
+/// </summary>
+public sealed class ExperimentRunner(ExperimentOptions o, Device device)
+{
+    readonly List<ResultRow> _rows = new();
+    readonly Dictionary<string, List<float>> _losses = new();
+
+    public IReadOnlyList<ResultRow> Run()
+    {
+        var clock = Stopwatch.StartNew();
+        Directory.CreateDirectory(o.OutputDirectory);
+        var debian = TaskData.Load("debian");
+        var wordnet = TaskData.Load("wordnet");
+        string baseDir = EnsureBase();
+        var test = TaskData.Spread(debian.Test, o.EvalExamples);
+        var ablationTest = TaskData.Spread(debian.Test, o.AblationEvalExamples);
+        long fullCheckpointBytes = new FileInfo(Path.Combine(baseDir, Checkpoint.WeightsFile)).Length;
+
+        var lead = Evaluator.LeadBaseline(test);
+        Add("lead-8", "debian", 0, lead.Rouge, null, 0, 0, 0, test.Count, 0);
+
+        var (model, tokenizer) = Checkpoint.Load(baseDir, device);
+        long total = model.ParameterCount();
+        var baseEval = Workflows.Evaluate(model, tokenizer, "debian", test, Workflows.DecodeFor("debian"), "base: evaluating");
+        Add("base", "debian", 0, baseEval.Rouge, null, 0, total, fullCheckpointBytes, test.Count, 0);
+        model.Dispose();
+
+        // (b) full fine-tuning
+        (model, tokenizer) = Checkpoint.Load(baseDir, device);
+        var ft = new FineTuneOptions { Task = "debian", Method = "full", Steps = o.Steps, Seed = o.Seed };
+        var (fullResult, _) = Workflows.FineTune(model, tokenizer, debian, ft, baseDir);
+        var fullEval = Workflows.Evaluate(model, tokenizer, "debian", test, Workflows.DecodeFor("debian"), "full: evaluating");
+        Checkpoint.Save(Path.Combine(o.OutputDirectory, "full"), model, tokenizer);
+        Add("full", "debian", 0, fullEval.Rouge, fullResult, 0, total, new FileInfo(Path.Combine(o.OutputDirectory, "full", Checkpoint.WeightsFile)).Length, test.Count, o.Steps);
+        _losses["full"] = fullResult.Losses;
+        model.Dispose();
+
+        // (c) LoRA r=8 on the attention projections; the same process then learns and swaps a WordNet adapter.
+        (model, tokenizer) = Checkpoint.Load(baseDir, device);
+        var loraOptions = ft with { Method = "lora", Rank = 8 };
+        var (loraResult, lora) = Workflows.FineTune(model, tokenizer, debian, loraOptions, baseDir, adapterName: "debian");
+        var loraEval = Workflows.Evaluate(model, tokenizer, "debian", test, Workflows.DecodeFor("debian"), "LoRA r=8: evaluating");
+        string adapterDir = Path.Combine(o.OutputDirectory, "adapters", "debian-r8");
+        AdapterFiles.Save(lora!, "debian", adapterDir);
+        long adapterBytes = new FileInfo(Path.Combine(adapterDir, AdapterFiles.WeightsFile)).Length;
+        Add("lora", "debian", 8, loraEval.Rouge, loraResult, adapterBytes, total, 0, test.Count, o.Steps);
+        _losses["lora"] = loraResult.Losses;
+        TaskSwap(model, tokenizer, lora!, wordnet, test, loraEval, baseDir);
+        model.Dispose();
+
+        // Rank ablation: the same recipe at each rank (shorter runs, a smaller test sample).
+        foreach (int rank in o.Ranks)
+        {
+            (model, tokenizer) = Checkpoint.Load(baseDir, device);
+            var opt = loraOptions with { Rank = rank, Steps = o.AblationSteps };
+            var (r, l) = Workflows.FineTune(model, tokenizer, debian, opt, baseDir, adapterName: $"r{rank}");
+            var e = Workflows.Evaluate(model, tokenizer, "debian", ablationTest, Workflows.DecodeFor("debian"), $"ablation r={rank}: evaluating");
+            string dir = Path.Combine(o.OutputDirectory, "adapters", $"ablation-r{rank}");
+            AdapterFiles.Save(l!, $"r{rank}", dir);
+            Add("lora-ablation", "debian", rank, e.Rouge, r, new FileInfo(Path.Combine(dir, AdapterFiles.WeightsFile)).Length, total, 0, ablationTest.Count, opt.Steps);
+            model.Dispose();
+        }
+
+        var report = new ExperimentReport(o, _rows, _losses, clock.Elapsed);
+        report.Write();
+        AnsiConsole.Write(report.Table());
+        AnsiConsole.MarkupLine($"wrote {Markup.Escape(o.OutputDirectory)}/results.json, results.md and plots in {clock.Elapsed:mm\\:ss}");
+        return _rows;
+    }
+
+    /// <summary>
+    /// Adds a WordNet adapter to the model that already holds the Debian one, trains it, then answers both tasks
+    /// from the one loaded base by switching adapters. The Debian scores must be those it had when trained alone.
+    /// </summary>
+    void TaskSwap(Seq2SeqTransformer model, SubwordTokenizer tokenizer, LoraModel lora, TaskData wordnet, IReadOnlyList<Example> debianTest, EvalResult debianAlone, string baseDir)
+    {
+        var options = new FineTuneOptions { Task = "wordnet", Method = "lora", Rank = 8, Steps = o.WordnetSteps, Seed = o.Seed + 1 };
+        var (result, _) = Workflows.FineTune(model, tokenizer, wordnet, options, baseDir, lora, adapterName: "wordnet");
+        var wordnetTest = TaskData.Spread(wordnet.Test, o.Quick ? 400 : 2000);
+        var wordnetEval = Workflows.Evaluate(model, tokenizer, "wordnet", wordnetTest, Workflows.DecodeFor("wordnet"), "swap → wordnet adapter");
+        string dir = Path.Combine(o.OutputDirectory, "adapters", "wordnet-r8");
+        AdapterFiles.Save(lora, "wordnet", dir);
+        Add("lora", "wordnet", 8, wordnetEval.Rouge, result, new FileInfo(Path.Combine(dir, AdapterFiles.WeightsFile)).Length, model.ParameterCount(), 0, wordnetTest.Count, options.Steps);
+
+        lora.SetActiveAdapter("debian");
+        var again = Workflows.Evaluate(model, tokenizer, "debian", debianTest, Workflows.DecodeFor("debian"), "swap → debian adapter");
+        bool same = again.Predictions.SequenceEqual(debianAlone.Predictions);
+        AnsiConsole.MarkupLine($"adapter swap: debian predictions after switching back are {(same ? "[green]identical[/]" : "[red]different[/]")} to those before the WordNet adapter was added.");
+        if (!same) throw new InvalidOperationException("Switching back to the Debian adapter changed its outputs; adapters are not isolated.");
+        using (lora.DisableAdapters())
+        {
+            var baseOnWordnet = Workflows.Evaluate(model, tokenizer, "wordnet", wordnetTest, Workflows.DecodeFor("wordnet"), "adapters disabled → wordnet");
+            Add("base", "wordnet", 0, baseOnWordnet.Rouge, null, 0, model.ParameterCount(), 0, wordnetTest.Count, 0);
+        }
+    }
+
+    string EnsureBase()
+    {
+        if (File.Exists(Path.Combine(o.BaseDirectory, Checkpoint.WeightsFile))) return o.BaseDirectory;
+        var dir = Path.Combine(o.OutputDirectory, "base");
+        AnsiConsole.MarkupLine($"[yellow]no base checkpoint at {Markup.Escape(o.BaseDirectory)}; pretraining one ({o.PretrainSteps} steps) into {Markup.Escape(dir)}[/]");
+        var (model, _, _) = Workflows.Pretrain(new PretrainOptions(Steps: o.PretrainSteps, Seed: o.Seed), device, dir);
+        model.Dispose();
+        return dir;
+    }
+
+    void Add(string method, string task, int rank, RougeResult rouge, TrainResult? train, long adapterBytes, long totalParams, long checkpointBytes, int examples, int steps)
+    {
+        long trainable = train?.TrainableParameters ?? 0;
+        _rows.Add(new ResultRow(method, task, rank, rouge.Rouge1.F, rouge.Rouge2.F, rouge.RougeL.F, trainable,
+            totalParams == 0 ? 0 : 100.0 * trainable / totalParams, train?.OptimizerStateBytes ?? 0, train?.Memory.PeakBytes ?? 0,
+            train?.MeanStepMilliseconds ?? 0, adapterBytes, checkpointBytes, examples, steps,
+            train?.Memory.PeakByCategory.ToDictionary(kv => kv.Key.ToString(), kv => kv.Value)));
+    }
+}

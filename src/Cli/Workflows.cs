@@ -1,0 +1,109 @@
+using Nanolora.Autograd;
+using Nanolora.Lora;
+using Nanolora.Tensors;
+using Nanolora.Transformer;
+
+namespace Nanolora.Cli;
+
+public sealed record PretrainOptions(string Preset = "tiny", int Steps = 3000, int BatchSize = 32, float LearningRate = 1e-3f, int VocabSize = 8000, int? Examples = null, ulong Seed = 1);
+
+public sealed record FineTuneOptions
+{
+    public string Task { get; init; } = "debian";
+    public string Method { get; init; } = "lora";
+    public int Steps { get; init; } = 600;
+    public int BatchSize { get; init; } = 32;
+    public float LearningRate { get; init; } = 1e-3f;
+    public float? FullLearningRate { get; init; }
+    public int Rank { get; init; } = 8;
+    public float? Alpha { get; init; }
+    public IReadOnlyList<string> Targets { get; init; } = ["q_proj", "k_proj", "v_proj", "o_proj"];
+    public ulong Seed { get; init; } = 1;
+    public int? TrainExamples { get; init; }
+}
+
+/// <summary>The steps the commands and the experiment share: pretraining, fine-tuning (full or LoRA), evaluation.</summary>
+public static class Workflows
+{
+    /// <summary>Builds the vocabulary and pretrains a base model with text infilling on Debian descriptions and man pages.</summary>
+    public static (Seq2SeqTransformer Model, SubwordTokenizer Tokenizer, TrainResult Result) Pretrain(PretrainOptions o, Device device, string outputDirectory)
+    {
+        var debian = TaskData.Load("debian");
+        var manpages = TaskData.Load("manpages");
+        var wordnet = TaskData.Load("wordnet");
+        // The vocabulary sees all training text of the three tasks (no labels from validation/test).
+        var corpus = debian.Train.SelectMany(e => new[] { e.Source, e.Target })
+            .Concat(wordnet.Train.SelectMany(e => new[] { e.Source, e.Target }))
+            .Concat(manpages.Train.SelectMany(e => new[] { e.Source, e.Target }));
+        var tokenizer = SubwordTokenizer.Build(corpus, o.VocabSize, minCount: 2);
+        // Pretraining data: infilling on Debian descriptions and man-page paragraphs, plus man page → synopsis
+        // (a related but different task). The Debian synopses are never targets here.
+        var texts = debian.Train.Select(e => e.Source).Concat(manpages.Train.Select(e => e.Source));
+        if (o.Examples is int n) texts = texts.Take(n);
+        var examples = Denoising.Build(texts, (int)o.Seed).Concat(manpages.Train).ToList();
+        var config = TransformerConfig.Preset(o.Preset, tokenizer.VocabSize) with { Seed = o.Seed };
+        var model = new Seq2SeqTransformer(config, device);
+        var (maxSource, maxTarget) = Lengths.For("debian");
+        var loader = new BatchLoader(examples, tokenizer, maxSource, maxTarget + 8, o.BatchSize, o.Seed);
+        var options = new TrainOptions { Steps = o.Steps, LearningRate = o.LearningRate, WarmupSteps = Math.Min(200, o.Steps / 10), CheckpointDirectory = outputDirectory, CheckpointEvery = 500 };
+        var result = ConsoleProgress.Train("pretrain", o.Steps, p => new Trainer(model, tokenizer).Train(model.Parameters().ToList(), loader, null, options, p));
+        return (model, tokenizer, result);
+    }
+
+    public static LoraConfig LoraConfigFor(FineTuneOptions o, string baseName) => new()
+    {
+        R = o.Rank,
+        Alpha = o.Alpha ?? 2f * o.Rank,
+        TargetModules = o.Targets,
+        BaseModelNameOrPath = baseName,
+    };
+
+    /// <summary>
+    /// Fine-tunes a loaded base model in place. Full: every weight trains. LoRA: adapters are injected under
+    /// <paramref name="adapterName"/> and only they train (optimizer state exists only for them).
+    /// </summary>
+    public static (TrainResult Result, LoraModel? Lora) FineTune(Seq2SeqTransformer model, SubwordTokenizer tokenizer, TaskData data, FineTuneOptions o,
+        string baseName, LoraModel? existing = null, string adapterName = "default")
+    {
+        LoraModel? lora = existing;
+        List<Parameter> trainable;
+        if (o.Method == "full")
+        {
+            model.SetTrainable(true);
+            trainable = model.Parameters().ToList();
+        }
+        else if (o.Method == "lora")
+        {
+            var config = LoraConfigFor(o, baseName);
+            if (lora == null) lora = LoraModel.Inject(model, config, adapterName, o.Seed);
+            else { lora.AddAdapter(adapterName, config, o.Seed); lora.SetActiveAdapter(adapterName); }
+            trainable = model.TrainableParameters().ToList();
+        }
+        else throw new ArgumentException($"Unknown method '{o.Method}'; expected full or lora.");
+
+        var (maxSource, maxTarget) = Lengths.For(data.Name);
+        var train = o.TrainExamples is int n ? data.Train.Take(n).ToList() : data.Train;
+        var loader = new BatchLoader(train, tokenizer, maxSource, maxTarget, o.BatchSize, o.Seed);
+        var validation = new BatchLoader(data.Validation, tokenizer, maxSource, maxTarget, o.BatchSize, o.Seed);
+        float lr = o.Method == "full" ? o.FullLearningRate ?? o.LearningRate * 0.3f : o.LearningRate;
+        var options = new TrainOptions { Steps = o.Steps, LearningRate = lr, WarmupSteps = Math.Max(1, o.Steps / 10), ValidateEvery = Math.Max(1, o.Steps / 4), ValidationBatches = 4 };
+        string title = o.Method == "full" ? $"full fine-tuning ({data.Name})" : $"LoRA r={o.Rank} ({data.Name}, adapter '{adapterName}')";
+        var result = ConsoleProgress.Train(title, o.Steps, p => new Trainer(model, tokenizer).Train(trainable, loader, validation, options, p));
+        return (result, lora);
+    }
+
+    public static EvalResult Evaluate(Seq2SeqTransformer model, SubwordTokenizer tokenizer, string task, IReadOnlyList<Example> examples, DecodeOptions decode, string title)
+    {
+        var (maxSource, _) = Lengths.For(task);
+        return ConsoleProgress.Evaluate(title, examples.Count, p => Evaluator.Evaluate(model, tokenizer, examples, maxSource, decode, 64, p));
+    }
+
+    /// <summary>The device from --device, else NANOLORA_DEVICE, else the best available.</summary>
+    public static Device ResolveDevice(string? id)
+    {
+        if (!string.IsNullOrWhiteSpace(id)) Device.Default = Device.Get(id);
+        return Device.Default;
+    }
+
+    public static DecodeOptions DecodeFor(string task, int beam = 1) => new(MaxLength: Lengths.For(task).Target, BeamSize: beam);
+}

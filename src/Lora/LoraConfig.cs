@@ -1,0 +1,71 @@
+using System.Text.RegularExpressions;
+
+namespace Nanolora.Lora;
+
+public enum LoraBias { None, All, LoraOnly }
+public enum LoraInit { KaimingUniform, Gaussian }
+
+/// <summary>
+/// What to adapt and how; defaults as Hugging Face PEFT's LoraConfig (r 8, alpha 8, dropout 0, targets q and v).
+/// </summary>
+public sealed record LoraConfig
+{
+    public int R { get; init; } = 8;
+    public float Alpha { get; init; } = 8f;
+    public float Dropout { get; init; }
+    /// <summary>Matched against the end of module names (<c>q_proj</c> matches <c>encoder.layers.0.self_attn.q_proj</c>).</summary>
+    public IReadOnlyList<string> TargetModules { get; init; } = ["q_proj", "v_proj"];
+    /// <summary>If set, a module is targeted when this regex matches its whole name (instead of TargetModules).</summary>
+    public string? TargetRegex { get; init; }
+    public LoraBias Bias { get; init; } = LoraBias.None;
+    /// <summary>Modules trained fully and saved with the adapter (matched like targets).</summary>
+    public IReadOnlyList<string> ModulesToSave { get; init; } = [];
+    public LoraInit Init { get; init; } = LoraInit.KaimingUniform;
+    /// <summary>rsLoRA: scaling alpha/√r instead of alpha/r.</summary>
+    public bool UseRsLora { get; init; }
+    /// <summary>Only layers with these indices (<c>.layers.{i}.</c> in the name) are adapted; null: all.</summary>
+    public IReadOnlyList<int>? LayersToTransform { get; init; }
+    /// <summary>Per-module rank overrides, keyed by a name suffix or regex (PEFT's rank_pattern).</summary>
+    public IReadOnlyDictionary<string, int> RankPattern { get; init; } = new Dictionary<string, int>();
+    public IReadOnlyDictionary<string, float> AlphaPattern { get; init; } = new Dictionary<string, float>();
+    public string? BaseModelNameOrPath { get; init; }
+
+    public void Validate()
+    {
+        if (R < 1) throw new ArgumentException($"LoRA rank must be at least 1, got {R}.");
+        if (Dropout is < 0 or >= 1) throw new ArgumentException($"LoRA dropout {Dropout} must be in [0, 1).");
+        if (TargetRegex == null && TargetModules.Count == 0) throw new ArgumentException("LoRA config names no target modules.");
+    }
+
+    public bool Targets(string moduleName)
+    {
+        if (LayersToTransform != null)
+        {
+            var m = Regex.Match(moduleName, @"\.layers\.(\d+)\.");
+            if (!m.Success || !LayersToTransform.Contains(int.Parse(m.Groups[1].Value))) return false;
+        }
+        if (TargetRegex != null) return Regex.IsMatch(moduleName, "^(?:" + TargetRegex + ")$");
+        return TargetModules.Any(t => EndsWithModule(moduleName, t));
+    }
+
+    public bool SavesModule(string moduleName) => ModulesToSave.Any(t => EndsWithModule(moduleName, t));
+
+    static bool EndsWithModule(string name, string suffix) => name == suffix || name.EndsWith("." + suffix, StringComparison.Ordinal);
+
+    static T Pattern<T>(IReadOnlyDictionary<string, T> pattern, string name, T fallback)
+    {
+        foreach (var (key, value) in pattern)
+            if (EndsWithModule(name, key) || Regex.IsMatch(name, "^(?:.*\\.)?" + key + "$")) return value;
+        return fallback;
+    }
+
+    public int RankFor(string moduleName) => Pattern(RankPattern, moduleName, R);
+    public float AlphaFor(string moduleName) => Pattern(AlphaPattern, moduleName, Alpha);
+
+    public float ScalingFor(string moduleName)
+    {
+        int r = RankFor(moduleName);
+        float alpha = AlphaFor(moduleName);
+        return UseRsLora ? alpha / MathF.Sqrt(r) : alpha / r;
+    }
+}

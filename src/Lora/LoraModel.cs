@@ -1,0 +1,147 @@
+using Nanolora.Autograd;
+using Nanolora.Transformer;
+
+namespace Nanolora.Lora;
+
+/// <summary>PEFT's print_trainable_parameters, as numbers.</summary>
+public sealed record TrainableReport(long Trainable, long Total)
+{
+    public double Percent => Total == 0 ? 0 : 100.0 * Trainable / Total;
+    public override string ToString() => $"trainable params: {Trainable:N0} || all params: {Total:N0} || trainable%: {Percent:F4}";
+}
+
+/// <summary>
+/// LoRA applied to a model from outside, by module name: targeted Linear layers are replaced by
+/// <see cref="LoraLinear"/> wrappers; everything else is frozen. Several named adapters can live on one base;
+/// one is active at a time, and switching is instant (no reload of the base).
+/// </summary>
+public sealed class LoraModel
+{
+    readonly Dictionary<string, LoraConfig> _configs = new();
+    readonly Dictionary<string, LoraLinear> _layers = new();   // module path → wrapper
+    public Module Base { get; }
+    public string? ActiveAdapter { get; private set; }
+    public IReadOnlyDictionary<string, LoraConfig> Adapters => _configs;
+    public IReadOnlyDictionary<string, LoraLinear> Layers => _layers;
+
+    LoraModel(Module model) => Base = model;
+
+    /// <summary>A LoRA view of a model with no adapters yet (add or load them next).</summary>
+    public static LoraModel For(Module model) => new(model);
+
+    /// <summary>Wraps the config's target layers with a new adapter <paramref name="adapterName"/> and freezes the rest.</summary>
+    public static LoraModel Inject(Module model, LoraConfig config, string adapterName = "default", ulong seed = 1)
+    {
+        var lora = new LoraModel(model);
+        lora.AddAdapter(adapterName, config, seed);
+        lora.SetActiveAdapter(adapterName);
+        return lora;
+    }
+
+    public void AddAdapter(string name, LoraConfig config, ulong seed = 1)
+    {
+        config.Validate();
+        if (_configs.ContainsKey(name)) throw new ArgumentException($"An adapter named '{name}' already exists.");
+        var targets = Base.NamedModules()
+            .Where(m => (m.Module is Linear || m.Module is LoraLinear) && !m.Name.EndsWith(".base_layer") && config.Targets(m.Name))
+            .Select(m => m.Name).ToList();
+        if (targets.Count == 0)
+            throw new ArgumentException($"LoRA targets [{string.Join(", ", config.TargetModules)}]{(config.TargetRegex != null ? " / regex " + config.TargetRegex : "")} match no Linear layer of the model.");
+        var seeds = new SeedSequence(seed);
+        foreach (var path in targets)
+        {
+            if (!_layers.TryGetValue(path, out var layer))
+            {
+                layer = new LoraLinear((Linear)Base.GetModule(path), seeds.Next());
+                Base.ReplaceModule(path, layer);
+                _layers[path] = layer;
+            }
+            layer.AddAdapter(name, config.RankFor(path), config.ScalingFor(path), config.Dropout, config.Init, seeds.Next());
+        }
+        _configs[name] = config;
+    }
+
+    /// <summary>Makes <paramref name="name"/> the adapter in use and the only thing trainable (plus its bias mode and modules to save).</summary>
+    public void SetActiveAdapter(string name)
+    {
+        if (!_configs.TryGetValue(name, out var config)) throw new KeyNotFoundException($"No adapter '{name}'. Adapters: {string.Join(", ", _configs.Keys)}.");
+        foreach (var layer in _layers.Values)
+        {
+            if (layer.MergedAdapter != null && layer.MergedAdapter != name)
+                throw new InvalidOperationException($"Adapter '{layer.MergedAdapter}' is merged; unmerge before switching to '{name}'.");
+            layer.ActiveAdapter = layer.Adapters.ContainsKey(name) ? name : null;
+            layer.AdaptersDisabled = false;
+        }
+        ActiveAdapter = name;
+        ApplyTrainability(config, name);
+    }
+
+    void ApplyTrainability(LoraConfig config, string name)
+    {
+        Base.SetTrainable(false);
+        foreach (var (path, layer) in _layers)
+        {
+            foreach (var (adapterName, adapter) in layer.Adapters)
+                adapter.A.Trainable = adapter.B.Trainable = adapterName == name;
+            if (config.Bias == LoraBias.LoraOnly && layer.Adapters.ContainsKey(name) && layer.BaseLayer.Bias != null)
+                layer.BaseLayer.Bias.Trainable = true;
+        }
+        foreach (var (pname, p) in Base.NamedParameters())
+        {
+            if (config.Bias == LoraBias.All && pname.EndsWith("bias")) p.Trainable = true;
+            int dot = pname.LastIndexOf('.');
+            if (dot > 0 && config.SavesModule(pname[..dot])) p.Trainable = true;
+        }
+    }
+
+    /// <summary>Runs the base model's behaviour (adapters bypassed) until disposed.</summary>
+    public IDisposable DisableAdapters()
+    {
+        foreach (var layer in _layers.Values) layer.AdaptersDisabled = true;
+        return new Reenable(this);
+    }
+
+    sealed class Reenable(LoraModel owner) : IDisposable
+    {
+        public void Dispose() { foreach (var l in owner._layers.Values) l.AdaptersDisabled = false; }
+    }
+
+    public void DeleteAdapter(string name)
+    {
+        if (!_configs.Remove(name)) throw new KeyNotFoundException($"No adapter '{name}'.");
+        foreach (var layer in _layers.Values) if (layer.Adapters.ContainsKey(name)) layer.DeleteAdapter(name);
+        if (ActiveAdapter == name) ActiveAdapter = null;
+    }
+
+    /// <summary>Folds the active (or named) adapter into the base weights: W += B·A·scaling.</summary>
+    public void Merge(string? name = null)
+    {
+        name ??= ActiveAdapter ?? throw new InvalidOperationException("No active adapter to merge.");
+        if (_layers.Values.Any(l => l.MergedAdapter != null))
+            throw new InvalidOperationException($"An adapter is already merged ('{_layers.Values.First(l => l.MergedAdapter != null).MergedAdapter}'); merging again would add it twice.");
+        foreach (var layer in _layers.Values) if (layer.Adapters.ContainsKey(name)) layer.Merge(name);
+    }
+
+    public void Unmerge()
+    {
+        if (_layers.Values.All(l => l.MergedAdapter == null)) throw new InvalidOperationException("No adapter is merged.");
+        foreach (var layer in _layers.Values) if (layer.MergedAdapter != null) layer.Unmerge();
+    }
+
+    /// <summary>Merges the active adapter and puts plain Linear layers back: the result has no LoRA code in its path.</summary>
+    public Module MergeAndUnload()
+    {
+        if (_layers.Values.All(l => l.MergedAdapter == null) && ActiveAdapter != null) Merge();
+        foreach (var (path, layer) in _layers) Base.ReplaceModule(path, layer.Unload());
+        _layers.Clear();
+        _configs.Clear();
+        ActiveAdapter = null;
+        return Base;
+    }
+
+    public TrainableReport Report() => new(Base.ParameterCount(trainableOnly: true), Base.ParameterCount());
+
+    /// <summary>Adapter parameters of <paramref name="name"/>: (module path, adapter).</summary>
+    public IEnumerable<(string Path, LoraAdapter Adapter)> AdapterWeights(string name) =>
+        _layers.Where(l => l.Value.Adapters.ContainsKey(name)).Select(l => (l.Key, l.Value.Adapters[name]));
+}

@@ -1,0 +1,98 @@
+using System.Text.Json;
+using Nanolora.Autograd;
+using Nanolora.Tensors;
+
+namespace Nanolora.Transformer;
+
+/// <summary>
+/// A checkpoint directory: model.safetensors (weights; the config JSON in its metadata), tokenizer.json,
+/// and for resumable training optimizer.safetensors + trainer_state.json. Every file is written atomically.
+/// </summary>
+public static class Checkpoint
+{
+    public const string WeightsFile = "model.safetensors", TokenizerFile = "tokenizer.json",
+        OptimizerFile = "optimizer.safetensors", StateFile = "trainer_state.json";
+
+    static readonly JsonSerializerOptions Json = new() { WriteIndented = true };
+
+    public static void SaveWeights(Module model, string path, IReadOnlyDictionary<string, string>? metadata = null) =>
+        Safetensors.Write(path, model.NamedParameters().Select(p => (p.Name, p.Parameter.Data.ShapeArray(), p.Parameter.Data.ToArray())), metadata);
+
+    /// <summary>Copies weights from a file into the model by name; every parameter must be present with its shape.</summary>
+    public static void LoadWeights(Module model, string path, bool allowMissing = false)
+    {
+        var file = Safetensors.Read(path);
+        var entries = file.Entries.ToDictionary(e => e.Name);
+        foreach (var (name, p) in model.NamedParameters())
+        {
+            if (!entries.TryGetValue(name, out var e))
+            {
+                if (allowMissing) continue;
+                throw new InvalidDataException($"{path}: no tensor '{name}' (the model needs {p.Data.ShapeString}).");
+            }
+            if (!e.Shape.SequenceEqual(p.Data.ShapeArray()))
+                throw new InvalidDataException($"{path}: tensor '{name}' has shape {ShapeMath.Format(e.Shape)}, the model needs {p.Data.ShapeString}.");
+            p.Data.CopyFrom(file.ReadFloats(name));
+        }
+    }
+
+    public static void Save(string directory, Seq2SeqTransformer model, SubwordTokenizer tokenizer, Optimizer? optimizer = null, TrainerState? state = null)
+    {
+        Directory.CreateDirectory(directory);
+        var meta = new Dictionary<string, string> { ["config"] = JsonSerializer.Serialize(model.Config), ["format"] = "nanolora-seq2seq" };
+        SaveWeights(model, Path.Combine(directory, WeightsFile), meta);
+        tokenizer.Save(Path.Combine(directory, TokenizerFile));
+        if (optimizer != null) Safetensors.Write(Path.Combine(directory, OptimizerFile), optimizer.StateDict());
+        if (state != null) AtomicFile.WriteAllText(Path.Combine(directory, StateFile), JsonSerializer.Serialize(state, Json));
+    }
+
+    public static TransformerConfig ReadConfig(string directory)
+    {
+        var path = Path.Combine(directory, WeightsFile);
+        if (!File.Exists(path)) throw new FileNotFoundException($"No {WeightsFile} in '{directory}': is it a checkpoint directory?", path);
+        var file = Safetensors.Read(path);
+        if (!file.Metadata.TryGetValue("config", out var json))
+            throw new InvalidDataException($"{path} has no 'config' metadata; it was not written by nanolora.");
+        return JsonSerializer.Deserialize<TransformerConfig>(json) ?? throw new InvalidDataException($"{path}: empty config.");
+    }
+
+    /// <summary>Loads model and tokenizer from a checkpoint directory onto a device.</summary>
+    public static (Seq2SeqTransformer Model, SubwordTokenizer Tokenizer) Load(string directory, Device? device = null)
+    {
+        var config = ReadConfig(directory);
+        var tokenizer = SubwordTokenizer.Load(Path.Combine(directory, TokenizerFile));
+        if (tokenizer.VocabSize != config.VocabSize)
+            throw new InvalidDataException($"Checkpoint '{directory}': tokenizer has {tokenizer.VocabSize} ids but the model's vocabulary is {config.VocabSize}.");
+        var model = new Seq2SeqTransformer(config, device);
+        LoadWeights(model, Path.Combine(directory, WeightsFile));
+        return (model, tokenizer);
+    }
+
+    public static TrainerState? LoadState(string directory, Optimizer optimizer)
+    {
+        var statePath = Path.Combine(directory, StateFile);
+        var optPath = Path.Combine(directory, OptimizerFile);
+        if (!File.Exists(statePath) || !File.Exists(optPath)) return null;
+        var file = Safetensors.Read(optPath);
+        optimizer.LoadStateDict(file.Entries.Select(e => (e.Name, e.Shape, file.ReadFloats(e.Name))));
+        return JsonSerializer.Deserialize<TrainerState>(File.ReadAllText(statePath));
+    }
+}
+
+/// <summary>Where a run stands, so a resumed run continues the same schedule and data order.</summary>
+public sealed record TrainerState(int Step, int Epoch, int BatchInEpoch, List<float> Losses, List<ValidationPoint>? ValidationLosses = null);
+
+public sealed record ValidationPoint(int Step, float Loss);
+
+public static class AtomicFile
+{
+    /// <summary>Writes via a temporary file in the same directory, then renames: a crash never leaves half a file.</summary>
+    public static void WriteAllText(string path, string text)
+    {
+        var dir = Path.GetDirectoryName(Path.GetFullPath(path))!;
+        Directory.CreateDirectory(dir);
+        var tmp = Path.Combine(dir, $".{Path.GetFileName(path)}.{Environment.ProcessId}.tmp");
+        File.WriteAllText(tmp, text);
+        File.Move(tmp, path, overwrite: true);
+    }
+}

@@ -1,0 +1,105 @@
+using Nanolora.Autograd;
+using Nanolora.Tensors;
+
+namespace Nanolora.Transformer;
+
+/// <summary>
+/// Keys and values kept across decoding steps for one attention module: self-attention appends the new
+/// step's K/V; cross-attention computes them once per source. Tensors are [B, H, S, D].
+/// </summary>
+public sealed class AttentionCache : IDisposable
+{
+    public Tensor? Keys { get; internal set; }
+    public Tensor? Values { get; internal set; }
+    public int Length => Keys?.Dim(2) ?? 0;
+
+    internal void Set(Tensor keys, Tensor values)
+    {
+        Keys?.Dispose(); Values?.Dispose();
+        Keys = keys; Values = values;
+    }
+
+    public void Dispose() { Keys?.Dispose(); Values?.Dispose(); Keys = Values = null; }
+}
+
+/// <summary>
+/// Multi-head attention with separate q/k/v/o projections (children named q_proj, k_proj, v_proj, o_proj,
+/// so PEFT methods can wrap them by name). Legend: B batch, T queries, S keys, C width, H heads, D = C/H.
+/// </summary>
+public sealed class MultiHeadAttention : Module
+{
+    public int Heads { get; }
+    public int Width { get; }
+    int HeadWidth => Width / Heads;
+
+    /// <summary>
+    /// Prefix-tuning hook: extra projected keys and values [B, P, C] prepended to this module's keys and
+    /// values (visible to every query). Null: none.
+    /// </summary>
+    public Func<int, (Variable Keys, Variable Values)>? ExtraKeyValues { get; set; }
+
+    public MultiHeadAttention(int width, int heads, SeedSequence seeds, Device device)
+    {
+        if (width % heads != 0) throw new ArgumentException($"Model width {width} is not divisible by {heads} heads.");
+        Width = width;
+        Heads = heads;
+        foreach (var name in new[] { "q_proj", "k_proj", "v_proj", "o_proj" })
+            RegisterModule(name, new Linear(width, width, true, seeds, device));
+    }
+
+    /// <summary>[B, L, C] → [B, H, L, D].</summary>
+    Variable SplitHeads(Variable x) =>
+        F.Permute(F.Reshape(x, x.Dim(0), x.Dim(1), Heads, HeadWidth), 0, 2, 1, 3);
+
+    /// <summary>
+    /// query [B, T, C] attends over keyValueSource [B, S, C]. keyMask [B, S] is additive (0 keep, −1e9 drop).
+    /// With a cache: for self-attention the new K/V are appended; for cross-attention they are computed once.
+    /// </summary>
+    public Variable Forward(Variable query, Variable keyValueSource, bool causal, Tensor? keyMask, AttentionCache? cache = null, bool isCross = false)
+    {
+        int b = query.Dim(0), t = query.Dim(1);
+        var q = SplitHeads(F.Scale(Layer("q_proj").Forward(query), 1f / MathF.Sqrt(HeadWidth)));   // [B,H,T,D]
+        Variable k, v;
+        if (cache != null && isCross && cache.Keys != null)
+        {
+            k = Variable.Constant(cache.Keys.Reshape(cache.Keys.ShapeArray()));
+            v = Variable.Constant(cache.Values!.Reshape(cache.Values.ShapeArray()));
+        }
+        else
+        {
+            k = SplitHeads(Layer("k_proj").Forward(keyValueSource));                                 // [B,H,S,D]
+            v = SplitHeads(Layer("v_proj").Forward(keyValueSource));
+            if (cache != null)
+            {
+                if (!isCross && cache.Keys != null)
+                {
+                    k = Variable.Constant(Ops.Concat([cache.Keys, k.Data], 2));
+                    v = Variable.Constant(Ops.Concat([cache.Values!, v.Data], 2));
+                }
+                cache.Set(k.Data.Clone(MemoryCategory.Other), v.Data.Clone(MemoryCategory.Other));
+            }
+        }
+
+        Tensor? ownedMask = null;
+        if (ExtraKeyValues != null)
+        {
+            var (pk, pv) = ExtraKeyValues(b);
+            int p = pk.Dim(1);
+            k = F.Concat([SplitHeads(pk), k], 2);
+            v = F.Concat([SplitHeads(pv), v], 2);
+            if (keyMask != null)
+            {
+                using var zeros = Tensor.Zeros([b, p], keyMask.Device);
+                keyMask = ownedMask = Ops.Concat([zeros, keyMask], 1);
+            }
+        }
+
+        int s = k.Dim(2);
+        var scores = F.Matmul(F.Reshape(q, b * Heads, t, HeadWidth), F.Reshape(k, b * Heads, s, HeadWidth), false, true); // [B·H,T,S]
+        var probs = F.Softmax(F.Reshape(scores, b, Heads, t, s), causal, keyMask);
+        ownedMask?.Dispose();
+        var context = F.Matmul(F.Reshape(probs, b * Heads, t, s), F.Reshape(v, b * Heads, s, HeadWidth));              // [B·H,T,D]
+        var merged = F.Reshape(F.Permute(F.Reshape(context, b, Heads, t, HeadWidth), 0, 2, 1, 3), b, t, Width);
+        return Layer("o_proj").Forward(merged);
+    }
+}

@@ -1,0 +1,92 @@
+using Nanolora.Autograd;
+using Nanolora.Tensors;
+
+namespace Nanolora.Transformer;
+
+/// <summary>Deterministic seeds for initialization and dropout: one counter per model, advanced in a fixed order.</summary>
+public sealed class SeedSequence(ulong seed)
+{
+    ulong _state = seed;
+    public ulong Next()
+    {
+        // SplitMix64: well-mixed, distinct seeds from a counter.
+        ulong z = _state += 0x9E3779B97F4A7C15UL;
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9UL;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBUL;
+        return z ^ (z >> 31);
+    }
+}
+
+/// <summary>y = x·Wᵀ + b with W [out, in], initialized as torch.nn.Linear (kaiming-uniform a=√5, bias U(±1/√in)).</summary>
+public sealed class Linear : Module, ILayer
+{
+    public int InFeatures { get; }
+    public int OutFeatures { get; }
+    public Parameter Weight { get; }
+    public Parameter? Bias { get; }
+
+    public Linear(int inFeatures, int outFeatures, bool bias, SeedSequence seeds, Device device)
+    {
+        InFeatures = inFeatures;
+        OutFeatures = outFeatures;
+        Weight = RegisterParameter("weight", new Parameter("weight", TensorRandom.KaimingUniform([outFeatures, inFeatures], inFeatures, seeds.Next(), device)));
+        if (bias)
+        {
+            float bound = 1f / MathF.Sqrt(inFeatures);
+            Bias = RegisterParameter("bias", new Parameter("bias", TensorRandom.Uniform([outFeatures], -bound, bound, seeds.Next(), device)));
+        }
+    }
+
+    public Variable Forward(Variable x) => F.Linear(x, Weight, Bias);
+}
+
+/// <summary>A lookup table [V, C] (N(0, 1) init as torch.nn.Embedding; the model scales by √C).</summary>
+public sealed class Embedding : Module
+{
+    public Parameter Weight { get; }
+    public Embedding(int vocab, int dim, SeedSequence seeds, Device device, float std = 1f) =>
+        Weight = RegisterParameter("weight", new Parameter("weight", TensorRandom.Normal([vocab, dim], 0f, std, seeds.Next(), device)));
+
+    public Variable Forward(int[] ids, params int[] shape) => F.Embedding(Weight, ids, shape);
+}
+
+public sealed class LayerNorm : Module, ILayer
+{
+    public Parameter Gamma { get; }
+    public Parameter Beta { get; }
+    public float Eps { get; }
+
+    public LayerNorm(int dim, Device device, float eps = 1e-5f)
+    {
+        Eps = eps;
+        Gamma = RegisterParameter("weight", new Parameter("weight", Tensor.Full([dim], 1f, device)));
+        Beta = RegisterParameter("bias", new Parameter("bias", Tensor.Zeros([dim], device)));
+    }
+
+    public Variable Forward(Variable x) => F.LayerNorm(x, Gamma, Beta, Eps);
+}
+
+/// <summary>Position-wise feed-forward: fc2(act(fc1(x))), with dropout after the activation.</summary>
+public sealed class FeedForward : Module, ILayer
+{
+    readonly string _activation;
+    readonly float _dropout;
+    readonly SeedSequence _seeds;
+
+    public FeedForward(int dim, int hidden, string activation, float dropout, SeedSequence seeds, Device device)
+    {
+        _activation = activation;
+        _dropout = dropout;
+        _seeds = seeds;
+        RegisterModule("fc1", new Linear(dim, hidden, true, seeds, device));
+        RegisterModule("fc2", new Linear(hidden, dim, true, seeds, device));
+    }
+
+    public Variable Forward(Variable x)
+    {
+        var h = Layer("fc1").Forward(x);
+        h = _activation == "gelu" ? F.Gelu(h) : F.Relu(h);
+        h = F.Dropout(h, _dropout, _seeds.Next(), Training);
+        return Layer("fc2").Forward(h);
+    }
+}

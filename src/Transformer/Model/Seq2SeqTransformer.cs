@@ -1,0 +1,159 @@
+using Nanolora.Autograd;
+using Nanolora.Tensors;
+
+namespace Nanolora.Transformer;
+
+/// <summary>
+/// Prompt-tuning hook on the encoder/decoder input: gets the embedded input [B, L, C] and returns it with
+/// P vectors prepended ([B, P+L, C]) and P; the model widens the padding mask to match.
+/// </summary>
+public delegate (Variable Embeddings, int PrefixLength) InputEmbeddingHook(Variable embeddings);
+
+/// <summary>
+/// The encoder-decoder of "Attention Is All You Need". Parameter names follow Hugging Face:
+/// <c>shared.weight</c>, <c>encoder.layers.0.self_attn.q_proj.weight</c>, <c>decoder.layers.1.cross_attn.v_proj.bias</c>,
+/// <c>decoder.layers.1.ffn.fc1.weight</c>, <c>encoder.final_norm.weight</c>, <c>lm_head.weight</c> (when untied).
+/// </summary>
+public sealed class Seq2SeqTransformer : Module
+{
+    public TransformerConfig Config { get; }
+    public Device Device { get; }
+    readonly Tensor _sinusoids;               // [MaxPositions, C], constant
+    readonly SeedSequence _dropoutSeeds;
+    public InputEmbeddingHook? EncoderInputHook { get; set; }
+    public InputEmbeddingHook? DecoderInputHook { get; set; }
+
+    public Seq2SeqTransformer(TransformerConfig config, Device? device = null)
+    {
+        config.Validate();
+        Config = config;
+        Device = device ?? Device.Default;
+        var seeds = new SeedSequence(config.Seed);
+        _dropoutSeeds = new SeedSequence(config.Seed ^ 0xD40F0D40UL);
+        RegisterModule("shared", new Embedding(config.VocabSize, config.DModel, seeds, Device, std: 1f));
+        if (config.LearnedPositions)
+        {
+            RegisterModule("encoder_positions", new Embedding(config.MaxPositions, config.DModel, seeds, Device, std: 0.02f));
+            RegisterModule("decoder_positions", new Embedding(config.MaxPositions, config.DModel, seeds, Device, std: 0.02f));
+        }
+        RegisterModule("encoder", new EncoderStack(config, config.EncoderLayers, (c, s, d) => new EncoderLayer(c, s, d), Device, seeds));
+        RegisterModule("decoder", new EncoderStack(config, config.DecoderLayers, (c, s, d) => new DecoderLayer(c, s, d), Device, seeds));
+        if (!config.TieEmbeddings) RegisterModule("lm_head", new Linear(config.DModel, config.VocabSize, false, seeds, Device));
+        _sinusoids = Tensor.FromArray(Sinusoids(config.MaxPositions, config.DModel), [config.MaxPositions, config.DModel], Device, MemoryCategory.Other);
+    }
+
+    Embedding Shared => (Embedding)Child("shared");
+    EncoderStack Encoder => (EncoderStack)Child("encoder");
+    EncoderStack Decoder => (EncoderStack)Child("decoder");
+
+    /// <summary>PE(pos, 2i) = sin(pos / 10000^(2i/C)), PE(pos, 2i+1) = cos(...), as in the paper.</summary>
+    public static float[] Sinusoids(int positions, int width)
+    {
+        var pe = new float[positions * width];
+        for (int pos = 0; pos < positions; pos++)
+            for (int i = 0; i < width; i += 2)
+            {
+                double angle = pos / Math.Pow(10000, (double)i / width);
+                pe[pos * width + i] = (float)Math.Sin(angle);
+                if (i + 1 < width) pe[pos * width + i + 1] = (float)Math.Cos(angle);
+            }
+        return pe;
+    }
+
+    /// <summary>Additive key mask [B, L]: 0 for tokens, −1e9 for padding.</summary>
+    public Tensor PaddingMask(int[] ids, int batch, int length)
+    {
+        var mask = new float[batch * length];
+        for (int i = 0; i < mask.Length; i++) mask[i] = ids[i] == SubwordTokenizer.Pad ? -1e9f : 0f;
+        return Tensor.FromArray(mask, [batch, length], Device, MemoryCategory.Other);
+    }
+
+    /// <summary>Token embedding × √C plus positions (offset for cached decoding), then dropout. [B, L, C].</summary>
+    Variable Embed(int[] ids, int batch, int length, int positionOffset, string positions)
+    {
+        if (positionOffset + length > Config.MaxPositions)
+            throw new ArgumentException($"Sequence reaches position {positionOffset + length}, beyond the model's {Config.MaxPositions}.");
+        var x = F.Scale(Shared.Forward(ids, batch, length), MathF.Sqrt(Config.DModel));
+        Variable pos = Config.LearnedPositions
+            ? ((Embedding)Child(positions)).Forward(Enumerable.Range(positionOffset, length).ToArray(), length)
+            : Variable.Constant(Ops.Slice(_sinusoids, 0, positionOffset, length));
+        return F.Dropout(F.Add(x, pos), Config.Dropout, _dropoutSeeds.Next(), Training);
+    }
+
+    /// <summary>Runs the encoder: source ids [B, S] → memory [B, S', C] and its key mask [B, S'] (S' includes prompt prefixes).</summary>
+    public (Variable Memory, Tensor Mask) Encode(int[] sourceIds, int batch, int sourceLength)
+    {
+        var x = Embed(sourceIds, batch, sourceLength, 0, "encoder_positions");
+        var mask = PaddingMask(sourceIds, batch, sourceLength);
+        if (EncoderInputHook != null)
+        {
+            (x, int prefix) = EncoderInputHook(x);
+            using var zeros = Tensor.Zeros([batch, prefix], Device);
+            var widened = Ops.Concat([zeros, mask], 1);
+            mask.Dispose();
+            mask = widened;
+        }
+        return (Encoder.RunEncoder(x, mask), mask);
+    }
+
+    /// <summary>Decoder hidden states [B, T, C] for target inputs [B, T] (positions start at positionOffset).</summary>
+    public Variable Decode(int[] targetIds, int batch, int targetLength, Variable memory, Tensor sourceMask, LayerCache[]? caches = null, int positionOffset = 0)
+    {
+        var y = Embed(targetIds, batch, targetLength, positionOffset, "decoder_positions");
+        if (DecoderInputHook != null) (y, _) = DecoderInputHook(y);
+        return Decoder.RunDecoder(y, memory, sourceMask, caches);
+    }
+
+    /// <summary>Vocabulary logits [B, T, V] (through the tied embedding unless lm_head exists).</summary>
+    public Variable Logits(Variable hidden) =>
+        Config.TieEmbeddings ? F.Linear(hidden, Shared.Weight, null) : ((Linear)Child("lm_head")).Forward(hidden);
+
+    /// <summary>Teacher-forced, label-smoothed cross-entropy over non-pad target tokens.</summary>
+    public Variable Loss(Batch batch, float labelSmoothing)
+    {
+        var (memory, mask) = Encode(batch.SourceIds, batch.BatchSize, batch.SourceLength);
+        using (mask)
+        {
+            var hidden = Decode(batch.TargetInput, batch.BatchSize, batch.TargetLength, memory, mask);
+            var logits = Logits(hidden);
+            var flat = F.Reshape(logits, batch.BatchSize * batch.TargetLength, Config.VocabSize);
+            return F.CrossEntropy(flat, batch.TargetOutput, SubwordTokenizer.Pad, labelSmoothing);
+        }
+    }
+
+    public LayerCache[] NewCaches() => Enumerable.Range(0, Config.DecoderLayers).Select(_ => new LayerCache()).ToArray();
+
+    public override void Dispose()
+    {
+        _sinusoids.Dispose();
+        base.Dispose();
+    }
+}
+
+/// <summary>A stack of layers (child "layers") with a final LayerNorm when pre-LN (child "final_norm").</summary>
+public sealed class EncoderStack : Module
+{
+    readonly bool _preNorm;
+
+    /// <param name="seeds">Initializes the layers' weights, then (same stream, so runs repeat) seeds their dropout.</param>
+    public EncoderStack(TransformerConfig c, int count, Func<TransformerConfig, SeedSequence, Device, Module> make, Device device, SeedSequence seeds)
+    {
+        _preNorm = c.PreNorm;
+        RegisterModule("layers", new LayerList<Module>(Enumerable.Range(0, count).Select(_ => make(c, seeds, device))));
+        if (_preNorm) RegisterModule("final_norm", new LayerNorm(c.DModel, device));
+    }
+
+    public LayerList<Module> Layers => (LayerList<Module>)Child("layers");
+
+    internal Variable RunEncoder(Variable x, Tensor mask)
+    {
+        for (int i = 0; i < Layers.Count; i++) x = ((EncoderLayer)Layers[i]).Forward(x, mask);
+        return _preNorm ? ((ILayer)Child("final_norm")).Forward(x) : x;
+    }
+
+    internal Variable RunDecoder(Variable y, Variable memory, Tensor mask, LayerCache[]? caches)
+    {
+        for (int i = 0; i < Layers.Count; i++) y = ((DecoderLayer)Layers[i]).Forward(y, memory, mask, caches?[i]);
+        return _preNorm ? ((ILayer)Child("final_norm")).Forward(y) : y;
+    }
+}
