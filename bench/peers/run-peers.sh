@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Peer matmul numbers for docs/PERFORMANCE.md: PyTorch CPU (Debian's python3-torch) and OpenBLAS cblas_sgemm,
+# at the sizes bench/MatmulBench.cs uses, with 2 threads. Nothing under src/ depends on these packages.
+# Usage: bench/peers/run-peers.sh [threads]   (default 2)
+set -euo pipefail
+cd "$(dirname "$0")"
+THREADS="${1:-2}"
+
+need=()
+python3 -c 'import torch' 2>/dev/null || need+=(python3-torch)
+dpkg -s libopenblas0-pthread >/dev/null 2>&1 || need+=(libopenblas0-pthread)
+dpkg -s libopenblas-dev >/dev/null 2>&1 || need+=(libopenblas-dev)
+command -v cc >/dev/null 2>&1 || need+=(gcc)
+if [ ${#need[@]} -gt 0 ]; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${need[@]}"
+fi
+
+echo "== machine: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cpus; threads=$THREADS"
+echo "== PyTorch $(python3 -c 'import torch; print(torch.__version__)') CPU (torch.mm, torch.set_num_threads($THREADS))"
+python3 torch_matmul.py "$THREADS"
+
+echo "== OpenBLAS cblas_sgemm (OPENBLAS_NUM_THREADS=$THREADS)"
+BUILD="$(mktemp -d)"
+cc -O2 -o "$BUILD/sgemm" sgemm.c -I/usr/include/x86_64-linux-gnu -lopenblas
+OPENBLAS_NUM_THREADS="$THREADS" "$BUILD/sgemm"
+rm -rf "$BUILD"

@@ -1,0 +1,76 @@
+namespace Nanolora.Tensors;
+
+public static partial class Ops
+{
+    /// <summary>
+    /// C = op(A)·op(B). <paramref name="a"/>: [..., M, K] (or [..., K, M] when <paramref name="transposeA"/>),
+    /// <paramref name="b"/>: [..., K, N] (or [..., N, K] when <paramref name="transposeB"/>). Batch dimensions
+    /// are equal, or one operand is rank 2 and shared across the other's batch. Returns [..., M, N].
+    /// </summary>
+    public static Tensor Matmul(Tensor a, Tensor b, bool transposeA = false, bool transposeB = false)
+    {
+        var device = MatmulDevice("Matmul", a, b);
+        var shape = PlanMatmul("Matmul", a, b, transposeA, transposeB, out var outShape);
+        var c = Tensor.Empty(outShape, device);
+        RunMatmul(device, shape, a, b, c, 1f, 0f);
+        return c;
+    }
+
+    /// <summary>
+    /// c = alpha·op(A)·op(B) + beta·c, in place, with <see cref="Matmul"/>'s shape rules; <paramref name="c"/>
+    /// must already have the output shape [..., M, N] and must not share storage with a or b.
+    /// With beta = 0, c's previous contents are ignored (NaN included).
+    /// </summary>
+    public static void MatmulInto(Tensor c, Tensor a, Tensor b, bool transposeA = false, bool transposeB = false, float alpha = 1f, float beta = 0f)
+    {
+        var device = MatmulDevice("MatmulInto", a, b, c);
+        var shape = PlanMatmul("MatmulInto", a, b, transposeA, transposeB, out var outShape);
+        if (!c.Shape.SequenceEqual(outShape))
+            throw new ArgumentException($"MatmulInto: c has shape {c.ShapeString} but a {a.ShapeString} · b {b.ShapeString} gives {ShapeMath.Format(outShape)}.");
+        if (ReferenceEquals(c.Storage, a.Storage) || ReferenceEquals(c.Storage, b.Storage))
+            throw new ArgumentException($"MatmulInto: c {c.ShapeString} shares storage with an input; write to a separate tensor.");
+        RunMatmul(device, shape, a, b, c, alpha, beta);
+    }
+
+    static void RunMatmul(Device device, in GemmShape shape, Tensor a, Tensor b, Tensor c, float alpha, float beta)
+    {
+        if (device is IlgpuDevice gpu) MatmulGpu(gpu, shape, a, b, c, alpha, beta);
+        else MatmulCpu.Run(shape, a.HostArray, b.HostArray, c.HostArray, alpha, beta);
+    }
+
+    static Device MatmulDevice(string op, params Tensor[] tensors)
+    {
+        foreach (var t in tensors)
+            if (t.IsDisposed) throw new ObjectDisposedException(nameof(Tensor), $"{op}: an input tensor was used after Dispose().");
+        foreach (var t in tensors)
+            if (t.Device != tensors[0].Device)
+                throw new ArgumentException($"{op}: {tensors[0].ShapeString} is on {tensors[0].Device.Id} but {t.ShapeString} is on {t.Device.Id}; move them with To(device) first.");
+        return tensors[0].Device;
+    }
+
+    /// <summary>Checks shapes and works out M, N, K, the batch and its strides, and the output shape.</summary>
+    internal static GemmShape PlanMatmul(string op, Tensor a, Tensor b, bool transposeA, bool transposeB, out int[] outShape)
+    {
+        if (a.Rank < 2 || b.Rank < 2)
+            throw new ArgumentException($"{op}: both operands need rank >= 2 ([..., rows, cols]), got a {a.ShapeString} and b {b.ShapeString}.");
+        int m = transposeA ? a.Dim(-1) : a.Dim(-2), ka = transposeA ? a.Dim(-2) : a.Dim(-1);
+        int kb = transposeB ? b.Dim(-1) : b.Dim(-2), n = transposeB ? b.Dim(-2) : b.Dim(-1);
+        if (ka != kb)
+            throw new ArgumentException($"{op}: inner dimensions differ: a {a.ShapeString}{(transposeA ? " (transposed)" : "")} has K = {ka} " +
+                $"but b {b.ShapeString}{(transposeB ? " (transposed)" : "")} has K = {kb}.");
+        var batchA = a.Shape[..^2];
+        var batchB = b.Shape[..^2];
+        ReadOnlySpan<int> batchDims;
+        long strideA = (long)m * ka, strideB = (long)kb * n;
+        if (batchA.SequenceEqual(batchB)) batchDims = batchA;
+        else if (a.Rank == 2) { batchDims = batchB; strideA = 0; }
+        else if (b.Rank == 2) { batchDims = batchA; strideB = 0; }
+        else throw new ArgumentException($"{op}: batch dimensions differ: a {a.ShapeString} vs b {b.ShapeString} " +
+            "(they must be equal, or one operand must be rank 2 and shared across the batch).");
+        outShape = [.. batchDims, m, n];
+        int batch = checked((int)ShapeMath.Numel(batchDims));
+        // A batch of row-major A against one shared B is a single taller product.
+        if (strideB == 0 && !transposeA && batch > 1) return new GemmShape(1, checked(batch * m), n, ka, false, transposeB, 0, 0);
+        return new GemmShape(batch, m, n, ka, transposeA, transposeB, strideA, strideB);
+    }
+}

@@ -1,0 +1,262 @@
+using System.Numerics;
+using System.Numerics.Tensors;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+
+namespace Nanolora.Tensors;
+
+/// <summary>
+/// The cpu backend's GEMM, laid out like BLIS/GotoBLAS: B is packed into K×NR column slices, A into
+/// MR-row panels of one MC×KC block at a time (both transpose flags are absorbed by the packing, so
+/// one micro-kernel serves all four cases), and an <see cref="IMicroKernel"/> keeps an MR×NR tile of C
+/// in registers. Work is split over (row block × column chunk) tasks with Parallel.For. Tiny or
+/// skinny products (M or N too small to fill a tile) take a direct vectorized path instead.
+/// </summary>
+internal static unsafe class MatmulCpu
+{
+    const int KC = 256;                       // depth of one packed block: A block MC×KC lives in L2
+    const int MaxPackedB = 1 << 22;           // floats of packed B per column pass (16 MB)
+    const long SmallWork = 32 * 32 * 32;      // below this many multiply-adds packing costs more than it saves
+    const long SerialWork = 1 << 18;          // below this a product runs on one thread
+
+    /// <summary>C = alpha·op(A)·op(B) + beta·C on pinned host arrays (beta 0: C is not read).</summary>
+    public static void Run(in GemmShape s, float[] a, float[] b, float[] c, float alpha, float beta)
+    {
+        if (Vector512.IsHardwareAccelerated) Run<Avx512Kernel>(s, a, b, c, alpha, beta);
+        else Run<Avx2Kernel>(s, a, b, c, alpha, beta);
+    }
+
+    /// <summary>The same with a chosen micro-kernel (tests run both on AVX-512 machines).</summary>
+    internal static void Run<TK>(GemmShape s, float[] a, float[] b, float[] c, float alpha, float beta) where TK : struct, IMicroKernel
+    {
+        if (s.Batch == 0 || s.M == 0 || s.N == 0) return;
+        nint pa = Address(a), pb = Address(b), pc = Address(c);
+        long work = (long)s.M * s.N * s.K;
+        if (s.K == 0 || s.M < TK.MR / 2 || s.N < 8 || work < SmallWork)
+        {
+            Direct(s, pa, pb, pc, alpha, beta);
+            return;
+        }
+        if (s.Batch > 1 && work < SerialWork)
+        {
+            // Many small products (attention heads): one product per task.
+            Parallel.For(0, s.Batch, z => Product<TK>(s, pa + Bytes(z * s.StrideA), pb + Bytes(z * s.StrideB), pc + Bytes(z * s.StrideC), alpha, beta, false));
+            return;
+        }
+        for (int z = 0; z < s.Batch; z++)
+            Product<TK>(s, pa + Bytes(z * s.StrideA), pb + Bytes(z * s.StrideB), pc + Bytes(z * s.StrideC), alpha, beta, work >= SerialWork);
+    }
+
+    static nint Address(float[] pinned) => (nint)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(pinned));
+    static nint Bytes(long elements) => (nint)(elements * sizeof(float));
+
+    /// <summary>One [M, K]·[K, N] product with packing; tasks are row blocks × column chunks.</summary>
+    static void Product<TK>(GemmShape s, nint a, nint b, nint c, float alpha, float beta, bool parallel) where TK : struct, IMicroKernel
+    {
+        int mr = TK.MR, nr = TK.NR, M = s.M, N = s.N, K = s.K;
+        int workers = parallel ? Environment.ProcessorCount : 1;
+        int nc = Math.Min(RoundUp(N, nr), Math.Max(nr, MaxPackedB / K / nr * nr));
+        // Row blocks of at most 128 rows, but at least two tasks per worker when M allows.
+        int mc = Math.Min(128 / mr * mr, RoundUp((M + 2 * workers - 1) / (2 * workers), mr));
+        int rowBlocks = (M + mc - 1) / mc;
+        for (int jc = 0; jc < N; jc += nc)
+        {
+            int ncur = Math.Min(nc, N - jc), slices = (ncur + nr - 1) / nr;
+            int chunks = Math.Min(slices, Math.Max(1, (2 * workers + rowBlocks - 1) / rowBlocks));
+            int perChunk = (slices + chunks - 1) / chunks;
+            var packedB = PackBuffers.Rent((long)slices * nr * K);
+            float* bp = PackBuffers.Aligned(packedB);
+            For(parallel, slices, sl => PackB(s, (float*)b, jc + sl * nr, Math.Min(nr, N - jc - sl * nr), nr, bp + (long)sl * nr * K));
+            For(parallel, rowBlocks * chunks, task =>
+            {
+                int ic = task / chunks * mc, mcur = Math.Min(mc, M - ic);
+                int sl0 = task % chunks * perChunk, sl1 = Math.Min(slices, sl0 + perChunk);
+                if (sl0 < sl1) Block<TK>(s, (float*)a, bp, (float*)c, ic, mcur, jc, ncur, sl0, sl1, alpha, beta);
+            });
+            PackBuffers.Return(packedB);
+        }
+    }
+
+    [ThreadStatic] static float[]? t_packedA;
+
+    /// <summary>Rows [ic, ic+mcur) × slices [sl0, sl1) of one column pass, over all of K in KC steps.</summary>
+    static void Block<TK>(in GemmShape s, float* a, float* bp, float* c, int ic, int mcur, int jc, int ncur, int sl0, int sl1,
+        float alpha, float beta) where TK : struct, IMicroKernel
+    {
+        int mr = TK.MR, nr = TK.NR, N = s.N, K = s.K;
+        t_packedA ??= GC.AllocateUninitializedArray<float>(128 * KC + 16, pinned: true);
+        float* ap = PackBuffers.Aligned(t_packedA);
+        float* edge = stackalloc float[mr * nr];
+        for (int pc = 0; pc < K; pc += KC)
+        {
+            int kc = Math.Min(KC, K - pc);
+            PackA(s, a, ic, mcur, pc, kc, mr, ap);
+            bool accumulate = pc > 0 || beta != 0f;
+            float blockBeta = pc > 0 ? 1f : beta;
+            for (int sl = sl0; sl < sl1; sl++)
+            {
+                float* bslice = bp + (long)sl * nr * K + (long)pc * nr;
+                int j = jc + sl * nr, cols = Math.Min(nr, jc + ncur - j);
+                for (int ir = 0; ir < mcur; ir += mr)
+                {
+                    int rows = Math.Min(mr, mcur - ir);
+                    float* ctile = c + (long)(ic + ir) * N + j;
+                    if (rows == mr && cols == nr)
+                    {
+                        TK.Run(kc, ap + ir * kc, bslice, ctile, N, alpha, blockBeta, accumulate);
+                        continue;
+                    }
+                    // Edge tile: full tile into scratch, then merge the valid part.
+                    TK.Run(kc, ap + ir * kc, bslice, edge, nr, alpha, 0f, false);
+                    for (int r = 0; r < rows; r++)
+                        for (int q = 0; q < cols; q++)
+                            ctile[(long)r * N + q] = edge[r * nr + q] + (accumulate ? blockBeta * ctile[(long)r * N + q] : 0f);
+                }
+            }
+        }
+    }
+
+    /// <summary>op(A)[ic.., pc..] into MR-row panels (panel of row ir at ir·kc), zero-padded to MR rows.</summary>
+    static void PackA(in GemmShape s, float* a, int ic, int mcur, int pc, int kc, int mr, float* dst)
+    {
+        for (int ir = 0; ir < mcur; ir += mr)
+        {
+            float* d = dst + ir * kc;
+            int rows = Math.Min(mr, mcur - ir);
+            if (!s.TransA)
+            {
+                for (int i = 0; i < rows; i++)
+                {
+                    float* src = a + (long)(ic + ir + i) * s.K + pc;
+                    for (int p = 0; p < kc; p++) d[p * mr + i] = src[p];
+                }
+                for (int i = rows; i < mr; i++)
+                    for (int p = 0; p < kc; p++) d[p * mr + i] = 0f;
+            }
+            else
+            {
+                for (int p = 0; p < kc; p++)
+                {
+                    float* src = a + (long)(pc + p) * s.M + ic + ir;
+                    float* row = d + p * mr;
+                    for (int i = 0; i < rows; i++) row[i] = src[i];
+                    for (int i = rows; i < mr; i++) row[i] = 0f;
+                }
+            }
+        }
+    }
+
+    /// <summary>Columns [j, j+cols) of op(B), all of K, as one K×NR slice, zero-padded to NR columns.</summary>
+    static void PackB(in GemmShape s, float* b, int j, int cols, int nr, float* dst)
+    {
+        if (!s.TransB)
+        {
+            for (int p = 0; p < s.K; p++)
+            {
+                float* src = b + (long)p * s.N + j, d = dst + (long)p * nr;
+                if (cols == nr) Unsafe.CopyBlockUnaligned(d, src, (uint)(nr * sizeof(float)));
+                else
+                {
+                    for (int q = 0; q < cols; q++) d[q] = src[q];
+                    for (int q = cols; q < nr; q++) d[q] = 0f;
+                }
+            }
+        }
+        else
+        {
+            for (int q = 0; q < cols; q++)
+            {
+                float* src = b + (long)(j + q) * s.K;
+                for (int p = 0; p < s.K; p++) dst[(long)p * nr + q] = src[p];
+            }
+            for (int q = cols; q < nr; q++)
+                for (int p = 0; p < s.K; p++) dst[(long)p * nr + q] = 0f;
+        }
+    }
+
+    /// <summary>
+    /// Unpacked path for tiny and skinny products (M = 1 decoding steps, N = 1 columns): row-times-matrix
+    /// as vectorized axpys over C's row when op(B) rows are contiguous, else as dot products.
+    /// </summary>
+    static void Direct(GemmShape s, nint a, nint b, nint c, float alpha, float beta)
+    {
+        const int ColBlock = 512;
+        int M = s.M, N = s.N, K = s.K, colBlocks = (N + ColBlock - 1) / ColBlock;
+        long tasks = (long)s.Batch * M * colBlocks;
+        long workPerTask = Math.Max(1L, (long)Math.Min(N, ColBlock) * K);
+        CpuParallel.For(tasks, Math.Max(1L, (1 << 16) / workPerTask), (t0, t1) =>
+        {
+            float[]? gathered = null;
+            for (long t = t0; t < t1; t++)
+            {
+                int blk = (int)(t % colBlocks), i = (int)(t / colBlocks % M), z = (int)(t / colBlocks / M);
+                int j0 = blk * ColBlock, cols = Math.Min(ColBlock, N - j0);
+                float* A = (float*)a + z * s.StrideA, B = (float*)b + z * s.StrideB;
+                var crow = new Span<float>((float*)c + z * s.StrideC + (long)i * N + j0, cols);
+                if (beta == 0f) crow.Clear();
+                else if (beta != 1f) TensorPrimitives.Multiply(crow, beta, crow);
+                if (!s.TransB)
+                {
+                    for (int p = 0; p < K; p++)
+                    {
+                        float ai = alpha * (s.TransA ? A[(long)p * M + i] : A[(long)i * K + p]);
+                        TensorPrimitives.MultiplyAdd(new ReadOnlySpan<float>(B + (long)p * N + j0, cols), ai, crow, crow);
+                    }
+                    continue;
+                }
+                ReadOnlySpan<float> arow;
+                if (!s.TransA) arow = new ReadOnlySpan<float>(A + (long)i * K, K);
+                else
+                {
+                    gathered ??= new float[K];
+                    for (int p = 0; p < K; p++) gathered[p] = A[(long)p * M + i];
+                    arow = gathered;
+                }
+                for (int q = 0; q < cols; q++)
+                    crow[q] += alpha * TensorPrimitives.Dot(arow, new ReadOnlySpan<float>(B + (long)(j0 + q) * K, K));
+            }
+        });
+    }
+
+    static int RoundUp(int x, int m) => (x + m - 1) / m * m;
+
+    static void For(bool parallel, int count, Action<int> body)
+    {
+        if (parallel && count > 1) Parallel.For(0, count, body);
+        else for (int i = 0; i < count; i++) body(i);
+    }
+}
+
+/// <summary>Pinned scratch arrays for packed panels, reused across calls (packed B of a 1024² product is 4 MB).</summary>
+internal static unsafe class PackBuffers
+{
+    static readonly List<float[]> Free = new();
+
+    public static float[] Rent(long floats)
+    {
+        long need = floats + 16;
+        lock (Free)
+        {
+            int best = -1;
+            for (int i = 0; i < Free.Count; i++)
+                if (Free[i].Length >= need && (best < 0 || Free[i].Length < Free[best].Length)) best = i;
+            if (best >= 0)
+            {
+                var found = Free[best];
+                Free.RemoveAt(best);
+                return found;
+            }
+        }
+        return GC.AllocateUninitializedArray<float>(checked((int)BitOperations.RoundUpToPowerOf2((ulong)need)), pinned: true);
+    }
+
+    public static void Return(float[] buffer)
+    {
+        lock (Free) if (Free.Count < 8) Free.Add(buffer);
+    }
+
+    /// <summary>The first 64-byte-aligned element of a pinned array (Rent leaves 16 floats of slack).</summary>
+    public static float* Aligned(float[] pinned) =>
+        (float*)(((nint)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(pinned)) + 63) & ~(nint)63);
+}

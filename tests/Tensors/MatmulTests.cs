@@ -1,0 +1,206 @@
+using System.Runtime.Intrinsics;
+using Nanolora.Tensors;
+using static Nanolora.Tests.Reference;
+
+namespace Nanolora.Tests.Tensors;
+
+public class MatmulTests
+{
+    /// <summary>alpha·op(A)·op(B) + beta·C0 in double; shapes are the stored ones, batch dims already flattened.</summary>
+    static double[] Expected(float[] a, float[] b, float[]? c0, int batch, int m, int n, int k, bool ta, bool tb,
+        bool sharedA = false, bool sharedB = false, double alpha = 1, double beta = 0)
+    {
+        var y = new double[batch * m * n];
+        for (int z = 0; z < batch; z++)
+        {
+            int ao = sharedA ? 0 : z * m * k, bo = sharedB ? 0 : z * k * n;
+            for (int i = 0; i < m; i++)
+                for (int j = 0; j < n; j++)
+                {
+                    double s = 0;
+                    for (int p = 0; p < k; p++)
+                        s += (double)a[ao + (ta ? p * m + i : i * k + p)] * b[bo + (tb ? j * k + p : p * n + j)];
+                    int o = (z * m + i) * n + j;
+                    y[o] = alpha * s + (c0 == null ? 0 : beta * c0[o]);
+                }
+        }
+        return y;
+    }
+
+    static int[] Stored(int rows, int cols, bool transposed) => transposed ? [cols, rows] : [rows, cols];
+
+    static void Check(string device, int m, int k, int n, bool ta, bool tb, double atol = 1e-5)
+    {
+        var d = Dev(device);
+        var ad = Random(m * k, 21); var bd = Random(k * n, 22);
+        using var a = Tensor.FromArray(ad, Stored(m, k, ta), d);
+        using var b = Tensor.FromArray(bd, Stored(k, n, tb), d);
+        using var c = Ops.Matmul(a, b, ta, tb);
+        Assert.Equal([m, n], c.ShapeArray());
+        Close(Expected(ad, bd, null, 1, m, n, k, ta, tb), c.ToArray(), atol, 1e-4, $"{m}x{k}x{n} tA={ta} tB={tb} on {device}");
+    }
+
+    public static IEnumerable<object[]> SmallGrid() =>
+        from d in Devices()
+        from s in new[] { (1, 1, 1), (7, 33, 5), (45, 65, 33), (3, 70, 5), (1, 40, 64), (64, 64, 1) }
+        from ta in new[] { false, true } from tb in new[] { false, true }
+        select new object[] { d[0], s.Item1, s.Item2, s.Item3, ta, tb };
+
+    [Theory, MemberData(nameof(SmallGrid))]
+    public void MatchesDoubleReference(string device, int m, int k, int n, bool ta, bool tb) => Check(device, m, k, n, ta, tb);
+
+    public static IEnumerable<object[]> CpuLargeGrid() =>
+        from s in new[] { (257, 300, 129), (130, 513, 70), (8, 256, 32), (600, 40, 700) }
+        from ta in new[] { false, true } from tb in new[] { false, true }
+        select new object[] { s.Item1, s.Item2, s.Item3, ta, tb };
+
+    // Row and column edges of the packed panels, K beyond one KC block, several row blocks and column chunks.
+    [Theory, MemberData(nameof(CpuLargeGrid))]
+    public void CpuPackedPathMatches(int m, int k, int n, bool ta, bool tb) => Check("cpu", m, k, n, ta, tb, 1e-4);
+
+    // Both micro-kernels, whatever this machine's SIMD width, with alpha/beta over a NaN-free and a NaN-filled C.
+    [Theory]
+    [InlineData(false, false, false)] [InlineData(true, true, false)] [InlineData(false, true, true)] [InlineData(true, false, true)]
+    public void CpuMicroKernelsMatch(bool ta, bool tb, bool avx2)
+    {
+        int m = 77, k = 301, n = 95;
+        var ad = Random(m * k, 31); var bd = Random(k * n, 32); var c0 = Random(m * n, 33);
+        var shape = new GemmShape(1, m, n, k, ta, tb, 0, 0);
+        foreach (var (alpha, beta) in new[] { (1f, 0f), (0.5f, -2f), (2f, 1f) })
+        {
+            var c = beta == 0 ? Enumerable.Repeat(float.NaN, m * n).ToArray() : (float[])c0.Clone();
+            var pa = GC.AllocateArray<float>(ad.Length, pinned: true); ad.CopyTo(pa, 0);
+            var pb = GC.AllocateArray<float>(bd.Length, pinned: true); bd.CopyTo(pb, 0);
+            var pc = GC.AllocateArray<float>(c.Length, pinned: true); c.CopyTo(pc, 0);
+            if (avx2 || !Vector512.IsHardwareAccelerated) MatmulCpu.Run<Avx2Kernel>(shape, pa, pb, pc, alpha, beta);
+            else MatmulCpu.Run<Avx512Kernel>(shape, pa, pb, pc, alpha, beta);
+            Close(Expected(ad, bd, c0, 1, m, n, k, ta, tb, alpha: alpha, beta: beta), pc, 1e-4, 1e-4, $"avx2={avx2} alpha={alpha} beta={beta}");
+        }
+    }
+
+    [Theory, MemberData(nameof(Devices), MemberType = typeof(Reference))]
+    public void BatchedAllTransposes(string device)
+    {
+        var d = Dev(device);
+        var ad = Random(3 * 7 * 9, 41); var bd = Random(3 * 9 * 5, 42);
+        foreach (var (ta, tb) in new[] { (false, false), (true, false), (false, true), (true, true) })
+        {
+            using var a = Tensor.FromArray(ad, [3, .. Stored(7, 9, ta)], d);
+            using var b = Tensor.FromArray(bd, [3, .. Stored(9, 5, tb)], d);
+            using var c = Ops.Matmul(a, b, ta, tb);
+            Assert.Equal([3, 7, 5], c.ShapeArray());
+            Close(Expected(ad, bd, null, 3, 7, 5, 9, ta, tb), c.ToArray(), what: $"batched tA={ta} tB={tb} on {device}");
+        }
+    }
+
+    [Theory, MemberData(nameof(Devices), MemberType = typeof(Reference))]
+    public void SharedRank2Operand(string device)
+    {
+        var d = Dev(device);
+        var ad = Random(2 * 3 * 7 * 9, 51); var bd = Random(9 * 5, 52);
+        foreach (var ta in new[] { false, true })
+        {
+            // A batched [2, 3, ...] against one B (the Linear-layer case; folded into one taller product when A is not transposed).
+            using var a = Tensor.FromArray(ad, [2, 3, .. Stored(7, 9, ta)], d);
+            using var b = Tensor.FromArray(bd, [5, 9], d);
+            using var c = Ops.Matmul(a, b, ta, transposeB: true);
+            Assert.Equal([2, 3, 7, 5], c.ShapeArray());
+            Close(Expected(ad, bd, null, 6, 7, 5, 9, ta, true, sharedB: true), c.ToArray(), what: $"shared b tA={ta} on {device}");
+        }
+        // One A against a batch of B.
+        var bb = Random(4 * 9 * 5, 53);
+        using var a2 = Tensor.FromArray(ad[..(7 * 9)], [7, 9], d);
+        using var b2 = Tensor.FromArray(bb, [4, 9, 5], d);
+        using var c2 = Ops.Matmul(a2, b2);
+        Assert.Equal([4, 7, 5], c2.ShapeArray());
+        Close(Expected(ad[..(7 * 9)], bb, null, 4, 7, 5, 9, false, false, sharedA: true), c2.ToArray(), what: $"shared a on {device}");
+    }
+
+    [Theory, MemberData(nameof(Devices), MemberType = typeof(Reference))]
+    public void MatmulIntoAccumulatesWithAlphaBeta(string device)
+    {
+        var d = Dev(device);
+        var ad = Random(2 * 33 * 45, 61); var bd = Random(2 * 45 * 7, 62); var c0 = Random(2 * 33 * 7, 63);
+        foreach (var (ta, tb) in new[] { (false, false), (true, true) })
+        {
+            using var a = Tensor.FromArray(ad, [2, .. Stored(33, 45, ta)], d);
+            using var b = Tensor.FromArray(bd, [2, .. Stored(45, 7, tb)], d);
+            using var c = Tensor.FromArray(c0, [2, 33, 7], d);
+            Ops.MatmulInto(c, a, b, ta, tb, alpha: 0.5f, beta: -1.5f);
+            Close(Expected(ad, bd, c0, 2, 33, 7, 45, ta, tb, alpha: 0.5, beta: -1.5), c.ToArray(), what: $"alpha/beta tA={ta} on {device}");
+            // beta = 0 ignores C entirely, even NaN.
+            c.Fill(float.NaN);
+            Ops.MatmulInto(c, a, b, ta, tb, alpha: 2f);
+            Close(Expected(ad, bd, null, 2, 33, 7, 45, ta, tb, alpha: 2), c.ToArray(), what: $"beta=0 over NaN tA={ta} on {device}");
+        }
+    }
+
+    [Fact]
+    public void CpuBatchedLargerProducts()
+    {
+        var d = Dev("cpu");
+        foreach (var (batch, m, k, n) in new[] { (5, 40, 50, 60), (2, 130, 70, 90) })
+        {
+            var ad = Random(batch * m * k, 71); var bd = Random(batch * k * n, 72);
+            using var a = Tensor.FromArray(ad, [batch, k, m], d);
+            using var b = Tensor.FromArray(bd, [batch, k, n], d);
+            using var c = Ops.Matmul(a, b, transposeA: true);
+            Close(Expected(ad, bd, null, batch, m, n, k, true, false), c.ToArray(), 1e-4, 1e-4, $"[{batch}] {m}x{k}x{n}");
+        }
+    }
+
+    [Fact]
+    public void EmptyInnerDimensionGivesBetaTimesC()
+    {
+        var d = Dev("cpu");
+        using var a = Tensor.Zeros([3, 0], d);
+        using var b = Tensor.Zeros([0, 4], d);
+        using var c = Ops.Matmul(a, b);
+        Assert.All(c.ToArray(), v => Assert.Equal(0f, v));
+        using var acc = Tensor.Full([3, 4], 2f, d);
+        Ops.MatmulInto(acc, a, b, beta: 0.5f);
+        Assert.All(acc.ToArray(), v => Assert.Equal(1f, v));
+    }
+
+    [Fact]
+    public void InnerDimensionMismatchNamesShapes()
+    {
+        using var a = Tensor.Zeros([4, 5], Device.Cpu);
+        using var b = Tensor.Zeros([6, 3], Device.Cpu);
+        var e = Assert.Throws<ArgumentException>(() => Ops.Matmul(a, b));
+        Assert.Contains("[4, 5]", e.Message);
+        Assert.Contains("[6, 3]", e.Message);
+        using var bt = Tensor.Zeros([3, 5], Device.Cpu);
+        using var ok = Ops.Matmul(a, bt, transposeB: true);
+        Assert.Equal([4, 3], ok.ShapeArray());
+        Assert.Throws<ArgumentException>(() => Ops.Matmul(a, bt));
+    }
+
+    [Fact]
+    public void BatchAndOutputShapeErrorsNameShapes()
+    {
+        using var a = Tensor.Zeros([2, 4, 5], Device.Cpu);
+        using var b = Tensor.Zeros([3, 5, 6], Device.Cpu);
+        var e = Assert.Throws<ArgumentException>(() => Ops.Matmul(a, b));
+        Assert.Contains("[2, 4, 5]", e.Message);
+        Assert.Contains("[3, 5, 6]", e.Message);
+        using var b2 = Tensor.Zeros([2, 5, 6], Device.Cpu);
+        using var wrong = Tensor.Zeros([2, 6, 4], Device.Cpu);
+        e = Assert.Throws<ArgumentException>(() => Ops.MatmulInto(wrong, a, b2));
+        Assert.Contains("[2, 6, 4]", e.Message);
+        Assert.Contains("[2, 4, 6]", e.Message);
+        using var vec = Tensor.Zeros([5], Device.Cpu);
+        Assert.Throws<ArgumentException>(() => Ops.Matmul(a, vec));
+    }
+
+    [Fact]
+    public void MixedDevicesNameShapesAndDevices()
+    {
+        using var a = Tensor.Zeros([4, 5], Device.Cpu);
+        using var b = Tensor.Zeros([5, 3], Dev("ilgpu-cpu"));
+        var e = Assert.Throws<ArgumentException>(() => Ops.Matmul(a, b));
+        Assert.Contains("[4, 5]", e.Message);
+        Assert.Contains("[5, 3]", e.Message);
+        Assert.Contains("ilgpu-cpu", e.Message);
+    }
+}
