@@ -12,7 +12,7 @@ namespace Nanolora.Tensors;
 /// </summary>
 public static partial class Ops
 {
-    struct CrossEntropyParams
+    internal struct CrossEntropyParams
     {
         public int N, V, IgnoreIndex;
         public float Smoothing, Scale;

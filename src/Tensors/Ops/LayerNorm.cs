@@ -12,7 +12,7 @@ namespace Nanolora.Tensors;
 /// </summary>
 public static partial class Ops
 {
-    struct NormParams
+    internal struct NormParams
     {
         public int C, Rows, Rms, HasBeta, Blocks, RowsPerBlock;
         public float Eps;

@@ -3,6 +3,10 @@ using System.Runtime.InteropServices;
 using ILGPU;
 using ILGPU.Runtime;
 
+// ILGPU's simulator emits its launch code into a dynamic assembly of this name; it needs this to see the
+// internal parameter structs of the kernels (they stay out of the public API).
+[assembly: System.Runtime.CompilerServices.InternalsVisibleTo("ILGPURuntime")]
+
 namespace Nanolora.Tensors;
 
 /// <summary>

@@ -15,7 +15,7 @@ public static partial class Ops
     public const float KeyMaskDropThreshold = -1e9f;
 
     /// <summary>Shape of a softmax launch; Causal/HasMask are 0 or 1 (kernel params stay blittable).</summary>
-    struct SoftmaxParams
+    internal struct SoftmaxParams
     {
         public int S, T, RowsPerBatch, Causal, HasMask;
     }
