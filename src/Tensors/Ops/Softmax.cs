@@ -1,0 +1,271 @@
+using System.Numerics.Tensors;
+using ILGPU;
+using ILGPU.Algorithms;
+using ILGPU.Runtime;
+
+namespace Nanolora.Tensors;
+
+public static partial class Ops
+{
+    /// <summary>
+    /// Key-mask values at or below this drop the key outright (probability exactly 0, as with −∞), so a
+    /// row whose keys are all dropped yields zeros rather than a uniform distribution over padding.
+    /// Values above it are added to the logits as a bias.
+    /// </summary>
+    public const float KeyMaskDropThreshold = -1e9f;
+
+    /// <summary>Shape of a softmax launch; Causal/HasMask are 0 or 1 (kernel params stay blittable).</summary>
+    internal struct SoftmaxParams
+    {
+        public int S, T, RowsPerBatch, Causal, HasMask;
+    }
+
+    static class SoftmaxKernels
+    {
+        public static readonly Kernel<Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, SoftmaxParams>> Forward =
+            new(a => a.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, SoftmaxParams>(ForwardKernel));
+        public static readonly Kernel<Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, int>> Backward =
+            new(a => a.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, int>(BackwardKernel));
+        public static readonly Kernel<Action<KernelConfig, ArrayView<float>, ArrayView<float>, int>> LogForward =
+            new(a => a.LoadStreamKernel<ArrayView<float>, ArrayView<float>, int>(LogForwardKernel));
+        public static readonly Kernel<Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, int>> LogBackward =
+            new(a => a.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, int>(LogBackwardKernel));
+
+        // The masked logit of key j in a row, −∞ when causal or the key mask drops it.
+        static float Logit(ArrayView<float> x, ArrayView<float> mask, int at, int j, int lastKept, int maskRow, SoftmaxParams p)
+        {
+            if (j > lastKept) return float.NegativeInfinity;
+            float v = x[at + j];
+            if (p.HasMask != 0)
+            {
+                float m = mask[maskRow + j];
+                if (m <= KeyMaskDropThreshold) return float.NegativeInfinity;
+                v += m;
+            }
+            return v;
+        }
+
+        static void ForwardKernel(ArrayView<float> x, ArrayView<float> mask, ArrayView<float> y, SoftmaxParams p)
+        {
+            var shared = SharedMemory.Allocate<float>(RowReduce.MaxGroup);
+            int row = Grid.IdxX, at = row * p.S;
+            int lastKept = p.Causal != 0 ? row % p.T + p.S - p.T : p.S - 1;
+            int maskRow = p.HasMask != 0 ? row / p.RowsPerBatch * p.S : 0;
+            float max = float.NegativeInfinity;
+            for (int j = Group.IdxX; j < p.S; j += Group.DimX)
+                max = XMath.Max(max, Logit(x, mask, at, j, lastKept, maskRow, p));
+            max = RowReduce.Max(shared, max);
+            bool empty = max == float.NegativeInfinity; // every key dropped: zeros, not 0/0
+            float sum = 0f;
+            if (!empty)
+                for (int j = Group.IdxX; j < p.S; j += Group.DimX)
+                    sum += XMath.Exp(Logit(x, mask, at, j, lastKept, maskRow, p) - max);
+            sum = RowReduce.Sum(shared, sum);
+            float inv = empty ? 0f : 1f / sum;
+            for (int j = Group.IdxX; j < p.S; j += Group.DimX)
+                y[at + j] = empty ? 0f : XMath.Exp(Logit(x, mask, at, j, lastKept, maskRow, p) - max) * inv;
+        }
+
+        static void BackwardKernel(ArrayView<float> y, ArrayView<float> dy, ArrayView<float> dx, int s)
+        {
+            var shared = SharedMemory.Allocate<float>(RowReduce.MaxGroup);
+            int at = Grid.IdxX * s;
+            float dot = 0f;
+            for (int j = Group.IdxX; j < s; j += Group.DimX) dot += dy[at + j] * y[at + j];
+            dot = RowReduce.Sum(shared, dot);
+            for (int j = Group.IdxX; j < s; j += Group.DimX) dx[at + j] = y[at + j] * (dy[at + j] - dot);
+        }
+
+        static void LogForwardKernel(ArrayView<float> x, ArrayView<float> y, int s)
+        {
+            var shared = SharedMemory.Allocate<float>(RowReduce.MaxGroup);
+            int at = Grid.IdxX * s;
+            float max = float.NegativeInfinity;
+            for (int j = Group.IdxX; j < s; j += Group.DimX) max = XMath.Max(max, x[at + j]);
+            max = RowReduce.Max(shared, max);
+            float sum = 0f;
+            for (int j = Group.IdxX; j < s; j += Group.DimX) sum += XMath.Exp(x[at + j] - max);
+            float shift = max + XMath.Log(RowReduce.Sum(shared, sum));
+            for (int j = Group.IdxX; j < s; j += Group.DimX) y[at + j] = x[at + j] - shift;
+        }
+
+        static void LogBackwardKernel(ArrayView<float> y, ArrayView<float> dy, ArrayView<float> dx, int s)
+        {
+            var shared = SharedMemory.Allocate<float>(RowReduce.MaxGroup);
+            int at = Grid.IdxX * s;
+            float sum = 0f;
+            for (int j = Group.IdxX; j < s; j += Group.DimX) sum += dy[at + j];
+            sum = RowReduce.Sum(shared, sum);
+            for (int j = Group.IdxX; j < s; j += Group.DimX) dx[at + j] = dy[at + j] - XMath.Exp(y[at + j]) * sum;
+        }
+    }
+
+    /// <summary>Rows per CPU work item so that each item touches about 32k elements.</summary>
+    static long RowGrain(int width) => Math.Max(1, (1 << 15) / Math.Max(width, 1));
+
+    /// <summary>
+    /// Softmax over the last axis, x [..., T, S]. <paramref name="causal"/> drops key j for query row i
+    /// (within T) when j &gt; i + (S − T), so T &lt; S serves KV-cached decoding. <paramref name="keyMask"/> [B, S]
+    /// (B = x.Dim(0)) is added to every row of batch b; values ≤ <see cref="KeyMaskDropThreshold"/> drop the key.
+    /// A row with every key dropped is all zeros.
+    /// </summary>
+    public static Tensor Softmax(Tensor x, bool causal = false, Tensor? keyMask = null)
+    {
+        const string op = "Softmax";
+        var device = keyMask is null ? SameDevice(op, x) : SameDevice(op, x, keyMask);
+        if (x.Rank < 1) throw new ArgumentException($"{op}: x must have at least one axis, got shape {x.ShapeString}.");
+        if ((causal || keyMask != null) && x.Rank < 2)
+            throw new ArgumentException($"{op}: causal and keyMask need x of rank >= 2 ([..., T, S]), got shape {x.ShapeString}.");
+        int s = x.Dim(-1), t = x.Rank >= 2 ? x.Dim(-2) : 1;
+        int b = x.Dim(0);
+        if (keyMask != null && (keyMask.Rank != 2 || keyMask.Dim(0) != b || keyMask.Dim(1) != s))
+            throw new ArgumentException($"{op}: keyMask must have shape [{b}, {s}] (x.Dim(0), x.Dim(-1)), got {keyMask.ShapeString}.");
+        var y = Tensor.Empty(x.Shape, device);
+        long rows = s == 0 ? 0 : x.Length / s;
+        if (rows == 0 || s == 0) return y;
+        int rowsPerBatch = (int)(rows / b);
+
+        if (device is IlgpuDevice gpu)
+        {
+            GpuLength(x, op);
+            var p = new SoftmaxParams { S = s, T = t, RowsPerBatch = rowsPerBatch, Causal = causal ? 1 : 0, HasMask = keyMask != null ? 1 : 0 };
+            SoftmaxKernels.Forward.On(gpu)(RowReduce.PerRow(gpu, (int)rows, s), x.View, (keyMask ?? x).View, y.View, p);
+            return y;
+        }
+
+        var xs = x.HostArray; var ys = y.HostArray;
+        // Dropped keys become −∞ once here, so the row loop is a plain add.
+        float[]? mask = null;
+        if (keyMask != null)
+        {
+            mask = keyMask.ToArray();
+            for (int i = 0; i < mask.Length; i++) if (mask[i] <= KeyMaskDropThreshold) mask[i] = float.NegativeInfinity;
+        }
+        CpuParallel.For(rows, RowGrain(s), (r0, r1) =>
+        {
+            for (long r = r0; r < r1; r++)
+            {
+                int kept = causal ? Math.Clamp((int)(r % t) + s - t + 1, 0, s) : s;
+                var yr = ys.AsSpan((int)(r * s), s);
+                ReadOnlySpan<float> src = xs.AsSpan((int)(r * s), kept);
+                if (mask != null)
+                {
+                    TensorPrimitives.Add(src, mask.AsSpan((int)(r / rowsPerBatch) * s, kept), yr[..kept]);
+                    src = yr[..kept];
+                }
+                SoftmaxRow(src, yr[..kept]);
+                yr[kept..].Clear();
+            }
+        });
+        return y;
+    }
+
+    /// <summary>Softmax of one row into <paramref name="y"/> (which may be <paramref name="x"/>); all −∞ gives zeros.</summary>
+    static void SoftmaxRow(ReadOnlySpan<float> x, Span<float> y)
+    {
+        if (x.Length == 0) return;
+        float max = TensorPrimitives.Max(x);
+        if (max == float.NegativeInfinity) { y.Clear(); return; }
+        TensorPrimitives.Subtract(x, max, y);
+        TensorPrimitives.Exp(y, y);
+        TensorPrimitives.Multiply(y, 1f / TensorPrimitives.Sum(y), y);
+    }
+
+    /// <summary>dx = y ⊙ (dy − rowsum(dy ⊙ y)), y the softmax output; all [..., S].</summary>
+    public static Tensor SoftmaxBackward(Tensor y, Tensor dy)
+    {
+        const string op = "SoftmaxBackward";
+        var device = SameDevice(op, y, dy);
+        SameShape(op, y, dy);
+        if (y.Rank < 1) throw new ArgumentException($"{op}: y must have at least one axis, got shape {y.ShapeString}.");
+        int s = y.Dim(-1);
+        var dx = Tensor.Empty(y.Shape, device);
+        long rows = s == 0 ? 0 : y.Length / s;
+        if (rows == 0) return dx;
+        if (device is IlgpuDevice gpu)
+        {
+            GpuLength(y, op);
+            SoftmaxKernels.Backward.On(gpu)(RowReduce.PerRow(gpu, (int)rows, s), y.View, dy.View, dx.View, s);
+            return dx;
+        }
+        var ys = y.HostArray; var dys = dy.HostArray; var dxs = dx.HostArray;
+        CpuParallel.For(rows, RowGrain(s), (r0, r1) =>
+        {
+            for (long r = r0; r < r1; r++)
+            {
+                var yr = ys.AsSpan((int)(r * s), s); var dyr = dys.AsSpan((int)(r * s), s); var dxr = dxs.AsSpan((int)(r * s), s);
+                float dot = TensorPrimitives.Dot(dyr, yr);
+                TensorPrimitives.Subtract(dyr, dot, dxr);
+                TensorPrimitives.Multiply(dxr, yr, dxr);
+            }
+        });
+        return dx;
+    }
+
+    /// <summary>log(softmax(x)) over the last axis, computed as x − max − log Σ exp(x − max).</summary>
+    public static Tensor LogSoftmax(Tensor x)
+    {
+        const string op = "LogSoftmax";
+        var device = SameDevice(op, x);
+        if (x.Rank < 1) throw new ArgumentException($"{op}: x must have at least one axis, got shape {x.ShapeString}.");
+        int s = x.Dim(-1);
+        var y = Tensor.Empty(x.Shape, device);
+        long rows = s == 0 ? 0 : x.Length / s;
+        if (rows == 0) return y;
+        if (device is IlgpuDevice gpu)
+        {
+            GpuLength(x, op);
+            SoftmaxKernels.LogForward.On(gpu)(RowReduce.PerRow(gpu, (int)rows, s), x.View, y.View, s);
+            return y;
+        }
+        var xs = x.HostArray; var ys = y.HostArray;
+        CpuParallel.For(rows, RowGrain(s), (r0, r1) =>
+        {
+            for (long r = r0; r < r1; r++) LogSoftmaxRow(xs.AsSpan((int)(r * s), s), ys.AsSpan((int)(r * s), s));
+        });
+        return y;
+    }
+
+    /// <summary>Log-softmax of one row into <paramref name="y"/>; returns the shift max + log Σ exp(x − max).</summary>
+    static float LogSoftmaxRow(ReadOnlySpan<float> x, Span<float> y)
+    {
+        float max = TensorPrimitives.Max(x);
+        TensorPrimitives.Subtract(x, max, y);
+        TensorPrimitives.Exp(y, y);
+        float shift = max + MathF.Log(TensorPrimitives.Sum(y));
+        TensorPrimitives.Subtract(x, shift, y);
+        return shift;
+    }
+
+    /// <summary>dx = dy − exp(y) · rowsum(dy), y the log-softmax output.</summary>
+    public static Tensor LogSoftmaxBackward(Tensor y, Tensor dy)
+    {
+        const string op = "LogSoftmaxBackward";
+        var device = SameDevice(op, y, dy);
+        SameShape(op, y, dy);
+        if (y.Rank < 1) throw new ArgumentException($"{op}: y must have at least one axis, got shape {y.ShapeString}.");
+        int s = y.Dim(-1);
+        var dx = Tensor.Empty(y.Shape, device);
+        long rows = s == 0 ? 0 : y.Length / s;
+        if (rows == 0) return dx;
+        if (device is IlgpuDevice gpu)
+        {
+            GpuLength(y, op);
+            SoftmaxKernels.LogBackward.On(gpu)(RowReduce.PerRow(gpu, (int)rows, s), y.View, dy.View, dx.View, s);
+            return dx;
+        }
+        var ys = y.HostArray; var dys = dy.HostArray; var dxs = dx.HostArray;
+        CpuParallel.For(rows, RowGrain(s), (r0, r1) =>
+        {
+            for (long r = r0; r < r1; r++)
+            {
+                var yr = ys.AsSpan((int)(r * s), s); var dyr = dys.AsSpan((int)(r * s), s); var dxr = dxs.AsSpan((int)(r * s), s);
+                float sum = TensorPrimitives.Sum(dyr);
+                TensorPrimitives.Exp(yr, dxr);
+                // dx = exp(y) · (−sum) + dy
+                TensorPrimitives.MultiplyAdd(dxr, -sum, dyr, dxr);
+            }
+        });
+        return dx;
+    }
+}
