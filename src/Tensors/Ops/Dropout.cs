@@ -1,0 +1,68 @@
+using ILGPU;
+using ILGPU.Runtime;
+
+namespace Nanolora.Tensors;
+
+/// <summary>Dropout's launch parameters: the hash key of the seed, the drop threshold on 24-bit draws, the keep scale.</summary>
+internal readonly struct DropoutParams(int n, ulong key, int threshold, float scale)
+{
+    public readonly int N = n, Threshold = threshold;
+    public readonly ulong Key = key;
+    public readonly float Scale = scale;
+
+    /// <summary>Element i is kept when its 24-bit draw is ≥ round(p·2^24): an integer test, identical everywhere.</summary>
+    public float MaskAt(int i) => CounterHash.Bits24(Key, (ulong)i) >= Threshold ? Scale : 0f;
+}
+
+public static partial class Ops
+{
+    static readonly Kernel<Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, DropoutParams>> DropoutKernel =
+        new(acc => acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, DropoutParams>(DropoutGpu));
+
+    static void DropoutGpu(Index1D index, ArrayView<float> x, ArrayView<float> y, ArrayView<float> mask, DropoutParams p)
+    {
+        for (int i = index; i < p.N; i += GridExtent())
+        {
+            float m = p.MaskAt(i);
+            mask[i] = m;
+            y[i] = x[i] * m;
+        }
+    }
+
+    /// <summary>
+    /// Inverted dropout: each element is zeroed with probability <paramref name="p"/>, the rest scaled by
+    /// 1/(1−p). The mask (0 or 1/(1−p)) comes from a counter-based hash of (seed, element index), so cpu
+    /// and every GPU draw the same mask. Backward: Mul(dy, mask). p = 0 gives a copy and a mask of ones.
+    /// </summary>
+    public static Tensor Dropout(Tensor x, float p, ulong seed, out Tensor mask)
+    {
+        var device = SameDevice(nameof(Dropout), x);
+        if (!(p >= 0f && p <= 1f)) throw new ArgumentException($"Dropout: p must be in [0, 1], got {p}.");
+        if (p == 0f)
+        {
+            mask = Tensor.Full(x.Shape, 1f, device);
+            return x.Clone(MemoryCategory.Activation);
+        }
+        int n = GpuLength(x, nameof(Dropout));
+        var prm = new DropoutParams(n, CounterHash.Key(seed), (int)Math.Round(p * (double)(1 << 24)), p == 1f ? 0f : (float)(1.0 / (1.0 - p)));
+        var y = Tensor.Empty(x.Shape, device);
+        mask = Tensor.Empty(x.Shape, device);
+        if (n == 0) return y;
+        if (device is IlgpuDevice gpu)
+        {
+            DropoutKernel.On(gpu)(LaunchThreads(gpu, n), x.View, y.View, mask.View, prm);
+            return y;
+        }
+        var xs = x.HostArray; var ys = y.HostArray; var ms = mask.HostArray;
+        CpuParallel.For(n, 1 << 14, (start, end) =>
+        {
+            for (int i = (int)start; i < end; i++)
+            {
+                float m = prm.MaskAt(i);
+                ms[i] = m;
+                ys[i] = xs[i] * m;
+            }
+        });
+        return y;
+    }
+}
