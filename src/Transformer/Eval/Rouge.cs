@@ -1,0 +1,162 @@
+namespace Nanolora.Transformer;
+
+public readonly record struct RougeScore(double Precision, double Recall, double F)
+{
+    /// <summary>F1 as rouge_score computes it: 2PR/(P+R), 0 when both are 0.</summary>
+    public static RougeScore From(double precision, double recall) =>
+        new(precision, recall, precision + recall > 0 ? 2 * precision * recall / (precision + recall) : 0);
+}
+
+public sealed record RougeResult(RougeScore Rouge1, RougeScore Rouge2, RougeScore RougeL, RougeScore RougeLsum);
+
+/// <summary>
+/// ROUGE-1/2/L/Lsum as Google's rouge_score (RougeScorer(["rouge1","rouge2","rougeL","rougeLsum"])) computes them:
+/// lower-case, every run of characters outside [a-z0-9] becomes a separator, optional Porter stemming of tokens longer
+/// than 3 characters. Precision is relative to the prediction, recall to the reference. ROUGE-Lsum splits both texts
+/// into sentences on '\n' and scores the summary-level union LCS, counting each token at most as often as it occurs.
+/// </summary>
+public static class Rouge
+{
+    public static IReadOnlyList<string> Tokenize(string text, bool useStemmer = false) => TokenArray(text, useStemmer);
+
+    public static RougeResult Score(string prediction, string reference, bool useStemmer = false)
+    {
+        ArgumentNullException.ThrowIfNull(prediction);
+        ArgumentNullException.ThrowIfNull(reference);
+        var pred = TokenArray(prediction, useStemmer);
+        var refr = TokenArray(reference, useStemmer);
+        return new RougeResult(NGram(pred, refr, 1), NGram(pred, refr, 2), Lcs(pred, refr),
+            SummaryLcs(Sentences(prediction, useStemmer), Sentences(reference, useStemmer)));
+    }
+
+    /// <summary>Mean over examples of each per-example precision, recall and F (rouge_score's aggregate mid point).</summary>
+    public static RougeResult Average(IReadOnlyList<string> predictions, IReadOnlyList<string> references, bool useStemmer = false)
+    {
+        ArgumentNullException.ThrowIfNull(predictions);
+        ArgumentNullException.ThrowIfNull(references);
+        if (predictions.Count != references.Count)
+            throw new ArgumentException($"predictions and references differ in count: expected {references.Count} predictions, got {predictions.Count}");
+        if (predictions.Count == 0) throw new ArgumentException("cannot average ROUGE over zero examples");
+        var sums = new double[12];
+        for (int i = 0; i < predictions.Count; i++)
+        {
+            var r = Score(predictions[i], references[i], useStemmer);
+            int k = 0;
+            foreach (var s in new[] { r.Rouge1, r.Rouge2, r.RougeL, r.RougeLsum })
+            {
+                sums[k++] += s.Precision;
+                sums[k++] += s.Recall;
+                sums[k++] += s.F;
+            }
+        }
+        double n = predictions.Count;
+        RougeScore At(int j) => new(sums[3 * j] / n, sums[3 * j + 1] / n, sums[3 * j + 2] / n);
+        return new RougeResult(At(0), At(1), At(2), At(3));
+    }
+
+    static string[] TokenArray(string text, bool useStemmer)
+    {
+        string lower = text.ToLowerInvariant();
+        var tokens = new List<string>();
+        int i = 0;
+        while (i < lower.Length)
+        {
+            if (!IsAlnum(lower[i])) { i++; continue; }
+            int start = i;
+            while (i < lower.Length && IsAlnum(lower[i])) i++;
+            string t = lower[start..i];
+            if (useStemmer && t.Length > 3) t = PorterStemmer.Stem(t);
+            if (t.Length > 0) tokens.Add(t); // rouge_score's final ^[a-z0-9]+$ filter; the stemmer only emits a-z
+
+        }
+        return [.. tokens];
+    }
+
+    static bool IsAlnum(char c) => c is >= 'a' and <= 'z' or >= '0' and <= '9';
+
+    // rouge_score: text.split("\n") keeping non-empty strings; a line of only punctuation becomes an empty sentence.
+    static List<string[]> Sentences(string text, bool useStemmer) =>
+        text.Split('\n').Where(s => s.Length > 0).Select(s => TokenArray(s, useStemmer)).ToList();
+
+    /// <summary>Clipped n-gram overlap: each n-gram counts min(count in prediction, count in reference).</summary>
+    static RougeScore NGram(string[] pred, string[] refr, int n)
+    {
+        var refCounts = Counts(refr, n);
+        var predCounts = Counts(pred, n);
+        long overlap = 0;
+        foreach (var (g, c) in refCounts)
+            if (predCounts.TryGetValue(g, out int pc)) overlap += Math.Min(c, pc);
+        int predTotal = Math.Max(pred.Length - n + 1, 0), refTotal = Math.Max(refr.Length - n + 1, 0);
+        return RougeScore.From((double)overlap / Math.Max(predTotal, 1), (double)overlap / Math.Max(refTotal, 1));
+    }
+
+    static Dictionary<string, int> Counts(string[] tokens, int n)
+    {
+        var d = new Dictionary<string, int>(StringComparer.Ordinal);
+        for (int i = 0; i + n <= tokens.Length; i++)
+        {
+            // Tokens are [a-z0-9]+, so a space joins them unambiguously.
+            string key = string.Join(' ', tokens, i, n);
+            d[key] = d.GetValueOrDefault(key) + 1;
+        }
+        return d;
+    }
+
+    static RougeScore Lcs(string[] pred, string[] refr)
+    {
+        if (pred.Length == 0 || refr.Length == 0) return default;
+        int l = LcsTable(refr, pred)[refr.Length, pred.Length];
+        return RougeScore.From((double)l / pred.Length, (double)l / refr.Length);
+    }
+
+    static int[,] LcsTable(string[] a, string[] b)
+    {
+        var t = new int[a.Length + 1, b.Length + 1];
+        for (int i = 1; i <= a.Length; i++)
+            for (int j = 1; j <= b.Length; j++)
+                t[i, j] = a[i - 1] == b[j - 1] ? t[i - 1, j - 1] + 1 : Math.Max(t[i - 1, j], t[i, j - 1]);
+        return t;
+    }
+
+    /// <summary>Indices into <paramref name="refr"/> of one LCS, chosen with rouge_score's backtracking tie-break.</summary>
+    static IEnumerable<int> LcsIndices(string[] refr, string[] cand)
+    {
+        var t = LcsTable(refr, cand);
+        int i = refr.Length, j = cand.Length;
+        while (i > 0 && j > 0)
+        {
+            if (refr[i - 1] == cand[j - 1]) { yield return i - 1; i--; j--; }
+            else if (t[i, j - 1] > t[i - 1, j]) j--;
+            else i--;
+        }
+    }
+
+    /// <summary>Summary-level LCS (ROUGE paper §3.2) with ROUGE-1.5.5's guard against counting a token twice.</summary>
+    static RougeScore SummaryLcs(List<string[]> pred, List<string[]> refr)
+    {
+        int m = refr.Sum(s => s.Length), n = pred.Sum(s => s.Length);
+        if (m == 0 || n == 0) return default;
+        var refLeft = new Dictionary<string, int>(StringComparer.Ordinal);
+        var predLeft = new Dictionary<string, int>(StringComparer.Ordinal);
+        foreach (var t in refr.SelectMany(s => s)) refLeft[t] = refLeft.GetValueOrDefault(t) + 1;
+        foreach (var t in pred.SelectMany(s => s)) predLeft[t] = predLeft.GetValueOrDefault(t) + 1;
+
+        int hits = 0;
+        foreach (var r in refr)
+        {
+            var union = new SortedSet<int>();
+            foreach (var c in pred) union.UnionWith(LcsIndices(r, c));
+            foreach (int idx in union)
+            {
+                string tok = r[idx];
+                if (predLeft.GetValueOrDefault(tok) > 0 && refLeft.GetValueOrDefault(tok) > 0)
+                {
+                    hits++;
+                    predLeft[tok]--;
+                    refLeft[tok]--;
+                }
+            }
+        }
+        return RougeScore.From((double)hits / n, (double)hits / m);
+    }
+}
