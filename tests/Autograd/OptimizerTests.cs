@@ -37,7 +37,7 @@ public class OptimizerTests
     public void FrozenParameterIsBitIdenticalAndHasNoStateAfter100Steps()
     {
         var d = Device.Cpu;
-        using var frozen = new Parameter("frozen", Tensor.FromArray(Reference.Random(20, 3), [4, 5], d), trainable: false);
+        using var frozen = new Parameter("frozen", Tensor.FromArray(Reference.Random(24, 3), [6, 4], d), trainable: false);
         using var trained = new Parameter("trained", Tensor.FromArray(Reference.Random(20, 4), [4, 5], d));
         var before = frozen.Data.ToArray();
         using var x = new Variable(Tensor.FromArray(Reference.Random(15, 5), [3, 5], d));
@@ -46,7 +46,7 @@ public class OptimizerTests
         for (int i = 0; i < 100; i++)
         {
             using var scope = new GraphScope();
-            var y = F.Linear(F.Linear(x, trained, null), frozen, null);   // [3,4]·… uses both
+            var y = F.Linear(F.Linear(x, trained, null), frozen, null);   // [3,5]→[3,4]→[3,6]
             F.Mean(F.Mul(y, y)).Backward();
             Assert.Null(frozen.Grad);
             opt.Step();
