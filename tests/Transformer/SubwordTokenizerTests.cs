@@ -93,6 +93,15 @@ public sealed class SubwordTokenizerTests : IDisposable
         Assert.Empty(tok.Encode(text, 0));
         Assert.Throws<ArgumentException>(() => tok.Encode(text, 1, addBos: true, addEos: true));
 
+        // Characters that take several byte tokens (’ is two, 豆腐 more): the library's bounded encode will not stop
+        // inside one and returns fewer tokens than asked; every cut must still be the exact prefix.
+        string multi = "Tofu (豆腐) is jargon for \"�\". It’s designed – really.";
+        var multiTok = SubwordTokenizer.Build([multi], maxVocab: 1000);
+        var multiFull = multiTok.Encode(multi);
+        for (int max = 1; max <= multiFull.Length + 1; max++)
+            Assert.Equal(multiFull[..Math.Min(max, multiFull.Length)], multiTok.Encode(multi, max));
+        Assert.Equal(multi, multiTok.Decode(multiFull));
+
         // A single pre-token longer than the request's slack (a long unbroken run) still truncates to an exact prefix.
         string run = string.Concat(Enumerable.Repeat("qzxvbk", 200)); // one 1200-letter pre-token
         var runTok = SubwordTokenizer.Build([run], maxVocab: 1000);
