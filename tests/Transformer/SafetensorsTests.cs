@@ -106,6 +106,25 @@ public sealed class SafetensorsTests : IDisposable
     }
 
     [Fact]
+    public void LargeTensorsSpanningSeveralReadChunksConvertExactly()
+    {
+        // 40,001 elements: more than one 64 KiB read chunk for every dtype, and not a multiple of any vector width.
+        const int n = 40_001;
+        var values = Reference.Random(n, seed: 3, lo: -300f, hi: 300f);
+        var half = values.Select(v => (Half)v).ToArray();
+        var bf16 = values.Select(v => (ushort)(BitConverter.SingleToInt32Bits(v) >>> 16)).ToArray(); // truncation
+        var data = new List<byte>();
+        foreach (var h in half) data.AddRange(BitConverter.GetBytes(h));
+        foreach (var b in bf16) data.AddRange(BitConverter.GetBytes(b));
+        foreach (var v in values) data.AddRange(BitConverter.GetBytes(v));
+        string json = $$$"""{"h":{"dtype":"F16","shape":[{{{n}}}],"data_offsets":[0,{{{2 * n}}}]},"b":{"dtype":"BF16","shape":[1,{{{n}}}],"data_offsets":[{{{2 * n}}},{{{4 * n}}}]},"f":{"dtype":"F32","shape":[{{{n}}},1],"data_offsets":[{{{4 * n}}},{{{8 * n}}}]}}""";
+        var f = Safetensors.Read(HandBuilt("large.safetensors", json, [.. data]));
+        Assert.Equal(half.Select(h => (float)h), f.ReadFloats("h"));
+        Assert.Equal(bf16.Select(b => BitConverter.Int32BitsToSingle(b << 16)), f.ReadFloats("b"));
+        Assert.Equal(values, f.ReadFloats("f"));
+    }
+
+    [Fact]
     public void UnpaddedHeaderFromOtherWritersIsAccepted()
     {
         var p = HandBuilt("unpadded.safetensors", """{"x":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}""", BitConverter.GetBytes(2.5f), pad: false);

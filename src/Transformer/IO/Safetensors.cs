@@ -1,4 +1,5 @@
 using System.Buffers.Binary;
+using System.Numerics.Tensors;
 using System.Runtime.InteropServices;
 using System.Text;
 using System.Text.Encodings.Web;
@@ -313,8 +314,14 @@ public sealed class SafetensorsFile
             var dst = result.AsSpan(i, n);
             switch (e.DType)
             {
+                case "F32" when BitConverter.IsLittleEndian:
+                    MemoryMarshal.Cast<byte, float>(bytes).CopyTo(dst);
+                    break;
                 case "F32":
                     for (int j = 0; j < n; j++) dst[j] = BinaryPrimitives.ReadSingleLittleEndian(bytes[(4 * j)..]);
+                    break;
+                case "F16" when BitConverter.IsLittleEndian:
+                    TensorPrimitives.ConvertToSingle(MemoryMarshal.Cast<byte, Half>(bytes), dst);
                     break;
                 case "F16":
                     for (int j = 0; j < n; j++) dst[j] = (float)BinaryPrimitives.ReadHalfLittleEndian(bytes[(2 * j)..]);

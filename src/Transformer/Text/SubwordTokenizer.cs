@@ -1,0 +1,167 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Microsoft.ML.Tokenizers;
+
+namespace Nanolora.Transformer;
+
+/// <summary>
+/// GPT-2's byte-level BPE (Microsoft.ML.Tokenizers' tiktoken "gpt2" data) with the vocabulary cut down to the ids a
+/// corpus actually uses, so the model's embedding table has VocabSize rows instead of 50,257. Compact ids: 0 pad,
+/// 1 bos, 2 eos, 3 unk, then the kept GPT-2 ids from 4 on, most frequent first. A GPT-2 id outside the kept set
+/// encodes as Unk, so Decode(Encode(s)) == s exactly when no Unk was produced.
+/// </summary>
+public sealed class SubwordTokenizer
+{
+    public const int Pad = 0, Bos = 1, Eos = 2, Unk = 3;
+    const int FirstRegular = 4;
+    const string Kind = "gpt2-subset";
+
+    static readonly Lazy<TiktokenTokenizer> Gpt2Lazy = new(() => TiktokenTokenizer.CreateForModel("gpt2"));
+    // GPT-2's ids are 0..50255 for BPE tokens and 50256 for <|endoftext|>, its only special token; the library's
+    // Decode returns "" for ids past the end instead of failing, so Load checks the range itself.
+    static readonly Lazy<int> Gpt2SizeLazy = new(() => (Gpt2Lazy.Value.SpecialTokens?.Values.DefaultIfEmpty(50256).Max() ?? 50256) + 1);
+
+    internal static Tokenizer Gpt2 => Gpt2Lazy.Value;
+
+    /// <summary>Number of ids in the full GPT-2 vocabulary (50,257: 50,256 BPE tokens and &lt;|endoftext|&gt;).</summary>
+    public static int Gpt2VocabSize => Gpt2SizeLazy.Value;
+
+    readonly int[] gpt2Ids;                        // compact id (minus 4) → GPT-2 id
+    readonly Dictionary<int, int> compactOf;       // GPT-2 id → compact id
+
+    SubwordTokenizer(int[] gpt2Ids)
+    {
+        this.gpt2Ids = gpt2Ids;
+        compactOf = new Dictionary<int, int>(gpt2Ids.Length);
+        for (int i = 0; i < gpt2Ids.Length; i++) compactOf.Add(gpt2Ids[i], FirstRegular + i);
+    }
+
+    /// <summary>Rows of the embedding table: the 4 specials plus the kept GPT-2 ids.</summary>
+    public int VocabSize => FirstRegular + gpt2Ids.Length;
+
+    /// <summary>The kept GPT-2 ids in compact order (compact id = index + 4).</summary>
+    public IReadOnlyList<int> Gpt2Ids => gpt2Ids;
+
+    /// <summary>
+    /// Counts GPT-2 ids over <paramref name="corpus"/> and keeps those seen at least <paramref name="minCount"/> times,
+    /// most frequent first (ties by smaller GPT-2 id), so that VocabSize ≤ <paramref name="maxVocab"/> (specials included).
+    /// </summary>
+    public static SubwordTokenizer Build(IEnumerable<string> corpus, int maxVocab, int minCount = 1)
+    {
+        ArgumentNullException.ThrowIfNull(corpus);
+        if (maxVocab < FirstRegular) throw new ArgumentException($"maxVocab must be at least {FirstRegular} (the specials), got {maxVocab}");
+        if (minCount < 1) throw new ArgumentException($"minCount must be at least 1, got {minCount}");
+        var counts = new Dictionary<int, long>();
+        foreach (var text in corpus)
+        {
+            if (text is null) throw new ArgumentException("corpus contains a null string");
+            foreach (int id in Gpt2.EncodeToIds(text)) counts[id] = counts.GetValueOrDefault(id) + 1;
+        }
+        var kept = counts.Where(kv => kv.Value >= minCount)
+            .OrderByDescending(kv => kv.Value).ThenBy(kv => kv.Key)
+            .Take(maxVocab - FirstRegular).Select(kv => kv.Key).ToArray();
+        return new SubwordTokenizer(kept);
+    }
+
+    /// <summary>
+    /// Compact ids of <paramref name="text"/>, at most <paramref name="maxTokens"/> in all (BOS/EOS included; when
+    /// truncating, the text is cut and EOS is still appended).
+    /// </summary>
+    public int[] Encode(string text, int maxTokens = int.MaxValue, bool addBos = false, bool addEos = false)
+    {
+        ArgumentNullException.ThrowIfNull(text);
+        int specials = (addBos ? 1 : 0) + (addEos ? 1 : 0);
+        if (maxTokens < specials) throw new ArgumentException($"maxTokens {maxTokens} leaves no room for the {specials} requested special tokens");
+        int room = maxTokens - specials;
+        int n = 0;
+        IReadOnlyList<int> ids = [];
+        if (room > 0)
+        {
+            // Asking the BPE for only about as many tokens as fit keeps a 12,000-word source from being encoded whole.
+            // Ask for some slack and cut exactly; should the library ever stop short of `room` before the end of the
+            // text, encode everything, so the result is always a prefix of the full encoding.
+            ids = Gpt2.EncodeToIds(text, room > int.MaxValue - 64 ? int.MaxValue : room + 64, out _, out int consumed);
+            if (ids.Count < room && consumed < text.Length) ids = Gpt2.EncodeToIds(text);
+            n = Math.Min(ids.Count, room);
+        }
+        var result = new int[n + specials];
+        int k = 0;
+        if (addBos) result[k++] = Bos;
+        for (int i = 0; i < n; i++) result[k++] = compactOf.TryGetValue(ids[i], out int c) ? c : Unk;
+        if (addEos) result[k] = Eos;
+        return result;
+    }
+
+    /// <summary>Text of compact ids: Pad, Bos and Unk are skipped, decoding stops at the first Eos.</summary>
+    public string Decode(IEnumerable<int> ids)
+    {
+        ArgumentNullException.ThrowIfNull(ids);
+        var gpt = new List<int>();
+        foreach (int id in ids)
+        {
+            if ((uint)id >= (uint)VocabSize) throw new ArgumentOutOfRangeException(nameof(ids), $"id {id} is outside the vocabulary [0, {VocabSize})");
+            if (id == Eos) break;
+            if (id >= FirstRegular) gpt.Add(gpt2Ids[id - FirstRegular]);
+        }
+        return gpt.Count == 0 ? "" : Gpt2.Decode(gpt);
+    }
+
+    /// <summary>Writes the JSON description (kind, specials, GPT-2 ids in compact order) atomically.</summary>
+    public void Save(string path)
+    {
+        var json = new JsonObject
+        {
+            ["kind"] = Kind,
+            ["base"] = "gpt2",
+            ["specials"] = new JsonObject { ["pad"] = Pad, ["bos"] = Bos, ["eos"] = Eos, ["unk"] = Unk },
+            ["gpt2_ids"] = new JsonArray(gpt2Ids.Select(i => (JsonNode)i).ToArray()),
+        };
+        string full = Path.GetFullPath(path);
+        string tmp = Path.Combine(Path.GetDirectoryName(full) ?? ".", $".{Path.GetFileName(full)}.{Guid.NewGuid():N}.tmp");
+        try
+        {
+            File.WriteAllText(tmp, json.ToJsonString());
+            File.Move(tmp, full, overwrite: true);
+        }
+        catch
+        {
+            try { File.Delete(tmp); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+            throw;
+        }
+    }
+
+    public static SubwordTokenizer Load(string path)
+    {
+        JsonNode? root;
+        try { root = JsonNode.Parse(File.ReadAllText(path)); }
+        catch (JsonException e) { throw Bad(path, $"not valid JSON ({e.Message})"); }
+        if (root is not JsonObject obj) throw Bad(path, "top level is not a JSON object");
+
+        string? kind = Str(obj, "kind");
+        if (kind != Kind) throw Bad(path, $"\"kind\" is {(kind is null ? "missing" : $"'{kind}'")}, expected '{Kind}'");
+        if (obj["specials"] is not JsonObject sp) throw Bad(path, "missing \"specials\" object");
+        foreach (var (name, expected) in new[] { ("pad", Pad), ("bos", Bos), ("eos", Eos), ("unk", Unk) })
+            if (Int(sp, name) != expected) throw Bad(path, $"special \"{name}\" must be {expected}");
+        if (obj["gpt2_ids"] is not JsonArray arr) throw Bad(path, "missing \"gpt2_ids\" array");
+
+        var ids = new int[arr.Count];
+        var seen = new HashSet<int>();
+        for (int i = 0; i < arr.Count; i++)
+        {
+            int? v = arr[i] is JsonValue jv && jv.TryGetValue(out int x) ? x : null;
+            if (v is not int id || id < 0 || id >= Gpt2VocabSize)
+                throw Bad(path, $"gpt2_ids[{i}] = {arr[i]?.ToJsonString() ?? "null"} is not a GPT-2 id in [0, {Gpt2VocabSize})");
+            if (!seen.Add(id)) throw Bad(path, $"gpt2_ids[{i}] = {id} is a duplicate");
+            ids[i] = id;
+        }
+        return new SubwordTokenizer(ids);
+    }
+
+    static string? Str(JsonObject o, string key) =>
+        o[key] is JsonValue v && v.TryGetValue(out string? s) ? s : null;
+
+    static int? Int(JsonObject o, string key) =>
+        o[key] is JsonValue v && v.TryGetValue(out int i) ? i : null;
+
+    static InvalidDataException Bad(string path, string problem) => new($"tokenizer file '{path}': {problem}");
+}
