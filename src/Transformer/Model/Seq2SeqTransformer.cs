@@ -30,7 +30,8 @@ public sealed class Seq2SeqTransformer : Module
         Device = device ?? Device.Default;
         var seeds = new SeedSequence(config.Seed);
         _dropoutSeeds = new SeedSequence(config.Seed ^ 0xD40F0D40UL);
-        RegisterModule("shared", new Embedding(config.VocabSize, config.DModel, seeds, Device, std: 1f));
+        // N(0, 1/C) as fairseq: the input side is scaled by √C, and tied output logits start with unit variance.
+        RegisterModule("shared", new Embedding(config.VocabSize, config.DModel, seeds, Device, std: 1f / MathF.Sqrt(config.DModel)));
         if (config.LearnedPositions)
         {
             RegisterModule("encoder_positions", new Embedding(config.MaxPositions, config.DModel, seeds, Device, std: 0.02f));
