@@ -84,6 +84,29 @@ public class BinaryTests
     }
 
     [Theory, MemberData(nameof(Devices), MemberType = typeof(Reference))]
+    public void LargeShapesCrossCpuChunkBoundaries(string device)
+    {
+        // Big enough that the CPU splits work into chunks that end mid-row.
+        var d = Dev(device);
+        foreach (var (sa, sb) in new[] { (new[] { 300, 257 }, new[] { 257 }), ([257, 300], [257, 1]), ([300, 257], [300, 257]), ([], [300, 257]) })
+        {
+            var outShape = ShapeMath.Broadcast(sa, sb);
+            var da = Random((int)ShapeMath.Numel(sa), 27); var db = Random((int)ShapeMath.Numel(sb), 28);
+            using var a = Tensor.FromArray(da, sa, d);
+            using var b = Tensor.FromArray(db, sb, d);
+            using var y = Ops.Sub(a, b);
+            var expected = new double[ShapeMath.Numel(outShape)];
+            for (long i = 0; i < expected.Length; i++) expected[i] = da[SourceIndex(i, sa, outShape)] - (double)db[SourceIndex(i, sb, outShape)];
+            Close(expected, y.ToArray(), 1e-6, 1e-6, $"sub {ShapeMath.Format(sa)} {ShapeMath.Format(sb)} on {device}");
+            var dy = y.ToArray();
+            using var r = Ops.SumTo(y, sb);
+            var sums = new double[ShapeMath.Numel(sb)];
+            for (long i = 0; i < dy.Length; i++) sums[SourceIndex(i, sb, outShape)] += dy[i];
+            Close(sums, r.ToArray(), 1e-4, 1e-5, $"SumTo {ShapeMath.Format(sb)} on {device}");
+        }
+    }
+
+    [Theory, MemberData(nameof(Devices), MemberType = typeof(Reference))]
     public void SumToSameShapeIsAFreshCopy(string device)
     {
         var d = Dev(device);
