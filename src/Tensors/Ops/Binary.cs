@@ -3,9 +3,16 @@ using ILGPU;
 using ILGPU.Algorithms;
 using ILGPU.Runtime;
 
+// The CPU simulator emits a task type per kernel in a dynamic assembly named ILGPURuntime; it must see
+// the internal blittable parameter structs (layouts, optimizer scalars) that kernels take.
+[assembly: System.Runtime.CompilerServices.InternalsVisibleTo("ILGPURuntime")]
+
 namespace Nanolora.Tensors;
 
-/// <summary>A binary elementwise function as a struct, so one generic kernel <see cref="Ops.Zip{TOp}"/> serves them all.</summary>
+/// <summary>
+/// A binary elementwise function as a struct, so one generic kernel <see cref="Ops.Zip{TOp}"/> serves them all.
+/// Implementations must be public (or visible to ILGPURuntime) for the ILGPU CPU simulator to run them.
+/// </summary>
 public interface IBinaryOp
 {
     float Apply(float a, float b);
@@ -256,7 +263,7 @@ internal struct SumToLayout
             if (g[i] != 1)
             {
                 bool kept = i >= offset && target[i - offset] == g[i];
-                if (groups.Count > 0 && groups[0].Kept == kept) groups[0] = (kept, groups[0].Dim * g[i], stride);
+                if (groups.Count > 0 && groups[0].Kept == kept) groups[0] = (kept, groups[0].Dim * g[i], groups[0].Stride);
                 else groups.Insert(0, (kept, g[i], stride));
             }
             stride *= g[i];

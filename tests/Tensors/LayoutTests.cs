@@ -1,0 +1,128 @@
+using Nanolora.Tensors;
+using static Nanolora.Tests.Reference;
+
+namespace Nanolora.Tests.Tensors;
+
+public class LayoutTests
+{
+    /// <summary>Naive permute: out[idx] = x[idx mapped back through axes].</summary>
+    static double[] PermuteRef(float[] x, int[] shape, int[] axes)
+    {
+        int rank = shape.Length;
+        var outShape = axes.Select(a => shape[a]).ToArray();
+        var inStride = new long[rank];
+        for (int i = rank - 1, s = 1; i >= 0; s *= shape[i], i--) inStride[i] = s;
+        var result = new double[x.Length];
+        for (long o = 0; o < x.Length; o++)
+        {
+            long rem = o, src = 0;
+            for (int k = rank - 1; k >= 0; k--)
+            {
+                src += rem % outShape[k] * inStride[axes[k]];
+                rem /= outShape[k];
+            }
+            result[o] = x[src];
+        }
+        return result;
+    }
+
+    static readonly int[][] Orders =
+    [
+        [0, 1, 2, 3], [0, 2, 1, 3], [3, 2, 1, 0], [0, 1, 3, 2], [1, 0, 2, 3], [2, 3, 0, 1], [0, 3, 1, 2], [-1, 0, -2, 1],
+    ];
+
+    public static IEnumerable<object[]> PermuteGrid() =>
+        from d in Devices() from o in Enumerable.Range(0, Orders.Length) select new object[] { d[0], o };
+
+    [Theory, MemberData(nameof(PermuteGrid))]
+    public void PermuteMatchesReferenceAndInverts(string device, int order)
+    {
+        var d = Dev(device);
+        int[] shape = [2, 3, 4, 5];
+        var axes = Orders[order];
+        var norm = axes.Select(a => a < 0 ? a + 4 : a).ToArray();
+        var data = Random(120, 41);
+        using var x = Tensor.FromArray(data, shape, d);
+        using var y = Ops.Permute(x, axes);
+        Assert.Equal(norm.Select(a => shape[a]).ToArray(), y.ShapeArray());
+        Close(PermuteRef(data, shape, norm), y.ToArray(), 0, 0, $"permute [{string.Join(",", axes)}] on {device}");
+        var inverse = new int[4];
+        for (int k = 0; k < 4; k++) inverse[norm[k]] = k;
+        using var back = Ops.Permute(y, inverse);
+        Assert.Equal(data, back.ToArray());
+    }
+
+    [Theory, MemberData(nameof(Devices), MemberType = typeof(Reference))]
+    public void PermuteOddShapesAndTranspose(string device)
+    {
+        var d = Dev(device);
+        var data = Random(45 * 65, 42);
+        using var x = Tensor.FromArray(data, [45, 65], d);
+        using var t = Ops.Transpose(x, 0, 1);
+        Close(PermuteRef(data, [45, 65], [1, 0]), t.ToArray(), 0, 0, $"transpose on {device}");
+        // Size-1 axes and a rank-6 permutation.
+        var six = Random(2 * 1 * 3 * 2 * 1 * 5, 43);
+        int[] shape6 = [2, 1, 3, 2, 1, 5];
+        using var x6 = Tensor.FromArray(six, shape6, d);
+        int[] axes6 = [5, 3, 0, 1, 4, 2];
+        using var y6 = Ops.Permute(x6, axes6);
+        Close(PermuteRef(six, shape6, axes6), y6.ToArray(), 0, 0, $"rank-6 permute on {device}");
+        Assert.Throws<ArgumentException>(() => Ops.Permute(x, 0, 0));
+        Assert.Throws<ArgumentException>(() => Ops.Permute(x, 0));
+        Assert.Throws<ArgumentException>(() => Ops.Transpose(x, 0, 2));
+    }
+
+    [Theory, MemberData(nameof(Devices), MemberType = typeof(Reference))]
+    public void ConcatSliceRoundTrip(string device)
+    {
+        var d = Dev(device);
+        for (int axis = 0; axis < 3; axis++)
+        {
+            int[] sa = [3, 4, 5], sb = [3, 4, 5], sc = [3, 4, 5];
+            sa[axis] = 1; sb[axis] = 7; sc[axis] = 2;
+            using var a = RandomTensor(d, 44, sa);
+            using var b = RandomTensor(d, 45, sb);
+            using var c = RandomTensor(d, 46, sc);
+            using var cat = Ops.Concat([a, b, c], axis);
+            var expectedShape = new[] { 3, 4, 5 };
+            expectedShape[axis] = 10;
+            Assert.Equal(expectedShape, cat.ShapeArray());
+            using var a2 = Ops.Slice(cat, axis, 0, 1);
+            using var b2 = Ops.Slice(cat, axis - 3, 1, 7);   // negative axis
+            using var c2 = Ops.Slice(cat, axis, 8, 2);
+            Assert.Equal(a.ToArray(), a2.ToArray());
+            Assert.Equal(b.ToArray(), b2.ToArray());
+            Assert.Equal(c.ToArray(), c2.ToArray());
+            Assert.Equal(sb, b2.ShapeArray());
+
+            // WriteSlice rebuilds the concatenation in a zeroed tensor, in any order.
+            using var rebuilt = Tensor.Zeros(expectedShape, d);
+            Ops.WriteSlice(rebuilt, c, axis, 8);
+            Ops.WriteSlice(rebuilt, a, axis, 0);
+            Ops.WriteSlice(rebuilt, b, axis, 1);
+            Assert.Equal(cat.ToArray(), rebuilt.ToArray());
+        }
+    }
+
+    [Theory, MemberData(nameof(Devices), MemberType = typeof(Reference))]
+    public void SliceMatchesReferenceAndValidates(string device)
+    {
+        var d = Dev(device);
+        var data = Random(45 * 65, 47);
+        using var x = Tensor.FromArray(data, [45, 65], d);
+        using var s = Ops.Slice(x, 1, 13, 33);
+        var expected = new float[45 * 33];
+        for (int r = 0; r < 45; r++) for (int c = 0; c < 33; c++) expected[r * 33 + c] = data[r * 65 + 13 + c];
+        Assert.Equal(expected, s.ToArray());
+        using var empty = Ops.Slice(x, 0, 45, 0);
+        Assert.Equal([0, 65], empty.ShapeArray());
+        var e = Assert.Throws<ArgumentException>(() => Ops.Slice(x, 1, 60, 6));
+        Assert.Contains("65", e.Message);
+        Assert.Throws<ArgumentException>(() => Ops.Slice(x, 2, 0, 1));
+        using var wrong = Tensor.Zeros([44, 3], d);
+        Assert.Throws<ArgumentException>(() => Ops.WriteSlice(x, wrong, 1, 0));
+        using var fits = Tensor.Zeros([45, 3], d);
+        Assert.Throws<ArgumentException>(() => Ops.WriteSlice(x, fits, 1, 63));
+        Assert.Throws<ArgumentException>(() => Ops.Concat([x, wrong], 1));
+    }
+}
