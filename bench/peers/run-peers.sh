@@ -5,9 +5,11 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 THREADS="${1:-2}"
+# Debian's python3-torch is installed for the system interpreter, not for a pyenv/venv python3 on PATH.
+PY="${PYTHON:-/usr/bin/python3}"
 
 need=()
-python3 -c 'import torch' 2>/dev/null || need+=(python3-torch)
+"$PY" -c 'import torch' 2>/dev/null || need+=(python3-torch)
 dpkg -s libopenblas0-pthread >/dev/null 2>&1 || need+=(libopenblas0-pthread)
 dpkg -s libopenblas-dev >/dev/null 2>&1 || need+=(libopenblas-dev)
 command -v cc >/dev/null 2>&1 || need+=(gcc)
@@ -18,8 +20,8 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 echo "== machine: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cpus; threads=$THREADS"
-echo "== PyTorch $(python3 -c 'import torch; print(torch.__version__)') CPU (torch.mm, torch.set_num_threads($THREADS))"
-python3 torch_matmul.py "$THREADS"
+echo "== PyTorch $("$PY" -c 'import torch; print(torch.__version__)') CPU (torch.mm, torch.set_num_threads($THREADS))"
+"$PY" torch_matmul.py "$THREADS"
 
 echo "== OpenBLAS cblas_sgemm (OPENBLAS_NUM_THREADS=$THREADS)"
 BUILD="$(mktemp -d)"
