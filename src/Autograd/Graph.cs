@@ -23,6 +23,7 @@ public static class Graph
     /// </summary>
     internal static Variable Record(string name, Tensor output, Variable[] inputs, Action<Tensor> backward, params Tensor[] saved)
     {
+        if (Profiler.Enabled) Profiler.Forward(name);
         bool needs = IsEnabled && inputs.Any(v => v.RequiresGrad);
         if (!needs)
         {
@@ -62,7 +63,13 @@ public static class Graph
             var node = v.Creator!;
             if (v.Grad != null)
             {
-                node.BackwardRule(v.Grad);
+                if (Profiler.Enabled)
+                {
+                    long start = System.Diagnostics.Stopwatch.GetTimestamp();
+                    node.BackwardRule(v.Grad);
+                    Profiler.Backward(node.Name, System.Diagnostics.Stopwatch.GetElapsedTime(start).TotalMilliseconds);
+                }
+                else node.BackwardRule(v.Grad);
                 // An intermediate's gradient is dead once its rule has run (leaves keep theirs).
                 v.Grad.Dispose();
                 v.Grad = null;

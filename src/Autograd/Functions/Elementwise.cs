@@ -119,7 +119,7 @@ public static partial class F
         var y = x.Data.Reshape(x.Data.ShapeArray());
         return Graph.Record("identity", y, [x], dy =>
         {
-            if (x.RequiresGrad) Graph.Accumulate(x, dy.Clone());
+            if (x.RequiresGrad) Graph.Accumulate(x, dy.Reshape(dy.ShapeArray()));
         });
     }
 }

@@ -11,7 +11,8 @@ public static partial class F
         var original = x.Data.ShapeArray();
         return Graph.Record("reshape", y, [x], dy =>
         {
-            if (x.RequiresGrad) { using var g = dy.Reshape(original); Graph.Accumulate(x, g.Clone()); }
+            // A view of dy, no copy: dy dies after this rule and the view keeps its storage.
+            if (x.RequiresGrad) Graph.Accumulate(x, dy.Reshape(original));
         });
     }
 

@@ -26,6 +26,7 @@ public static class TrainCommands
             var (model, _, result) = Workflows.Pretrain(o, dev, r.GetValue(output)!);
             AnsiConsole.MarkupLine($"pretrained {model.ParameterCount():N0} parameters on {dev.Id}: final loss {result.Losses[^1]:F3}, {result.MeanStepMilliseconds:F0} ms/step → {Markup.Escape(r.GetValue(output)!)}");
             model.Dispose();
+            if (Nanolora.Autograd.Profiler.Enabled) Console.WriteLine(Nanolora.Autograd.Profiler.Report());
             return 0;
         }));
         return cmd;

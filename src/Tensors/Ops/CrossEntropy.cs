@@ -172,7 +172,7 @@ public static partial class Ops
                 var dxr = dxs.AsSpan((int)(r * v), v);
                 int t = targets[r];
                 if (t == ignoreIndex) { dxr.Clear(); continue; }
-                TensorPrimitives.Exp(lps.AsSpan((int)(r * v), v), dxr);
+                VectorExp.ExpShifted(lps.AsSpan((int)(r * v), v), 0f, dxr);
                 // dx = scale·p − scale·ε/V, then the target column loses scale·(1 − ε)
                 TensorPrimitives.Multiply(dxr, scale, dxr);
                 TensorPrimitives.Subtract(dxr, off, dxr);

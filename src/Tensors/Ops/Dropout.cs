@@ -54,9 +54,24 @@ public static partial class Ops
             return y;
         }
         var xs = x.HostArray; var ys = y.HostArray; var ms = mask.HostArray;
+        bool vectorized = System.Runtime.Intrinsics.Vector512.IsHardwareAccelerated;
         CpuParallel.For(n, 1 << 14, (start, end) =>
         {
-            for (int i = (int)start; i < end; i++)
+            int i = (int)start;
+            if (vectorized)
+            {
+                for (; i <= end - 8; i += 8)
+                {
+                    var bits = CounterHash.Bits24x8(prm.Key, (ulong)i);
+                    for (int k = 0; k < 8; k++)
+                    {
+                        float m = (int)bits[k] >= prm.Threshold ? prm.Scale : 0f;
+                        ms[i + k] = m;
+                        ys[i + k] = xs[i + k] * m;
+                    }
+                }
+            }
+            for (; i < end; i++)
             {
                 float m = prm.MaskAt(i);
                 ms[i] = m;

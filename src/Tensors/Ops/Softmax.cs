@@ -164,11 +164,10 @@ public static partial class Ops
     static void SoftmaxRow(ReadOnlySpan<float> x, Span<float> y)
     {
         if (x.Length == 0) return;
-        float max = TensorPrimitives.Max(x);
+        float max = VectorExp.Max(x);
         if (max == float.NegativeInfinity) { y.Clear(); return; }
-        TensorPrimitives.Subtract(x, max, y);
-        TensorPrimitives.Exp(y, y);
-        TensorPrimitives.Multiply(y, 1f / TensorPrimitives.Sum(y), y);
+        float sum = VectorExp.ExpShifted(x, max, y);
+        TensorPrimitives.Multiply(y, 1f / sum, y);
     }
 
     /// <summary>dx = y ⊙ (dy − rowsum(dy ⊙ y)), y the softmax output; all [..., S].</summary>
@@ -229,10 +228,8 @@ public static partial class Ops
     /// <summary>Log-softmax of one row into <paramref name="y"/>; returns the shift max + log Σ exp(x − max).</summary>
     static float LogSoftmaxRow(ReadOnlySpan<float> x, Span<float> y)
     {
-        float max = TensorPrimitives.Max(x);
-        TensorPrimitives.Subtract(x, max, y);
-        TensorPrimitives.Exp(y, y);
-        float shift = max + MathF.Log(TensorPrimitives.Sum(y));
+        float max = VectorExp.Max(x);
+        float shift = max + MathF.Log(VectorExp.ExpShifted(x, max, y));
         TensorPrimitives.Subtract(x, shift, y);
         return shift;
     }
@@ -261,7 +258,7 @@ public static partial class Ops
             {
                 var yr = ys.AsSpan((int)(r * s), s); var dyr = dys.AsSpan((int)(r * s), s); var dxr = dxs.AsSpan((int)(r * s), s);
                 float sum = TensorPrimitives.Sum(dyr);
-                TensorPrimitives.Exp(yr, dxr);
+                VectorExp.ExpShifted(yr, 0f, dxr);
                 // dx = exp(y) · (−sum) + dy
                 TensorPrimitives.MultiplyAdd(dxr, -sum, dyr, dxr);
             }

@@ -28,7 +28,7 @@ public readonly struct ExpOp : IUnaryOp
 {
     public float Apply(float x) => XMath.Exp(x);
     public float Derivative(float x, float y) => y;
-    public bool TryApplyCpu(ReadOnlySpan<float> x, Span<float> y) { TensorPrimitives.Exp(x, y); return true; }
+    public bool TryApplyCpu(ReadOnlySpan<float> x, Span<float> y) { VectorExp.ExpShifted(x, 0f, y); return true; }
 }
 public readonly struct LogOp : IUnaryOp
 {

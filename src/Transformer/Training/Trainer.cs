@@ -58,6 +58,7 @@ public sealed class Trainer(Seq2SeqTransformer model, SubwordTokenizer tokenizer
                 float loss;
                 using (new GraphScope())
                 {
+                    if (Profiler.Enabled) Profiler.Mark();
                     var lossVar = model.Loss(batch, o.LabelSmoothing);
                     loss = lossVar.Data.Item();
                     if (!float.IsFinite(loss))
