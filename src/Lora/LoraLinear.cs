@@ -76,9 +76,10 @@ public sealed class LoraLinear : Module, ILayer
         if (AdaptersDisabled || ActiveAdapter == null || MergedAdapter == ActiveAdapter) return y;
         var adapter = _adapters[ActiveAdapter];
         var h = F.Dropout(x, adapter.Dropout, _dropoutSeeds.Next(), Training);
-        var low = F.Linear(h, adapter.A, null);          // [..., R]
-        var delta = F.Linear(low, adapter.B, null);      // [..., out]
-        return F.Add(y, F.Scale(delta, adapter.Scaling));
+        // Scaling the rank-R intermediate instead of the [..., out] result saves one full-width activation.
+        var low = F.Scale(F.Linear(h, adapter.A, null), adapter.Scaling);   // [..., R]
+        var delta = F.Linear(low, adapter.B, null);                          // [..., out]
+        return F.Add(y, delta);
     }
 
     /// <summary>W += scaling·B·A (one matmul kernel on the device, accumulating into W).</summary>

@@ -13,14 +13,20 @@ public static class ExperimentCommand
         var baseDir = new Option<string>("--base") { Description = "base checkpoint (pretrained if missing)", DefaultValueFactory = _ => "models/base-tiny" };
         var steps = new Option<int?>("--steps") { Description = "fine-tuning steps per method (overrides the preset)" };
         var evalExamples = new Option<int?>("--eval-examples") { Description = "test examples to score (0: the whole split)" };
+        var ablationSteps = new Option<int?>("--ablation-steps") { Description = "steps per rank in the ablation" };
+        var wordnetSteps = new Option<int?>("--wordnet-steps") { Description = "steps for the WordNet adapter of the task swap" };
+        var ranks = new Option<string?>("--ranks") { Description = "comma-separated ranks for the ablation, e.g. 1,2,4,8,16,32,64" };
         var cmd = new Command("experiment", "Base vs full fine-tuning vs LoRA on Debian synopses, a rank ablation and a WordNet adapter swap; writes results.json, results.md and plots.")
-            { quick, output, baseDir, steps, evalExamples };
+            { quick, output, baseDir, steps, evalExamples, ablationSteps, wordnetSteps, ranks };
         cmd.SetAction(r => Program.Guard(() =>
         {
             Device dev = Workflows.ResolveDevice(r.GetValue(device));
             var o = ExperimentOptions.Defaults(r.GetValue(quick), r.GetValue(output)!) with { BaseDirectory = r.GetValue(baseDir)! };
             if (r.GetValue(steps) is int s) o = o with { Steps = s };
-            if (r.GetValue(evalExamples) is int e) o = o with { EvalExamples = e };
+            if (r.GetValue(evalExamples) is int e) o = o with { EvalExamples = e, AblationEvalExamples = Math.Min(o.AblationEvalExamples, e) };
+            if (r.GetValue(ablationSteps) is int a) o = o with { AblationSteps = a };
+            if (r.GetValue(wordnetSteps) is int w) o = o with { WordnetSteps = w };
+            if (r.GetValue(ranks) is string list) o = o with { Ranks = list.Split(',', StringSplitOptions.RemoveEmptyEntries).Select(int.Parse).ToList() };
             new ExperimentRunner(o, dev).Run();
             return 0;
         }));

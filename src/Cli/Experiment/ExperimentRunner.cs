@@ -27,7 +27,7 @@ public sealed record ExperimentOptions
 }
 
 /// <summary>One row of results.json: a method's scores and costs.</summary>
-public sealed record ResultRow(string Method, string Task, int Rank, double Rouge1, double Rouge2, double RougeL, long TrainableParams, double TrainablePercent,
+public sealed record ResultRow(string Method, string Task, int Rank, double Rouge1, double Rouge2, [property: System.Text.Json.Serialization.JsonPropertyName("rougeL")] double RougeL, long TrainableParams, double TrainablePercent,
     long OptimizerStateBytes, long PeakBytes, double StepMs, long AdapterBytes, long CheckpointBytes, int EvalExamples, int Steps,
     IReadOnlyDictionary<string, long>? PeakBytesByCategory);
 
