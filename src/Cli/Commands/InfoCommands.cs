@@ -49,7 +49,7 @@ public static class InfoCommands
             var st = Safetensors.Read(r.GetValue(file)!);
             var table = new Table().AddColumns("name", "dtype", "shape", "bytes");
             foreach (var e in st.Entries)
-                table.AddRow(Markup.Escape(e.Name), e.DType, ShapeMath.Format(e.Shape), e.ByteLength.ToString("N0"));
+                table.AddRow(Markup.Escape(e.Name), Markup.Escape(e.DType), Markup.Escape(ShapeMath.Format(e.Shape)), e.ByteLength.ToString("N0"));
             AnsiConsole.Write(table);
             foreach (var (k, v) in st.Metadata) AnsiConsole.MarkupLine($"[grey]{Markup.Escape(k)}[/] = {Markup.Escape(v.Length > 200 ? v[..200] + "…" : v)}");
             AnsiConsole.MarkupLine($"{st.Entries.Count} tensors, {st.Entries.Sum(e => e.ByteLength):N0} bytes of data");

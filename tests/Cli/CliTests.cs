@@ -1,0 +1,77 @@
+using System.Text.Json;
+using Nanolora.Cli;
+using Nanolora.Transformer;
+
+namespace Nanolora.Tests.Cli;
+
+/// <summary>The nanolora command's file-facing subcommands, run in-process.</summary>
+public class CliTests
+{
+    static (int Code, string Out, string Err) Run(params string[] args)
+    {
+        var stdout = new StringWriter();
+        var stderr = new StringWriter();
+        var (oldOut, oldErr) = (Console.Out, Console.Error);
+        Console.SetOut(stdout);
+        Console.SetError(stderr);
+        try { return (Program.Main(args), stdout.ToString(), stderr.ToString()); }
+        finally { Console.SetOut(oldOut); Console.SetError(oldErr); }
+    }
+
+    [Fact]
+    public void RougeJsonHasTheDocumentedShape()
+    {
+        var dir = Directory.CreateTempSubdirectory().FullName;
+        File.WriteAllLines(Path.Combine(dir, "p.txt"), ["the cat sat on the mat", "a quick brown fox"]);
+        File.WriteAllLines(Path.Combine(dir, "r.txt"), ["the cat is on the mat", "the quick brown dog"]);
+        var (code, output, _) = Run("rouge", Path.Combine(dir, "p.txt"), Path.Combine(dir, "r.txt"), "--json");
+        Assert.Equal(0, code);
+        using var doc = JsonDocument.Parse(output);
+        var expected = Rouge.Average(["the cat sat on the mat", "a quick brown fox"], ["the cat is on the mat", "the quick brown dog"]);
+        Assert.Equal(["rouge1", "rouge2", "rougeL", "rougeLsum"], doc.RootElement.EnumerateObject().Select(p => p.Name));
+        Assert.Equal(expected.Rouge1.F, doc.RootElement.GetProperty("rouge1").GetProperty("f").GetDouble(), 12);
+        Assert.Equal(expected.RougeL.Precision, doc.RootElement.GetProperty("rougeL").GetProperty("precision").GetDouble(), 12);
+        Assert.Equal(expected.Rouge2.Recall, doc.RootElement.GetProperty("rouge2").GetProperty("recall").GetDouble(), 12);
+    }
+
+    [Fact]
+    public void RougeRefusesFilesOfDifferentLength()
+    {
+        var dir = Directory.CreateTempSubdirectory().FullName;
+        File.WriteAllLines(Path.Combine(dir, "p.txt"), ["a", "b"]);
+        File.WriteAllLines(Path.Combine(dir, "r.txt"), ["a"]);
+        var (code, _, err) = Run("rouge", Path.Combine(dir, "p.txt"), Path.Combine(dir, "r.txt"));
+        Assert.Equal(1, code);
+        Assert.Contains("2 predictions but 1 references", err);
+    }
+
+    [Fact]
+    public void InspectListsTensorsAndFailsCleanlyOnMalformedFiles()
+    {
+        var dir = Directory.CreateTempSubdirectory().FullName;
+        var good = Path.Combine(dir, "good.safetensors");
+        Safetensors.Write(good, [("layer.weight", [2, 3], new float[6])], new Dictionary<string, string> { ["k"] = "v" });
+        var (code, output, _) = Run("inspect", good);
+        Assert.Equal(0, code);
+        Assert.Contains("layer.weight", output);
+        Assert.Contains("F32", output);
+
+        var bad = Path.Combine(dir, "bad.safetensors");
+        File.WriteAllBytes(bad, [0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 0, 0, (byte)'{']);
+        var (badCode, badOut, badErr) = Run("inspect", bad);
+        Assert.NotEqual(0, badCode);
+        var lines = badErr.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.Single(lines);
+        Assert.StartsWith("error:", lines[0]);
+        Assert.DoesNotContain("   at ", badErr + badOut);
+    }
+
+    [Fact]
+    public void ParamsPrintsTheWorkedExample()
+    {
+        var (code, output, _) = Run("params", "--preset", "tiny", "--rank", "8", "--targets", "q_proj,v_proj");
+        Assert.Equal(0, code);
+        Assert.Contains("4,096 parameters", output); // tiny: one 128×32 per-head projection
+        Assert.Contains("trainable params:", output);
+    }
+}
