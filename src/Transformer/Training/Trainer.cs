@@ -19,6 +19,8 @@ public sealed record TrainOptions
     public int CheckpointEvery { get; init; } = 0;
     /// <summary>Continue from the checkpoint's optimizer and trainer state when it has them.</summary>
     public bool Resume { get; init; }
+    /// <summary>End this process's run after this step (checkpointing it) while the schedule still spans <see cref="Steps"/>.</summary>
+    public int? StopAfterStep { get; init; }
 }
 
 /// <summary>One step's numbers, reported to the progress display.</summary>
@@ -46,13 +48,15 @@ public sealed class Trainer(Seq2SeqTransformer model, SubwordTokenizer tokenizer
         int timedSteps = 0, step = state.Step, epoch = state.Epoch, batchInEpoch = 0;
         var losses = state.Losses;
         var validationLosses = state.ValidationLosses ?? new List<ValidationPoint>();
-        while (step < o.Steps)
+        int lastStep = Math.Min(o.Steps, o.StopAfterStep ?? o.Steps);
+        while (step < lastStep)
         {
             foreach (var batch in train.Epoch(epoch))
             {
                 // A resumed run skips the batches this epoch already used, so the data order is the same.
-                if (batchInEpoch++ < state.BatchInEpoch && epoch == state.Epoch) continue;
-                if (step >= o.Steps) break;
+                if (epoch == state.Epoch && batchInEpoch < state.BatchInEpoch) { batchInEpoch++; continue; }
+                if (step >= lastStep) break;
+                batchInEpoch++;
                 step++;
                 var sw = Stopwatch.StartNew();
                 float loss;
@@ -84,7 +88,7 @@ public sealed class Trainer(Seq2SeqTransformer model, SubwordTokenizer tokenizer
                 if (o.CheckpointDirectory != null && o.CheckpointEvery > 0 && step % o.CheckpointEvery == 0)
                     Checkpoint.Save(o.CheckpointDirectory, model, tokenizer, optimizer, new TrainerState(step, epoch, batchInEpoch, losses, validationLosses));
             }
-            if (step < o.Steps) { epoch++; batchInEpoch = 0; state = state with { BatchInEpoch = 0 }; }
+            if (step < lastStep) { epoch++; batchInEpoch = 0; state = state with { BatchInEpoch = 0 }; }
         }
         if (o.CheckpointDirectory != null)
             Checkpoint.Save(o.CheckpointDirectory, model, tokenizer, optimizer, new TrainerState(step, epoch, batchInEpoch, losses, validationLosses));
