@@ -20,8 +20,10 @@ public static class Graph
     /// <summary>
     /// Makes the result of an op. If gradients are on and an input needs one, the result gets a node with
     /// the backward rule and the saved tensors; otherwise the saved tensors are released at once.
+    /// This is also the extension point for ops defined outside this library (as torch.autograd.Function):
+    /// compute the output with Tensors ops, then Record it with a rule that calls <see cref="Accumulate"/>.
     /// </summary>
-    internal static Variable Record(string name, Tensor output, Variable[] inputs, Action<Tensor> backward, params Tensor[] saved)
+    public static Variable Record(string name, Tensor output, Variable[] inputs, Action<Tensor> backward, params Tensor[] saved)
     {
         if (Profiler.Enabled) Profiler.Forward(name);
         bool needs = IsEnabled && inputs.Any(v => v.RequiresGrad);
@@ -34,13 +36,15 @@ public static class Graph
     }
 
     /// <summary>Adds g into v's gradient (takes ownership of g). Frozen inputs never get here.</summary>
-    internal static void Accumulate(Variable v, Tensor g)
+    public static void Accumulate(Variable v, Tensor g)
     {
         if (!v.Data.Shape.SequenceEqual(g.Shape))
             throw new InvalidOperationException($"Backward produced a gradient of shape {g.ShapeString} for a value of shape {v.Data.ShapeString}.");
         if (v.Grad == null)
         {
-            g.Category = MemoryCategory.Gradient;
+            // Only leaves' (parameters') gradients count as "gradient" in the ledger; the gradients of
+            // intermediate values are backward's working memory and die as it moves on.
+            g.Category = v.Creator == null ? MemoryCategory.Gradient : MemoryCategory.Activation;
             v.Grad = g;
         }
         else

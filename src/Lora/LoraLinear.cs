@@ -75,11 +75,69 @@ public sealed class LoraLinear : Module, ILayer
             throw new InvalidOperationException($"Adapters are disabled but '{MergedAdapter}' is merged into the weight; unmerge it first.");
         if (AdaptersDisabled || ActiveAdapter == null || MergedAdapter == ActiveAdapter) return y;
         var adapter = _adapters[ActiveAdapter];
-        var h = F.Dropout(x, adapter.Dropout, _dropoutSeeds.Next(), Training);
-        // Scaling the rank-R intermediate instead of the [..., out] result saves one full-width activation.
-        var low = F.Scale(F.Linear(h, adapter.A, null), adapter.Scaling);   // [..., R]
-        var delta = F.Linear(low, adapter.B, null);                          // [..., out]
-        return F.Add(y, delta);
+        var h = adapter.Dropout > 0 && Training ? F.Dropout(x, adapter.Dropout, _dropoutSeeds.Next(), Training) : null;
+        return LowRankLinear(x, h, BaseLayer.Weight, BaseLayer.Bias, adapter.A, adapter.B, adapter.Scaling);
+    }
+
+    /// <summary>
+    /// y = x·Wᵀ + b + s·(h·Aᵀ)·Bᵀ as one graph node (h = dropout(x), or x itself when null). Only the rank-R
+    /// product h·Aᵀ is kept for backward, and the low-rank term is accumulated straight into y, so an adapted
+    /// layer costs one [N, R] activation more than the base layer, not three [N, out] ones.
+    /// Backward: dlow = s·dy·B; dx = dy·W (+ dlow·A); dB = s·dyᵀ·low; dA = dlowᵀ·h; dW, db only if trainable.
+    /// </summary>
+    public static Variable LowRankLinear(Variable x, Variable? h, Variable w, Variable? b, Variable a, Variable bMatrix, float s)
+    {
+        int inF = w.Dim(1), outF = w.Dim(0), rank = a.Dim(0);
+        if (x.Dim(-1) != inF) throw new ArgumentException($"LoRA linear: input's last axis is {x.Dim(-1)} but the weight {w.Data.ShapeString} expects {inF}.");
+        var outShape = x.Data.ShapeArray();
+        outShape[^1] = outF;
+        var y = Tensor.Empty(outShape, x.Device);
+        Tensor low;
+        using (var x2 = x.Data.Reshape(-1, inF))
+        using (var h2 = (h ?? x).Data.Reshape(-1, inF))
+        using (var y2 = y.Reshape(-1, outF))
+        {
+            if (b != null) Ops.BroadcastRowsInto(y2, b.Data);
+            Ops.MatmulInto(y2, x2, w.Data, false, true, 1f, b != null ? 1f : 0f);
+            low = Ops.Matmul(h2, a.Data, false, true);                      // [N, R]
+            Ops.MatmulInto(y2, low, bMatrix.Data, false, true, s, 1f);      // y += s·low·Bᵀ
+        }
+        var inputs = new List<Variable> { x, w, a, bMatrix };
+        if (h != null) inputs.Add(h);
+        if (b != null) inputs.Add(b);
+        return Graph.Record("lora_linear", y, inputs.ToArray(), dy =>
+        {
+            using var dy2 = dy.Reshape(-1, outF);
+            using var x2 = x.Data.Reshape(-1, inF);
+            using var h2 = (h ?? x).Data.Reshape(-1, inF);
+            using var dlow = Tensor.Empty([dy2.Dim(0), rank], dy.Device);
+            Ops.MatmulInto(dlow, dy2, bMatrix.Data, false, false, s, 0f);       // [N, R]
+            if (x.RequiresGrad)
+            {
+                var dx = Tensor.Empty(x.Shape, x.Device);
+                using (var dx2 = dx.Reshape(-1, inF))
+                {
+                    Ops.MatmulInto(dx2, dy2, w.Data);
+                    if (h == null) Ops.MatmulInto(dx2, dlow, a.Data, false, false, 1f, 1f);
+                }
+                Graph.Accumulate(x, dx);
+            }
+            if (h != null && h.RequiresGrad)
+            {
+                var dh = Tensor.Empty(h.Shape, h.Device);
+                using (var dh2 = dh.Reshape(-1, inF)) Ops.MatmulInto(dh2, dlow, a.Data);
+                Graph.Accumulate(h, dh);
+            }
+            if (w.RequiresGrad) Graph.Accumulate(w, Ops.Matmul(dy2, x2, true, false));
+            if (b != null && b.RequiresGrad) Graph.Accumulate(b, Ops.SumTo(dy2, b.Shape));
+            if (bMatrix.RequiresGrad)
+            {
+                var dB = Tensor.Empty(bMatrix.Shape, bMatrix.Device);
+                Ops.MatmulInto(dB, dy2, low, true, false, s, 0f);
+                Graph.Accumulate(bMatrix, dB);
+            }
+            if (a.RequiresGrad) Graph.Accumulate(a, Ops.Matmul(dlow, h2, true, false));
+        }, low);
     }
 
     /// <summary>W += scaling·B·A (one matmul kernel on the device, accumulating into W).</summary>

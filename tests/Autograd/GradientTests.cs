@@ -40,6 +40,9 @@ public class GradientTests
         ["softmax_matmul"] = (v => F.Matmul(F.Softmax(F.Matmul(v[0], v[1], transposeB: true)), v[1]), [[3, 4], [5, 4]]),
         ["layernorm_linear"] = (v => F.Linear(F.LayerNorm(v[0], v[1], null), v[2], null), [[3, 6], [6], [2, 6]]),
         ["value_used_twice"] = (v => F.Mul(v[0], F.Tanh(v[0])), [[6]]),
+        // LoRA's fused node (lives in src/Lora; checked here with the other rules).
+        ["lora_linear"] = (v => Nanolora.Lora.LoraLinear.LowRankLinear(v[0], null, v[1], v[2], v[3], v[4], 0.5f), [[2, 3, 5], [4, 5], [4], [2, 5], [4, 2]]),
+        ["lora_linear_with_dropout_input"] = (v => Nanolora.Lora.LoraLinear.LowRankLinear(v[0], F.Tanh(v[0]), v[1], null, v[2], v[3], 2f), [[3, 5], [4, 5], [2, 5], [4, 2]]),
     };
 
     [Theory, MemberData(nameof(Cases))]
