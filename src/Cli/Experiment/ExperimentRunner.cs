@@ -51,12 +51,12 @@ public sealed class ExperimentRunner(ExperimentOptions o, Device device)
         var ablationTest = TaskData.Spread(debian.Test, o.AblationEvalExamples);
         long fullCheckpointBytes = new FileInfo(Path.Combine(baseDir, Checkpoint.WeightsFile)).Length;
 
-        var lead = Evaluator.LeadBaseline(test);
+        var lead = Save("lead-8", Evaluator.LeadBaseline(test));
         Add("lead-8", "debian", 0, lead.Rouge, null, 0, 0, 0, test.Count, 0);
 
         var (model, tokenizer) = Checkpoint.Load(baseDir, device);
         long total = model.ParameterCount();
-        var baseEval = Workflows.Evaluate(model, tokenizer, "debian", test, Workflows.DecodeFor("debian"), "base: evaluating");
+        var baseEval = Save("base", Workflows.Evaluate(model, tokenizer, "debian", test, Workflows.DecodeFor("debian"), "base: evaluating"));
         Add("base", "debian", 0, baseEval.Rouge, null, 0, total, fullCheckpointBytes, test.Count, 0);
         model.Dispose();
 
@@ -64,7 +64,7 @@ public sealed class ExperimentRunner(ExperimentOptions o, Device device)
         (model, tokenizer) = Checkpoint.Load(baseDir, device);
         var ft = new FineTuneOptions { Task = "debian", Method = "full", Steps = o.Steps, Seed = o.Seed };
         var (fullResult, _) = Workflows.FineTune(model, tokenizer, debian, ft, baseDir);
-        var fullEval = Workflows.Evaluate(model, tokenizer, "debian", test, Workflows.DecodeFor("debian"), "full: evaluating");
+        var fullEval = Save("full", Workflows.Evaluate(model, tokenizer, "debian", test, Workflows.DecodeFor("debian"), "full: evaluating"));
         Checkpoint.Save(Path.Combine(o.OutputDirectory, "full"), model, tokenizer);
         Add("full", "debian", 0, fullEval.Rouge, fullResult, 0, total, new FileInfo(Path.Combine(o.OutputDirectory, "full", Checkpoint.WeightsFile)).Length, test.Count, o.Steps);
         _losses["full"] = fullResult.Losses;
@@ -74,7 +74,7 @@ public sealed class ExperimentRunner(ExperimentOptions o, Device device)
         (model, tokenizer) = Checkpoint.Load(baseDir, device);
         var loraOptions = ft with { Method = "lora", Rank = 8 };
         var (loraResult, lora) = Workflows.FineTune(model, tokenizer, debian, loraOptions, baseDir, adapterName: "debian");
-        var loraEval = Workflows.Evaluate(model, tokenizer, "debian", test, Workflows.DecodeFor("debian"), "LoRA r=8: evaluating");
+        var loraEval = Save("lora-r8", Workflows.Evaluate(model, tokenizer, "debian", test, Workflows.DecodeFor("debian"), "LoRA r=8: evaluating"));
         string adapterDir = Path.Combine(o.OutputDirectory, "adapters", "debian-r8");
         AdapterFiles.Save(lora!, "debian", adapterDir);
         long adapterBytes = new FileInfo(Path.Combine(adapterDir, AdapterFiles.WeightsFile)).Length;
@@ -112,7 +112,7 @@ public sealed class ExperimentRunner(ExperimentOptions o, Device device)
         var options = new FineTuneOptions { Task = "wordnet", Method = "lora", Rank = 8, Steps = o.WordnetSteps, Seed = o.Seed + 1 };
         var (result, _) = Workflows.FineTune(model, tokenizer, wordnet, options, baseDir, lora, adapterName: "wordnet");
         var wordnetTest = TaskData.Spread(wordnet.Test, o.Quick ? 400 : 2000);
-        var wordnetEval = Workflows.Evaluate(model, tokenizer, "wordnet", wordnetTest, Workflows.DecodeFor("wordnet"), "swap → wordnet adapter");
+        var wordnetEval = Save("wordnet-lora-r8", Workflows.Evaluate(model, tokenizer, "wordnet", wordnetTest, Workflows.DecodeFor("wordnet"), "swap → wordnet adapter"));
         string dir = Path.Combine(o.OutputDirectory, "adapters", "wordnet-r8");
         AdapterFiles.Save(lora, "wordnet", dir);
         Add("lora", "wordnet", 8, wordnetEval.Rouge, result, new FileInfo(Path.Combine(dir, AdapterFiles.WeightsFile)).Length, model.ParameterCount(), 0, wordnetTest.Count, options.Steps);
@@ -137,6 +137,16 @@ public sealed class ExperimentRunner(ExperimentOptions o, Device device)
         var (model, _, _) = Workflows.Pretrain(new PretrainOptions(Steps: o.PretrainSteps, Seed: o.Seed), device, dir);
         model.Dispose();
         return dir;
+    }
+
+    /// <summary>Keeps each method's outputs (one a line, aligned with references.txt) for inspection and `nanolora rouge`.</summary>
+    EvalResult Save(string name, EvalResult result)
+    {
+        var dir = Path.Combine(o.OutputDirectory, "predictions");
+        Directory.CreateDirectory(dir);
+        AtomicFile.WriteAllText(Path.Combine(dir, name + ".txt"), string.Join('\n', result.Predictions.Select(p => p.ReplaceLineEndings(" "))) + "\n");
+        AtomicFile.WriteAllText(Path.Combine(dir, name + ".references.txt"), string.Join('\n', result.References.Select(p => p.ReplaceLineEndings(" "))) + "\n");
+        return result;
     }
 
     void Add(string method, string task, int rank, RougeResult rouge, TrainResult? train, long adapterBytes, long totalParams, long checkpointBytes, int examples, int steps)
