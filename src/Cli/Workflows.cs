@@ -25,7 +25,7 @@ public sealed record FineTuneOptions
 /// <summary>The steps the commands and the experiment share: pretraining, fine-tuning (full or LoRA), evaluation.</summary>
 public static class Workflows
 {
-    /// <summary>Builds the vocabulary and pretrains a base model with text infilling on Debian descriptions and man pages.</summary>
+    /// <summary>Builds the vocabulary and pretrains a base model with span corruption on Debian descriptions and man pages.</summary>
     public static (Seq2SeqTransformer Model, SubwordTokenizer Tokenizer, TrainResult Result) Pretrain(PretrainOptions o, Device device, string outputDirectory)
     {
         var debian = TaskData.Load("debian");
@@ -36,7 +36,7 @@ public static class Workflows
             .Concat(wordnet.Train.SelectMany(e => new[] { e.Source, e.Target }))
             .Concat(manpages.Train.SelectMany(e => new[] { e.Source, e.Target }));
         var tokenizer = SubwordTokenizer.Build(corpus, o.VocabSize, minCount: 2);
-        // Pretraining data: infilling on Debian descriptions and man-page paragraphs, plus man page → synopsis
+        // Pretraining data: span corruption on Debian descriptions and man-page paragraphs, plus man page → synopsis
         // (a related but different task). The Debian synopses are never targets here.
         var texts = debian.Train.Select(e => e.Source).Concat(manpages.Train.Select(e => e.Source));
         if (o.Examples is int n) texts = texts.Take(n);

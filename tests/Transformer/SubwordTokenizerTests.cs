@@ -34,39 +34,45 @@ public sealed class SubwordTokenizerTests : IDisposable
     public void BuildKeepsMostFrequentIdsTiesBySmallerIdAndHonoursLimits()
     {
         string[] corpus = ["red red red blue blue green", "red blue", "green yellow"];
-        // Reference counts straight from GPT-2.
+        // Reference counts straight from GPT-2; the printable ASCII characters always come first.
+        var characters = Enumerable.Range(32, 95).SelectMany(c => SubwordTokenizer.Gpt2.EncodeToIds(((char)c).ToString())).Distinct().ToArray();
+        Assert.Equal(95, characters.Length);
         var counts = corpus.SelectMany(t => SubwordTokenizer.Gpt2.EncodeToIds(t)).GroupBy(i => i).ToDictionary(g => g.Key, g => g.Count());
-        var expected = counts.OrderByDescending(kv => kv.Value).ThenBy(kv => kv.Key).Select(kv => kv.Key).ToArray();
+        var expected = counts.Where(kv => !characters.Contains(kv.Key)).OrderByDescending(kv => kv.Value).ThenBy(kv => kv.Key).Select(kv => kv.Key).ToArray();
 
         var all = SubwordTokenizer.Build(corpus, maxVocab: 1000);
-        Assert.Equal(expected, all.Gpt2Ids);
-        Assert.Equal(4 + expected.Length, all.VocabSize);
+        Assert.Equal(characters.Concat(expected), all.Gpt2Ids);
+        Assert.Equal(4 + 95 + expected.Length, all.VocabSize);
 
-        var top2 = SubwordTokenizer.Build(corpus, maxVocab: 6);
-        Assert.Equal(expected[..2], top2.Gpt2Ids);
-        Assert.Equal(6, top2.VocabSize);
+        var top2 = SubwordTokenizer.Build(corpus, maxVocab: 4 + 95 + 2);
+        Assert.Equal(characters.Concat(expected[..2]), top2.Gpt2Ids);
+        Assert.Equal(101, top2.VocabSize);
 
         var frequent = SubwordTokenizer.Build(corpus, maxVocab: 1000, minCount: 3);
-        Assert.Equal(counts.Where(kv => kv.Value >= 3).OrderByDescending(kv => kv.Value).ThenBy(kv => kv.Key).Select(kv => kv.Key), frequent.Gpt2Ids);
+        Assert.Equal(characters.Concat(counts.Where(kv => kv.Value >= 3 && !characters.Contains(kv.Key)).OrderByDescending(kv => kv.Value).ThenBy(kv => kv.Key).Select(kv => kv.Key)), frequent.Gpt2Ids);
 
-        Assert.Throws<ArgumentException>(() => SubwordTokenizer.Build(corpus, maxVocab: 3));
-        Assert.Throws<ArgumentException>(() => SubwordTokenizer.Build(corpus, maxVocab: 10, minCount: 0));
+        Assert.Throws<ArgumentException>(() => SubwordTokenizer.Build(corpus, maxVocab: 98));
+        Assert.Throws<ArgumentException>(() => SubwordTokenizer.Build(corpus, maxVocab: 200, minCount: 0));
     }
 
     [Fact]
-    public void UnknownGpt2IdsMapToUnkAndDecodeSkipsThem()
+    public void RareTokensFallBackToCharactersAndNonAsciiToUnk()
     {
-        var tok = SubwordTokenizer.Build(["hello world"], maxVocab: 100);
+        var tok = SubwordTokenizer.Build(["hello world"], maxVocab: 200);
         var ids = tok.Encode("hello zebra world");
-        Assert.Contains(SubwordTokenizer.Unk, ids);
+        Assert.DoesNotContain(SubwordTokenizer.Unk, ids);             // " zebra" is spelled out character by character
         Assert.Equal(tok.Encode("hello"), ids[..1]);
-        Assert.Equal("hello world", tok.Decode(ids));
+        Assert.Equal(" zebra".Length, ids.Length - 2);
+        Assert.Equal("hello zebra world", tok.Decode(ids));
+        var accented = tok.Encode("hello café");
+        Assert.Contains(SubwordTokenizer.Unk, accented);               // é is not a kept character
+        Assert.Equal("hello caf", tok.Decode(accented));
     }
 
     [Fact]
     public void DecodeSkipsSpecialsStopsAtEosAndRejectsOutOfRangeIds()
     {
-        var tok = SubwordTokenizer.Build(["one two three"], maxVocab: 100);
+        var tok = SubwordTokenizer.Build(["one two three"], maxVocab: 200);
         var ids = tok.Encode("one two three");
         int[] noisy = [SubwordTokenizer.Bos, SubwordTokenizer.Pad, .. ids[..2], SubwordTokenizer.Unk, SubwordTokenizer.Eos, ids[2], SubwordTokenizer.Pad];
         Assert.Equal("one two", tok.Decode(noisy));

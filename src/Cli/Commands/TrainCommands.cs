@@ -17,7 +17,7 @@ public static class TrainCommands
         var vocab = new Option<int>("--vocab") { Description = "subword vocabulary size (GPT-2 ids kept by frequency)", DefaultValueFactory = _ => 8000 };
         var seed = new Option<ulong>("--seed") { DefaultValueFactory = _ => 1UL };
         var output = new Option<string>("--out") { Description = "checkpoint directory", DefaultValueFactory = _ => "models/base-tiny" };
-        var cmd = new Command("pretrain", "Pretrain a base encoder-decoder with text infilling on Debian descriptions and man pages (plus man page → synopsis).")
+        var cmd = new Command("pretrain", "Pretrain a base encoder-decoder with T5-style span corruption on Debian descriptions and man pages (plus man page → synopsis).")
             { preset, steps, batch, lr, vocab, seed, output };
         cmd.SetAction(r => Program.Guard(() =>
         {

@@ -1,39 +1,43 @@
 namespace Nanolora.Transformer;
 
 /// <summary>
-/// The pretraining objective (BART-style text infilling): the source is a text with random word spans
-/// removed and replaced by one "…" each; the target is the text's opening words, restored. It teaches the
-/// encoder to read and the decoder to write fluent text, without ever seeing a synopsis.
+/// The pretraining objective, T5's span corruption: about 15% of a text's words, in spans of mean length 3,
+/// are cut out and each span is replaced by one "…" in the source; the target is the removed spans in order,
+/// each introduced by "…". It teaches the encoder to read and the decoder to write text, without ever asking
+/// for a summary (the lead of a description is never a target, so the base model is not a lead-k copier).
 /// </summary>
 public static class Denoising
 {
     public const string MaskToken = "…";
 
-    public static Example Corrupt(string text, Random rng, float maskRate = 0.3f, double meanSpan = 3, int targetWords = 24)
+    public static Example Corrupt(string text, Random rng, double maskRate = 0.15, double meanSpan = 3)
     {
         var words = text.Split((char[]?)null, StringSplitOptions.RemoveEmptyEntries);
         var kept = new List<string>(words.Length);
-        int i = 0, toMask = (int)Math.Round(words.Length * maskRate);
+        var removed = new List<string>();
+        int i = 0, budget = Math.Max(1, (int)Math.Round(words.Length * maskRate));
         while (i < words.Length)
         {
-            if (toMask > 0 && rng.NextDouble() < maskRate / meanSpan)
+            // Start a span with probability rate/mean, so about `rate` of the words end up masked.
+            if (budget > 0 && rng.NextDouble() < maskRate / meanSpan)
             {
-                // Span length ~ geometric with the given mean (Poisson in BART; close enough and simpler).
                 int span = 1;
-                while (rng.NextDouble() > 1 / meanSpan && span < toMask) span++;
+                while (rng.NextDouble() > 1 / meanSpan && span < budget && i + span < words.Length) span++;
                 kept.Add(MaskToken);
+                removed.Add(MaskToken);
+                removed.AddRange(words.Skip(i).Take(span));
                 i += span;
-                toMask -= span;
+                budget -= span;
             }
             else kept.Add(words[i++]);
         }
-        return new Example(string.Join(' ', kept), string.Join(' ', words.Take(targetWords)));
+        return new Example(string.Join(' ', kept), string.Join(' ', removed));
     }
 
-    /// <summary>Corrupted copies of the given texts (a fresh corruption each, from a fixed seed).</summary>
+    /// <summary>Corrupted copies of the given texts (a fresh corruption each, from a fixed seed); texts with nothing masked are skipped.</summary>
     public static List<Example> Build(IEnumerable<string> texts, int seed)
     {
         var rng = new Random(seed);
-        return texts.Where(t => !string.IsNullOrWhiteSpace(t)).Select(t => Corrupt(t, rng)).ToList();
+        return texts.Where(t => !string.IsNullOrWhiteSpace(t)).Select(t => Corrupt(t, rng)).Where(e => e.Target.Length > 0).ToList();
     }
 }

@@ -7,8 +7,10 @@ namespace Nanolora.Transformer;
 /// <summary>
 /// GPT-2's byte-level BPE (Microsoft.ML.Tokenizers' tiktoken "gpt2" data) with the vocabulary cut down to the ids a
 /// corpus actually uses, so the model's embedding table has VocabSize rows instead of 50,257. Compact ids: 0 pad,
-/// 1 bos, 2 eos, 3 unk, then the kept GPT-2 ids from 4 on, most frequent first. A GPT-2 id outside the kept set
-/// encodes as Unk, so Decode(Encode(s)) == s exactly when no Unk was produced.
+/// 1 bos, 2 eos, 3 unk, then the kept GPT-2 ids from 4 on, most frequent first. A GPT-2 token outside the kept
+/// set falls back to the GPT-2 tokens of its single characters (all printable ASCII characters are always kept,
+/// like SentencePiece's byte fallback), so a rare word such as "Magick" is spelled out instead of lost; only
+/// characters outside the kept set become Unk. Decode(Encode(s)) == s exactly when no Unk was produced.
 /// </summary>
 public sealed class SubwordTokenizer
 {
@@ -28,6 +30,23 @@ public sealed class SubwordTokenizer
 
     readonly int[] gpt2Ids;                        // compact id (minus 4) → GPT-2 id
     readonly Dictionary<int, int> compactOf;       // GPT-2 id → compact id
+    readonly System.Collections.Concurrent.ConcurrentDictionary<int, int[]> fallback = new(); // unkept GPT-2 id → compact ids
+
+    /// <summary>GPT-2 ids of the printable ASCII characters: always in the vocabulary, so fallback can spell anything ASCII.</summary>
+    static int[] CharacterIds() => Enumerable.Range(32, 95).SelectMany(c => Gpt2.EncodeToIds(((char)c).ToString())).Distinct().ToArray();
+
+    /// <summary>Compact ids for one GPT-2 id: itself if kept, else its characters' tokens (Unk for any not kept).</summary>
+    int[] CompactIds(int gpt2Id)
+    {
+        if (compactOf.TryGetValue(gpt2Id, out int c)) return [c];
+        return fallback.GetOrAdd(gpt2Id, id =>
+        {
+            var text = Gpt2.Decode([id]) ?? "";
+            var pieces = text.EnumerateRunes().SelectMany(r => Gpt2.EncodeToIds(r.ToString()))
+                .Select(g => compactOf.TryGetValue(g, out int k) ? k : Unk).ToArray();
+            return pieces.Length == 0 ? [Unk] : pieces;
+        });
+    }
 
     SubwordTokenizer(int[] gpt2Ids)
     {
@@ -57,10 +76,14 @@ public sealed class SubwordTokenizer
             if (text is null) throw new ArgumentException("corpus contains a null string");
             foreach (int id in Gpt2.EncodeToIds(text)) counts[id] = counts.GetValueOrDefault(id) + 1;
         }
-        var kept = counts.Where(kv => kv.Value >= minCount)
+        var characters = CharacterIds();
+        if (maxVocab < FirstRegular + characters.Length)
+            throw new ArgumentException($"maxVocab must be at least {FirstRegular + characters.Length} (specials and the printable ASCII characters), got {maxVocab}");
+        var frequent = counts.Where(kv => kv.Value >= minCount && !characters.Contains(kv.Key))
             .OrderByDescending(kv => kv.Value).ThenBy(kv => kv.Key)
-            .Take(maxVocab - FirstRegular).Select(kv => kv.Key).ToArray();
-        return new SubwordTokenizer(kept);
+            .Take(maxVocab - FirstRegular - characters.Length).Select(kv => kv.Key);
+        // Characters first (fixed ids), then the corpus's most frequent tokens.
+        return new SubwordTokenizer(characters.Concat(frequent).ToArray());
     }
 
     /// <summary>
@@ -84,12 +107,14 @@ public sealed class SubwordTokenizer
             if (ids.Count < room && consumed < text.Length) ids = Gpt2.EncodeToIds(text);
             n = Math.Min(ids.Count, room);
         }
-        var result = new int[n + specials];
-        int k = 0;
-        if (addBos) result[k++] = Bos;
-        for (int i = 0; i < n; i++) result[k++] = compactOf.TryGetValue(ids[i], out int c) ? c : Unk;
-        if (addEos) result[k] = Eos;
-        return result;
+        var result = new List<int>(n + specials);
+        if (addBos) result.Add(Bos);
+        // A fallback can spell one GPT-2 token as several, so the cut to `room` happens after mapping.
+        for (int i = 0; i < n && result.Count - (addBos ? 1 : 0) < room; i++)
+            foreach (int c in CompactIds(ids[i]))
+                if (result.Count - (addBos ? 1 : 0) < room) result.Add(c);
+        if (addEos) result.Add(Eos);
+        return result.ToArray();
     }
 
     /// <summary>Text of compact ids: Pad, Bos and Unk are skipped, decoding stops at the first Eos.</summary>
