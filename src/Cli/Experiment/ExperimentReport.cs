@@ -28,7 +28,8 @@ public sealed class ExperimentReport(ExperimentOptions o, IReadOnlyList<ResultRo
         sb.AppendLine($"# Nanolora experiment ({(o.Quick ? "quick" : "full")})");
         sb.AppendLine();
         sb.AppendLine($"Debian description → synopsis, test split ({rows.FirstOrDefault(r => r.Method == "base")?.EvalExamples ?? 0} examples spread over it), greedy decoding. " +
-                      $"Fine-tuning: {o.Steps} steps each, same data order and seed. Ran in {elapsed:mm\\:ss}.");
+                      $"Fine-tuning: {o.Steps} steps each (batch 32), same data order and seed; AdamW, lr 1e-3 for full fine-tuning and 3e-3 for LoRA " +
+                      $"(r=8, alpha 16, on q_proj and v_proj); rank ablation {o.AblationSteps} steps per rank on {rows.FirstOrDefault(r => r.Method == "lora-ablation")?.EvalExamples ?? 0} test examples. Ran in {elapsed:hh\\:mm\\:ss}.");
         sb.AppendLine();
         sb.AppendLine("| method | task | rank | ROUGE-1 | ROUGE-2 | ROUGE-L | trainable params | trainable % | optimizer state (MB) | peak memory (MB) | step (ms) | adapter (MB) | checkpoint (MB) |");
         sb.AppendLine("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
@@ -78,7 +79,7 @@ public sealed class ExperimentReport(ExperimentOptions o, IReadOnlyList<ResultRo
             // A moving average keeps the curves readable; the raw values are in the loss lists.
             var smooth = MovingAverage(series, Math.Max(1, series.Count / 50));
             var line = plot.Add.Scatter(Enumerable.Range(1, smooth.Length).Select(i => (double)i).ToArray(), smooth);
-            line.LegendText = name == "full" ? "full fine-tuning" : "LoRA r=8";
+            line.LegendText = name == "full" ? "full fine-tuning" : "LoRA r=8 (q, v)";
             line.MarkerSize = 0;
         }
         plot.Title("Training loss: full fine-tuning vs LoRA (Debian synopses)");

@@ -22,8 +22,11 @@ public sealed record ExperimentOptions
 
     /// <summary>The main job's budget on a 2-core CPU (≤ 15 minutes) and the full experiment's.</summary>
     public static ExperimentOptions Defaults(bool quick, string output) => quick
-        ? new() { Quick = true, OutputDirectory = output, Steps = 300, AblationSteps = 150, WordnetSteps = 200, EvalExamples = 400, AblationEvalExamples = 200, Ranks = [1, 4, 8, 16, 64] }
-        : new() { Quick = false, OutputDirectory = output, Steps = 2000, AblationSteps = 1000, WordnetSteps = 1000, EvalExamples = 0, AblationEvalExamples = 1000 };
+        ? new() { Quick = true, OutputDirectory = output, Steps = 600, AblationSteps = 300, WordnetSteps = 300, EvalExamples = 400, AblationEvalExamples = 200, Ranks = [1, 4, 8, 16, 64] }
+        : new() { Quick = false, OutputDirectory = output, Steps = 1500, AblationSteps = 600, WordnetSteps = 600, EvalExamples = 0, AblationEvalExamples = 500 };
+
+    /// <summary>LoRA's main row: rank 8 on the attention query and value projections (PEFT's default targets).</summary>
+    public static readonly string[] LoraTargets = ["q_proj", "v_proj"];
 }
 
 /// <summary>One row of results.json: a method's scores and costs.</summary>
@@ -62,7 +65,8 @@ public sealed class ExperimentRunner(ExperimentOptions o, Device device)
 
         // (b) full fine-tuning
         (model, tokenizer) = Checkpoint.Load(baseDir, device);
-        var ft = new FineTuneOptions { Task = "debian", Method = "full", Steps = o.Steps, Seed = o.Seed };
+        // Same data, steps and seed for both methods; each gets its usual learning rate (LoRA's is higher, as in PEFT practice).
+        var ft = new FineTuneOptions { Task = "debian", Method = "full", Steps = o.Steps, Seed = o.Seed, LearningRate = 3e-3f, FullLearningRate = 1e-3f, Targets = ExperimentOptions.LoraTargets };
         var (fullResult, _) = Workflows.FineTune(model, tokenizer, debian, ft, baseDir);
         var fullEval = Save("full", Workflows.Evaluate(model, tokenizer, "debian", test, Workflows.DecodeFor("debian"), "full: evaluating"));
         Checkpoint.Save(Path.Combine(o.OutputDirectory, "full"), model, tokenizer);
@@ -109,7 +113,7 @@ public sealed class ExperimentRunner(ExperimentOptions o, Device device)
     /// </summary>
     void TaskSwap(Seq2SeqTransformer model, SubwordTokenizer tokenizer, LoraModel lora, TaskData wordnet, IReadOnlyList<Example> debianTest, EvalResult debianAlone, string baseDir)
     {
-        var options = new FineTuneOptions { Task = "wordnet", Method = "lora", Rank = 8, Steps = o.WordnetSteps, Seed = o.Seed + 1 };
+        var options = new FineTuneOptions { Task = "wordnet", Method = "lora", Rank = 8, Steps = o.WordnetSteps, Seed = o.Seed + 1, LearningRate = 3e-3f, Targets = ExperimentOptions.LoraTargets };
         var (result, _) = Workflows.FineTune(model, tokenizer, wordnet, options, baseDir, lora, adapterName: "wordnet");
         var wordnetTest = TaskData.Spread(wordnet.Test, o.Quick ? 400 : 2000);
         var wordnetEval = Save("wordnet-lora-r8", Workflows.Evaluate(model, tokenizer, "wordnet", wordnetTest, Workflows.DecodeFor("wordnet"), "swap → wordnet adapter"));
