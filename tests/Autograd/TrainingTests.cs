@@ -5,7 +5,7 @@ namespace Nanolora.Tests.Autograd;
 
 public class TrainingTests
 {
-    /// <summary>A 1-16-1 tanh MLP fits y = sin(x) on [−π, π] to MSE &lt; 0.01 (the mean of sin² is 0.5).</summary>
+    /// <summary>A 1-16-1 tanh MLP fits y = sin(x) on [−π, π] in 150 AdamW steps to MSE &lt; 0.01 (the mean of sin² is 0.5).</summary>
     [Theory, MemberData(nameof(Reference.Devices), MemberType = typeof(Reference))]
     public void MlpLearnsSine(string device)
     {
@@ -18,9 +18,9 @@ public class TrainingTests
         using var b1 = new Parameter("b1", Tensor.Zeros([16], d));
         using var w2 = new Parameter("w2", TensorRandom.Normal([1, 16], 0, 0.25f, 2, d));
         using var b2 = new Parameter("b2", Tensor.Zeros([1], d));
-        using var opt = new AdamW([w1, b1, w2, b2], lr: 0.02f, weightDecay: 0);
+        using var opt = new AdamW([w1, b1, w2, b2], lr: 0.05f, weightDecay: 0);
         float loss = float.NaN;
-        for (int step = 0; step < 400; step++)
+        for (int step = 0; step < 150; step++)
         {
             using var scope = new GraphScope();
             var pred = F.Linear(F.Tanh(F.Linear(x, w1, b1)), w2, b2);
@@ -30,7 +30,7 @@ public class TrainingTests
             opt.Step();
             opt.ZeroGrad();
         }
-        Assert.True(loss < 0.01f, $"MSE after 400 steps on {device}: {loss}");
+        Assert.True(loss < 0.01f, $"MSE after 150 steps on {device}: {loss}");
     }
 
     [Fact]
