@@ -1,6 +1,9 @@
 """PyTorch CPU peers of bench/OpsBench.cs at the same shapes and units: softmax [12288 x 97 | 1024],
 layer_norm [4096 x 512], elementwise add 16M (and a single-tensor AdamW step, 1M and 16M, foreach=False).
-GB/s = minimum bytes read + written / time; 3 warm-ups, 7 samples of >= 0.2 s; median and best."""
+GB/s = minimum bytes read + written / time; 3 warm-ups, 7 samples of >= 0.2 s; median and best.
+Allocating calls return a fresh tensor (as Nanolora's ops do, from its pool); "(out=)" rows write into a
+preallocated output, which isolates the kernel from the allocator (glibc hands buffers over 32 MiB to mmap,
+so every call page-faults its output in afresh)."""
 import sys, time, statistics
 import torch
 import torch.nn.functional as F
@@ -28,7 +31,9 @@ def bench(name, fn, nbytes, min_seconds=0.2):
 with torch.no_grad():
     for width in (97, 1024):
         x = torch.rand(12288, width) * 8 - 4
+        y = torch.empty_like(x)
         bench(f"softmax-12288x{width}", lambda: torch.softmax(x, dim=-1), 2.0 * x.numel() * 4)
+        bench(f"  (out=) x{width}", lambda: torch.softmax(x, -1, out=y), 2.0 * x.numel() * 4)
     x = torch.rand(4096, 512) * 5 - 2
     g, b = torch.rand(512) + 0.5, torch.rand(512) - 0.5
     # torch's forward saves no mean/rstd under no_grad; counted as ours: x, y, gamma, beta, mean, rstd.
@@ -39,4 +44,6 @@ for n in (1, 16):
     opt = torch.optim.AdamW([p], lr=1e-3, weight_decay=0.01, foreach=False)
     bench(f"adamw-{n}M", opt.step, 7.0 * n * M * 4)
 a, b = torch.rand(16 * M) * 2 - 1, torch.rand(16 * M) * 2 - 1
+c = torch.empty_like(a)
 bench("add-16M", lambda: torch.add(a, b), 3.0 * 16 * M * 4)
+bench("  (out=) add-16M", lambda: torch.add(a, b, out=c), 3.0 * 16 * M * 4)
