@@ -1,2 +1,10 @@
-if (args.Length > 0 && args[0] == "matmul-quick") { Nanolora.Bench.MatmulQuick.Run(args.Length > 1 ? args[1] : "cpu"); return; }
+// Harness modes (Stopwatch, quick tables); anything else goes to BenchmarkDotNet's switcher.
+var harness = new Dictionary<string, Action<string>>
+{
+    ["matmul-quick"] = Nanolora.Bench.MatmulQuick.Run,
+    ["ops-quick"] = Nanolora.Bench.OpsQuick.Run,
+    ["lora-quick"] = Nanolora.Bench.LoraQuick.Run,
+    ["train-step"] = Nanolora.Bench.TrainStepQuick.Run,
+};
+if (args.Length > 0 && harness.TryGetValue(args[0], out var run)) { run(args.Length > 1 ? args[1] : "cpu"); return; }
 BenchmarkDotNet.Running.BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args);

@@ -1,0 +1,49 @@
+"""PyTorch CPU peers of bench/OpsBench.cs at the same shapes and units: softmax [12288 x 97 | 1024],
+layer_norm [4096 x 512], elementwise add 16M (and a single-tensor AdamW step, 1M and 16M, foreach=False).
+GB/s = minimum bytes read + written / time; 3 warm-ups, 7 samples of >= 0.2 s; median and best.
+Allocating calls return a fresh tensor (as Nanolora's ops do, from its pool); "(out=)" rows write into a
+preallocated output, which isolates the kernel from the allocator (glibc hands buffers over 32 MiB to mmap,
+so every call page-faults its output in afresh)."""
+import sys, time, statistics
+import torch
+import torch.nn.functional as F
+
+threads = int(sys.argv[1]) if len(sys.argv) > 1 else 2
+torch.set_num_threads(threads)
+torch.manual_seed(0)
+M = 1 << 20
+
+
+def bench(name, fn, nbytes, min_seconds=0.2):
+    for _ in range(3): fn()
+    t = time.perf_counter(); fn(); once = max(time.perf_counter() - t, 1e-7)
+    reps = max(1, int(-(-min_seconds // once)))
+    samples = []
+    for _ in range(7):
+        t = time.perf_counter()
+        for _ in range(reps): fn()
+        samples.append((time.perf_counter() - t) / reps)
+    med = statistics.median(samples)
+    print(f"torch    {name:20s} median {nbytes / med / 1e9:7.1f} GB/s  best {nbytes / min(samples) / 1e9:7.1f} GB/s"
+          f"  ({med * 1e3:.3f} ms median)")
+
+
+with torch.no_grad():
+    for width in (97, 1024):
+        x = torch.rand(12288, width) * 8 - 4
+        y = torch.empty_like(x)
+        bench(f"softmax-12288x{width}", lambda: torch.softmax(x, dim=-1), 2.0 * x.numel() * 4)
+        bench(f"  (out=) x{width}", lambda: torch.softmax(x, -1, out=y), 2.0 * x.numel() * 4)
+    x = torch.rand(4096, 512) * 5 - 2
+    g, b = torch.rand(512) + 0.5, torch.rand(512) - 0.5
+    # torch's forward saves no mean/rstd under no_grad; counted as ours: x, y, gamma, beta, mean, rstd.
+    bench("layernorm-4096x512", lambda: F.layer_norm(x, (512,), g, b, 1e-5), (2.0 * x.numel() + 2 * 512 + 2 * 4096) * 4)
+for n in (1, 16):
+    p = torch.nn.Parameter(torch.rand(n * M) * 2 - 1)
+    p.grad = torch.rand(n * M) * 2 - 1
+    opt = torch.optim.AdamW([p], lr=1e-3, weight_decay=0.01, foreach=False)
+    bench(f"adamw-{n}M", opt.step, 7.0 * n * M * 4)
+a, b = torch.rand(16 * M) * 2 - 1, torch.rand(16 * M) * 2 - 1
+c = torch.empty_like(a)
+bench("add-16M", lambda: torch.add(a, b), 3.0 * 16 * M * 4)
+bench("  (out=) add-16M", lambda: torch.add(a, b, out=c), 3.0 * 16 * M * 4)
