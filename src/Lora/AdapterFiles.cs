@@ -106,7 +106,8 @@ public static class AdapterFiles
         var file = Safetensors.Read(Path.Combine(directory, WeightsFile));
         var entries = file.Entries.ToDictionary(e => e.Name);
         // Check before touching the model, so a bad file leaves it as it was.
-        var modules = lora.Base.NamedModules().ToDictionary(m => m.Name.Replace(".base_layer", ""), m => m.Module);
+        // A wrapped layer appears twice (the LoraLinear and its ".base_layer"); keep the wrapper, which knows its base.
+        var modules = lora.Base.NamedModules().Where(m => !m.Name.EndsWith(".base_layer")).ToDictionary(m => m.Name, m => m.Module);
         foreach (var e in entries.Values)
         {
             if (!e.Name.StartsWith(Prefix)) throw new InvalidDataException($"Adapter tensor '{e.Name}' does not start with '{Prefix}'.");

@@ -1,0 +1,111 @@
+using Nanolora.Autograd;
+using Nanolora.Tensors;
+using Nanolora.Transformer;
+
+namespace Nanolora.Tests.Transformer;
+
+/// <summary>KV-cached decoding against full recomputation, and checkpoint round trips.</summary>
+public class DecodingTests
+{
+    /// <summary>A tiny model trained a little on the copy task, so its outputs are neither constant nor random.</summary>
+    static Seq2SeqTransformer TrainedALittle(TransformerConfig? config = null, int steps = 40)
+    {
+        var model = new Seq2SeqTransformer(config ?? TinyModels.Config with { EncoderLayers = 2, DecoderLayers = 2 }, Device.Cpu);
+        using var opt = new AdamW(model.Parameters(), 3e-3f);
+        var rng = new Random(21);
+        for (int i = 0; i < steps; i++) TinyModels.Step(model, opt, TinyModels.CopyBatch(rng, 16));
+        return model;
+    }
+
+    static Batch Sources()
+    {
+        var seqs = TinyModels.RandomSequences(new Random(77), 6, minLength: 2, maxLength: 8);   // different lengths: padded rows
+        return TinyModels.MakeBatch(seqs, seqs);
+    }
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(3)]
+    public void CachedAndUncachedDecodingGiveIdenticalTokens(int beam)
+    {
+        using var model = TrainedALittle();
+        var b = Sources();
+        var cached = SequenceDecoder.Generate(model, b.SourceIds, b.BatchSize, b.SourceLength, new DecodeOptions(MaxLength: 10, BeamSize: beam, UseCache: true));
+        var full = SequenceDecoder.Generate(model, b.SourceIds, b.BatchSize, b.SourceLength, new DecodeOptions(MaxLength: 10, BeamSize: beam, UseCache: false));
+        Assert.Equal(b.BatchSize, cached.Count);
+        Assert.True(cached.Any(o => o.Length > 0), "the model decodes nothing: the comparison would be vacuous");
+        for (int i = 0; i < b.BatchSize; i++)
+            Assert.True(cached[i].SequenceEqual(full[i]), $"beam {beam}, row {i}: cached [{string.Join(",", cached[i])}] vs full [{string.Join(",", full[i])}]");
+        Assert.True(model.Training, "Generate must restore training mode");
+    }
+
+    [Fact]
+    public void CachedStepLogitsMatchFullRecomputation()
+    {
+        using var model = TrainedALittle(steps: 10);
+        var b = Sources();
+        var targets = b.TargetInput;   // teacher-forced prefixes, fed one token at a time through the cache
+        int batch = b.BatchSize, t = b.TargetLength, v = model.Config.VocabSize;
+        var full = TinyModels.Logits(model, b);
+        using var noGrad = Graph.NoGrad();
+        using var scope = new GraphScope();
+        var (memory, mask) = model.Encode(b.SourceIds, batch, b.SourceLength);
+        using var _ = mask;
+        var caches = model.NewCaches();
+        try
+        {
+            for (int step = 0; step < t; step++)
+            {
+                var ids = Enumerable.Range(0, batch).Select(r => targets[r * t + step]).ToArray();
+                var logits = model.Logits(model.Decode(ids, batch, 1, memory, mask, caches, positionOffset: step)).Data.ToArray();
+                var expected = Enumerable.Range(0, batch).SelectMany(r => full.Skip((r * t + step) * v).Take(v)).ToArray();
+                Reference.Close(expected, logits, 1e-5, 1e-4, $"step {step}");
+            }
+        }
+        finally { foreach (var c in caches) c.Dispose(); }
+    }
+
+    static SubwordTokenizer Tokenizer() => SubwordTokenizer.Build(
+        Enumerable.Range(0, 12).Select(i => $"package number {i} provides tools for item {i % 5}"), 120);
+
+    [Fact]
+    public void CheckpointRoundTripGivesIdenticalLogits()
+    {
+        var tok = Tokenizer();
+        var config = TinyModels.Config with { VocabSize = tok.VocabSize, Seed = 9 };
+        using var model = TrainedALittle(config, steps: 5);
+        var dir = Directory.CreateTempSubdirectory().FullName;
+        try
+        {
+            Checkpoint.Save(dir, model, tok);
+            Assert.Equal(config, Checkpoint.ReadConfig(dir));
+            var (loaded, loadedTok) = Checkpoint.Load(dir, Device.Cpu);
+            using (loaded)
+            {
+                Assert.Equal(tok.VocabSize, loadedTok.VocabSize);
+                var b = Sources();
+                var expected = TinyModels.Logits(model, b);
+                var actual = TinyModels.Logits(loaded, b);
+                for (int i = 0; i < expected.Length; i++)
+                    Assert.True(expected[i] == actual[i], $"logit {i}: saved {expected[i]}, loaded {actual[i]}");
+            }
+        }
+        finally { Directory.Delete(dir, true); }
+    }
+
+    [Fact]
+    public void LoadingWeightsOfAnotherConfigFails()
+    {
+        var file = Path.Combine(Directory.CreateTempSubdirectory().FullName, "model.safetensors");
+        using (var model = new Seq2SeqTransformer(TinyModels.Config, Device.Cpu)) Checkpoint.SaveWeights(model, file);
+        using var wider = new Seq2SeqTransformer(TinyModels.Config with { DModel = 24 }, Device.Cpu);
+        var e = Assert.Throws<InvalidDataException>(() => Checkpoint.LoadWeights(wider, file));
+        Assert.Contains("shared.weight", e.Message);
+        using var deeper = new Seq2SeqTransformer(TinyModels.Config with { EncoderLayers = 2 }, Device.Cpu);
+        e = Assert.Throws<InvalidDataException>(() => Checkpoint.LoadWeights(deeper, file));
+        Assert.Contains("encoder.layers.1", e.Message);
+        using var untied = new Seq2SeqTransformer(TinyModels.Config with { TieEmbeddings = false }, Device.Cpu);
+        e = Assert.Throws<InvalidDataException>(() => Checkpoint.LoadWeights(untied, file));
+        Assert.Contains("lm_head.weight", e.Message);
+    }
+}
