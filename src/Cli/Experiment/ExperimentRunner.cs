@@ -23,7 +23,7 @@ public sealed record ExperimentOptions
     /// <summary>The main job's budget on a 2-core CPU (≤ 15 minutes) and the full experiment's.</summary>
     public static ExperimentOptions Defaults(bool quick, string output) => quick
         ? new() { Quick = true, OutputDirectory = output, Steps = 600, AblationSteps = 300, WordnetSteps = 300, EvalExamples = 400, AblationEvalExamples = 200, Ranks = [1, 4, 8, 16, 64] }
-        : new() { Quick = false, OutputDirectory = output, Steps = 1500, AblationSteps = 600, WordnetSteps = 600, EvalExamples = 0, AblationEvalExamples = 500 };
+        : new() { Quick = false, OutputDirectory = output, Steps = 1500, AblationSteps = 400, WordnetSteps = 600, EvalExamples = 0, AblationEvalExamples = 500 };
 
     /// <summary>LoRA's main row: rank 8 on the attention query and value projections (PEFT's default targets).</summary>
     public static readonly string[] LoraTargets = ["q_proj", "v_proj"];
