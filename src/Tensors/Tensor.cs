@@ -107,7 +107,12 @@ public sealed class Tensor : IDisposable
         ThrowIfDisposed();
         var result = new float[Length];
         if (_storage.Host != null) Array.Copy(_storage.Host, result, Length);
-        else if (Length > 0) View.CopyToCPU(ref result[0], Length);
+        else if (Length > 0)
+        {
+            // Finish queued kernels first: on ILGPU's CPU simulator a copy does not wait for them.
+            Device.Synchronize();
+            View.CopyToCPU(ref result[0], Length);
+        }
         return result;
     }
 
@@ -123,7 +128,11 @@ public sealed class Tensor : IDisposable
         ThrowIfDisposed();
         if (data.Length != Length) throw new ArgumentException($"CopyFrom: tensor {ShapeString} holds {Length} elements, the source has {data.Length}.");
         if (_storage.Host != null) data.CopyTo(_storage.Host);
-        else if (Length > 0) View.CopyFromCPU(ref System.Runtime.InteropServices.MemoryMarshal.GetReference(data), Length);
+        else if (Length > 0)
+        {
+            Device.Synchronize();
+            View.CopyFromCPU(ref System.Runtime.InteropServices.MemoryMarshal.GetReference(data), Length);
+        }
     }
 
     /// <summary>Copies another tensor's elements into this one (same length, any devices).</summary>
