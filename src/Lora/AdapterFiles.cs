@@ -89,7 +89,13 @@ public static class AdapterFiles
             Bias = (string?)root["bias"] switch { "all" => LoraBias.All, "lora_only" => LoraBias.LoraOnly, _ => LoraBias.None },
             ModulesToSave = root["modules_to_save"] is JsonArray m ? m.Select(n => (string)n!).ToList() : [],
             UseRsLora = (bool?)root["use_rslora"] ?? false,
-            LayersToTransform = root["layers_to_transform"] is JsonArray l ? l.Select(n => (int)n!).ToList() : null,
+            // PEFT writes either a list of layer indices or a single index.
+            LayersToTransform = root["layers_to_transform"] switch
+            {
+                JsonArray l => l.Select(n => (int)n!).ToList(),
+                JsonValue one => [(int)one],
+                _ => null,
+            },
             RankPattern = root["rank_pattern"] is JsonObject rp ? rp.ToDictionary(kv => kv.Key, kv => (int)kv.Value!) : new Dictionary<string, int>(),
             AlphaPattern = root["alpha_pattern"] is JsonObject ap ? ap.ToDictionary(kv => kv.Key, kv => (float)kv.Value!) : new Dictionary<string, float>(),
             BaseModelNameOrPath = (string?)root["base_model_name_or_path"],

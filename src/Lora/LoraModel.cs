@@ -24,7 +24,14 @@ public sealed class LoraModel
     public IReadOnlyDictionary<string, LoraConfig> Adapters => _configs;
     public IReadOnlyDictionary<string, LoraLinear> Layers => _layers;
 
-    LoraModel(Module model) => Base = model;
+    LoraModel(Module model)
+    {
+        Base = model;
+        // Wrappers already in the model (from another LoraModel view) are adopted, so adding to them reuses
+        // the wrapper instead of trying to wrap it again, and switching adapters reaches every wrapper.
+        foreach (var (name, module) in model.NamedModules())
+            if (module is LoraLinear existing) _layers[name] = existing;
+    }
 
     /// <summary>A LoRA view of a model with no adapters yet (add or load them next).</summary>
     public static LoraModel For(Module model) => new(model);
@@ -59,6 +66,8 @@ public sealed class LoraModel
             layer.AddAdapter(name, config.RankFor(path), config.ScalingFor(path), config.Dropout, config.Init, seeds.Next());
         }
         _configs[name] = config;
+        // A new adapter is not active: keep only the active one (and what its config trains) trainable.
+        if (ActiveAdapter != null) ApplyTrainability(_configs[ActiveAdapter], ActiveAdapter);
     }
 
     /// <summary>Makes <paramref name="name"/> the adapter in use and the only thing trainable (plus its bias mode and modules to save).</summary>
@@ -108,7 +117,10 @@ public sealed class LoraModel
 
     public void DeleteAdapter(string name)
     {
-        if (!_configs.Remove(name)) throw new KeyNotFoundException($"No adapter '{name}'.");
+        if (!_configs.ContainsKey(name)) throw new KeyNotFoundException($"No adapter '{name}'.");
+        if (_layers.Values.Any(l => l.MergedAdapter == name))
+            throw new InvalidOperationException($"Adapter '{name}' is merged; unmerge it before deleting.");
+        _configs.Remove(name);
         foreach (var layer in _layers.Values) if (layer.Adapters.ContainsKey(name)) layer.DeleteAdapter(name);
         if (ActiveAdapter == name) ActiveAdapter = null;
     }

@@ -77,6 +77,25 @@ public class AdapterFileTests
     }
 
     [Fact]
+    public void ReadsPeftConfigVariants()
+    {
+        var dir = Directory.CreateTempSubdirectory().FullName;
+        // As PEFT writes them: integer alpha, a regex for target_modules, a single layer index.
+        File.WriteAllText(Path.Combine(dir, AdapterFiles.ConfigFile),
+            """{"peft_type":"LORA","r":4,"lora_alpha":16,"target_modules":".*\\.(q|v)_proj","layers_to_transform":1,"bias":"all","use_rslora":true}""");
+        var c = AdapterFiles.ReadConfig(dir);
+        Assert.Equal([1], c.LayersToTransform!);
+        Assert.Equal(".*\\.(q|v)_proj", c.TargetRegex);
+        Assert.Equal(16f, c.Alpha);
+        Assert.Equal(LoraBias.All, c.Bias);
+        Assert.Equal(8f, c.ScalingFor("encoder.layers.1.self_attn.q_proj"));
+        Assert.True(c.Targets("decoder.layers.1.cross_attn.v_proj"));
+        Assert.False(c.Targets("decoder.layers.0.cross_attn.v_proj"));
+        File.WriteAllText(Path.Combine(dir, AdapterFiles.ConfigFile), """{"peft_type":"PREFIX_TUNING","r":4}""");
+        Assert.Throws<InvalidDataException>(() => AdapterFiles.ReadConfig(dir));
+    }
+
+    [Fact]
     public void LoadingOntoOtherDimsFailsNamingTheMismatch()
     {
         var (dir, _, _) = SaveAdapter(new LoraConfig { R = 4 });

@@ -62,6 +62,9 @@ public class LoraTests
     {
         // The fused node itself: x, W, b, A, B all checked (B nonzero, scaling 2).
         GradCheck.Check("cpu", v => LoraLinear.LowRankLinear(v[0], null, v[1], v[2], v[3], v[4], 2f), [[2, 3, 6], [5, 6], [5], [4, 6], [5, 4]]);
+        // With a separate dropout input h (its gradient flows through A), and without a bias on 2-D input.
+        GradCheck.Check("cpu", v => LoraLinear.LowRankLinear(v[0], v[5], v[1], v[2], v[3], v[4], 2f), [[2, 3, 6], [5, 6], [5], [4, 6], [5, 4], [2, 3, 6]]);
+        GradCheck.Check("cpu", v => LoraLinear.LowRankLinear(v[0], null, v[1], null, v[2], v[3], 0.5f), [[7, 6], [5, 6], [4, 6], [5, 4]]);
         // And through an injected module: A's and B's Parameter.Grad against perturbed data.
         using var m = new OneLinear(6, 5, Device.Cpu);
         var lora = LoraModel.Inject(m, new LoraConfig { R = 4, Alpha = 8, TargetModules = ["q_proj"] });
@@ -192,6 +195,69 @@ public class LoraTests
     }
 
     [Fact]
+    public void AddingAnAdapterKeepsOnlyTheActiveOneTrainable()
+    {
+        using var model = new Seq2SeqTransformer(Config, Device.Cpu);
+        var lora = LoraModel.Inject(model, new LoraConfig(), "first");
+        long first = lora.Report().Trainable;
+        lora.AddAdapter("second", new LoraConfig { R = 4, TargetModules = ["q_proj", "o_proj"] }, seed: 2);
+        Assert.Equal(first, lora.Report().Trainable);
+        Assert.All(lora.AdapterWeights("second"), a => Assert.False(a.Adapter.A.Trainable || a.Adapter.B.Trainable, a.Path));
+        Assert.All(lora.Layers.Values, l => Assert.False(l.BaseLayer.Weight.Trainable));
+
+        // A second LoRA view of the same (already wrapped) model adopts the wrappers instead of wrapping them again.
+        var view = LoraModel.For(model);
+        Assert.Equal(lora.Layers.Count, view.Layers.Count);
+        view.AddAdapter("third", new LoraConfig { R = 2 }, seed: 3);
+        view.SetActiveAdapter("third");
+        Assert.Equal(view.AdapterWeights("third").Sum(a => a.Adapter.Count), view.Report().Trainable);
+        Assert.All(model.NamedModules().Where(m => m.Module is LoraLinear), m => Assert.IsType<Linear>(((LoraLinear)m.Module).BaseLayer));
+    }
+
+    [Fact]
+    public void DeletingAMergedAdapterIsRefusedAndChangesNothing()
+    {
+        using var model = new Seq2SeqTransformer(Config, Device.Cpu);
+        var lora = LoraModel.Inject(model, new LoraConfig());
+        RandomizeB(lora, "default");
+        var b = Data();
+        var adapted = TinyModels.Logits(model, b);
+        lora.Merge();
+        Assert.Throws<InvalidOperationException>(() => lora.DeleteAdapter("default"));
+        Assert.True(lora.Adapters.ContainsKey("default"));
+        Assert.All(lora.Layers.Values, l => Assert.True(l.Adapters.ContainsKey("default")));
+        lora.Unmerge();
+        AssertRelative(adapted, TinyModels.Logits(model, b), 1e-5, "after the refused delete");
+        lora.DeleteAdapter("default");
+        Assert.Empty(lora.Adapters);
+    }
+
+    [Fact]
+    public void AdaptedModelDecodesTheSameWithAndWithoutCacheAndMerged()
+    {
+        using var model = new Seq2SeqTransformer(Config with { Dropout = 0 }, Device.Cpu);
+        // Dropout on the adapter path: off in eval, so decoding must still be deterministic and cache-consistent.
+        var lora = LoraModel.Inject(model, new LoraConfig { R = 4, Dropout = 0.3f, TargetModules = ["q_proj", "k_proj", "v_proj", "o_proj"] });
+        Train(model, 20, 7, out var opt);
+        opt.Dispose();
+        var seqs = TinyModels.RandomSequences(new Random(5), 5, minLength: 2, maxLength: 7);
+        var b = TinyModels.MakeBatch(seqs, seqs);
+        List<int[]> Decode(bool cache, int beam = 1) =>
+            SequenceDecoder.Generate(model, b.SourceIds, b.BatchSize, b.SourceLength, new DecodeOptions(MaxLength: 9, BeamSize: beam, UseCache: cache));
+        var cached = Decode(true);
+        Assert.Equal(cached, Decode(false));
+        Assert.Equal(Decode(true, 3), Decode(false, 3));
+        Assert.True(cached.Any(o => o.Length > 0), "decodes nothing: vacuous comparison");
+        model.Eval();
+        var eval1 = TinyModels.Logits(model, b);
+        AssertBitwise(eval1, TinyModels.Logits(model, b), "eval mode ignores LoRA dropout");
+        lora.Merge();
+        AssertRelative(eval1, TinyModels.Logits(model, b), 1e-5, "merged, eval");
+        Assert.Equal(cached, Decode(true));
+        model.Train();
+    }
+
+    [Fact]
     public void SimulatorIdentityAndMergeEquivalence()
     {
         var device = Device.Get("ilgpu-cpu");
@@ -213,5 +279,24 @@ public class LoraTests
         AssertRelative(adapted, Run(), 1e-5, "ilgpu-cpu merged");
         lora.Unmerge();
         AssertRelative(adapted, Run(), 1e-5, "ilgpu-cpu unmerged");
+    }
+
+    [Fact]
+    public void SimulatorWholeModelAndAdapterGradients()
+    {
+        var device = Device.Get("ilgpu-cpu");
+        // The fused node's backward on the simulator's kernels (tiny: every element is two forwards).
+        GradCheck.Check("ilgpu-cpu", v => LoraLinear.LowRankLinear(v[0], null, v[1], v[2], v[3], v[4], 2f), [[2, 3], [2, 3], [2], [1, 3], [2, 1]]);
+        // The whole (tiny) model on the simulator, four forwards (each takes seconds there): B = 0 bitwise, merge equivalence.
+        using var model = new Seq2SeqTransformer(Config with { VocabSize = 12, DModel = 8, Heads = 2, DFF = 16 }, device);
+        var b = TinyModels.MakeBatch([[4, 5, 6], [7, 8]], [[4, 5], [9]]);
+        var baseOut = TinyModels.Logits(model, b);
+        var lora = LoraModel.Inject(model, new LoraConfig { R = 2, Alpha = 4, TargetModules = ["q_proj", "v_proj", "fc1"] });
+        AssertBitwise(baseOut, TinyModels.Logits(model, b), "ilgpu-cpu model, B = 0");
+        RandomizeB(lora, "default");
+        var adapted = TinyModels.Logits(model, b);
+        Assert.NotEqual(baseOut, adapted);
+        lora.MergeAndUnload();
+        AssertRelative(adapted, TinyModels.Logits(model, b), 1e-5, "ilgpu-cpu model merged and unloaded");
     }
 }

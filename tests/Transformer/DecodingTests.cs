@@ -24,11 +24,15 @@ public class DecodingTests
     }
 
     [Theory]
-    [InlineData(1)]
-    [InlineData(3)]
-    public void CachedAndUncachedDecodingGiveIdenticalTokens(int beam)
+    [InlineData(1, false)]
+    [InlineData(3, false)]
+    [InlineData(1, true)]
+    [InlineData(3, true)]
+    public void CachedAndUncachedDecodingGiveIdenticalTokens(int beam, bool postNormLearnedGelu)
     {
-        using var model = TrainedALittle();
+        var config = TinyModels.Config with { EncoderLayers = 2, DecoderLayers = 2 };
+        if (postNormLearnedGelu) config = config with { PreNorm = false, LearnedPositions = true, Activation = "gelu" };
+        using var model = TrainedALittle(config);
         var b = Sources();
         var cached = SequenceDecoder.Generate(model, b.SourceIds, b.BatchSize, b.SourceLength, new DecodeOptions(MaxLength: 10, BeamSize: beam, UseCache: true));
         var full = SequenceDecoder.Generate(model, b.SourceIds, b.BatchSize, b.SourceLength, new DecodeOptions(MaxLength: 10, BeamSize: beam, UseCache: false));
@@ -106,6 +110,20 @@ public class DecodingTests
         Assert.Contains("encoder.layers.1", e.Message);
         using var untied = new Seq2SeqTransformer(TinyModels.Config with { TieEmbeddings = false }, Device.Cpu);
         e = Assert.Throws<InvalidDataException>(() => Checkpoint.LoadWeights(untied, file));
+        Assert.Contains("lm_head.weight", e.Message);
+        // The other way round: tensors the model has no place for (a deeper or untied file) are refused too,
+        // and the model is left as it was.
+        var deepFile = Path.Combine(Path.GetDirectoryName(file)!, "deep.safetensors");
+        using (var model = new Seq2SeqTransformer(TinyModels.Config with { EncoderLayers = 2, Seed = 5 }, Device.Cpu)) Checkpoint.SaveWeights(model, deepFile);
+        using var shallow = new Seq2SeqTransformer(TinyModels.Config, Device.Cpu);
+        var before = shallow.Parameters().SelectMany(p => p.Data.ToArray()).ToArray();
+        e = Assert.Throws<InvalidDataException>(() => Checkpoint.LoadWeights(shallow, deepFile));
+        Assert.Contains("encoder.layers.1", e.Message);
+        Assert.Equal(before, shallow.Parameters().SelectMany(p => p.Data.ToArray()).ToArray());
+        Checkpoint.LoadWeights(shallow, deepFile, allowMissing: true);   // the lenient mode still loads what fits
+        var untiedFile = Path.Combine(Path.GetDirectoryName(file)!, "untied.safetensors");
+        Checkpoint.SaveWeights(untied, untiedFile);
+        e = Assert.Throws<InvalidDataException>(() => Checkpoint.LoadWeights(shallow, untiedFile));
         Assert.Contains("lm_head.weight", e.Message);
     }
 }

@@ -213,5 +213,8 @@ public class ModelTests
         var decoded = SequenceDecoder.Generate(model, batch.SourceIds, batch.BatchSize, batch.SourceLength, new DecodeOptions(MaxLength: 12));
         int exact = test.Zip(decoded).Count(p => p.First.SequenceEqual(p.Second));
         Assert.True(exact >= 198, $"copy task: {exact}/200 exact after {steps} steps (last loss {last})");
+        var beam = SequenceDecoder.Generate(model, batch.SourceIds, batch.BatchSize, batch.SourceLength, new DecodeOptions(MaxLength: 12, BeamSize: 3));
+        int beamExact = test.Zip(beam).Count(p => p.First.SequenceEqual(p.Second));
+        Assert.True(beamExact >= 198, $"copy task, beam 3: {beamExact}/200 exact");
     }
 }

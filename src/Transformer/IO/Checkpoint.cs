@@ -23,7 +23,9 @@ public static class Checkpoint
     {
         var file = Safetensors.Read(path);
         var entries = file.Entries.ToDictionary(e => e.Name);
-        foreach (var (name, p) in model.NamedParameters())
+        var parameters = model.NamedParameters().ToList();
+        // Check everything before copying anything, so a file that does not fit leaves the model as it was.
+        foreach (var (name, p) in parameters)
         {
             if (!entries.TryGetValue(name, out var e))
             {
@@ -32,8 +34,17 @@ public static class Checkpoint
             }
             if (!e.Shape.SequenceEqual(p.Data.ShapeArray()))
                 throw new InvalidDataException($"{path}: tensor '{name}' has shape {ShapeMath.Format(e.Shape)}, the model needs {p.Data.ShapeString}.");
-            p.Data.CopyFrom(file.ReadFloats(name));
         }
+        // Strict, like torch's load_state_dict: a tensor the model has no place for means the file is for another model.
+        if (!allowMissing)
+        {
+            var names = parameters.Select(p => p.Name).ToHashSet();
+            var unexpected = entries.Keys.FirstOrDefault(k => !names.Contains(k));
+            if (unexpected != null)
+                throw new InvalidDataException($"{path}: tensor '{unexpected}' {ShapeMath.Format(entries[unexpected].Shape)} has no place in the model; the file is for a different configuration.");
+        }
+        foreach (var (name, p) in parameters)
+            if (entries.ContainsKey(name)) p.Data.CopyFrom(file.ReadFloats(name));
     }
 
     public static void Save(string directory, Seq2SeqTransformer model, SubwordTokenizer tokenizer, Optimizer? optimizer = null, TrainerState? state = null)
