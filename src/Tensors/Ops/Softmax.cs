@@ -170,20 +170,26 @@ public static partial class Ops
         TensorPrimitives.Multiply(y, 1f / sum, y);
     }
 
-    /// <summary>dx = y ⊙ (dy − rowsum(dy ⊙ y)), y the softmax output; all [..., S].</summary>
-    public static Tensor SoftmaxBackward(Tensor y, Tensor dy)
+    /// <summary>The checks and row geometry both backward passes share; returns the (unfilled) dx.</summary>
+    static Tensor RowBackwardOutput(string op, Tensor y, Tensor dy, out IlgpuDevice? gpu, out int s, out long rows)
     {
-        const string op = "SoftmaxBackward";
         var device = SameDevice(op, y, dy);
         SameShape(op, y, dy);
         if (y.Rank < 1) throw new ArgumentException($"{op}: y must have at least one axis, got shape {y.ShapeString}.");
-        int s = y.Dim(-1);
-        var dx = Tensor.Empty(y.Shape, device);
-        long rows = s == 0 ? 0 : y.Length / s;
+        s = y.Dim(-1);
+        rows = s == 0 ? 0 : y.Length / s;
+        gpu = device as IlgpuDevice;
+        if (gpu != null) GpuLength(y, op);
+        return Tensor.Empty(y.Shape, device);
+    }
+
+    /// <summary>dx = y ⊙ (dy − rowsum(dy ⊙ y)), y the softmax output; all [..., S].</summary>
+    public static Tensor SoftmaxBackward(Tensor y, Tensor dy)
+    {
+        var dx = RowBackwardOutput("SoftmaxBackward", y, dy, out var gpu, out int s, out long rows);
         if (rows == 0) return dx;
-        if (device is IlgpuDevice gpu)
+        if (gpu != null)
         {
-            GpuLength(y, op);
             SoftmaxKernels.Backward.On(gpu)(RowReduce.PerRow(gpu, (int)rows, s), y.View, dy.View, dx.View, s);
             return dx;
         }
@@ -237,17 +243,10 @@ public static partial class Ops
     /// <summary>dx = dy − exp(y) · rowsum(dy), y the log-softmax output.</summary>
     public static Tensor LogSoftmaxBackward(Tensor y, Tensor dy)
     {
-        const string op = "LogSoftmaxBackward";
-        var device = SameDevice(op, y, dy);
-        SameShape(op, y, dy);
-        if (y.Rank < 1) throw new ArgumentException($"{op}: y must have at least one axis, got shape {y.ShapeString}.");
-        int s = y.Dim(-1);
-        var dx = Tensor.Empty(y.Shape, device);
-        long rows = s == 0 ? 0 : y.Length / s;
+        var dx = RowBackwardOutput("LogSoftmaxBackward", y, dy, out var gpu, out int s, out long rows);
         if (rows == 0) return dx;
-        if (device is IlgpuDevice gpu)
+        if (gpu != null)
         {
-            GpuLength(y, op);
             SoftmaxKernels.LogBackward.On(gpu)(RowReduce.PerRow(gpu, (int)rows, s), y.View, dy.View, dx.View, s);
             return dx;
         }
