@@ -69,31 +69,8 @@ public class MatmulBench
 
     sealed class GflopsConfig : ManualConfig
     {
-        public GflopsConfig() => AddColumn(new GflopsColumn());
-    }
-
-    /// <summary>2·M·N·K floating-point operations divided by the mean time.</summary>
-    sealed class GflopsColumn : IColumn
-    {
-        public string Id => "GFLOPS";
-        public string ColumnName => "GFLOP/s";
-        public bool AlwaysShow => true;
-        public ColumnCategory Category => ColumnCategory.Custom;
-        public int PriorityInCategory => 0;
-        public bool IsNumeric => true;
-        public UnitType UnitType => UnitType.Dimensionless;
-        public string Legend => "2·M·N·K / mean time, in 10^9 floating-point operations per second";
-        public bool IsAvailable(Summary summary) => true;
-        public bool IsDefault(Summary summary, BenchmarkCase benchmarkCase) => false;
-        public string GetValue(Summary summary, BenchmarkCase benchmarkCase) => GetValue(summary, benchmarkCase, SummaryStyle.Default);
-
-        public string GetValue(Summary summary, BenchmarkCase benchmarkCase, SummaryStyle style)
-        {
-            var stats = summary[benchmarkCase]?.ResultStatistics;
-            if (stats == null) return "-";
-            var (m, k, n) = Parse((string)benchmarkCase.Parameters["Shape"]);
-            return (2.0 * m * n * k / stats.Mean).ToString("F1"); // Mean is in ns: flop/ns = GFLOP/s
-        }
+        public GflopsConfig() => AddColumn(new RateColumn("GFLOPS", "GFLOP/s", "2·M·N·K / mean time, in 10^9 floating-point operations per second",
+            c => { var (m, k, n) = Parse((string)c.Parameters["Shape"]); return 2.0 * m * n * k; }));
     }
 }
 

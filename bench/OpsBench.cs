@@ -190,36 +190,16 @@ public class OpsBench
 
     sealed class GBpsConfig : ManualConfig
     {
-        public GBpsConfig() => AddColumn(new GBpsColumn());
-    }
+        public GBpsConfig() => AddColumn(new RateColumn("GBps", "GB/s", "minimum bytes read + written / mean time, in 10^9 bytes per second", BytesOf));
 
-    sealed class GBpsColumn : IColumn
-    {
-        readonly Dictionary<string, double> _bytes = new();
-        public string Id => "GBps";
-        public string ColumnName => "GB/s";
-        public bool AlwaysShow => true;
-        public ColumnCategory Category => ColumnCategory.Custom;
-        public int PriorityInCategory => 0;
-        public bool IsNumeric => true;
-        public UnitType UnitType => UnitType.Dimensionless;
-        public string Legend => "minimum bytes read + written / mean time, in 10^9 bytes per second";
-        public bool IsAvailable(Summary summary) => true;
-        public bool IsDefault(Summary summary, BenchmarkCase benchmarkCase) => false;
-        public string GetValue(Summary summary, BenchmarkCase benchmarkCase) => GetValue(summary, benchmarkCase, SummaryStyle.Default);
-
-        public string GetValue(Summary summary, BenchmarkCase benchmarkCase, SummaryStyle style)
+        // Bytes depend only on the shape; a cpu case computes them (small validation cost, once per op).
+        static readonly Dictionary<string, double> Bytes = new();
+        static double BytesOf(BenchmarkDotNet.Running.BenchmarkCase c)
         {
-            var stats = summary[benchmarkCase]?.ResultStatistics;
-            if (stats == null) return "-";
-            var op = (string)benchmarkCase.Parameters["Op"];
-            if (!_bytes.TryGetValue(op, out var bytes))
-            {
-                // Bytes depend only on the shape; a cpu case computes them (small validation cost, once per op).
-                using var c = new OpCase(op, Nanolora.Tensors.Device.Get("cpu"));
-                _bytes[op] = bytes = c.Bytes;
-            }
-            return (bytes / stats.Mean).ToString("F1"); // Mean is in ns: bytes/ns = GB/s
+            var op = (string)c.Parameters["Op"];
+            if (Bytes.TryGetValue(op, out var bytes)) return bytes;
+            using var opCase = new OpCase(op, Nanolora.Tensors.Device.Get("cpu"));
+            return Bytes[op] = opCase.Bytes;
         }
     }
 }
