@@ -109,9 +109,18 @@ public sealed class Tensor : IDisposable
         if (_storage.Host != null) Array.Copy(_storage.Host, result, Length);
         else if (Length > 0)
         {
-            // Finish queued kernels first: on ILGPU's CPU simulator a copy does not wait for them.
+            // The host array is pinned for the whole copy, and the copy is waited for before the pin ends: a
+            // ref into an unpinned managed array may move under a copy the accelerator finishes later (seen on
+            // ILGPU's CPU simulator as rare all-zero results). Queued kernels finish first.
             Device.Synchronize();
-            View.CopyToCPU(ref result[0], Length);
+            unsafe
+            {
+                fixed (float* p = result)
+                {
+                    View.CopyToCPU(ref *p, Length);
+                    Device.Synchronize();
+                }
+            }
         }
         return result;
     }
@@ -131,7 +140,14 @@ public sealed class Tensor : IDisposable
         else if (Length > 0)
         {
             Device.Synchronize();
-            View.CopyFromCPU(ref System.Runtime.InteropServices.MemoryMarshal.GetReference(data), Length);
+            unsafe
+            {
+                fixed (float* p = data)
+                {
+                    View.CopyFromCPU(ref *p, Length);
+                    Device.Synchronize();
+                }
+            }
         }
     }
 

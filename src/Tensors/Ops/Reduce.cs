@@ -232,7 +232,9 @@ public static partial class Ops
             // A transient int buffer outside the float pool: the result leaves the device at once.
             using var buffer = gpu.Accelerator.Allocate1D<int>(rows);
             ArgMaxKernel.On(gpu)(new KernelConfig(rows, ReduceGroupSize(gpu, n)), x.View, buffer.View, n);
+            gpu.Synchronize();
             buffer.View.CopyToCPU(result);
+            gpu.Synchronize();
             return result;
         }
         var xs = x.HostArray;

@@ -81,7 +81,16 @@ internal sealed class DeviceInts : IDisposable
     {
         _gpu = gpu;
         _buffer = gpu.Accelerator.Allocate1D<int>(Math.Max(1, data.Length));
-        if (data.Length > 0) _buffer.View.SubView(0, data.Length).CopyFromCPU(ref MemoryMarshal.GetReference(data), data.Length);
+        if (data.Length == 0) return;
+        // Pinned until the copy has finished (see Tensor.CopyFrom).
+        unsafe
+        {
+            fixed (int* p = data)
+            {
+                _buffer.View.SubView(0, data.Length).CopyFromCPU(ref *p, data.Length);
+                gpu.Accelerator.Synchronize();
+            }
+        }
     }
 
     public ArrayView<int> View => _buffer.View;
