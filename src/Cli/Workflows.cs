@@ -20,6 +20,13 @@ public sealed record FineTuneOptions
     public IReadOnlyList<string> Targets { get; init; } = ["q_proj", "k_proj", "v_proj", "o_proj"];
     public ulong Seed { get; init; } = 1;
     public int? TrainExamples { get; init; }
+    /// <summary>Warm-up steps (default: a tenth of the run).</summary>
+    public int? WarmupSteps { get; init; }
+    /// <summary>Full fine-tuning only: write a resumable checkpoint (weights, optimizer, data position) here.</summary>
+    public string? CheckpointDirectory { get; init; }
+    public int CheckpointEvery { get; init; }
+    /// <summary>Continue the run saved in <see cref="CheckpointDirectory"/> (same schedule and data order).</summary>
+    public bool Resume { get; init; }
 }
 
 /// <summary>The steps the commands and the experiment share: pretraining, fine-tuning (full or LoRA), evaluation.</summary>
@@ -86,7 +93,14 @@ public static class Workflows
         var loader = new BatchLoader(train, tokenizer, maxSource, maxTarget, o.BatchSize, o.Seed);
         var validation = new BatchLoader(data.Validation, tokenizer, maxSource, maxTarget, o.BatchSize, o.Seed);
         float lr = o.Method == "full" ? o.FullLearningRate ?? o.LearningRate * 0.3f : o.LearningRate;
-        var options = new TrainOptions { Steps = o.Steps, LearningRate = lr, WarmupSteps = Math.Max(1, o.Steps / 10), ValidateEvery = Math.Max(1, o.Steps / 4), ValidationBatches = 4 };
+        if (o.CheckpointDirectory != null && o.Method != "full")
+            throw new ArgumentException("Resumable checkpoints are written for full training only; a LoRA run saves its adapter at the end.");
+        var options = new TrainOptions
+        {
+            Steps = o.Steps, LearningRate = lr, WarmupSteps = o.WarmupSteps ?? Math.Max(1, o.Steps / 10),
+            ValidateEvery = Math.Max(1, o.CheckpointEvery > 0 ? o.CheckpointEvery : o.Steps / 4), ValidationBatches = 4,
+            CheckpointDirectory = o.CheckpointDirectory, CheckpointEvery = o.CheckpointEvery, Resume = o.Resume,
+        };
         string title = o.Method == "full" ? $"full fine-tuning ({data.Name})" : $"LoRA r={o.Rank} ({data.Name}, adapter '{adapterName}')";
         var result = ConsoleProgress.Train(title, o.Steps, p => new Trainer(model, tokenizer).Train(trainable, loader, validation, options, p));
         return (result, lora);

@@ -35,36 +35,63 @@ public static class TrainCommands
     public static Command FineTune(Option<string?> device)
     {
         var method = new Option<string>("--method") { Description = "full or lora", DefaultValueFactory = _ => "lora" };
-        var baseDir = new Option<string>("--base") { Description = "base checkpoint directory", DefaultValueFactory = _ => "models/base-tiny" };
+        var baseDir = new Option<string>("--base") { Description = "base checkpoint directory (with --from-scratch: only its tokenizer is used)", DefaultValueFactory = _ => "models/base-tiny" };
+        var fromScratch = new Option<bool>("--from-scratch") { Description = "full training of a freshly initialized --preset model instead of the base's weights" };
+        var preset = new Option<string>("--preset") { Description = "with --from-scratch: tiny, small or transformer-base", DefaultValueFactory = _ => "tiny" };
         var task = new Option<string>("--task") { Description = "debian or wordnet", DefaultValueFactory = _ => "debian" };
         var steps = new Option<int>("--steps") { DefaultValueFactory = _ => 600 };
         var batch = new Option<int>("--batch-size") { DefaultValueFactory = _ => 32 };
         var lr = new Option<float>("--lr") { DefaultValueFactory = _ => 1e-3f };
+        var warmup = new Option<int?>("--warmup") { Description = "warm-up steps (default: a tenth of --steps)" };
         var rank = new Option<int>("--rank") { DefaultValueFactory = _ => 8 };
         var alpha = new Option<float?>("--alpha") { Description = "LoRA alpha (default 2·rank)" };
         var targets = new Option<string>("--targets") { DefaultValueFactory = _ => "q_proj,k_proj,v_proj,o_proj" };
+        var seed = new Option<ulong>("--seed") { DefaultValueFactory = _ => 1UL };
+        var checkpointEvery = new Option<int>("--checkpoint-every") { Description = "full only: save a resumable checkpoint to --out every N steps (and validate)", DefaultValueFactory = _ => 0 };
+        var resume = new Option<bool>("--resume") { Description = "full only: continue the run checkpointed in --out (same schedule and data order)" };
         var output = new Option<string>("--out") { Description = "where to write the adapter (lora) or checkpoint (full)", Required = true };
-        var cmd = new Command("finetune", "Fine-tune a base checkpoint on a task: all weights (full) or LoRA adapters only.")
-            { method, baseDir, task, steps, batch, lr, rank, alpha, targets, output };
+        var cmd = new Command("finetune", "Fine-tune a base checkpoint on a task: all weights (full) or LoRA adapters only; or train a fresh model on it (--from-scratch).")
+            { method, baseDir, fromScratch, preset, task, steps, batch, lr, warmup, rank, alpha, targets, seed, checkpointEvery, resume, output };
         cmd.SetAction(r => Program.Guard(() =>
         {
             var dev = Workflows.ResolveDevice(r.GetValue(device));
-            var (model, tokenizer) = Checkpoint.Load(r.GetValue(baseDir)!, dev);
+            var outDir = r.GetValue(output)!;
+            bool isResume = r.GetValue(resume), scratch = r.GetValue(fromScratch);
+            if ((isResume || scratch || r.GetValue(checkpointEvery) > 0) && r.GetValue(method) != "full")
+                throw new ArgumentException("--from-scratch, --resume and --checkpoint-every need --method full.");
+            var (model, tokenizer) = LoadStartingPoint(r.GetValue(baseDir)!, outDir, isResume, scratch ? r.GetValue(preset) : null, r.GetValue(seed), dev);
             using var _ = model;
             var data = TaskData.Load(r.GetValue(task)!);
+            bool checkpointing = r.GetValue(checkpointEvery) > 0 || isResume;
             var o = new FineTuneOptions
             {
                 Task = data.Name, Method = r.GetValue(method)!, Steps = r.GetValue(steps), BatchSize = r.GetValue(batch),
-                LearningRate = r.GetValue(lr), FullLearningRate = r.GetValue(lr), Rank = r.GetValue(rank), Alpha = r.GetValue(alpha),
+                LearningRate = r.GetValue(lr), FullLearningRate = r.GetValue(lr), WarmupSteps = r.GetValue(warmup), Rank = r.GetValue(rank),
+                Alpha = r.GetValue(alpha), Seed = r.GetValue(seed),
                 Targets = r.GetValue(targets)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries),
+                CheckpointDirectory = checkpointing ? outDir : null, CheckpointEvery = r.GetValue(checkpointEvery), Resume = isResume,
             };
             var (result, lora) = Workflows.FineTune(model, tokenizer, data, o, r.GetValue(baseDir)!);
-            var outDir = r.GetValue(output)!;
             if (lora != null) AdapterFiles.Save(lora, "default", outDir);
-            else Checkpoint.Save(outDir, model, tokenizer);
+            else if (!checkpointing) Checkpoint.Save(outDir, model, tokenizer); // a checkpointing run already saved its last step
             AnsiConsole.MarkupLine($"trained {result.TrainableParameters:N0} parameters, final loss {result.Losses[^1]:F3}, {result.MeanStepMilliseconds:F0} ms/step, optimizer state {result.OptimizerStateBytes:N0} B → {Markup.Escape(outDir)}");
             return 0;
         }));
         return cmd;
+    }
+
+    /// <summary>The model a fine-tuning run starts from: the run being resumed, a fresh preset model (keeping the base's tokenizer), or the base.</summary>
+    static (Seq2SeqTransformer, SubwordTokenizer) LoadStartingPoint(string baseDir, string outDir, bool resume, string? scratchPreset, ulong seed, Nanolora.Tensors.Device device)
+    {
+        if (resume)
+        {
+            if (!File.Exists(Path.Combine(outDir, Checkpoint.StateFile)))
+                throw new FileNotFoundException($"--resume: '{outDir}' holds no {Checkpoint.StateFile}; start the run with --checkpoint-every first.");
+            return Checkpoint.Load(outDir, device);
+        }
+        if (scratchPreset == null) return Checkpoint.Load(baseDir, device);
+        var tokenizer = SubwordTokenizer.Load(Path.Combine(baseDir, Checkpoint.TokenizerFile));
+        var config = TransformerConfig.Preset(scratchPreset, tokenizer.VocabSize) with { Seed = seed };
+        return (new Seq2SeqTransformer(config, device), tokenizer);
     }
 }
