@@ -74,4 +74,39 @@ public class CliTests
         Assert.Contains("4,096 parameters", output); // tiny: one 128×32 per-head projection
         Assert.Contains("trainable params:", output);
     }
+
+    static string ShippedBase() =>
+        Path.Combine(Path.GetDirectoryName(Path.GetDirectoryName(DataPaths.Find("debian-descriptions.jsonl.gz")))!, "models", "base-tiny");
+
+    [Fact]
+    public void FineTuneFromScratchCheckpointsAndResumesTheSameRun()
+    {
+        var dir = Directory.CreateTempSubdirectory().FullName;
+        string[] common = ["finetune", "--method", "full", "--from-scratch", "--base", ShippedBase(), "--batch-size", "2",
+            "--train-examples", "16", "--device", "cpu", "--out", dir];
+        var (code, _, err) = Run([.. common, "--steps", "2", "--checkpoint-every", "1"]);
+        Assert.True(code == 0, err);
+        var first = JsonSerializer.Deserialize<TrainerState>(File.ReadAllText(Path.Combine(dir, Checkpoint.StateFile)))!;
+        Assert.Equal(2, first.Step);
+        Assert.True(File.Exists(Path.Combine(dir, Checkpoint.OptimizerFile)));
+
+        (code, _, err) = Run([.. common, "--steps", "3", "--resume"]);
+        Assert.True(code == 0, err);
+        var resumed = JsonSerializer.Deserialize<TrainerState>(File.ReadAllText(Path.Combine(dir, Checkpoint.StateFile)))!;
+        Assert.Equal(3, resumed.Step);
+        Assert.Equal(first.Losses, resumed.Losses.Take(2)); // the resumed run kept the history and added one step
+        Assert.Equal(3, resumed.Losses.Count);
+    }
+
+    [Fact]
+    public void FineTuneRefusesResumeWithoutACheckpointAndScratchLora()
+    {
+        var dir = Directory.CreateTempSubdirectory().FullName;
+        var (code, _, err) = Run("finetune", "--method", "full", "--resume", "--base", ShippedBase(), "--out", dir, "--device", "cpu");
+        Assert.Equal(1, code);
+        Assert.Contains(Checkpoint.StateFile, err);
+        (code, _, err) = Run("finetune", "--method", "lora", "--from-scratch", "--base", ShippedBase(), "--out", dir, "--device", "cpu");
+        Assert.Equal(1, code);
+        Assert.Contains("--method full", err);
+    }
 }

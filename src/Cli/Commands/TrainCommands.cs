@@ -49,9 +49,10 @@ public static class TrainCommands
         var seed = new Option<ulong>("--seed") { DefaultValueFactory = _ => 1UL };
         var checkpointEvery = new Option<int>("--checkpoint-every") { Description = "full only: save a resumable checkpoint to --out every N steps (and validate)", DefaultValueFactory = _ => 0 };
         var resume = new Option<bool>("--resume") { Description = "full only: continue the run checkpointed in --out (same schedule and data order)" };
+        var trainExamples = new Option<int?>("--train-examples") { Description = "train on only the first N training examples (quick trials)" };
         var output = new Option<string>("--out") { Description = "where to write the adapter (lora) or checkpoint (full)", Required = true };
         var cmd = new Command("finetune", "Fine-tune a base checkpoint on a task: all weights (full) or LoRA adapters only; or train a fresh model on it (--from-scratch).")
-            { method, baseDir, fromScratch, preset, task, steps, batch, lr, warmup, rank, alpha, targets, seed, checkpointEvery, resume, output };
+            { method, baseDir, fromScratch, preset, task, steps, batch, lr, warmup, rank, alpha, targets, seed, checkpointEvery, resume, trainExamples, output };
         cmd.SetAction(r => Program.Guard(() =>
         {
             var dev = Workflows.ResolveDevice(r.GetValue(device));
@@ -67,7 +68,7 @@ public static class TrainCommands
             {
                 Task = data.Name, Method = r.GetValue(method)!, Steps = r.GetValue(steps), BatchSize = r.GetValue(batch),
                 LearningRate = r.GetValue(lr), FullLearningRate = r.GetValue(lr), WarmupSteps = r.GetValue(warmup), Rank = r.GetValue(rank),
-                Alpha = r.GetValue(alpha), Seed = r.GetValue(seed),
+                Alpha = r.GetValue(alpha), Seed = r.GetValue(seed), TrainExamples = r.GetValue(trainExamples),
                 Targets = r.GetValue(targets)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries),
                 CheckpointDirectory = checkpointing ? outDir : null, CheckpointEvery = r.GetValue(checkpointEvery), Resume = isResume,
             };
