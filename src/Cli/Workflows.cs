@@ -119,5 +119,6 @@ public static class Workflows
         return Device.Default;
     }
 
-    public static DecodeOptions DecodeFor(string task, int beam = 1) => new(MaxLength: Lengths.For(task).Target, BeamSize: beam);
+    public static DecodeOptions DecodeFor(string task, int beam = 1, int noRepeatNgram = 0) =>
+        new(MaxLength: Lengths.For(task).Target, BeamSize: beam, NoRepeatNgramSize: noRepeatNgram);
 }

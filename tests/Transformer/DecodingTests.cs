@@ -126,4 +126,42 @@ public class DecodingTests
         e = Assert.Throws<InvalidDataException>(() => Checkpoint.LoadWeights(shallow, untiedFile));
         Assert.Contains("lm_head.weight", e.Message);
     }
+
+    [Theory]
+    [InlineData(new[] { 1, 5, 6, 5 }, 2, new[] { 6 })]
+    [InlineData(new[] { 5, 6, 7, 5, 6 }, 3, new[] { 7 })]
+    [InlineData(new[] { 4, 9, 4 }, 1, new[] { 4, 9 })]
+    [InlineData(new[] { 1, 2, 3 }, 2, new int[0])]
+    [InlineData(new[] { 3 }, 3, new int[0])]
+    public void NoRepeatNgramBlocksExactlyTheTokensThatWouldRepeat(int[] prefix, int n, int[] blocked)
+    {
+        var scores = new float[12];
+        SequenceDecoder.BlockRepeatedNgrams(scores, 0, prefix, n);
+        Assert.Equal(blocked.OrderBy(t => t), Enumerable.Range(0, 12).Where(t => float.IsNegativeInfinity(scores[t])));
+    }
+
+    static bool HasRepeatedBigram(int[] output)
+    {
+        var seq = new[] { SubwordTokenizer.Bos }.Concat(output).ToArray();
+        var seen = new HashSet<(int, int)>();
+        for (int i = 0; i + 1 < seq.Length; i++) if (!seen.Add((seq[i], seq[i + 1]))) return true;
+        return false;
+    }
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(3)]
+    public void NoRepeatNgramDecodingNeverRepeatsABigram(int beam)
+    {
+        // An untrained model loops, so some unblocked outputs repeat bigrams.
+        using var model = new Seq2SeqTransformer(TinyModels.Config with { EncoderLayers = 1, DecoderLayers = 1 }, Device.Cpu);
+        var b = Sources();
+        var plain = SequenceDecoder.Generate(model, b.SourceIds, b.BatchSize, b.SourceLength, new DecodeOptions(MaxLength: 16, BeamSize: beam));
+        var blocked = SequenceDecoder.Generate(model, b.SourceIds, b.BatchSize, b.SourceLength, new DecodeOptions(MaxLength: 16, BeamSize: beam, NoRepeatNgramSize: 2));
+        Assert.Contains(plain, HasRepeatedBigram);
+        Assert.DoesNotContain(blocked, HasRepeatedBigram);
+        if (beam == 1)
+            for (int r = 0; r < plain.Count; r++)
+                if (!HasRepeatedBigram(plain[r])) Assert.Equal(plain[r], blocked[r]); // greedy: blocking never triggered on that path
+    }
 }

@@ -11,6 +11,7 @@ public static class ModelCommands
 {
     static readonly Option<string> ModelDir = new("--model") { Description = "checkpoint directory", DefaultValueFactory = _ => "models/base-tiny" };
     static readonly Option<string?> AdapterDir = new("--adapter") { Description = "a PEFT-format LoRA adapter directory to apply" };
+    static readonly Option<int> NoRepeatNgram = new("--no-repeat-ngram") { Description = "never repeat an n-gram of this size in an output (0: off), as Hugging Face's no_repeat_ngram_size", DefaultValueFactory = _ => 0 };
 
     /// <summary>Loads a checkpoint and, if given, an adapter on top of it (active).</summary>
     static (Seq2SeqTransformer, SubwordTokenizer) Load(ParseResult r, Option<string?> device)
@@ -33,7 +34,7 @@ public static class ModelCommands
         var limit = new Option<int>("--limit") { Description = "evaluate this many examples, spread over the split (0: all)", DefaultValueFactory = _ => 0 };
         var beam = new Option<int>("--beam") { DefaultValueFactory = _ => 1 };
         var predictions = new Option<string?>("--predictions") { Description = "write predictions here, one a line" };
-        var cmd = new Command("eval", "ROUGE of a model (optionally with an adapter) on a task split.") { ModelDir, AdapterDir, task, split, limit, beam, predictions };
+        var cmd = new Command("eval", "ROUGE of a model (optionally with an adapter) on a task split.") { ModelDir, AdapterDir, task, split, limit, beam, NoRepeatNgram, predictions };
         cmd.SetAction(r => Program.Guard(() =>
         {
             var (model, tokenizer) = Load(r, device);
@@ -41,7 +42,7 @@ public static class ModelCommands
             var data = TaskData.Load(r.GetValue(task)!);
             var examples = r.GetValue(split) switch { "train" => data.Train, "validation" => data.Validation, "test" => data.Test, var s => throw new ArgumentException($"Unknown split '{s}'.") };
             examples = TaskData.Spread(examples, r.GetValue(limit));
-            var result = Workflows.Evaluate(model, tokenizer, data.Name, examples, Workflows.DecodeFor(data.Name, r.GetValue(beam)), "evaluating");
+            var result = Workflows.Evaluate(model, tokenizer, data.Name, examples, Workflows.DecodeFor(data.Name, r.GetValue(beam), r.GetValue(NoRepeatNgram)), "evaluating");
             if (r.GetValue(predictions) is string path) AtomicFile.WriteAllText(path, string.Join('\n', result.Predictions) + "\n");
             var table = new Table().AddColumns("metric", "precision", "recall", "F");
             foreach (var (name, s) in new[] { ("ROUGE-1", result.Rouge.Rouge1), ("ROUGE-2", result.Rouge.Rouge2), ("ROUGE-L", result.Rouge.RougeL), ("ROUGE-Lsum", result.Rouge.RougeLsum) })
@@ -58,7 +59,7 @@ public static class ModelCommands
         var beam = new Option<int>("--beam") { DefaultValueFactory = _ => 1 };
         var maxLen = new Option<int>("--max-length") { DefaultValueFactory = _ => 24 };
         var noCache = new Option<bool>("--no-cache") { Description = "recompute the whole prefix each step (for comparison)" };
-        var cmd = new Command("generate", "Generate a target (e.g. a synopsis) for each source text.") { ModelDir, AdapterDir, text, beam, maxLen, noCache };
+        var cmd = new Command("generate", "Generate a target (e.g. a synopsis) for each source text.") { ModelDir, AdapterDir, text, beam, maxLen, noCache, NoRepeatNgram };
         cmd.SetAction(r => Program.Guard(() =>
         {
             var (model, tokenizer) = Load(r, device);
@@ -67,7 +68,7 @@ public static class ModelCommands
             foreach (var source in sources)
             {
                 var ids = tokenizer.Encode(source, 96);
-                var output = SequenceDecoder.Generate(model, ids, 1, ids.Length, new DecodeOptions(r.GetValue(maxLen), r.GetValue(beam), 1f, !r.GetValue(noCache)));
+                var output = SequenceDecoder.Generate(model, ids, 1, ids.Length, new DecodeOptions(r.GetValue(maxLen), r.GetValue(beam), 1f, !r.GetValue(noCache), r.GetValue(NoRepeatNgram)));
                 Console.WriteLine(tokenizer.Decode(output[0]));
             }
             return 0;

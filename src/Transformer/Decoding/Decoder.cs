@@ -3,7 +3,11 @@ using Nanolora.Tensors;
 
 namespace Nanolora.Transformer;
 
-public sealed record DecodeOptions(int MaxLength = 32, int BeamSize = 1, float LengthPenalty = 1f, bool UseCache = true);
+/// <param name="NoRepeatNgramSize">
+/// As Hugging Face's <c>no_repeat_ngram_size</c>: when above 0, no n-gram of this size occurs twice in an output
+/// (the decoder's BOS counts as its first token). Small models otherwise loop ("library for the library for …").
+/// </param>
+public sealed record DecodeOptions(int MaxLength = 32, int BeamSize = 1, float LengthPenalty = 1f, bool UseCache = true, int NoRepeatNgramSize = 0);
 
 /// <summary>
 /// Greedy and beam-search decoding, batched, under NoGrad. With the KV cache each step feeds only the
@@ -40,7 +44,8 @@ public static class SequenceDecoder
             for (int step = 0; step < o.MaxLength && !done.All(d => d); step++)
             {
                 using var scope = new GraphScope();
-                var next = ArgMax(NextLogits(model, prefix, memory, mask, caches, step));
+                var logits = NextLogits(model, prefix, memory, mask, caches, step);
+                var next = o.NoRepeatNgramSize > 0 ? ArgMaxAllowed(logits, prefix, o.NoRepeatNgramSize) : ArgMax(logits);
                 for (int b = 0; b < batch; b++)
                 {
                     prefix[b].Add(next[b]);
@@ -71,6 +76,43 @@ public static class SequenceDecoder
     }
 
     static int[] ArgMax(Tensor logits) => Ops.ArgMaxLastAxis(logits);
+
+    /// <summary>Greedy choice per row among the tokens that would not repeat an n-gram of that row's prefix.</summary>
+    static int[] ArgMaxAllowed(Tensor logits, IReadOnlyList<List<int>> prefixes, int n)
+    {
+        var values = logits.ToArray();
+        int v = values.Length / prefixes.Count;
+        var next = new int[prefixes.Count];
+        for (int r = 0; r < prefixes.Count; r++)
+        {
+            BlockRepeatedNgrams(values, r * v, prefixes[r], n);
+            next[r] = HostArgMax(values, r * v, v);
+        }
+        return next;
+    }
+
+    static int HostArgMax(float[] values, int offset, int length)
+    {
+        int best = 0;
+        for (int i = 1; i < length; i++) if (values[offset + i] > values[offset + best]) best = i;
+        return best;
+    }
+
+    /// <summary>
+    /// Sets to −∞ the score of every token that would complete an n-gram already in <paramref name="prefix"/>:
+    /// those that followed an earlier occurrence of the prefix's last n−1 tokens.
+    /// </summary>
+    public static void BlockRepeatedNgrams(float[] scores, int offset, IReadOnlyList<int> prefix, int n)
+    {
+        if (n <= 0 || prefix.Count < n - 1) return;
+        int tail = prefix.Count - (n - 1);
+        for (int start = 0; start + n <= prefix.Count; start++)
+        {
+            bool same = true;
+            for (int i = 0; i < n - 1 && same; i++) same = prefix[start + i] == prefix[tail + i];
+            if (same) scores[offset + prefix[start + n - 1]] = float.NegativeInfinity;
+        }
+    }
 
     sealed record Hypothesis(List<int> Tokens, double Score, bool Finished);
 
@@ -111,8 +153,9 @@ public static class SequenceDecoder
                         var h = beams[b][j];
                         if (double.IsNegativeInfinity(h.Score)) continue;
                         int row = (b * k + j) * v;
+                        BlockRepeatedNgrams(lp, row, h.Tokens, o.NoRepeatNgramSize);
                         foreach (int tok in TopK(lp, row, v, k + 1))
-                            candidates.Add((h.Score + lp[row + tok], j, tok));
+                            if (!float.IsNegativeInfinity(lp[row + tok])) candidates.Add((h.Score + lp[row + tok], j, tok));
                     }
                     candidates.Sort((x, y) => y.Score.CompareTo(x.Score));
                     var next = new List<Hypothesis>();
