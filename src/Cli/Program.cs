@@ -14,7 +14,7 @@ public static class Program
         foreach (var command in new[]
         {
             InfoCommands.Devices(), InfoCommands.Params(), InfoCommands.Inspect(), InfoCommands.RougeCommand(),
-            TrainCommands.Pretrain(device), TrainCommands.FineTune(device), ModelCommands.Eval(device),
+            TrainCommands.Pretrain(device), TrainCommands.Train(device), TrainCommands.FineTune(device), ModelCommands.Eval(device),
             ModelCommands.Generate(device), ModelCommands.Merge(device), ExperimentCommand.Create(device),
         })
             root.Subcommands.Add(command);

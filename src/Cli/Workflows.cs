@@ -70,7 +70,7 @@ public static class Workflows
     /// <paramref name="adapterName"/> and only they train (optimizer state exists only for them).
     /// </summary>
     public static (TrainResult Result, LoraModel? Lora) FineTune(Seq2SeqTransformer model, SubwordTokenizer tokenizer, TaskData data, FineTuneOptions o,
-        string baseName, LoraModel? existing = null, string adapterName = "default")
+        string baseName, LoraModel? existing = null, string adapterName = "default", string? title = null)
     {
         LoraModel? lora = existing;
         List<Parameter> trainable;
@@ -101,7 +101,7 @@ public static class Workflows
             ValidateEvery = Math.Max(1, o.CheckpointEvery > 0 ? o.CheckpointEvery : o.Steps / 4), ValidationBatches = 4,
             CheckpointDirectory = o.CheckpointDirectory, CheckpointEvery = o.CheckpointEvery, Resume = o.Resume,
         };
-        string title = o.Method == "full" ? $"full fine-tuning ({data.Name})" : $"LoRA r={o.Rank} ({data.Name}, adapter '{adapterName}')";
+        title ??= o.Method == "full" ? $"full fine-tuning ({data.Name})" : $"LoRA r={o.Rank} ({data.Name}, adapter '{adapterName}')";
         var result = ConsoleProgress.Train(title, o.Steps, p => new Trainer(model, tokenizer).Train(trainable, loader, validation, options, p));
         return (result, lora);
     }

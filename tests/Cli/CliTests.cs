@@ -79,10 +79,10 @@ public class CliTests
         Path.Combine(Path.GetDirectoryName(Path.GetDirectoryName(DataPaths.Find("debian-descriptions.jsonl.gz")))!, "models", "base-tiny");
 
     [Fact]
-    public void FineTuneFromScratchCheckpointsAndResumesTheSameRun()
+    public void TrainFromScratchCheckpointsAndResumesTheSameRun()
     {
         var dir = Directory.CreateTempSubdirectory().FullName;
-        string[] common = ["finetune", "--method", "full", "--from-scratch", "--base", ShippedBase(), "--batch-size", "2",
+        string[] common = ["train", "--preset", "tiny", "--tokenizer", Path.Combine(ShippedBase(), Checkpoint.TokenizerFile), "--batch-size", "2",
             "--train-examples", "16", "--device", "cpu", "--out", dir];
         var (code, _, err) = Run([.. common, "--steps", "2", "--checkpoint-every", "1"]);
         Assert.True(code == 0, err);
@@ -99,13 +99,13 @@ public class CliTests
     }
 
     [Fact]
-    public void FineTuneRefusesResumeWithoutACheckpointAndScratchLora()
+    public void FineTuneRefusesResumeWithoutACheckpointAndResumingLora()
     {
         var dir = Directory.CreateTempSubdirectory().FullName;
         var (code, _, err) = Run("finetune", "--method", "full", "--resume", "--base", ShippedBase(), "--out", dir, "--device", "cpu");
         Assert.Equal(1, code);
         Assert.Contains(Checkpoint.StateFile, err);
-        (code, _, err) = Run("finetune", "--method", "lora", "--from-scratch", "--base", ShippedBase(), "--out", dir, "--device", "cpu");
+        (code, _, err) = Run("finetune", "--method", "lora", "--resume", "--base", ShippedBase(), "--out", dir, "--device", "cpu");
         Assert.Equal(1, code);
         Assert.Contains("--method full", err);
     }

@@ -35,9 +35,7 @@ public static class TrainCommands
     public static Command FineTune(Option<string?> device)
     {
         var method = new Option<string>("--method") { Description = "full or lora", DefaultValueFactory = _ => "lora" };
-        var baseDir = new Option<string>("--base") { Description = "base checkpoint directory (with --from-scratch: only its tokenizer is used)", DefaultValueFactory = _ => "models/base-tiny" };
-        var fromScratch = new Option<bool>("--from-scratch") { Description = "full training of a freshly initialized --preset model instead of the base's weights" };
-        var preset = new Option<string>("--preset") { Description = "with --from-scratch: tiny, small or transformer-base", DefaultValueFactory = _ => "tiny" };
+        var baseDir = new Option<string>("--base") { Description = "base checkpoint directory", DefaultValueFactory = _ => "models/base-tiny" };
         var task = new Option<string>("--task") { Description = "debian or wordnet", DefaultValueFactory = _ => "debian" };
         var steps = new Option<int>("--steps") { DefaultValueFactory = _ => 600 };
         var batch = new Option<int>("--batch-size") { DefaultValueFactory = _ => 32 };
@@ -51,16 +49,16 @@ public static class TrainCommands
         var resume = new Option<bool>("--resume") { Description = "full only: continue the run checkpointed in --out (same schedule and data order)" };
         var trainExamples = new Option<int?>("--train-examples") { Description = "train on only the first N training examples (quick trials)" };
         var output = new Option<string>("--out") { Description = "where to write the adapter (lora) or checkpoint (full)", Required = true };
-        var cmd = new Command("finetune", "Fine-tune a base checkpoint on a task: all weights (full) or LoRA adapters only; or train a fresh model on it (--from-scratch).")
-            { method, baseDir, fromScratch, preset, task, steps, batch, lr, warmup, rank, alpha, targets, seed, checkpointEvery, resume, trainExamples, output };
+        var cmd = new Command("finetune", "Fine-tune a base checkpoint on a task: all weights (full) or LoRA adapters only.")
+            { method, baseDir, task, steps, batch, lr, warmup, rank, alpha, targets, seed, checkpointEvery, resume, trainExamples, output };
         cmd.SetAction(r => Program.Guard(() =>
         {
             var dev = Workflows.ResolveDevice(r.GetValue(device));
             var outDir = r.GetValue(output)!;
-            bool isResume = r.GetValue(resume), scratch = r.GetValue(fromScratch);
-            if ((isResume || scratch || r.GetValue(checkpointEvery) > 0) && r.GetValue(method) != "full")
-                throw new ArgumentException("--from-scratch, --resume and --checkpoint-every need --method full.");
-            var (model, tokenizer) = LoadStartingPoint(r.GetValue(baseDir)!, outDir, isResume, scratch ? r.GetValue(preset) : null, r.GetValue(seed), dev);
+            bool isResume = r.GetValue(resume);
+            if ((isResume || r.GetValue(checkpointEvery) > 0) && r.GetValue(method) != "full")
+                throw new ArgumentException("--resume and --checkpoint-every need --method full.");
+            var (model, tokenizer) = isResume ? ResumePoint(outDir, dev) : Checkpoint.Load(r.GetValue(baseDir)!, dev);
             using var _ = model;
             var data = TaskData.Load(r.GetValue(task)!);
             bool checkpointing = r.GetValue(checkpointEvery) > 0 || isResume;
@@ -81,18 +79,56 @@ public static class TrainCommands
         return cmd;
     }
 
-    /// <summary>The model a fine-tuning run starts from: the run being resumed, a fresh preset model (keeping the base's tokenizer), or the base.</summary>
-    static (Seq2SeqTransformer, SubwordTokenizer) LoadStartingPoint(string baseDir, string outDir, bool resume, string? scratchPreset, ulong seed, Nanolora.Tensors.Device device)
+    /// <summary>The model and tokenizer of the run checkpointed in <paramref name="outDir"/>.</summary>
+    static (Seq2SeqTransformer, SubwordTokenizer) ResumePoint(string outDir, Nanolora.Tensors.Device device)
     {
-        if (resume)
+        if (!File.Exists(Path.Combine(outDir, Checkpoint.StateFile)))
+            throw new FileNotFoundException($"--resume: '{outDir}' holds no {Checkpoint.StateFile}; start the run with --checkpoint-every first.");
+        return Checkpoint.Load(outDir, device);
+    }
+
+    public static Command Train(Option<string?> device)
+    {
+        var preset = new Option<string>("--preset") { Description = "tiny, small or transformer-base", DefaultValueFactory = _ => "tiny" };
+        var task = new Option<string>("--task") { Description = "debian or wordnet", DefaultValueFactory = _ => "debian" };
+        var vocab = new Option<int>("--vocab") { Description = "subword vocabulary size, built from the task's training split (GPT-2 ids kept by frequency)", DefaultValueFactory = _ => 8000 };
+        var tokenizerFile = new Option<string?>("--tokenizer") { Description = "use this tokenizer.json instead of building one" };
+        var steps = new Option<int>("--steps") { DefaultValueFactory = _ => 3000 };
+        var batch = new Option<int>("--batch-size") { DefaultValueFactory = _ => 32 };
+        var lr = new Option<float>("--lr") { DefaultValueFactory = _ => 2e-3f };
+        var warmup = new Option<int?>("--warmup") { Description = "warm-up steps (default: a tenth of --steps)" };
+        var seed = new Option<ulong>("--seed") { DefaultValueFactory = _ => 1UL };
+        var checkpointEvery = new Option<int>("--checkpoint-every") { Description = "save a resumable checkpoint to --out every N steps (and validate)", DefaultValueFactory = _ => 500 };
+        var resume = new Option<bool>("--resume") { Description = "continue the run checkpointed in --out (same schedule and data order)" };
+        var trainExamples = new Option<int?>("--train-examples") { Description = "train on only the first N training examples (quick trials)" };
+        var output = new Option<string>("--out") { Description = "checkpoint directory", Required = true };
+        var cmd = new Command("train", "Train a freshly initialized model on a task (no base, no pretraining): all weights, resumable.")
+            { preset, task, vocab, tokenizerFile, steps, batch, lr, warmup, seed, checkpointEvery, resume, trainExamples, output };
+        cmd.SetAction(r => Program.Guard(() =>
         {
-            if (!File.Exists(Path.Combine(outDir, Checkpoint.StateFile)))
-                throw new FileNotFoundException($"--resume: '{outDir}' holds no {Checkpoint.StateFile}; start the run with --checkpoint-every first.");
-            return Checkpoint.Load(outDir, device);
-        }
-        if (scratchPreset == null) return Checkpoint.Load(baseDir, device);
-        var tokenizer = SubwordTokenizer.Load(Path.Combine(baseDir, Checkpoint.TokenizerFile));
-        var config = TransformerConfig.Preset(scratchPreset, tokenizer.VocabSize) with { Seed = seed };
-        return (new Seq2SeqTransformer(config, device), tokenizer);
+            var dev = Workflows.ResolveDevice(r.GetValue(device));
+            var outDir = r.GetValue(output)!;
+            var data = TaskData.Load(r.GetValue(task)!);
+            Seq2SeqTransformer model;
+            SubwordTokenizer tokenizer;
+            if (r.GetValue(resume)) (model, tokenizer) = ResumePoint(outDir, dev);
+            else
+            {
+                tokenizer = r.GetValue(tokenizerFile) is string path ? SubwordTokenizer.Load(path)
+                    : SubwordTokenizer.Build(data.Train.SelectMany(e => new[] { e.Source, e.Target }), r.GetValue(vocab), minCount: 2);
+                model = new Seq2SeqTransformer(TransformerConfig.Preset(r.GetValue(preset)!, tokenizer.VocabSize) with { Seed = r.GetValue(seed) }, dev);
+            }
+            using var _ = model;
+            var o = new FineTuneOptions
+            {
+                Task = data.Name, Method = "full", Steps = r.GetValue(steps), BatchSize = r.GetValue(batch), FullLearningRate = r.GetValue(lr),
+                WarmupSteps = r.GetValue(warmup), Seed = r.GetValue(seed), CheckpointDirectory = outDir, TrainExamples = r.GetValue(trainExamples),
+                CheckpointEvery = r.GetValue(checkpointEvery), Resume = r.GetValue(resume),
+            };
+            var (result, _) = Workflows.FineTune(model, tokenizer, data, o, "(none)", title: $"training {r.GetValue(preset)} from scratch ({data.Name})");
+            AnsiConsole.MarkupLine($"trained {result.TrainableParameters:N0} parameters, final loss {result.Losses[^1]:F3}, {result.MeanStepMilliseconds:F0} ms/step → {Markup.Escape(outDir)}");
+            return 0;
+        }));
+        return cmd;
     }
 }

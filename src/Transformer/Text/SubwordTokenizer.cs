@@ -8,9 +8,11 @@ namespace Nanolora.Transformer;
 /// GPT-2's byte-level BPE (Microsoft.ML.Tokenizers' tiktoken "gpt2" data) with the vocabulary cut down to the ids a
 /// corpus actually uses, so the model's embedding table has VocabSize rows instead of 50,257. Compact ids: 0 pad,
 /// 1 bos, 2 eos, 3 unk, then the kept GPT-2 ids from 4 on, most frequent first. A GPT-2 token outside the kept
-/// set falls back to the GPT-2 tokens of its single characters (all printable ASCII characters are always kept,
-/// like SentencePiece's byte fallback), so a rare word such as "Magick" is spelled out instead of lost; only
-/// characters outside the kept set become Unk. Decode(Encode(s)) == s exactly when no Unk was produced.
+/// set is spelled with kept tokens (all printable ASCII characters are always kept, like SentencePiece's byte
+/// fallback), so a rare word such as "Magick" is not lost; only characters outside the kept set become Unk.
+/// Decode(Encode(s)) == s exactly when no Unk was produced. Two spellings (<see cref="TokenFallback"/>):
+/// longest kept pieces first (" Azure" → " Az" + "ure"), the default, or single characters (files written before
+/// the longest-match spelling existed, which stay tokenized exactly as their models were trained).
 /// </summary>
 public sealed class SubwordTokenizer
 {
@@ -31,29 +33,67 @@ public sealed class SubwordTokenizer
     readonly int[] gpt2Ids;                        // compact id (minus 4) → GPT-2 id
     readonly Dictionary<int, int> compactOf;       // GPT-2 id → compact id
     readonly System.Collections.Concurrent.ConcurrentDictionary<int, int[]> fallback = new(); // unkept GPT-2 id → compact ids
+    readonly Dictionary<string, int>.AlternateLookup<ReadOnlySpan<char>> keptByText; // a kept token's text → compact id
+    readonly int longestKeptText;
+
+    /// <summary>How a GPT-2 token outside the kept set is spelled.</summary>
+    public TokenFallback Fallback { get; }
 
     /// <summary>GPT-2 ids of the printable ASCII characters: always in the vocabulary, so fallback can spell anything ASCII.</summary>
     static int[] CharacterIds() => Enumerable.Range(32, 95).SelectMany(c => Gpt2.EncodeToIds(((char)c).ToString())).Distinct().ToArray();
 
-    /// <summary>Compact ids for one GPT-2 id: itself if kept, else its characters' tokens (Unk for any not kept).</summary>
+    /// <summary>Compact ids for one GPT-2 id: itself if kept, else its spelling in kept tokens (Unk for characters not kept).</summary>
     int[] CompactIds(int gpt2Id)
     {
         if (compactOf.TryGetValue(gpt2Id, out int c)) return [c];
         return fallback.GetOrAdd(gpt2Id, id =>
         {
-            var text = Gpt2.Decode([id]) ?? "";
-            var pieces = text.EnumerateRunes().SelectMany(r => Gpt2.EncodeToIds(r.ToString()))
-                .Select(g => compactOf.TryGetValue(g, out int k) ? k : Unk).ToArray();
-            return pieces.Length == 0 ? [Unk] : pieces;
+            var pieces = Spell(Gpt2.Decode([id]) ?? "");
+            return pieces.Count == 0 ? [Unk] : pieces.ToArray();
         });
     }
 
-    SubwordTokenizer(int[] gpt2Ids)
+    /// <summary>
+    /// Kept tokens covering <paramref name="text"/>: with longest-match, at each position the longest kept token
+    /// text that starts there (as WordPiece does); a character no kept token starts with is spelled alone.
+    /// </summary>
+    List<int> Spell(string text)
+    {
+        var pieces = new List<int>();
+        int i = 0;
+        while (i < text.Length)
+        {
+            int matched = 0;
+            if (Fallback == TokenFallback.LongestMatch)
+                for (int len = Math.Min(longestKeptText, text.Length - i); len > 0 && matched == 0; len--)
+                    if (keptByText.TryGetValue(text.AsSpan(i, len), out int id)) { pieces.Add(id); matched = len; }
+            if (matched > 0) { i += matched; continue; }
+            var rune = System.Text.Rune.GetRuneAt(text, i);
+            foreach (int g in Gpt2.EncodeToIds(rune.ToString())) pieces.Add(compactOf.TryGetValue(g, out int k) ? k : Unk);
+            i += rune.Utf16SequenceLength;
+        }
+        return pieces;
+    }
+
+    SubwordTokenizer(int[] gpt2Ids, TokenFallback fallbackKind)
     {
         this.gpt2Ids = gpt2Ids;
+        Fallback = fallbackKind;
         compactOf = new Dictionary<int, int>(gpt2Ids.Length);
         for (int i = 0; i < gpt2Ids.Length; i++) compactOf.Add(gpt2Ids[i], FirstRegular + i);
+        var byText = new Dictionary<string, int>();
+        foreach (var (gpt2Id, compact) in compactOf)
+        {
+            // Byte-level pieces of a multi-byte character decode to U+FFFD and can't be matched as text.
+            string text = Gpt2.Decode([gpt2Id]) ?? "";
+            if (text.Length == 0 || text.Contains('\uFFFD')) continue;
+            if (byText.TryAdd(text, compact)) longestKeptText = Math.Max(longestKeptText, text.Length);
+        }
+        keptByText = byText.GetAlternateLookup<ReadOnlySpan<char>>();
     }
+
+    /// <summary>The same kept vocabulary with another fallback spelling.</summary>
+    public SubwordTokenizer WithFallback(TokenFallback kind) => kind == Fallback ? this : new SubwordTokenizer(gpt2Ids, kind);
 
     /// <summary>Rows of the embedding table: the 4 specials plus the kept GPT-2 ids.</summary>
     public int VocabSize => FirstRegular + gpt2Ids.Length;
@@ -83,7 +123,7 @@ public sealed class SubwordTokenizer
             .OrderByDescending(kv => kv.Value).ThenBy(kv => kv.Key)
             .Take(maxVocab - FirstRegular - characters.Length).Select(kv => kv.Key);
         // Characters first (fixed ids), then the corpus's most frequent tokens.
-        return new SubwordTokenizer(characters.Concat(frequent).ToArray());
+        return new SubwordTokenizer(characters.Concat(frequent).ToArray(), TokenFallback.LongestMatch);
     }
 
     /// <summary>
@@ -139,6 +179,7 @@ public sealed class SubwordTokenizer
             ["kind"] = Kind,
             ["base"] = "gpt2",
             ["specials"] = new JsonObject { ["pad"] = Pad, ["bos"] = Bos, ["eos"] = Eos, ["unk"] = Unk },
+            ["fallback"] = Fallback == TokenFallback.LongestMatch ? "longest-match" : "characters",
             ["gpt2_ids"] = new JsonArray(gpt2Ids.Select(i => (JsonNode)i).ToArray()),
         };
         string full = Path.GetFullPath(path);
@@ -168,6 +209,14 @@ public sealed class SubwordTokenizer
         foreach (var (name, expected) in new[] { ("pad", Pad), ("bos", Bos), ("eos", Eos), ("unk", Unk) })
             if (Int(sp, name) != expected) throw Bad(path, $"special \"{name}\" must be {expected}");
         if (obj["gpt2_ids"] is not JsonArray arr) throw Bad(path, "missing \"gpt2_ids\" array");
+        // Files from before the "fallback" field spelled unkept tokens by characters; they keep doing so.
+        var fallbackKind = Str(obj, "fallback") switch
+        {
+            null when obj["fallback"] is null => TokenFallback.Characters,
+            "characters" => TokenFallback.Characters,
+            "longest-match" => TokenFallback.LongestMatch,
+            _ => throw Bad(path, $"\"fallback\" is {obj["fallback"]?.ToJsonString()}, expected \"longest-match\" or \"characters\""),
+        };
 
         var ids = new int[arr.Count];
         var seen = new HashSet<int>();
@@ -179,7 +228,7 @@ public sealed class SubwordTokenizer
             if (!seen.Add(id)) throw Bad(path, $"gpt2_ids[{i}] = {id} is a duplicate");
             ids[i] = id;
         }
-        return new SubwordTokenizer(ids);
+        return new SubwordTokenizer(ids, fallbackKind);
     }
 
     static string? Str(JsonObject o, string key) =>
@@ -189,4 +238,13 @@ public sealed class SubwordTokenizer
         o[key] is JsonValue v && v.TryGetValue(out int i) ? i : null;
 
     static InvalidDataException Bad(string path, string problem) => new($"tokenizer file '{path}': {problem}");
+}
+
+/// <summary>How <see cref="SubwordTokenizer"/> spells a GPT-2 token outside its kept vocabulary.</summary>
+public enum TokenFallback
+{
+    /// <summary>Each character's own token (the first tokenizer files; rare words become long letter runs).</summary>
+    Characters,
+    /// <summary>The longest kept token texts, left to right (fewer, more meaningful pieces).</summary>
+    LongestMatch,
 }
