@@ -70,6 +70,56 @@ public sealed class SubwordTokenizerTests : IDisposable
     }
 
     [Fact]
+    public void LongestMatchSpellsAnUnkeptTokenWithTheLongestKeptPieces()
+    {
+        // Kept: "hello", " hel", "lo" (and the characters); GPT-2's single token " hello" is not kept.
+        var tok = SubwordTokenizer.Build(["hello", " hel", "lo"], maxVocab: 200);
+        Assert.Equal(TokenFallback.LongestMatch, tok.Fallback);
+        Assert.Single(tok.Encode(" hel"));
+        Assert.Single(tok.Encode("lo"));
+        var ids = tok.Encode(" hello");
+        Assert.Equal(tok.Encode(" hel").Concat(tok.Encode("lo")), ids);      // not " " + "hello", not six characters
+        Assert.Equal(" hello", tok.Decode(ids));
+        var spelled = tok.WithFallback(TokenFallback.Characters).Encode(" hello");
+        Assert.Equal(" hello".Length, spelled.Length);
+        Assert.Equal(" hello", tok.Decode(spelled));
+    }
+
+    [Fact]
+    public void LongestMatchRoundTripsRealTextInFewerTokensThanCharacters()
+    {
+        var tok = SubwordTokenizer.Build(Texts(Debian.Value.Take(100)), maxVocab: 600);
+        var characters = tok.WithFallback(TokenFallback.Characters);
+        int longest = 0, chars = 0;
+        foreach (var s in Texts(Debian.Value.Skip(100).Take(100)).Where(s => s.All(char.IsAscii)))
+        {
+            var ids = tok.Encode(s);
+            Assert.Equal(s, tok.Decode(ids));
+            Assert.Equal(s, characters.Decode(characters.Encode(s)));
+            longest += ids.Length;
+            chars += characters.Encode(s).Length;
+        }
+        Assert.True(longest < chars * 0.9, $"longest-match {longest} tokens vs characters {chars}");
+    }
+
+    [Fact]
+    public void FallbackKindIsSavedAndOldFilesKeepCharacterSpelling()
+    {
+        var tok = SubwordTokenizer.Build(["hello", " hel", "lo"], maxVocab: 200);
+        string p = Path.Combine(dir, "tok.json");
+        tok.Save(p);
+        Assert.Equal(TokenFallback.LongestMatch, SubwordTokenizer.Load(p).Fallback);
+        tok.WithFallback(TokenFallback.Characters).Save(p);
+        Assert.Equal(TokenFallback.Characters, SubwordTokenizer.Load(p).Fallback);
+        // A file written before the field existed: its model was trained on character spellings.
+        File.WriteAllText(p, File.ReadAllText(p).Replace("\"fallback\":\"characters\",", ""));
+        Assert.DoesNotContain("fallback", File.ReadAllText(p));
+        var old = SubwordTokenizer.Load(p);
+        Assert.Equal(TokenFallback.Characters, old.Fallback);
+        Assert.Equal(" hello".Length, old.Encode(" hello").Length);
+    }
+
+    [Fact]
     public void DecodeSkipsSpecialsStopsAtEosAndRejectsOutOfRangeIds()
     {
         var tok = SubwordTokenizer.Build(["one two three"], maxVocab: 200);
@@ -141,6 +191,7 @@ public sealed class SubwordTokenizerTests : IDisposable
     [InlineData("""{"kind":"gpt2-subset","specials":{"pad":0,"bos":1,"eos":2,"unk":3},"gpt2_ids":[5, 50257]}""", "gpt2_ids[1] = 50257")]
     [InlineData("""{"kind":"gpt2-subset","specials":{"pad":0,"bos":1,"eos":2,"unk":3},"gpt2_ids":[5, "x"]}""", "gpt2_ids[1]")]
     [InlineData("""{"kind":"gpt2-subset","specials":{"pad":0,"bos":1,"eos":2,"unk":3},"gpt2_ids":[5, 7, 5]}""", "duplicate")]
+    [InlineData("""{"kind":"gpt2-subset","specials":{"pad":0,"bos":1,"eos":2,"unk":3},"fallback":"bytes","gpt2_ids":[5]}""", "\"fallback\" is \"bytes\"")]
     public void MalformedFileIsRejectedNamingTheProblem(string json, string expect)
     {
         string p = Path.Combine(dir, "bad.json");
