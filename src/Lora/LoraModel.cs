@@ -103,16 +103,30 @@ public sealed class LoraModel
         }
     }
 
-    /// <summary>Runs the base model's behaviour (adapters bypassed) until disposed.</summary>
+    /// <summary>
+    /// Runs the base model's behaviour (adapters bypassed) until disposed. A merged adapter is unmerged for the
+    /// duration (the base weights are what "disabled" means) and merged back on dispose, like PEFT's
+    /// <c>disable_adapter()</c> context.
+    /// </summary>
     public IDisposable DisableAdapters()
     {
+        var merged = _layers.Values.Where(l => l.MergedAdapter != null).Select(l => (Layer: l, Name: l.MergedAdapter!)).ToList();
+        foreach (var (layer, _) in merged) layer.Unmerge();
         foreach (var layer in _layers.Values) layer.AdaptersDisabled = true;
-        return new Reenable(this);
+        return new Reenable(this, merged);
     }
 
-    sealed class Reenable(LoraModel owner) : IDisposable
+    sealed class Reenable(LoraModel owner, List<(LoraLinear Layer, string Name)> merged) : IDisposable
     {
-        public void Dispose() { foreach (var l in owner._layers.Values) l.AdaptersDisabled = false; }
+        bool disposed;
+
+        public void Dispose()
+        {
+            if (disposed) return;
+            disposed = true;
+            foreach (var l in owner._layers.Values) l.AdaptersDisabled = false;
+            foreach (var (layer, name) in merged) layer.Merge(name);
+        }
     }
 
     public void DeleteAdapter(string name)

@@ -195,6 +195,27 @@ public class LoraTests
     }
 
     [Fact]
+    public void DisablingAMergedAdapterGivesTheBaseAndMergesBackAfterwards()
+    {
+        using var model = new Seq2SeqTransformer(Config, Device.Cpu);
+        var b = Data();
+        var baseOut = TinyModels.Logits(model, b);
+        var lora = LoraModel.Inject(model, new LoraConfig { R = 4, TargetModules = ["q_proj", "v_proj", "fc1"] }, "task");
+        RandomizeB(lora, "task");
+        var adapted = TinyModels.Logits(model, b);
+        // An adapter that changed nothing would make the comparisons below vacuous.
+        Assert.True(baseOut.Zip(adapted).Max(p => Math.Abs(p.First - p.Second)) > 1e-3 * baseOut.Max(Math.Abs));
+        lora.Merge();
+        using (lora.DisableAdapters())
+        {
+            Assert.All(lora.Layers.Values, l => Assert.Null(l.MergedAdapter));
+            AssertRelative(baseOut, TinyModels.Logits(model, b), 1e-5, "disabled while merged");
+        }
+        Assert.All(lora.Layers.Values, l => Assert.Equal("task", l.MergedAdapter));
+        AssertRelative(adapted, TinyModels.Logits(model, b), 1e-5, "merged again");
+    }
+
+    [Fact]
     public void AddingAnAdapterKeepsOnlyTheActiveOneTrainable()
     {
         using var model = new Seq2SeqTransformer(Config, Device.Cpu);
