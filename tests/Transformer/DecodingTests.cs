@@ -164,4 +164,13 @@ public class DecodingTests
             for (int r = 0; r < plain.Count; r++)
                 if (!HasRepeatedBigram(plain[r])) Assert.Equal(plain[r], blocked[r]); // greedy: blocking never triggered on that path
     }
+
+    [Theory]
+    [InlineData(new[] { 1, 7, 8, 2 }, 1f, -3.0)]    // BOS a b EOS: two generated tokens
+    [InlineData(new[] { 1, 7, 8 }, 1f, -3.0)]       // the same words, unfinished
+    [InlineData(new[] { 1, 7, 8, 9, 5 }, 2f, -6.0 / 16)]
+    [InlineData(new[] { 1, 7, 8, 2 }, 0f, -6.0)]    // penalty 0: raw log-probability
+    [InlineData(new[] { 1, 2 }, 1f, -6.0)]          // an immediate EOS counts as length 1, not 0
+    public void BeamLengthNormalizationCountsGeneratedTokensOnly(int[] tokens, float penalty, double expected) =>
+        Assert.Equal(expected, SequenceDecoder.LengthNormalizedScore(-6.0, tokens, penalty), 12);
 }

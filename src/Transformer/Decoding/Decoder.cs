@@ -190,8 +190,17 @@ public static class SequenceDecoder
         }).ToList();
     }
 
-    /// <summary>Hugging Face's length normalization: sum of log-probs / length^penalty.</summary>
-    static double Normalize(Hypothesis h, float penalty) => h.Score / Math.Pow(Math.Max(1, h.Tokens.Count - 1), penalty);
+    static double Normalize(Hypothesis h, float penalty) => LengthNormalizedScore(h.Score, h.Tokens, penalty);
+
+    /// <summary>
+    /// Hugging Face's beam length normalization: sum of log-probs / length^penalty, where length counts the generated
+    /// tokens (not BOS, not the closing EOS), so a finished and an unfinished beam of the same words compare fairly.
+    /// </summary>
+    public static double LengthNormalizedScore(double logProbability, IReadOnlyList<int> tokensWithBos, float penalty)
+    {
+        int generated = tokensWithBos.Count - 1 - (tokensWithBos.Count > 1 && tokensWithBos[^1] == SubwordTokenizer.Eos ? 1 : 0);
+        return logProbability / Math.Pow(Math.Max(1, generated), penalty);
+    }
 
     static IEnumerable<int> TopK(float[] values, int offset, int length, int k)
     {
