@@ -173,4 +173,38 @@ public class DecodingTests
     [InlineData(new[] { 1, 2 }, 1f, -6.0)]          // an immediate EOS counts as length 1, not 0
     public void BeamLengthNormalizationCountsGeneratedTokensOnly(int[] tokens, float penalty, double expected) =>
         Assert.Equal(expected, SequenceDecoder.LengthNormalizedScore(-6.0, tokens, penalty), 12);
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(3)]
+    public void ADecoderPromptDecodesTheSameWithAndWithoutTheCache(int beam)
+    {
+        using var model = TrainedALittle();
+        const int promptLength = 3;
+        int calls = 0;
+        // The prompt: the BOS row (the first input position) three times over. Random vectors would be scaled up by
+        // the pre-LN norms and derail this barely trained model into an immediate EOS.
+        model.DecoderInputHook = y =>
+        {
+            calls++;
+            var bos = F.Slice(y, 1, 0, 1);
+            return (F.Concat([bos, bos, bos, y], 1), promptLength);
+        };
+        var b = Sources();
+        var plain = SequenceDecoder.Generate(model, b.SourceIds, b.BatchSize, b.SourceLength, new DecodeOptions(MaxLength: 10, BeamSize: beam));
+        var cached = SequenceDecoder.Generate(model, b.SourceIds, b.BatchSize, b.SourceLength, new DecodeOptions(MaxLength: 10, BeamSize: beam, UseCache: true));
+        calls = 0;
+        var full = SequenceDecoder.Generate(model, b.SourceIds, b.BatchSize, b.SourceLength, new DecodeOptions(MaxLength: 10, BeamSize: beam, UseCache: false));
+        Assert.True(calls > 1, $"the uncached path calls the hook every step; outputs: {string.Join(" / ", full.Select(o => string.Join(",", o)))}");
+        Assert.Equal(full, cached);
+        using (new GraphScope())
+        {
+            var loss = model.Loss(b, 0f);     // teacher forcing: logits only for the target positions
+            Assert.True(float.IsFinite(loss.Data.Item()));
+        }
+        model.DecoderInputHook = null;
+        var without = SequenceDecoder.Generate(model, b.SourceIds, b.BatchSize, b.SourceLength, new DecodeOptions(MaxLength: 10, BeamSize: beam));
+        Assert.NotEqual(without, cached);     // the prompt changes what is decoded
+        Assert.Equal(plain, cached);
+    }
 }

@@ -5,7 +5,8 @@ namespace Nanolora.Transformer;
 
 /// <summary>
 /// Prompt-tuning hook on the encoder/decoder input: gets the embedded input [B, L, C] and returns it with
-/// P vectors prepended ([B, P+L, C]) and P; the model widens the padding mask to match.
+/// P vectors prepended ([B, P+L, C]) and P. On the encoder the model widens the padding mask to match; on the
+/// decoder it drops the P prompt rows from the output and, with a KV cache, calls the hook only on the first step.
 /// </summary>
 public delegate (Variable Embeddings, int PrefixLength) InputEmbeddingHook(Variable embeddings);
 
@@ -101,8 +102,13 @@ public sealed class Seq2SeqTransformer : Module
     public Variable Decode(int[] targetIds, int batch, int targetLength, Variable memory, Tensor sourceMask, LayerCache[]? caches = null, int positionOffset = 0)
     {
         var y = Embed(targetIds, batch, targetLength, positionOffset, "decoder_positions");
-        if (DecoderInputHook != null) (y, _) = DecoderInputHook(y);
-        return Decoder.RunDecoder(y, memory, sourceMask, caches);
+        // A decoder prompt is prepended once: a cached decoding step after the first finds it in the keys/values.
+        bool continuingFromCache = caches is { Length: > 0 } && caches[0].Self.Keys != null;
+        int prefix = 0;
+        if (DecoderInputHook != null && !continuingFromCache) (y, prefix) = DecoderInputHook(y);
+        var hidden = Decoder.RunDecoder(y, memory, sourceMask, caches);
+        // Only the target positions have logits: the prompt rows are dropped.
+        return prefix == 0 ? hidden : F.Slice(hidden, 1, prefix, targetLength);
     }
 
     /// <summary>Vocabulary logits [B, T, V] (through the tied embedding unless lm_head exists).</summary>
