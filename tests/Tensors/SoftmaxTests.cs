@@ -111,6 +111,25 @@ public class SoftmaxTests
     /// </summary>
     static readonly float[] KeyMask = [-1e9f, float.NegativeInfinity, -1e30f, 0f, 0f, 0f, 0f, 0.5f, -1f, 0f, -2f, 0f, 0f, -1e9f];
 
+    /// <summary>
+    /// Rows of 37 keys, 5 causal queries (33…37 kept) with a key mask: the CPU path runs full vectors plus an
+    /// overlapping partial one, in place over the masked row — every tail length from 1 to 5 occurs.
+    /// </summary>
+    [Theory, MemberData(nameof(Devices), MemberType = typeof(Reference))]
+    public void WideMaskedCausalRowsMatchDoubleReference(string device)
+    {
+        var d = Dev(device);
+        int[] shape = [2, 3, 5, 37];
+        var data = Random(2 * 3 * 5 * 37, 27, -3f, 3f);
+        var maskValues = Random(2 * 37, 28, -2f, 0.5f);
+        maskValues[3] = float.NegativeInfinity;
+        maskValues[37 + 36] = -1e9f;
+        using var x = Tensor.FromArray(data, shape, d);
+        using var mask = Tensor.FromArray(maskValues, [2, 37], d);
+        using var y = Ops.Softmax(x, causal: true, mask);
+        Close(SoftmaxRef(data.ToDouble(), shape, true, maskValues.ToDouble()), y.ToArray(), 1e-6, 1e-5, $"wide masked causal softmax on {device}");
+    }
+
     [Theory, MemberData(nameof(MaskCases))]
     public void CausalAndKeyMaskMatchDoubleReference(string device, bool causal, bool masked)
     {

@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 
 namespace Nanolora.Tensors;
@@ -48,51 +49,88 @@ internal static class VectorExp
     /// <summary>The largest element (maxps semantics; rows here hold no NaN). TensorPrimitives.Max is NaN-exact and slower.</summary>
     public static float Max(ReadOnlySpan<float> x)
     {
-        int i = 0;
-        float best = float.NegativeInfinity;
         if (Vector512.IsHardwareAccelerated && x.Length >= 16)
         {
-            var m = Vector512.Create(float.NegativeInfinity);
-            for (; i <= x.Length - 16; i += 16) m = Vector512.Max(m, Vector512.Create(x.Slice(i, 16)));
-            for (int k = 0; k < 16; k++) best = MathF.Max(best, m[k]);
+            // The last, partial vector is read overlapping the one before it: max is idempotent, so no scalar tail.
+            ref float start = ref MemoryMarshal.GetReference(x);
+            var m = Vector512.LoadUnsafe(ref start, (nuint)(x.Length - 16));
+            for (int i = 0; i <= x.Length - 16; i += 16) m = Vector512.Max(m, Vector512.LoadUnsafe(ref start, (nuint)i));
+            var m128 = Vector128.Max(Vector256.Max(m.GetLower(), m.GetUpper()).GetLower(), Vector256.Max(m.GetLower(), m.GetUpper()).GetUpper());
+            float a = MathF.Max(m128[0], m128[1]), b = MathF.Max(m128[2], m128[3]);
+            return MathF.Max(a, b);
         }
-        for (; i < x.Length; i++) best = MathF.Max(best, x[i]);
+        if (Vector256.IsHardwareAccelerated && x.Length >= 8)
+        {
+            ref float start = ref MemoryMarshal.GetReference(x);
+            var m = Vector256.LoadUnsafe(ref start, (nuint)(x.Length - 8));
+            for (int i = 0; i <= x.Length - 8; i += 8) m = Vector256.Max(m, Vector256.LoadUnsafe(ref start, (nuint)i));
+            var m128 = Vector128.Max(m.GetLower(), m.GetUpper());
+            return MathF.Max(MathF.Max(m128[0], m128[1]), MathF.Max(m128[2], m128[3]));
+        }
+        float best = float.NegativeInfinity;
+        for (int i = 0; i < x.Length; i++) best = MathF.Max(best, x[i]);
         return best;
     }
 
-    /// <summary>y[i] = exp(x[i] − shift); returns Σ y (accumulated per lane, then in double at the end).</summary>
+    /// <summary>
+    /// y[i] = exp(x[i] − shift); returns Σ y. <paramref name="y"/> may be <paramref name="x"/> itself. The last, partial
+    /// vector overlaps the one before it; only its new lanes are stored and summed, so no scalar tail runs.
+    /// </summary>
     public static float ExpShifted(ReadOnlySpan<float> x, float shift, Span<float> y)
     {
-        int i = 0;
-        float total = 0f;
-        if (Vector512.IsHardwareAccelerated && x.Length >= 16)
+        int n = x.Length;
+        if (Vector512.IsHardwareAccelerated && n >= 16)
         {
+            ref float xs = ref MemoryMarshal.GetReference(x);
+            ref float ys = ref MemoryMarshal.GetReference(y);
             var sum = Vector512<float>.Zero;
             var s = Vector512.Create(shift);
-            for (; i <= x.Length - 16; i += 16)
+            int i = 0;
+            for (; i <= n - 16; i += 16)
             {
-                var e = Exp(Vector512.Create(x.Slice(i, 16)) - s);
-                e.CopyTo(y.Slice(i, 16));
+                var e = Exp(Vector512.LoadUnsafe(ref xs, (nuint)i) - s);
+                e.StoreUnsafe(ref ys, (nuint)i);
                 sum += e;
             }
-            total = Vector512.Sum(sum);
+            if (i < n)
+            {
+                // Lanes below 16 − (n − i) were done above (and, when y is x, already overwritten): keep them.
+                var fresh = Vector512.GreaterThanOrEqual(Vector512<int>.Indices, Vector512.Create(16 - (n - i))).AsSingle();
+                var tail = Exp(Vector512.LoadUnsafe(ref xs, (nuint)(n - 16)) - s);
+                var kept = Vector512.LoadUnsafe(ref ys, (nuint)(n - 16));
+                Vector512.ConditionalSelect(fresh, tail, kept).StoreUnsafe(ref ys, (nuint)(n - 16));
+                sum += Vector512.ConditionalSelect(fresh, tail, Vector512<float>.Zero);
+            }
+            return Vector512.Sum(sum);
         }
-        else if (Vector256.IsHardwareAccelerated && x.Length >= 8)
+        if (Vector256.IsHardwareAccelerated && n >= 8)
         {
+            ref float xs = ref MemoryMarshal.GetReference(x);
+            ref float ys = ref MemoryMarshal.GetReference(y);
             var sum = Vector256<float>.Zero;
             var s = Vector256.Create(shift);
-            for (; i <= x.Length - 8; i += 8)
+            int i = 0;
+            for (; i <= n - 8; i += 8)
             {
-                var e = Exp(Vector256.Create(x.Slice(i, 8)) - s);
-                e.CopyTo(y.Slice(i, 8));
+                var e = Exp(Vector256.LoadUnsafe(ref xs, (nuint)i) - s);
+                e.StoreUnsafe(ref ys, (nuint)i);
                 sum += e;
             }
-            total = Vector256.Sum(sum);
+            if (i < n)
+            {
+                var fresh = Vector256.GreaterThanOrEqual(Vector256<int>.Indices, Vector256.Create(8 - (n - i))).AsSingle();
+                var tail = Exp(Vector256.LoadUnsafe(ref xs, (nuint)(n - 8)) - s);
+                var kept = Vector256.LoadUnsafe(ref ys, (nuint)(n - 8));
+                Vector256.ConditionalSelect(fresh, tail, kept).StoreUnsafe(ref ys, (nuint)(n - 8));
+                sum += Vector256.ConditionalSelect(fresh, tail, Vector256<float>.Zero);
+            }
+            return Vector256.Sum(sum);
         }
-        for (; i < x.Length; i++)
+        float total = 0f;
+        for (int j = 0; j < n; j++)
         {
-            float e = x[i] - shift < Lowest ? 0f : MathF.Exp(x[i] - shift);
-            y[i] = e;
+            float e = x[j] - shift < Lowest ? 0f : MathF.Exp(x[j] - shift);
+            y[j] = e;
             total += e;
         }
         return total;
