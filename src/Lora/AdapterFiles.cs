@@ -26,7 +26,7 @@ public static class AdapterFiles
             tensors.Add(($"{Prefix}{path}.lora_B.weight", adapter.B.Data.ShapeArray(), adapter.B.Data.ToArray()));
         }
         foreach (var (name, p) in ExtraTrained(lora, config))
-            tensors.Add((Prefix + name, p.Data.ShapeArray(), p.Data.ToArray()));
+            tensors.Add((Prefix + name, p.Data.ShapeArray(), lora.SavedModules.Owns(adapterName, p) ? lora.SavedModules.ValueOf(adapterName, p) : p.Data.ToArray()));
         Safetensors.Write(Path.Combine(directory, WeightsFile), tensors, new Dictionary<string, string> { ["format"] = "pt" });
         AtomicFile.WriteAllText(Path.Combine(directory, ConfigFile), ConfigJson(config));
     }
@@ -145,6 +145,12 @@ public static class AdapterFiles
             adapter.B.Data.CopyFrom(file.ReadFloats(bKey));
         }
         foreach (var (name, p) in ExtraTrained(lora, config))
-            if (entries.ContainsKey(Prefix + name)) p.Data.CopyFrom(file.ReadFloats(Prefix + name));
+        {
+            if (!entries.ContainsKey(Prefix + name)) continue;
+            var values = file.ReadFloats(Prefix + name);
+            // A module to save belongs to this adapter's own copy, not to whichever adapter is live now.
+            if (lora.SavedModules.Owns(adapterName, p)) lora.SavedModules.SetValue(adapterName, p, values);
+            else p.Data.CopyFrom(values);
+        }
     }
 }

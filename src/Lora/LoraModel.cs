@@ -19,6 +19,7 @@ public sealed class LoraModel
 {
     readonly Dictionary<string, LoraConfig> _configs = new();
     readonly Dictionary<string, LoraLinear> _layers = new();   // module path → wrapper
+    internal SavedModules SavedModules { get; private set; } = new();
     public Module Base { get; }
     public string? ActiveAdapter { get; private set; }
     public IReadOnlyDictionary<string, LoraConfig> Adapters => _configs;
@@ -66,6 +67,7 @@ public sealed class LoraModel
             layer.AddAdapter(name, config.RankFor(path), config.ScalingFor(path), config.Dropout, config.Init, seeds.Next());
         }
         _configs[name] = config;
+        SavedModules.Add(name, config, Base);
         // A new adapter is not active: keep only the active one (and what its config trains) trainable.
         if (ActiveAdapter != null) ApplyTrainability(_configs[ActiveAdapter], ActiveAdapter);
     }
@@ -82,6 +84,7 @@ public sealed class LoraModel
             layer.AdaptersDisabled = false;
         }
         ActiveAdapter = name;
+        SavedModules.Activate(name);
         ApplyTrainability(config, name);
     }
 
@@ -96,11 +99,8 @@ public sealed class LoraModel
                 layer.BaseLayer.Bias.Trainable = true;
         }
         foreach (var (pname, p) in Base.NamedParameters())
-        {
             if (config.Bias == LoraBias.All && pname.EndsWith("bias")) p.Trainable = true;
-            int dot = pname.LastIndexOf('.');
-            if (dot > 0 && config.SavesModule(pname[..dot])) p.Trainable = true;
-        }
+        foreach (var (_, p) in SavedModules.Matching(Base, config)) p.Trainable = true;
     }
 
     /// <summary>
@@ -113,10 +113,12 @@ public sealed class LoraModel
         var merged = _layers.Values.Where(l => l.MergedAdapter != null).Select(l => (Layer: l, Name: l.MergedAdapter!)).ToList();
         foreach (var (layer, _) in merged) layer.Unmerge();
         foreach (var layer in _layers.Values) layer.AdaptersDisabled = true;
-        return new Reenable(this, merged);
+        string? live = SavedModules.Live;
+        SavedModules.Activate(null);
+        return new Reenable(this, merged, live);
     }
 
-    sealed class Reenable(LoraModel owner, List<(LoraLinear Layer, string Name)> merged) : IDisposable
+    sealed class Reenable(LoraModel owner, List<(LoraLinear Layer, string Name)> merged, string? live) : IDisposable
     {
         bool disposed;
 
@@ -125,6 +127,7 @@ public sealed class LoraModel
             if (disposed) return;
             disposed = true;
             foreach (var l in owner._layers.Values) l.AdaptersDisabled = false;
+            owner.SavedModules.Activate(live);
             foreach (var (layer, name) in merged) layer.Merge(name);
         }
     }
@@ -135,6 +138,7 @@ public sealed class LoraModel
         if (_layers.Values.Any(l => l.MergedAdapter == name))
             throw new InvalidOperationException($"Adapter '{name}' is merged; unmerge it before deleting.");
         _configs.Remove(name);
+        SavedModules.Remove(name);
         foreach (var layer in _layers.Values) if (layer.Adapters.ContainsKey(name)) layer.DeleteAdapter(name);
         if (ActiveAdapter == name) ActiveAdapter = null;
     }
@@ -161,6 +165,7 @@ public sealed class LoraModel
         foreach (var (path, layer) in _layers) Base.ReplaceModule(path, layer.Unload());
         _layers.Clear();
         _configs.Clear();
+        SavedModules = new SavedModules();   // the active adapter's saved modules stay in the model, as merged weights do
         ActiveAdapter = null;
         return Base;
     }

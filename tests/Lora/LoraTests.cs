@@ -216,6 +216,54 @@ public class LoraTests
     }
 
     [Fact]
+    public void ModulesToSaveKeepOneCopyPerAdapterAcrossSwitchingDisablingAndFiles()
+    {
+        using var model = new Seq2SeqTransformer(Config, Device.Cpu);
+        var b = Data();
+        var baseOut = TinyModels.Logits(model, b);
+        var fc2 = model.NamedParameters().First(p => p.Name.EndsWith(".ffn.fc2.weight")).Parameter;
+        var originalFc2 = fc2.Data.ToArray();
+        var config = new LoraConfig { R = 4, TargetModules = ["q_proj", "v_proj"], ModulesToSave = ["fc2"] };
+        var lora = LoraModel.Inject(model, config, "first");
+        Assert.True(fc2.Trainable);
+        Train(model, 3, 1, out var o1);
+        o1.Dispose();
+        var firstOut = TinyModels.Logits(model, b);
+        var firstFc2 = fc2.Data.ToArray();
+        Assert.NotEqual(originalFc2, firstFc2);
+
+        lora.AddAdapter("second", config, seed: 2);
+        lora.SetActiveAdapter("second");
+        AssertBitwise(originalFc2, fc2.Data.ToArray(), "a new adapter's copy starts from the base");
+        Train(model, 3, 2, out var o2);
+        o2.Dispose();
+        var secondOut = TinyModels.Logits(model, b);
+
+        lora.SetActiveAdapter("first");
+        AssertBitwise(firstFc2, fc2.Data.ToArray(), "first's copy is back");
+        AssertBitwise(firstOut, TinyModels.Logits(model, b), "first's outputs are back");
+        using (lora.DisableAdapters())
+        {
+            AssertBitwise(originalFc2, fc2.Data.ToArray(), "disabled: the base's fc2");
+            AssertBitwise(baseOut, TinyModels.Logits(model, b), "disabled: the base's outputs");
+        }
+        AssertBitwise(firstOut, TinyModels.Logits(model, b), "re-enabled");
+
+        // Saving "second" while "first" is live writes second's copy; loading it elsewhere reproduces second.
+        var dir = Directory.CreateTempSubdirectory().FullName;
+        AdapterFiles.Save(lora, "second", dir);
+        using var other = new Seq2SeqTransformer(Config, Device.Cpu);
+        var otherLora = LoraModel.Inject(other, config, "first");
+        AdapterFiles.Load(otherLora, dir, "second");
+        using (var fresh = new Seq2SeqTransformer(Config, Device.Cpu)) AssertBitwise(baseOut, TinyModels.Logits(fresh, b), "same seed, same base");
+        otherLora.SetActiveAdapter("second");
+        AssertBitwise(secondOut, TinyModels.Logits(other, b), "loaded second");
+
+        lora.DeleteAdapter("first");
+        AssertBitwise(originalFc2, fc2.Data.ToArray(), "deleting the live adapter puts the base's values back");
+    }
+
+    [Fact]
     public void AddingAnAdapterKeepsOnlyTheActiveOneTrainable()
     {
         using var model = new Seq2SeqTransformer(Config, Device.Cpu);
