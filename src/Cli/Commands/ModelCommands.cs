@@ -44,10 +44,13 @@ public static class ModelCommands
             examples = TaskData.Spread(examples, r.GetValue(limit));
             var result = Workflows.Evaluate(model, tokenizer, data.Name, examples, Workflows.DecodeFor(data.Name, r.GetValue(beam), r.GetValue(NoRepeatNgram)), "evaluating");
             if (r.GetValue(predictions) is string path) AtomicFile.WriteAllText(path, string.Join('\n', result.Predictions) + "\n");
-            var table = new Table().AddColumns("metric", "precision", "recall", "F");
-            foreach (var (name, s) in new[] { ("ROUGE-1", result.Rouge.Rouge1), ("ROUGE-2", result.Rouge.Rouge2), ("ROUGE-L", result.Rouge.RougeL), ("ROUGE-Lsum", result.Rouge.RougeLsum) })
-                table.AddRow(name, s.Precision.ToString("F4"), s.Recall.ToString("F4"), s.F.ToString("F4"));
+            // The lead-8 baseline (the source's first 8 words) on the same examples: the bar a summarizer must clear.
+            var lead = Evaluator.LeadBaseline(examples).Rouge;
+            var table = new Table().AddColumns("metric", "precision", "recall", "F", "lead-8 F");
+            foreach (var (name, s, l) in new[] { ("ROUGE-1", result.Rouge.Rouge1, lead.Rouge1), ("ROUGE-2", result.Rouge.Rouge2, lead.Rouge2), ("ROUGE-L", result.Rouge.RougeL, lead.RougeL), ("ROUGE-Lsum", result.Rouge.RougeLsum, lead.RougeLsum) })
+                table.AddRow(name, s.Precision.ToString("F4"), s.Recall.ToString("F4"), s.F.ToString("F4"), l.F.ToString("F4"));
             AnsiConsole.Write(table);
+            AnsiConsole.MarkupLine($"{examples.Count:N0} {Markup.Escape(r.GetValue(split)!)} examples, {(r.GetValue(beam) > 1 ? $"beam {r.GetValue(beam)}" : "greedy")}{(r.GetValue(NoRepeatNgram) > 0 ? $", no repeated {r.GetValue(NoRepeatNgram)}-grams" : "")}");
             return 0;
         }));
         return cmd;
