@@ -89,6 +89,7 @@ public class CliTests
         var first = JsonSerializer.Deserialize<TrainerState>(File.ReadAllText(Path.Combine(dir, Checkpoint.StateFile)))!;
         Assert.Equal(2, first.Step);
         Assert.True(File.Exists(Path.Combine(dir, Checkpoint.OptimizerFile)));
+        Assert.True(new FileInfo(Path.Combine(dir, "loss.png")).Length > 1000, "the train command plots its loss curve");
 
         (code, _, err) = Run([.. common, "--steps", "3", "--resume"]);
         Assert.True(code == 0, err);

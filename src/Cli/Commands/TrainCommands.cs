@@ -126,6 +126,8 @@ public static class TrainCommands
                 CheckpointEvery = r.GetValue(checkpointEvery), Resume = r.GetValue(resume),
             };
             var (result, _) = Workflows.FineTune(model, tokenizer, data, o, "(none)", title: $"training {r.GetValue(preset)} from scratch ({data.Name})");
+            Plots.TrainingCurve(result.Losses, result.ValidationLosses, $"Training {model.Config.DModel}-wide {model.Config.EncoderLayers}+{model.Config.DecoderLayers} from scratch ({data.Name})",
+                Path.Combine(outDir, "loss.png"));
             AnsiConsole.MarkupLine($"trained {result.TrainableParameters:N0} parameters, final loss {result.Losses[^1]:F3}, {result.MeanStepMilliseconds:F0} ms/step → {Markup.Escape(outDir)}");
             return 0;
         }));

@@ -77,7 +77,7 @@ public sealed class ExperimentReport(ExperimentOptions o, IReadOnlyList<ResultRo
         foreach (var (name, series) in losses)
         {
             // A moving average keeps the curves readable; the raw values are in the loss lists.
-            var smooth = MovingAverage(series, Math.Max(1, series.Count / 50));
+            var smooth = Plots.MovingAverage(series, Math.Max(1, series.Count / 50));
             var line = plot.Add.Scatter(Enumerable.Range(1, smooth.Length).Select(i => (double)i).ToArray(), smooth);
             line.LegendText = name == "full" ? "full fine-tuning" : "LoRA r=8 (q, v)";
             line.MarkerSize = 0;
@@ -86,7 +86,7 @@ public sealed class ExperimentReport(ExperimentOptions o, IReadOnlyList<ResultRo
         plot.XLabel("step");
         plot.YLabel("label-smoothed cross-entropy");
         plot.ShowLegend();
-        SaveAtomically(plot, path);
+        Plots.SaveAtomically(plot, path);
     }
 
     void RankPlot(string path)
@@ -110,26 +110,6 @@ public sealed class ExperimentReport(ExperimentOptions o, IReadOnlyList<ResultRo
         plot.XLabel("rank r");
         plot.YLabel("ROUGE-1 F");
         plot.ShowLegend();
-        SaveAtomically(plot, path);
-    }
-
-    static double[] MovingAverage(List<float> values, int window)
-    {
-        var result = new double[values.Count];
-        double sum = 0;
-        for (int i = 0; i < values.Count; i++)
-        {
-            sum += values[i];
-            if (i >= window) sum -= values[i - window];
-            result[i] = sum / Math.Min(i + 1, window);
-        }
-        return result;
-    }
-
-    static void SaveAtomically(Plot plot, string path)
-    {
-        var tmp = path + ".tmp.png";
-        plot.SavePng(tmp, 900, 540);
-        File.Move(tmp, path, overwrite: true);
+        Plots.SaveAtomically(plot, path);
     }
 }
