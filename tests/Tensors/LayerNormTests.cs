@@ -57,7 +57,7 @@ public class LayerNormTests
     // ---- cases --------------------------------------------------------------------------------------
 
     public static IEnumerable<object[]> Shapes() =>
-        from d in Devices() from rows in new[] { 1, 7, 33 } from width in new[] { 1, 7, 33, 65 } from rms in new[] { false, true }
+        from d in Devices() from rows in new[] { 1, 7, 33 } from width in new[] { 1, 7, 25, 33, 65 } from rms in new[] { false, true }
         select new object[] { d[0], rows, width, rms };
 
     [Theory, MemberData(nameof(Shapes))]

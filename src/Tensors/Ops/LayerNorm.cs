@@ -169,12 +169,11 @@ public static partial class Ops
             for (long r = r0; r < r1; r++)
             {
                 var xr = xs.AsSpan((int)(r * c), c); var yr = ys.AsSpan((int)(r * c), c);
+                // Three passes over an L1-resident row: the mean, the centered sum of squares (two-pass, so a large
+                // mean does not cancel the variance away), then y in one fused sweep.
                 float mu = rms ? 0f : TensorPrimitives.Sum(xr) / c;
-                TensorPrimitives.Subtract(xr, mu, yr);
-                float rr = 1f / MathF.Sqrt(TensorPrimitives.SumOfSquares(yr) / c + eps);
-                TensorPrimitives.Multiply(yr, rr, yr);
-                if (bs != null) TensorPrimitives.MultiplyAdd(yr, gs, bs.AsSpan(0, c), yr);
-                else TensorPrimitives.Multiply(yr, gs, yr);
+                float rr = 1f / MathF.Sqrt(NormRows.CenteredSquares(xr, mu) / c + eps);
+                NormRows.Normalize(xr, mu, rr, gs, bs != null ? bs.AsSpan(0, c) : default, yr);
                 if (ms != null) ms[r] = mu;
                 rs[r] = rr;
             }
