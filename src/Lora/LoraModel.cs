@@ -20,6 +20,13 @@ public sealed class LoraModel
     readonly Dictionary<string, LoraConfig> _configs = new();
     readonly Dictionary<string, LoraLinear> _layers = new();   // module path → wrapper
     internal SavedModules SavedModules { get; private set; } = new();
+    bool _disabled;   // inside a DisableAdapters() block
+
+    /// <summary>Changing adapters inside a DisableAdapters() block would be undone wrongly on dispose: refuse it.</summary>
+    void NotWhileDisabled(string what)
+    {
+        if (_disabled) throw new InvalidOperationException($"{what} inside a DisableAdapters() block; dispose the block first.");
+    }
     public Module Base { get; }
     public string? ActiveAdapter { get; private set; }
     public IReadOnlyDictionary<string, LoraConfig> Adapters => _configs;
@@ -75,6 +82,7 @@ public sealed class LoraModel
     /// <summary>Makes <paramref name="name"/> the adapter in use and the only thing trainable (plus its bias mode and modules to save).</summary>
     public void SetActiveAdapter(string name)
     {
+        NotWhileDisabled($"SetActiveAdapter('{name}')");
         if (!_configs.TryGetValue(name, out var config)) throw new KeyNotFoundException($"No adapter '{name}'. Adapters: {string.Join(", ", _configs.Keys)}.");
         foreach (var layer in _layers.Values)
         {
@@ -110,6 +118,8 @@ public sealed class LoraModel
     /// </summary>
     public IDisposable DisableAdapters()
     {
+        NotWhileDisabled("DisableAdapters() (nested)");
+        _disabled = true;
         var merged = _layers.Values.Where(l => l.MergedAdapter != null).Select(l => (Layer: l, Name: l.MergedAdapter!)).ToList();
         foreach (var (layer, _) in merged) layer.Unmerge();
         foreach (var layer in _layers.Values) layer.AdaptersDisabled = true;
@@ -126,6 +136,7 @@ public sealed class LoraModel
         {
             if (disposed) return;
             disposed = true;
+            owner._disabled = false;
             foreach (var l in owner._layers.Values) l.AdaptersDisabled = false;
             owner.SavedModules.Activate(live);
             foreach (var (layer, name) in merged) layer.Merge(name);
@@ -134,6 +145,7 @@ public sealed class LoraModel
 
     public void DeleteAdapter(string name)
     {
+        NotWhileDisabled($"DeleteAdapter('{name}')");
         if (!_configs.ContainsKey(name)) throw new KeyNotFoundException($"No adapter '{name}'.");
         if (_layers.Values.Any(l => l.MergedAdapter == name))
             throw new InvalidOperationException($"Adapter '{name}' is merged; unmerge it before deleting.");
@@ -146,6 +158,7 @@ public sealed class LoraModel
     /// <summary>Folds the active (or named) adapter into the base weights: W += B·A·scaling.</summary>
     public void Merge(string? name = null)
     {
+        NotWhileDisabled("Merge()");
         name ??= ActiveAdapter ?? throw new InvalidOperationException("No active adapter to merge.");
         if (_layers.Values.Any(l => l.MergedAdapter != null))
             throw new InvalidOperationException($"An adapter is already merged ('{_layers.Values.First(l => l.MergedAdapter != null).MergedAdapter}'); merging again would add it twice.");
@@ -154,6 +167,7 @@ public sealed class LoraModel
 
     public void Unmerge()
     {
+        NotWhileDisabled("Unmerge()");
         if (_layers.Values.All(l => l.MergedAdapter == null)) throw new InvalidOperationException("No adapter is merged.");
         foreach (var layer in _layers.Values) if (layer.MergedAdapter != null) layer.Unmerge();
     }
@@ -161,6 +175,7 @@ public sealed class LoraModel
     /// <summary>Merges the active adapter and puts plain Linear layers back: the result has no LoRA code in its path.</summary>
     public Module MergeAndUnload()
     {
+        NotWhileDisabled("MergeAndUnload()");
         if (_layers.Values.All(l => l.MergedAdapter == null) && ActiveAdapter != null) Merge();
         foreach (var (path, layer) in _layers) Base.ReplaceModule(path, layer.Unload());
         _layers.Clear();

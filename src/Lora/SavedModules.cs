@@ -16,9 +16,13 @@ internal sealed class SavedModules
     /// <summary>The adapter whose values the model holds now (null: the base model's originals).</summary>
     public string? Live { get; private set; }
 
-    /// <summary>The parameters of the modules <paramref name="config"/> saves, by their current names.</summary>
+    /// <summary>
+    /// The parameters of the modules <paramref name="config"/> saves. Names are matched with ".base_layer" removed,
+    /// so a saved module that another adapter later wraps with LoRA is still found (as the adapter files name it).
+    /// </summary>
     public static IEnumerable<(string Name, Parameter P)> Matching(Module model, LoraConfig config) =>
-        model.NamedParameters().Where(p => p.Name.LastIndexOf('.') is int dot && dot > 0 && config.SavesModule(p.Name[..dot]));
+        model.NamedParameters().Select(p => (Name: p.Name.Replace(".base_layer.", "."), P: p.Parameter))
+            .Where(p => p.Name.LastIndexOf('.') is int dot && dot > 0 && config.SavesModule(p.Name[..dot]));
 
     /// <summary>Gives <paramref name="adapter"/> its own copy of each module it saves, starting from the base's values.</summary>
     public void Add(string adapter, LoraConfig config, Module model)
@@ -57,6 +61,8 @@ internal sealed class SavedModules
 
     public void SetValue(string adapter, Parameter p, float[] values)
     {
+        if (values.Length != p.Count)
+            throw new InvalidDataException($"Adapter '{adapter}': a module-to-save tensor holds {values.Length} values, but the model's parameter has {p.Count}.");
         if (adapter == Live) p.Data.CopyFrom(values);
         else _parked[adapter][p] = values;
     }

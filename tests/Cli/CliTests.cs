@@ -97,6 +97,9 @@ public class CliTests
         Assert.Equal(3, resumed.Step);
         Assert.Equal(first.Losses, resumed.Losses.Take(2)); // the resumed run kept the history and added one step
         Assert.Equal(3, resumed.Losses.Count);
+        (code, _, err) = Run([.. common, "--steps", "3"]);   // a fresh run must not overwrite it
+        Assert.Equal(1, code);
+        Assert.Contains("--resume", err);
     }
 
     [Fact]

@@ -210,6 +210,9 @@ public class LoraTests
         {
             Assert.All(lora.Layers.Values, l => Assert.Null(l.MergedAdapter));
             AssertRelative(baseOut, TinyModels.Logits(model, b), 1e-5, "disabled while merged");
+            Assert.Throws<InvalidOperationException>(() => lora.SetActiveAdapter("task"));   // would be undone wrongly on dispose
+            Assert.Throws<InvalidOperationException>(() => lora.DeleteAdapter("task"));
+            Assert.Throws<InvalidOperationException>(() => lora.DisableAdapters());
         }
         Assert.All(lora.Layers.Values, l => Assert.Equal("task", l.MergedAdapter));
         AssertRelative(adapted, TinyModels.Logits(model, b), 1e-5, "merged again");

@@ -114,6 +114,8 @@ public static class TrainCommands
             if (r.GetValue(resume)) (model, tokenizer) = ResumePoint(outDir, dev);
             else
             {
+                if (File.Exists(Path.Combine(outDir, Checkpoint.StateFile)))
+                    throw new ArgumentException($"'{outDir}' already holds a training run ({Checkpoint.StateFile}); continue it with --resume or choose another --out.");
                 tokenizer = r.GetValue(tokenizerFile) is string path ? SubwordTokenizer.Load(path)
                     : SubwordTokenizer.Build(data.Train.SelectMany(e => new[] { e.Source, e.Target }), r.GetValue(vocab), minCount: 2);
                 model = new Seq2SeqTransformer(TransformerConfig.Preset(r.GetValue(preset)!, tokenizer.VocabSize) with { Seed = r.GetValue(seed) }, dev);

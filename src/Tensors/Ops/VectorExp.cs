@@ -79,6 +79,8 @@ internal static class VectorExp
     public static float ExpShifted(ReadOnlySpan<float> x, float shift, Span<float> y)
     {
         int n = x.Length;
+        // The vector paths below use unchecked loads and stores.
+        if (y.Length < n) throw new ArgumentException($"ExpShifted: output holds {y.Length} elements, input {n}.");
         if (Vector512.IsHardwareAccelerated && n >= 16)
         {
             ref float xs = ref MemoryMarshal.GetReference(x);

@@ -194,13 +194,10 @@ public static class SequenceDecoder
 
     /// <summary>
     /// Hugging Face's beam length normalization: sum of log-probs / length^penalty, where length counts the generated
-    /// tokens (not BOS, not the closing EOS), so a finished and an unfinished beam of the same words compare fairly.
+    /// tokens including the closing EOS (not BOS), as its beam scorer does.
     /// </summary>
-    public static double LengthNormalizedScore(double logProbability, IReadOnlyList<int> tokensWithBos, float penalty)
-    {
-        int generated = tokensWithBos.Count - 1 - (tokensWithBos.Count > 1 && tokensWithBos[^1] == SubwordTokenizer.Eos ? 1 : 0);
-        return logProbability / Math.Pow(Math.Max(1, generated), penalty);
-    }
+    public static double LengthNormalizedScore(double logProbability, IReadOnlyList<int> tokensWithBos, float penalty) =>
+        logProbability / Math.Pow(Math.Max(1, tokensWithBos.Count - 1), penalty);
 
     static IEnumerable<int> TopK(float[] values, int offset, int length, int k)
     {
