@@ -30,11 +30,35 @@ public abstract class Module : IDisposable
         return module;
     }
 
+    /// <summary>
+    /// Registers <paramref name="module"/> at a dotted path below this module, creating plain
+    /// <see cref="ModuleGroup"/> containers for missing intermediate names (Hugging Face's BERT nests
+    /// <c>attention.self.query</c> and <c>attention.output.LayerNorm</c> under one attention block).
+    /// </summary>
+    protected T RegisterModuleAt<T>(string path, T module) where T : Module
+    {
+        var parts = path.Split('.');
+        Module parent = this;
+        foreach (var part in parts[..^1])
+        {
+            var existing = parent._children.FirstOrDefault(c => c.Key == part).Value;
+            parent = existing ?? parent.RegisterModule(part, new ModuleGroup());
+        }
+        parent._children.Add(new(parts[^1], module));
+        return module;
+    }
+
     /// <summary>Removes a direct child (not disposed: the caller decides); false if there was none.</summary>
     protected bool RemoveModule(string name) => _children.RemoveAll(c => c.Key == name) > 0;
 
-    /// <summary>The direct child called <paramref name="name"/> (always read through here, so replacements take effect).</summary>
-    protected Module Child(string name)
+    /// <summary>
+    /// The child called <paramref name="name"/>, or the descendant at a dotted path (always read through here, so
+    /// replacements take effect).
+    /// </summary>
+    protected Module Child(string name) =>
+        name.Contains('.') ? GetModule(name) : DirectChild(name);
+
+    Module DirectChild(string name)
     {
         foreach (var (n, m) in _children) if (n == name) return m;
         throw new KeyNotFoundException($"{GetType().Name} has no child '{name}'. Children: {string.Join(", ", _children.Select(c => c.Key))}.");
@@ -66,7 +90,7 @@ public abstract class Module : IDisposable
     public Module GetModule(string path)
     {
         Module current = this;
-        foreach (var part in path.Split('.', StringSplitOptions.RemoveEmptyEntries)) current = current.Child(part);
+        foreach (var part in path.Split('.', StringSplitOptions.RemoveEmptyEntries)) current = current.DirectChild(part);
         return current;
     }
 
@@ -115,3 +139,6 @@ public abstract class Module : IDisposable
         GC.SuppressFinalize(this);
     }
 }
+
+/// <summary>A module that only groups children under a name (no parameters or computation of its own).</summary>
+public sealed class ModuleGroup : Module;

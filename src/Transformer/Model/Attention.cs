@@ -23,11 +23,22 @@ public sealed class AttentionCache : IDisposable
 }
 
 /// <summary>
-/// Multi-head attention with separate q/k/v/o projections (children named q_proj, k_proj, v_proj, o_proj,
+/// Where an attention module keeps its four projections (dotted paths below it). The seq2seq model uses
+/// q_proj/k_proj/v_proj/o_proj; Hugging Face's BERT nests them as self.query … output.dense.
+/// </summary>
+public sealed record AttentionNames(string Query, string Key, string Value, string Output)
+{
+    public static readonly AttentionNames Seq2Seq = new("q_proj", "k_proj", "v_proj", "o_proj");
+    public static readonly AttentionNames Bert = new("self.query", "self.key", "self.value", "output.dense");
+}
+
+/// <summary>
+/// Multi-head attention with separate q/k/v/o projections (children named as <see cref="AttentionNames"/> says,
 /// so PEFT methods can wrap them by name). Legend: B batch, T queries, S keys, C width, H heads, D = C/H.
 /// </summary>
 public sealed class MultiHeadAttention : Module
 {
+    readonly AttentionNames _names;
     public int Heads { get; }
     public int Width { get; }
     int HeadWidth => Width / Heads;
@@ -38,13 +49,14 @@ public sealed class MultiHeadAttention : Module
     /// </summary>
     public Func<int, (Variable Keys, Variable Values)>? ExtraKeyValues { get; set; }
 
-    public MultiHeadAttention(int width, int heads, SeedSequence seeds, Device device)
+    public MultiHeadAttention(int width, int heads, SeedSequence seeds, Device device, AttentionNames? names = null)
     {
         if (width % heads != 0) throw new ArgumentException($"Model width {width} is not divisible by {heads} heads.");
         Width = width;
         Heads = heads;
-        foreach (var name in new[] { "q_proj", "k_proj", "v_proj", "o_proj" })
-            RegisterModule(name, new Linear(width, width, true, seeds, device));
+        _names = names ?? AttentionNames.Seq2Seq;
+        foreach (var name in new[] { _names.Query, _names.Key, _names.Value, _names.Output })
+            RegisterModuleAt(name, new Linear(width, width, true, seeds, device));
     }
 
     /// <summary>[B, L, C] → [B, H, L, D].</summary>
@@ -58,7 +70,7 @@ public sealed class MultiHeadAttention : Module
     public Variable Forward(Variable query, Variable keyValueSource, bool causal, Tensor? keyMask, AttentionCache? cache = null, bool isCross = false)
     {
         int b = query.Dim(0), t = query.Dim(1);
-        var q = SplitHeads(F.Scale(Layer("q_proj").Forward(query), 1f / MathF.Sqrt(HeadWidth)));   // [B,H,T,D]
+        var q = SplitHeads(F.Scale(Layer(_names.Query).Forward(query), 1f / MathF.Sqrt(HeadWidth)));   // [B,H,T,D]
         Variable k, v;
         if (cache != null && isCross && cache.Keys != null)
         {
@@ -67,8 +79,8 @@ public sealed class MultiHeadAttention : Module
         }
         else
         {
-            k = SplitHeads(Layer("k_proj").Forward(keyValueSource));                                 // [B,H,S,D]
-            v = SplitHeads(Layer("v_proj").Forward(keyValueSource));
+            k = SplitHeads(Layer(_names.Key).Forward(keyValueSource));                                 // [B,H,S,D]
+            v = SplitHeads(Layer(_names.Value).Forward(keyValueSource));
             if (cache != null)
             {
                 if (!isCross && cache.Keys != null)
@@ -100,6 +112,6 @@ public sealed class MultiHeadAttention : Module
         ownedMask?.Dispose();
         var context = F.Matmul(F.Reshape(probs, b * Heads, t, s), F.Reshape(v, b * Heads, s, HeadWidth));              // [B·H,T,D]
         var merged = F.Reshape(F.Permute(F.Reshape(context, b, Heads, t, HeadWidth), 0, 2, 1, 3), b, t, Width);
-        return Layer("o_proj").Forward(merged);
+        return Layer(_names.Output).Forward(merged);
     }
 }

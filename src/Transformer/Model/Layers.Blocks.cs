@@ -9,17 +9,46 @@ namespace Nanolora.Transformer;
 /// </summary>
 public delegate Variable SublayerHook(string sublayer, Variable output);
 
+/// <summary>
+/// Where an encoder layer keeps its parts (dotted paths below the layer): the seq2seq model's own names, or
+/// Hugging Face BertLayer's, so that checkpoints and PEFT target names carry over unchanged.
+/// </summary>
+public sealed record EncoderLayerNames(string Attention, AttentionNames AttentionParts, string AttentionNorm,
+    string Fc1, string Fc2, string FfnNorm)
+{
+    public static readonly EncoderLayerNames Seq2Seq = new("self_attn", AttentionNames.Seq2Seq, "self_attn_norm", "ffn.fc1", "ffn.fc2", "ffn_norm");
+    public static readonly EncoderLayerNames Bert = new("attention", AttentionNames.Bert, "attention.output.LayerNorm",
+        "intermediate.dense", "output.dense", "output.LayerNorm");
+}
+
 /// <summary>Shared residual wiring: pre-LN is x + f(LN(x)); post-LN is LN(x + f(x)), with dropout on f.</summary>
 public abstract class ResidualBlock : Module
 {
     protected readonly bool PreNorm;
     protected readonly float DropoutRate;
     protected readonly SeedSequence Seeds;
+    readonly string _activation;
     public SublayerHook? SublayerOutputHook { get; set; }
 
-    protected ResidualBlock(bool preNorm, float dropout, SeedSequence seeds)
+    protected ResidualBlock(TransformerConfig c, SeedSequence seeds)
     {
-        PreNorm = preNorm; DropoutRate = dropout; Seeds = seeds;
+        PreNorm = c.PreNorm; DropoutRate = c.Dropout; Seeds = seeds; _activation = c.Activation;
+    }
+
+    /// <summary>fc1 [C → DFF] and fc2 [DFF → C] at the given paths (registered in that order: init seeds follow it).</summary>
+    protected void RegisterFeedForward(TransformerConfig c, string fc1, string fc2, Device device)
+    {
+        RegisterModuleAt(fc1, new Linear(c.DModel, c.DFF, true, Seeds, device));
+        RegisterModuleAt(fc2, new Linear(c.DFF, c.DModel, true, Seeds, device));
+    }
+
+    /// <summary>Position-wise feed-forward: fc2(act(fc1(x))), with dropout after the activation.</summary>
+    protected Variable FeedForward(Variable x, string fc1, string fc2)
+    {
+        var h = Layer(fc1).Forward(x);
+        h = _activation == "gelu" ? F.Gelu(h) : F.Relu(h);
+        h = F.Dropout(h, DropoutRate, Seeds.Next(), Training);
+        return Layer(fc2).Forward(h);
     }
 
     protected Variable Residual(Variable x, string sublayer, string norm, Func<Variable, Variable> f)
@@ -34,22 +63,28 @@ public abstract class ResidualBlock : Module
     }
 }
 
-/// <summary>self_attn → ffn, each with a residual and a LayerNorm (self_attn_norm, ffn_norm).</summary>
+/// <summary>
+/// Self-attention → feed-forward, each with a residual and a LayerNorm. Named as <see cref="EncoderLayerNames"/> says:
+/// self_attn, self_attn_norm, ffn.fc1, ffn.fc2, ffn_norm (seq2seq) or BertLayer's attention.self.query … output.LayerNorm.
+/// </summary>
 public sealed class EncoderLayer : ResidualBlock
 {
-    public EncoderLayer(TransformerConfig c, SeedSequence seeds, Device device) : base(c.PreNorm, c.Dropout, seeds)
+    readonly EncoderLayerNames _names;
+
+    public EncoderLayer(TransformerConfig c, SeedSequence seeds, Device device, EncoderLayerNames? names = null) : base(c, seeds)
     {
-        RegisterModule("self_attn", new MultiHeadAttention(c.DModel, c.Heads, seeds, device));
-        RegisterModule("self_attn_norm", new LayerNorm(c.DModel, device));
-        RegisterModule("ffn", new FeedForward(c.DModel, c.DFF, c.Activation, c.Dropout, seeds, device));
-        RegisterModule("ffn_norm", new LayerNorm(c.DModel, device));
+        _names = names ?? EncoderLayerNames.Seq2Seq;
+        RegisterModuleAt(_names.Attention, new MultiHeadAttention(c.DModel, c.Heads, seeds, device, _names.AttentionParts));
+        RegisterModuleAt(_names.AttentionNorm, new LayerNorm(c.DModel, device, c.LayerNormEps));
+        RegisterFeedForward(c, _names.Fc1, _names.Fc2, device);
+        RegisterModuleAt(_names.FfnNorm, new LayerNorm(c.DModel, device, c.LayerNormEps));
     }
 
     public Variable Forward(Variable x, Tensor? sourceMask)
     {
-        var attn = (MultiHeadAttention)Child("self_attn");
-        x = Residual(x, "self_attn", "self_attn_norm", h => attn.Forward(h, h, false, sourceMask));
-        return Residual(x, "ffn", "ffn_norm", h => Layer("ffn").Forward(h));
+        var attn = (MultiHeadAttention)Child(_names.Attention);
+        x = Residual(x, "self_attn", _names.AttentionNorm, h => attn.Forward(h, h, false, sourceMask));
+        return Residual(x, "ffn", _names.FfnNorm, h => FeedForward(h, _names.Fc1, _names.Fc2));
     }
 }
 
@@ -64,14 +99,14 @@ public sealed class LayerCache : IDisposable
 /// <summary>self_attn (causal) → cross_attn over the encoder output → ffn.</summary>
 public sealed class DecoderLayer : ResidualBlock
 {
-    public DecoderLayer(TransformerConfig c, SeedSequence seeds, Device device) : base(c.PreNorm, c.Dropout, seeds)
+    public DecoderLayer(TransformerConfig c, SeedSequence seeds, Device device) : base(c, seeds)
     {
         RegisterModule("self_attn", new MultiHeadAttention(c.DModel, c.Heads, seeds, device));
-        RegisterModule("self_attn_norm", new LayerNorm(c.DModel, device));
+        RegisterModule("self_attn_norm", new LayerNorm(c.DModel, device, c.LayerNormEps));
         RegisterModule("cross_attn", new MultiHeadAttention(c.DModel, c.Heads, seeds, device));
-        RegisterModule("cross_attn_norm", new LayerNorm(c.DModel, device));
-        RegisterModule("ffn", new FeedForward(c.DModel, c.DFF, c.Activation, c.Dropout, seeds, device));
-        RegisterModule("ffn_norm", new LayerNorm(c.DModel, device));
+        RegisterModule("cross_attn_norm", new LayerNorm(c.DModel, device, c.LayerNormEps));
+        RegisterFeedForward(c, "ffn.fc1", "ffn.fc2", device);
+        RegisterModule("ffn_norm", new LayerNorm(c.DModel, device, c.LayerNormEps));
     }
 
     public Variable Forward(Variable x, Variable memory, Tensor? sourceMask, LayerCache? cache = null)
@@ -80,7 +115,7 @@ public sealed class DecoderLayer : ResidualBlock
         var cross = (MultiHeadAttention)Child("cross_attn");
         x = Residual(x, "self_attn", "self_attn_norm", h => self.Forward(h, h, true, null, cache?.Self));
         x = Residual(x, "cross_attn", "cross_attn_norm", h => cross.Forward(h, memory, false, sourceMask, cache?.Cross, isCross: true));
-        return Residual(x, "ffn", "ffn_norm", h => Layer("ffn").Forward(h));
+        return Residual(x, "ffn", "ffn_norm", h => FeedForward(h, "ffn.fc1", "ffn.fc2"));
     }
 }
 

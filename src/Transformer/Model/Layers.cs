@@ -65,28 +65,3 @@ public sealed class LayerNorm : Module, ILayer
 
     public Variable Forward(Variable x) => F.LayerNorm(x, Gamma, Beta, Eps);
 }
-
-/// <summary>Position-wise feed-forward: fc2(act(fc1(x))), with dropout after the activation.</summary>
-public sealed class FeedForward : Module, ILayer
-{
-    readonly string _activation;
-    readonly float _dropout;
-    readonly SeedSequence _seeds;
-
-    public FeedForward(int dim, int hidden, string activation, float dropout, SeedSequence seeds, Device device)
-    {
-        _activation = activation;
-        _dropout = dropout;
-        _seeds = seeds;
-        RegisterModule("fc1", new Linear(dim, hidden, true, seeds, device));
-        RegisterModule("fc2", new Linear(hidden, dim, true, seeds, device));
-    }
-
-    public Variable Forward(Variable x)
-    {
-        var h = Layer("fc1").Forward(x);
-        h = _activation == "gelu" ? F.Gelu(h) : F.Relu(h);
-        h = F.Dropout(h, _dropout, _seeds.Next(), Training);
-        return Layer("fc2").Forward(h);
-    }
-}

