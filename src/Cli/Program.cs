@@ -16,6 +16,7 @@ public static class Program
             InfoCommands.Devices(), InfoCommands.Params(), InfoCommands.Inspect(), InfoCommands.RougeCommand(),
             TrainCommands.Pretrain(device), TrainCommands.Train(device), TrainCommands.FineTune(device), ModelCommands.Eval(device),
             ModelCommands.Generate(device), ModelCommands.Merge(device), ExperimentCommand.Create(device),
+            EncoderCommands.Embed(device), EncoderCommands.Convert(device),
         })
             root.Subcommands.Add(command);
         try

@@ -51,7 +51,7 @@ public static class AdapterFiles
         var json = new JsonObject
         {
             ["peft_type"] = "LORA",
-            ["task_type"] = "SEQ_2_SEQ_LM",
+            ["task_type"] = c.TaskType,
             ["r"] = c.R,
             ["lora_alpha"] = c.Alpha,
             ["lora_dropout"] = c.Dropout,
@@ -99,6 +99,7 @@ public static class AdapterFiles
             RankPattern = root["rank_pattern"] is JsonObject rp ? rp.ToDictionary(kv => kv.Key, kv => (int)kv.Value!) : new Dictionary<string, int>(),
             AlphaPattern = root["alpha_pattern"] is JsonObject ap ? ap.ToDictionary(kv => kv.Key, kv => (float)kv.Value!) : new Dictionary<string, float>(),
             BaseModelNameOrPath = (string?)root["base_model_name_or_path"],
+            TaskType = (string?)root["task_type"] ?? "SEQ_2_SEQ_LM",
         };
     }
 

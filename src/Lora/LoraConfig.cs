@@ -29,6 +29,8 @@ public sealed record LoraConfig
     public IReadOnlyDictionary<string, int> RankPattern { get; init; } = new Dictionary<string, int>();
     public IReadOnlyDictionary<string, float> AlphaPattern { get; init; } = new Dictionary<string, float>();
     public string? BaseModelNameOrPath { get; init; }
+    /// <summary>PEFT's task_type: SEQ_2_SEQ_LM for the encoder-decoder, FEATURE_EXTRACTION for a sentence encoder.</summary>
+    public string TaskType { get; init; } = "SEQ_2_SEQ_LM";
 
     public void Validate()
     {
@@ -41,7 +43,8 @@ public sealed record LoraConfig
     {
         if (LayersToTransform != null)
         {
-            var m = Regex.Match(moduleName, @"\.layers\.(\d+)\.");
+            // PEFT's default layer names: the seq2seq model's "layers", BERT's "layer", GPT-2's "h", T5's "block".
+            var m = Regex.Match(moduleName, @"\.(?:layers|layer|h|blocks?)\.(\d+)\.");
             if (!m.Success || !LayersToTransform.Contains(int.Parse(m.Groups[1].Value))) return false;
         }
         if (TargetRegex != null) return Regex.IsMatch(moduleName, "^(?:" + TargetRegex + ")$");

@@ -16,8 +16,10 @@ public static class ExperimentCommand
         var ablationSteps = new Option<int?>("--ablation-steps") { Description = "steps per rank in the ablation" };
         var wordnetSteps = new Option<int?>("--wordnet-steps") { Description = "steps for the WordNet adapter of the task swap" };
         var ranks = new Option<string?>("--ranks") { Description = "comma-separated ranks for the ablation, e.g. 1,2,4,8,16,32,64" };
+        var part = new Option<string>("--part") { Description = "all, seq2seq (the tiny base's table) or retrieval (all-MiniLM-L6-v2's table)", DefaultValueFactory = _ => "all" };
+        var retrievalSteps = new Option<int?>("--retrieval-steps") { Description = "training steps per method for the retrieval table" };
         var cmd = new Command("experiment", "Base vs full fine-tuning vs LoRA on Debian synopses, a rank ablation and a WordNet adapter swap; writes results.json, results.md and plots.")
-            { quick, output, baseDir, steps, evalExamples, ablationSteps, wordnetSteps, ranks };
+            { quick, output, baseDir, steps, evalExamples, ablationSteps, wordnetSteps, ranks, part, retrievalSteps };
         cmd.SetAction(r => Program.Guard(() =>
         {
             Device dev = Workflows.ResolveDevice(r.GetValue(device));
@@ -27,6 +29,15 @@ public static class ExperimentCommand
             if (r.GetValue(ablationSteps) is int a) o = o with { AblationSteps = a };
             if (r.GetValue(wordnetSteps) is int w) o = o with { WordnetSteps = w };
             if (r.GetValue(ranks) is string list) o = o with { Ranks = list.Split(',', StringSplitOptions.RemoveEmptyEntries).Select(int.Parse).ToList() };
+            o = r.GetValue(part) switch
+            {
+                "all" => o,
+                "seq2seq" => o with { RunRetrieval = false },
+                "retrieval" => o with { RunSeq2Seq = false },
+                var p => throw new ArgumentException($"--part must be all, seq2seq or retrieval, got '{p}'."),
+            };
+            if (r.GetValue(retrievalSteps) is int rs)
+                o = rs >= 1 ? o with { Retrieval = o.Retrieval with { Steps = rs } } : throw new ArgumentException($"--retrieval-steps must be at least 1, got {rs}.");
             new ExperimentRunner(o, dev).Run();
             return 0;
         }));

@@ -7,17 +7,23 @@ using Spectre.Console;
 namespace Nanolora.Cli;
 
 /// <summary>Writes results.json, results.md and the two plots from the rows the runner measured.</summary>
-public sealed class ExperimentReport(ExperimentOptions o, IReadOnlyList<ResultRow> rows, IReadOnlyDictionary<string, List<float>> losses, TimeSpan elapsed)
+public sealed class ExperimentReport(ExperimentOptions o, IReadOnlyList<ResultRow> rows, IReadOnlyDictionary<string, List<float>> losses, TimeSpan elapsed,
+    RetrievalExperiment? retrieval = null)
 {
     static readonly JsonSerializerOptions Json = new() { PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower, WriteIndented = true };
 
     public void Write()
     {
         var dir = o.OutputDirectory;
-        AtomicFile.WriteAllText(Path.Combine(dir, "results.json"), JsonSerializer.Serialize(new { rows, elapsed_seconds = Math.Round(elapsed.TotalSeconds), quick = o.Quick }, Json));
-        AtomicFile.WriteAllText(Path.Combine(dir, "results.md"), Markdown());
-        LossPlot(Path.Combine(dir, "loss_full_vs_lora.png"));
-        RankPlot(Path.Combine(dir, "rouge1_vs_rank.png"));
+        var retrievalJson = retrieval == null ? null : new { rows = retrieval.Rows, sweep = retrieval.Sweep };
+        AtomicFile.WriteAllText(Path.Combine(dir, "results.json"), JsonSerializer.Serialize(new { rows, retrieval = retrievalJson, elapsed_seconds = Math.Round(elapsed.TotalSeconds), quick = o.Quick }, Json));
+        AtomicFile.WriteAllText(Path.Combine(dir, "results.md"), (rows.Count > 0 ? Markdown() : $"# Nanolora experiment ({(o.Quick ? "quick" : "full")})\n") +
+            (retrieval != null ? "\n" + retrieval.Markdown() : ""));
+        if (rows.Count > 0)
+        {
+            LossPlot(Path.Combine(dir, "loss_full_vs_lora.png"));
+            RankPlot(Path.Combine(dir, "rouge1_vs_rank.png"));
+        }
     }
 
     static string Mb(long bytes) => (bytes / 1048576.0).ToString("F2");
@@ -68,6 +74,15 @@ public sealed class ExperimentReport(ExperimentOptions o, IReadOnlyList<ResultRo
         foreach (var r in rows)
             t.AddRow(r.Method, r.Task, r.Rank > 0 ? r.Rank.ToString() : "", r.Rouge1.ToString("F4"), r.Rouge2.ToString("F4"), r.RougeL.ToString("F4"),
                 r.TrainableParams.ToString("N0"), r.TrainablePercent.ToString("F2"), Mb(r.OptimizerStateBytes), Mb(r.PeakBytes), r.StepMs.ToString("F0"), r.AdapterBytes > 0 ? Mb(r.AdapterBytes) : "");
+        return t;
+    }
+
+    public Spectre.Console.Table RetrievalTable()
+    {
+        var t = new Spectre.Console.Table().AddColumns("all-MiniLM-L6-v2", "rank", "targets", "lr", "recall@1", "recall@10", "MRR", "trainable", "%", "ms/step");
+        foreach (var r in retrieval?.Rows ?? [])
+            t.AddRow(r.Method, r.Rank?.ToString() ?? "—", r.Targets ?? "—", r.LearningRate?.ToString("G3") ?? "—", r.RecallAt1.ToString("F4"), r.RecallAt10.ToString("F4"),
+                r.Mrr.ToString("F4"), r.TrainableParams.ToString("N0"), r.TrainablePercent.ToString("F2"), r.StepMs?.ToString("F0") ?? "—");
         return t;
     }
 

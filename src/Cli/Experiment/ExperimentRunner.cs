@@ -19,11 +19,15 @@ public sealed record ExperimentOptions
     public IReadOnlyList<int> Ranks { get; init; } = [1, 2, 4, 8, 16, 32, 64];
     public int PretrainSteps { get; init; } = 1500;
     public ulong Seed { get; init; } = 1;
+    /// <summary>Which tables to produce: the seq2seq one (tiny base) and the pretrained encoder's retrieval one.</summary>
+    public bool RunSeq2Seq { get; init; } = true;
+    public bool RunRetrieval { get; init; } = true;
+    public RetrievalOptions Retrieval { get; init; } = RetrievalOptions.Defaults(true);
 
     /// <summary>The main job's budget on a 2-core CPU (≤ 15 minutes) and the full experiment's.</summary>
     public static ExperimentOptions Defaults(bool quick, string output) => quick
-        ? new() { Quick = true, OutputDirectory = output, Steps = 600, AblationSteps = 300, WordnetSteps = 300, EvalExamples = 400, AblationEvalExamples = 200, Ranks = [1, 4, 8, 16, 64] }
-        : new() { Quick = false, OutputDirectory = output, Steps = 1500, AblationSteps = 400, WordnetSteps = 600, EvalExamples = 0, AblationEvalExamples = 500 };
+        ? new() { Quick = true, OutputDirectory = output, Steps = 600, AblationSteps = 300, WordnetSteps = 300, EvalExamples = 400, AblationEvalExamples = 200, Ranks = [1, 4, 8, 16, 64], Retrieval = RetrievalOptions.Defaults(true) }
+        : new() { Quick = false, OutputDirectory = output, Steps = 1500, AblationSteps = 400, WordnetSteps = 600, EvalExamples = 0, AblationEvalExamples = 500, Retrieval = RetrievalOptions.Defaults(false) };
 
     /// <summary>LoRA's main row: rank 8 on the attention query and value projections (PEFT's default targets).</summary>
     public static readonly string[] LoraTargets = ["q_proj", "v_proj"];
@@ -47,6 +51,23 @@ public sealed class ExperimentRunner(ExperimentOptions o, Device device)
     {
         var clock = Stopwatch.StartNew();
         Directory.CreateDirectory(o.OutputDirectory);
+        if (o.RunSeq2Seq) RunSeq2Seq();
+        RetrievalExperiment? retrieval = null;
+        if (o.RunRetrieval)
+        {
+            retrieval = new RetrievalExperiment(o.Retrieval, o.OutputDirectory, device);
+            retrieval.Run();
+        }
+        var report = new ExperimentReport(o, _rows, _losses, clock.Elapsed, retrieval);
+        report.Write();
+        if (_rows.Count > 0) AnsiConsole.Write(report.Table());
+        if (retrieval != null) AnsiConsole.Write(report.RetrievalTable());
+        AnsiConsole.MarkupLine($"wrote {Markup.Escape(o.OutputDirectory)}/results.json, results.md and plots in {clock.Elapsed:mm\\:ss}");
+        return _rows;
+    }
+
+    void RunSeq2Seq()
+    {
         var debian = TaskData.Load("debian");
         var wordnet = TaskData.Load("wordnet");
         string baseDir = EnsureBase();
@@ -99,12 +120,6 @@ public sealed class ExperimentRunner(ExperimentOptions o, Device device)
             Add("lora-ablation", "debian", rank, e.Rouge, r, new FileInfo(Path.Combine(dir, AdapterFiles.WeightsFile)).Length, total, 0, ablationTest.Count, opt.Steps);
             model.Dispose();
         }
-
-        var report = new ExperimentReport(o, _rows, _losses, clock.Elapsed);
-        report.Write();
-        AnsiConsole.Write(report.Table());
-        AnsiConsole.MarkupLine($"wrote {Markup.Escape(o.OutputDirectory)}/results.json, results.md and plots in {clock.Elapsed:mm\\:ss}");
-        return _rows;
     }
 
     /// <summary>

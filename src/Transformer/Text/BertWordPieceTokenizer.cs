@@ -41,11 +41,13 @@ public sealed class BertWordPieceTokenizer
         });
     }
 
-    /// <summary>[CLS] word pieces [SEP], the pieces cut so the whole fits in <see cref="MaxLength"/>.</summary>
-    public int[] Encode(string text)
+    /// <summary>[CLS] word pieces [SEP], the pieces cut so the whole fits in <paramref name="maxLength"/> (default <see cref="MaxLength"/>).</summary>
+    public int[] Encode(string text, int? maxLength = null)
     {
+        int max = Math.Min(maxLength ?? MaxLength, MaxLength);
+        if (max < 2) throw new ArgumentOutOfRangeException(nameof(maxLength), $"Max length {max} leaves no room for [CLS] and [SEP].");
         var pieces = _tokenizer.EncodeToIds(text, addSpecialTokens: false);
-        int keep = Math.Min(pieces.Count, MaxLength - 2);
+        int keep = Math.Min(pieces.Count, max - 2);
         var ids = new int[keep + 2];
         ids[0] = ClsId;
         for (int i = 0; i < keep; i++) ids[i + 1] = pieces[i];
@@ -54,6 +56,6 @@ public sealed class BertWordPieceTokenizer
     }
 
     /// <summary>A padded batch of encoded texts.</summary>
-    public EncoderBatch EncodeBatch(IReadOnlyList<string> texts) =>
-        EncoderBatch.Pad(texts.Select(t => (IReadOnlyList<int>)Encode(t)).ToList(), PadId);
+    public EncoderBatch EncodeBatch(IReadOnlyList<string> texts, int? maxLength = null) =>
+        EncoderBatch.Pad(texts.Select(t => (IReadOnlyList<int>)Encode(t, maxLength)).ToList(), PadId);
 }
