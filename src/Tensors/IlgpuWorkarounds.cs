@@ -9,7 +9,10 @@ namespace Nanolora.Tensors;
 /// <summary>
 /// The places where Nanolora works around ILGPU 1.5.3 itself, kept together so that each can be dropped
 /// when ILGPU changes: the native-library names it loads, its OpenCL admission check, and kernel build
-/// errors whose log it only writes to <see cref="Trace"/>.
+/// errors whose log it only writes to <see cref="Trace"/>. Not worked around, but avoided: atomics. ILGPU's
+/// OpenCL <c>Atomic.Add</c> emits <c>(atomic_int*)</c> casts that POCL's compiler rejects, so no kernel
+/// uses atomics (reductions go through shared memory and a second pass); CI compiles every kernel with
+/// POCL, so one that did would fail there with the compiler's log.
 /// </summary>
 internal static class IlgpuWorkarounds
 {
