@@ -5,6 +5,7 @@ var harness = new Dictionary<string, Action<string>>
     ["ops-quick"] = Nanolora.Bench.OpsQuick.Run,
     ["lora-quick"] = Nanolora.Bench.LoraQuick.Run,
     ["train-step"] = Nanolora.Bench.TrainStepQuick.Run,
+    ["ptx-levels"] = Nanolora.Bench.PtxLevels.Run,
 };
 if (args.Length > 0 && harness.TryGetValue(args[0], out var run)) { run(args.Length > 1 ? args[1] : "cpu"); return; }
 BenchmarkDotNet.Running.BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args);

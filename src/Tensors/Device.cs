@@ -82,35 +82,46 @@ public abstract class Device : IDisposable
         }
     }
 
-    /// <summary>cuda if a CUDA GPU is present, else opencl if an OpenCL GPU is, else cpu.</summary>
+    /// <summary>cuda if a CUDA GPU is present, else opencl if an OpenCL GPU is, else cpu. An OpenCL CPU device
+    /// (admitted by NANOLORA_OPENCL_CPU) is never the default.</summary>
     public static string BestAvailable()
     {
-        var found = Discover();
+        var found = DiscoverGpus();
         if (found.Any(f => f.Id.StartsWith("cuda"))) return "cuda";
-        if (found.Any(f => f.Id.StartsWith("opencl"))) return "opencl";
-        return "cpu";
+        var gpu = found.FirstOrDefault(f => f.Id.StartsWith("opencl") && f.IsGpu);
+        return gpu.Id ?? "cpu";
     }
 
     /// <summary>Every device this machine offers, without opening accelerators.</summary>
     public static IReadOnlyList<(string Id, string Description)> Discover()
     {
         var list = new List<(string, string)> { ("cpu", $"managed vectorized CPU ({Environment.ProcessorCount} threads, {SimdDescription()})") };
+        list.AddRange(DiscoverGpus().Select(g => (g.Id, g.Description)));
+        list.Add(("ilgpu-cpu", "ILGPU CPU simulator (runs the GPU kernels; slow, for testing)"));
+        return list;
+    }
+
+    static List<(string Id, string Description, bool IsGpu)> DiscoverGpus()
+    {
+        var list = new List<(string, string, bool)>();
         try
         {
-            using var context = Context.Create(b => b.Cuda().OpenCL());
+            using var context = Context.Create(b => IlgpuDevice.GpuBackends(b, cuda: true, openCL: true));
             int cuda = 0, cl = 0;
             foreach (var dev in context)
             {
-                if (dev.AcceleratorType == AcceleratorType.Cuda) list.Add(($"cuda:{cuda++}", dev.Name));
-                else if (dev.AcceleratorType == AcceleratorType.OpenCL && dev is CLDevice cld && cld.DeviceType == CLDeviceType.CL_DEVICE_TYPE_GPU)
-                    list.Add(($"opencl:{cl++}", dev.Name));
+                if (dev.AcceleratorType == AcceleratorType.Cuda) list.Add(($"cuda:{cuda++}", dev.Name, true));
+                else if (dev is CLDevice cld)
+                {
+                    bool isGpu = cld.DeviceType.HasFlag(CLDeviceType.CL_DEVICE_TYPE_GPU);
+                    list.Add(($"opencl:{cl++}", isGpu ? dev.Name : $"{dev.Name} (OpenCL CPU device, {cld.PlatformName}; admitted by {IlgpuDevice.OpenClCpuVariable}=1)", isGpu));
+                }
             }
         }
         catch (Exception e) when (e is not OutOfMemoryException)
         {
             // No GPU driver is the normal case on CPU machines; discovery must not fail then.
         }
-        list.Add(("ilgpu-cpu", "ILGPU CPU simulator (runs the GPU kernels; slow, for testing)"));
         return list;
     }
 

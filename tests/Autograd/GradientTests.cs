@@ -3,10 +3,11 @@ using Nanolora.Tensors;
 
 namespace Nanolora.Tests.Autograd;
 
-/// <summary>Every differentiable op and a few compositions, by finite differences on cpu; analytic gradients then agree on ilgpu-cpu.</summary>
+/// <summary>Every differentiable op and a few compositions, by finite differences on cpu; analytic gradients then agree on every kernel device.</summary>
 public class GradientTests
 {
     public static IEnumerable<object[]> Cases() => Names.Keys.Select(k => new object[] { k });
+    public static IEnumerable<object[]> KernelCases() => Reference.KernelDevices().SelectMany(d => Names.Keys.Select(k => new object[] { d[0], k }));
 
     static readonly Dictionary<string, (Func<Variable[], Variable> F, int[][] Shapes)> Names = new()
     {
@@ -52,8 +53,8 @@ public class GradientTests
         GradCheck.Check("cpu", f, shapes);
     }
 
-    [Theory, MemberData(nameof(Cases))]
-    public void IlgpuGradientsAgreeWithCpu(string name)
+    [Theory, MemberData(nameof(KernelCases))]
+    public void KernelGradientsAgreeWithCpu(string device, string name)
     {
         var (f, shapes) = Names[name];
         float[][] Grads(string device)
@@ -69,8 +70,8 @@ public class GradientTests
             return grads;
         }
         var cpu = Grads("cpu");
-        var gpu = Grads("ilgpu-cpu");
-        for (int i = 0; i < cpu.Length; i++) Reference.Close(cpu[i], gpu[i], 1e-4, 1e-3, $"{name} input {i}");
+        var gpu = Grads(device);
+        for (int i = 0; i < cpu.Length; i++) Reference.Close(cpu[i], gpu[i], 1e-4, 1e-3, $"{name} on {device}, input {i}");
     }
 
     [Fact]

@@ -329,10 +329,10 @@ public class LoraTests
         model.Train();
     }
 
-    [Fact]
-    public void SimulatorIdentityAndMergeEquivalence()
+    [Theory, MemberData(nameof(Reference.KernelDevices), MemberType = typeof(Reference))]
+    public void KernelDeviceIdentityAndMergeEquivalence(string id)
     {
-        var device = Device.Get("ilgpu-cpu");
+        var device = Device.Get(id);
         using var m = new OneLinear(8, 6, device);
         var x = Reference.Random(3 * 8, 4);
         float[] Run()
@@ -343,32 +343,32 @@ public class LoraTests
         }
         var baseOut = Run();
         var lora = LoraModel.Inject(m, new LoraConfig { R = 2, Alpha = 4, TargetModules = ["q_proj"] });
-        AssertBitwise(baseOut, Run(), "ilgpu-cpu B = 0");
+        AssertBitwise(baseOut, Run(), $"{id} B = 0");
         RandomizeB(lora, "default");
         var adapted = Run();
         Assert.NotEqual(baseOut, adapted);
         lora.Merge();
-        AssertRelative(adapted, Run(), 1e-5, "ilgpu-cpu merged");
+        AssertRelative(adapted, Run(), 1e-5, $"{id} merged");
         lora.Unmerge();
-        AssertRelative(adapted, Run(), 1e-5, "ilgpu-cpu unmerged");
+        AssertRelative(adapted, Run(), 1e-5, $"{id} unmerged");
     }
 
-    [Fact]
-    public void SimulatorWholeModelAndAdapterGradients()
+    [Theory, MemberData(nameof(Reference.KernelDevices), MemberType = typeof(Reference))]
+    public void KernelDeviceWholeModelAndAdapterGradients(string id)
     {
-        var device = Device.Get("ilgpu-cpu");
-        // The fused node's backward on the simulator's kernels (tiny: every element is two forwards).
-        GradCheck.Check("ilgpu-cpu", v => LoraLinear.LowRankLinear(v[0], null, v[1], v[2], v[3], v[4], 2f), [[2, 3], [2, 3], [2], [1, 3], [2, 1]]);
-        // The whole (tiny) model on the simulator, four forwards (each takes seconds there): B = 0 bitwise, merge equivalence.
+        var device = Device.Get(id);
+        // The fused node's backward on this device's kernels (tiny: every element is two forwards).
+        GradCheck.Check(id, v => LoraLinear.LowRankLinear(v[0], null, v[1], v[2], v[3], v[4], 2f), [[2, 3], [2, 3], [2], [1, 3], [2, 1]]);
+        // The whole (tiny) model on this device, four forwards (each takes seconds on the simulator): B = 0 bitwise, merge equivalence.
         using var model = new Seq2SeqTransformer(Config with { VocabSize = 12, DModel = 8, Heads = 2, DFF = 16 }, device);
         var b = TinyModels.MakeBatch([[4, 5, 6], [7, 8]], [[4, 5], [9]]);
         var baseOut = TinyModels.Logits(model, b);
         var lora = LoraModel.Inject(model, new LoraConfig { R = 2, Alpha = 4, TargetModules = ["q_proj", "v_proj", "fc1"] });
-        AssertBitwise(baseOut, TinyModels.Logits(model, b), "ilgpu-cpu model, B = 0");
+        AssertBitwise(baseOut, TinyModels.Logits(model, b), $"{id} model, B = 0");
         RandomizeB(lora, "default");
         var adapted = TinyModels.Logits(model, b);
         Assert.NotEqual(baseOut, adapted);
         lora.MergeAndUnload();
-        AssertRelative(adapted, TinyModels.Logits(model, b), 1e-5, "ilgpu-cpu model merged and unloaded");
+        AssertRelative(adapted, TinyModels.Logits(model, b), 1e-5, $"{id} model merged and unloaded");
     }
 }

@@ -17,6 +17,10 @@ public static class Reference
             if (id.StartsWith("cuda") || id.StartsWith("opencl")) yield return [id];
     }
 
+    /// <summary>The devices that run the ILGPU kernels: <see cref="Devices"/> without cpu (ilgpu-cpu, and
+    /// cuda/opencl where present; opencl:N includes POCL when NANOLORA_OPENCL_CPU=1, as in CI).</summary>
+    public static IEnumerable<object[]> KernelDevices() => Devices().Where(d => (string)d[0] != "cpu");
+
     public static Device Dev(string id) => Device.Get(id);
 
     /// <summary>Deterministic values in [lo, hi) from a fixed seed.</summary>

@@ -30,15 +30,18 @@ public static partial class Ops
         // One group per row: log-probabilities and the row's loss (0 for an ignored target).
         static void ForwardKernel(ArrayView<float> logits, ArrayView<int> targets, ArrayView<float> logProbs, ArrayView<float> rowLoss, CrossEntropyParams p)
         {
-            var shared = SharedMemory.Allocate<float>(RowReduce.MaxGroup);
+            // One shared buffer per reduction (RowReduce explains why).
+            var maxScratch = SharedMemory.Allocate<float>(RowReduce.MaxGroup);
+            var expScratch = SharedMemory.Allocate<float>(RowReduce.MaxGroup);
+            var sumScratch = SharedMemory.Allocate<float>(RowReduce.MaxGroup);
             int row = Grid.IdxX, at = row * p.V;
             float max = float.NegativeInfinity;
             for (int j = Group.IdxX; j < p.V; j += Group.DimX) max = XMath.Max(max, logits[at + j]);
-            max = RowReduce.Max(shared, max);
+            max = RowReduce.Max(maxScratch, max);
             float sumExp = 0f, sumX = 0f;
             for (int j = Group.IdxX; j < p.V; j += Group.DimX) { float v = logits[at + j]; sumExp += XMath.Exp(v - max); sumX += v; }
-            float shift = max + XMath.Log(RowReduce.Sum(shared, sumExp));
-            sumX = RowReduce.Sum(shared, sumX);
+            float shift = max + XMath.Log(RowReduce.Sum(expScratch, sumExp));
+            sumX = RowReduce.Sum(sumScratch, sumX);
             for (int j = Group.IdxX; j < p.V; j += Group.DimX) logProbs[at + j] = logits[at + j] - shift;
             if (Group.IdxX == 0)
             {

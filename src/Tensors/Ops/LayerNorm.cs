@@ -36,18 +36,20 @@ public static partial class Ops
         static void ForwardKernel(ArrayView<float> x, ArrayView<float> gamma, ArrayView<float> beta, ArrayView<float> y,
             ArrayView<float> mean, ArrayView<float> rstd, NormParams p)
         {
-            var shared = SharedMemory.Allocate<float>(RowReduce.MaxGroup);
+            // One shared buffer per reduction (RowReduce explains why).
+            var meanScratch = SharedMemory.Allocate<float>(RowReduce.MaxGroup);
+            var varScratch = SharedMemory.Allocate<float>(RowReduce.MaxGroup);
             int row = Grid.IdxX, at = row * p.C;
             float mu = 0f;
             if (p.Rms == 0)
             {
                 float sum = 0f;
                 for (int j = Group.IdxX; j < p.C; j += Group.DimX) sum += x[at + j];
-                mu = RowReduce.Sum(shared, sum) / p.C;
+                mu = RowReduce.Sum(meanScratch, sum) / p.C;
             }
             float sq = 0f;
             for (int j = Group.IdxX; j < p.C; j += Group.DimX) { float d = x[at + j] - mu; sq += d * d; }
-            float r = 1f / XMath.Sqrt(RowReduce.Sum(shared, sq) / p.C + p.Eps);
+            float r = 1f / XMath.Sqrt(RowReduce.Sum(varScratch, sq) / p.C + p.Eps);
             for (int j = Group.IdxX; j < p.C; j += Group.DimX)
                 y[at + j] = (x[at + j] - mu) * r * gamma[j] + (p.HasBeta != 0 ? beta[j] : 0f);
             if (Group.IdxX == 0)
@@ -60,7 +62,8 @@ public static partial class Ops
         static void BackwardKernel(ArrayView<float> dy, ArrayView<float> x, ArrayView<float> gamma, ArrayView<float> mean,
             ArrayView<float> rstd, ArrayView<float> dx, NormParams p)
         {
-            var shared = SharedMemory.Allocate<float>(RowReduce.MaxGroup);
+            var sgScratch = SharedMemory.Allocate<float>(RowReduce.MaxGroup);
+            var sgxScratch = SharedMemory.Allocate<float>(RowReduce.MaxGroup);
             int row = Grid.IdxX, at = row * p.C;
             float mu = p.Rms == 0 ? mean[row] : 0f, r = rstd[row];
             float sg = 0f, sgx = 0f;
@@ -70,8 +73,8 @@ public static partial class Ops
                 sg += g;
                 sgx += g * (x[at + j] - mu) * r;
             }
-            sg = p.Rms == 0 ? RowReduce.Sum(shared, sg) / p.C : 0f;
-            sgx = RowReduce.Sum(shared, sgx) / p.C;
+            sg = p.Rms == 0 ? RowReduce.Sum(sgScratch, sg) / p.C : 0f;
+            sgx = RowReduce.Sum(sgxScratch, sgx) / p.C;
             for (int j = Group.IdxX; j < p.C; j += Group.DimX)
                 dx[at + j] = r * (dy[at + j] * gamma[j] - sg - (x[at + j] - mu) * r * sgx);
         }

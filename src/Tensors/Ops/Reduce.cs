@@ -68,7 +68,8 @@ public static partial class Ops
             if (tid == 0) partials[Grid.IdxX] = result;
         }
 
-        // Every thread returns the group's result (group size is a power of two).
+        // Every thread returns the group's result (group size is a power of two). Each kernel here reduces
+        // once into its own buffer, so the final load of shared[0] may land anywhere (RowReduce explains why that matters).
         static float TreeReduce(ArrayView<float> shared, float acc, int tid, int size, TOp op)
         {
             shared[tid] = acc;

@@ -35,7 +35,17 @@ internal static class RowReduce
     /// <summary>One group per row.</summary>
     public static KernelConfig PerRow(IlgpuDevice d, int rows, int width) => new(rows, GroupSize(d, width));
 
-    /// <summary>The sum of <paramref name="value"/> over the group; every thread gets it. Group size must be a power of two.</summary>
+    // Every reduction takes a shared buffer of its own, allocated in the kernel and used by no other
+    // reduction there. Why not one buffer and a barrier after reading the result: ILGPU's O2 code
+    // placement sinks the load `shared[0]` to its first use, which may lie past that barrier and past the
+    // next reduction's stores into shared[0]. POCL ran LayerNorm that way and got wrong rows (13 test
+    // failures); the simulator, which runs the IL as written, never shows it. With a buffer per
+    // reduction nothing writes a buffer after its result is read, so wherever the load lands it reads the
+    // same value, and no trailing barrier is needed. Reusing a buffer is now a plain race on every backend.
+    // Loads inside the tree (shared[t + half]) feed a store in the same block, so they cannot sink past a barrier.
+
+    /// <summary>The sum of <paramref name="value"/> over the group; every thread gets it. Group size must be a
+    /// power of two; <paramref name="shared"/> (≥ group size) must be this call's own buffer (see above).</summary>
     public static float Sum(ArrayView<float> shared, float value)
     {
         int t = Group.IdxX;
@@ -46,12 +56,10 @@ internal static class RowReduce
             if (t < half) shared[t] += shared[t + half];
             Group.Barrier();
         }
-        float total = shared[0];
-        Group.Barrier(); // the next reduction may overwrite slot 0 only after everyone has read it
-        return total;
+        return shared[0];
     }
 
-    /// <summary>The maximum of <paramref name="value"/> over the group; every thread gets it.</summary>
+    /// <summary>The maximum of <paramref name="value"/> over the group; every thread gets it. Same rules as <see cref="Sum"/>.</summary>
     public static float Max(ArrayView<float> shared, float value)
     {
         int t = Group.IdxX;
@@ -62,9 +70,7 @@ internal static class RowReduce
             if (t < half && shared[t + half] > shared[t]) shared[t] = shared[t + half];
             Group.Barrier();
         }
-        float total = shared[0];
-        Group.Barrier();
-        return total;
+        return shared[0];
     }
 }
 

@@ -47,20 +47,22 @@ public static partial class Ops
 
         static void ForwardKernel(ArrayView<float> x, ArrayView<float> mask, ArrayView<float> y, SoftmaxParams p)
         {
-            var shared = SharedMemory.Allocate<float>(RowReduce.MaxGroup);
+            // One shared buffer per reduction (RowReduce explains why).
+            var maxScratch = SharedMemory.Allocate<float>(RowReduce.MaxGroup);
+            var sumScratch = SharedMemory.Allocate<float>(RowReduce.MaxGroup);
             int row = Grid.IdxX, at = row * p.S;
             int lastKept = p.Causal != 0 ? row % p.T + p.S - p.T : p.S - 1;
             int maskRow = p.HasMask != 0 ? row / p.RowsPerBatch * p.S : 0;
             float max = float.NegativeInfinity;
             for (int j = Group.IdxX; j < p.S; j += Group.DimX)
                 max = XMath.Max(max, Logit(x, mask, at, j, lastKept, maskRow, p));
-            max = RowReduce.Max(shared, max);
+            max = RowReduce.Max(maxScratch, max);
             bool empty = max == float.NegativeInfinity; // every key dropped: zeros, not 0/0
             float sum = 0f;
             if (!empty)
                 for (int j = Group.IdxX; j < p.S; j += Group.DimX)
                     sum += XMath.Exp(Logit(x, mask, at, j, lastKept, maskRow, p) - max);
-            sum = RowReduce.Sum(shared, sum);
+            sum = RowReduce.Sum(sumScratch, sum);
             float inv = empty ? 0f : 1f / sum;
             for (int j = Group.IdxX; j < p.S; j += Group.DimX)
                 y[at + j] = empty ? 0f : XMath.Exp(Logit(x, mask, at, j, lastKept, maskRow, p) - max) * inv;
@@ -78,14 +80,15 @@ public static partial class Ops
 
         static void LogForwardKernel(ArrayView<float> x, ArrayView<float> y, int s)
         {
-            var shared = SharedMemory.Allocate<float>(RowReduce.MaxGroup);
+            var maxScratch = SharedMemory.Allocate<float>(RowReduce.MaxGroup);
+            var sumScratch = SharedMemory.Allocate<float>(RowReduce.MaxGroup);
             int at = Grid.IdxX * s;
             float max = float.NegativeInfinity;
             for (int j = Group.IdxX; j < s; j += Group.DimX) max = XMath.Max(max, x[at + j]);
-            max = RowReduce.Max(shared, max);
+            max = RowReduce.Max(maxScratch, max);
             float sum = 0f;
             for (int j = Group.IdxX; j < s; j += Group.DimX) sum += XMath.Exp(x[at + j] - max);
-            float shift = max + XMath.Log(RowReduce.Sum(shared, sum));
+            float shift = max + XMath.Log(RowReduce.Sum(sumScratch, sum));
             for (int j = Group.IdxX; j < s; j += Group.DimX) y[at + j] = x[at + j] - shift;
         }
 
