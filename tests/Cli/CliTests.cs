@@ -7,7 +7,7 @@ namespace Nanolora.Tests.Cli;
 /// <summary>The nanolora command's file-facing subcommands, run in-process.</summary>
 public class CliTests
 {
-    static (int Code, string Out, string Err) Run(params string[] args)
+    internal static (int Code, string Out, string Err) Run(params string[] args)
     {
         var stdout = new StringWriter();
         var stderr = new StringWriter();

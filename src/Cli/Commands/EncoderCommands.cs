@@ -38,7 +38,7 @@ public static class EncoderCommands
             var progress = new Progress<int>(done => Console.Error.Write($"\rembedded {done:N0}/{lines.Count:N0}"));
             var vectors = SentenceEmbedder.Embed(model, tokenizer, lines, r.GetValue(batch), Console.IsErrorRedirected ? null : progress);
             if (!Console.IsErrorRedirected) Console.Error.WriteLine();
-            using var stdout = new StreamWriter(Console.OpenStandardOutput(), new UTF8Encoding(false), 1 << 16);
+            var stdout = Console.Out;
             var line = new StringBuilder();
             foreach (var v in vectors)
             {
@@ -46,6 +46,7 @@ public static class EncoderCommands
                 for (int i = 0; i < v.Length; i++) line.Append(i == 0 ? "" : ",").Append(v[i].ToString("R", CultureInfo.InvariantCulture));
                 stdout.WriteLine(line.Append(']'));
             }
+            stdout.Flush();
             return 0;
         }));
         return cmd;
@@ -56,7 +57,8 @@ public static class EncoderCommands
     {
         if (path != null && Directory.Exists(path)) throw new ArgumentException($"--input {path} is a directory, expected a text file.");
         if (path != null && !File.Exists(path)) throw new FileNotFoundException($"--input {path}: no such file.");
-        using var reader = path == null ? new StreamReader(Console.OpenStandardInput(), Encoding.UTF8) : new StreamReader(path, Encoding.UTF8);
+        using var file = path == null ? null : new StreamReader(path, Encoding.UTF8);
+        var reader = file ?? Console.In;
         var lines = new List<string>();
         while (reader.ReadLine() is { } l) lines.Add(l);
         return lines;

@@ -70,7 +70,7 @@ public static class ModelCommands
             var sources = r.GetValue(text) is { Length: > 0 } t ? t : ReadStdin();
             foreach (var source in sources)
             {
-                var ids = tokenizer.Encode(source, 96);
+                var ids = tokenizer.Encode(source, 96, addEos: true);   // as in training and eval
                 var output = SequenceDecoder.Generate(model, ids, 1, ids.Length, new DecodeOptions(r.GetValue(maxLen), r.GetValue(beam), 1f, !r.GetValue(noCache), r.GetValue(NoRepeatNgram)));
                 Console.WriteLine(tokenizer.Decode(output[0]));
             }

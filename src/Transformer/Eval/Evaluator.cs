@@ -12,7 +12,8 @@ public static class Evaluator
         for (int start = 0; start < examples.Count; start += batchSize)
         {
             var chunk = examples.Skip(start).Take(batchSize).ToList();
-            var encoded = chunk.Select(e => tokenizer.Encode(e.Source, maxSourceTokens)).ToList();
+            // Sources end with EOS, as in training (Seq2SeqDataset): without it the encoder sees inputs it was never trained on.
+            var encoded = chunk.Select(e => tokenizer.Encode(e.Source, maxSourceTokens, addEos: true)).ToList();
             int s = Math.Max(1, encoded.Max(x => x.Length));
             var ids = new int[chunk.Count * s];
             for (int b = 0; b < chunk.Count; b++) Array.Copy(encoded[b], 0, ids, b * s, encoded[b].Length);
