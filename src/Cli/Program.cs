@@ -8,6 +8,9 @@ public static class Program
 {
     public static int Main(string[] args)
     {
+        // Numbers print the same under every locale (tables, JSON, predictions files).
+        System.Globalization.CultureInfo.DefaultThreadCurrentCulture = System.Globalization.CultureInfo.InvariantCulture;
+        System.Globalization.CultureInfo.CurrentCulture = System.Globalization.CultureInfo.InvariantCulture;
         var root = new RootCommand("nanolora: parameter-efficient fine-tuning (LoRA) of an encoder-decoder transformer, from scratch in C#.");
         var device = new Option<string?>("--device") { Description = "cpu, ilgpu-cpu, cuda or opencl (default: NANOLORA_DEVICE, else the best found)", Recursive = true };
         root.Options.Add(device);

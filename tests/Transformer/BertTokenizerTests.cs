@@ -90,7 +90,11 @@ public class BertTokenizerTests(MiniLmFixture mini) : IClassFixture<MiniLmFixtur
     {
         // As Hugging Face's tokenizer for sentence-transformers/all-MiniLM-L6-v2 gives them.
         Assert.Equal([101, 7592, 2088, 102], mini.Tokenizer.Encode("Hello world"));
-        Assert.Equal([101, 7592, 1010, 2088, 999, 102], mini.Tokenizer.Encode("HELLO, wörld!"));
+        Assert.Equal([101, 7592, 1010, 2088, 999, 102], mini.Tokenizer.Encode("HELLO, wörld!"));   // lower-cased, accent stripped
+        // Symbols are BERT punctuation (Microsoft.ML.Tokenizers' BertTokenizer deletes them), and \n separates words.
+        var vocab = mini.Tokenizer.VocabText.Split('\n').Select(l => l.TrimEnd('\r')).ToList();
+        Assert.Equal(new[] { "[CLS]", "`", "the", "`", "$", "hello", "world", "[SEP]" },
+            mini.Tokenizer.Encode("`the` $hello\nworld").Select(id => vocab[id]));
     }
 
     [Fact]

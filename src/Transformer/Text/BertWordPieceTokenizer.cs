@@ -1,24 +1,31 @@
+using System.Globalization;
+using System.Text;
 using Microsoft.ML.Tokenizers;
 
 namespace Nanolora.Transformer;
 
 /// <summary>
-/// Hugging Face's BertTokenizer behaviour over a WordPiece vocab.txt, through Microsoft.ML.Tokenizers' BertTokenizer:
-/// basic tokenization (punctuation split, CJK characters apart), lower-casing with accents stripped when
-/// <c>do_lower_case</c> (as HF's <c>strip_accents=None</c> implies), then <c>[CLS] pieces [SEP]</c>, truncated to
-/// <see cref="MaxLength"/> ids in all (sentence-transformers' max_seq_length: 256 for all-MiniLM-L6-v2).
+/// Hugging Face's BertTokenizer over a WordPiece vocab.txt: basic tokenization (control characters dropped, every
+/// whitespace a separator, CJK characters apart, lower-casing with accents stripped when <c>do_lower_case</c>, as HF's
+/// <c>strip_accents=None</c> implies, punctuation split off), then Microsoft.ML.Tokenizers' WordPiece on each word,
+/// then <c>[CLS] pieces [SEP]</c> truncated to <see cref="MaxLength"/> ids in all (sentence-transformers'
+/// max_seq_length: 256 for all-MiniLM-L6-v2).
+/// The basic step is ours because Microsoft.ML.Tokenizers 2.0.1's BertTokenizer departs from BERT there: it deletes
+/// symbol characters such as $ + = &lt; &gt; ^ ` | ~ (dotnet/machinelearning#7725) and joins words separated only by
+/// \n, \t or \r (#7724), which changes the ids of real Debian descriptions.
 /// </summary>
 public sealed class BertWordPieceTokenizer
 {
-    readonly BertTokenizer _tokenizer;
+    readonly WordPieceTokenizer _wordPiece;
+    readonly Dictionary<string, int> _vocab;
 
     public string VocabText { get; }
     public bool LowerCase { get; }
     public int MaxLength { get; }
-    public int VocabSize { get; }
-    public int PadId => _tokenizer.PaddingTokenId;
-    public int ClsId => _tokenizer.ClassificationTokenId;
-    public int SepId => _tokenizer.SeparatorTokenId;
+    public int VocabSize => _vocab.Count;
+    public int PadId { get; }
+    public int ClsId { get; }
+    public int SepId { get; }
 
     public BertWordPieceTokenizer(string vocabText, bool lowerCase = true, int maxLength = 256, string source = "vocab.txt")
     {
@@ -26,19 +33,19 @@ public sealed class BertWordPieceTokenizer
         VocabText = vocabText;
         LowerCase = lowerCase;
         MaxLength = maxLength;
-        VocabSize = vocabText.Split('\n').Count(l => l.TrimEnd('\r').Length > 0);
-        foreach (var special in new[] { "[CLS]", "[SEP]", "[PAD]", "[UNK]", "[MASK]" })
-            if (!vocabText.Split('\n').Any(l => l.TrimEnd('\r') == special))
-                throw new InvalidDataException($"{source}: the vocabulary has no {special} token; is it a BERT WordPiece vocab.txt?");
-        using var stream = new MemoryStream(System.Text.Encoding.UTF8.GetBytes(vocabText));
-        _tokenizer = BertTokenizer.Create(stream, new BertOptions
+        _vocab = new Dictionary<string, int>(StringComparer.Ordinal);
+        foreach (var line in vocabText.Split('\n'))
         {
-            LowerCaseBeforeTokenization = lowerCase,
-            RemoveNonSpacingMarks = lowerCase,
-            ApplyBasicTokenization = true,
-            IndividuallyTokenizeCjk = true,
-            SplitOnSpecialTokens = true,
-        });
+            var token = line.TrimEnd('\r');
+            if (token.Length > 0) _vocab.TryAdd(token, _vocab.Count);
+        }
+        int Special(string token) => _vocab.TryGetValue(token, out int id) ? id
+            : throw new InvalidDataException($"{source}: the vocabulary has no {token} token; is it a BERT WordPiece vocab.txt?");
+        (PadId, ClsId, SepId) = (Special("[PAD]"), Special("[CLS]"), Special("[SEP]"));
+        Special("[UNK]");
+        using var stream = new MemoryStream(Encoding.UTF8.GetBytes(vocabText));
+        // Words arrive already split and normalized, so WordPiece runs with no pre-tokenizer or normalizer of its own.
+        _wordPiece = WordPieceTokenizer.Create(stream, new WordPieceOptions { PreTokenizer = null, Normalizer = null, UnknownToken = "[UNK]" });
     }
 
     /// <summary>[CLS] word pieces [SEP], the pieces cut so the whole fits in <paramref name="maxLength"/> (default <see cref="MaxLength"/>).</summary>
@@ -46,14 +53,63 @@ public sealed class BertWordPieceTokenizer
     {
         int max = Math.Min(maxLength ?? MaxLength, MaxLength);
         if (max < 2) throw new ArgumentOutOfRangeException(nameof(maxLength), $"Max length {max} leaves no room for [CLS] and [SEP].");
-        var pieces = _tokenizer.EncodeToIds(text, addSpecialTokens: false);
-        int keep = Math.Min(pieces.Count, max - 2);
-        var ids = new int[keep + 2];
-        ids[0] = ClsId;
-        for (int i = 0; i < keep; i++) ids[i + 1] = pieces[i];
-        ids[^1] = SepId;
-        return ids;
+        var ids = new List<int> { ClsId };
+        foreach (var word in BasicTokens(text))
+        {
+            if (ids.Count > max - 2) break;
+            ids.AddRange(_wordPiece.EncodeToIds(word, considerPreTokenization: false, considerNormalization: false));
+        }
+        if (ids.Count > max - 1) ids.RemoveRange(max - 1, ids.Count - (max - 1));
+        ids.Add(SepId);
+        return ids.ToArray();
     }
+
+    /// <summary>HF's BasicTokenizer: the words (and lone punctuation marks) WordPiece then splits.</summary>
+    IEnumerable<string> BasicTokens(string text)
+    {
+        var cleaned = new StringBuilder(text.Length + 8);
+        foreach (var rune in text.EnumerateRunes())
+        {
+            int c = rune.Value;
+            var category = Rune.GetUnicodeCategory(rune);
+            if (c is 0 or 0xFFFD || (c is not ('\t' or '\n' or '\r') && category is UnicodeCategory.Control or UnicodeCategory.Format)) continue;
+            if (c is '\t' or '\n' or '\r' || category == UnicodeCategory.SpaceSeparator) cleaned.Append(' ');
+            else if (IsCjk(c)) cleaned.Append(' ').Append(rune.ToString()).Append(' ');
+            else cleaned.Append(rune.ToString());
+        }
+        foreach (var token in cleaned.ToString().Split(' ', StringSplitOptions.RemoveEmptyEntries))
+        {
+            var word = LowerCase ? StripAccents(token.ToLowerInvariant()) : token;
+            var current = new StringBuilder();
+            foreach (var rune in word.EnumerateRunes())
+            {
+                if (!IsPunctuation(rune)) { current.Append(rune.ToString()); continue; }
+                if (current.Length > 0) { yield return current.ToString(); current.Clear(); }
+                yield return rune.ToString();
+            }
+            if (current.Length > 0) yield return current.ToString();
+        }
+    }
+
+    /// <summary>NFD, then drop the combining marks (é → e). Needs ICU: the build does not use invariant globalization.</summary>
+    static string StripAccents(string s)
+    {
+        if (Ascii.IsValid(s)) return s;
+        var decomposed = s.Normalize(NormalizationForm.FormD);
+        var sb = new StringBuilder(decomposed.Length);
+        foreach (char ch in decomposed) if (CharUnicodeInfo.GetUnicodeCategory(ch) != UnicodeCategory.NonSpacingMark) sb.Append(ch);
+        return sb.ToString();
+    }
+
+    /// <summary>BERT counts every non-alphanumeric printable ASCII character as punctuation, plus Unicode's P* categories.</summary>
+    static bool IsPunctuation(Rune r) =>
+        r.Value is >= 33 and <= 47 or >= 58 and <= 64 or >= 91 and <= 96 or >= 123 and <= 126 ||
+        Rune.GetUnicodeCategory(r) is UnicodeCategory.ConnectorPunctuation or UnicodeCategory.DashPunctuation or UnicodeCategory.OpenPunctuation
+            or UnicodeCategory.ClosePunctuation or UnicodeCategory.InitialQuotePunctuation or UnicodeCategory.FinalQuotePunctuation or UnicodeCategory.OtherPunctuation;
+
+    /// <summary>The CJK Unified Ideograph blocks BERT puts spaces around.</summary>
+    static bool IsCjk(int c) => c is >= 0x4E00 and <= 0x9FFF or >= 0x3400 and <= 0x4DBF or >= 0x20000 and <= 0x2A6DF or >= 0x2A700 and <= 0x2B73F
+        or >= 0x2B740 and <= 0x2B81F or >= 0x2B820 and <= 0x2CEAF or >= 0xF900 and <= 0xFAFF or >= 0x2F800 and <= 0x2FA1F;
 
     /// <summary>A padded batch of encoded texts.</summary>
     public EncoderBatch EncodeBatch(IReadOnlyList<string> texts, int? maxLength = null) =>
