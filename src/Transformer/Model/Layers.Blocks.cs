@@ -28,7 +28,8 @@ public abstract class ResidualBlock : Module
         var input = PreNorm ? ln.Forward(x) : x;
         var y = f(input);
         if (SublayerOutputHook != null) y = SublayerOutputHook(sublayer, y);
-        y = F.Dropout(y, DropoutRate, Seeds.Next(), Training);
+        // Only training draws a seed, so validating (at any interval) leaves the training masks as they were.
+        if (Training) y = F.Dropout(y, DropoutRate, Seeds.Next(), Training);
         var sum = F.Add(x, y);
         return PreNorm ? sum : ln.Forward(sum);
     }

@@ -7,6 +7,10 @@ namespace Nanolora.Transformer;
 public sealed class SeedSequence(ulong seed)
 {
     ulong _state = seed;
+
+    /// <summary>The counter: saved in a training checkpoint so a resumed run draws the same dropout masks.</summary>
+    public ulong State { get => _state; set => _state = value; }
+
     public ulong Next()
     {
         // SplitMix64: well-mixed, distinct seeds from a counter.
@@ -86,7 +90,8 @@ public sealed class FeedForward : Module, ILayer
     {
         var h = Layer("fc1").Forward(x);
         h = _activation == "gelu" ? F.Gelu(h) : F.Relu(h);
-        h = F.Dropout(h, _dropout, _seeds.Next(), Training);
+        // Only training draws a seed: validation and decoding must not shift the masks a later training step gets.
+        if (Training) h = F.Dropout(h, _dropout, _seeds.Next(), Training);
         return Layer("fc2").Forward(h);
     }
 }
