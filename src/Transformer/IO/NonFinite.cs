@@ -31,11 +31,14 @@ public static class NonFinite
         return -1;
     }
 
+    /// <summary>NaN, +Inf or -Inf: the same words in every culture.</summary>
+    public static string Describe(float x) => float.IsNaN(x) ? "NaN" : x > 0 ? "+Inf" : "-Inf";
+
     /// <summary>Throws naming the file, the tensor, the index and the value when <paramref name="data"/> is not all finite.</summary>
     public static void Require(string file, string tensor, ReadOnlySpan<float> data, string doing)
     {
         int bad = FirstIndex(data);
         if (bad >= 0)
-            throw new InvalidDataException($"{doing} '{file}': tensor '{tensor}' holds {data[bad]} at element {bad}; its weights are not finite (a diverged or corrupted model).");
+            throw new InvalidDataException($"{doing} '{file}': tensor '{tensor}' holds {Describe(data[bad])} at element {bad}; its values are not finite (a diverged or corrupted model).");
     }
 }
