@@ -24,9 +24,11 @@ public static class TrainingCheckpoint
 
     public static string StepDirectory(string runDirectory, int step) => Path.Combine(runDirectory, Folder, $"step-{step:D8}");
 
-    /// <summary>True when the folder holds a training run (resumable checkpoints or a top-level trainer state).</summary>
-    public static bool HoldsRun(string runDirectory) =>
-        Directory.Exists(Path.Combine(runDirectory, Folder)) || File.Exists(Path.Combine(runDirectory, Checkpoint.StateFile));
+    /// <summary>
+    /// True when the folder holds a training run: a step directory or a top-level trainer state. A run killed before its
+    /// first checkpoint completed left only temporaries, so it can be started again.
+    /// </summary>
+    public static bool HoldsRun(string runDirectory) => HasCheckpoints(runDirectory) || File.Exists(Path.Combine(runDirectory, Checkpoint.StateFile));
 
     /// <summary>True when a step directory (complete or not) exists: a new run there would mix with the old one.</summary>
     public static bool HasCheckpoints(string runDirectory) => StepDirectories(runDirectory).Any();
@@ -89,7 +91,7 @@ public static class TrainingCheckpoint
             problems.Add(problem);
         }
         throw new InvalidDataException(problems.Count == 0
-            ? $"--resume: '{Path.Combine(runDirectory, Folder)}' holds no complete checkpoint (a run killed before its first checkpoint finished)."
+            ? $"--resume: '{Path.Combine(runDirectory, Folder)}' holds no complete checkpoint (the run was stopped before its first checkpoint finished); start it again without --resume."
             : $"--resume: no complete checkpoint in '{runDirectory}': {string.Join("; ", problems)}");
     }
 

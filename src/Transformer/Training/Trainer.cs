@@ -56,6 +56,9 @@ public sealed record TrainResult(List<float> Losses, List<ValidationPoint> Valid
 /// </summary>
 public sealed class Trainer(Seq2SeqTransformer model, SubwordTokenizer tokenizer)
 {
+    /// <summary>Steps between releases of the pool's idle size classes (kept for at least this long, so a step never re-allocates what the last one freed).</summary>
+    const int TrimIdleEvery = 50;
+
     public TrainResult Train(IReadOnlyList<Parameter> trainable, BatchLoader train, BatchLoader? validation, TrainOptions o, IProgress<StepInfo>? progress = null)
     {
         o.Validate();
@@ -117,6 +120,8 @@ public sealed class Trainer(Seq2SeqTransformer model, SubwordTokenizer tokenizer
                     valLoss = ValidationLoss(validation, o.ValidationBatches, o.LabelSmoothing);
                     validationLosses.Add(new ValidationPoint(step, valLoss.Value));
                 }
+                // Batch shapes vary, and each new shape can leave its own size classes cached: drop those unused for a while.
+                if (step % TrimIdleEvery == 0) device.TrimIdleCache();
                 int tokens = batch.BatchSize * (batch.SourceLength + batch.TargetLength);
                 progress?.Report(new StepInfo(step, o.Steps, loss, ms, tokens / (ms / 1000), optimizer.LearningRate, valLoss));
                 if (o.CheckpointDirectory != null && o.CheckpointEvery > 0 && step % o.CheckpointEvery == 0)
