@@ -71,3 +71,23 @@ public class NonFiniteTests
         Assert.Equal(step - 1, TrainingCheckpoint.FindLatest(dir).Step); // the step before the spike is the last checkpoint
     }
 }
+
+/// <summary>An adapter with a NaN weight is refused at load, naming the tensor, and the model is left without it.</summary>
+public class NonFiniteAdapterTests
+{
+    [Fact]
+    public void NaNAdapterWeightsAreRefusedNamingTheTensor()
+    {
+        using var m = new Seq2SeqTransformer(TinyRun.Config(), Device.Cpu);
+        var lora = Nanolora.Lora.LoraModel.Inject(m, new Nanolora.Lora.LoraConfig { R = 2, Alpha = 4, TargetModules = ["q_proj"] }, "task");
+        var (path, weights) = lora.AdapterWeights("task").First();
+        var values = weights.B.Data.ToArray();
+        values[0] = float.NaN;
+        weights.B.Data.CopyFrom(values);
+        var dir = TinyRun.NewDirectory();
+        Nanolora.Lora.AdapterFiles.Save(lora, "task", dir);
+        var e = Assert.Throws<InvalidDataException>(() => Nanolora.Lora.AdapterFiles.Load(lora, dir, "loaded"));
+        Assert.Contains($"{path}.lora_B.weight' holds NaN", e.Message);
+        Assert.False(lora.Adapters.ContainsKey("loaded"), "the refused adapter was not added");
+    }
+}
