@@ -30,7 +30,18 @@ internal static class TinyRun
         return (result.Losses, model.NamedParameters().SelectMany(p => p.Parameter.Data.ToArray()).ToArray());
     }
 
-    public static string NewDirectory() => Directory.CreateTempSubdirectory("nanolora-fault-").FullName;
+    /// <summary>One folder per test process, removed when it exits (the checkpoints of a full run of these tests add up to ~50 MB).</summary>
+    static readonly Lazy<string> Root = new(() =>
+    {
+        var root = Directory.CreateTempSubdirectory($"nanolora-faults-{Environment.ProcessId}-").FullName;
+        AppDomain.CurrentDomain.ProcessExit += (_, _) =>
+        {
+            try { Directory.Delete(root, recursive: true); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+        };
+        return root;
+    });
+
+    public static string NewDirectory() => Directory.CreateDirectory(Path.Combine(Root.Value, Guid.NewGuid().ToString("N")[..12])).FullName;
 
     /// <summary>Bit-for-bit equality, reporting the first differing index and both values.</summary>
     public static void AssertBitwiseEqual(IReadOnlyList<float> expected, IReadOnlyList<float> actual, string what)
