@@ -1,11 +1,14 @@
 using System.CommandLine;
-using Spectre.Console;
+using System.Text.Json;
 
 namespace Nanolora.Cli;
 
 /// <summary>The nanolora command: every subcommand is defined in Commands/*.cs.</summary>
 public static class Program
 {
+    /// <summary>--verbose: an error also prints its stack trace.</summary>
+    static bool _verbose;
+
     public static int Main(string[] args)
     {
         // Numbers print the same under every locale (tables, JSON, predictions files).
@@ -13,7 +16,9 @@ public static class Program
         System.Globalization.CultureInfo.CurrentCulture = System.Globalization.CultureInfo.InvariantCulture;
         var root = new RootCommand("nanolora: parameter-efficient fine-tuning (LoRA) of an encoder-decoder transformer, from scratch in C#.");
         var device = new Option<string?>("--device") { Description = "cpu, ilgpu-cpu, cuda or opencl (default: NANOLORA_DEVICE, else the best found)", Recursive = true };
+        var verbose = new Option<bool>("--verbose") { Description = "on an error, print the stack trace too", Recursive = true };
         root.Options.Add(device);
+        root.Options.Add(verbose);
         foreach (var command in new[]
         {
             InfoCommands.Devices(), InfoCommands.Params(), InfoCommands.Inspect(), InfoCommands.RougeCommand(),
@@ -22,25 +27,34 @@ public static class Program
             EncoderCommands.Embed(device), EncoderCommands.Convert(device),
         })
             root.Subcommands.Add(command);
-        try
+        return Guard(() =>
         {
-            return root.Parse(args).Invoke();
-        }
-        catch (Exception e) when (e is ArgumentException or InvalidDataException or InvalidOperationException or FileNotFoundException or KeyNotFoundException)
-        {
-            // Bad input gets one clear line, not a stack trace.
-            AnsiConsole.MarkupLine($"[red]error:[/] {Markup.Escape(e.Message)}");
-            return 1;
-        }
+            var parse = root.Parse(args);
+            _verbose = parse.GetValue(verbose);
+            // A bad command line gets one line per problem (the option, the value, what is allowed), not the help page.
+            if (parse.Errors.Count > 0 && args.Length > 0 && parse.Action is not System.CommandLine.Help.HelpAction)
+            {
+                foreach (var error in parse.Errors) Console.Error.WriteLine($"error: {error.Message}");
+                return 1;
+            }
+            return parse.Invoke();
+        });
     }
 
-    /// <summary>Runs a command body, turning expected failures into one error line and exit code 1.</summary>
+    /// <summary>
+    /// Runs a command body: any failure is one error line and exit code 1, never a stack trace (unless --verbose). A bad
+    /// input's exception says what was wrong with it; any other kind is a bug, and the line says so with its type.
+    /// </summary>
     internal static int Guard(Func<int> body)
     {
         try { return body(); }
-        catch (Exception e) when (e is ArgumentException or InvalidDataException or InvalidOperationException or FileNotFoundException or KeyNotFoundException or DirectoryNotFoundException or IOException)
+        catch (Exception e)
         {
-            Console.Error.WriteLine($"error: {e.Message}");
+            bool badInput = e is ArgumentException or InvalidDataException or InvalidOperationException or IOException or UnauthorizedAccessException
+                or KeyNotFoundException or NotSupportedException or JsonException or FormatException or OverflowException;
+            string message = e.Message.ReplaceLineEndings(" ");
+            Console.Error.WriteLine(badInput ? $"error: {message}" : $"error: internal error ({e.GetType().Name}): {message}{(_verbose ? "" : " (--verbose shows where)")}");
+            if (_verbose) Console.Error.WriteLine(e);
             return 1;
         }
     }

@@ -27,6 +27,10 @@ public sealed record FineTuneOptions
     public int CheckpointEvery { get; init; }
     /// <summary>Continue the run saved in <see cref="CheckpointDirectory"/> (same schedule and data order).</summary>
     public bool Resume { get; init; }
+    /// <summary>Resume even when the run's options differ from the checkpoint's.</summary>
+    public bool ForceResume { get; init; }
+    /// <summary>Stop when a loss exceeds this many times the recent mean (0: off).</summary>
+    public float MaxLossRatio { get; init; } = 20f;
 }
 
 /// <summary>The steps the commands and the experiment share: pretraining, fine-tuning (full or LoRA), evaluation.</summary>
@@ -100,6 +104,7 @@ public static class Workflows
             Steps = o.Steps, LearningRate = lr, WarmupSteps = o.WarmupSteps ?? Math.Max(1, o.Steps / 10),
             ValidateEvery = Math.Max(1, o.CheckpointEvery > 0 ? o.CheckpointEvery : o.Steps / 4), ValidationBatches = 4,
             CheckpointDirectory = o.CheckpointDirectory, CheckpointEvery = o.CheckpointEvery, Resume = o.Resume,
+            ForceResume = o.ForceResume, MaxLossRatio = o.MaxLossRatio,
         };
         title ??= o.Method == "full" ? $"full fine-tuning ({data.Name})" : $"LoRA r={o.Rank} ({data.Name}, adapter '{adapterName}')";
         var result = ConsoleProgress.Train(title, o.Steps, p => new Trainer(model, tokenizer).Train(trainable, loader, validation, options, p));

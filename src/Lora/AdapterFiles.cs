@@ -132,6 +132,9 @@ public static class AdapterFiles
                     throw new InvalidDataException($"Adapter tensor '{e.Name}' has shape {ShapeMath.Format(e.Shape)}, but '{path}' needs {ShapeMath.Format(expected)}.");
             }
         }
+        // NaN/Inf adapter weights would make eval return empty predictions and merge write a NaN model: refuse them by name.
+        foreach (var e in entries.Values)
+            NonFinite.Require(Path.Combine(directory, WeightsFile), e.Name, file.ReadFloats(e.Name), "Refusing to load the adapter");
         lora.AddAdapter(adapterName, config);
         foreach (var (path, adapter) in lora.AdapterWeights(adapterName))
         {

@@ -35,6 +35,9 @@ public abstract class Device : IDisposable
     /// <summary>Frees cached buffers that no tensor uses.</summary>
     public abstract void EmptyCache();
 
+    /// <summary>Releases cached buffers of sizes not used since the previous call (a training loop calls it now and then); returns the bytes released.</summary>
+    public abstract long TrimIdleCache();
+
     public abstract void Dispose();
     public override string ToString() => $"{Id} ({Name})";
 
@@ -141,15 +144,18 @@ public sealed class CpuDevice : Device
     {
         if (elements > Array.MaxLength) throw new ArgumentException($"A CPU tensor holds at most {Array.MaxLength} elements; {elements} were asked for.");
         var array = _pool.Rent(elements, out long capacity);
-        Ledger.ReservedBytes = _pool.ReservedBytes;
+        Ledger.SetReserved(_pool.ReservedBytes);
         return new Storage(this, elements, capacity, category, array, null);
     }
 
     internal override void Release(Storage s)
     {
         _pool.Return(s.Host!, s.Capacity);
+        Ledger.SetReserved(_pool.ReservedBytes);
     }
 
-    public override void EmptyCache() { _pool.Trim(); Ledger.ReservedBytes = _pool.ReservedBytes; }
+    public override long TrimIdleCache() { long n = _pool.TrimIdle(); Ledger.SetReserved(_pool.ReservedBytes); return n; }
+
+    public override void EmptyCache() { _pool.Trim(); Ledger.SetReserved(_pool.ReservedBytes); }
     public override void Dispose() => EmptyCache();
 }

@@ -29,7 +29,8 @@ public sealed class IlgpuDevice : Device
         _context = context;
         Accelerator = accelerator;
         _kind = kind;
-        _pool = new(n => accelerator.Allocate1D<float>(n), b => b.Dispose());
+        // A buffer released past the cache limit may still be read by queued kernels: wait for them first.
+        _pool = new(n => accelerator.Allocate1D<float>(n), b => { accelerator.Synchronize(); b.Dispose(); });
         GridStrideThreads = kind == DeviceKind.IlgpuCpu
             ? accelerator.MaxNumThreadsPerGroup * accelerator.NumMultiprocessors
             : accelerator.NumMultiprocessors * accelerator.MaxNumThreadsPerMultiprocessor;
@@ -124,14 +125,20 @@ public sealed class IlgpuDevice : Device
     internal override Storage Allocate(long elements, MemoryCategory category)
     {
         var buffer = _pool.Rent(elements, out long capacity);
-        Ledger.ReservedBytes = _pool.ReservedBytes;
+        Ledger.SetReserved(_pool.ReservedBytes);
         return new Storage(this, elements, capacity, category, null, buffer);
     }
 
-    internal override void Release(Storage s) => _pool.Return(s.Buffer!, s.Capacity);
+    internal override void Release(Storage s)
+    {
+        _pool.Return(s.Buffer!, s.Capacity);
+        Ledger.SetReserved(_pool.ReservedBytes);
+    }
+
+    public override long TrimIdleCache() { Accelerator.Synchronize(); long n = _pool.TrimIdle(); Ledger.SetReserved(_pool.ReservedBytes); return n; }
 
     public override void Synchronize() => Accelerator.Synchronize();
-    public override void EmptyCache() { Accelerator.Synchronize(); _pool.Trim(); Ledger.ReservedBytes = _pool.ReservedBytes; }
+    public override void EmptyCache() { Accelerator.Synchronize(); _pool.Trim(); Ledger.SetReserved(_pool.ReservedBytes); }
 
     public override void Dispose()
     {

@@ -8,7 +8,7 @@ public enum DType { Float32 }
 
 /// <summary>A point-in-time reading of a device's ledger.</summary>
 public sealed record LedgerSnapshot(long LiveBytes, long PeakBytes, IReadOnlyDictionary<MemoryCategory, long> LiveByCategory,
-    IReadOnlyDictionary<MemoryCategory, long> PeakByCategory, long ReservedBytes);
+    IReadOnlyDictionary<MemoryCategory, long> PeakByCategory, long ReservedBytes, long PeakReservedBytes = 0);
 
 /// <summary>
 /// Per-device accounting of tensor bytes: live and peak, overall and by category.
@@ -25,8 +25,19 @@ public sealed class MemoryLedger
 
     public long LiveBytes { get { lock (_gate) return _liveTotal; } }
     public long PeakBytes { get { lock (_gate) return _peakTotal; } }
-    /// <summary>Bytes held by the device's caching pool (live plus cached free buffers).</summary>
-    public long ReservedBytes { get; internal set; }
+    /// <summary>Bytes held by the device's caching pool (live plus cached free buffers): what the device really gave up.</summary>
+    public long ReservedBytes { get; private set; }
+    /// <summary>The most <see cref="ReservedBytes"/> since the last <see cref="ResetPeaks"/>.</summary>
+    public long PeakReservedBytes { get; private set; }
+
+    internal void SetReserved(long bytes)
+    {
+        lock (_gate)
+        {
+            ReservedBytes = bytes;
+            if (bytes > PeakReservedBytes) PeakReservedBytes = bytes;
+        }
+    }
 
     public long Live(MemoryCategory c) { lock (_gate) return _live[(int)c]; }
     public long Peak(MemoryCategory c) { lock (_gate) return _peak[(int)c]; }
@@ -58,6 +69,7 @@ public sealed class MemoryLedger
         {
             Array.Copy(_live, _peak, Categories);
             _peakTotal = _liveTotal;
+            PeakReservedBytes = ReservedBytes;
         }
     }
 
@@ -68,7 +80,7 @@ public sealed class MemoryLedger
             var live = new Dictionary<MemoryCategory, long>();
             var peak = new Dictionary<MemoryCategory, long>();
             foreach (var c in Enum.GetValues<MemoryCategory>()) { live[c] = _live[(int)c]; peak[c] = _peak[(int)c]; }
-            return new LedgerSnapshot(_liveTotal, _peakTotal, live, peak, ReservedBytes);
+            return new LedgerSnapshot(_liveTotal, _peakTotal, live, peak, ReservedBytes, PeakReservedBytes);
         }
     }
 }

@@ -75,7 +75,7 @@ public class CliTests
         Assert.Contains("trainable params:", output);
     }
 
-    static string ShippedBase() =>
+    internal static string ShippedBase() =>
         Path.Combine(Path.GetDirectoryName(Path.GetDirectoryName(DataPaths.Find("debian-descriptions.jsonl.gz")))!, "models", "base-tiny");
 
     [Fact]
@@ -88,10 +88,16 @@ public class CliTests
         Assert.True(code == 0, err);
         var first = JsonSerializer.Deserialize<TrainerState>(File.ReadAllText(Path.Combine(dir, Checkpoint.StateFile)))!;
         Assert.Equal(2, first.Step);
-        Assert.True(File.Exists(Path.Combine(dir, Checkpoint.OptimizerFile)));
+        Assert.True(File.Exists(Path.Combine(TrainingCheckpoint.StepDirectory(dir, 2), Checkpoint.OptimizerFile)));
+        Assert.False(Directory.Exists(TrainingCheckpoint.StepDirectory(dir, 1)), "the step-1 checkpoint is dropped once step 2's is complete");
         Assert.True(new FileInfo(Path.Combine(dir, "loss.png")).Length > 1000, "the train command plots its loss curve");
 
+        // A longer schedule is another run: refused unless forced.
         (code, _, err) = Run([.. common, "--steps", "3", "--resume"]);
+        Assert.Equal(1, code);
+        Assert.Contains("steps: checkpoint 2, now 3", err);
+        Assert.Contains("--force-resume", err);
+        (code, _, err) = Run([.. common, "--steps", "3", "--resume", "--force-resume"]);
         Assert.True(code == 0, err);
         var resumed = JsonSerializer.Deserialize<TrainerState>(File.ReadAllText(Path.Combine(dir, Checkpoint.StateFile)))!;
         Assert.Equal(3, resumed.Step);
@@ -108,7 +114,7 @@ public class CliTests
         var dir = Directory.CreateTempSubdirectory().FullName;
         var (code, _, err) = Run("finetune", "--method", "full", "--resume", "--base", ShippedBase(), "--out", dir, "--device", "cpu");
         Assert.Equal(1, code);
-        Assert.Contains(Checkpoint.StateFile, err);
+        Assert.Contains("no resumable checkpoint", err);
         (code, _, err) = Run("finetune", "--method", "lora", "--resume", "--base", ShippedBase(), "--out", dir, "--device", "cpu");
         Assert.Equal(1, code);
         Assert.Contains("--method full", err);

@@ -50,31 +50,67 @@ public abstract class Optimizer : IDisposable
         foreach (var p in Params) p.ZeroGrad();
     }
 
-    /// <summary>The state as named arrays ("{index}.{slot}", plus "step"), for checkpoints.</summary>
+    /// <summary>
+    /// The state as named arrays ("{index}.{slot}" for every parameter and slot, plus "step"), for checkpoints. A
+    /// parameter that has had no gradient yet gets its (zero) slots too, so a loader can demand all of them.
+    /// </summary>
     public IReadOnlyList<(string Name, int[] Shape, float[] Data)> StateDict()
     {
         var list = new List<(string, int[], float[])> { ("step", [1], [StepCount]) };
         for (int i = 0; i < Params.Count; i++)
-            if (_state.TryGetValue(Params[i], out var s))
-                for (int k = 0; k < s.Length; k++) list.Add(($"{i}.{StateSlots[k]}", s[k].ShapeArray(), s[k].ToArray()));
+        {
+            var s = StateOf(Params[i]);
+            for (int k = 0; k < s.Length; k++) list.Add(($"{i}.{StateSlots[k]}", s[k].ShapeArray(), s[k].ToArray()));
+        }
         return list;
     }
 
-    public void LoadStateDict(IEnumerable<(string Name, int[] Shape, float[] Data)> entries)
+    /// <param name="requireComplete">Refuse unless "step" and every slot of every parameter are present (a resume needs the whole state).</param>
+    public void LoadStateDict(IEnumerable<(string Name, int[] Shape, float[] Data)> entries, bool requireComplete = false)
     {
-        foreach (var (name, shape, data) in entries)
+        var list = entries.ToList();
+        // Check everything before loading anything, so a bad file leaves the optimizer as it was.
+        var seen = new HashSet<string>(StringComparer.Ordinal);
+        int? step = null;
+        foreach (var (name, shape, data) in list)
         {
-            if (name == "step") { StepCount = (int)data[0]; continue; }
-            var parts = name.Split('.');
-            if (parts.Length != 2 || !int.TryParse(parts[0], out int index) || index < 0 || index >= Params.Count)
-                throw new InvalidDataException($"Optimizer state entry '{name}' does not name one of the {Params.Count} parameters.");
-            int slot = Array.IndexOf(StateSlots, parts[1]);
-            if (slot < 0) throw new InvalidDataException($"Optimizer state entry '{name}': unknown slot '{parts[1]}' (expected {string.Join(", ", StateSlots)}).");
-            var p = Params[index];
+            if (!seen.Add(name)) throw new InvalidDataException($"Optimizer state entry '{name}' appears twice.");
+            if (name == "step")
+            {
+                if (data.Length != 1 || !(data[0] >= 0 && data[0] <= int.MaxValue) || data[0] != MathF.Floor(data[0]))
+                    throw new InvalidDataException($"Optimizer state 'step' is {(data.Length == 1 ? data[0] : $"{data.Length} numbers")}, expected one whole number ≥ 0.");
+                step = (int)data[0];
+                continue;
+            }
+            var (p, _) = Locate(name);
             if (!shape.SequenceEqual(p.Data.ShapeArray()))
                 throw new InvalidDataException($"Optimizer state '{name}' has shape {ShapeMath.Format(shape)} but parameter '{p.Name}' is {p.Data.ShapeString}.");
+        }
+        if (requireComplete)
+        {
+            if (step == null) throw new InvalidDataException("Optimizer state has no 'step' entry.");
+            for (int i = 0; i < Params.Count; i++)
+                foreach (var slot in StateSlots)
+                    if (!seen.Contains($"{i}.{slot}"))
+                        throw new InvalidDataException($"Optimizer state has no '{i}.{slot}' (slot {slot} of parameter '{Params[i].Name}'); the state is incomplete.");
+        }
+        if (step is int n) StepCount = n;
+        foreach (var (name, _, data) in list)
+        {
+            if (name == "step") continue;
+            var (p, slot) = Locate(name);
             StateOf(p)[slot].CopyFrom(data);
         }
+    }
+
+    (Parameter Parameter, int Slot) Locate(string name)
+    {
+        var parts = name.Split('.');
+        if (parts.Length != 2 || !int.TryParse(parts[0], out int index) || index < 0 || index >= Params.Count)
+            throw new InvalidDataException($"Optimizer state entry '{name}' does not name one of the {Params.Count} parameters.");
+        int slot = Array.IndexOf(StateSlots, parts[1]);
+        if (slot < 0) throw new InvalidDataException($"Optimizer state entry '{name}': unknown slot '{parts[1]}' (expected {string.Join(", ", StateSlots)}).");
+        return (Params[index], slot);
     }
 
     public void Dispose()

@@ -27,9 +27,9 @@ public static class InfoCommands
     public static Command Params()
     {
         var preset = new Option<string>("--preset") { Description = "tiny, small or transformer-base", DefaultValueFactory = _ => "transformer-base" };
-        var rank = new Option<int>("--rank") { Description = "LoRA rank r", DefaultValueFactory = _ => 8 };
+        var rank = new Option<int>("--rank") { Description = "LoRA rank r", DefaultValueFactory = _ => 8 }.Range(1, 4096);
         var targets = new Option<string>("--targets") { Description = "comma-separated module names to adapt", DefaultValueFactory = _ => "q_proj,v_proj" };
-        var vocab = new Option<int>("--vocab") { Description = "vocabulary size", DefaultValueFactory = _ => 8000 };
+        var vocab = new Option<int>("--vocab") { Description = "vocabulary size", DefaultValueFactory = _ => 8000 }.Range(5, 10_000_000);
         var cmd = new Command("params", "Count parameters: full fine-tuning vs LoRA, per matrix and for the whole model.") { preset, rank, targets, vocab };
         cmd.SetAction(r => Program.Guard(() =>
         {
@@ -58,6 +58,13 @@ public static class InfoCommands
         return cmd;
     }
 
+    static string[] ReadLines(string path, string what)
+    {
+        if (Directory.Exists(path)) throw new ArgumentException($"{what} '{path}' is a directory; expected a text file, one example a line.");
+        if (!File.Exists(path)) throw new FileNotFoundException($"{what} file '{path}' does not exist.", path);
+        return File.ReadAllLines(path);
+    }
+
     public static Command RougeCommand()
     {
         var predictions = new Argument<string>("predictions") { Description = "text file, one prediction a line" };
@@ -67,8 +74,8 @@ public static class InfoCommands
         var cmd = new Command("rouge", "ROUGE-1/2/L/Lsum of predictions against references, averaged over lines.") { predictions, references, json, stem };
         cmd.SetAction(r => Program.Guard(() =>
         {
-            var p = File.ReadAllLines(r.GetValue(predictions)!);
-            var refs = File.ReadAllLines(r.GetValue(references)!);
+            var p = ReadLines(r.GetValue(predictions)!, "predictions");
+            var refs = ReadLines(r.GetValue(references)!, "references");
             if (p.Length != refs.Length) throw new ArgumentException($"{p.Length} predictions but {refs.Length} references: the files must have one example a line each.");
             var result = Rouge.Average(p, refs, r.GetValue(stem));
             if (r.GetValue(json))

@@ -11,7 +11,10 @@ public static class ModelCommands
 {
     static readonly Option<string> ModelDir = new("--model") { Description = "checkpoint directory", DefaultValueFactory = _ => "models/base-tiny" };
     static readonly Option<string?> AdapterDir = new("--adapter") { Description = "a PEFT-format LoRA adapter directory to apply" };
-    static readonly Option<int> NoRepeatNgram = new("--no-repeat-ngram") { Description = "never repeat an n-gram of this size in an output (0: off), as Hugging Face's no_repeat_ngram_size", DefaultValueFactory = _ => 0 };
+    static readonly Option<int> NoRepeatNgram = new Option<int>("--no-repeat-ngram") { Description = "never repeat an n-gram of this size in an output (0: off), as Hugging Face's no_repeat_ngram_size", DefaultValueFactory = _ => 0 }.Range(0, 64);
+
+    /// <summary>Bounded so a beam's memory (beam × decode batch × cache) cannot grow without limit (beam 10000 reached 24 GB).</summary>
+    const int MaxBeam = 64;
 
     /// <summary>Loads a checkpoint and, if given, an adapter on top of it (active).</summary>
     static (Seq2SeqTransformer, SubwordTokenizer) Load(ParseResult r, Option<string?> device)
@@ -31,8 +34,8 @@ public static class ModelCommands
     {
         var task = new Option<string>("--task") { DefaultValueFactory = _ => "debian" };
         var split = new Option<string>("--split") { DefaultValueFactory = _ => "test" };
-        var limit = new Option<int>("--limit") { Description = "evaluate this many examples, spread over the split (0: all)", DefaultValueFactory = _ => 0 };
-        var beam = new Option<int>("--beam") { DefaultValueFactory = _ => 1 };
+        var limit = new Option<int>("--limit") { Description = "evaluate this many examples, spread over the split (0: all)", DefaultValueFactory = _ => 0 }.Range(0);
+        var beam = new Option<int>("--beam") { DefaultValueFactory = _ => 1 }.Range(1, MaxBeam);
         var predictions = new Option<string?>("--predictions") { Description = "write predictions here, one a line" };
         var cmd = new Command("eval", "ROUGE of a model (optionally with an adapter) on a task split.") { ModelDir, AdapterDir, task, split, limit, beam, NoRepeatNgram, predictions };
         cmd.SetAction(r => Program.Guard(() =>
@@ -59,8 +62,8 @@ public static class ModelCommands
     public static Command Generate(Option<string?> device)
     {
         var text = new Option<string[]>("--text") { Description = "source text(s); default: read lines from stdin", AllowMultipleArgumentsPerToken = true };
-        var beam = new Option<int>("--beam") { DefaultValueFactory = _ => 1 };
-        var maxLen = new Option<int>("--max-length") { DefaultValueFactory = _ => 24 };
+        var beam = new Option<int>("--beam") { DefaultValueFactory = _ => 1 }.Range(1, MaxBeam);
+        var maxLen = new Option<int>("--max-length") { DefaultValueFactory = _ => 24 }.Range(1, 4096);
         var noCache = new Option<bool>("--no-cache") { Description = "recompute the whole prefix each step (for comparison)" };
         var cmd = new Command("generate", "Generate a target (e.g. a synopsis) for each source text.") { ModelDir, AdapterDir, text, beam, maxLen, noCache, NoRepeatNgram };
         cmd.SetAction(r => Program.Guard(() =>
@@ -89,10 +92,14 @@ public static class ModelCommands
     public static Command Merge(Option<string?> device)
     {
         var output = new Option<string>("--out") { Description = "directory for the merged checkpoint", Required = true };
-        var cmd = new Command("merge", "Fold a LoRA adapter into the base weights (W += B·A·scaling) and save a plain checkpoint.") { ModelDir, AdapterDir, output };
+        var overwrite = new Option<bool>("--overwrite") { Description = "replace what --out already holds" };
+        var cmd = new Command("merge", "Fold a LoRA adapter into the base weights (W += B·A·scaling) and save a plain checkpoint.") { ModelDir, AdapterDir, output, overwrite };
         cmd.SetAction(r => Program.Guard(() =>
         {
             if (r.GetValue(AdapterDir) == null) throw new ArgumentException("merge needs --adapter DIR.");
+            if (Path.GetFullPath(r.GetValue(output)!) == Path.GetFullPath(r.GetValue(ModelDir)!))
+                throw new ArgumentException($"merge: --out '{r.GetValue(output)}' is the --model folder; the merged model would replace its base. Choose another --out.");
+            RunFolders.RequireFresh(r.GetValue(output)!, r.GetValue(overwrite), "merge");
             var dev = Workflows.ResolveDevice(r.GetValue(device));
             var (model, tokenizer) = Checkpoint.Load(r.GetValue(ModelDir)!, dev);
             using var _ = model;

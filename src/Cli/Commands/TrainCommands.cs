@@ -11,20 +11,23 @@ public static class TrainCommands
     public static Command Pretrain(Option<string?> device)
     {
         var preset = new Option<string>("--preset") { Description = "tiny, small or transformer-base", DefaultValueFactory = _ => "tiny" };
-        var steps = new Option<int>("--steps") { DefaultValueFactory = _ => 3000 };
-        var batch = new Option<int>("--batch-size") { DefaultValueFactory = _ => 32 };
-        var lr = new Option<float>("--lr") { DefaultValueFactory = _ => 1e-3f };
-        var vocab = new Option<int>("--vocab") { Description = "subword vocabulary size (GPT-2 ids kept by frequency)", DefaultValueFactory = _ => 8000 };
+        var steps = Steps(3000);
+        var batch = BatchSize();
+        var lr = LearningRate(1e-3f);
+        var vocab = Vocab("subword vocabulary size (GPT-2 ids kept by frequency)");
         var seed = new Option<ulong>("--seed") { DefaultValueFactory = _ => 1UL };
         var output = new Option<string>("--out") { Description = "checkpoint directory", DefaultValueFactory = _ => "models/base-tiny" };
+        var overwrite = Overwrite();
         var cmd = new Command("pretrain", "Pretrain a base encoder-decoder with T5-style span corruption on Debian descriptions and man pages (plus man page → synopsis).")
-            { preset, steps, batch, lr, vocab, seed, output };
+            { preset, steps, batch, lr, vocab, seed, output, overwrite };
         cmd.SetAction(r => Program.Guard(() =>
         {
             var dev = Workflows.ResolveDevice(r.GetValue(device));
+            RunFolders.RequireFresh(r.GetValue(output)!, r.GetValue(overwrite), "pretrain");
             var o = new PretrainOptions(r.GetValue(preset)!, r.GetValue(steps), r.GetValue(batch), r.GetValue(lr), r.GetValue(vocab), null, r.GetValue(seed));
             var (model, _, result) = Workflows.Pretrain(o, dev, r.GetValue(output)!);
             AnsiConsole.MarkupLine($"pretrained {model.ParameterCount():N0} parameters on {dev.Id}: final loss {result.Losses[^1]:F3}, {result.MeanStepMilliseconds:F0} ms/step → {Markup.Escape(r.GetValue(output)!)}");
+            Console.WriteLine(MemoryReport.Line(result.Memory));
             model.Dispose();
             if (Nanolora.Autograd.Profiler.Enabled) Console.WriteLine(Nanolora.Autograd.Profiler.Report());
             return 0;
@@ -37,20 +40,23 @@ public static class TrainCommands
         var method = new Option<string>("--method") { Description = "full or lora", DefaultValueFactory = _ => "lora" };
         var baseDir = new Option<string>("--base") { Description = "base checkpoint directory", DefaultValueFactory = _ => "models/base-tiny" };
         var task = new Option<string>("--task") { Description = "debian or wordnet", DefaultValueFactory = _ => "debian" };
-        var steps = new Option<int>("--steps") { DefaultValueFactory = _ => 600 };
-        var batch = new Option<int>("--batch-size") { DefaultValueFactory = _ => 32 };
-        var lr = new Option<float>("--lr") { DefaultValueFactory = _ => 1e-3f };
-        var warmup = new Option<int?>("--warmup") { Description = "warm-up steps (default: a tenth of --steps)" };
-        var rank = new Option<int>("--rank") { DefaultValueFactory = _ => 8 };
-        var alpha = new Option<float?>("--alpha") { Description = "LoRA alpha (default 2·rank)" };
+        var steps = Steps(600);
+        var batch = BatchSize();
+        var lr = LearningRate(1e-3f);
+        var warmup = Warmup();
+        var rank = new Option<int>("--rank") { DefaultValueFactory = _ => 8 }.Range(1, 4096);
+        var alpha = new Option<float?>("--alpha") { Description = "LoRA alpha (default 2·rank)" }.Positive(1e6f);
         var targets = new Option<string>("--targets") { DefaultValueFactory = _ => "q_proj,k_proj,v_proj,o_proj" };
         var seed = new Option<ulong>("--seed") { DefaultValueFactory = _ => 1UL };
-        var checkpointEvery = new Option<int>("--checkpoint-every") { Description = "full only: save a resumable checkpoint to --out every N steps (and validate)", DefaultValueFactory = _ => 0 };
+        var checkpointEvery = CheckpointEvery(0, "full only: save a resumable checkpoint to --out every N steps (and validate)");
         var resume = new Option<bool>("--resume") { Description = "full only: continue the run checkpointed in --out (same schedule and data order)" };
-        var trainExamples = new Option<int?>("--train-examples") { Description = "train on only the first N training examples (quick trials)" };
+        var forceResume = ForceResume();
+        var maxLossRatio = MaxLossRatio();
+        var trainExamples = TrainExamples();
         var output = new Option<string>("--out") { Description = "where to write the adapter (lora) or checkpoint (full)", Required = true };
+        var overwrite = Overwrite();
         var cmd = new Command("finetune", "Fine-tune a base checkpoint on a task: all weights (full) or LoRA adapters only.")
-            { method, baseDir, task, steps, batch, lr, warmup, rank, alpha, targets, seed, checkpointEvery, resume, trainExamples, output };
+            { method, baseDir, task, steps, batch, lr, warmup, rank, alpha, targets, seed, checkpointEvery, resume, forceResume, maxLossRatio, trainExamples, output, overwrite };
         cmd.SetAction(r => Program.Guard(() =>
         {
             var dev = Workflows.ResolveDevice(r.GetValue(device));
@@ -58,6 +64,8 @@ public static class TrainCommands
             bool isResume = r.GetValue(resume);
             if ((isResume || r.GetValue(checkpointEvery) > 0) && r.GetValue(method) != "full")
                 throw new ArgumentException("--resume and --checkpoint-every need --method full.");
+            if (!isResume) RunFolders.RequireFresh(outDir, r.GetValue(overwrite), "finetune");
+            if (Path.GetFullPath(outDir) == Path.GetFullPath(r.GetValue(baseDir)!)) throw new ArgumentException($"--out '{outDir}' is the --base folder; write the fine-tuned model elsewhere.");
             var (model, tokenizer) = isResume ? ResumePoint(outDir, dev) : Checkpoint.Load(r.GetValue(baseDir)!, dev);
             using var _ = model;
             var data = TaskData.Load(r.GetValue(task)!);
@@ -69,41 +77,59 @@ public static class TrainCommands
                 Alpha = r.GetValue(alpha), Seed = r.GetValue(seed), TrainExamples = r.GetValue(trainExamples),
                 Targets = r.GetValue(targets)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries),
                 CheckpointDirectory = checkpointing ? outDir : null, CheckpointEvery = r.GetValue(checkpointEvery), Resume = isResume,
+                ForceResume = r.GetValue(forceResume), MaxLossRatio = r.GetValue(maxLossRatio),
             };
             var (result, lora) = Workflows.FineTune(model, tokenizer, data, o, r.GetValue(baseDir)!);
             if (lora != null) AdapterFiles.Save(lora, "default", outDir);
             else if (!checkpointing) Checkpoint.Save(outDir, model, tokenizer); // a checkpointing run already saved its last step
             AnsiConsole.MarkupLine($"trained {result.TrainableParameters:N0} parameters, final loss {result.Losses[^1]:F3}, {result.MeanStepMilliseconds:F0} ms/step, optimizer state {result.OptimizerStateBytes:N0} B → {Markup.Escape(outDir)}");
+            Console.WriteLine(MemoryReport.Line(result.Memory));
             return 0;
         }));
         return cmd;
     }
 
-    /// <summary>The model and tokenizer of the run checkpointed in <paramref name="outDir"/>.</summary>
+    /// <summary>The model and tokenizer of the run checkpointed in <paramref name="outDir"/> (its newest complete checkpoint).</summary>
     static (Seq2SeqTransformer, SubwordTokenizer) ResumePoint(string outDir, Nanolora.Tensors.Device device)
     {
-        if (!File.Exists(Path.Combine(outDir, Checkpoint.StateFile)))
-            throw new FileNotFoundException($"--resume: '{outDir}' holds no {Checkpoint.StateFile}; start the run with --checkpoint-every first.");
-        return Checkpoint.Load(outDir, device);
+        var point = TrainingCheckpoint.FindLatest(outDir);
+        foreach (var skipped in point.Skipped) Console.Error.WriteLine($"warning: not resuming from {skipped}");
+        if (point.Skipped.Count > 0) Console.Error.WriteLine($"warning: resuming from the last complete checkpoint, step {point.Step} ({point.Directory}).");
+        return Checkpoint.Load(point.Directory, device);
     }
+
+    static Option<int> Steps(int byDefault) => new Option<int>("--steps") { DefaultValueFactory = _ => byDefault }.Range(1, 100_000_000);
+    static Option<int> BatchSize() => new Option<int>("--batch-size") { DefaultValueFactory = _ => 32 }.Range(1, 65_536);
+    static Option<float> LearningRate(float byDefault) => new Option<float>("--lr") { DefaultValueFactory = _ => byDefault }.Positive(10f);
+    static Option<int> Vocab(string description) => new Option<int>("--vocab") { Description = description, DefaultValueFactory = _ => 8000 }.Range(5, 1_000_000);
+    static Option<int?> Warmup() => new Option<int?>("--warmup") { Description = "warm-up steps (default: a tenth of --steps)" }.Range(0, 100_000_000);
+    static Option<int?> TrainExamples() => new Option<int?>("--train-examples") { Description = "train on only the first N training examples (quick trials)" }.Range(1);
+    static Option<int> CheckpointEvery(int byDefault, string description) =>
+        new Option<int>("--checkpoint-every") { Description = description, DefaultValueFactory = _ => byDefault }.Range(0);
+    static Option<bool> ForceResume() => new("--force-resume") { Description = "resume even if lr, warm-up, steps, batch size, seed or data differ from the checkpointed run's" };
+    static Option<float> MaxLossRatio() => new Option<float>("--max-loss-ratio")
+        { Description = "stop when a loss exceeds this many times the mean of the previous 20 (0: off)", DefaultValueFactory = _ => 20f }.OffOrAboveOne();
+    static Option<bool> Overwrite() => new("--overwrite") { Description = "replace what --out already holds" };
 
     public static Command Train(Option<string?> device)
     {
         var preset = new Option<string>("--preset") { Description = "tiny, small or transformer-base", DefaultValueFactory = _ => "tiny" };
         var task = new Option<string>("--task") { Description = "debian or wordnet", DefaultValueFactory = _ => "debian" };
-        var vocab = new Option<int>("--vocab") { Description = "subword vocabulary size, built from the task's training split (GPT-2 ids kept by frequency)", DefaultValueFactory = _ => 8000 };
+        var vocab = Vocab("subword vocabulary size, built from the task's training split (GPT-2 ids kept by frequency)");
         var tokenizerFile = new Option<string?>("--tokenizer") { Description = "use this tokenizer.json instead of building one" };
-        var steps = new Option<int>("--steps") { DefaultValueFactory = _ => 3000 };
-        var batch = new Option<int>("--batch-size") { DefaultValueFactory = _ => 32 };
-        var lr = new Option<float>("--lr") { DefaultValueFactory = _ => 2e-3f };
-        var warmup = new Option<int?>("--warmup") { Description = "warm-up steps (default: a tenth of --steps)" };
+        var steps = Steps(3000);
+        var batch = BatchSize();
+        var lr = LearningRate(2e-3f);
+        var warmup = Warmup();
         var seed = new Option<ulong>("--seed") { DefaultValueFactory = _ => 1UL };
-        var checkpointEvery = new Option<int>("--checkpoint-every") { Description = "save a resumable checkpoint to --out every N steps (and validate)", DefaultValueFactory = _ => 500 };
+        var checkpointEvery = CheckpointEvery(500, "save a resumable checkpoint to --out every N steps (and validate)");
         var resume = new Option<bool>("--resume") { Description = "continue the run checkpointed in --out (same schedule and data order)" };
-        var trainExamples = new Option<int?>("--train-examples") { Description = "train on only the first N training examples (quick trials)" };
+        var forceResume = ForceResume();
+        var maxLossRatio = MaxLossRatio();
+        var trainExamples = TrainExamples();
         var output = new Option<string>("--out") { Description = "checkpoint directory", Required = true };
         var cmd = new Command("train", "Train a freshly initialized model on a task (no base, no pretraining): all weights, resumable.")
-            { preset, task, vocab, tokenizerFile, steps, batch, lr, warmup, seed, checkpointEvery, resume, trainExamples, output };
+            { preset, task, vocab, tokenizerFile, steps, batch, lr, warmup, seed, checkpointEvery, resume, forceResume, maxLossRatio, trainExamples, output };
         cmd.SetAction(r => Program.Guard(() =>
         {
             var dev = Workflows.ResolveDevice(r.GetValue(device));
@@ -114,8 +140,9 @@ public static class TrainCommands
             if (r.GetValue(resume)) (model, tokenizer) = ResumePoint(outDir, dev);
             else
             {
-                if (File.Exists(Path.Combine(outDir, Checkpoint.StateFile)))
-                    throw new ArgumentException($"'{outDir}' already holds a training run ({Checkpoint.StateFile}); continue it with --resume or choose another --out.");
+                if (TrainingCheckpoint.HoldsRun(outDir))
+                    throw new ArgumentException($"'{outDir}' already holds a training run; continue it with --resume or choose another --out.");
+                RunFolders.RequireWritable(outDir);
                 tokenizer = r.GetValue(tokenizerFile) is string path ? SubwordTokenizer.Load(path)
                     : SubwordTokenizer.Build(data.Train.SelectMany(e => new[] { e.Source, e.Target }), r.GetValue(vocab), minCount: 2);
                 model = new Seq2SeqTransformer(TransformerConfig.Preset(r.GetValue(preset)!, tokenizer.VocabSize) with { Seed = r.GetValue(seed) }, dev);
@@ -125,12 +152,13 @@ public static class TrainCommands
             {
                 Task = data.Name, Method = "full", Steps = r.GetValue(steps), BatchSize = r.GetValue(batch), FullLearningRate = r.GetValue(lr),
                 WarmupSteps = r.GetValue(warmup), Seed = r.GetValue(seed), CheckpointDirectory = outDir, TrainExamples = r.GetValue(trainExamples),
-                CheckpointEvery = r.GetValue(checkpointEvery), Resume = r.GetValue(resume),
+                CheckpointEvery = r.GetValue(checkpointEvery), Resume = r.GetValue(resume), ForceResume = r.GetValue(forceResume), MaxLossRatio = r.GetValue(maxLossRatio),
             };
             var (result, _) = Workflows.FineTune(model, tokenizer, data, o, "(none)", title: $"training {r.GetValue(preset)} from scratch ({data.Name})");
             Plots.TrainingCurve(result.Losses, result.ValidationLosses, $"Training {model.Config.DModel}-wide {model.Config.EncoderLayers}+{model.Config.DecoderLayers} from scratch ({data.Name})",
                 Path.Combine(outDir, "loss.png"));
             AnsiConsole.MarkupLine($"trained {result.TrainableParameters:N0} parameters, final loss {result.Losses[^1]:F3}, {result.MeanStepMilliseconds:F0} ms/step → {Markup.Escape(outDir)}");
+            Console.WriteLine(MemoryReport.Line(result.Memory));
             return 0;
         }));
         return cmd;

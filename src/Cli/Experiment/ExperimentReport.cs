@@ -54,13 +54,13 @@ public sealed class ExperimentReport(ExperimentOptions o, IReadOnlyList<ResultRo
             sb.AppendLine();
             sb.AppendLine("Peak memory by category during training (MB, from the device ledger):");
             sb.AppendLine();
-            sb.AppendLine("| method | parameters | gradients | optimizer state | activations | other | total peak |");
-            sb.AppendLine("|---|---:|---:|---:|---:|---:|---:|");
+            sb.AppendLine("| method | parameters | gradients | optimizer state | activations | other | total peak | pool reserved peak | process peak RSS so far |");
+            sb.AppendLine("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
             foreach (var r in new[] { full, lora })
             {
                 var c = r.PeakBytesByCategory ?? new Dictionary<string, long>();
                 long Get(string k) => c.TryGetValue(k, out var v) ? v : 0;
-                sb.AppendLine($"| {r.Method} | {Mb(Get("Parameter"))} | {Mb(Get("Gradient"))} | {Mb(Get("OptimizerState"))} | {Mb(Get("Activation"))} | {Mb(Get("Other"))} | {Mb(r.PeakBytes)} |");
+                sb.AppendLine($"| {r.Method} | {Mb(Get("Parameter"))} | {Mb(Get("Gradient"))} | {Mb(Get("OptimizerState"))} | {Mb(Get("Activation"))} | {Mb(Get("Other"))} | {Mb(r.PeakBytes)} | {Mb(r.PoolReservedPeakBytes)} | {Mb(r.ProcessPeakRssBytes)} |");
             }
         }
         sb.AppendLine();

@@ -36,7 +36,7 @@ public sealed record ExperimentOptions
 /// <summary>One row of results.json: a method's scores and costs.</summary>
 public sealed record ResultRow(string Method, string Task, int Rank, double Rouge1, double Rouge2, [property: System.Text.Json.Serialization.JsonPropertyName("rougeL")] double RougeL, long TrainableParams, double TrainablePercent,
     long OptimizerStateBytes, long PeakBytes, double StepMs, long AdapterBytes, long CheckpointBytes, int EvalExamples, int Steps,
-    IReadOnlyDictionary<string, long>? PeakBytesByCategory);
+    IReadOnlyDictionary<string, long>? PeakBytesByCategory, long PoolReservedPeakBytes = 0, long ProcessPeakRssBytes = 0);
 
 /// <summary>
 /// The seed's experiment: base vs full fine-tuning vs LoRA on Debian description → synopsis, a rank
@@ -174,6 +174,7 @@ public sealed class ExperimentRunner(ExperimentOptions o, Device device)
         _rows.Add(new ResultRow(method, task, rank, rouge.Rouge1.F, rouge.Rouge2.F, rouge.RougeL.F, trainable,
             totalParams == 0 ? 0 : 100.0 * trainable / totalParams, train?.OptimizerStateBytes ?? 0, train?.Memory.PeakBytes ?? 0,
             train?.MeanStepMilliseconds ?? 0, adapterBytes, checkpointBytes, examples, steps,
-            train?.Memory.PeakByCategory.ToDictionary(kv => kv.Key.ToString(), kv => kv.Value)));
+            train?.Memory.PeakByCategory.ToDictionary(kv => kv.Key.ToString(), kv => kv.Value), train?.Memory.PeakReservedBytes ?? 0,
+            train != null ? MemoryReport.PeakRssBytes() : 0));
     }
 }

@@ -113,6 +113,9 @@ public sealed class BatchLoader
     }
 
     public int Count => sources.Length;
+    public int BatchSize => batchSize;
+    /// <summary>The shuffle seed (a resumed run must use the same one to see the same batches).</summary>
+    public ulong Seed => seed;
     public int BatchesPerEpoch => (Count + batchSize - 1) / batchSize;
 
     /// <summary>

@@ -105,8 +105,54 @@ public static class Rouge
     static RougeScore Lcs(string[] pred, string[] refr)
     {
         if (pred.Length == 0 || refr.Length == 0) return default;
-        int l = LcsTable(refr, pred)[refr.Length, pred.Length];
+        int l = LcsLength(refr, pred);
         return RougeScore.From((double)l / pred.Length, (double)l / refr.Length);
+    }
+
+    /// <summary>
+    /// Above this many cells (16 MB of ints) the LCS is found in linear memory (Hirschberg) instead of from the full
+    /// table; below it the table's backtracking reproduces rouge_score's choice among equally long LCSs exactly.
+    /// </summary>
+    public const long MaxTableCells = 1 << 22;
+
+    /// <summary>The LCS length in two rows over the shorter text: O(min(|a|, |b|)) memory, so a 100k-token line cannot exhaust it.</summary>
+    static int LcsLength(string[] a, string[] b)
+    {
+        if (b.Length > a.Length) (a, b) = (b, a);
+        var (x, y) = Ids(a, b);
+        var row = new int[y.Length + 1];
+        LcsRow(x, 0, x.Length, y, 0, y.Length, reversed: false, row);
+        return row[y.Length];
+    }
+
+    /// <summary>Tokens as small integers (shared between both texts), so the quadratic loops compare ints, not strings.</summary>
+    static (int[], int[]) Ids(string[] a, string[] b)
+    {
+        var ids = new Dictionary<string, int>(StringComparer.Ordinal);
+        int[] Map(string[] t) => t.Select(w => ids.TryGetValue(w, out int id) ? id : ids[w] = ids.Count).ToArray();
+        return (Map(a), Map(b));
+    }
+
+    /// <summary>
+    /// Last row of the LCS table of a[aLo, aHi) against b[bLo, bHi) (or of both reversed) into <paramref name="row"/>,
+    /// whose entry j is the LCS length with the first (or last) j tokens of the b range.
+    /// </summary>
+    static void LcsRow(int[] a, int aLo, int aHi, int[] b, int bLo, int bHi, bool reversed, int[] row)
+    {
+        int n = bHi - bLo;
+        Array.Clear(row, 0, n + 1);
+        for (int i = 0; i < aHi - aLo; i++)
+        {
+            int token = reversed ? a[aHi - 1 - i] : a[aLo + i];
+            int diagonal = 0; // row[j - 1] of the previous row
+            for (int j = 1; j <= n; j++)
+            {
+                int up = row[j];
+                int other = reversed ? b[bHi - j] : b[bLo + j - 1];
+                row[j] = token == other ? diagonal + 1 : Math.Max(up, row[j - 1]);
+                diagonal = up;
+            }
+        }
     }
 
     static int[,] LcsTable(string[] a, string[] b)
@@ -118,17 +164,49 @@ public static class Rouge
         return t;
     }
 
-    /// <summary>Indices into <paramref name="refr"/> of one LCS, chosen with rouge_score's backtracking tie-break.</summary>
-    static IEnumerable<int> LcsIndices(string[] refr, string[] cand)
+    /// <summary>
+    /// Indices into <paramref name="refr"/> of one LCS with <paramref name="cand"/>, ascending: from the table with
+    /// rouge_score's backtracking tie-break when it has at most <paramref name="maxTableCells"/> cells, else by
+    /// Hirschberg's divide and conquer in linear memory (an LCS of the same length; ties may fall elsewhere).
+    /// </summary>
+    public static IReadOnlyList<int> LcsIndices(string[] refr, string[] cand, long maxTableCells = MaxTableCells)
     {
-        var t = LcsTable(refr, cand);
-        int i = refr.Length, j = cand.Length;
-        while (i > 0 && j > 0)
+        var result = new List<int>();
+        if ((long)(refr.Length + 1) * (cand.Length + 1) <= maxTableCells)
         {
-            if (refr[i - 1] == cand[j - 1]) { yield return i - 1; i--; j--; }
-            else if (t[i, j - 1] > t[i - 1, j]) j--;
-            else i--;
+            var t = LcsTable(refr, cand);
+            int i = refr.Length, j = cand.Length;
+            while (i > 0 && j > 0)
+            {
+                if (refr[i - 1] == cand[j - 1]) { result.Add(i - 1); i--; j--; }
+                else if (t[i, j - 1] > t[i - 1, j]) j--;
+                else i--;
+            }
+            result.Reverse();
+            return result;
         }
+        var (a, b) = Ids(refr, cand);
+        Hirschberg(a, 0, a.Length, b, 0, b.Length, result, new int[b.Length + 1], new int[b.Length + 1]);
+        return result;
+    }
+
+    /// <summary>Splits a at its middle and b where the forward and backward LCS rows sum highest, then recurses on both halves.</summary>
+    static void Hirschberg(int[] a, int aLo, int aHi, int[] b, int bLo, int bHi, List<int> result, int[] forward, int[] backward)
+    {
+        if (aHi <= aLo || bHi <= bLo) return;
+        if (aHi - aLo == 1)
+        {
+            if (Array.IndexOf(b, a[aLo], bLo, bHi - bLo) >= 0) result.Add(aLo);
+            return;
+        }
+        int mid = (aLo + aHi) / 2, n = bHi - bLo;
+        LcsRow(a, aLo, mid, b, bLo, bHi, reversed: false, forward);
+        LcsRow(a, mid, aHi, b, bLo, bHi, reversed: true, backward);
+        int split = 0, best = -1;
+        for (int j = 0; j <= n; j++)
+            if (forward[j] + backward[n - j] > best) { best = forward[j] + backward[n - j]; split = j; }
+        Hirschberg(a, aLo, mid, b, bLo, bLo + split, result, forward, backward);
+        Hirschberg(a, mid, aHi, b, bLo + split, bHi, result, forward, backward);
     }
 
     /// <summary>Summary-level LCS (ROUGE paper §3.2) with ROUGE-1.5.5's guard against counting a token twice.</summary>

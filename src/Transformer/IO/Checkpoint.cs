@@ -5,8 +5,9 @@ using Nanolora.Tensors;
 namespace Nanolora.Transformer;
 
 /// <summary>
-/// A checkpoint directory: model.safetensors (weights; the config JSON in its metadata), tokenizer.json,
-/// and for resumable training optimizer.safetensors + trainer_state.json. Every file is written atomically.
+/// A checkpoint directory: model.safetensors (weights; the config JSON in its metadata), tokenizer.json, and in a
+/// training checkpoint optimizer.safetensors + trainer_state.json. Every file is written atomically; a resumable
+/// checkpoint is made one unit by <see cref="TrainingCheckpoint"/> (a step directory with a manifest written last).
 /// </summary>
 public static class Checkpoint
 {
@@ -15,8 +16,13 @@ public static class Checkpoint
 
     static readonly JsonSerializerOptions Json = new() { WriteIndented = true };
 
-    public static void SaveWeights(Module model, string path, IReadOnlyDictionary<string, string>? metadata = null) =>
-        Safetensors.Write(path, model.NamedParameters().Select(p => (p.Name, p.Parameter.Data.ShapeArray(), p.Parameter.Data.ToArray())), metadata);
+    /// <summary>Writes the model's parameters; refuses (writing nothing) when any is NaN or ±Inf, naming it.</summary>
+    public static void SaveWeights(Module model, string path, IReadOnlyDictionary<string, string>? metadata = null)
+    {
+        var tensors = model.NamedParameters().Select(p => (p.Name, Shape: p.Parameter.Data.ShapeArray(), Data: p.Parameter.Data.ToArray())).ToList();
+        foreach (var (name, _, data) in tensors) NonFinite.Require(path, name, data, "Refusing to write");
+        Safetensors.Write(path, tensors, metadata);
+    }
 
     /// <summary>Copies weights from a file into the model by name; every parameter must be present with its shape.</summary>
     public static void LoadWeights(Module model, string path, bool allowMissing = false)
@@ -43,8 +49,16 @@ public static class Checkpoint
             if (unexpected != null)
                 throw new InvalidDataException($"{path}: tensor '{unexpected}' {ShapeMath.Format(entries[unexpected].Shape)} has no place in the model; the file is for a different configuration.");
         }
+        // Read and scan everything before copying anything, so a NaN tensor also leaves the model as it was.
+        var values = new List<(Parameter Target, float[] Data)>();
         foreach (var (name, p) in parameters)
-            if (entries.ContainsKey(name)) p.Data.CopyFrom(file.ReadFloats(name));
+            if (entries.ContainsKey(name))
+            {
+                var data = file.ReadFloats(name);
+                NonFinite.Require(path, name, data, "Refusing to load");
+                values.Add((p, data));
+            }
+        foreach (var (p, data) in values) p.Data.CopyFrom(data);
     }
 
     public static void Save(string directory, Seq2SeqTransformer model, SubwordTokenizer tokenizer, Optimizer? optimizer = null, TrainerState? state = null)
@@ -64,7 +78,13 @@ public static class Checkpoint
         var file = Safetensors.Read(path);
         if (!file.Metadata.TryGetValue("config", out var json))
             throw new InvalidDataException($"{path} has no 'config' metadata; it was not written by nanolora.");
-        return JsonSerializer.Deserialize<TransformerConfig>(json) ?? throw new InvalidDataException($"{path}: empty config.");
+        TransformerConfig? config;
+        try { config = JsonSerializer.Deserialize<TransformerConfig>(json); }
+        catch (JsonException e) { throw new InvalidDataException($"{path}: the 'config' metadata does not parse ({e.Message})"); }
+        if (config == null) throw new InvalidDataException($"{path}: the 'config' metadata is null.");
+        try { config.Validate(); }
+        catch (ArgumentException e) { throw new InvalidDataException($"{path}: 'config' metadata: {e.Message}"); }
+        return config;
     }
 
     /// <summary>Loads model and tokenizer from a checkpoint directory onto a device.</summary>
@@ -78,22 +98,7 @@ public static class Checkpoint
         LoadWeights(model, Path.Combine(directory, WeightsFile));
         return (model, tokenizer);
     }
-
-    public static TrainerState? LoadState(string directory, Optimizer optimizer)
-    {
-        var statePath = Path.Combine(directory, StateFile);
-        var optPath = Path.Combine(directory, OptimizerFile);
-        if (!File.Exists(statePath) || !File.Exists(optPath)) return null;
-        var file = Safetensors.Read(optPath);
-        optimizer.LoadStateDict(file.Entries.Select(e => (e.Name, e.Shape, file.ReadFloats(e.Name))));
-        return JsonSerializer.Deserialize<TrainerState>(File.ReadAllText(statePath));
-    }
 }
-
-/// <summary>Where a run stands, so a resumed run continues the same schedule and data order.</summary>
-public sealed record TrainerState(int Step, int Epoch, int BatchInEpoch, List<float> Losses, List<ValidationPoint>? ValidationLosses = null);
-
-public sealed record ValidationPoint(int Step, float Loss);
 
 public static class AtomicFile
 {
@@ -103,7 +108,11 @@ public static class AtomicFile
         var dir = Path.GetDirectoryName(Path.GetFullPath(path))!;
         Directory.CreateDirectory(dir);
         var tmp = Path.Combine(dir, $".{Path.GetFileName(path)}.{Environment.ProcessId}.tmp");
-        File.WriteAllText(tmp, text);
+        using (var fs = new FileStream(tmp, FileMode.Create, FileAccess.Write, FileShare.None))
+        {
+            fs.Write(System.Text.Encoding.UTF8.GetBytes(text));
+            fs.Flush(flushToDisk: true); // on disk before the rename makes it visible: a power cut never leaves an empty file
+        }
         File.Move(tmp, path, overwrite: true);
     }
 }

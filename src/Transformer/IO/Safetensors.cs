@@ -140,6 +140,11 @@ public static class Safetensors
     /// <summary>Reads and validates the header (every entry, offsets contiguous and covering the buffer); data is read on demand.</summary>
     public static SafetensorsFile Read(string path)
     {
+        if (Directory.Exists(path)) throw Bad(path, "is a directory, expected a .safetensors file");
+        var info = new FileInfo(path);
+        if (!info.Exists) throw new FileNotFoundException($"safetensors file '{path}' does not exist.", path);
+        // Checked before opening: a FIFO or device reports length 0, and opening one for reading would block.
+        if (info.Length < 8) throw Bad(path, $"file is {info.Length} bytes, shorter than the 8-byte header length (or not a regular file)");
         using var fs = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read);
         long fileLength = fs.Length;
         if (fileLength < 8) throw Bad(path, $"file is {fileLength} bytes, shorter than the 8-byte header length");
@@ -175,24 +180,29 @@ public static class Safetensors
             var metadata = new Dictionary<string, string>(StringComparer.Ordinal);
             var names = new HashSet<string>(StringComparer.Ordinal);
             bool sawMetadata = false;
-            foreach (var prop in doc.RootElement.EnumerateObject())
+            try
             {
-                if (prop.Name == MetadataKey)
+                foreach (var prop in doc.RootElement.EnumerateObject())
                 {
-                    if (sawMetadata) throw Bad(path, "duplicate \"__metadata__\"");
-                    sawMetadata = true;
-                    if (prop.Value.ValueKind != JsonValueKind.Object) throw Bad(path, "\"__metadata__\" is not an object");
-                    foreach (var kv in prop.Value.EnumerateObject())
+                    if (prop.Name == MetadataKey)
                     {
-                        if (kv.Value.ValueKind != JsonValueKind.String)
-                            throw Bad(path, $"metadata value for '{kv.Name}' is {kv.Value.ValueKind}, not a string");
-                        if (!metadata.TryAdd(kv.Name, kv.Value.GetString()!)) throw Bad(path, $"duplicate metadata key '{kv.Name}'");
+                        if (sawMetadata) throw Bad(path, "duplicate \"__metadata__\"");
+                        sawMetadata = true;
+                        if (prop.Value.ValueKind != JsonValueKind.Object) throw Bad(path, "\"__metadata__\" is not an object");
+                        foreach (var kv in prop.Value.EnumerateObject())
+                        {
+                            if (kv.Value.ValueKind != JsonValueKind.String)
+                                throw Bad(path, $"metadata value for '{kv.Name}' is {kv.Value.ValueKind}, not a string");
+                            if (!metadata.TryAdd(kv.Name, kv.Value.GetString()!)) throw Bad(path, $"duplicate metadata key '{kv.Name}'");
+                        }
+                        continue;
                     }
-                    continue;
+                    if (!names.Add(prop.Name)) throw Bad(path, $"duplicate tensor name '{prop.Name}'");
+                    entries.Add(ParseEntry(path, prop.Name, prop.Value));
                 }
-                if (!names.Add(prop.Name)) throw Bad(path, $"duplicate tensor name '{prop.Name}'");
-                entries.Add(ParseEntry(path, prop.Name, prop.Value));
             }
+            // A name escaping half a surrogate pair (\ud800) is valid JSON but no string; .NET refuses to decode it.
+            catch (InvalidOperationException e) { throw Bad(path, $"header holds a name or value that is not valid text ({e.Message})"); }
             CheckLayout(path, entries, dataLength);
             return (entries, metadata);
         }
@@ -201,6 +211,10 @@ public static class Safetensors
     static SafetensorsEntry ParseEntry(string path, string name, JsonElement e)
     {
         if (e.ValueKind != JsonValueKind.Object) throw Bad(path, $"tensor '{name}': entry is {e.ValueKind}, not an object");
+        // JSON allows a key twice and TryGetProperty would pick one silently; the reference parser refuses, so do we.
+        var fields = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var field in e.EnumerateObject())
+            if (!fields.Add(field.Name)) throw Bad(path, $"tensor '{name}': field \"{field.Name}\" appears twice");
         if (!e.TryGetProperty("dtype", out var dt)) throw Bad(path, $"tensor '{name}': missing field \"dtype\"");
         if (!e.TryGetProperty("shape", out var sh)) throw Bad(path, $"tensor '{name}': missing field \"shape\"");
         if (!e.TryGetProperty("data_offsets", out var off)) throw Bad(path, $"tensor '{name}': missing field \"data_offsets\"");
@@ -293,12 +307,16 @@ public sealed class SafetensorsFile
     public SafetensorsEntry Entry(string name) =>
         byName.TryGetValue(name, out var e) ? e : throw new KeyNotFoundException($"safetensors file '{path}' has no tensor '{name}'");
 
-    /// <summary>The tensor's elements as float32. F32 is copied, F16 and BF16 widened; other dtypes are refused.</summary>
+    /// <summary>
+    /// The tensor's elements as float32. F32 is copied, F16 and BF16 widened, F64 and I32 converted (F64 rounded to the
+    /// nearest float; I32 exact up to 2^24); other dtypes are refused with the tensor's name.
+    /// </summary>
     public float[] ReadFloats(string name)
     {
         var e = Entry(name);
+        if (e.DType is "F64" or "I32") return ReadConverted(e);
         if (e.DType is not ("F32" or "F16" or "BF16"))
-            throw new NotSupportedException($"tensor '{name}' in '{path}' has dtype {e.DType}; only F32, F16 and BF16 can be read as floats");
+            throw new InvalidDataException($"safetensors file '{path}': tensor '{name}' has dtype {e.DType}; only F32, F16, BF16, F64 and I32 can be read as floats");
         if (e.Numel > Array.MaxLength) throw new NotSupportedException($"tensor '{name}' has {e.Numel} elements, too many for one array");
         using var fs = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read);
         if (fs.Length != fileLength) throw Safetensors.Bad(path, $"file changed size since it was opened ({fileLength} -> {fs.Length} bytes)");
@@ -331,6 +349,26 @@ public sealed class SafetensorsFile
                         dst[j] = BitConverter.Int32BitsToSingle(BinaryPrimitives.ReadUInt16LittleEndian(bytes[(2 * j)..]) << 16);
                     break;
             }
+        }
+        return result;
+    }
+
+    float[] ReadConverted(SafetensorsEntry e)
+    {
+        if (e.Numel > Array.MaxLength) throw new NotSupportedException($"tensor '{e.Name}' has {e.Numel} elements, too many for one array");
+        using var fs = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read);
+        if (fs.Length != fileLength) throw Safetensors.Bad(path, $"file changed size since it was opened ({fileLength} -> {fs.Length} bytes)");
+        fs.Position = dataStart + e.Begin;
+        var result = new float[e.Numel];
+        int size = e.DType == "F64" ? 8 : 4;
+        var chunk = new byte[size * 8192];
+        for (int i = 0; i < result.Length; i += 8192)
+        {
+            int n = Math.Min(8192, result.Length - i);
+            var bytes = chunk.AsSpan(0, n * size);
+            fs.ReadExactly(bytes);
+            for (int j = 0; j < n; j++)
+                result[i + j] = size == 8 ? (float)BinaryPrimitives.ReadDoubleLittleEndian(bytes[(8 * j)..]) : BinaryPrimitives.ReadInt32LittleEndian(bytes[(4 * j)..]);
         }
         return result;
     }

@@ -80,7 +80,7 @@ public sealed class BertEmbeddings : Module
         var types = ((Embedding)Child("token_type_embeddings")).Forward(typeIds, batch, length);
         var positions = ((Embedding)Child("position_embeddings")).Forward(Enumerable.Range(0, length).ToArray(), length);
         var x = Layer("LayerNorm").Forward(F.Add(F.Add(words, types), positions));
-        return F.Dropout(x, _dropout, _seeds.Next(), Training);
+        return Training ? F.Dropout(x, _dropout, _seeds.Next(), Training) : x;
     }
 }
 

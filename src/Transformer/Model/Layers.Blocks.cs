@@ -47,7 +47,8 @@ public abstract class ResidualBlock : Module
     {
         var h = Layer(fc1).Forward(x);
         h = _activation == "gelu" ? F.Gelu(h) : F.Relu(h);
-        h = F.Dropout(h, DropoutRate, Seeds.Next(), Training);
+        // Only training draws a seed: validation and decoding must not shift the masks a later training step gets.
+        if (Training) h = F.Dropout(h, DropoutRate, Seeds.Next(), Training);
         return Layer(fc2).Forward(h);
     }
 
@@ -57,7 +58,8 @@ public abstract class ResidualBlock : Module
         var input = PreNorm ? ln.Forward(x) : x;
         var y = f(input);
         if (SublayerOutputHook != null) y = SublayerOutputHook(sublayer, y);
-        y = F.Dropout(y, DropoutRate, Seeds.Next(), Training);
+        // Only training draws a seed, so validating (at any interval) leaves the training masks as they were.
+        if (Training) y = F.Dropout(y, DropoutRate, Seeds.Next(), Training);
         var sum = F.Add(x, y);
         return PreNorm ? sum : ln.Forward(sum);
     }

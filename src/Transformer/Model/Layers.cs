@@ -7,6 +7,10 @@ namespace Nanolora.Transformer;
 public sealed class SeedSequence(ulong seed)
 {
     ulong _state = seed;
+
+    /// <summary>The counter: saved in a training checkpoint so a resumed run draws the same dropout masks.</summary>
+    public ulong State { get => _state; set => _state = value; }
+
     public ulong Next()
     {
         // SplitMix64: well-mixed, distinct seeds from a counter.

@@ -20,7 +20,8 @@ public sealed class Seq2SeqTransformer : Module
     public TransformerConfig Config { get; }
     public Device Device { get; }
     readonly Tensor _sinusoids;               // [MaxPositions, C], constant
-    readonly SeedSequence _dropoutSeeds;
+    readonly SeedSequence _dropoutSeeds;      // embedding dropout
+    readonly SeedSequence _layerSeeds;        // initialization, then (the same stream) the layers' dropout
     public InputEmbeddingHook? EncoderInputHook { get; set; }
     public InputEmbeddingHook? DecoderInputHook { get; set; }
 
@@ -29,7 +30,7 @@ public sealed class Seq2SeqTransformer : Module
         config.Validate();
         Config = config;
         Device = device ?? Device.Default;
-        var seeds = new SeedSequence(config.Seed);
+        var seeds = _layerSeeds = new SeedSequence(config.Seed);
         _dropoutSeeds = new SeedSequence(config.Seed ^ 0xD40F0D40UL);
         // N(0, 1/C) as fairseq: the input side is scaled by √C, and tied output logits start with unit variance.
         RegisterModule("shared", new Embedding(config.VocabSize, config.DModel, seeds, Device, std: 1f / MathF.Sqrt(config.DModel)));
@@ -79,7 +80,22 @@ public sealed class Seq2SeqTransformer : Module
         Variable pos = Config.LearnedPositions
             ? ((Embedding)Child(positions)).Forward(Enumerable.Range(positionOffset, length).ToArray(), length)
             : Variable.Constant(Ops.Slice(_sinusoids, 0, positionOffset, length));
-        return F.Dropout(F.Add(x, pos), Config.Dropout, _dropoutSeeds.Next(), Training);
+        var sum = F.Add(x, pos);
+        return Training ? F.Dropout(sum, Config.Dropout, _dropoutSeeds.Next(), Training) : sum;
+    }
+
+    /// <summary>
+    /// Every random state the model draws from while training (the dropout seed counters). A checkpoint saves it and a
+    /// resume restores it, so the resumed run's dropout masks are the ones the uninterrupted run would have drawn.
+    /// </summary>
+    public ulong[] RandomState
+    {
+        get => [_dropoutSeeds.State, _layerSeeds.State];
+        set
+        {
+            if (value is not { Length: 2 }) throw new ArgumentException($"The model's random state is 2 seed counters, got {value?.Length.ToString() ?? "none"}.");
+            (_dropoutSeeds.State, _layerSeeds.State) = (value[0], value[1]);
+        }
     }
 
     /// <summary>Runs the encoder: source ids [B, S] → memory [B, S', C] and its key mask [B, S'] (S' includes prompt prefixes).</summary>

@@ -38,12 +38,25 @@ public sealed record TransformerConfig
         _ => throw new ArgumentException($"Unknown preset '{name}'; expected one of {string.Join(", ", PresetNames)}."),
     };
 
+    /// <summary>Every field against its range, so a bad config (say from a checkpoint's metadata) fails here, by name, not at the first forward pass.</summary>
     public void Validate()
     {
-        if (DModel % Heads != 0) throw new ArgumentException($"d_model {DModel} must be divisible by heads {Heads}.");
-        if (VocabSize < 5) throw new ArgumentException($"Vocabulary size {VocabSize} is too small (4 specials + tokens).");
-        if (Dropout is < 0 or >= 1) throw new ArgumentException($"Dropout {Dropout} must be in [0, 1).");
-        if (!(LayerNormEps > 0 && float.IsFinite(LayerNormEps))) throw new ArgumentException($"LayerNorm eps {LayerNormEps} must be a positive finite number.");
-        if (Activation is not ("relu" or "gelu")) throw new ArgumentException($"Activation '{Activation}' must be relu or gelu.");
+        static void Range(string name, long value, long min, long max, string? why = null)
+        {
+            if (value < min || value > max)
+                throw new ArgumentException($"{name} is {value}, expected {min} to {max}{(why == null ? "" : $" ({why})")}.");
+        }
+        Range(nameof(VocabSize), VocabSize, 5, 10_000_000, "4 specials + tokens");
+        Range(nameof(DModel), DModel, 1, 65_536);
+        Range(nameof(Heads), Heads, 1, DModel, "at most one head per model dimension");
+        if (DModel % Heads != 0) throw new ArgumentException($"DModel {DModel} must be divisible by Heads {Heads}.");
+        Range(nameof(DFF), DFF, 1, 1 << 20);
+        Range(nameof(EncoderLayers), EncoderLayers, 1, 1024);
+        Range(nameof(DecoderLayers), DecoderLayers, 1, 1024);
+        // The sinusoid table is MaxPositions × DModel floats, built eagerly: keep it one array.
+        Range(nameof(MaxPositions), MaxPositions, 1, Math.Min(1 << 20, Array.MaxLength / DModel), $"a {DModel}-wide position table must fit one array");
+        if (!(Dropout >= 0 && Dropout < 1)) throw new ArgumentException($"Dropout is {Dropout}, expected [0, 1).");
+        if (!(LayerNormEps > 0 && float.IsFinite(LayerNormEps))) throw new ArgumentException($"LayerNormEps is {LayerNormEps}, expected a positive finite number.");
+        if (Activation is not ("relu" or "gelu")) throw new ArgumentException($"Activation is '{Activation}', expected relu or gelu.");
     }
 }

@@ -199,6 +199,7 @@ public sealed class SubwordTokenizer
     public static SubwordTokenizer Load(string path)
     {
         JsonNode? root;
+        if (Directory.Exists(path)) throw Bad(path, "is a directory, expected a tokenizer.json file");
         try { root = JsonNode.Parse(File.ReadAllText(path)); }
         catch (JsonException e) { throw Bad(path, $"not valid JSON ({e.Message})"); }
         if (root is not JsonObject obj) throw Bad(path, "top level is not a JSON object");

@@ -19,8 +19,28 @@ public sealed record TrainOptions
     public int CheckpointEvery { get; init; } = 0;
     /// <summary>Continue from the checkpoint's optimizer and trainer state when it has them.</summary>
     public bool Resume { get; init; }
+    /// <summary>Resume even when the checkpoint's run options (<see cref="RunOptions"/>) differ from these.</summary>
+    public bool ForceResume { get; init; }
     /// <summary>End this process's run after this step (checkpointing it) while the schedule still spans <see cref="Steps"/>.</summary>
     public int? StopAfterStep { get; init; }
+    /// <summary>
+    /// Stop when a step's loss exceeds this many times the mean of the previous <see cref="LossWindow"/> steps (0: never):
+    /// a diverging run is stopped while its losses are still finite, before a checkpoint saves the damage.
+    /// </summary>
+    public float MaxLossRatio { get; init; } = 20f;
+    public int LossWindow { get; init; } = 20;
+
+    /// <summary>Refuses options no run can use, naming the option and its range.</summary>
+    public void Validate()
+    {
+        if (Steps < 1) throw new ArgumentException($"Steps is {Steps}, expected at least 1.");
+        if (!(LearningRate > 0 && float.IsFinite(LearningRate))) throw new ArgumentException($"LearningRate is {LearningRate}, expected a finite number > 0.");
+        if (WarmupSteps < 0) throw new ArgumentException($"WarmupSteps is {WarmupSteps}, expected ≥ 0.");
+        if (CheckpointEvery < 0) throw new ArgumentException($"CheckpointEvery is {CheckpointEvery}, expected ≥ 0 (0: only at the end).");
+        if (!(MaxLossRatio == 0 || MaxLossRatio > 1)) throw new ArgumentException($"MaxLossRatio is {MaxLossRatio}, expected 0 (off) or > 1.");
+        if (LossWindow < 1) throw new ArgumentException($"LossWindow is {LossWindow}, expected at least 1.");
+        if (StopAfterStep is < 1) throw new ArgumentException($"StopAfterStep is {StopAfterStep}, expected at least 1.");
+    }
 }
 
 /// <summary>One step's numbers, reported to the progress display.</summary>
@@ -29,18 +49,34 @@ public sealed record StepInfo(int Step, int TotalSteps, float Loss, double StepM
 public sealed record TrainResult(List<float> Losses, List<ValidationPoint> ValidationLosses, double MeanStepMilliseconds, LedgerSnapshot Memory, long TrainableParameters, long OptimizerStateBytes);
 
 /// <summary>
-/// Teacher-forced training with AdamW, warm-up + cosine decay, clipping, periodic validation and atomic
-/// checkpoints. Each step runs in a <see cref="GraphScope"/>, so activations return to the pool every step.
+/// Teacher-forced training with AdamW, warm-up + cosine decay, clipping, periodic validation and checkpoints that are
+/// one unit each (<see cref="TrainingCheckpoint"/>). A resume restores weights, optimizer, data position and dropout
+/// seeds, so it continues the very run it stopped. Each step runs in a <see cref="GraphScope"/>, so activations return
+/// to the pool every step.
 /// </summary>
 public sealed class Trainer(Seq2SeqTransformer model, SubwordTokenizer tokenizer)
 {
+    /// <summary>Steps between releases of the pool's idle size classes (kept for at least this long, so a step never re-allocates what the last one freed).</summary>
+    const int TrimIdleEvery = 50;
+
     public TrainResult Train(IReadOnlyList<Parameter> trainable, BatchLoader train, BatchLoader? validation, TrainOptions o, IProgress<StepInfo>? progress = null)
     {
+        o.Validate();
+        if (train.BatchesPerEpoch == 0) throw new ArgumentException("The training data has no examples.");
+        if (o.Resume && o.CheckpointDirectory == null) throw new ArgumentException("Resume needs the checkpoint directory of the run.");
         var schedule = o.CosineDecay ? LearningRateSchedule.WarmupCosine(o.LearningRate, o.WarmupSteps, o.Steps) : LearningRateSchedule.WarmupLinear(o.LearningRate, o.WarmupSteps, o.Steps);
         using var optimizer = new AdamW(trainable, o.LearningRate, weightDecay: o.WeightDecay);
+        var runOptions = RunOptions.Of(o, train);
         var state = new TrainerState(0, 0, 0, new List<float>(), new List<ValidationPoint>());
-        if (o.Resume && o.CheckpointDirectory != null)
-            state = Checkpoint.LoadState(o.CheckpointDirectory, optimizer) ?? state;
+        if (o.CheckpointDirectory != null)
+        {
+            if (!o.Resume && TrainingCheckpoint.HasCheckpoints(o.CheckpointDirectory))
+                throw new InvalidOperationException($"'{o.CheckpointDirectory}' already holds checkpoints of a run; resume it, or remove its {TrainingCheckpoint.Folder} folder to start over.");
+            TrainingCheckpoint.RemoveLeftovers(o.CheckpointDirectory);
+        }
+        if (o.Resume)
+            state = TrainingCheckpoint.Restore(TrainingCheckpoint.FindLatest(o.CheckpointDirectory!), model, optimizer, runOptions, o.ForceResume, train.BatchesPerEpoch);
+        int savedStep = o.Resume ? state.Step : -1;
         var device = model.Device;
         device.Ledger.ResetPeaks();
         model.Train();
@@ -66,7 +102,8 @@ public sealed class Trainer(Seq2SeqTransformer model, SubwordTokenizer tokenizer
                     var lossVar = model.Loss(batch, o.LabelSmoothing);
                     loss = lossVar.Data.Item();
                     if (!float.IsFinite(loss))
-                        throw new InvalidOperationException($"The loss became {loss} at step {step} (epoch {epoch}); training stopped and no checkpoint was overwritten. Try a lower learning rate (now {optimizer.LearningRate}).");
+                        throw new InvalidOperationException($"The loss became {loss} at step {step} (epoch {epoch}); training stopped and no checkpoint was written for it{LastCheckpoint(o, savedStep)}. Try a lower learning rate (now {optimizer.LearningRate}).");
+                    CheckForSpike(loss, losses, step, o, savedStep);
                     lossVar.Backward();
                 }
                 if (o.ClipNorm > 0) Optimizer.ClipGradNorm(trainable, o.ClipNorm);
@@ -83,18 +120,50 @@ public sealed class Trainer(Seq2SeqTransformer model, SubwordTokenizer tokenizer
                     valLoss = ValidationLoss(validation, o.ValidationBatches, o.LabelSmoothing);
                     validationLosses.Add(new ValidationPoint(step, valLoss.Value));
                 }
+                // Batch shapes vary, and each new shape can leave its own size classes cached: drop those unused for a while.
+                if (step % TrimIdleEvery == 0) device.TrimIdleCache();
                 int tokens = batch.BatchSize * (batch.SourceLength + batch.TargetLength);
                 progress?.Report(new StepInfo(step, o.Steps, loss, ms, tokens / (ms / 1000), optimizer.LearningRate, valLoss));
                 if (o.CheckpointDirectory != null && o.CheckpointEvery > 0 && step % o.CheckpointEvery == 0)
-                    Checkpoint.Save(o.CheckpointDirectory, model, tokenizer, optimizer, new TrainerState(step, epoch, batchInEpoch, losses, validationLosses));
+                {
+                    TrainingCheckpoint.Save(o.CheckpointDirectory, model, tokenizer, optimizer, StateAt(step, epoch, batchInEpoch, losses, validationLosses, runOptions));
+                    savedStep = step;
+                }
             }
             if (step < lastStep) { epoch++; batchInEpoch = 0; state = state with { BatchInEpoch = 0 }; }
         }
-        if (o.CheckpointDirectory != null)
-            Checkpoint.Save(o.CheckpointDirectory, model, tokenizer, optimizer, new TrainerState(step, epoch, batchInEpoch, losses, validationLosses));
+        if (o.CheckpointDirectory != null && step != savedStep)
+            TrainingCheckpoint.Save(o.CheckpointDirectory, model, tokenizer, optimizer, StateAt(step, epoch, batchInEpoch, losses, validationLosses, runOptions));
         var memory = device.Ledger.Snapshot();
         return new TrainResult(losses, validationLosses, timedSteps > 0 ? totalMs / timedSteps : 0, memory,
             trainable.Sum(p => p.Count), optimizer.StateBytes);
+    }
+
+    TrainerState StateAt(int step, int epoch, int batchInEpoch, List<float> losses, List<ValidationPoint> validation, RunOptions options) =>
+        new(step, epoch, batchInEpoch, losses, validation) { RandomState = model.RandomState, Options = options };
+
+    static string LastCheckpoint(TrainOptions o, int savedStep) =>
+        o.CheckpointDirectory == null ? "" : savedStep > 0 ? $" (the checkpoint of step {savedStep} is kept)" : " (none was written yet)";
+
+    /// <summary>Stops a run whose loss jumps far above its recent mean: divergence caught while the numbers are still finite.</summary>
+    static void CheckForSpike(float loss, List<float> losses, int step, TrainOptions o, int savedStep)
+    {
+        if (SpikeOf(loss, losses, o.MaxLossRatio, o.LossWindow) is string spike)
+            throw new InvalidOperationException($"The loss jumped to {spike} at step {step}; training stopped as diverging{LastCheckpoint(o, savedStep)}. Lower the learning rate, or raise the limit (--max-loss-ratio, 0: off).");
+    }
+
+    /// <summary>
+    /// Null when <paramref name="loss"/> is at most <paramref name="maxRatio"/> × the mean of the last <paramref name="window"/>
+    /// losses (or too few are known: at least min(window, 10)); else "loss, ratio × the mean m of the previous n steps".
+    /// </summary>
+    public static string? SpikeOf(float loss, IReadOnlyList<float> previous, float maxRatio, int window)
+    {
+        if (maxRatio <= 0 || previous.Count < Math.Min(window, 10)) return null;
+        int n = Math.Min(window, previous.Count);
+        double mean = 0;
+        for (int i = previous.Count - n; i < previous.Count; i++) mean += previous[i];
+        mean /= n;
+        return loss > maxRatio * mean ? $"{loss:G4}, {loss / mean:F0}× the mean {mean:G4} of the previous {n} steps (limit {maxRatio}×)" : null;
     }
 
     /// <summary>Mean loss over the first <paramref name="batches"/> batches, without dropout or a graph.</summary>

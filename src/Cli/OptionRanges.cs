@@ -1,0 +1,64 @@
+using System.CommandLine;
+
+namespace Nanolora.Cli;
+
+/// <summary>
+/// Parse-time ranges for numeric options: a value outside them is refused before anything loads or trains, with the
+/// option's name, the value and the range (a negative --steps used to write an untrained model, --train-examples 0 to loop).
+/// </summary>
+internal static class OptionRanges
+{
+    public static Option<int> Range(this Option<int> option, int min, int max = int.MaxValue)
+    {
+        option.Validators.Add(r =>
+        {
+            int v = r.GetValueOrDefault<int>();
+            if (v < min || v > max) r.AddError(Message(option.Name, v.ToString(), Describe(min, max)));
+        });
+        return option;
+    }
+
+    public static Option<int?> Range(this Option<int?> option, int min, int max = int.MaxValue)
+    {
+        option.Validators.Add(r =>
+        {
+            if (r.GetValueOrDefault<int?>() is int v && (v < min || v > max)) r.AddError(Message(option.Name, v.ToString(), Describe(min, max)));
+        });
+        return option;
+    }
+
+    /// <summary>A finite value in (0, max]: learning rates, alpha.</summary>
+    public static Option<float> Positive(this Option<float> option, float max)
+    {
+        option.Validators.Add(r =>
+        {
+            float v = r.GetValueOrDefault<float>();
+            if (!(v > 0 && v <= max)) r.AddError(Message(option.Name, v.ToString("R"), $"a finite number > 0 and ≤ {max:G}"));
+        });
+        return option;
+    }
+
+    public static Option<float?> Positive(this Option<float?> option, float max)
+    {
+        option.Validators.Add(r =>
+        {
+            if (r.GetValueOrDefault<float?>() is float v && !(v > 0 && v <= max)) r.AddError(Message(option.Name, v.ToString("R"), $"a finite number > 0 and ≤ {max:G}"));
+        });
+        return option;
+    }
+
+    /// <summary>0 (off) or a finite ratio above 1.</summary>
+    public static Option<float> OffOrAboveOne(this Option<float> option)
+    {
+        option.Validators.Add(r =>
+        {
+            float v = r.GetValueOrDefault<float>();
+            if (!(v == 0 || (v > 1 && float.IsFinite(v)))) r.AddError(Message(option.Name, v.ToString("R"), "0 (off) or a finite number > 1"));
+        });
+        return option;
+    }
+
+    static string Describe(int min, int max) => max == int.MaxValue ? $"an integer ≥ {min}" : $"an integer from {min} to {max}";
+
+    static string Message(string option, string value, string allowed) => $"{option} is {value}; allowed: {allowed}.";
+}
