@@ -45,6 +45,15 @@ public abstract class Optimizer : IDisposable
 
     protected abstract void Update(Parameter p, Tensor grad);
 
+    /// <summary>A training step's update: clip the gradients' global norm (when clipNorm > 0), set the rate, step, clear the gradients.</summary>
+    public void ClipStepAndZero(float learningRate, double clipNorm)
+    {
+        if (clipNorm > 0) ClipGradNorm(Params, clipNorm);
+        LearningRate = learningRate;
+        Step();
+        ZeroGrad();
+    }
+
     public void ZeroGrad()
     {
         foreach (var p in Params) p.ZeroGrad();

@@ -69,14 +69,13 @@ public static class ContrastiveTrainer
                         throw new InvalidOperationException($"The contrastive loss became {loss} at step {step}; try a lower learning rate (now {optimizer.LearningRate}).");
                     lossVar.Backward();
                 }
-                if (o.ClipNorm > 0) Optimizer.ClipGradNorm(trainable, o.ClipNorm);
-                optimizer.LearningRate = schedule.At(step);
-                optimizer.Step();
-                optimizer.ZeroGrad();
+                optimizer.ClipStepAndZero(schedule.At(step), o.ClipNorm);
                 device.Synchronize();
                 double ms = sw.Elapsed.TotalMilliseconds;
                 if (step > 1) { totalMs += ms; timed++; }
                 losses.Add(loss);
+                // Padded lengths vary by batch, and each shape can leave its own size classes cached (as in Trainer).
+                if (step % Trainer.TrimIdleEvery == 0) device.TrimIdleCache();
                 int tokens = sources.Ids.Length + targets.Ids.Length;
                 progress?.Report(new StepInfo(step, o.Steps, loss, ms, tokens / (ms / 1000), optimizer.LearningRate, null));
             }

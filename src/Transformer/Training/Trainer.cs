@@ -57,7 +57,7 @@ public sealed record TrainResult(List<float> Losses, List<ValidationPoint> Valid
 public sealed class Trainer(Seq2SeqTransformer model, SubwordTokenizer tokenizer)
 {
     /// <summary>Steps between releases of the pool's idle size classes (kept for at least this long, so a step never re-allocates what the last one freed).</summary>
-    const int TrimIdleEvery = 50;
+    internal const int TrimIdleEvery = 50;
 
     public TrainResult Train(IReadOnlyList<Parameter> trainable, BatchLoader train, BatchLoader? validation, TrainOptions o, IProgress<StepInfo>? progress = null)
     {
@@ -106,10 +106,7 @@ public sealed class Trainer(Seq2SeqTransformer model, SubwordTokenizer tokenizer
                     CheckForSpike(loss, losses, step, o, savedStep);
                     lossVar.Backward();
                 }
-                if (o.ClipNorm > 0) Optimizer.ClipGradNorm(trainable, o.ClipNorm);
-                optimizer.LearningRate = schedule.At(step);
-                optimizer.Step();
-                optimizer.ZeroGrad();
+                optimizer.ClipStepAndZero(schedule.At(step), o.ClipNorm);
                 device.Synchronize();
                 double ms = sw.Elapsed.TotalMilliseconds;
                 if (step > 1) { totalMs += ms; timedSteps++; } // the first step compiles kernels and fills the pool
