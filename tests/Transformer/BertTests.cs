@@ -23,7 +23,10 @@ public sealed class MiniLmFixture : IDisposable
     }
 
     /// <summary>ONNX Runtime's last_hidden_state [B, T, C] for a padded batch.</summary>
-    public float[] ReferenceHidden(EncoderBatch b)
+    public float[] ReferenceHidden(EncoderBatch b) => ReferenceOutput(b, "last_hidden_state");
+
+    /// <summary>One output of the ONNX graph: "last_hidden_state", or "924" (the pooler's tanh, [B, C]).</summary>
+    public float[] ReferenceOutput(EncoderBatch b, string output)
     {
         DenseTensor<long> Long(int[] v) => new(v.Select(x => (long)x).ToArray(), [b.BatchSize, b.Length]);
         var inputs = new List<NamedOnnxValue>
@@ -32,7 +35,7 @@ public sealed class MiniLmFixture : IDisposable
             NamedOnnxValue.CreateFromTensor("attention_mask", Long(b.AttentionMask)),
             NamedOnnxValue.CreateFromTensor("token_type_ids", Long(b.TypeIds)),
         };
-        using var results = Reference.Run(inputs, ["last_hidden_state"]);
+        using var results = Reference.Run(inputs, [output]);
         return results.First().AsTensor<float>().ToArray();
     }
 
@@ -121,6 +124,19 @@ public class BertTests(MiniLmFixture mini) : IClassFixture<MiniLmFixture>
             for (int j = 0; j < c; j++) result[r * c + j] /= Math.Sqrt(norm);
         }
         return result;
+    }
+
+    [Fact]
+    public void Pooler_output_matches_onnx_runtime()
+    {
+        var batch = mini.Tokenizer.EncodeBatch(["Perl module for parsing dates", "a tiny tool", "GNU C library: shared libraries"]);
+        using var noGrad = Graph.NoGrad();
+        using var scope = new GraphScope();
+        var ours = mini.Model.Pooler(mini.Model.Forward(batch)).Data.ToArray();
+        var reference = mini.ReferenceOutput(batch, "924");
+        Assert.Equal(reference.Length, ours.Length);
+        for (int i = 0; i < ours.Length; i++)
+            Assert.True(Math.Abs(ours[i] - reference[i]) <= 1e-4, $"pooler_output[{i}]: ours {ours[i]}, ONNX Runtime {reference[i]}");
     }
 
     [Fact]

@@ -51,10 +51,13 @@ public sealed class ExperimentRunner(ExperimentOptions o, Device device)
     {
         var clock = Stopwatch.StartNew();
         Directory.CreateDirectory(o.OutputDirectory);
+        if (o.RunRetrieval) MiniLmPackage.Locate();   // fail now, not after the seq2seq table's minutes
         if (o.RunSeq2Seq) RunSeq2Seq();
         RetrievalExperiment? retrieval = null;
         if (o.RunRetrieval)
         {
+            // The seq2seq table is on disk before the second part starts, so a failure there loses nothing.
+            if (o.RunSeq2Seq) new ExperimentReport(o, _rows, _losses, clock.Elapsed).Write();
             retrieval = new RetrievalExperiment(o.Retrieval, o.OutputDirectory, device);
             retrieval.Run();
         }

@@ -9,7 +9,7 @@ using Spectre.Console;
 namespace Nanolora.Cli;
 
 /// <summary>One learning rate tried for a method, scored on the validation split.</summary>
-public sealed record SweepPoint(string Method, float LearningRate, double? ValidationRecallAt1);
+public sealed record SweepPoint(string Method, float LearningRate, double? ValidationRecallAt1, string? Note = null);
 
 /// <summary>One row of the retrieval table: a method's test scores and costs.</summary>
 public sealed record RetrievalRow(string Method, int? Rank, string? Targets, float? LearningRate, double RecallAt1, double RecallAt10, double Mrr,
@@ -48,6 +48,7 @@ public sealed class RetrievalExperiment(RetrievalOptions o, string outputDirecto
     const string AllLinearRegex = @"encoder\.layer\.\d+\..*(query|key|value|dense)";
 
     readonly List<RetrievalRow> _rows = new();
+    long _totalParameters;
     readonly List<SweepPoint> _sweep = new();
     public readonly Dictionary<string, List<float>> Losses = new();
     public IReadOnlyList<RetrievalRow> Rows => _rows;
@@ -60,7 +61,7 @@ public sealed class RetrievalExperiment(RetrievalOptions o, string outputDirecto
         var validation = TaskData.Spread(debian.Validation, o.ValidationPairs);
 
         var (model, tokenizer) = PretrainedBert.LoadMiniLm(device);
-        long total = model.ParameterCount();
+        long total = _totalParameters = model.ParameterCount();
         var zeroShot = Score(model, tokenizer, test, "zero-shot: scoring");
         _rows.Add(new RetrievalRow("base", null, null, null, zeroShot.RecallAt1, zeroShot.RecallAt10, zeroShot.Mrr, zeroShot.Queries, zeroShot.Candidates,
             0, 0, 0, null, null, null, null, 0));
@@ -92,9 +93,21 @@ public sealed class RetrievalExperiment(RetrievalOptions o, string outputDirecto
                     : new LoraConfig { R = r, Alpha = 2 * r, Dropout = 0.1f, TargetModules = targets!.Split(','), TaskType = "FEATURE_EXTRACTION" };
                 lora = LoraModel.Inject(model, config, "debian", o.Seed);
             }
+            else foreach (var (name, p) in model.NamedParameters()) p.Trainable = !name.StartsWith("pooler.");   // no gradient reaches it
             var options = new ContrastiveOptions { Steps = o.Steps, BatchSize = o.BatchSize, LearningRate = lr, MaxSourceTokens = o.MaxSourceTokens, Seed = o.Seed };
-            var result = ConsoleProgress.Train($"{label} lr {lr:G3}", o.Steps,
-                p => ContrastiveTrainer.Train(model, tokenizer, train, model.TrainableParameters().ToList(), options, p));
+            TrainResult result;
+            try
+            {
+                result = ConsoleProgress.Train($"{label} lr {lr:G3}", o.Steps,
+                    p => ContrastiveTrainer.Train(model, tokenizer, train, model.TrainableParameters().ToList(), options, p));
+            }
+            catch (InvalidOperationException e) when (rates.Count > 1)
+            {
+                // A rate that diverges is a result of the sweep, not a reason to lose the others.
+                _sweep.Add(new SweepPoint(label, lr, null, e.Message));
+                model.Dispose();
+                continue;
+            }
             double? val = rates.Count > 1 ? Score(model, tokenizer, validation, $"{label} lr {lr:G3}: validation").RecallAt1 : null;
             _sweep.Add(new SweepPoint(label, lr, val));
             if (best == null || (val ?? 0) > best.Value.Val)
@@ -104,7 +117,8 @@ public sealed class RetrievalExperiment(RetrievalOptions o, string outputDirecto
             }
             else model.Dispose();
         }
-        var (m, tok, l, res, bestLr, _) = best!.Value;
+        if (best == null) throw new InvalidOperationException($"{label}: every learning rate of the sweep diverged ({string.Join(", ", rates)}).");
+        var (m, tok, l, res, bestLr, _) = best.Value;
         var scores = Score(m, tok, test, $"{label}: scoring");
         long? adapterBytes = null;
         if (l != null)
@@ -131,7 +145,7 @@ public sealed class RetrievalExperiment(RetrievalOptions o, string outputDirecto
         sb.AppendLine($"Queries: Debian test descriptions ({baseRow?.Queries ?? 0}, cut to {o.MaxSourceTokens} word pieces); candidates: their " +
                       $"{baseRow?.Candidates ?? 0} distinct synopses. One shared encoder, MultipleNegativesRankingLoss (in-batch negatives, scale 20), " +
                       $"{o.Steps} steps of batch {o.BatchSize} for each method, same data order and seed; AdamW with 10% warm-up then linear decay. " +
-                      $"LoRA: r=8, alpha 16, dropout 0.1. Trainable % is of the model's {22_713_216:N0} parameters.");
+                      $"LoRA: r=8, alpha 16, dropout 0.1. Trainable % is of the model's {_totalParameters:N0} parameters; full fine-tuning trains all but the pooler, which mean pooling never uses.");
         sb.AppendLine();
         sb.AppendLine("| method | rank | targets | lr | recall@1 | recall@10 | MRR | trainable params | trainable % | optimizer state (MB) | peak memory (MB) | step (ms) | adapter (MB) |");
         sb.AppendLine("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
@@ -160,14 +174,14 @@ public sealed class RetrievalExperiment(RetrievalOptions o, string outputDirecto
                 sb.AppendLine($"| {r.Method}{(r.Targets != null ? " " + r.Targets : "")} | {Mb(Get("Parameter"))} | {Mb(Get("Gradient"))} | {Mb(Get("OptimizerState"))} | {Mb(Get("Activation"))} | {Mb(Get("Other"))} | {Mb(r.PeakBytes)} |");
             }
         }
-        if (_sweep.Any(s => s.ValidationRecallAt1 != null))
+        if (_sweep.Any(s => s.ValidationRecallAt1 != null || s.Note != null))
         {
             sb.AppendLine();
             sb.AppendLine($"Learning-rate sweep (recall@1 on {o.ValidationPairs} validation pairs; the best of each method is the row above):");
             sb.AppendLine();
             sb.AppendLine("| method | lr | validation recall@1 |");
             sb.AppendLine("|---|---:|---:|");
-            foreach (var s in _sweep) sb.AppendLine($"| {s.Method} | {s.LearningRate:G3} | {s.ValidationRecallAt1:F4} |");
+            foreach (var s in _sweep) sb.AppendLine($"| {s.Method} | {s.LearningRate:G3} | {(s.ValidationRecallAt1 is double v ? v.ToString("F4") : "diverged")} |");
         }
         else
         {

@@ -7,19 +7,26 @@ public sealed record RetrievalScores(double RecallAt1, double RecallAt10, double
 
 /// <summary>
 /// Description → synopsis as retrieval: every source is a query, the distinct targets of the same examples are the
-/// candidate pool, ranked by cosine similarity of the encoder's sentence embeddings. A candidate whose text equals
-/// the query's own target counts as the target (sibling packages can share a synopsis).
+/// candidate pool, ranked by cosine similarity of the encoder's sentence embeddings. Candidates are distinct as the
+/// encoder sees them (the same word-piece ids: sibling packages can share a synopsis, and texts that differ only in
+/// case or accents tokenize alike); a tie with another candidate counts against the target.
 /// </summary>
 public static class Retrieval
 {
     public static RetrievalScores Evaluate(BertModel model, BertWordPieceTokenizer tokenizer, IReadOnlyList<Example> pairs,
         int maxSourceTokens, int batchSize = 32, IProgress<int>? progress = null)
     {
-        var candidates = pairs.Select(p => p.Target).Distinct(StringComparer.Ordinal).ToList();
-        var index = candidates.Select((t, i) => (t, i)).ToDictionary(x => x.t, x => x.i, StringComparer.Ordinal);
+        var index = new Dictionary<string, int>(StringComparer.Ordinal);   // word-piece ids → candidate
+        var candidates = new List<string>();
+        var gold = new int[pairs.Count];
+        for (int i = 0; i < pairs.Count; i++)
+        {
+            var key = string.Join(',', tokenizer.Encode(pairs[i].Target));
+            if (!index.TryGetValue(key, out gold[i])) { gold[i] = index[key] = candidates.Count; candidates.Add(pairs[i].Target); }
+        }
         var queries = SentenceEmbedder.Embed(model, tokenizer, pairs.Select(p => p.Source).ToList(), batchSize, progress, maxSourceTokens);
         var pool = SentenceEmbedder.Embed(model, tokenizer, candidates, batchSize);
-        return Score(queries, pool, pairs.Select(p => index[p.Target]).ToArray());
+        return Score(queries, pool, gold);
     }
 
     /// <summary>Ranks from embeddings (rows L2-normalized, so a dot product is the cosine).</summary>
@@ -33,7 +40,7 @@ public static class Retrieval
             for (int c = 0; c < pool.Length; c++) scores[c] = TensorPrimitives.Dot(queries[q], pool[c]);
             float goldScore = scores[gold[q]];
             int rank = 1;
-            for (int c = 0; c < pool.Length; c++) if (scores[c] > goldScore) rank++;   // ties are resolved in the target's favour
+            for (int c = 0; c < pool.Length; c++) if (c != gold[q] && scores[c] >= goldScore) rank++;   // a tie counts against the target
             hits1 += rank == 1 ? 1 : 0;
             hits10 += rank <= 10 ? 1 : 0;
             reciprocal += 1.0 / rank;

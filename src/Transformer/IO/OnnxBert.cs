@@ -30,7 +30,9 @@ public static class OnnxBert
         if (unknown.Count > 0)
             throw new InvalidDataException($"{source}: ONNX ops [{string.Join(", ", unknown)}] are not part of a plain BERT export; this reader understands only [{string.Join(", ", KnownOps)}].");
 
-        var init = graph.Initializer.ToDictionary(t => t.Name);
+        var init = new Dictionary<string, TensorProto>();
+        foreach (var t in graph.Initializer)
+            if (!init.TryAdd(t.Name, t)) throw new InvalidDataException($"{source}: two initializers are named '{t.Name}'.");
         var consumers = new Dictionary<string, List<NodeProto>>();
         foreach (var n in graph.Node)
             foreach (var input in n.Input)

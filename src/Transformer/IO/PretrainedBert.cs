@@ -36,6 +36,12 @@ public static class MiniLmPackage
     public static (byte[] Onnx, string Vocab) ReadResources(string? dllPath = null)
     {
         dllPath ??= Locate();
+        try { return ReadResourcesOf(dllPath); }
+        catch (BadImageFormatException e) { throw new InvalidDataException($"{dllPath}: not a readable .NET assembly ({e.Message})."); }
+    }
+
+    static (byte[] Onnx, string Vocab) ReadResourcesOf(string dllPath)
+    {
         using var stream = File.OpenRead(dllPath);
         using var pe = new PEReader(stream);
         if (!pe.HasMetadata) throw new InvalidDataException($"{dllPath}: not a .NET assembly (no metadata).");
@@ -81,9 +87,16 @@ public static class PretrainedBert
         var dll = MiniLmPackage.Locate();
         var (onnx, vocab) = MiniLmPackage.ReadResources(dll);
         var (config, weights) = OnnxBert.Read(onnx, $"{dll} (model.onnx)");
-        var model = new BertModel(config, device);
-        StateDictLoader.Load(model, weights.ToDictionary(w => w.Key, w => (w.Value.Shape, (Func<float[]>)(() => w.Value.Data))), $"{dll} (model.onnx)");
-        return (model, new BertWordPieceTokenizer(vocab, source: $"{dll} (vocab.txt)"));
+        var tokenizer = new BertWordPieceTokenizer(vocab, source: $"{dll} (vocab.txt)");
+        return (LoadInto(new BertModel(config, device),
+            weights.ToDictionary(w => w.Key, w => (w.Value.Shape, (Func<float[]>)(() => w.Value.Data))), $"{dll} (model.onnx)"), tokenizer);
+    }
+
+    /// <summary>Loads the weights into a fresh model; a file that does not fit disposes the model (its device memory) and throws.</summary>
+    static BertModel LoadInto(BertModel model, IReadOnlyDictionary<string, (int[] Shape, Func<float[]> Read)> weights, string source)
+    {
+        try { StateDictLoader.Load(model, weights, source); return model; }
+        catch { model.Dispose(); throw; }
     }
 
     public static (BertModel Model, BertWordPieceTokenizer Tokenizer) LoadFolder(string directory, Device? device = null)
@@ -109,9 +122,9 @@ public static class PretrainedBert
             weights[name] = (e.Shape, () => file.ReadFloats(e.Name));
         }
         bool pooler = weights.ContainsKey("pooler.dense.weight");
-        var model = new BertModel(config, device, pooler);
-        StateDictLoader.Load(model, weights, weightsPath);
-        return (model, new BertWordPieceTokenizer(File.ReadAllText(vocabPath), ReadLowerCase(directory), source: vocabPath));
+        // sentence-transformers' 256-piece cut, or less when the model has fewer positions.
+        var tokenizer = new BertWordPieceTokenizer(File.ReadAllText(vocabPath), ReadLowerCase(directory), Math.Min(256, config.MaxPositions), vocabPath);
+        return (LoadInto(new BertModel(config, device, pooler), weights, weightsPath), tokenizer);
     }
 
     public static BertConfig ReadConfig(string configPath)
@@ -119,7 +132,8 @@ public static class PretrainedBert
         JsonNode? root;
         try { root = JsonNode.Parse(File.ReadAllText(configPath)); }
         catch (JsonException e) { throw new InvalidDataException($"{configPath}: not valid JSON ({e.Message})."); }
-        var modelType = root?["model_type"]?.GetValue<string>();
+        var modelType = root?["model_type"] is JsonValue v && v.TryGetValue(out string? type) ? type
+            : root?["model_type"] is null ? null : throw new InvalidDataException($"{configPath}: model_type must be a string, got {root["model_type"]!.ToJsonString()}.");
         if (modelType != null && modelType != "bert")
             throw new InvalidDataException($"{configPath}: model_type is \"{modelType}\"; only \"bert\" (BertModel) is supported.");
         BertConfig config;
@@ -140,14 +154,37 @@ public static class PretrainedBert
     }
 
     /// <summary>
-    /// Writes the Hugging Face layout transformers' BertModel.from_pretrained and sentence-transformers read:
-    /// config.json, model.safetensors (F32), vocab.txt, tokenizer_config.json. Refuses a non-empty directory.
+    /// Writes the Hugging Face layout transformers' BertModel.from_pretrained reads (config.json, model.safetensors in
+    /// F32, vocab.txt, tokenizer_config.json) plus sentence-transformers' modules.json, 1_Pooling and 2_Normalize.
+    /// Refuses a non-empty directory and a model that still holds adapters.
     /// </summary>
     public static void SaveFolder(BertModel model, BertWordPieceTokenizer tokenizer, string directory)
     {
         if (Directory.Exists(directory) && Directory.EnumerateFileSystemEntries(directory).Any())
             throw new IOException($"{directory} exists and is not empty; choose a new directory (nothing was overwritten).");
-        Directory.CreateDirectory(directory);
+        var wrapped = model.NamedParameters().FirstOrDefault(p => p.Name.Contains(".base_layer.") || p.Name.Contains(".lora_"));
+        if (wrapped.Name != null)
+            throw new InvalidOperationException($"The model still holds adapters ('{wrapped.Name}'); merge and unload them first (Hugging Face's BertModel has no place for them).");
+        // Written in a sibling folder and renamed into place: a crash never leaves a half folder under the name.
+        var full = Path.GetFullPath(directory).TrimEnd(Path.DirectorySeparatorChar);
+        var staging = Path.Combine(Path.GetDirectoryName(full)!, $".{Path.GetFileName(full)}.{Environment.ProcessId}.tmp");
+        if (Directory.Exists(staging)) Directory.Delete(staging, true);
+        Directory.CreateDirectory(staging);
+        try
+        {
+            WriteFolder(model, tokenizer, staging);
+            if (Directory.Exists(full)) Directory.Delete(full);   // empty, checked above
+            Directory.Move(staging, full);
+        }
+        catch
+        {
+            try { Directory.Delete(staging, true); } catch (IOException) { }
+            throw;
+        }
+    }
+
+    static void WriteFolder(BertModel model, BertWordPieceTokenizer tokenizer, string directory)
+    {
         var c = model.Config;
         var config = new JsonObject
         {
@@ -172,8 +209,20 @@ public static class PretrainedBert
             new Dictionary<string, string> { ["format"] = "pt" });
         AtomicFile.WriteAllText(Path.Combine(directory, VocabFile), tokenizer.VocabText);
         AtomicFile.WriteAllText(Path.Combine(directory, TokenizerConfigFile), tokenizerConfig.ToJsonString(indented));
-        // config.json last: a folder without it is not mistaken for a complete model.
         AtomicFile.WriteAllText(Path.Combine(directory, ConfigFile), config.ToJsonString(indented));
+        // sentence-transformers' pipeline for this model (Transformer → mean pooling → Normalize), so SentenceTransformer(dir) embeds as `embed` does.
+        AtomicFile.WriteAllText(Path.Combine(directory, "modules.json"), new JsonArray(
+            new JsonObject { ["idx"] = 0, ["name"] = "0", ["path"] = "", ["type"] = "sentence_transformers.models.Transformer" },
+            new JsonObject { ["idx"] = 1, ["name"] = "1", ["path"] = "1_Pooling", ["type"] = "sentence_transformers.models.Pooling" },
+            new JsonObject { ["idx"] = 2, ["name"] = "2", ["path"] = "2_Normalize", ["type"] = "sentence_transformers.models.Normalize" }).ToJsonString(indented));
+        AtomicFile.WriteAllText(Path.Combine(directory, "sentence_bert_config.json"),
+            new JsonObject { ["max_seq_length"] = tokenizer.MaxLength, ["do_lower_case"] = false }.ToJsonString(indented));
+        AtomicFile.WriteAllText(Path.Combine(directory, "1_Pooling", "config.json"), new JsonObject
+        {
+            ["word_embedding_dimension"] = c.HiddenSize, ["pooling_mode_cls_token"] = false, ["pooling_mode_mean_tokens"] = true,
+            ["pooling_mode_max_tokens"] = false, ["pooling_mode_mean_sqrt_len_tokens"] = false,
+        }.ToJsonString(indented));
+        Directory.CreateDirectory(Path.Combine(directory, "2_Normalize"));
     }
 }
 
@@ -195,12 +244,14 @@ public static class StateDictLoader
         var unexpected = tensors.Keys.FirstOrDefault(k => !names.Contains(k));
         if (unexpected != null)
             throw new InvalidDataException($"{source}: tensor '{unexpected}' {ShapeMath.Format(tensors[unexpected].Shape)} has no place in the model.");
-        foreach (var (name, p) in parameters)
+        var values = new List<float[]>(parameters.Count);
+        foreach (var (name, _) in parameters)
         {
             var data = tensors[name].Read();
             int bad = Array.FindIndex(data, v => !float.IsFinite(v));
             if (bad >= 0) throw new InvalidDataException($"{source}: tensor '{name}' has a non-finite value ({data[bad]}) at index {bad}.");
-            p.Data.CopyFrom(data);
+            values.Add(data);
         }
+        for (int i = 0; i < parameters.Count; i++) parameters[i].Parameter.Data.CopyFrom(values[i]);
     }
 }

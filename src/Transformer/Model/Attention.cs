@@ -39,6 +39,8 @@ public sealed record AttentionNames(string Query, string Key, string Value, stri
 public sealed class MultiHeadAttention : Module
 {
     readonly AttentionNames _names;
+    readonly float _probsDropout;
+    readonly SeedSequence _seeds;
     public int Heads { get; }
     public int Width { get; }
     int HeadWidth => Width / Heads;
@@ -49,8 +51,11 @@ public sealed class MultiHeadAttention : Module
     /// </summary>
     public Func<int, (Variable Keys, Variable Values)>? ExtraKeyValues { get; set; }
 
-    public MultiHeadAttention(int width, int heads, SeedSequence seeds, Device device, AttentionNames? names = null)
+    /// <param name="probsDropout">Dropout on the attention probabilities in training (BERT's attention_probs_dropout_prob; 0: none).</param>
+    public MultiHeadAttention(int width, int heads, SeedSequence seeds, Device device, AttentionNames? names = null, float probsDropout = 0f)
     {
+        _probsDropout = probsDropout;
+        _seeds = seeds;
         if (width % heads != 0) throw new ArgumentException($"Model width {width} is not divisible by {heads} heads.");
         Width = width;
         Heads = heads;
@@ -109,6 +114,7 @@ public sealed class MultiHeadAttention : Module
         int s = k.Dim(2);
         var scores = F.Matmul(F.Reshape(q, b * Heads, t, HeadWidth), F.Reshape(k, b * Heads, s, HeadWidth), false, true); // [B·H,T,S]
         var probs = F.Softmax(F.Reshape(scores, b, Heads, t, s), causal, keyMask);
+        if (Training && _probsDropout > 0) probs = F.Dropout(probs, _probsDropout, _seeds.Next(), Training);
         ownedMask?.Dispose();
         var context = F.Matmul(F.Reshape(probs, b * Heads, t, s), F.Reshape(v, b * Heads, s, HeadWidth));              // [B·H,T,D]
         var merged = F.Reshape(F.Permute(F.Reshape(context, b, Heads, t, HeadWidth), 0, 2, 1, 3), b, t, Width);

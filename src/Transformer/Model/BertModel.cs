@@ -45,6 +45,7 @@ public sealed record BertConfig
         Need(TypeVocabSize is > 0 and <= 1024, "type_vocab_size", "in 1..1024", TypeVocabSize);
         Need(LayerNormEps > 0 && float.IsFinite(LayerNormEps), "layer_norm_eps", "a positive finite number", LayerNormEps);
         Need(HiddenDropout is >= 0 and < 1, "hidden_dropout_prob", "in [0, 1)", HiddenDropout);
+        Need(AttentionDropout is >= 0 and < 1, "attention_probs_dropout_prob", "in [0, 1)", AttentionDropout);
         Need(PositionEmbeddingType == "absolute", "position_embedding_type", "\"absolute\"", $"\"{PositionEmbeddingType}\"");
     }
 
@@ -53,6 +54,7 @@ public sealed record BertConfig
     {
         VocabSize = VocabSize, DModel = HiddenSize, Heads = Heads, DFF = IntermediateSize,
         EncoderLayers = Layers, DecoderLayers = 0, Dropout = HiddenDropout, PreNorm = false, Activation = "gelu",
+        ActivationDropout = 0f, AttentionDropout = AttentionDropout,   // BertIntermediate has no dropout; BertSelfAttention drops probabilities
         TieEmbeddings = false, LearnedPositions = true, MaxPositions = MaxPositions, LayerNormEps = LayerNormEps, Seed = Seed,
     };
 }
@@ -174,7 +176,7 @@ public sealed class BertModel : Module
         }
         var w = Variable.Constant(Tensor.FromArray(weights, [b, 1, t], hidden.Device, MemoryCategory.Other));
         var mean = F.Reshape(F.Matmul(w, hidden), b, hidden.Dim(2));          // [B, C]
-        // sentence-transformers' Normalize: x / max(‖x‖, 1e-12).
+        // sentence-transformers' Normalize divides by max(‖x‖, 1e-12); √(‖x‖² + 1e-24) is the same for any real sentence and smooth at 0.
         var norm = F.Sqrt(F.AddScalar(F.SumLastAxis(F.Mul(mean, mean)), 1e-24f));
         return F.Div(mean, F.Reshape(norm, b, 1));
     }

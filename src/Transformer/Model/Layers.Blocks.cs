@@ -28,11 +28,13 @@ public abstract class ResidualBlock : Module
     protected readonly float DropoutRate;
     protected readonly SeedSequence Seeds;
     readonly string _activation;
+    readonly float _activationDropout;
     public SublayerHook? SublayerOutputHook { get; set; }
 
     protected ResidualBlock(TransformerConfig c, SeedSequence seeds)
     {
         PreNorm = c.PreNorm; DropoutRate = c.Dropout; Seeds = seeds; _activation = c.Activation;
+        _activationDropout = c.ActivationDropout ?? c.Dropout;
     }
 
     /// <summary>fc1 [C → DFF] and fc2 [DFF → C] at the given paths (registered in that order: init seeds follow it).</summary>
@@ -48,7 +50,7 @@ public abstract class ResidualBlock : Module
         var h = Layer(fc1).Forward(x);
         h = _activation == "gelu" ? F.Gelu(h) : F.Relu(h);
         // Only training draws a seed: validation and decoding must not shift the masks a later training step gets.
-        if (Training) h = F.Dropout(h, DropoutRate, Seeds.Next(), Training);
+        if (Training && _activationDropout > 0) h = F.Dropout(h, _activationDropout, Seeds.Next(), Training);
         return Layer(fc2).Forward(h);
     }
 
@@ -76,7 +78,7 @@ public sealed class EncoderLayer : ResidualBlock
     public EncoderLayer(TransformerConfig c, SeedSequence seeds, Device device, EncoderLayerNames? names = null) : base(c, seeds)
     {
         _names = names ?? EncoderLayerNames.Seq2Seq;
-        RegisterModuleAt(_names.Attention, new MultiHeadAttention(c.DModel, c.Heads, seeds, device, _names.AttentionParts));
+        RegisterModuleAt(_names.Attention, new MultiHeadAttention(c.DModel, c.Heads, seeds, device, _names.AttentionParts, c.AttentionDropout));
         RegisterModuleAt(_names.AttentionNorm, new LayerNorm(c.DModel, device, c.LayerNormEps));
         RegisterFeedForward(c, _names.Fc1, _names.Fc2, device);
         RegisterModuleAt(_names.FfnNorm, new LayerNorm(c.DModel, device, c.LayerNormEps));

@@ -22,6 +22,10 @@ public sealed record TransformerConfig
     /// <summary>Learned position embeddings instead of the paper's sinusoids.</summary>
     public bool LearnedPositions { get; init; }
     public int MaxPositions { get; init; } = 512;
+    /// <summary>Dropout after the feed-forward activation (null: <see cref="Dropout"/>; Hugging Face's BERT has none).</summary>
+    public float? ActivationDropout { get; init; }
+    /// <summary>Dropout on the attention probabilities (BERT's attention_probs_dropout_prob); 0 for the seq2seq presets.</summary>
+    public float AttentionDropout { get; init; }
     /// <summary>LayerNorm's ε (PyTorch's default 1e-5; BERT uses 1e-12).</summary>
     public float LayerNormEps { get; init; } = 1e-5f;
     public ulong Seed { get; init; } = 1;

@@ -18,6 +18,8 @@ public sealed class BertWordPieceTokenizer
 {
     readonly WordPieceTokenizer _wordPiece;
     readonly Dictionary<string, int> _vocab;
+    readonly Dictionary<string, int> _specialIds = new(StringComparer.Ordinal);
+    static readonly System.Text.RegularExpressions.Regex SpecialTokenPattern = new(@"(\[CLS\]|\[SEP\]|\[PAD\]|\[UNK\]|\[MASK\])");
 
     public string VocabText { get; }
     public bool LowerCase { get; }
@@ -42,7 +44,7 @@ public sealed class BertWordPieceTokenizer
         int Special(string token) => _vocab.TryGetValue(token, out int id) ? id
             : throw new InvalidDataException($"{source}: the vocabulary has no {token} token; is it a BERT WordPiece vocab.txt?");
         (PadId, ClsId, SepId) = (Special("[PAD]"), Special("[CLS]"), Special("[SEP]"));
-        Special("[UNK]");
+        foreach (var token in new[] { "[CLS]", "[SEP]", "[PAD]", "[UNK]", "[MASK]" }) _specialIds[token] = Special(token);
         using var stream = new MemoryStream(Encoding.UTF8.GetBytes(vocabText));
         // Words arrive already split and normalized, so WordPiece runs with no pre-tokenizer or normalizer of its own.
         _wordPiece = WordPieceTokenizer.Create(stream, new WordPieceOptions { PreTokenizer = null, Normalizer = null, UnknownToken = "[UNK]" });
@@ -54,10 +56,16 @@ public sealed class BertWordPieceTokenizer
         int max = Math.Min(maxLength ?? MaxLength, MaxLength);
         if (max < 2) throw new ArgumentOutOfRangeException(nameof(maxLength), $"Max length {max} leaves no room for [CLS] and [SEP].");
         var ids = new List<int> { ClsId };
-        foreach (var word in BasicTokens(text))
+        // Special tokens written in the text are kept whole, as Hugging Face's tokenizers do (never_split / added tokens).
+        foreach (var part in SpecialTokenPattern.Split(text))
         {
             if (ids.Count > max - 2) break;
-            ids.AddRange(_wordPiece.EncodeToIds(word, considerPreTokenization: false, considerNormalization: false));
+            if (_specialIds.TryGetValue(part, out int special)) { ids.Add(special); continue; }
+            foreach (var word in BasicTokens(part))
+            {
+                if (ids.Count > max - 2) break;
+                ids.AddRange(_wordPiece.EncodeToIds(word, considerPreTokenization: false, considerNormalization: false));
+            }
         }
         if (ids.Count > max - 1) ids.RemoveRange(max - 1, ids.Count - (max - 1));
         ids.Add(SepId);
@@ -71,9 +79,11 @@ public sealed class BertWordPieceTokenizer
         foreach (var rune in text.EnumerateRunes())
         {
             int c = rune.Value;
-            var category = Rune.GetUnicodeCategory(rune);
-            if (c is 0 or 0xFFFD || (c is not ('\t' or '\n' or '\r') && category is UnicodeCategory.Control or UnicodeCategory.Format)) continue;
-            if (c is '\t' or '\n' or '\r' || category == UnicodeCategory.SpaceSeparator) cleaned.Append(' ');
+            // HF's _is_control: every "C*" category (control, format, surrogate, private use, unassigned) but \t \n \r.
+            bool control = c is not ('\t' or '\n' or '\r') && Rune.GetUnicodeCategory(rune) is UnicodeCategory.Control or UnicodeCategory.Format
+                or UnicodeCategory.Surrogate or UnicodeCategory.PrivateUse or UnicodeCategory.OtherNotAssigned;
+            if (c is 0 or 0xFFFD || control) continue;
+            if (Rune.IsWhiteSpace(rune)) cleaned.Append(' ');
             else if (IsCjk(c)) cleaned.Append(' ').Append(rune.ToString()).Append(' ');
             else cleaned.Append(rune.ToString());
         }
