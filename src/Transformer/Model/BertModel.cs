@@ -92,10 +92,17 @@ public sealed class BertEmbeddings : Module
 /// </summary>
 public sealed record EncoderBatch(int[] Ids, int[] TypeIds, int[] AttentionMask, int BatchSize, int Length)
 {
-    /// <summary>Pads sequences of ids to the longest one with <paramref name="padId"/>; token types all 0.</summary>
-    public static EncoderBatch Pad(IReadOnlyList<IReadOnlyList<int>> sequences, int padId = 0)
+    /// <summary>
+    /// Pads sequences of ids with <paramref name="padId"/> to the longest one rounded up to a multiple of
+    /// <paramref name="multiple"/>; token types all 0. Rounding keeps the number of distinct batch shapes small, so the
+    /// buffer pool reuses its buffers instead of allocating new ones for every length (padding is masked: the outputs
+    /// at real tokens do not change).
+    /// </summary>
+    public static EncoderBatch Pad(IReadOnlyList<IReadOnlyList<int>> sequences, int padId = 0, int multiple = 8)
     {
+        if (multiple < 1) throw new ArgumentOutOfRangeException(nameof(multiple), $"Padding multiple must be at least 1, got {multiple}.");
         int b = sequences.Count, t = Math.Max(1, sequences.Max(s => s.Count));
+        t = (t + multiple - 1) / multiple * multiple;
         var ids = new int[b * t];
         var mask = new int[b * t];
         Array.Fill(ids, padId);
