@@ -33,7 +33,7 @@ public sealed record RetrievalOptions
     /// three rates per method on the validation split.
     /// </summary>
     public static RetrievalOptions Defaults(bool quick) => quick
-        ? new() { Steps = 60, BatchSize = 16, MaxSourceTokens = 64, TestPairs = 500, ValidationPairs = 300, FullLearningRates = [5e-5f], LoraLearningRates = [1e-3f] }
+        ? new() { Steps = 60, BatchSize = 16, MaxSourceTokens = 64, TestPairs = 500, ValidationPairs = 300, FullLearningRates = [2e-5f], LoraLearningRates = [3e-4f] }
         : new() { Steps = 100, BatchSize = 32, MaxSourceTokens = 64, TestPairs = 0, ValidationPairs = 300, FullLearningRates = [2e-5f, 5e-5f, 1e-4f], LoraLearningRates = [3e-4f, 1e-3f, 3e-3f] };
 }
 
