@@ -28,37 +28,7 @@ public static class Checkpoint
     public static void LoadWeights(Module model, string path, bool allowMissing = false)
     {
         var file = Safetensors.Read(path);
-        var entries = file.Entries.ToDictionary(e => e.Name);
-        var parameters = model.NamedParameters().ToList();
-        // Check everything before copying anything, so a file that does not fit leaves the model as it was.
-        foreach (var (name, p) in parameters)
-        {
-            if (!entries.TryGetValue(name, out var e))
-            {
-                if (allowMissing) continue;
-                throw new InvalidDataException($"{path}: no tensor '{name}' (the model needs {p.Data.ShapeString}).");
-            }
-            if (!e.Shape.SequenceEqual(p.Data.ShapeArray()))
-                throw new InvalidDataException($"{path}: tensor '{name}' has shape {ShapeMath.Format(e.Shape)}, the model needs {p.Data.ShapeString}.");
-        }
-        // Strict, like torch's load_state_dict: a tensor the model has no place for means the file is for another model.
-        if (!allowMissing)
-        {
-            var names = parameters.Select(p => p.Name).ToHashSet();
-            var unexpected = entries.Keys.FirstOrDefault(k => !names.Contains(k));
-            if (unexpected != null)
-                throw new InvalidDataException($"{path}: tensor '{unexpected}' {ShapeMath.Format(entries[unexpected].Shape)} has no place in the model; the file is for a different configuration.");
-        }
-        // Read and scan everything before copying anything, so a NaN tensor also leaves the model as it was.
-        var values = new List<(Parameter Target, float[] Data)>();
-        foreach (var (name, p) in parameters)
-            if (entries.ContainsKey(name))
-            {
-                var data = file.ReadFloats(name);
-                NonFinite.Require(path, name, data, "Refusing to load");
-                values.Add((p, data));
-            }
-        foreach (var (p, data) in values) p.Data.CopyFrom(data);
+        StateDictLoader.Load(model, file.Entries.ToDictionary(e => e.Name, e => (e.Shape, (Func<float[]>)(() => file.ReadFloats(e.Name)))), path, allowMissing);
     }
 
     public static void Save(string directory, Seq2SeqTransformer model, SubwordTokenizer tokenizer, Optimizer? optimizer = null, TrainerState? state = null)

@@ -204,9 +204,7 @@ public static class PretrainedBert
             ["pad_token"] = "[PAD]", ["unk_token"] = "[UNK]", ["mask_token"] = "[MASK]",
         };
         var indented = new JsonSerializerOptions { WriteIndented = true };
-        Safetensors.Write(Path.Combine(directory, WeightsFile),
-            model.NamedParameters().Select(p => (p.Name, p.Parameter.Data.ShapeArray(), p.Parameter.Data.ToArray())),
-            new Dictionary<string, string> { ["format"] = "pt" });
+        Checkpoint.SaveWeights(model, Path.Combine(directory, WeightsFile), new Dictionary<string, string> { ["format"] = "pt" });
         AtomicFile.WriteAllText(Path.Combine(directory, VocabFile), tokenizer.VocabText);
         AtomicFile.WriteAllText(Path.Combine(directory, TokenizerConfigFile), tokenizerConfig.ToJsonString(indented));
         AtomicFile.WriteAllText(Path.Combine(directory, ConfigFile), config.ToJsonString(indented));
@@ -223,35 +221,5 @@ public static class PretrainedBert
             ["pooling_mode_max_tokens"] = false, ["pooling_mode_mean_sqrt_len_tokens"] = false,
         }.ToJsonString(indented));
         Directory.CreateDirectory(Path.Combine(directory, "2_Normalize"));
-    }
-}
-
-/// <summary>Copies named tensors into a module's parameters, strictly as torch's load_state_dict(strict=True).</summary>
-public static class StateDictLoader
-{
-    public static void Load(Autograd.Module model, IReadOnlyDictionary<string, (int[] Shape, Func<float[]> Read)> tensors, string source)
-    {
-        var parameters = model.NamedParameters().ToList();
-        // Everything is checked before anything is copied, so a file that does not fit leaves the model as it was.
-        foreach (var (name, p) in parameters)
-        {
-            if (!tensors.TryGetValue(name, out var t))
-                throw new InvalidDataException($"{source}: no tensor '{name}' (the model needs {p.Data.ShapeString}).");
-            if (!t.Shape.SequenceEqual(p.Data.ShapeArray()))
-                throw new InvalidDataException($"{source}: tensor '{name}' has shape {ShapeMath.Format(t.Shape)}, the model needs {p.Data.ShapeString}.");
-        }
-        var names = parameters.Select(p => p.Name).ToHashSet();
-        var unexpected = tensors.Keys.FirstOrDefault(k => !names.Contains(k));
-        if (unexpected != null)
-            throw new InvalidDataException($"{source}: tensor '{unexpected}' {ShapeMath.Format(tensors[unexpected].Shape)} has no place in the model.");
-        var values = new List<float[]>(parameters.Count);
-        foreach (var (name, _) in parameters)
-        {
-            var data = tensors[name].Read();
-            int bad = Array.FindIndex(data, v => !float.IsFinite(v));
-            if (bad >= 0) throw new InvalidDataException($"{source}: tensor '{name}' has a non-finite value ({data[bad]}) at index {bad}.");
-            values.Add(data);
-        }
-        for (int i = 0; i < parameters.Count; i++) parameters[i].Parameter.Data.CopyFrom(values[i]);
     }
 }
