@@ -37,7 +37,7 @@ public sealed record FineTuneOptions
 public static class Workflows
 {
     /// <summary>Builds the vocabulary and pretrains a base model with span corruption on Debian descriptions and man pages.</summary>
-    public static (Seq2SeqTransformer Model, SubwordTokenizer Tokenizer, TrainResult Result) Pretrain(PretrainOptions o, Device device, string outputDirectory)
+    public static (Seq2SeqTransformer Model, ISeq2SeqTokenizer Tokenizer, TrainResult Result) Pretrain(PretrainOptions o, Device device, string outputDirectory)
     {
         var debian = TaskData.Load("debian");
         var manpages = TaskData.Load("manpages");
@@ -73,7 +73,7 @@ public static class Workflows
     /// Fine-tunes a loaded base model in place. Full: every weight trains. LoRA: adapters are injected under
     /// <paramref name="adapterName"/> and only they train (optimizer state exists only for them).
     /// </summary>
-    public static (TrainResult Result, LoraModel? Lora) FineTune(Seq2SeqTransformer model, SubwordTokenizer tokenizer, TaskData data, FineTuneOptions o,
+    public static (TrainResult Result, LoraModel? Lora) FineTune(Seq2SeqTransformer model, ISeq2SeqTokenizer tokenizer, TaskData data, FineTuneOptions o,
         string baseName, LoraModel? existing = null, string adapterName = "default", string? title = null)
     {
         LoraModel? lora = existing;
@@ -111,7 +111,7 @@ public static class Workflows
         return (result, lora);
     }
 
-    public static EvalResult Evaluate(Seq2SeqTransformer model, SubwordTokenizer tokenizer, string task, IReadOnlyList<Example> examples, DecodeOptions decode, string title)
+    public static EvalResult Evaluate(Seq2SeqTransformer model, ISeq2SeqTokenizer tokenizer, string task, IReadOnlyList<Example> examples, DecodeOptions decode, string title)
     {
         var (maxSource, _) = Lengths.For(task);
         return ConsoleProgress.Evaluate(title, examples.Count, p => Evaluator.Evaluate(model, tokenizer, examples, maxSource, decode, 64, p));

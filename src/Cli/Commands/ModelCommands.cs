@@ -17,7 +17,7 @@ public static class ModelCommands
     const int MaxBeam = 64;
 
     /// <summary>Loads a checkpoint and, if given, an adapter on top of it (active).</summary>
-    static (Seq2SeqTransformer, SubwordTokenizer) Load(ParseResult r, Option<string?> device)
+    static (Seq2SeqTransformer, ISeq2SeqTokenizer) Load(ParseResult r, Option<string?> device)
     {
         var dev = Workflows.ResolveDevice(r.GetValue(device));
         var (model, tokenizer) = Checkpoint.Load(r.GetValue(ModelDir)!, dev);
@@ -73,7 +73,7 @@ public static class ModelCommands
             var sources = r.GetValue(text) is { Length: > 0 } t ? t : ReadStdin();
             foreach (var source in sources)
             {
-                var ids = tokenizer.Encode(source, 96, addEos: true);   // as in training and eval
+                var ids = tokenizer.EncodeSource(source, 96);   // as in training and eval
                 var output = SequenceDecoder.Generate(model, ids, 1, ids.Length, new DecodeOptions(r.GetValue(maxLen), r.GetValue(beam), 1f, !r.GetValue(noCache), r.GetValue(NoRepeatNgram)));
                 Console.WriteLine(tokenizer.Decode(output[0]));
             }

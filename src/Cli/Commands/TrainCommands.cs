@@ -90,7 +90,7 @@ public static class TrainCommands
     }
 
     /// <summary>The model and tokenizer of the run checkpointed in <paramref name="outDir"/> (its newest complete checkpoint).</summary>
-    static (Seq2SeqTransformer, SubwordTokenizer) ResumePoint(string outDir, Nanolora.Tensors.Device device)
+    static (Seq2SeqTransformer, ISeq2SeqTokenizer) ResumePoint(string outDir, Nanolora.Tensors.Device device)
     {
         var point = TrainingCheckpoint.FindLatest(outDir);
         foreach (var skipped in point.Skipped) Console.Error.WriteLine($"warning: not resuming from {skipped}");
@@ -136,14 +136,14 @@ public static class TrainCommands
             var outDir = r.GetValue(output)!;
             var data = TaskData.Load(r.GetValue(task)!);
             Seq2SeqTransformer model;
-            SubwordTokenizer tokenizer;
+            ISeq2SeqTokenizer tokenizer;
             if (r.GetValue(resume)) (model, tokenizer) = ResumePoint(outDir, dev);
             else
             {
                 if (TrainingCheckpoint.HoldsRun(outDir))
                     throw new ArgumentException($"'{outDir}' already holds a training run; continue it with --resume or choose another --out.");
                 RunFolders.RequireWritable(outDir);
-                tokenizer = r.GetValue(tokenizerFile) is string path ? SubwordTokenizer.Load(path)
+                tokenizer = r.GetValue(tokenizerFile) is string path ? Seq2SeqTokenizers.Load(path)
                     : SubwordTokenizer.Build(data.Train.SelectMany(e => new[] { e.Source, e.Target }), r.GetValue(vocab), minCount: 2);
                 model = new Seq2SeqTransformer(TransformerConfig.Preset(r.GetValue(preset)!, tokenizer.VocabSize) with { Seed = r.GetValue(seed) }, dev);
             }

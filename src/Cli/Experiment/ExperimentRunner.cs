@@ -129,7 +129,7 @@ public sealed class ExperimentRunner(ExperimentOptions o, Device device)
     /// Adds a WordNet adapter to the model that already holds the Debian one, trains it, then answers both tasks
     /// from the one loaded base by switching adapters. The Debian scores must be those it had when trained alone.
     /// </summary>
-    void TaskSwap(Seq2SeqTransformer model, SubwordTokenizer tokenizer, LoraModel lora, TaskData wordnet, IReadOnlyList<Example> debianTest, EvalResult debianAlone, string baseDir)
+    void TaskSwap(Seq2SeqTransformer model, ISeq2SeqTokenizer tokenizer, LoraModel lora, TaskData wordnet, IReadOnlyList<Example> debianTest, EvalResult debianAlone, string baseDir)
     {
         var options = new FineTuneOptions { Task = "wordnet", Method = "lora", Rank = 8, Steps = o.WordnetSteps, Seed = o.Seed + 1, LearningRate = 3e-3f, Targets = ExperimentOptions.LoraTargets };
         var (result, _) = Workflows.FineTune(model, tokenizer, wordnet, options, baseDir, lora, adapterName: "wordnet");

@@ -94,7 +94,7 @@ public sealed class BatchLoader
     readonly int batchSize;
     readonly ulong seed;
 
-    public BatchLoader(IReadOnlyList<Example> examples, SubwordTokenizer tok, int maxSourceTokens, int maxTargetTokens, int batchSize, ulong seed)
+    public BatchLoader(IReadOnlyList<Example> examples, ISeq2SeqTokenizer tok, int maxSourceTokens, int maxTargetTokens, int batchSize, ulong seed)
     {
         ArgumentNullException.ThrowIfNull(examples);
         ArgumentNullException.ThrowIfNull(tok);
@@ -107,8 +107,8 @@ public sealed class BatchLoader
         targets = new int[examples.Count][];
         Parallel.For(0, examples.Count, i =>
         {
-            sources[i] = tok.Encode(examples[i].Source, maxSourceTokens, addEos: true);
-            targets[i] = tok.Encode(examples[i].Target, maxTargetTokens - 1);
+            sources[i] = tok.EncodeSource(examples[i].Source, maxSourceTokens);
+            targets[i] = tok.EncodeTarget(examples[i].Target, maxTargetTokens - 1);
         });
     }
 

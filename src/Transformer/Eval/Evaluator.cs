@@ -5,7 +5,7 @@ public sealed record EvalResult(RougeResult Rouge, IReadOnlyList<string> Predict
 /// <summary>Decodes a set of examples in batches and scores them with ROUGE against the targets.</summary>
 public static class Evaluator
 {
-    public static EvalResult Evaluate(Seq2SeqTransformer model, SubwordTokenizer tokenizer, IReadOnlyList<Example> examples,
+    public static EvalResult Evaluate(Seq2SeqTransformer model, ISeq2SeqTokenizer tokenizer, IReadOnlyList<Example> examples,
         int maxSourceTokens, DecodeOptions options, int batchSize = 32, IProgress<int>? progress = null)
     {
         var predictions = new List<string>(examples.Count);
@@ -13,7 +13,7 @@ public static class Evaluator
         {
             var chunk = examples.Skip(start).Take(batchSize).ToList();
             // Sources end with EOS, as in training (Seq2SeqDataset): without it the encoder sees inputs it was never trained on.
-            var encoded = chunk.Select(e => tokenizer.Encode(e.Source, maxSourceTokens, addEos: true)).ToList();
+            var encoded = chunk.Select(e => tokenizer.EncodeSource(e.Source, maxSourceTokens)).ToList();
             int s = Math.Max(1, encoded.Max(x => x.Length));
             var ids = new int[chunk.Count * s];
             for (int b = 0; b < chunk.Count; b++) Array.Copy(encoded[b], 0, ids, b * s, encoded[b].Length);

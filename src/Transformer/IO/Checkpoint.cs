@@ -31,11 +31,20 @@ public static class Checkpoint
         StateDictLoader.Load(model, file.Entries.ToDictionary(e => e.Name, e => (e.Shape, (Func<float[]>)(() => file.ReadFloats(e.Name)))), path, allowMissing);
     }
 
-    public static void Save(string directory, Seq2SeqTransformer model, SubwordTokenizer tokenizer, Optimizer? optimizer = null, TrainerState? state = null)
+    /// <summary>
+    /// Writes a checkpoint directory. A model on all-MiniLM-L6-v2 (a WordPiece tokenizer with MiniLM's vocabulary)
+    /// stores only the parameters that differ from its MiniLM initialization (<see cref="Bert2Bert"/>); with
+    /// <paramref name="halfPrecision"/> they are stored in F16 (for a base that ships in the repository).
+    /// </summary>
+    public static void Save(string directory, Seq2SeqTransformer model, ISeq2SeqTokenizer tokenizer, Optimizer? optimizer = null, TrainerState? state = null,
+        bool halfPrecision = false)
     {
         Directory.CreateDirectory(directory);
         var meta = new Dictionary<string, string> { ["config"] = JsonSerializer.Serialize(model.Config), ["format"] = "nanolora-seq2seq" };
-        SaveWeights(model, Path.Combine(directory, WeightsFile), meta);
+        var weightsPath = Path.Combine(directory, WeightsFile);
+        if (tokenizer is WordPieceSeq2SeqTokenizer wordPiece && Bert2Bert.IsMiniLmVocabulary(wordPiece)) Bert2Bert.SaveOnMiniLm(model, wordPiece, weightsPath, meta, halfPrecision);
+        else if (halfPrecision) throw new ArgumentException("F16 checkpoints are written only for models on all-MiniLM-L6-v2 (their shipped bases).");
+        else SaveWeights(model, weightsPath, meta);
         tokenizer.Save(Path.Combine(directory, TokenizerFile));
         if (optimizer != null) Safetensors.Write(Path.Combine(directory, OptimizerFile), optimizer.StateDict());
         if (state != null) AtomicFile.WriteAllText(Path.Combine(directory, StateFile), JsonSerializer.Serialize(state, Json));
@@ -58,14 +67,22 @@ public static class Checkpoint
     }
 
     /// <summary>Loads model and tokenizer from a checkpoint directory onto a device.</summary>
-    public static (Seq2SeqTransformer Model, SubwordTokenizer Tokenizer) Load(string directory, Device? device = null)
+    public static (Seq2SeqTransformer Model, ISeq2SeqTokenizer Tokenizer) Load(string directory, Device? device = null)
     {
         var config = ReadConfig(directory);
-        var tokenizer = SubwordTokenizer.Load(Path.Combine(directory, TokenizerFile));
+        var tokenizer = Seq2SeqTokenizers.Load(Path.Combine(directory, TokenizerFile));
         if (tokenizer.VocabSize != config.VocabSize)
             throw new InvalidDataException($"Checkpoint '{directory}': tokenizer has {tokenizer.VocabSize} ids but the model's vocabulary is {config.VocabSize}.");
         var model = new Seq2SeqTransformer(config, device);
-        LoadWeights(model, Path.Combine(directory, WeightsFile));
+        var weightsPath = Path.Combine(directory, WeightsFile);
+        try
+        {
+            var init = Safetensors.Read(weightsPath).Metadata.GetValueOrDefault("init");
+            if (init == Bert2Bert.MiniLmInit) Bert2Bert.LoadOnMiniLm(model, tokenizer, weightsPath);
+            else if (init != null) throw new InvalidDataException($"{weightsPath}: metadata init is '{init}', expected '{Bert2Bert.MiniLmInit}' or none.");
+            else LoadWeights(model, weightsPath);
+        }
+        catch { model.Dispose(); throw; }
         return (model, tokenizer);
     }
 }

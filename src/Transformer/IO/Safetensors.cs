@@ -41,11 +41,12 @@ public static class Safetensors
     };
 
     /// <summary>
-    /// Writes F32 tensors, sorted by name (ordinal), header padded with spaces to a multiple of 8 bytes.
+    /// Writes F32 tensors (or F16 with <paramref name="half"/>: round to nearest even, for frozen weights shipped at half
+    /// the size), sorted by name (ordinal), header padded with spaces to a multiple of 8 bytes.
     /// Atomic: the file is written under a temporary name in the same directory and then moved over <paramref name="path"/>.
     /// </summary>
     public static void Write(string path, IEnumerable<(string Name, int[] Shape, float[] Data)> tensors,
-        IReadOnlyDictionary<string, string>? metadata = null)
+        IReadOnlyDictionary<string, string>? metadata = null, bool half = false)
     {
         ArgumentNullException.ThrowIfNull(tensors);
         var list = tensors.OrderBy(t => t.Name, StringComparer.Ordinal).ToList();
@@ -61,9 +62,11 @@ public static class Safetensors
             long numel = Numel(shape);
             if (numel != data.Length)
                 throw new ArgumentException($"tensor '{name}': shape [{string.Join(", ", shape)}] has {numel} elements, data has {data.Length}");
+            if (half && data.Any(v => float.IsFinite(v) && !float.IsFinite((float)(Half)v)))
+                throw new ArgumentException($"tensor '{name}': a value beyond float16's range (±65504) cannot be written as F16");
         }
 
-        byte[] header = BuildHeader(list, metadata);
+        byte[] header = BuildHeader(list, metadata, half);
         string full = Path.GetFullPath(path);
         string dir = Path.GetDirectoryName(full) ?? ".";
         string tmp = Path.Combine(dir, $".{Path.GetFileName(full)}.{Environment.ProcessId}.{Guid.NewGuid():N}.tmp");
@@ -76,7 +79,8 @@ public static class Safetensors
                 fs.Write(len);
                 fs.Write(header);
                 var chunk = new byte[1 << 16];
-                foreach (var (_, _, data) in list) WriteFloats(fs, data, chunk);
+                foreach (var (_, _, data) in list)
+                    if (half) WriteHalves(fs, data, chunk); else WriteFloats(fs, data, chunk);
                 fs.Flush(flushToDisk: true);
             }
             File.Move(tmp, full, overwrite: true);
@@ -88,7 +92,7 @@ public static class Safetensors
         }
     }
 
-    static byte[] BuildHeader(List<(string Name, int[] Shape, float[] Data)> list, IReadOnlyDictionary<string, string>? metadata)
+    static byte[] BuildHeader(List<(string Name, int[] Shape, float[] Data)> list, IReadOnlyDictionary<string, string>? metadata, bool half)
     {
         var ms = new MemoryStream();
         using (var w = new Utf8JsonWriter(ms, new JsonWriterOptions { Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping }))
@@ -104,13 +108,13 @@ public static class Safetensors
             foreach (var (name, shape, data) in list)
             {
                 w.WriteStartObject(name);
-                w.WriteString("dtype", "F32");
+                w.WriteString("dtype", half ? "F16" : "F32");
                 w.WriteStartArray("shape");
                 foreach (int d in shape) w.WriteNumberValue(d);
                 w.WriteEndArray();
                 w.WriteStartArray("data_offsets");
                 w.WriteNumberValue(offset);
-                offset += 4L * data.Length;
+                offset += (half ? 2L : 4L) * data.Length;
                 w.WriteNumberValue(offset);
                 w.WriteEndArray();
                 w.WriteEndObject();
@@ -122,6 +126,17 @@ public static class Safetensors
         ms.GetBuffer().AsSpan(0, n).CopyTo(bytes);
         bytes.AsSpan(n).Fill((byte)' ');
         return bytes;
+    }
+
+    static void WriteHalves(Stream s, float[] data, byte[] chunk)
+    {
+        int per = chunk.Length / 2;
+        for (int i = 0; i < data.Length; i += per)
+        {
+            int n = Math.Min(per, data.Length - i);
+            for (int j = 0; j < n; j++) BinaryPrimitives.WriteHalfLittleEndian(chunk.AsSpan(2 * j), (Half)data[i + j]);
+            s.Write(chunk, 0, 2 * n);
+        }
     }
 
     static void WriteFloats(Stream s, float[] data, byte[] chunk)

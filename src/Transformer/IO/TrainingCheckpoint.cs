@@ -34,7 +34,7 @@ public static class TrainingCheckpoint
     public static bool HasCheckpoints(string runDirectory) => StepDirectories(runDirectory).Any();
 
     /// <summary>Writes the checkpoint of <paramref name="state"/>'s step as one unit, then exports it to the top level and drops older ones.</summary>
-    public static void Save(string runDirectory, Seq2SeqTransformer model, SubwordTokenizer tokenizer, Optimizer optimizer, TrainerState state)
+    public static void Save(string runDirectory, Seq2SeqTransformer model, ISeq2SeqTokenizer tokenizer, Optimizer optimizer, TrainerState state)
     {
         var root = Path.Combine(runDirectory, Folder);
         Directory.CreateDirectory(root);

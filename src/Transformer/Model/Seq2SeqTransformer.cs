@@ -22,6 +22,7 @@ public sealed class Seq2SeqTransformer : Module
     readonly Tensor _sinusoids;               // [MaxPositions, C], constant
     readonly SeedSequence _dropoutSeeds;      // embedding dropout
     readonly SeedSequence _layerSeeds;        // initialization, then (the same stream) the layers' dropout
+    readonly Parameter? _logitsBias;
     public InputEmbeddingHook? EncoderInputHook { get; set; }
     public InputEmbeddingHook? DecoderInputHook { get; set; }
 
@@ -42,6 +43,13 @@ public sealed class Seq2SeqTransformer : Module
         RegisterModule("encoder", new EncoderStack(config, config.EncoderLayers, (c, s, d) => new EncoderLayer(c, s, d), Device, seeds));
         RegisterModule("decoder", new EncoderStack(config, config.DecoderLayers, (c, s, d) => new DecoderLayer(c, s, d), Device, seeds));
         if (!config.TieEmbeddings) RegisterModule("lm_head", new Linear(config.DModel, config.VocabSize, false, seeds, Device));
+        // Registered last and drawing no seeds, so the presets' initialization is what it always was.
+        if (config.EmbeddingNorm)
+        {
+            RegisterModule("encoder_embed_norm", new LayerNorm(config.DModel, Device, config.LayerNormEps));
+            RegisterModule("decoder_embed_norm", new LayerNorm(config.DModel, Device, config.LayerNormEps));
+        }
+        if (config.LogitsBias) _logitsBias = RegisterParameter("logits_bias", new Parameter("logits_bias", Tensor.Zeros([config.VocabSize], Device)));
         _sinusoids = Tensor.FromArray(Sinusoids(config.MaxPositions, config.DModel), [config.MaxPositions, config.DModel], Device, MemoryCategory.Other);
     }
 
@@ -71,16 +79,21 @@ public sealed class Seq2SeqTransformer : Module
         return Tensor.FromArray(mask, [batch, length], Device, MemoryCategory.Other);
     }
 
-    /// <summary>Token embedding × √C plus positions (offset for cached decoding), then dropout. [B, L, C].</summary>
-    Variable Embed(int[] ids, int batch, int length, int positionOffset, string positions)
+    /// <summary>
+    /// Token embedding (× √C unless BERT-style) plus positions (offset for cached decoding), a LayerNorm when
+    /// configured, then dropout. [B, L, C]. <paramref name="side"/> is "encoder" or "decoder".
+    /// </summary>
+    Variable Embed(int[] ids, int batch, int length, int positionOffset, string side)
     {
         if (positionOffset + length > Config.MaxPositions)
             throw new ArgumentException($"Sequence reaches position {positionOffset + length}, beyond the model's {Config.MaxPositions}.");
-        var x = F.Scale(Shared.Forward(ids, batch, length), MathF.Sqrt(Config.DModel));
+        var x = Shared.Forward(ids, batch, length);
+        if (Config.ScaleEmbeddings) x = F.Scale(x, MathF.Sqrt(Config.DModel));
         Variable pos = Config.LearnedPositions
-            ? ((Embedding)Child(positions)).Forward(Enumerable.Range(positionOffset, length).ToArray(), length)
+            ? ((Embedding)Child(side + "_positions")).Forward(Enumerable.Range(positionOffset, length).ToArray(), length)
             : Variable.Constant(Ops.Slice(_sinusoids, 0, positionOffset, length));
         var sum = F.Add(x, pos);
+        if (Config.EmbeddingNorm) sum = Layer(side + "_embed_norm").Forward(sum);
         return Training ? F.Dropout(sum, Config.Dropout, _dropoutSeeds.Next(), Training) : sum;
     }
 
@@ -101,7 +114,7 @@ public sealed class Seq2SeqTransformer : Module
     /// <summary>Runs the encoder: source ids [B, S] → memory [B, S', C] and its key mask [B, S'] (S' includes prompt prefixes).</summary>
     public (Variable Memory, Tensor Mask) Encode(int[] sourceIds, int batch, int sourceLength)
     {
-        var x = Embed(sourceIds, batch, sourceLength, 0, "encoder_positions");
+        var x = Embed(sourceIds, batch, sourceLength, 0, "encoder");
         var mask = PaddingMask(sourceIds, batch, sourceLength);
         if (EncoderInputHook != null)
         {
@@ -117,7 +130,7 @@ public sealed class Seq2SeqTransformer : Module
     /// <summary>Decoder hidden states [B, T, C] for target inputs [B, T] (positions start at positionOffset).</summary>
     public Variable Decode(int[] targetIds, int batch, int targetLength, Variable memory, Tensor sourceMask, LayerCache[]? caches = null, int positionOffset = 0)
     {
-        var y = Embed(targetIds, batch, targetLength, positionOffset, "decoder_positions");
+        var y = Embed(targetIds, batch, targetLength, positionOffset, "decoder");
         // A decoder prompt is prepended once: a cached decoding step after the first finds it in the keys/values.
         bool continuingFromCache = caches is { Length: > 0 } && caches[0].Self.Keys != null;
         int prefix = 0;
@@ -127,9 +140,13 @@ public sealed class Seq2SeqTransformer : Module
         return prefix == 0 ? hidden : F.Slice(hidden, 1, prefix, targetLength);
     }
 
-    /// <summary>Vocabulary logits [B, T, V] (through the tied embedding unless lm_head exists).</summary>
-    public Variable Logits(Variable hidden) =>
-        Config.TieEmbeddings ? F.Linear(hidden, Shared.Weight, null) : ((Linear)Child("lm_head")).Forward(hidden);
+    /// <summary>Vocabulary logits [B, T, V] (through the tied embedding unless lm_head exists), plus logits_bias if any.</summary>
+    public Variable Logits(Variable hidden)
+    {
+        if (Config.TieEmbeddings) return F.Linear(hidden, Shared.Weight, _logitsBias);
+        var logits = ((Linear)Child("lm_head")).Forward(hidden);
+        return _logitsBias == null ? logits : F.Add(logits, _logitsBias);
+    }
 
     /// <summary>Teacher-forced, label-smoothed cross-entropy over non-pad target tokens.</summary>
     public Variable Loss(Batch batch, float labelSmoothing)

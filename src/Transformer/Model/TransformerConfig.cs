@@ -28,6 +28,12 @@ public sealed record TransformerConfig
     public float AttentionDropout { get; init; }
     /// <summary>LayerNorm's ε (PyTorch's default 1e-5; BERT uses 1e-12).</summary>
     public float LayerNormEps { get; init; } = 1e-5f;
+    /// <summary>Scale token embeddings by √C before adding positions (the paper); BERT adds them unscaled.</summary>
+    public bool ScaleEmbeddings { get; init; } = true;
+    /// <summary>A LayerNorm on the embedding sum (BERT's embeddings.LayerNorm): children encoder_embed_norm, decoder_embed_norm.</summary>
+    public bool EmbeddingNorm { get; init; }
+    /// <summary>A bias on the vocabulary logits (BERT's prediction-head bias): parameter logits_bias.</summary>
+    public bool LogitsBias { get; init; }
     public ulong Seed { get; init; } = 1;
 
     public int HeadWidth => DModel / Heads;

@@ -14,7 +14,7 @@ namespace Nanolora.Transformer;
 /// longest kept pieces first (" Azure" → " Az" + "ure"), the default, or single characters (files written before
 /// the longest-match spelling existed, which stay tokenized exactly as their models were trained).
 /// </summary>
-public sealed class SubwordTokenizer
+public sealed class SubwordTokenizer : ISeq2SeqTokenizer
 {
     public const int Pad = 0, Bos = 1, Eos = 2, Unk = 3;
     const int FirstRegular = 4;
@@ -156,6 +156,11 @@ public sealed class SubwordTokenizer
         if (addEos) result.Add(Eos);
         return result.ToArray();
     }
+
+    /// <summary>The text's ids and Eos (no Bos: the encoder never needs one).</summary>
+    public int[] EncodeSource(string text, int maxTokens) => Encode(text, maxTokens, addEos: true);
+
+    public int[] EncodeTarget(string text, int maxTokens) => Encode(text, maxTokens);
 
     /// <summary>Text of compact ids: Pad, Bos and Unk are skipped, decoding stops at the first Eos.</summary>
     public string Decode(IEnumerable<int> ids)

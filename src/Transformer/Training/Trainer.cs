@@ -54,7 +54,7 @@ public sealed record TrainResult(List<float> Losses, List<ValidationPoint> Valid
 /// seeds, so it continues the very run it stopped. Each step runs in a <see cref="GraphScope"/>, so activations return
 /// to the pool every step.
 /// </summary>
-public sealed class Trainer(Seq2SeqTransformer model, SubwordTokenizer tokenizer)
+public sealed class Trainer(Seq2SeqTransformer model, ISeq2SeqTokenizer tokenizer)
 {
     /// <summary>Steps between releases of the pool's idle size classes (kept for at least this long, so a step never re-allocates what the last one freed).</summary>
     internal const int TrimIdleEvery = 50;

