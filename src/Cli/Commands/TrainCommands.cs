@@ -18,11 +18,43 @@ public static class TrainCommands
         var seed = new Option<ulong>("--seed") { DefaultValueFactory = _ => 1UL };
         var output = new Option<string>("--out") { Description = "checkpoint directory", DefaultValueFactory = _ => "models/base-tiny" };
         var overwrite = Overwrite();
-        var cmd = new Command("pretrain", "Pretrain a base encoder-decoder with T5-style span corruption on Debian descriptions and man pages (plus man page → synopsis).")
-            { preset, steps, batch, lr, vocab, seed, output, overwrite };
+        var init = new Option<string>("--init")
+        {
+            Description = "none: a fresh model of --preset with span corruption; minilm: BERT2BERT on all-MiniLM-L6-v2, decoder trained on gap sentences + man pages",
+            DefaultValueFactory = _ => "none",
+        }.AcceptOnlyFromAmong("none", "minilm");
+        var decoderLayers = new Option<int>("--decoder-layers") { Description = "minilm: decoder layers (from MiniLM layers spread over its depth)", DefaultValueFactory = _ => 3 }.Range(1, 6);
+        var stopAfter = new Option<int?>("--stop-after") { Description = "minilm: end this process after step N (checkpointed), to train in chunks" }.Range(1);
+        var resume = new Option<bool>("--resume") { Description = "minilm: continue the run checkpointed in --out" };
+        var ship = new Option<string?>("--ship") { Description = "minilm: when the run has finished, also write the base there compactly (F16, only what differs from MiniLM)" };
+        var cmd = new Command("pretrain", "Pretrain a base encoder-decoder: T5-style span corruption on Debian descriptions and man pages (plus man page → synopsis), or (--init minilm) a BERT2BERT decoder on all-MiniLM-L6-v2.")
+            { preset, steps, batch, lr, vocab, seed, output, overwrite, init, decoderLayers, stopAfter, resume, ship };
         cmd.SetAction(r => Program.Guard(() =>
         {
             var dev = Workflows.ResolveDevice(r.GetValue(device));
+            if (r.GetValue(init) == "minilm")
+            {
+                if (r.GetResult(preset) is { Implicit: false } || r.GetResult(vocab) is { Implicit: false }) throw new ArgumentException("--preset and --vocab do not apply to --init minilm (the model and vocabulary are MiniLM's).");
+                var outDir = r.GetValue(output)!;
+                if (!r.GetValue(resume)) RunFolders.RequireFresh(outDir, r.GetValue(overwrite), "pretrain");
+                var bo = new Bert2BertPretrainOptions
+                {
+                    DecoderLayers = r.GetValue(decoderLayers), Steps = r.GetValue(steps), LearningRate = r.GetResult(lr) is { Implicit: false } ? r.GetValue(lr) : 3e-4f,
+                    BatchSize = r.GetResult(batch) is { Implicit: false } ? r.GetValue(batch) : 16, Seed = r.GetValue(seed), StopAfterStep = r.GetValue(stopAfter), Resume = r.GetValue(resume),
+                };
+                var (b2b, tok, res) = Bert2BertPretraining.Run(bo, dev, outDir);
+                using (b2b)
+                {
+                    AnsiConsole.MarkupLine($"trained {res.TrainableParameters:N0} of {b2b.ParameterCount():N0} parameters on {dev.Id}: step {res.Losses.Count}, loss {res.Losses[^1]:F3}, {res.MeanStepMilliseconds:F0} ms/step → {Markup.Escape(outDir)}");
+                    if (r.GetValue(ship) is string shipDir && res.Losses.Count >= bo.Steps)
+                    {
+                        RunFolders.RequireFresh(shipDir, r.GetValue(overwrite), "pretrain --ship");
+                        Checkpoint.Save(shipDir, b2b, tok, halfPrecision: true);
+                        AnsiConsole.MarkupLine($"shipped the base (F16) → {Markup.Escape(shipDir)}");
+                    }
+                }
+                return 0;
+            }
             RunFolders.RequireFresh(r.GetValue(output)!, r.GetValue(overwrite), "pretrain");
             var o = new PretrainOptions(r.GetValue(preset)!, r.GetValue(steps), r.GetValue(batch), r.GetValue(lr), r.GetValue(vocab), null, r.GetValue(seed));
             var (model, _, result) = Workflows.Pretrain(o, dev, r.GetValue(output)!);

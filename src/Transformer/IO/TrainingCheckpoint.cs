@@ -116,7 +116,7 @@ public static class TrainingCheckpoint
         if (state.Step > now.Steps)
             throw new InvalidOperationException($"--resume: the checkpoint is at step {state.Step}, beyond this run's {now.Steps} steps.");
 
-        Checkpoint.LoadWeights(model, Path.Combine(point.Directory, Checkpoint.WeightsFile));
+        Checkpoint.LoadSeq2SeqWeights(model, Seq2SeqTokenizers.Load(Path.Combine(point.Directory, Checkpoint.TokenizerFile)), point.Directory);
         var optPath = Path.Combine(point.Directory, Checkpoint.OptimizerFile);
         var file = Safetensors.Read(optPath);
         var entries = file.Entries.Select(e => (e.Name, e.Shape, Data: file.ReadFloats(e.Name))).ToList();

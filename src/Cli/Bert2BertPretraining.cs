@@ -1,0 +1,76 @@
+using Nanolora.Autograd;
+using Nanolora.Tensors;
+using Nanolora.Transformer;
+
+namespace Nanolora.Cli;
+
+/// <summary>Options of the BERT2BERT base's decoder training (see <see cref="Bert2BertPretraining"/>).</summary>
+public sealed record Bert2BertPretrainOptions
+{
+    public int DecoderLayers { get; init; } = 3;
+    public int Steps { get; init; } = 3000;
+    public int BatchSize { get; init; } = 16;
+    public float LearningRate { get; init; } = 3e-4f;
+    /// <summary>Gap-sentence examples drawn from distinct Debian training descriptions.</summary>
+    public int GapExamples { get; init; } = 24_000;
+    /// <summary>Times the man-page training pairs appear in the mixture (there are only ~900).</summary>
+    public int ManpageRepeats { get; init; } = 8;
+    public ulong Seed { get; init; } = 1;
+    public int? StopAfterStep { get; init; }
+    public bool Resume { get; init; }
+    public int CheckpointEvery { get; init; } = 250;
+}
+
+/// <summary>
+/// The seq2seq base that does the summarization task somewhat before fine-tuning: BERT2BERT on all-MiniLM-L6-v2
+/// (<see cref="Bert2Bert"/>), with the encoder and the shared embeddings frozen as MiniLM ships them and the decoder
+/// (self-attention and feed-forward from MiniLM layers, cross-attention new) trained on a mixture that holds the Debian
+/// synopsis task out:
+/// <list type="bullet">
+/// <item>gap-sentence generation (PEGASUS) on Debian training descriptions — their sources only, never a synopsis;</item>
+/// <item>man page DESCRIPTION paragraph → NAME line: a related summarization task (training split, repeated).</item>
+/// </list>
+/// Freezing the encoder keeps MiniLM's reading of the text and lets the shipped base store only the decoder.
+/// </summary>
+public static class Bert2BertPretraining
+{
+    public static List<Example> Mixture(Bert2BertPretrainOptions o)
+    {
+        var debian = TaskData.Load("debian");
+        var manpages = TaskData.Load("manpages");
+        var rng = new Random((int)o.Seed);
+        var gaps = debian.Train.Select(e => e.Source).Distinct().OrderBy(_ => rng.Next())
+            .Select(s => GapSentences.Build(s, maxWords: 20)).OfType<Example>().Take(o.GapExamples);
+        return gaps.Concat(Enumerable.Repeat(manpages.Train, o.ManpageRepeats).SelectMany(x => x)).ToList();
+    }
+
+    /// <summary>Parameters the base's training changes: the decoder side and the logits bias.</summary>
+    public static bool IsDecoderSide(string name) =>
+        name.StartsWith("decoder.", StringComparison.Ordinal) || name.StartsWith("decoder_", StringComparison.Ordinal) || name == "logits_bias";
+
+    public static (Seq2SeqTransformer Model, ISeq2SeqTokenizer Tokenizer, TrainResult Result) Run(Bert2BertPretrainOptions o, Device device, string runDirectory)
+    {
+        var (model, tokenizer) = Bert2Bert.FromMiniLm(o.DecoderLayers, o.Seed, device);
+        try
+        {
+            model.SetTrainable(false);
+            var trainable = model.NamedParameters().Where(p => IsDecoderSide(p.Name)).Select(p => p.Parameter).ToList();
+            foreach (var p in trainable) p.Trainable = true;
+            var examples = Mixture(o);
+            var (maxSource, maxTarget) = Lengths.For("debian");
+            var loader = new BatchLoader(examples, tokenizer, maxSource, maxTarget, o.BatchSize, o.Seed);
+            var manpages = TaskData.Load("manpages");
+            var validation = new BatchLoader(manpages.Validation, tokenizer, maxSource, maxTarget, o.BatchSize, o.Seed);
+            var options = new TrainOptions
+            {
+                Steps = o.Steps, LearningRate = o.LearningRate, WarmupSteps = Math.Min(200, o.Steps / 10),
+                CheckpointDirectory = runDirectory, CheckpointEvery = o.CheckpointEvery, Resume = o.Resume,
+                StopAfterStep = o.StopAfterStep, ValidateEvery = o.CheckpointEvery, ValidationBatches = 4,
+            };
+            var result = ConsoleProgress.Train($"BERT2BERT decoder on all-MiniLM-L6-v2 ({examples.Count:N0} examples)", o.Steps,
+                p => new Trainer(model, tokenizer).Train(trainable, loader, validation, options, p));
+            return (model, tokenizer, result);
+        }
+        catch { model.Dispose(); throw; }
+    }
+}
