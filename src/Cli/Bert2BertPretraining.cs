@@ -14,7 +14,7 @@ public sealed record Bert2BertPretrainOptions
     /// <summary>Gap-sentence examples drawn from distinct Debian training descriptions.</summary>
     public int GapExamples { get; init; } = 24_000;
     /// <summary>Times the man-page training pairs appear in the mixture (there are only ~900).</summary>
-    public int ManpageRepeats { get; init; } = 8;
+    public int ManpageRepeats { get; init; } = 12;
     public ulong Seed { get; init; } = 1;
     public int? StopAfterStep { get; init; }
     public bool Resume { get; init; }
@@ -27,7 +27,8 @@ public sealed record Bert2BertPretrainOptions
 /// (self-attention and feed-forward from MiniLM layers, cross-attention new) trained on a mixture that holds the Debian
 /// synopsis task out:
 /// <list type="bullet">
-/// <item>gap-sentence generation (PEGASUS) on Debian training descriptions — their sources only, never a synopsis;</item>
+/// <item>gap-sentence generation (PEGASUS) on Debian training descriptions — their sources only, never a synopsis —
+/// half with the sentence masked, half with it left in place;</item>
 /// <item>man page DESCRIPTION paragraph → NAME line: a related summarization task (training split, repeated).</item>
 /// </list>
 /// Freezing the encoder keeps MiniLM's reading of the text and lets the shipped base store only the decoder.
@@ -39,8 +40,9 @@ public static class Bert2BertPretraining
         var debian = TaskData.Load("debian");
         var manpages = TaskData.Load("manpages");
         var rng = new Random((int)o.Seed);
+        // Half the gap sentences stay in their source, so the model also learns to find the central statement of a whole text.
         var gaps = debian.Train.Select(e => e.Source).Distinct().OrderBy(_ => rng.Next())
-            .Select(s => GapSentences.Build(s, maxWords: 20)).OfType<Example>().Take(o.GapExamples);
+            .Select((s, i) => GapSentences.Build(s, maxWords: 20, keep: i % 2 == 1)).OfType<Example>().Take(o.GapExamples);
         return gaps.Concat(Enumerable.Repeat(manpages.Train, o.ManpageRepeats).SelectMany(x => x)).ToList();
     }
 

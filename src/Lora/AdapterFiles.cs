@@ -1,5 +1,3 @@
-using System.Text.Json;
-using System.Text.Json.Nodes;
 using Nanolora.Tensors;
 using Nanolora.Transformer;
 
@@ -8,11 +6,13 @@ namespace Nanolora.Lora;
 /// <summary>
 /// An adapter on disk in Hugging Face PEFT's layout: <c>adapter_config.json</c> and
 /// <c>adapter_model.safetensors</c> with keys <c>base_model.model.{path}.lora_A.weight</c> [R, in] and
-/// <c>.lora_B.weight</c> [out, R] (plus trained biases and modules to save, by their own names).
+/// <c>.lora_B.weight</c> [out, R]; a trained bias of an adapted layer as <c>{path}.base_layer.bias</c> (PEFT's key; the
+/// older <c>{path}.bias</c> is accepted on read), other trained biases and modules to save by their own names. The file's
+/// metadata carries the <see cref="BaseFingerprint"/> of the base it was trained on.
 /// </summary>
 public static class AdapterFiles
 {
-    public const string ConfigFile = "adapter_config.json", WeightsFile = "adapter_model.safetensors";
+    public const string ConfigFile = "adapter_config.json", WeightsFile = "adapter_model.safetensors", PickleFile = "adapter_model.bin";
     const string Prefix = "base_model.model.";
 
     public static void Save(LoraModel lora, string adapterName, string directory)
@@ -26,10 +26,18 @@ public static class AdapterFiles
             tensors.Add(($"{Prefix}{path}.lora_B.weight", adapter.B.Data.ShapeArray(), adapter.B.Data.ToArray()));
         }
         foreach (var (name, p) in ExtraTrained(lora, config))
-            tensors.Add((Prefix + name, p.Data.ShapeArray(), lora.SavedModules.Owns(adapterName, p) ? lora.SavedModules.ValueOf(adapterName, p) : p.Data.ToArray()));
-        Safetensors.Write(Path.Combine(directory, WeightsFile), tensors, new Dictionary<string, string> { ["format"] = "pt" });
+            tensors.Add((Prefix + SavedKey(lora, name), p.Data.ShapeArray(), lora.SavedModules.Owns(adapterName, p) ? lora.SavedModules.ValueOf(adapterName, p) : p.Data.ToArray()));
+        foreach (var (name, _, data) in tensors) NonFinite.Require(Path.Combine(directory, WeightsFile), name, data, "Refusing to write the adapter");
+        var metadata = new Dictionary<string, string> { ["format"] = "pt" };
+        if (BaseFingerprint.Of(lora, config) is { } fingerprint) metadata[BaseFingerprint.MetadataKey] = fingerprint.Serialize();
+        Safetensors.Write(Path.Combine(directory, WeightsFile), tensors, metadata);
         AtomicFile.WriteAllText(Path.Combine(directory, ConfigFile), ConfigJson(config));
     }
+
+    /// <summary>PEFT's key for a trained parameter: the bias of an adapted layer lives under its base_layer.</summary>
+    static string SavedKey(LoraModel lora, string name) =>
+        name.EndsWith(".bias", StringComparison.Ordinal) && lora.Layers.ContainsKey(name[..^".bias".Length])
+            ? name[..^".bias".Length] + ".base_layer.bias" : name;
 
     /// <summary>Biases and modules-to-save that the config trains, by their model names (with base_layer removed).</summary>
     static IEnumerable<(string Name, Nanolora.Autograd.Parameter P)> ExtraTrained(LoraModel lora, LoraConfig config)
@@ -46,95 +54,67 @@ public static class AdapterFiles
         }
     }
 
-    public static string ConfigJson(LoraConfig c)
-    {
-        var json = new JsonObject
-        {
-            ["peft_type"] = "LORA",
-            ["task_type"] = c.TaskType,
-            ["r"] = c.R,
-            ["lora_alpha"] = c.Alpha,
-            ["lora_dropout"] = c.Dropout,
-            ["target_modules"] = c.TargetRegex != null ? JsonValue.Create(c.TargetRegex) : new JsonArray(c.TargetModules.Select(t => (JsonNode)JsonValue.Create(t)!).ToArray()),
-            ["bias"] = c.Bias switch { LoraBias.All => "all", LoraBias.LoraOnly => "lora_only", _ => "none" },
-            ["modules_to_save"] = c.ModulesToSave.Count == 0 ? null : new JsonArray(c.ModulesToSave.Select(t => (JsonNode)JsonValue.Create(t)!).ToArray()),
-            ["init_lora_weights"] = c.Init == LoraInit.Gaussian ? "gaussian" : true,
-            ["use_rslora"] = c.UseRsLora,
-            ["layers_to_transform"] = c.LayersToTransform == null ? null : new JsonArray(c.LayersToTransform.Select(i => (JsonNode)JsonValue.Create(i)!).ToArray()),
-            ["rank_pattern"] = new JsonObject(c.RankPattern.Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)JsonValue.Create(kv.Value)))),
-            ["alpha_pattern"] = new JsonObject(c.AlphaPattern.Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)JsonValue.Create(kv.Value)))),
-            ["fan_in_fan_out"] = false,
-            ["inference_mode"] = true,
-            ["base_model_name_or_path"] = c.BaseModelNameOrPath,
-        };
-        return json.ToJsonString(new JsonSerializerOptions { WriteIndented = true });
-    }
+    public static string ConfigJson(LoraConfig c) => AdapterConfigJson.Write(c);
 
-    public static LoraConfig ReadConfig(string directory)
+    public static LoraConfig ReadConfig(string directory, Action<string>? warn = null)
     {
         var path = Path.Combine(directory, ConfigFile);
         if (!File.Exists(path)) throw new FileNotFoundException($"No {ConfigFile} in '{directory}'.", path);
-        JsonNode root;
-        try { root = JsonNode.Parse(File.ReadAllText(path)) ?? throw new InvalidDataException($"{path} is empty."); }
-        catch (JsonException e) { throw new InvalidDataException($"{path} is not valid JSON: {e.Message}"); }
-        if ((string?)root["peft_type"] is { } type && type != "LORA") throw new InvalidDataException($"{path}: peft_type is '{type}', expected 'LORA'.");
-        var targets = root["target_modules"];
-        return new LoraConfig
-        {
-            R = (int?)root["r"] ?? throw new InvalidDataException($"{path}: missing 'r'."),
-            Alpha = (float?)root["lora_alpha"] ?? 8f,
-            Dropout = (float?)root["lora_dropout"] ?? 0f,
-            TargetModules = targets is JsonArray arr ? arr.Select(n => (string)n!).ToList() : [],
-            TargetRegex = targets is JsonValue v ? (string?)v : null,
-            Bias = (string?)root["bias"] switch { "all" => LoraBias.All, "lora_only" => LoraBias.LoraOnly, _ => LoraBias.None },
-            ModulesToSave = root["modules_to_save"] is JsonArray m ? m.Select(n => (string)n!).ToList() : [],
-            UseRsLora = (bool?)root["use_rslora"] ?? false,
-            // PEFT writes either a list of layer indices or a single index.
-            LayersToTransform = root["layers_to_transform"] switch
-            {
-                JsonArray l => l.Select(n => (int)n!).ToList(),
-                JsonValue one => [(int)one],
-                _ => null,
-            },
-            RankPattern = root["rank_pattern"] is JsonObject rp ? rp.ToDictionary(kv => kv.Key, kv => (int)kv.Value!) : new Dictionary<string, int>(),
-            AlphaPattern = root["alpha_pattern"] is JsonObject ap ? ap.ToDictionary(kv => kv.Key, kv => (float)kv.Value!) : new Dictionary<string, float>(),
-            BaseModelNameOrPath = (string?)root["base_model_name_or_path"],
-            TaskType = (string?)root["task_type"] ?? "SEQ_2_SEQ_LM",
-        };
+        return AdapterConfigJson.Read(path, warn);
     }
 
     /// <summary>
-    /// Adds the adapter stored in <paramref name="directory"/> under <paramref name="adapterName"/>. Refuses a file
-    /// whose target modules or shapes do not fit this base model, naming the first mismatch.
+    /// Adds the adapter stored in <paramref name="directory"/> under <paramref name="adapterName"/>. Everything is checked
+    /// before the model is touched, and anything that does not fit is refused naming it: a tensor for a module the config
+    /// does not target or the model lacks, a wrong shape, a NaN, DoRA magnitudes, a base other than the one the adapter
+    /// was trained on (unless <paramref name="force"/>).
     /// </summary>
-    public static void Load(LoraModel lora, string directory, string adapterName)
+    public static void Load(LoraModel lora, string directory, string adapterName, bool force = false, Action<string>? warn = null)
     {
-        var config = ReadConfig(directory);
-        var file = Safetensors.Read(Path.Combine(directory, WeightsFile));
+        var weightsPath = Path.Combine(directory, WeightsFile);
+        if (!File.Exists(weightsPath) && File.Exists(Path.Combine(directory, PickleFile)))
+            throw new InvalidDataException($"{directory}: only {PickleFile}, a Python pickle, which is never loaded (unpickling can run code). " +
+                "Convert it with PEFT: PeftModel.from_pretrained(base, dir).save_pretrained(out, safe_serialization=True).");
+        var config = ReadConfig(directory, warn);
+        config.Validate();
+        var file = Safetensors.Read(weightsPath);
         var entries = file.Entries.ToDictionary(e => e.Name);
-        // Check before touching the model, so a bad file leaves it as it was.
         // A wrapped layer appears twice (the LoraLinear and its ".base_layer"); keep the wrapper, which knows its base.
         var modules = lora.Base.NamedModules().Where(m => !m.Name.EndsWith(".base_layer")).ToDictionary(m => m.Name, m => m.Module);
+        var extra = ExtraTrained(lora, config).Select(x => x.Name).ToHashSet();
+        var consumed = new HashSet<string>();
         foreach (var e in entries.Values)
         {
-            if (!e.Name.StartsWith(Prefix)) throw new InvalidDataException($"Adapter tensor '{e.Name}' does not start with '{Prefix}'.");
+            if (!e.Name.StartsWith(Prefix)) throw new InvalidDataException($"{weightsPath}: tensor '{e.Name}' does not start with '{Prefix}'.");
             var key = e.Name[Prefix.Length..];
+            if (key.EndsWith(".lora_magnitude_vector") || key.Contains(".lora_magnitude_vector."))
+                throw new InvalidDataException($"{weightsPath}: tensor '{e.Name}' is a DoRA magnitude vector; DoRA adapters are not implemented.");
+            if (key.Contains(".lora_embedding_A") || key.Contains(".lora_embedding_B"))
+                throw new InvalidDataException($"{weightsPath}: tensor '{e.Name}' adapts an embedding; LoRA on embeddings is not implemented.");
             foreach (var part in new[] { ".lora_A.weight", ".lora_B.weight" })
             {
                 if (!key.EndsWith(part)) continue;
                 var path = key[..^part.Length];
-                if (!modules.TryGetValue(path, out var module)) throw new InvalidDataException($"Adapter targets '{path}', which this base model does not have.");
+                if (!modules.TryGetValue(path, out var module)) throw new InvalidDataException($"{weightsPath}: tensor '{e.Name}' targets '{path}', which this base model does not have.");
                 var linear = module as Linear ?? (module as LoraLinear)?.BaseLayer
-                    ?? throw new InvalidDataException($"Adapter targets '{path}', which is a {module.GetType().Name}, not a Linear layer.");
+                    ?? throw new InvalidDataException($"{weightsPath}: tensor '{e.Name}' targets '{path}', which is a {module.GetType().Name}, not a Linear layer.");
+                if (!config.Targets(path))
+                    throw new InvalidDataException($"{weightsPath}: tensor '{e.Name}' is for '{path}', which {ConfigFile}'s target_modules/exclude_modules/layers_to_transform do not select.");
                 int rank = config.RankFor(path);
                 int[] expected = part.Contains("lora_A") ? [rank, linear.InFeatures] : [linear.OutFeatures, rank];
                 if (!e.Shape.SequenceEqual(expected))
-                    throw new InvalidDataException($"Adapter tensor '{e.Name}' has shape {ShapeMath.Format(e.Shape)}, but '{path}' needs {ShapeMath.Format(expected)}.");
+                    throw new InvalidDataException($"{weightsPath}: tensor '{e.Name}' has shape {ShapeMath.Format(e.Shape)}, but '{path}' needs {ShapeMath.Format(expected)} (rank {rank}).");
+                consumed.Add(e.Name);
             }
+            var plain = key.Replace(".base_layer.", ".");
+            if (!consumed.Contains(e.Name) && extra.Contains(plain)) consumed.Add(e.Name);
+            if (!consumed.Contains(e.Name))
+                throw new InvalidDataException($"{weightsPath}: tensor '{e.Name}' has no place: it is neither a LoRA matrix of a targeted Linear nor a bias/module the config trains (bias '{config.Bias}', modules_to_save [{string.Join(", ", config.ModulesToSave)}]).");
         }
         // NaN/Inf adapter weights would make eval return empty predictions and merge write a NaN model: refuse them by name.
-        foreach (var e in entries.Values)
-            NonFinite.Require(Path.Combine(directory, WeightsFile), e.Name, file.ReadFloats(e.Name), "Refusing to load the adapter");
+        foreach (var e in entries.Values) NonFinite.Require(weightsPath, e.Name, file.ReadFloats(e.Name), "Refusing to load the adapter");
+        CheckBase(lora, config, file.Metadata.GetValueOrDefault(BaseFingerprint.MetadataKey), weightsPath, force, warn ?? Console.Error.WriteLine);
+
         lora.AddAdapter(adapterName, config);
         foreach (var (path, adapter) in lora.AdapterWeights(adapterName))
         {
@@ -143,18 +123,33 @@ public static class AdapterFiles
             if (!entries.ContainsKey(aKey) || !entries.ContainsKey(bKey))
             {
                 lora.DeleteAdapter(adapterName);
-                throw new InvalidDataException($"Adapter file has no weights for targeted module '{path}' ({aKey}).");
+                throw new InvalidDataException($"{weightsPath}: no weights for targeted module '{path}' ({aKey}).");
             }
             adapter.A.Data.CopyFrom(file.ReadFloats(aKey));
             adapter.B.Data.CopyFrom(file.ReadFloats(bKey));
         }
         foreach (var (name, p) in ExtraTrained(lora, config))
         {
-            if (!entries.ContainsKey(Prefix + name)) continue;
-            var values = file.ReadFloats(Prefix + name);
+            string? key = entries.ContainsKey(Prefix + SavedKey(lora, name)) ? Prefix + SavedKey(lora, name) : entries.ContainsKey(Prefix + name) ? Prefix + name : null;
+            if (key == null) continue;
+            var values = file.ReadFloats(key);
             // A module to save belongs to this adapter's own copy, not to whichever adapter is live now.
             if (lora.SavedModules.Owns(adapterName, p)) lora.SavedModules.SetValue(adapterName, p, values);
             else p.Data.CopyFrom(values);
         }
+    }
+
+    static void CheckBase(LoraModel lora, LoraConfig config, string? saved, string path, bool force, Action<string> warn)
+    {
+        if (saved == null) return;   // written by PEFT or an older Nanolora: nothing to compare
+        var expected = BaseFingerprint.Parse(saved) ?? throw new InvalidDataException($"{path}: metadata '{BaseFingerprint.MetadataKey}' is malformed ('{saved}').");
+        var actual = BaseFingerprint.Of(lora, config);
+        if (actual == null) { warn($"warning: {path}: an adapter is merged into the base, so its fingerprint cannot be checked."); return; }
+        if (actual == expected) return;
+        string what = actual.Structure != expected.Structure ? "a base with other parameter names or shapes" : "a base with other weights";
+        string message = $"{path}: the adapter was trained on another base (its {expected}; this model's {actual}) and this is {what}" +
+            (config.BaseModelNameOrPath is { } name ? $"; it names '{name}' as its base" : "") + ".";
+        if (!force) throw new InvalidDataException(message + " Load it onto that base, or force it (--force) if you know they match.");
+        warn("warning: " + message + " Loading anyway (forced).");
     }
 }

@@ -25,6 +25,15 @@ public sealed record LoraConfig
     public bool UseRsLora { get; init; }
     /// <summary>Only layers with these indices (<c>.layers.{i}.</c> in the name) are adapted; null: all.</summary>
     public IReadOnlyList<int>? LayersToTransform { get; init; }
+    /// <summary>
+    /// With <see cref="LayersToTransform"/>: the name of the layer list the indices count in (PEFT's layers_pattern,
+    /// e.g. "layers" or "layer"); empty: any of PEFT's usual names (layers, layer, h, block, blocks).
+    /// </summary>
+    public IReadOnlyList<string> LayersPattern { get; init; } = [];
+    /// <summary>Modules never adapted even when targeted (PEFT's exclude_modules: names matched like targets).</summary>
+    public IReadOnlyList<string> ExcludeModules { get; init; } = [];
+    /// <summary>If set, a module whose whole name this regex matches is never adapted (exclude_modules given as a string).</summary>
+    public string? ExcludeRegex { get; init; }
     /// <summary>Per-module rank overrides, keyed by a name suffix or regex (PEFT's rank_pattern).</summary>
     public IReadOnlyDictionary<string, int> RankPattern { get; init; } = new Dictionary<string, int>();
     public IReadOnlyDictionary<string, float> AlphaPattern { get; init; } = new Dictionary<string, float>();
@@ -32,22 +41,36 @@ public sealed record LoraConfig
     /// <summary>PEFT's task_type: SEQ_2_SEQ_LM for the encoder-decoder, FEATURE_EXTRACTION for a sentence encoder.</summary>
     public string TaskType { get; init; } = "SEQ_2_SEQ_LM";
 
+    /// <summary>PEFT's target_modules value meaning every Linear layer but the output head.</summary>
+    public const string AllLinear = "all-linear";
+
+    /// <summary>Names PEFT's all-linear leaves out: the output projection (lm_head), which is the model's output embedding.</summary>
+    static readonly string[] OutputHeads = ["lm_head"];
+
     public void Validate()
     {
         if (R < 1) throw new ArgumentException($"LoRA rank must be at least 1, got {R}.");
+        if (!float.IsFinite(Alpha)) throw new ArgumentException($"LoRA alpha must be a finite number, got {Alpha}.");
+        foreach (var (name, r) in RankPattern) if (r < 1) throw new ArgumentException($"rank_pattern['{name}'] must be at least 1, got {r}.");
+        foreach (var (name, a) in AlphaPattern) if (!float.IsFinite(a)) throw new ArgumentException($"alpha_pattern['{name}'] must be finite, got {a}.");
         if (Dropout is < 0 or >= 1) throw new ArgumentException($"LoRA dropout {Dropout} must be in [0, 1).");
         if (TargetRegex == null && TargetModules.Count == 0) throw new ArgumentException("LoRA config names no target modules.");
     }
 
+    /// <summary>Whether the Linear layer at <paramref name="moduleName"/> gets this adapter.</summary>
     public bool Targets(string moduleName)
     {
+        if (ExcludeRegex != null && Regex.IsMatch(moduleName, "^(?:" + ExcludeRegex + ")$")) return false;
+        if (ExcludeModules.Any(t => EndsWithModule(moduleName, t))) return false;
         if (LayersToTransform != null)
         {
             // PEFT's default layer names: the seq2seq model's "layers", BERT's "layer", GPT-2's "h", T5's "block".
-            var m = Regex.Match(moduleName, @"\.(?:layers|layer|h|blocks?)\.(\d+)\.");
+            var names = LayersPattern.Count > 0 ? string.Join('|', LayersPattern.Select(Regex.Escape)) : "layers|layer|h|blocks?";
+            var m = Regex.Match(moduleName, @"(?:^|\.)(?:" + names + @")\.(\d+)\.");
             if (!m.Success || !LayersToTransform.Contains(int.Parse(m.Groups[1].Value))) return false;
         }
         if (TargetRegex != null) return Regex.IsMatch(moduleName, "^(?:" + TargetRegex + ")$");
+        if (TargetModules is [AllLinear]) return !OutputHeads.Any(h => EndsWithModule(moduleName, h));
         return TargetModules.Any(t => EndsWithModule(moduleName, t));
     }
 

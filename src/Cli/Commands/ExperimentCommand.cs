@@ -10,7 +10,7 @@ public static class ExperimentCommand
     {
         var quick = new Option<bool>("--quick") { Description = "the main job's budget: finishes within 15 minutes on a 2-core CPU" };
         var output = new Option<string>("--out") { Description = "output directory", DefaultValueFactory = _ => "out/experiment" };
-        var baseDir = new Option<string>("--base") { Description = "base checkpoint (pretrained if missing)", DefaultValueFactory = _ => "models/base-tiny" };
+        var baseDir = new Option<string>("--base") { Description = "seq2seq base checkpoint", DefaultValueFactory = _ => "models/base-minilm" };
         var steps = new Option<int?>("--steps") { Description = "fine-tuning steps per method (overrides the preset)" }.Range(1);
         var evalExamples = new Option<int?>("--eval-examples") { Description = "test examples to score (0: the whole split)" }.Range(0);
         var ablationSteps = new Option<int?>("--ablation-steps") { Description = "steps per rank in the ablation" }.Range(1);

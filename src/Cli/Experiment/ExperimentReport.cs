@@ -8,7 +8,7 @@ namespace Nanolora.Cli;
 
 /// <summary>Writes results.json, results.md and the two plots from the rows the runner measured.</summary>
 public sealed class ExperimentReport(ExperimentOptions o, IReadOnlyList<ResultRow> rows, IReadOnlyDictionary<string, List<float>> losses, TimeSpan elapsed,
-    RetrievalExperiment? retrieval = null)
+    RetrievalExperiment? retrieval = null, IReadOnlyList<RougeSweepPoint>? sweep = null)
 {
     static readonly JsonSerializerOptions Json = new() { PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower, WriteIndented = true };
 
@@ -16,7 +16,7 @@ public sealed class ExperimentReport(ExperimentOptions o, IReadOnlyList<ResultRo
     {
         var dir = o.OutputDirectory;
         var retrievalJson = retrieval == null ? null : new { rows = retrieval.Rows, sweep = retrieval.Sweep };
-        AtomicFile.WriteAllText(Path.Combine(dir, "results.json"), JsonSerializer.Serialize(new { rows, retrieval = retrievalJson, elapsed_seconds = Math.Round(elapsed.TotalSeconds), quick = o.Quick }, Json));
+        AtomicFile.WriteAllText(Path.Combine(dir, "results.json"), JsonSerializer.Serialize(new { rows, sweep = sweep ?? [], retrieval = retrievalJson, elapsed_seconds = Math.Round(elapsed.TotalSeconds), quick = o.Quick }, Json));
         AtomicFile.WriteAllText(Path.Combine(dir, "results.md"), (rows.Count > 0 ? Markdown() : $"# Nanolora experiment ({(o.Quick ? "quick" : "full")})\n") +
             (retrieval != null ? "\n" + retrieval.Markdown() : ""));
         if (rows.Count > 0)
@@ -33,9 +33,12 @@ public sealed class ExperimentReport(ExperimentOptions o, IReadOnlyList<ResultRo
         var sb = new StringBuilder();
         sb.AppendLine($"# Nanolora experiment ({(o.Quick ? "quick" : "full")})");
         sb.AppendLine();
+        var fullRow = rows.FirstOrDefault(r => r.Method == "full");
+        var loraRow = rows.FirstOrDefault(r => r.Method == "lora" && r.Task == "debian");
         sb.AppendLine($"Debian description → synopsis, test split ({rows.FirstOrDefault(r => r.Method == "base")?.EvalExamples ?? 0} examples spread over it), greedy decoding. " +
-                      $"Fine-tuning: {o.Steps} steps each (batch 32), same data order and seed; AdamW, lr 1e-3 for full fine-tuning and 3e-3 for LoRA " +
-                      $"(r=8, alpha 16, on q_proj and v_proj); rank ablation {o.AblationSteps} steps per rank on {rows.FirstOrDefault(r => r.Method == "lora-ablation")?.EvalExamples ?? 0} test examples. Ran in {elapsed:hh\\:mm\\:ss}.");
+                      $"Fine-tuning: {o.Steps} steps each (batch {o.BatchSize}), same data order and seed; AdamW, lr {fullRow?.LearningRate:G3} for full fine-tuning and {loraRow?.LearningRate:G3} for LoRA " +
+                      $"(r=8, alpha 16, on q_proj and v_proj){(sweep is { Count: > 0 } ? $", each chosen on {sweep[0].ValidationExamples} validation examples after {sweep[0].Steps} steps (`sweep` in results.json)" : "")}; " +
+                      $"rank ablation {o.AblationSteps} steps per rank and seed ({string.Join(", ", o.AblationSeeds)}) on {rows.FirstOrDefault(r => r.Method == "lora-ablation")?.EvalExamples ?? 0} test examples. Ran in {elapsed:hh\\:mm\\:ss}.");
         sb.AppendLine();
         sb.AppendLine("| method | task | rank | ROUGE-1 | ROUGE-2 | ROUGE-L | trainable params | trainable % | optimizer state (MB) | peak memory (MB) | step (ms) | adapter (MB) | checkpoint (MB) |");
         sb.AppendLine("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
@@ -106,25 +109,36 @@ public sealed class ExperimentReport(ExperimentOptions o, IReadOnlyList<ResultRo
 
     void RankPlot(string path)
     {
-        var ablation = rows.Where(r => r.Method == "lora-ablation").OrderBy(r => r.Rank).ToList();
+        // One point per rank: the mean over seeds, with a bar from the lowest to the highest seed's score.
+        var byRank = rows.Where(r => r.Method == "lora-ablation").GroupBy(r => r.Rank).OrderBy(g => g.Key)
+            .Select(g => (Rank: g.Key, Mean: g.Average(r => r.Rouge1), Low: g.Min(r => r.Rouge1), High: g.Max(r => r.Rouge1), Seeds: g.Count())).ToList();
         var plot = new Plot();
-        if (ablation.Count > 0)
+        if (byRank.Count > 0)
         {
-            var xs = ablation.Select(r => Math.Log2(r.Rank)).ToArray();
-            var line = plot.Add.Scatter(xs, ablation.Select(r => r.Rouge1).ToArray());
-            line.LegendText = "LoRA";
-            plot.Axes.Bottom.SetTicks(xs, ablation.Select(r => r.Rank.ToString()).ToArray());
-            foreach (var (method, label) in new[] { ("base", "base"), ("full", "full fine-tuning") })
+            var xs = byRank.Select(r => Math.Log2(r.Rank)).ToArray();
+            var line = plot.Add.Scatter(xs, byRank.Select(r => r.Mean).ToArray());
+            int seeds = byRank.Max(r => r.Seeds);
+            line.LegendText = seeds > 1 ? $"LoRA (mean of {seeds} seeds; bars: min–max)" : "LoRA (one seed)";
+            if (seeds > 1)
+            {
+                for (int i = 0; i < byRank.Count; i++)
+                {
+                    var bar = plot.Add.Line(xs[i], byRank[i].Low, xs[i], byRank[i].High);
+                    bar.Color = line.Color;
+                }
+            }
+            plot.Axes.Bottom.SetTicks(xs, byRank.Select(r => r.Rank.ToString()).ToArray());
+            foreach (var (method, label) in new[] { ("lead-8", "lead-8 baseline"), ("base", "base (zero-shot)"), ("full", "full fine-tuning") })
                 if (rows.FirstOrDefault(r => r.Method == method && r.Task == "debian") is { } row)
                 {
                     var h = plot.Add.HorizontalLine(row.Rouge1);
-                    h.LegendText = label;
+                    h.LegendText = method == "full" && row.Steps != o.AblationSteps ? $"{label} ({row.Steps} steps)" : label;
                 }
         }
         plot.Title("ROUGE-1 vs LoRA rank (Debian synopses)");
-        plot.XLabel("rank r");
+        plot.XLabel("rank r (log scale)");
         plot.YLabel("ROUGE-1 F");
-        plot.ShowLegend();
+        plot.ShowLegend(Alignment.LowerRight);
         Plots.SaveAtomically(plot, path);
     }
 }

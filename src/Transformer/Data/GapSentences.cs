@@ -6,7 +6,9 @@ namespace Nanolora.Transformer;
 /// PEGASUS's gap-sentence generation (Zhang et al. 2020), the "Ind-Orig" variant with one gap: the sentence that
 /// overlaps most with the rest of the text (ROUGE-1 F1 of its words against the others') is replaced by a mask, and the
 /// target is that sentence. It asks for the central statement of a text without ever showing a synopsis, which makes
-/// it a pretraining objective for summarization.
+/// it a pretraining objective for summarization. With <c>keep</c>, the sentence stays in the source (PEGASUS's
+/// unmasked variant): the model learns to pick out the central statement when it is there, which is what a summary of an
+/// unmasked text asks for.
 /// </summary>
 public static partial class GapSentences
 {
@@ -26,7 +28,7 @@ public static partial class GapSentences
     /// The gap example of <paramref name="text"/>, or null when it has fewer than two sentences or the chosen one is
     /// outside <paramref name="minWords"/>..<paramref name="maxWords"/> words.
     /// </summary>
-    public static Example? Build(string text, int minWords = 3, int maxWords = 24)
+    public static Example? Build(string text, int minWords = 3, int maxWords = 24, bool keep = false)
     {
         var sentences = Sentences(text);
         if (sentences.Count < 2) return null;
@@ -40,7 +42,7 @@ public static partial class GapSentences
             if (score > bestScore) (best, bestScore) = (i, score);   // ties keep the earlier sentence
         }
         if (words[best].Count < minWords || words[best].Count > maxWords) return null;
-        var source = string.Join(' ', sentences.Select((s, i) => i == best ? MaskToken : s));
+        var source = string.Join(' ', sentences.Select((s, i) => i == best && !keep ? MaskToken : s));
         return new Example(source, sentences[best]);
     }
 

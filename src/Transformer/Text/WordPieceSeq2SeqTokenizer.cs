@@ -82,7 +82,7 @@ public sealed class WordPieceSeq2SeqTokenizer : ISeq2SeqTokenizer
             if (sb.Length > 0 && !glue) sb.Append(' ');
             afterNumberPoint = token == "." && sb.Length > 0 && char.IsAsciiDigit(sb[^1]);
             sb.Append(token);
-            glueNext = token is "(" or "[" or "{" or "-" or "/" or "_" or "+" or "'";
+            glueNext = token is "(" or "[" or "{" or "-" or "/" or "_" or "'";   // "+" glues only backwards: "c++ library"
         }
         return sb.ToString();
     }

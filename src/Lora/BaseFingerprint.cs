@@ -1,0 +1,52 @@
+using System.Runtime.InteropServices;
+using System.Security.Cryptography;
+using System.Text;
+using Nanolora.Autograd;
+
+namespace Nanolora.Lora;
+
+/// <summary>
+/// Which base model an adapter was trained on: a SHA-256 of the base's parameter names and shapes, and one of their
+/// values, over the parameters the adapter leaves frozen (trained biases and modules to save are the adapter's own, so
+/// they are left out). Saved in the adapter file's metadata (PEFT ignores it); an adapter loaded onto a base with another
+/// fingerprint is refused unless forced, because its low-rank updates only mean something on the weights they were
+/// learned against.
+/// </summary>
+public sealed record BaseFingerprint(string Structure, string Weights)
+{
+    public const string MetadataKey = "nanolora_base_fingerprint";
+
+    public override string ToString() => $"structure {Structure[..12]}…, weights {Weights[..12]}…";
+
+    public string Serialize() => $"{Structure}:{Weights}";
+
+    public static BaseFingerprint? Parse(string? text) =>
+        text?.Split(':') is [var s, var w] && s.Length == 64 && w.Length == 64 ? new BaseFingerprint(s, w) : null;
+
+    /// <summary>
+    /// The fingerprint of <paramref name="lora"/>'s base as <paramref name="config"/> sees it, or null when an adapter is
+    /// merged into the weights (they are not the base's then).
+    /// </summary>
+    public static BaseFingerprint? Of(LoraModel lora, LoraConfig config)
+    {
+        if (lora.Layers.Values.Any(l => l.MergedAdapter != null)) return null;
+        var adapterParameters = lora.Layers.Values.SelectMany(l => l.Adapters.Values).SelectMany(a => new[] { a.A, a.B })
+            .ToHashSet(ReferenceEqualityComparer.Instance);
+        var ownedBySaves = SavedModules.Matching(lora.Base, config).Select(p => p.P).ToHashSet(ReferenceEqualityComparer.Instance);
+        var frozen = lora.Base.NamedParameters()
+            .Where(p => !adapterParameters.Contains(p.Parameter) && !ownedBySaves.Contains(p.Parameter))
+            .Select(p => (Name: p.Name.Replace(".base_layer.", "."), p.Parameter))
+            .Where(p => !IsTrainedBias(p.Name))
+            .OrderBy(p => p.Name, StringComparer.Ordinal).ToList();
+        bool IsTrainedBias(string name) => name.EndsWith(".bias", StringComparison.Ordinal) &&
+            (config.Bias == LoraBias.All || (config.Bias == LoraBias.LoraOnly && lora.Layers.ContainsKey(name[..^".bias".Length])));
+        using var structure = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        using var weights = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        foreach (var (name, p) in frozen)
+        {
+            structure.AppendData(Encoding.UTF8.GetBytes($"{name}[{string.Join(',', p.Data.ShapeArray())}]\n"));
+            weights.AppendData(MemoryMarshal.AsBytes(p.Data.ToArray().AsSpan()));
+        }
+        return new BaseFingerprint(Convert.ToHexStringLower(structure.GetHashAndReset()), Convert.ToHexStringLower(weights.GetHashAndReset()));
+    }
+}
