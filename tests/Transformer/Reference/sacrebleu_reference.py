@@ -5,9 +5,10 @@
 split), each with one deterministic perturbation of its reference as the hypothesis. Unrounded scores come from
 sacrebleu's API (the CLI rounds to 2 decimals).
 
-Debian bookworm has no python3-sacrebleu, so this ran sacrebleu 2.6.0 from its source tree (mjpost/sacrebleu at
-f615c72, sacrebleu/version.py written by hand) on Debian's python3 with python3-regex, -tabulate, -portalocker,
--colorama, -lxml and -numpy from apt:
+Debian bookworm has no python3-sacrebleu, so this ran sacrebleu 2.6.0 from its source tree: mjpost/sacrebleu at
+f615c72 unpacked into /tmp/sb (`git archive f615c72 sacrebleu | tar x -C /tmp/sb`, plus a one-line
+sacrebleu/version.py, which its build normally generates), on Debian's /usr/bin/python3 with python3-regex,
+-tabulate, -portalocker, -colorama, -lxml and -numpy from apt:
   PYTHONPATH=/tmp/sb /usr/bin/python3 tests/Transformer/Reference/sacrebleu_reference.py
 """
 import gzip
