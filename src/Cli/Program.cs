@@ -21,7 +21,7 @@ public static class Program
         root.Options.Add(verbose);
         foreach (var command in new[]
         {
-            InfoCommands.Devices(), InfoCommands.Params(), InfoCommands.Inspect(), InfoCommands.RougeCommand(),
+            InfoCommands.Devices(), InfoCommands.Params(), InfoCommands.Inspect(), InfoCommands.RougeCommand(), ScoreCommand.Create(),
             TrainCommands.Pretrain(device), TrainCommands.Train(device), TrainCommands.FineTune(device), ModelCommands.Eval(device),
             ModelCommands.Generate(device), ModelCommands.Merge(device), ExperimentCommand.Create(device),
             EncoderCommands.Embed(device), EncoderCommands.Convert(device),

@@ -11,11 +11,14 @@ public class CliTests
     {
         var stdout = new StringWriter();
         var stderr = new StringWriter();
-        var (oldOut, oldErr) = (Console.Out, Console.Error);
+        var (oldOut, oldErr, oldAnsi) = (Console.Out, Console.Error, Spectre.Console.AnsiConsole.Console);
         Console.SetOut(stdout);
         Console.SetError(stderr);
+        // Spectre's AnsiConsole keeps the Console.Out it first saw (an earlier test's writer, once one ran): point it
+        // at this run's stdout too, or tables land in a stale writer and the run looks silent.
+        Spectre.Console.AnsiConsole.Console = Spectre.Console.AnsiConsole.Create(new Spectre.Console.AnsiConsoleSettings { Out = new Spectre.Console.AnsiConsoleOutput(stdout) });
         try { return (Program.Main(args), stdout.ToString(), stderr.ToString()); }
-        finally { Console.SetOut(oldOut); Console.SetError(oldErr); }
+        finally { Console.SetOut(oldOut); Console.SetError(oldErr); Spectre.Console.AnsiConsole.Console = oldAnsi; }
     }
 
     [Fact]

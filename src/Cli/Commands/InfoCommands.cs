@@ -58,7 +58,7 @@ public static class InfoCommands
         return cmd;
     }
 
-    static string[] ReadLines(string path, string what)
+    internal static string[] ReadLines(string path, string what)
     {
         if (Directory.Exists(path)) throw new ArgumentException($"{what} '{path}' is a directory; expected a text file, one example a line.");
         if (!File.Exists(path)) throw new FileNotFoundException($"{what} file '{path}' does not exist.", path);
@@ -77,22 +77,27 @@ public static class InfoCommands
             var p = ReadLines(r.GetValue(predictions)!, "predictions");
             var refs = ReadLines(r.GetValue(references)!, "references");
             if (p.Length != refs.Length) throw new ArgumentException($"{p.Length} predictions but {refs.Length} references: the files must have one example a line each.");
-            var result = Rouge.Average(p, refs, r.GetValue(stem));
-            if (r.GetValue(json))
-            {
-                static Dictionary<string, double> S(RougeScore s) => new() { ["precision"] = s.Precision, ["recall"] = s.Recall, ["f"] = s.F };
-                Console.WriteLine(JsonSerializer.Serialize(new Dictionary<string, Dictionary<string, double>>
-                {
-                    ["rouge1"] = S(result.Rouge1), ["rouge2"] = S(result.Rouge2), ["rougeL"] = S(result.RougeL), ["rougeLsum"] = S(result.RougeLsum),
-                }));
-                return 0;
-            }
-            var table = new Table().AddColumns("metric", "precision", "recall", "F");
-            foreach (var (name, s) in new[] { ("ROUGE-1", result.Rouge1), ("ROUGE-2", result.Rouge2), ("ROUGE-L", result.RougeL), ("ROUGE-Lsum", result.RougeLsum) })
-                table.AddRow(name, s.Precision.ToString("F4"), s.Recall.ToString("F4"), s.F.ToString("F4"));
-            AnsiConsole.Write(table);
+            WriteRouge(Rouge.Average(p, refs, r.GetValue(stem)), r.GetValue(json));
             return 0;
         }));
         return cmd;
+    }
+
+    /// <summary>ROUGE as the rouge and score commands print it: a table, or {"rouge1":{"precision":P,"recall":R,"f":F},...}.</summary>
+    internal static void WriteRouge(RougeResult result, bool json)
+    {
+        if (json)
+        {
+            static Dictionary<string, double> S(RougeScore s) => new() { ["precision"] = s.Precision, ["recall"] = s.Recall, ["f"] = s.F };
+            Console.WriteLine(JsonSerializer.Serialize(new Dictionary<string, Dictionary<string, double>>
+            {
+                ["rouge1"] = S(result.Rouge1), ["rouge2"] = S(result.Rouge2), ["rougeL"] = S(result.RougeL), ["rougeLsum"] = S(result.RougeLsum),
+            }));
+            return;
+        }
+        var table = new Table().AddColumns("metric", "precision", "recall", "F");
+        foreach (var (name, s) in new[] { ("ROUGE-1", result.Rouge1), ("ROUGE-2", result.Rouge2), ("ROUGE-L", result.RougeL), ("ROUGE-Lsum", result.RougeLsum) })
+            table.AddRow(name, s.Precision.ToString("F4"), s.Recall.ToString("F4"), s.F.ToString("F4"));
+        AnsiConsole.Write(table);
     }
 }

@@ -37,7 +37,7 @@ public static class ModelCommands
         var limit = new Option<int>("--limit") { Description = "evaluate this many examples, spread over the split (0: all)", DefaultValueFactory = _ => 0 }.Range(0);
         var beam = new Option<int>("--beam") { DefaultValueFactory = _ => 1 }.Range(1, MaxBeam);
         var predictions = new Option<string?>("--predictions") { Description = "write predictions here, one a line" };
-        var cmd = new Command("eval", "ROUGE of a model (optionally with an adapter) on a task split.") { ModelDir, AdapterDir, task, split, limit, beam, NoRepeatNgram, predictions };
+        var cmd = new Command("eval", "Score a model (optionally with an adapter) on a task split: ROUGE, or chrF and BLEU for a translation task.") { ModelDir, AdapterDir, task, split, limit, beam, NoRepeatNgram, predictions };
         cmd.SetAction(r => Program.Guard(() =>
         {
             var (model, tokenizer) = Load(r, device);
@@ -47,16 +47,41 @@ public static class ModelCommands
             examples = TaskData.Spread(examples, r.GetValue(limit));
             var result = Workflows.Evaluate(model, tokenizer, data.Name, examples, Workflows.DecodeFor(data.Name, r.GetValue(beam), r.GetValue(NoRepeatNgram)), "evaluating");
             if (r.GetValue(predictions) is string path) AtomicFile.WriteAllText(path, string.Join('\n', result.Predictions) + "\n");
-            // The lead-8 baseline (the source's first 8 words) on the same examples: the bar a summarizer must clear.
-            var lead = Evaluator.LeadBaseline(examples).Rouge;
-            var table = new Table().AddColumns("metric", "precision", "recall", "F", "lead-8 F");
-            foreach (var (name, s, l) in new[] { ("ROUGE-1", result.Rouge.Rouge1, lead.Rouge1), ("ROUGE-2", result.Rouge.Rouge2, lead.Rouge2), ("ROUGE-L", result.Rouge.RougeL, lead.RougeL), ("ROUGE-Lsum", result.Rouge.RougeLsum, lead.RougeLsum) })
-                table.AddRow(name, s.Precision.ToString("F4"), s.Recall.ToString("F4"), s.F.ToString("F4"), l.F.ToString("F4"));
-            AnsiConsole.Write(table);
+            if (TaskData.IsTranslation(data.Name)) WriteTranslationScores(result, examples);
+            else WriteRougeScores(result, examples);
             AnsiConsole.MarkupLine($"{examples.Count:N0} {Markup.Escape(r.GetValue(split)!)} examples, {(r.GetValue(beam) > 1 ? $"beam {r.GetValue(beam)}" : "greedy")}{(r.GetValue(NoRepeatNgram) > 0 ? $", no repeated {r.GetValue(NoRepeatNgram)}-grams" : "")}");
             return 0;
         }));
         return cmd;
+    }
+
+    static void WriteRougeScores(EvalResult result, IReadOnlyList<Example> examples)
+    {
+        // The lead-8 baseline (the source's first 8 words) on the same examples: the bar a summarizer must clear.
+        var lead = Evaluator.LeadBaseline(examples).Rouge;
+        var table = new Table().AddColumns("metric", "precision", "recall", "F", "lead-8 F");
+        foreach (var (name, s, l) in new[] { ("ROUGE-1", result.Rouge.Rouge1, lead.Rouge1), ("ROUGE-2", result.Rouge.Rouge2, lead.Rouge2), ("ROUGE-L", result.Rouge.RougeL, lead.RougeL), ("ROUGE-Lsum", result.Rouge.RougeLsum, lead.RougeLsum) })
+            table.AddRow(name, s.Precision.ToString("F4"), s.Recall.ToString("F4"), s.F.ToString("F4"), l.F.ToString("F4"));
+        AnsiConsole.Write(table);
+    }
+
+    /// <summary>
+    /// sacrebleu's corpus chrF2, chrF2++ and BLEU, and the uncased variants (not sacrebleu's default), beside the
+    /// copy-the-source baseline: the English synopsis left untranslated, the bar a translator must clear.
+    /// </summary>
+    static void WriteTranslationScores(EvalResult result, IReadOnlyList<Example> examples)
+    {
+        var model = TranslationScores.Compute(result.Predictions, result.References);
+        var copy = TranslationScores.Compute(examples.Select(e => e.Source).ToList(), result.References);
+        var table = new Table().AddColumns("metric", "model", "copy source");
+        foreach (var (name, m, c) in new[]
+        {
+            ("chrF2", model.Chrf, copy.Chrf), ("chrF2++", model.ChrfPlusPlus, copy.ChrfPlusPlus), ("BLEU", model.Bleu, copy.Bleu),
+            ("chrF2 uncased", model.ChrfUncased, copy.ChrfUncased), ("BLEU uncased", model.BleuUncased, copy.BleuUncased),
+        })
+            table.AddRow(name, m.ToString("F2"), c.ToString("F2"));
+        AnsiConsole.Write(table);
+        AnsiConsole.MarkupLine("[grey]uncased: both sides lower-cased, accents stripped (not sacrebleu's default)[/]");
     }
 
     public static Command Generate(Option<string?> device)

@@ -71,7 +71,7 @@ public static class TrainCommands
     {
         var method = new Option<string>("--method") { Description = "full or lora", DefaultValueFactory = _ => "lora" };
         var baseDir = new Option<string>("--base") { Description = "base checkpoint directory", DefaultValueFactory = _ => "models/base-tiny" };
-        var task = new Option<string>("--task") { Description = "debian or wordnet", DefaultValueFactory = _ => "debian" };
+        var task = new Option<string>("--task") { Description = string.Join(", ", TaskData.Names), DefaultValueFactory = _ => "debian" };
         var steps = Steps(600);
         var batch = BatchSize();
         var lr = LearningRate(1e-3f);
@@ -146,7 +146,7 @@ public static class TrainCommands
     public static Command Train(Option<string?> device)
     {
         var preset = new Option<string>("--preset") { Description = "tiny, small or transformer-base", DefaultValueFactory = _ => "tiny" };
-        var task = new Option<string>("--task") { Description = "debian or wordnet", DefaultValueFactory = _ => "debian" };
+        var task = new Option<string>("--task") { Description = string.Join(", ", TaskData.Names), DefaultValueFactory = _ => "debian" };
         var vocab = Vocab("subword vocabulary size, built from the task's training split (GPT-2 ids kept by frequency)");
         var tokenizerFile = new Option<string?>("--tokenizer") { Description = "use this tokenizer.json instead of building one" };
         var steps = Steps(3000);

@@ -102,7 +102,7 @@ public sealed class BertWordPieceTokenizer
     }
 
     /// <summary>NFD, then drop the combining marks (é → e). Needs ICU: the build does not use invariant globalization.</summary>
-    static string StripAccents(string s)
+    internal static string StripAccents(string s)
     {
         if (Ascii.IsValid(s)) return s;
         var decomposed = s.Normalize(NormalizationForm.FormD);
