@@ -82,7 +82,7 @@ public static class AdapterFiles
         return new LoraConfig
         {
             R = (int?)root["r"] ?? throw new InvalidDataException($"{path}: missing 'r'."),
-            Alpha = (float?)root["lora_alpha"] ?? 8f,
+            Alpha = (float?)root["lora_alpha"] ?? 8f,   // PEFT's own default, which a file written without the field had
             Dropout = (float?)root["lora_dropout"] ?? 0f,
             TargetModules = targets is JsonArray arr ? arr.Select(n => (string)n!).ToList() : [],
             TargetRegex = targets is JsonValue v ? (string?)v : null,

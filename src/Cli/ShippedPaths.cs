@@ -1,0 +1,29 @@
+namespace Nanolora.Cli;
+
+/// <summary>
+/// Default paths that name shipped files (<c>models/base-tiny</c>) resolve from the current directory first, then from
+/// the program's installation: the build and the .NET tool carry a copy beside the program, and a checkout's build
+/// finds the repository's folder among the program directory's parents. So <c>nanolora generate</c> works from any
+/// directory, not only from the checkout's root.
+/// </summary>
+internal static class ShippedPaths
+{
+    /// <summary>The pretrained seq2seq base the commands start from by default.</summary>
+    public const string BaseModel = "models/base-tiny";
+
+    /// <summary>
+    /// <paramref name="path"/> as given when it exists or is not a shipped default; otherwise the first copy found beside
+    /// the program or in one of its parent folders. When none exists the path comes back unchanged, and the error that
+    /// follows names it as the user gave it.
+    /// </summary>
+    public static string Resolve(string path, string shippedDefault = BaseModel)
+    {
+        if (path != shippedDefault || Directory.Exists(path) || File.Exists(path)) return path;
+        for (var d = new DirectoryInfo(AppContext.BaseDirectory); d != null; d = d.Parent)
+        {
+            var candidate = Path.Combine(d.FullName, path);
+            if (Directory.Exists(candidate) || File.Exists(candidate)) return candidate;
+        }
+        return path;
+    }
+}
