@@ -26,7 +26,10 @@ internal static class Terminal
     /// A Spectre.Console console on <paramref name="writer"/>, made afresh each time so that it writes to the writer that is
     /// current now (tests swap Console.Out; AnsiConsole's static console keeps the one it first saw).
     /// </summary>
-    public static IAnsiConsole ConsoleOn(TextWriter writer, bool terminal)
+    public static IAnsiConsole ConsoleOn(TextWriter writer, bool terminal) => ConsoleOn(writer, terminal, RequestedColumns());
+
+    /// <summary>The same, <paramref name="width"/> columns wide when given (else as detected).</summary>
+    public static IAnsiConsole ConsoleOn(TextWriter writer, bool terminal, int? width)
     {
         var console = AnsiConsole.Create(new AnsiConsoleSettings
         {
@@ -35,7 +38,7 @@ internal static class Terminal
             ColorSystem = terminal ? ColorSystemSupport.Detect : ColorSystemSupport.NoColors,
             Interactive = terminal ? InteractionSupport.Detect : InteractionSupport.No,
         });
-        if (RequestedColumns() is int width) console.Profile.Width = width;
+        if (width is int w) console.Profile.Width = w;
         return console;
     }
 
@@ -46,9 +49,9 @@ internal static class Terminal
     public static void Write(TextTable table) => Write(table, Console.Out, StdoutIsTerminal);
 
     /// <summary>Writes <paramref name="table"/> to <paramref name="writer"/>: a drawn table on a terminal, plain rows otherwise.</summary>
-    public static void Write(TextTable table, TextWriter writer, bool terminal)
+    public static void Write(TextTable table, TextWriter writer, bool terminal, int? width = null)
     {
-        if (terminal) ConsoleOn(writer, true).Write(table.ToSpectre());
+        if (terminal) ConsoleOn(writer, true, width ?? RequestedColumns()).Write(table.ToSpectre());
         else writer.Write(table.ToPlainText());
     }
 
