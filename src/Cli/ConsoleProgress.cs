@@ -1,13 +1,28 @@
+using Nanolora.Cli.Output;
 using Nanolora.Transformer;
 using Spectre.Console;
 
 namespace Nanolora.Cli;
 
-/// <summary>Spectre.Console progress bars for training (step, loss, tokens/s, ETA) and evaluation.</summary>
+/// <summary>
+/// Spectre.Console progress bars for training (step, loss, tokens/s, ETA) and evaluation, drawn on stderr so that stdout
+/// carries only results (when stderr is not a terminal, Spectre.Console prints a few milestone lines instead).
+/// </summary>
 public static class ConsoleProgress
 {
     public static T Train<T>(string title, int totalSteps, Func<IProgress<StepInfo>, T> run)
     {
+        if (!Terminal.StderrIsTerminal)
+        {
+            // A log file gets a line per tenth of the run (and the last step), not a redrawn bar.
+            var milestones = new Milestones(totalSteps, 10);
+            return run(new SyncProgress<StepInfo>(s =>
+            {
+                if (!milestones.Passed(s.Step)) return;
+                var val = s.ValidationLoss is float v ? $" val {v:F3}" : "";
+                Console.Error.WriteLine($"{title}: step {s.Step}/{s.TotalSteps} loss {s.Loss:F3}{val} {s.TokensPerSecond:N0} tok/s");
+            }));
+        }
         T result = default!;
         Columns().Start(ctx =>
         {
@@ -26,6 +41,14 @@ public static class ConsoleProgress
 
     public static T Evaluate<T>(string title, int total, Func<IProgress<int>, T> run)
     {
+        if (!Terminal.StderrIsTerminal)
+        {
+            var milestones = new Milestones(total, 4);
+            return run(new SyncProgress<int>(done =>
+            {
+                if (milestones.Passed(done)) Console.Error.WriteLine($"{title}: {done:N0}/{total:N0}");
+            }));
+        }
         T result = default!;
         Columns().Start(ctx =>
         {
@@ -36,9 +59,22 @@ public static class ConsoleProgress
         return result;
     }
 
-    static Progress Columns() => AnsiConsole.Progress().AutoClear(false).HideCompleted(false).Columns(
+    static Progress Columns() => Terminal.Stderr().Progress().AutoClear(false).HideCompleted(false).Columns(
         new TaskDescriptionColumn { Alignment = Justify.Left }, new ProgressBarColumn(), new PercentageColumn(),
         new ElapsedTimeColumn(), new RemainingTimeColumn(), new SpinnerColumn());
+
+    /// <summary>True once per crossing of each 1/<c>parts</c> of <c>total</c>, and at the end.</summary>
+    sealed class Milestones(int total, int parts)
+    {
+        int _next = 1;
+
+        public bool Passed(int done)
+        {
+            if (total <= 0 || done < (long)total * _next / parts) return false;
+            while (_next <= parts && done >= (long)total * _next / parts) _next++;
+            return true;
+        }
+    }
 
     /// <summary>Reports on the calling thread (System.Progress posts to the thread pool, out of order).</summary>
     sealed class SyncProgress<TValue>(Action<TValue> report) : IProgress<TValue>

@@ -58,6 +58,22 @@ internal static class OptionRanges
         return option;
     }
 
+    /// <summary>
+    /// A value from a fixed list: the help shows the list (<c>&lt;debian|wordnet|manpages&gt;</c>, in this order), and any
+    /// other value is refused on one line naming the option, the value and the choices.
+    /// </summary>
+    public static Option<string> Choices(this Option<string> option, params IReadOnlyList<string> choices)
+    {
+        option.HelpName = string.Join('|', choices);
+        option.CompletionSources.Add(choices.ToArray());
+        option.Validators.Add(r =>
+        {
+            string? v = r.GetValueOrDefault<string>();
+            if (v == null || !choices.Contains(v)) r.AddError(Message(option.Name, $"'{v}'", "one of " + string.Join(", ", choices)));
+        });
+        return option;
+    }
+
     static string Describe(int min, int max) => max == int.MaxValue ? $"an integer ≥ {min}" : $"an integer from {min} to {max}";
 
     static string Message(string option, string value, string allowed) => $"{option} is {value}; allowed: {allowed}.";

@@ -15,18 +15,23 @@ public static class Program
         System.Globalization.CultureInfo.DefaultThreadCurrentCulture = System.Globalization.CultureInfo.InvariantCulture;
         System.Globalization.CultureInfo.CurrentCulture = System.Globalization.CultureInfo.InvariantCulture;
         var root = new RootCommand("nanolora: parameter-efficient fine-tuning (LoRA) of an encoder-decoder transformer, from scratch in C#.");
-        var device = new Option<string?>("--device") { Description = "cpu, ilgpu-cpu, cuda or opencl (default: NANOLORA_DEVICE, else the best found)", Recursive = true };
+        var device = new Option<string?>("--device")
+            { Description = "where to compute: cpu, ilgpu-cpu, cuda[:N] or opencl[:N] (default: NANOLORA_DEVICE, else cuda, else opencl, else cpu; see `nanolora devices`)" };
         var verbose = new Option<bool>("--verbose") { Description = "on an error, print the stack trace too", Recursive = true };
-        root.Options.Add(device);
         root.Options.Add(verbose);
+        foreach (var command in new[] { InfoCommands.Devices(), InfoCommands.Params(), InfoCommands.Inspect(), InfoCommands.RougeCommand(), ScoreCommand.Create() })
+            root.Subcommands.Add(command);
+        // --device only where something is computed: the commands that count or read files never touch a device.
         foreach (var command in new[]
         {
-            InfoCommands.Devices(), InfoCommands.Params(), InfoCommands.Inspect(), InfoCommands.RougeCommand(), ScoreCommand.Create(),
             TrainCommands.Pretrain(device), TrainCommands.Train(device), TrainCommands.FineTune(device), ModelCommands.Eval(device),
             ModelCommands.Generate(device), ModelCommands.Merge(device), ExperimentCommand.Create(device),
             EncoderCommands.Embed(device), EncoderCommands.Convert(device),
         })
+        {
+            command.Options.Add(device);
             root.Subcommands.Add(command);
+        }
         return Guard(() =>
         {
             var parse = root.Parse(args);
@@ -34,7 +39,8 @@ public static class Program
             // A bad command line gets one line per problem (the option, the value, what is allowed), not the help page.
             if (parse.Errors.Count > 0 && args.Length > 0 && parse.Action is not System.CommandLine.Help.HelpAction)
             {
-                foreach (var error in parse.Errors) Console.Error.WriteLine($"error: {error.Message}");
+                foreach (var error in parse.Errors)
+                    Console.Error.WriteLine($"error: {string.Join(' ', error.Message.Split(['\r', '\n', '\t'], StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))}");
                 return 1;
             }
             return parse.Invoke();

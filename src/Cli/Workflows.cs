@@ -13,11 +13,11 @@ public sealed record FineTuneOptions
     public string Method { get; init; } = "lora";
     public int Steps { get; init; } = 600;
     public int BatchSize { get; init; } = 32;
-    public float LearningRate { get; init; } = 1e-3f;
+    public float LearningRate { get; init; } = LoraDefaults.LearningRate;
     public float? FullLearningRate { get; init; }
     public int Rank { get; init; } = 8;
     public float? Alpha { get; init; }
-    public IReadOnlyList<string> Targets { get; init; } = ["q_proj", "k_proj", "v_proj", "o_proj"];
+    public IReadOnlyList<string> Targets { get; init; } = LoraDefaults.TargetModules;
     public ulong Seed { get; init; } = 1;
     public int? TrainExamples { get; init; }
     /// <summary>Warm-up steps (default: a tenth of the run).</summary>
@@ -64,7 +64,7 @@ public static class Workflows
     public static LoraConfig LoraConfigFor(FineTuneOptions o, string baseName) => new()
     {
         R = o.Rank,
-        Alpha = o.Alpha ?? 2f * o.Rank,
+        Alpha = o.Alpha ?? LoraDefaults.Alpha,
         TargetModules = o.Targets,
         BaseModelNameOrPath = baseName,
     };

@@ -6,15 +6,16 @@ public enum LoraBias { None, All, LoraOnly }
 public enum LoraInit { KaimingUniform, Gaussian }
 
 /// <summary>
-/// What to adapt and how; defaults as Hugging Face PEFT's LoraConfig (r 8, alpha 8, dropout 0, targets q and v).
+/// What to adapt and how, with PEFT's field meanings; the defaults are <see cref="LoraDefaults"/> (r 8, alpha 16, dropout 0,
+/// targets q_proj and v_proj: PEFT's, except alpha, which PEFT defaults to 8).
 /// </summary>
 public sealed record LoraConfig
 {
-    public int R { get; init; } = 8;
-    public float Alpha { get; init; } = 8f;
-    public float Dropout { get; init; }
+    public int R { get; init; } = LoraDefaults.Rank;
+    public float Alpha { get; init; } = LoraDefaults.Alpha;
+    public float Dropout { get; init; } = LoraDefaults.Dropout;
     /// <summary>Matched against the end of module names (<c>q_proj</c> matches <c>encoder.layers.0.self_attn.q_proj</c>).</summary>
-    public IReadOnlyList<string> TargetModules { get; init; } = ["q_proj", "v_proj"];
+    public IReadOnlyList<string> TargetModules { get; init; } = LoraDefaults.TargetModules;
     /// <summary>If set, a module is targeted when this regex matches its whole name (instead of TargetModules).</summary>
     public string? TargetRegex { get; init; }
     public LoraBias Bias { get; init; } = LoraBias.None;

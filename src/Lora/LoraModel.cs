@@ -3,11 +3,20 @@ using Nanolora.Transformer;
 
 namespace Nanolora.Lora;
 
-/// <summary>PEFT's print_trainable_parameters, as numbers.</summary>
-public sealed record TrainableReport(long Trainable, long Total)
+/// <summary>
+/// PEFT's print_trainable_parameters, as numbers, with one difference: the percentage is of the base model's parameters
+/// (<see cref="BaseParameters"/>, adapters excluded), the denominator every Nanolora table uses, so that the same adapter
+/// has the same percentage whichever other adapters are loaded beside it (PEFT divides by all parameters, adapters included).
+/// </summary>
+public sealed record TrainableReport(long Trainable, long Total, long AdapterParameters = 0)
 {
-    public double Percent => Total == 0 ? 0 : 100.0 * Trainable / Total;
-    public override string ToString() => $"trainable params: {Trainable:N0} || all params: {Total:N0} || trainable%: {Percent:F4}";
+    public long BaseParameters => Total - AdapterParameters;
+    public double Percent => PercentOfBase(Trainable, BaseParameters);
+    public override string ToString() =>
+        $"trainable params: {Trainable:N0} || all params: {Total:N0} || base params: {BaseParameters:N0} || trainable% (of base): {Percent:F2}";
+
+    /// <summary>100 · trainable / base-model parameters: the one trainable-% definition (0 for an empty model).</summary>
+    public static double PercentOfBase(long trainable, long baseParameters) => baseParameters == 0 ? 0 : 100.0 * trainable / baseParameters;
 }
 
 /// <summary>
@@ -185,7 +194,8 @@ public sealed class LoraModel
         return Base;
     }
 
-    public TrainableReport Report() => new(Base.ParameterCount(trainableOnly: true), Base.ParameterCount());
+    public TrainableReport Report() => new(Base.ParameterCount(trainableOnly: true), Base.ParameterCount(),
+        _configs.Keys.Sum(name => AdapterWeights(name).Sum(a => (long)a.Adapter.Count)));
 
     /// <summary>Adapter parameters of <paramref name="name"/>: (module path, adapter).</summary>
     public IEnumerable<(string Path, LoraAdapter Adapter)> AdapterWeights(string name) =>

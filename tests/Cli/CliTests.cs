@@ -89,7 +89,7 @@ public class CliTests
             "--train-examples", "16", "--device", "cpu", "--out", dir];
         var (code, _, err) = Run([.. common, "--steps", "2", "--checkpoint-every", "1"]);
         Assert.True(code == 0, err);
-        var first = JsonSerializer.Deserialize<TrainerState>(File.ReadAllText(Path.Combine(dir, Checkpoint.StateFile)))!;
+        var first = TrainerStateFile.Read(Path.Combine(dir, Checkpoint.StateFile));
         Assert.Equal(2, first.Step);
         Assert.True(File.Exists(Path.Combine(TrainingCheckpoint.StepDirectory(dir, 2), Checkpoint.OptimizerFile)));
         Assert.False(Directory.Exists(TrainingCheckpoint.StepDirectory(dir, 1)), "the step-1 checkpoint is dropped once step 2's is complete");
@@ -102,7 +102,7 @@ public class CliTests
         Assert.Contains("--force-resume", err);
         (code, _, err) = Run([.. common, "--steps", "3", "--resume", "--force-resume"]);
         Assert.True(code == 0, err);
-        var resumed = JsonSerializer.Deserialize<TrainerState>(File.ReadAllText(Path.Combine(dir, Checkpoint.StateFile)))!;
+        var resumed = TrainerStateFile.Read(Path.Combine(dir, Checkpoint.StateFile));
         Assert.Equal(3, resumed.Step);
         Assert.Equal(first.Losses, resumed.Losses.Take(2)); // the resumed run kept the history and added one step
         Assert.Equal(3, resumed.Losses.Count);

@@ -32,20 +32,31 @@ public class ResumeStateFaultTests
             RunOptions.Of(TinyRun.Options(dir), TinyRun.Loader()), force: false, TinyRun.Loader().BatchesPerEpoch));
     }
 
-    static JsonNode Set(JsonNode? state, string field, JsonNode? value) { state![field] = value; return state; }
+    /// <summary>Sets a field by its dotted path (<c>stateful_callbacks.NanoloraTrainer.attributes.epoch_index</c>).</summary>
+    static JsonNode Set(JsonNode? state, string path, JsonNode? value)
+    {
+        var parts = path.Split('.');
+        var parent = parts[..^1].Aggregate(state!, (node, key) => node[key]!);
+        parent[parts[^1]] = value;
+        return state!;
+    }
+
+    const string Attributes = "stateful_callbacks." + TrainerStateFile.CallbackName + ".attributes.";
 
     [Theory]
-    [InlineData("Epoch", "-1", "'Epoch' is -1")]
-    [InlineData("BatchInEpoch", "99", "'BatchInEpoch' is 99")]
-    [InlineData("BatchInEpoch", "-3", "'BatchInEpoch' is -3")]
-    [InlineData("Step", "-2", "'Step' is -2")]
-    [InlineData("Step", "\"four\"", "$.Step")]
-    [InlineData("Losses", "null", "'Losses' is null")]
-    [InlineData("Losses", "[1, 2]", "'Losses' is a list of 2")]
-    [InlineData("RandomState", "null", "'RandomState' is null")]
-    [InlineData("RandomState", "[1]", "'RandomState' is 1 numbers")]
-    [InlineData("Options", "null", "'Options' is null")]
-    [InlineData("Epoch", "1", "do not add up")]
+    [InlineData(Attributes + "epoch_index", "-1", "'epoch_index' is -1")]
+    [InlineData(Attributes + "batch_in_epoch", "99", "'batch_in_epoch' is 99")]
+    [InlineData(Attributes + "batch_in_epoch", "-3", "'batch_in_epoch' is -3")]
+    [InlineData("global_step", "-2", "'global_step' is -2")]
+    [InlineData("global_step", "\"four\"", "'global_step' is \"four\", expected an integer step")]
+    [InlineData("log_history", "null", "'log_history' is null")]
+    [InlineData("log_history", "[{\"loss\": 1, \"step\": 1}, {\"loss\": 2, \"step\": 2}]", "'log_history' is a list of 2 losses")]
+    [InlineData("log_history", "[{\"loss\": 1, \"step\": 2}]", "'log_history[].step' is 2, expected 1")]
+    [InlineData(Attributes + "random_state", "null", "'random_state' is null")]
+    [InlineData(Attributes + "random_state", "[1]", "'random_state' is 1 numbers")]
+    [InlineData("stateful_callbacks." + TrainerStateFile.CallbackName + ".args", "null", "'args' is null")]
+    [InlineData("stateful_callbacks", "{}", "'stateful_callbacks.NanoloraTrainer' is null")]
+    [InlineData(Attributes + "epoch_index", "1", "do not add up")]
     public void CorruptedTrainerStateIsRefusedNamingTheField(string field, string json, string expected)
     {
         var e = RestoreEdited(s => Set(s, field, JsonNode.Parse(json)));
@@ -59,7 +70,7 @@ public class ResumeStateFaultTests
     {
         var e = RestoreEdited(_ => null);
         Assert.Contains("is null", e.Message);
-        e = RestoreEdited(editFolder: d => File.WriteAllText(Path.Combine(d, Checkpoint.StateFile), "{\"Step\": 4,"));
+        e = RestoreEdited(editFolder: d => File.WriteAllText(Path.Combine(d, Checkpoint.StateFile), "{\"global_step\": 4,"));
         Assert.IsType<InvalidDataException>(e);
         Assert.Contains("does not parse", e.Message);
     }

@@ -1,4 +1,5 @@
 using System.CommandLine;
+using Nanolora.Cli.Output;
 using Nanolora.Tensors;
 
 namespace Nanolora.Cli;
@@ -8,22 +9,25 @@ public static class ExperimentCommand
 {
     public static Command Create(Option<string?> device)
     {
-        var quick = new Option<bool>("--quick") { Description = "the main job's budget: finishes within 15 minutes on a 2-core CPU" };
-        var output = new Option<string>("--out") { Description = "output directory", DefaultValueFactory = _ => "out/experiment" };
-        var baseDir = new Option<string>("--base") { Description = "seq2seq base checkpoint", DefaultValueFactory = _ => "models/base-minilm" };
-        var steps = new Option<int?>("--steps") { Description = "fine-tuning steps per method (overrides the preset)" }.Range(1);
-        var evalExamples = new Option<int?>("--eval-examples") { Description = "test examples to score (0: the whole split)" }.Range(0);
-        var ablationSteps = new Option<int?>("--ablation-steps") { Description = "steps per rank in the ablation" }.Range(1);
-        var wordnetSteps = new Option<int?>("--wordnet-steps") { Description = "steps for the WordNet adapter of the task swap" }.Range(1);
-        var ranks = new Option<string?>("--ranks") { Description = "comma-separated ranks for the ablation, e.g. 1,2,4,8,16,32,64" };
-        var part = new Option<string>("--part") { Description = "all, seq2seq (the tiny base's table) or retrieval (all-MiniLM-L6-v2's table)", DefaultValueFactory = _ => "all" };
-        var retrievalSteps = new Option<int?>("--retrieval-steps") { Description = "training steps per method for the retrieval table" }.Range(1);
+        var quick = new Option<bool>("--quick") { Description = "the main job's budget: finishes within 15 minutes on a 2-core CPU (default: the full experiment)" };
+        var output = new Option<string>("--out") { Description = "output folder (results.json, results.md, plots, adapters, predictions)", DefaultValueFactory = _ => "out/experiment" };
+        var baseDir = SharedOptions.Model("seq2seq base checkpoint folder; the default is the shipped BERT2BERT base on all-MiniLM-L6-v2, found beside the program when not in the current directory",
+            ShippedPaths.MiniLmBase);
+        var steps = new Option<int?>("--steps") { Description = "fine-tuning steps per method (default: 600 quick, 1,500 full)" }.Range(1);
+        var evalExamples = new Option<int?>("--eval-examples") { Description = "test examples to score, spread over the split (0: the whole split; default: 400 quick, all full)" }.Range(0);
+        var ablationSteps = new Option<int?>("--ablation-steps") { Description = "steps per rank in the ablation (default: 300 quick, 400 full)" }.Range(1);
+        var wordnetSteps = new Option<int?>("--wordnet-steps") { Description = "steps for the WordNet adapter of the task swap (default: 300 quick, 600 full)" }.Range(1);
+        var ranks = new Option<string?>("--ranks") { Description = "comma-separated ranks for the ablation (default: 1,4,8,16,64 quick; 1,2,4,8,16,32,64 full)" };
+        var part = new Option<string>("--part") { Description = "which tables: all, seq2seq (the tiny base's) or retrieval (all-MiniLM-L6-v2's)", DefaultValueFactory = _ => "all" }
+            .Choices("all", "seq2seq", "retrieval");
+        var retrievalSteps = new Option<int?>("--retrieval-steps") { Description = "training steps per method for the retrieval table (default: 60 quick, 100 full)" }.Range(1);
+        var json = JsonOutput.Option(ExperimentJson.SchemaName);
         var cmd = new Command("experiment", "Base vs full fine-tuning vs LoRA on Debian synopses, a rank ablation and a WordNet adapter swap; writes results.json, results.md and plots.")
-            { quick, output, baseDir, steps, evalExamples, ablationSteps, wordnetSteps, ranks, part, retrievalSteps };
+            { quick, output, baseDir, steps, evalExamples, ablationSteps, wordnetSteps, ranks, part, retrievalSteps, json };
         cmd.SetAction(r => Program.Guard(() =>
         {
             Device dev = Workflows.ResolveDevice(r.GetValue(device));
-            var o = ExperimentOptions.Defaults(r.GetValue(quick), r.GetValue(output)!) with { BaseDirectory = r.GetValue(baseDir)! };
+            var o = ExperimentOptions.Defaults(r.GetValue(quick), r.GetValue(output)!) with { BaseDirectory = ShippedPaths.Resolve(r.GetValue(baseDir)!) };
             if (r.GetValue(steps) is int s) o = o with { Steps = s };
             if (r.GetValue(evalExamples) is int e) o = o with { EvalExamples = e, AblationEvalExamples = Math.Min(o.AblationEvalExamples, e) };
             if (r.GetValue(ablationSteps) is int a) o = o with { AblationSteps = a };
@@ -38,7 +42,8 @@ public static class ExperimentCommand
             };
             if (r.GetValue(retrievalSteps) is int rs)
                 o = o with { Retrieval = o.Retrieval with { Steps = rs } };
-            new ExperimentRunner(o, dev).Run();
+            // With --json the runner prints results.json (the same bytes as the file) instead of the tables.
+            new ExperimentRunner(o with { Json = r.GetValue(json) }, dev).Run();
             return 0;
         }));
         return cmd;

@@ -1,9 +1,9 @@
 using System.CommandLine;
 using System.Text.Json;
+using Nanolora.Cli.Output;
 using Nanolora.Lora;
 using Nanolora.Tensors;
 using Nanolora.Transformer;
-using Spectre.Console;
 
 namespace Nanolora.Cli;
 
@@ -12,13 +12,21 @@ public static class InfoCommands
 {
     public static Command Devices()
     {
-        var cmd = new Command("devices", "List the devices this machine offers (cpu, ilgpu-cpu, CUDA and OpenCL GPUs).");
-        cmd.SetAction(_ => Program.Guard(() =>
+        var json = JsonOutput.Option("nanolora.devices/1");
+        var cmd = new Command("devices", "List the devices this machine offers (cpu, ilgpu-cpu, CUDA and OpenCL GPUs).") { json };
+        cmd.SetAction(r => Program.Guard(() =>
         {
-            var table = new Table().AddColumns("id", "device");
-            foreach (var (id, description) in Device.Discover()) table.AddRow(Markup.Escape(id), Markup.Escape(description));
-            AnsiConsole.Write(table);
-            AnsiConsole.MarkupLine($"default: [bold]{Markup.Escape(Device.BestAvailable())}[/] (override with --device or NANOLORA_DEVICE)");
+            var found = Device.Discover().ToList();
+            string best = Device.BestAvailable();
+            if (r.GetValue(json))
+            {
+                JsonOutput.Write(new DevicesJson("nanolora.devices/1", best, found.Select(d => new DeviceJson(d.Id, d.Description)).ToList()));
+                return 0;
+            }
+            var table = new TextTable(new TextColumn("id"), new TextColumn("device"));
+            foreach (var (id, description) in found) table.AddRow(id, description);
+            Terminal.Write(table);
+            Console.WriteLine($"default: {best} (override with --device or NANOLORA_DEVICE)");
             return 0;
         }));
         return cmd;
@@ -26,15 +34,18 @@ public static class InfoCommands
 
     public static Command Params()
     {
-        var preset = new Option<string>("--preset") { Description = "tiny, small or transformer-base", DefaultValueFactory = _ => "transformer-base" };
-        var rank = new Option<int>("--rank") { Description = "LoRA rank r", DefaultValueFactory = _ => 8 }.Range(1, 4096);
-        var targets = new Option<string>("--targets") { Description = "comma-separated module names to adapt", DefaultValueFactory = _ => "q_proj,v_proj" };
-        var vocab = new Option<int>("--vocab") { Description = "vocabulary size", DefaultValueFactory = _ => 8000 }.Range(5, 10_000_000);
-        var cmd = new Command("params", "Count parameters: full fine-tuning vs LoRA, per matrix and for the whole model.") { preset, rank, targets, vocab };
+        var preset = new Option<string>("--preset") { Description = "model size preset", DefaultValueFactory = _ => "transformer-base" }
+            .Choices(TransformerConfig.PresetNames);
+        var rank = new Option<int>("--rank") { Description = "LoRA rank r (A is r × in, B is out × r)", DefaultValueFactory = _ => LoraDefaults.Rank }.Range(1, 4096);
+        var targets = new Option<string>("--targets") { Description = "comma-separated module names to adapt (name suffixes)", DefaultValueFactory = _ => LoraDefaults.TargetList };
+        var vocab = new Option<int>("--vocab") { Description = "vocabulary size, in tokens", DefaultValueFactory = _ => 8000 }.Range(5, 10_000_000);
+        var json = JsonOutput.Option("nanolora.params/1");
+        var cmd = new Command("params", "Count parameters: full fine-tuning vs LoRA, per matrix and for the whole model.") { preset, rank, targets, vocab, json };
         cmd.SetAction(r => Program.Guard(() =>
         {
             var report = ParameterReport.Build(r.GetValue(preset)!, r.GetValue(rank), r.GetValue(targets)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries), r.GetValue(vocab));
-            Console.WriteLine(report);
+            if (r.GetValue(json)) JsonOutput.Write(report);
+            else Console.WriteLine(report.ToText());
             return 0;
         }));
         return cmd;
@@ -43,16 +54,26 @@ public static class InfoCommands
     public static Command Inspect()
     {
         var file = new Argument<string>("file") { Description = "a .safetensors file" };
-        var cmd = new Command("inspect", "List the tensors (name, dtype, shape, bytes) and metadata of a safetensors file.") { file };
+        var json = JsonOutput.Option("nanolora.inspect/1");
+        var cmd = new Command("inspect", "List the tensors (name, dtype, shape, bytes) and metadata of a safetensors file.") { file, json };
         cmd.SetAction(r => Program.Guard(() =>
         {
-            var st = Safetensors.Read(r.GetValue(file)!);
-            var table = new Table().AddColumns("name", "dtype", "shape", "bytes");
-            foreach (var e in st.Entries)
-                table.AddRow(Markup.Escape(e.Name), Markup.Escape(e.DType), Markup.Escape(ShapeMath.Format(e.Shape)), e.ByteLength.ToString("N0"));
-            AnsiConsole.Write(table);
-            foreach (var (k, v) in st.Metadata) AnsiConsole.MarkupLine($"[grey]{Markup.Escape(k)}[/] = {Markup.Escape(v.Length > 200 ? v[..200] + "…" : v)}");
-            AnsiConsole.MarkupLine($"{st.Entries.Count} tensors, {st.Entries.Sum(e => e.ByteLength):N0} bytes of data");
+            var path = r.GetValue(file)!;
+            var st = Safetensors.Read(path);
+            long dataBytes = st.Entries.Sum(e => e.ByteLength);
+            if (r.GetValue(json))
+            {
+                JsonOutput.Write(new InspectJson("nanolora.inspect/1", path, st.Entries.Count, dataBytes,
+                    st.Entries.Select(e => new TensorJson(e.Name, e.DType, e.Shape, e.ByteLength)).ToList(), st.Metadata));
+                return 0;
+            }
+            var table = new TextTable(new TextColumn("name"), new TextColumn("dtype"), new TextColumn("shape"), new TextColumn("bytes", AlignRight: true));
+            foreach (var e in st.Entries) table.AddRow(e.Name, e.DType, ShapeMath.Format(e.Shape), e.ByteLength.ToString("N0"));
+            Terminal.Write(table);
+            // A long value (a config) is cut on a terminal only; a pipe gets it whole.
+            foreach (var (k, v) in st.Metadata)
+                Console.WriteLine($"{k} = {(Terminal.StdoutIsTerminal && v.Length > 200 ? v[..200] + $"… ({v.Length:N0} characters; --json has it whole)" : v)}");
+            Console.WriteLine($"{st.Entries.Count} tensors, {dataBytes:N0} bytes of data");
             return 0;
         }));
         return cmd;
@@ -95,9 +116,21 @@ public static class InfoCommands
             }));
             return;
         }
-        var table = new Table().AddColumns("metric", "precision", "recall", "F");
+        var table = new TextTable(new TextColumn("metric"), new TextColumn("precision", true), new TextColumn("recall", true), new TextColumn("F", true));
         foreach (var (name, s) in new[] { ("ROUGE-1", result.Rouge1), ("ROUGE-2", result.Rouge2), ("ROUGE-L", result.RougeL), ("ROUGE-Lsum", result.RougeLsum) })
             table.AddRow(name, s.Precision.ToString("F4"), s.Recall.ToString("F4"), s.F.ToString("F4"));
-        AnsiConsole.Write(table);
+        Terminal.Write(table);
     }
 }
+
+/// <summary>devices --json (schema nanolora.devices/1).</summary>
+internal sealed record DevicesJson(string Schema, string Default, IReadOnlyList<DeviceJson> Devices);
+
+/// <summary>One device: the id --device takes, and what it is.</summary>
+internal sealed record DeviceJson(string Id, string Description);
+
+/// <summary>inspect --json (schema nanolora.inspect/1): every tensor, and the metadata whole.</summary>
+internal sealed record InspectJson(string Schema, string File, int TensorCount, long DataBytes, IReadOnlyList<TensorJson> Tensors, IReadOnlyDictionary<string, string> Metadata);
+
+/// <summary>One tensor of a safetensors file.</summary>
+internal sealed record TensorJson(string Name, string Dtype, IReadOnlyList<int> Shape, long Bytes);

@@ -1,34 +1,38 @@
 using System.CommandLine;
+using Nanolora.Cli.Output;
 using Nanolora.Lora;
 using Nanolora.Transformer;
-using Spectre.Console;
 
 namespace Nanolora.Cli;
 
 /// <summary>pretrain and finetune.</summary>
 public static class TrainCommands
 {
+    /// <summary>Full fine-tuning's default learning rate (LoRA's is <see cref="LoraDefaults.LearningRate"/>).</summary>
+    const float FullLearningRate = 1e-3f;
+
     public static Command Pretrain(Option<string?> device)
     {
-        var preset = new Option<string>("--preset") { Description = "tiny, small or transformer-base", DefaultValueFactory = _ => "tiny" };
+        var preset = Preset();
         var steps = Steps(3000);
         var batch = BatchSize();
         var lr = LearningRate(1e-3f);
-        var vocab = Vocab("subword vocabulary size (GPT-2 ids kept by frequency)");
-        var seed = new Option<ulong>("--seed") { DefaultValueFactory = _ => 1UL };
-        var output = new Option<string>("--out") { Description = "checkpoint directory", DefaultValueFactory = _ => "models/base-tiny" };
+        var vocab = Vocab("subword vocabulary size, in tokens (GPT-2 ids kept by frequency)");
+        var seed = Seed();
+        var output = new Option<string>("--out") { Description = "checkpoint folder to write (relative to the current directory)", DefaultValueFactory = _ => ShippedPaths.BaseModel };
         var overwrite = Overwrite();
+        var json = JsonOutput.Option(TrainingSummary.Schema);
         var init = new Option<string>("--init")
         {
             Description = "none: a fresh model of --preset with span corruption; minilm: BERT2BERT on all-MiniLM-L6-v2, decoder trained on gap sentences + man pages",
             DefaultValueFactory = _ => "none",
-        }.AcceptOnlyFromAmong("none", "minilm");
+        }.Choices("none", "minilm");
         var decoderLayers = new Option<int>("--decoder-layers") { Description = "minilm: decoder layers (from MiniLM layers spread over its depth)", DefaultValueFactory = _ => 3 }.Range(1, 6);
         var stopAfter = new Option<int?>("--stop-after") { Description = "minilm: end this process after step N (checkpointed), to train in chunks" }.Range(1);
         var resume = new Option<bool>("--resume") { Description = "minilm: continue the run checkpointed in --out" };
         var ship = new Option<string?>("--ship") { Description = "minilm: when the run has finished, also write the base there compactly (F16, only what differs from MiniLM)" };
         var cmd = new Command("pretrain", "Pretrain a base encoder-decoder: T5-style span corruption on Debian descriptions and man pages (plus man page → synopsis), or (--init minilm) a BERT2BERT decoder on all-MiniLM-L6-v2.")
-            { preset, steps, batch, lr, vocab, seed, output, overwrite, init, decoderLayers, stopAfter, resume, ship };
+            { preset, steps, batch, lr, vocab, seed, output, overwrite, init, decoderLayers, stopAfter, resume, ship, json };
         cmd.SetAction(r => Program.Guard(() =>
         {
             var dev = Workflows.ResolveDevice(r.GetValue(device));
@@ -45,12 +49,12 @@ public static class TrainCommands
                 var (b2b, tok, res) = Bert2BertPretraining.Run(bo, dev, outDir);
                 using (b2b)
                 {
-                    AnsiConsole.MarkupLine($"trained {res.TrainableParameters:N0} of {b2b.ParameterCount():N0} parameters on {dev.Id}: step {res.Losses.Count}, loss {res.Losses[^1]:F3}, {res.MeanStepMilliseconds:F0} ms/step → {Markup.Escape(outDir)}");
+                    TrainingSummary.Write(r.GetValue(json), "pretrain", "decoder", "gap-sentences+manpages", dev.Id, outDir, bo.Steps, b2b.ParameterCount(), res);
                     if (r.GetValue(ship) is string shipDir && res.Losses.Count >= bo.Steps)
                     {
                         RunFolders.RequireFresh(shipDir, r.GetValue(overwrite), "pretrain --ship");
                         Checkpoint.Save(shipDir, b2b, tok, halfPrecision: true);
-                        AnsiConsole.MarkupLine($"shipped the base (F16) → {Markup.Escape(shipDir)}");
+                        Terminal.Status($"shipped the base (F16) → {shipDir}");
                     }
                 }
                 return 0;
@@ -58,10 +62,9 @@ public static class TrainCommands
             RunFolders.RequireFresh(r.GetValue(output)!, r.GetValue(overwrite), "pretrain");
             var o = new PretrainOptions(r.GetValue(preset)!, r.GetValue(steps), r.GetValue(batch), r.GetValue(lr), r.GetValue(vocab), null, r.GetValue(seed));
             var (model, _, result) = Workflows.Pretrain(o, dev, r.GetValue(output)!);
-            AnsiConsole.MarkupLine($"pretrained {model.ParameterCount():N0} parameters on {dev.Id}: final loss {result.Losses[^1]:F3}, {result.MeanStepMilliseconds:F0} ms/step → {Markup.Escape(r.GetValue(output)!)}");
-            Console.WriteLine(MemoryReport.Line(result.Memory));
+            TrainingSummary.Write(r.GetValue(json), "pretrain", "full", "span-corruption", dev.Id, r.GetValue(output)!, o.Steps, model.ParameterCount(), result);
             model.Dispose();
-            if (Nanolora.Autograd.Profiler.Enabled) Console.WriteLine(Nanolora.Autograd.Profiler.Report());
+            if (Nanolora.Autograd.Profiler.Enabled) Console.Error.WriteLine(Nanolora.Autograd.Profiler.Report());
             return 0;
         }));
         return cmd;
@@ -69,26 +72,28 @@ public static class TrainCommands
 
     public static Command FineTune(Option<string?> device)
     {
-        var method = new Option<string>("--method") { Description = "full or lora", DefaultValueFactory = _ => "lora" };
-        var baseDir = new Option<string>("--base") { Description = "base checkpoint directory", DefaultValueFactory = _ => "models/base-tiny" };
-        var task = new Option<string>("--task") { Description = string.Join(", ", TaskData.Names), DefaultValueFactory = _ => "debian" };
+        var method = new Option<string>("--method") { Description = "what trains: every weight (full) or LoRA adapters only (lora)", DefaultValueFactory = _ => "lora" }
+            .Choices("lora", "full");
+        var baseDir = SharedOptions.Model("base checkpoint folder to fine-tune; the default is the shipped base, found beside the program when not in the current directory");
+        var task = SharedOptions.Task();
         var steps = Steps(600);
         var batch = BatchSize();
-        var lr = LearningRate(1e-3f);
+        var lr = new Option<float?>("--lr") { Description = $"peak AdamW learning rate (default: {LoraDefaults.LearningRate:G} for lora, {FullLearningRate:G} for full)" }.Positive(10f);
         var warmup = Warmup();
-        var rank = new Option<int>("--rank") { DefaultValueFactory = _ => 8 }.Range(1, 4096);
-        var alpha = new Option<float?>("--alpha") { Description = "LoRA alpha (default 2·rank)" }.Positive(1e6f);
-        var targets = new Option<string>("--targets") { DefaultValueFactory = _ => "q_proj,k_proj,v_proj,o_proj" };
-        var seed = new Option<ulong>("--seed") { DefaultValueFactory = _ => 1UL };
+        var rank = new Option<int>("--rank") { Description = "LoRA rank r (A is r × in, B is out × r)", DefaultValueFactory = _ => LoraDefaults.Rank }.Range(1, 4096);
+        var alpha = new Option<float>("--alpha") { Description = "LoRA alpha: the update B·A is scaled by alpha / rank", DefaultValueFactory = _ => LoraDefaults.Alpha }.Positive(1e6f);
+        var targets = new Option<string>("--targets") { Description = "comma-separated module names to adapt (name suffixes: q_proj, k_proj, v_proj, o_proj, fc1, fc2)", DefaultValueFactory = _ => LoraDefaults.TargetList };
+        var seed = Seed();
         var checkpointEvery = CheckpointEvery(0, "full only: save a resumable checkpoint to --out every N steps (and validate)");
         var resume = new Option<bool>("--resume") { Description = "full only: continue the run checkpointed in --out (same schedule and data order)" };
         var forceResume = ForceResume();
         var maxLossRatio = MaxLossRatio();
         var trainExamples = TrainExamples();
-        var output = new Option<string>("--out") { Description = "where to write the adapter (lora) or checkpoint (full)", Required = true };
+        var output = new Option<string>("--out") { Description = "folder for the adapter (lora: PEFT's adapter_config.json + adapter_model.safetensors) or the checkpoint (full)", Required = true };
         var overwrite = Overwrite();
+        var json = JsonOutput.Option(TrainingSummary.Schema);
         var cmd = new Command("finetune", "Fine-tune a base checkpoint on a task: all weights (full) or LoRA adapters only.")
-            { method, baseDir, task, steps, batch, lr, warmup, rank, alpha, targets, seed, checkpointEvery, resume, forceResume, maxLossRatio, trainExamples, output, overwrite };
+            { method, baseDir, task, steps, batch, lr, warmup, rank, alpha, targets, seed, checkpointEvery, resume, forceResume, maxLossRatio, trainExamples, output, overwrite, json };
         cmd.SetAction(r => Program.Guard(() =>
         {
             var dev = Workflows.ResolveDevice(r.GetValue(device));
@@ -98,24 +103,25 @@ public static class TrainCommands
                 throw new ArgumentException("--resume and --checkpoint-every need --method full.");
             if (!isResume) RunFolders.RequireFresh(outDir, r.GetValue(overwrite), "finetune");
             if (Path.GetFullPath(outDir) == Path.GetFullPath(r.GetValue(baseDir)!)) throw new ArgumentException($"--out '{outDir}' is the --base folder; write the fine-tuned model elsewhere.");
-            var (model, tokenizer) = isResume ? ResumePoint(outDir, dev) : Checkpoint.Load(r.GetValue(baseDir)!, dev);
+            string baseFolder = ShippedPaths.Resolve(r.GetValue(baseDir)!);
+            var (model, tokenizer) = isResume ? ResumePoint(outDir, dev) : Checkpoint.Load(baseFolder, dev);
             using var _ = model;
             var data = TaskData.Load(r.GetValue(task)!);
             bool checkpointing = r.GetValue(checkpointEvery) > 0 || isResume;
             var o = new FineTuneOptions
             {
                 Task = data.Name, Method = r.GetValue(method)!, Steps = r.GetValue(steps), BatchSize = r.GetValue(batch),
-                LearningRate = r.GetValue(lr), FullLearningRate = r.GetValue(lr), WarmupSteps = r.GetValue(warmup), Rank = r.GetValue(rank),
+                LearningRate = r.GetValue(lr) ?? LoraDefaults.LearningRate, FullLearningRate = r.GetValue(lr) ?? FullLearningRate, WarmupSteps = r.GetValue(warmup), Rank = r.GetValue(rank),
                 Alpha = r.GetValue(alpha), Seed = r.GetValue(seed), TrainExamples = r.GetValue(trainExamples),
                 Targets = r.GetValue(targets)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries),
                 CheckpointDirectory = checkpointing ? outDir : null, CheckpointEvery = r.GetValue(checkpointEvery), Resume = isResume,
                 ForceResume = r.GetValue(forceResume), MaxLossRatio = r.GetValue(maxLossRatio),
             };
+            long baseParameters = model.ParameterCount();   // before any adapter is injected: the trainable-% denominator
             var (result, lora) = Workflows.FineTune(model, tokenizer, data, o, r.GetValue(baseDir)!);
             if (lora != null) AdapterFiles.Save(lora, "default", outDir);
             else if (!checkpointing) Checkpoint.Save(outDir, model, tokenizer); // a checkpointing run already saved its last step
-            AnsiConsole.MarkupLine($"trained {result.TrainableParameters:N0} parameters, final loss {result.Losses[^1]:F3}, {result.MeanStepMilliseconds:F0} ms/step, optimizer state {result.OptimizerStateBytes:N0} B → {Markup.Escape(outDir)}");
-            Console.WriteLine(MemoryReport.Line(result.Memory));
+            TrainingSummary.Write(r.GetValue(json), "finetune", o.Method, data.Name, dev.Id, outDir, o.Steps, baseParameters, result);
             return 0;
         }));
         return cmd;
@@ -130,14 +136,17 @@ public static class TrainCommands
         return Checkpoint.Load(point.Directory, device);
     }
 
-    static Option<int> Steps(int byDefault) => new Option<int>("--steps") { DefaultValueFactory = _ => byDefault }.Range(1, 100_000_000);
-    static Option<int> BatchSize() => new Option<int>("--batch-size") { DefaultValueFactory = _ => 32 }.Range(1, 65_536);
-    static Option<float> LearningRate(float byDefault) => new Option<float>("--lr") { DefaultValueFactory = _ => byDefault }.Positive(10f);
+    static Option<int> Steps(int byDefault) => new Option<int>("--steps") { Description = "optimizer steps (one batch each)", DefaultValueFactory = _ => byDefault }.Range(1, 100_000_000);
+    static Option<int> BatchSize() => new Option<int>("--batch-size") { Description = "examples per step", DefaultValueFactory = _ => 32 }.Range(1, 65_536);
+    static Option<float> LearningRate(float byDefault) => new Option<float>("--lr") { Description = "peak AdamW learning rate (after warm-up; cosine decay to the end)", DefaultValueFactory = _ => byDefault }.Positive(10f);
+    static Option<ulong> Seed() => new("--seed") { Description = "seed of the data order, initialization and dropout", DefaultValueFactory = _ => 1UL };
+    static Option<string> Preset() => new Option<string>("--preset") { Description = "model size preset (`nanolora params --preset NAME` shows its shape)", DefaultValueFactory = _ => "tiny" }
+        .Choices(TransformerConfig.PresetNames);
     static Option<int> Vocab(string description) => new Option<int>("--vocab") { Description = description, DefaultValueFactory = _ => 8000 }.Range(5, 1_000_000);
-    static Option<int?> Warmup() => new Option<int?>("--warmup") { Description = "warm-up steps (default: a tenth of --steps)" }.Range(0, 100_000_000);
+    static Option<int?> Warmup() => new Option<int?>("--warmup") { Description = "linear warm-up, in steps (default: a tenth of --steps)" }.Range(0, 100_000_000);
     static Option<int?> TrainExamples() => new Option<int?>("--train-examples") { Description = "train on only the first N training examples (quick trials)" }.Range(1);
     static Option<int> CheckpointEvery(int byDefault, string description) =>
-        new Option<int>("--checkpoint-every") { Description = description, DefaultValueFactory = _ => byDefault }.Range(0);
+        new Option<int>("--checkpoint-every") { Description = description + " (0: never)", DefaultValueFactory = _ => byDefault }.Range(0);
     static Option<bool> ForceResume() => new("--force-resume") { Description = "resume even if lr, warm-up, steps, batch size, seed or data differ from the checkpointed run's" };
     static Option<float> MaxLossRatio() => new Option<float>("--max-loss-ratio")
         { Description = "stop when a loss exceeds this many times the mean of the previous 20 (0: off)", DefaultValueFactory = _ => 20f }.OffOrAboveOne();
@@ -145,23 +154,24 @@ public static class TrainCommands
 
     public static Command Train(Option<string?> device)
     {
-        var preset = new Option<string>("--preset") { Description = "tiny, small or transformer-base", DefaultValueFactory = _ => "tiny" };
-        var task = new Option<string>("--task") { Description = string.Join(", ", TaskData.Names), DefaultValueFactory = _ => "debian" };
-        var vocab = Vocab("subword vocabulary size, built from the task's training split (GPT-2 ids kept by frequency)");
+        var preset = Preset();
+        var task = SharedOptions.Task();
+        var vocab = Vocab("subword vocabulary size in tokens, built from the task's training split (GPT-2 ids kept by frequency)");
         var tokenizerFile = new Option<string?>("--tokenizer") { Description = "use this tokenizer.json instead of building one" };
         var steps = Steps(3000);
         var batch = BatchSize();
         var lr = LearningRate(2e-3f);
         var warmup = Warmup();
-        var seed = new Option<ulong>("--seed") { DefaultValueFactory = _ => 1UL };
+        var seed = Seed();
         var checkpointEvery = CheckpointEvery(500, "save a resumable checkpoint to --out every N steps (and validate)");
         var resume = new Option<bool>("--resume") { Description = "continue the run checkpointed in --out (same schedule and data order)" };
         var forceResume = ForceResume();
         var maxLossRatio = MaxLossRatio();
         var trainExamples = TrainExamples();
-        var output = new Option<string>("--out") { Description = "checkpoint directory", Required = true };
+        var output = new Option<string>("--out") { Description = "run folder: checkpoints/step-N/ and a copy of the latest at the top", Required = true };
+        var json = JsonOutput.Option(TrainingSummary.Schema);
         var cmd = new Command("train", "Train a freshly initialized model on a task (no base, no pretraining): all weights, resumable.")
-            { preset, task, vocab, tokenizerFile, steps, batch, lr, warmup, seed, checkpointEvery, resume, forceResume, maxLossRatio, trainExamples, output };
+            { preset, task, vocab, tokenizerFile, steps, batch, lr, warmup, seed, checkpointEvery, resume, forceResume, maxLossRatio, trainExamples, output, json };
         cmd.SetAction(r => Program.Guard(() =>
         {
             var dev = Workflows.ResolveDevice(r.GetValue(device));
@@ -189,8 +199,7 @@ public static class TrainCommands
             var (result, _) = Workflows.FineTune(model, tokenizer, data, o, "(none)", title: $"training {r.GetValue(preset)} from scratch ({data.Name})");
             Plots.TrainingCurve(result.Losses, result.ValidationLosses, $"Training {model.Config.DModel}-wide {model.Config.EncoderLayers}+{model.Config.DecoderLayers} from scratch ({data.Name})",
                 Path.Combine(outDir, "loss.png"));
-            AnsiConsole.MarkupLine($"trained {result.TrainableParameters:N0} parameters, final loss {result.Losses[^1]:F3}, {result.MeanStepMilliseconds:F0} ms/step → {Markup.Escape(outDir)}");
-            Console.WriteLine(MemoryReport.Line(result.Memory));
+            TrainingSummary.Write(r.GetValue(json), "train", "full", data.Name, dev.Id, outDir, o.Steps, model.ParameterCount(), result);
             return 0;
         }));
         return cmd;

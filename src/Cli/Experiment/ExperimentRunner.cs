@@ -31,6 +31,8 @@ public sealed record ExperimentOptions
     public bool RunSeq2Seq { get; init; } = true;
     public bool RunRetrieval { get; init; } = true;
     public RetrievalOptions Retrieval { get; init; } = RetrievalOptions.Defaults(true);
+    /// <summary>Print results.json on stdout instead of the tables (--json).</summary>
+    public bool Json { get; init; }
 
     /// <summary>The main job's budget on a 2-core CPU (≤ 15 minutes) and the full experiment's.</summary>
     public static ExperimentOptions Defaults(bool quick, string output) => quick
@@ -46,12 +48,6 @@ public sealed record ExperimentOptions
 /// <summary>One learning rate tried for a seq2seq method: validation ROUGE-1 after <see cref="ExperimentOptions.SweepSteps"/> steps.</summary>
 public sealed record RougeSweepPoint(string Method, float LearningRate, double ValidationRouge1, int Steps, int ValidationExamples);
 
-/// <summary>One row of results.json: a method's scores and costs.</summary>
-public sealed record ResultRow(string Method, string Task, int Rank, double Rouge1, double Rouge2, [property: System.Text.Json.Serialization.JsonPropertyName("rougeL")] double RougeL, long TrainableParams, double TrainablePercent,
-    long OptimizerStateBytes, long PeakBytes, double StepMs, long AdapterBytes, long CheckpointBytes, int EvalExamples, int Steps,
-    IReadOnlyDictionary<string, long>? PeakBytesByCategory, long PoolReservedPeakBytes = 0, long ProcessPeakRssBytes = 0,
-    float? LearningRate = null, ulong? Seed = null);
-
 /// <summary>
 /// The seed's experiment: base vs full fine-tuning vs LoRA on Debian description → synopsis (each method at the
 /// learning rate its validation sweep chose, same steps, data order and seed), a rank ablation over seeds, and a task
@@ -62,6 +58,7 @@ public sealed class ExperimentRunner(ExperimentOptions o, Device device)
     readonly List<ResultRow> _rows = new();
     readonly List<RougeSweepPoint> _sweep = new();
     readonly Dictionary<string, List<float>> _losses = new();
+    long _baseParameters;   // the seq2seq base's parameter count: every row's trainable-% denominator
 
     public IReadOnlyList<ResultRow> Run()
     {
@@ -79,9 +76,7 @@ public sealed class ExperimentRunner(ExperimentOptions o, Device device)
         }
         var report = new ExperimentReport(o, _rows, _losses, clock.Elapsed, retrieval, _sweep);
         report.Write();
-        if (_rows.Count > 0) AnsiConsole.Write(report.Table());
-        if (retrieval != null) AnsiConsole.Write(report.RetrievalTable());
-        AnsiConsole.MarkupLine($"wrote {Markup.Escape(o.OutputDirectory)}/results.json, results.md and plots in {clock.Elapsed:mm\\:ss}");
+        report.Print();
         return _rows;
     }
 
@@ -99,7 +94,7 @@ public sealed class ExperimentRunner(ExperimentOptions o, Device device)
         Add("lead-8", "debian", 0, lead.Rouge, null, 0, 0, 0, test.Count, 0);
 
         var (model, tokenizer) = Checkpoint.Load(baseDir, device);
-        long total = model.ParameterCount();
+        long total = _baseParameters = model.ParameterCount();
         var baseEval = Save("base", Workflows.Evaluate(model, tokenizer, "debian", test, Workflows.DecodeFor("debian"), "base: evaluating"));
         Add("base", "debian", 0, baseEval.Rouge, null, 0, total, baseBytes, test.Count, 0);
         model.Dispose();
@@ -182,17 +177,17 @@ public sealed class ExperimentRunner(ExperimentOptions o, Device device)
         var wordnetEval = Save("wordnet-lora-r8", Workflows.Evaluate(model, tokenizer, "wordnet", wordnetTest, Workflows.DecodeFor("wordnet"), "swap → wordnet adapter"));
         string dir = Path.Combine(o.OutputDirectory, "adapters", "wordnet-r8");
         AdapterFiles.Save(lora, "wordnet", dir);
-        Add("lora", "wordnet", 8, wordnetEval.Rouge, result, new FileInfo(Path.Combine(dir, AdapterFiles.WeightsFile)).Length, model.ParameterCount(), 0, wordnetTest.Count, options.Steps, rate);
+        Add("lora", "wordnet", 8, wordnetEval.Rouge, result, new FileInfo(Path.Combine(dir, AdapterFiles.WeightsFile)).Length, _baseParameters, 0, wordnetTest.Count, options.Steps, rate);
 
         lora.SetActiveAdapter("debian");
         var again = Workflows.Evaluate(model, tokenizer, "debian", debianTest, Workflows.DecodeFor("debian"), "swap → debian adapter");
         bool same = again.Predictions.SequenceEqual(debianAlone.Predictions);
-        AnsiConsole.MarkupLine($"adapter swap: debian predictions after switching back are {(same ? "[green]identical[/]" : "[red]different[/]")} to those before the WordNet adapter was added.");
+        Output.Terminal.Status($"adapter swap: debian predictions after switching back are {(same ? "identical" : "different")} to those before the WordNet adapter was added.");
         if (!same) throw new InvalidOperationException("Switching back to the Debian adapter changed its outputs; adapters are not isolated.");
         using (lora.DisableAdapters())
         {
             var baseOnWordnet = Workflows.Evaluate(model, tokenizer, "wordnet", wordnetTest, Workflows.DecodeFor("wordnet"), "adapters disabled → wordnet");
-            Add("base", "wordnet", 0, baseOnWordnet.Rouge, null, 0, model.ParameterCount(), 0, wordnetTest.Count, 0);
+            Add("base", "wordnet", 0, baseOnWordnet.Rouge, null, 0, _baseParameters, 0, wordnetTest.Count, 0);
         }
     }
 
@@ -213,14 +208,8 @@ public sealed class ExperimentRunner(ExperimentOptions o, Device device)
         return result;
     }
 
+    /// <summary>Adds a row; 0 for rank, sizes or steps means "none" and is stored as null, as is every cost of an untrained row.</summary>
     void Add(string method, string task, int rank, RougeResult rouge, TrainResult? train, long adapterBytes, long totalParams, long checkpointBytes, int examples, int steps,
-        float? rate = null, ulong? seed = null)
-    {
-        long trainable = train?.TrainableParameters ?? 0;
-        _rows.Add(new ResultRow(method, task, rank, rouge.Rouge1.F, rouge.Rouge2.F, rouge.RougeL.F, trainable,
-            totalParams == 0 ? 0 : 100.0 * trainable / totalParams, train?.OptimizerStateBytes ?? 0, train?.Memory.PeakBytes ?? 0,
-            train?.MeanStepMilliseconds ?? 0, adapterBytes, checkpointBytes, examples, steps,
-            train?.Memory.PeakByCategory.ToDictionary(kv => kv.Key.ToString(), kv => kv.Value), train?.Memory.PeakReservedBytes ?? 0,
-            train != null ? MemoryReport.PeakRssBytes() : 0, rate, seed));
-    }
+        float? rate = null, ulong? seed = null) =>
+        _rows.Add(ResultRow.Of(method, task, rank, rouge, train, adapterBytes, totalParams, checkpointBytes, examples, steps) with { LearningRate = rate, Seed = seed });
 }

@@ -13,8 +13,8 @@ public sealed record SweepPoint(string Method, float LearningRate, double? Valid
 
 /// <summary>One row of the retrieval table: a method's test scores and costs.</summary>
 public sealed record RetrievalRow(string Method, int? Rank, string? Targets, float? LearningRate, double RecallAt1, double RecallAt10, double Mrr,
-    int Queries, int Candidates, long TrainableParams, double TrainablePercent, long OptimizerStateBytes, long? PeakBytes,
-    IReadOnlyDictionary<string, long>? PeakBytesByCategory, double? StepMs, long? AdapterBytes, int Steps);
+    int Queries, int Candidates, long TrainableParams, double TrainablePercent, long? OptimizerStateBytes, long? PeakBytes,
+    IReadOnlyDictionary<string, long>? PeakBytesByCategory, double? StepMs, long? AdapterBytes, int? Steps);
 
 public sealed record RetrievalOptions
 {
@@ -64,7 +64,7 @@ public sealed class RetrievalExperiment(RetrievalOptions o, string outputDirecto
         long total = _totalParameters = model.ParameterCount();
         var zeroShot = Score(model, tokenizer, test, "zero-shot: scoring");
         _rows.Add(new RetrievalRow("base", null, null, null, zeroShot.RecallAt1, zeroShot.RecallAt10, zeroShot.Mrr, zeroShot.Queries, zeroShot.Candidates,
-            0, 0, 0, null, null, null, null, 0));
+            0, 0, null, null, null, null, null, null));   // zero-shot: nothing trained, no cost measured
         model.Dispose();
 
         Method("full", null, null, o.FullLearningRates, debian.Train, validation, test, total);
@@ -128,8 +128,8 @@ public sealed class RetrievalExperiment(RetrievalOptions o, string outputDirecto
             adapterBytes = new FileInfo(Path.Combine(dir, AdapterFiles.WeightsFile)).Length;
         }
         _rows.Add(new RetrievalRow(method, rank, targets, bestLr, scores.RecallAt1, scores.RecallAt10, scores.Mrr, scores.Queries, scores.Candidates,
-            res.TrainableParameters, 100.0 * res.TrainableParameters / total, res.OptimizerStateBytes, res.Memory.PeakBytes,
-            res.Memory.PeakByCategory.ToDictionary(kv => kv.Key.ToString(), kv => kv.Value), res.MeanStepMilliseconds, adapterBytes, o.Steps));
+            res.TrainableParameters, TrainableReport.PercentOfBase(res.TrainableParameters, total), res.OptimizerStateBytes, res.Memory.PeakBytes,
+            res.Memory.PeakByCategory.ToDictionary(kv => Output.JsonOutput.Snake(kv.Key.ToString()), kv => kv.Value), res.MeanStepMilliseconds, adapterBytes, o.Steps));
         Losses[label] = res.Losses;
         m.Dispose();
     }
@@ -171,7 +171,7 @@ public sealed class RetrievalExperiment(RetrievalOptions o, string outputDirecto
             foreach (var r in _rows.Where(r => r.PeakBytesByCategory != null))
             {
                 long Get(string k) => r.PeakBytesByCategory!.TryGetValue(k, out var v) ? v : 0;
-                sb.AppendLine($"| {r.Method}{(r.Targets != null ? " " + r.Targets : "")} | {Mb(Get("Parameter"))} | {Mb(Get("Gradient"))} | {Mb(Get("OptimizerState"))} | {Mb(Get("Activation"))} | {Mb(Get("Other"))} | {Mb(r.PeakBytes)} |");
+                sb.AppendLine($"| {r.Method}{(r.Targets != null ? " " + r.Targets : "")} | {Mb(Get("parameter"))} | {Mb(Get("gradient"))} | {Mb(Get("optimizer_state"))} | {Mb(Get("activation"))} | {Mb(Get("other"))} | {Mb(r.PeakBytes)} |");
             }
         }
         if (_sweep.Any(s => s.ValidationRecallAt1 != null || s.Note != null))

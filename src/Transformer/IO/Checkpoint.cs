@@ -5,16 +5,14 @@ using Nanolora.Tensors;
 namespace Nanolora.Transformer;
 
 /// <summary>
-/// A checkpoint directory: model.safetensors (weights; the config JSON in its metadata), tokenizer.json, and in a
-/// training checkpoint optimizer.safetensors + trainer_state.json. Every file is written atomically; a resumable
+/// A checkpoint directory: model.safetensors (weights; the config JSON also in its metadata), config.json, tokenizer.json,
+/// and in a training checkpoint optimizer.safetensors + trainer_state.json (Hugging Face Trainer's layout). Every file is written atomically; a resumable
 /// checkpoint is made one unit by <see cref="TrainingCheckpoint"/> (a step directory with a manifest written last).
 /// </summary>
 public static class Checkpoint
 {
     public const string WeightsFile = "model.safetensors", TokenizerFile = "tokenizer.json",
-        OptimizerFile = "optimizer.safetensors", StateFile = "trainer_state.json";
-
-    static readonly JsonSerializerOptions Json = new() { WriteIndented = true };
+        OptimizerFile = "optimizer.safetensors", StateFile = "trainer_state.json", ConfigFile = CheckpointConfig.FileName;
 
     /// <summary>Writes the model's parameters; refuses (writing nothing) when any is NaN or ±Inf, naming it.</summary>
     public static void SaveWeights(Module model, string path, IReadOnlyDictionary<string, string>? metadata = null)
@@ -40,30 +38,22 @@ public static class Checkpoint
         bool halfPrecision = false)
     {
         Directory.CreateDirectory(directory);
-        var meta = new Dictionary<string, string> { ["config"] = JsonSerializer.Serialize(model.Config), ["format"] = "nanolora-seq2seq" };
+        var meta = new Dictionary<string, string> { ["config"] = CheckpointConfig.Serialize(model.Config), ["format"] = "nanolora-seq2seq" };
         var weightsPath = Path.Combine(directory, WeightsFile);
         if (tokenizer is WordPieceSeq2SeqTokenizer wordPiece && Bert2Bert.IsMiniLmVocabulary(wordPiece)) Bert2Bert.SaveOnMiniLm(model, wordPiece, weightsPath, meta, halfPrecision);
         else if (halfPrecision) throw new ArgumentException("F16 checkpoints are written only for models on all-MiniLM-L6-v2 (their shipped bases).");
         else SaveWeights(model, weightsPath, meta);
+        CheckpointConfig.Write(directory, model.Config);   // readable without parsing the weights
         tokenizer.Save(Path.Combine(directory, TokenizerFile));
         if (optimizer != null) Safetensors.Write(Path.Combine(directory, OptimizerFile), optimizer.StateDict());
-        if (state != null) AtomicFile.WriteAllText(Path.Combine(directory, StateFile), JsonSerializer.Serialize(state, Json));
+        if (state != null) AtomicFile.WriteAllText(Path.Combine(directory, StateFile), TrainerStateFile.Serialize(state));
     }
 
     public static TransformerConfig ReadConfig(string directory)
     {
         var path = Path.Combine(directory, WeightsFile);
         if (!File.Exists(path)) throw new FileNotFoundException($"No {WeightsFile} in '{directory}': is it a checkpoint directory?", path);
-        var file = Safetensors.Read(path);
-        if (!file.Metadata.TryGetValue("config", out var json))
-            throw new InvalidDataException($"{path} has no 'config' metadata; it was not written by nanolora.");
-        TransformerConfig? config;
-        try { config = JsonSerializer.Deserialize<TransformerConfig>(json); }
-        catch (JsonException e) { throw new InvalidDataException($"{path}: the 'config' metadata does not parse ({e.Message})"); }
-        if (config == null) throw new InvalidDataException($"{path}: the 'config' metadata is null.");
-        try { config.Validate(); }
-        catch (ArgumentException e) { throw new InvalidDataException($"{path}: 'config' metadata: {e.Message}"); }
-        return config;
+        return CheckpointConfig.Read(directory, Safetensors.Read(path).Metadata, path);
     }
 
     /// <summary>Loads model and tokenizer from a checkpoint directory onto a device.</summary>

@@ -64,8 +64,8 @@ public static class TrainingCheckpoint
             throw;
         }
         // The top level is a convenience copy; each file is replaced atomically, and resume never reads it.
-        foreach (var f in new[] { Checkpoint.WeightsFile, Checkpoint.TokenizerFile, Checkpoint.StateFile })
-            CopyAtomically(Path.Combine(final, f), Path.Combine(runDirectory, f));
+        foreach (var f in new[] { Checkpoint.WeightsFile, Checkpoint.ConfigFile, Checkpoint.TokenizerFile, Checkpoint.StateFile })
+            if (File.Exists(Path.Combine(final, f))) CopyAtomically(Path.Combine(final, f), Path.Combine(runDirectory, f));
         foreach (var older in StepDirectories(runDirectory).Where(d => d.Step < state.Step))
             Directory.Delete(older.Path, recursive: true);
     }
@@ -102,17 +102,14 @@ public static class TrainingCheckpoint
     public static TrainerState Restore(ResumePoint point, Seq2SeqTransformer model, Optimizer optimizer, RunOptions now, bool force, int batchesPerEpoch)
     {
         var statePath = Path.Combine(point.Directory, Checkpoint.StateFile);
-        TrainerState? state;
-        try { state = JsonSerializer.Deserialize<TrainerState>(File.ReadAllText(statePath)); }
-        catch (JsonException e) { throw new InvalidDataException($"{statePath}: does not parse as a trainer state ({e.Message})"); }
-        if (state == null) throw new InvalidDataException($"{statePath}: is null, expected a trainer state object.");
-        if (state.Step != point.Step) throw new InvalidDataException($"{statePath}: field 'Step' is {state.Step}, but the checkpoint is for step {point.Step}.");
+        var state = TrainerStateFile.Read(statePath);
+        if (state.Step != point.Step) throw new InvalidDataException($"{statePath}: field 'global_step' is {state.Step}, but the checkpoint is for step {point.Step}.");
         state.Validate(statePath, batchesPerEpoch, model.RandomState.Length);
         var differences = state.Options!.Differences(now);
         if (differences.Count > 0 && !force)
             throw new InvalidOperationException($"--resume: the run in '{point.Directory}' was started with other options ({string.Join("; ", differences)}); resuming would not continue the same run. Use the same options, or --force-resume to continue anyway.");
         if (differences.Count == 0 && (long)state.Epoch * batchesPerEpoch + state.BatchInEpoch != state.Step)
-            throw new InvalidDataException($"{statePath}: fields 'Epoch' {state.Epoch} and 'BatchInEpoch' {state.BatchInEpoch} ({batchesPerEpoch} batches an epoch) do not add up to 'Step' {state.Step}.");
+            throw new InvalidDataException($"{statePath}: fields 'epoch_index' {state.Epoch} and 'batch_in_epoch' {state.BatchInEpoch} ({batchesPerEpoch} batches an epoch) do not add up to 'global_step' {state.Step}.");
         if (state.Step > now.Steps)
             throw new InvalidOperationException($"--resume: the checkpoint is at step {state.Step}, beyond this run's {now.Steps} steps.");
 

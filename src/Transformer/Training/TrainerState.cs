@@ -2,7 +2,8 @@ namespace Nanolora.Transformer;
 
 /// <summary>
 /// Where a run stands, so a resumed run continues the same schedule, data order and dropout masks.
-/// <see cref="RandomState"/> is the model's seed counters; <see cref="Options"/> what the run was started with.
+/// <see cref="RandomState"/> is the model's seed counters; <see cref="Options"/> what the run was started with. On disk it is
+/// trainer_state.json in Hugging Face Trainer's layout (<see cref="TrainerStateFile"/>); the errors name that file's fields.
 /// </summary>
 public sealed record TrainerState(int Step, int Epoch, int BatchInEpoch, List<float> Losses, List<ValidationPoint>? ValidationLosses = null)
 {
@@ -16,20 +17,20 @@ public sealed record TrainerState(int Step, int Epoch, int BatchInEpoch, List<fl
     public void Validate(string path, int batchesPerEpoch, int randomStateLength)
     {
         string Field(string name, object? value, string expected) => $"{path}: field '{name}' is {value ?? "null"}, expected {expected}.";
-        if (Step < 0) throw new InvalidDataException(Field("Step", Step, "a step ≥ 0"));
-        if (Epoch < 0) throw new InvalidDataException(Field("Epoch", Epoch, "an epoch ≥ 0"));
+        if (Step < 0) throw new InvalidDataException(Field("global_step", Step, "a step ≥ 0"));
+        if (Epoch < 0) throw new InvalidDataException(Field("epoch_index", Epoch, "an epoch ≥ 0"));
         if (BatchInEpoch < 0 || BatchInEpoch > batchesPerEpoch)
-            throw new InvalidDataException(Field("BatchInEpoch", BatchInEpoch, $"a batch position in [0, {batchesPerEpoch}] (the data has {batchesPerEpoch} batches an epoch)"));
-        if (Losses == null) throw new InvalidDataException(Field("Losses", null, $"a list of {Step} losses"));
-        if (Losses.Count != Step) throw new InvalidDataException(Field("Losses", $"a list of {Losses.Count}", $"one loss per step done ({Step})"));
+            throw new InvalidDataException(Field("batch_in_epoch", BatchInEpoch, $"a batch position in [0, {batchesPerEpoch}] (the data has {batchesPerEpoch} batches an epoch)"));
+        if (Losses == null) throw new InvalidDataException(Field("log_history", null, $"a list of {Step} losses"));
+        if (Losses.Count != Step) throw new InvalidDataException(Field("log_history", $"a list of {Losses.Count} losses", $"one loss per step done ({Step})"));
         int bad = Losses.FindIndex(l => !float.IsFinite(l));
-        if (bad >= 0) throw new InvalidDataException(Field($"Losses[{bad}]", Losses[bad], "a finite loss"));
+        if (bad >= 0) throw new InvalidDataException(Field($"log_history (loss of step {bad + 1})", Losses[bad], "a finite loss"));
         foreach (var v in ValidationLosses ?? [])
             if (v == null || v.Step < 1 || v.Step > Step || !float.IsFinite(v.Loss))
-                throw new InvalidDataException(Field("ValidationLosses", v, $"points with steps in [1, {Step}] and finite losses"));
+                throw new InvalidDataException(Field("log_history (eval_loss)", v, $"points with steps in [1, {Step}] and finite losses"));
         if (RandomState == null || RandomState.Length != randomStateLength)
-            throw new InvalidDataException(Field("RandomState", RandomState == null ? null : $"{RandomState.Length} numbers", $"the model's {randomStateLength} seed counters"));
-        if (Options == null) throw new InvalidDataException(Field("Options", null, "the run's options (lr, warm-up, batch size, seed, schedule)"));
+            throw new InvalidDataException(Field("random_state", RandomState == null ? null : $"{RandomState.Length} numbers", $"the model's {randomStateLength} seed counters"));
+        if (Options == null) throw new InvalidDataException(Field("args", null, "the run's options (lr, warm-up, batch size, seed, schedule)"));
     }
 }
 

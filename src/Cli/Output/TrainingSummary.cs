@@ -1,0 +1,38 @@
+using Nanolora.Transformer;
+
+namespace Nanolora.Cli.Output;
+
+/// <summary>
+/// What pretrain, train and finetune print when they finish: one line of text plus the memory line, or with
+/// <c>--json</c> one document (schema nanolora.train/1, docs/cli-json.md). The per-step losses are in the run's
+/// trainer_state.json (log_history), not repeated here.
+/// </summary>
+internal static class TrainingSummary
+{
+    public const string Schema = "nanolora.train/1";
+
+    /// <summary>Prints the summary of <paramref name="result"/>; <paramref name="baseParameters"/> is the trainable-% denominator.</summary>
+    public static void Write(bool json, string command, string method, string task, string device, string output, int steps, long baseParameters, TrainResult result)
+    {
+        double percent = Nanolora.Lora.TrainableReport.PercentOfBase(result.TrainableParameters, baseParameters);
+        if (json)
+        {
+            JsonOutput.Write(new TrainJson(Schema, command, method, task, device, output, steps, result.Losses.Count, result.TrainableParameters, baseParameters, percent,
+                result.Losses.Count > 0 ? result.Losses[^1] : null, result.MeanStepMilliseconds, result.OptimizerStateBytes,
+                result.ValidationLosses.Select(v => new ValidationJson(v.Step, v.Loss)).ToList(), JsonOutput.Memory(result.Memory)));
+            return;
+        }
+        string loss = result.Losses.Count > 0 ? $"final loss {result.Losses[^1]:F3}" : "no steps run";
+        Console.WriteLine($"{command}: trained {result.TrainableParameters:N0} parameters ({percent:F2}% of the base model's {baseParameters:N0}) on {device}, {loss}, " +
+                          $"{result.MeanStepMilliseconds:F0} ms/step, optimizer state {result.OptimizerStateBytes:N0} B → {output}");
+        Console.WriteLine(MemoryReport.Line(result.Memory));
+    }
+}
+
+/// <summary>The summary document of a training command.</summary>
+internal sealed record TrainJson(string Schema, string Command, string Method, string Task, string Device, string Output, int Steps, int StepsRun,
+    long TrainableParameters, long BaseParameters, double TrainablePercent, float? FinalLoss, double MeanStepMs, long OptimizerStateBytes,
+    IReadOnlyList<ValidationJson> ValidationLosses, MemoryJson Memory);
+
+/// <summary>A validation loss and the step it was measured after.</summary>
+internal sealed record ValidationJson(int Step, float Loss);
