@@ -47,12 +47,16 @@ public static class AdapterFiles
             var clean = name.Replace(".base_layer.", ".");
             int dot = clean.LastIndexOf('.');
             bool isBias = clean.EndsWith(".bias");
-            bool adapted = dot > 0 && lora.Layers.ContainsKey(clean[..dot]);
+            bool adapted = dot > 0 && Adapts(lora, config, clean[..dot]);
             if ((config.Bias == LoraBias.All && isBias) || (config.Bias == LoraBias.LoraOnly && isBias && adapted) ||
                 (dot > 0 && config.SavesModule(clean[..dot])))
                 yield return (clean, p);
         }
     }
+
+    /// <summary>Whether <paramref name="config"/> adapts the layer at <paramref name="path"/>: wrapped already, or (loading onto a fresh base) a Linear it is about to wrap.</summary>
+    internal static bool Adapts(LoraModel lora, LoraConfig config, string path) =>
+        lora.Layers.ContainsKey(path) || (config.Targets(path) && lora.Base.NamedModules().Any(m => m.Name == path && m.Module is Linear));
 
     public static string ConfigJson(LoraConfig c) => AdapterConfigJson.Write(c);
 

@@ -39,7 +39,7 @@ public sealed record BaseFingerprint(string Structure, string Weights)
             .Where(p => !IsTrainedBias(p.Name))
             .OrderBy(p => p.Name, StringComparer.Ordinal).ToList();
         bool IsTrainedBias(string name) => name.EndsWith(".bias", StringComparison.Ordinal) &&
-            (config.Bias == LoraBias.All || (config.Bias == LoraBias.LoraOnly && lora.Layers.ContainsKey(name[..^".bias".Length])));
+            (config.Bias == LoraBias.All || (config.Bias == LoraBias.LoraOnly && AdapterFiles.Adapts(lora, config, name[..^".bias".Length])));
         using var structure = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
         using var weights = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
         foreach (var (name, p) in frozen)

@@ -71,7 +71,7 @@ public class AdapterFileTests
     {
         var (dir, _, _) = SaveAdapter(new LoraConfig { R = 2, Bias = LoraBias.LoraOnly });
         var names = Safetensors.Read(Path.Combine(dir, AdapterFiles.WeightsFile)).Entries.Select(e => e.Name).ToList();
-        Assert.Contains("base_model.model.encoder.layers.0.self_attn.q_proj.bias", names);
+        Assert.Contains("base_model.model.encoder.layers.0.self_attn.q_proj.base_layer.bias", names);   // PEFT's key for an adapted layer's bias
         Assert.DoesNotContain("base_model.model.encoder.layers.0.self_attn.k_proj.bias", names);
         Assert.Equal("lora_only", (string?)JsonNode.Parse(File.ReadAllText(Path.Combine(dir, AdapterFiles.ConfigFile)))!["bias"]);
     }

@@ -16,14 +16,16 @@ public static class ExperimentCommand
         var steps = new Option<int?>("--steps") { Description = "fine-tuning steps per method (default: 600 quick, 1,500 full)" }.Range(1);
         var evalExamples = new Option<int?>("--eval-examples") { Description = "test examples to score, spread over the split (0: the whole split; default: 400 quick, all full)" }.Range(0);
         var ablationSteps = new Option<int?>("--ablation-steps") { Description = "steps per rank in the ablation (default: 300 quick, 400 full)" }.Range(1);
-        var wordnetSteps = new Option<int?>("--wordnet-steps") { Description = "steps for the WordNet adapter of the task swap (default: 300 quick, 600 full)" }.Range(1);
+        var swapTask = new Option<string>("--swap-task") { Description = "the second task whose LoRA adapter is swapped in on the same loaded base", DefaultValueFactory = _ => "translate-en-de" }
+            .Choices(TaskData.Names);
+        var swapSteps = new Option<int?>("--swap-steps") { Description = "steps for the second task's adapter (0: no task swap; default: 60 quick, 300 full)" }.Range(0);
         var ranks = new Option<string?>("--ranks") { Description = "comma-separated ranks for the ablation (default: 1,4,8,16,64 quick; 1,2,4,8,16,32,64 full)" };
         var part = new Option<string>("--part") { Description = "which tables: all, seq2seq (the tiny base's) or retrieval (all-MiniLM-L6-v2's)", DefaultValueFactory = _ => "all" }
             .Choices("all", "seq2seq", "retrieval");
         var retrievalSteps = new Option<int?>("--retrieval-steps") { Description = "training steps per method for the retrieval table (default: 60 quick, 100 full)" }.Range(1);
         var json = JsonOutput.Option(ExperimentJson.SchemaName);
         var cmd = new Command("experiment", "Base vs full fine-tuning vs LoRA on Debian synopses, a rank ablation and a WordNet adapter swap; writes results.json, results.md and plots.")
-            { quick, output, baseDir, steps, evalExamples, ablationSteps, wordnetSteps, ranks, part, retrievalSteps, json };
+            { quick, output, baseDir, steps, evalExamples, ablationSteps, swapTask, swapSteps, ranks, part, retrievalSteps, json };
         cmd.SetAction(r => Program.Guard(() =>
         {
             Device dev = Workflows.ResolveDevice(r.GetValue(device));
@@ -31,7 +33,8 @@ public static class ExperimentCommand
             if (r.GetValue(steps) is int s) o = o with { Steps = s };
             if (r.GetValue(evalExamples) is int e) o = o with { EvalExamples = e, AblationEvalExamples = Math.Min(o.AblationEvalExamples, e) };
             if (r.GetValue(ablationSteps) is int a) o = o with { AblationSteps = a };
-            if (r.GetValue(wordnetSteps) is int w) o = o with { WordnetSteps = w };
+            o = o with { SwapTask = r.GetValue(swapTask)! };
+            if (r.GetValue(swapSteps) is int w) o = o with { SwapSteps = w };
             if (r.GetValue(ranks) is string list) o = o with { Ranks = list.Split(',', StringSplitOptions.RemoveEmptyEntries).Select(ParseRank).ToList() };
             o = r.GetValue(part) switch
             {

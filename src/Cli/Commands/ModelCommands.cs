@@ -11,6 +11,7 @@ public static class ModelCommands
 {
     static readonly Option<string> ModelDir = SharedOptions.Model();
     static readonly Option<string?> AdapterDir = new("--adapter") { Description = "a PEFT-format LoRA adapter directory to apply (adapter_config.json + adapter_model.safetensors)" };
+    static readonly Option<bool> Force = new("--force") { Description = "apply --adapter even to a base other than the one it was trained on (its recorded fingerprint differs)" };
     static readonly Option<int> NoRepeatNgram = new Option<int>("--no-repeat-ngram") { Description = "never repeat an n-gram of this many tokens in an output (0: off), as Hugging Face's no_repeat_ngram_size", DefaultValueFactory = _ => 0 }.Range(0, 64);
 
     /// <summary>Bounded so a beam's memory (beam × decode batch × cache) cannot grow without limit (beam 10000 reached 24 GB).</summary>
@@ -24,7 +25,7 @@ public static class ModelCommands
         if (r.GetValue(AdapterDir) is string adapter)
         {
             var lora = LoraModel.For(model);
-            AdapterFiles.Load(lora, adapter, "default");
+            AdapterFiles.Load(lora, adapter, "default", r.GetValue(Force), Terminal.Status);
             lora.SetActiveAdapter("default");
         }
         return (model, tokenizer);
@@ -40,7 +41,7 @@ public static class ModelCommands
         var predictions = new Option<string?>("--predictions") { Description = "write the predictions to this file, one a line, in split order" };
         var json = JsonOutput.Option("nanolora.eval/1");
         var cmd = new Command("eval", "Score a model (optionally with an adapter) on a task split: ROUGE beside the lead-8 baseline, or chrF and BLEU beside copying the source for a translation task.")
-            { ModelDir, AdapterDir, task, split, limit, beam, NoRepeatNgram, predictions, json };
+            { ModelDir, AdapterDir, Force, task, split, limit, beam, NoRepeatNgram, predictions, json };
         cmd.SetAction(r => Program.Guard(() =>
         {
             var (model, tokenizer) = Load(r, device);
@@ -110,7 +111,7 @@ public static class ModelCommands
         var noCache = new Option<bool>("--no-cache") { Description = "recompute the whole prefix each step (for comparison)" };
         var json = new Option<bool>("--json") { Description = "one JSON object a line on stdout per source (schema nanolora.generate/1, see docs/cli-json.md)" };
         var cmd = new Command("generate", "Generate a target (e.g. a synopsis) for each source text: one output a line on stdout.")
-            { ModelDir, AdapterDir, text, beam, maxLen, maxSource, noCache, NoRepeatNgram, json };
+            { ModelDir, AdapterDir, Force, text, beam, maxLen, maxSource, noCache, NoRepeatNgram, json };
         cmd.SetAction(r => Program.Guard(() =>
         {
             var (model, tokenizer) = Load(r, device);
@@ -146,7 +147,7 @@ public static class ModelCommands
     {
         var output = new Option<string>("--out") { Description = "directory for the merged checkpoint", Required = true };
         var overwrite = new Option<bool>("--overwrite") { Description = "replace what --out already holds" };
-        var cmd = new Command("merge", "Fold a LoRA adapter into the base weights (W += B·A·scaling) and save a plain checkpoint.") { ModelDir, AdapterDir, output, overwrite };
+        var cmd = new Command("merge", "Fold a LoRA adapter into the base weights (W += B·A·scaling) and save a plain checkpoint.") { ModelDir, AdapterDir, Force, output, overwrite };
         cmd.SetAction(r => Program.Guard(() =>
         {
             if (r.GetValue(AdapterDir) == null) throw new ArgumentException("merge needs --adapter DIR.");
@@ -157,7 +158,7 @@ public static class ModelCommands
             var (model, tokenizer) = Checkpoint.Load(ShippedPaths.Resolve(r.GetValue(ModelDir)!), dev);
             using var _ = model;
             var lora = LoraModel.For(model);
-            AdapterFiles.Load(lora, r.GetValue(AdapterDir)!, "default");
+            AdapterFiles.Load(lora, r.GetValue(AdapterDir)!, "default", r.GetValue(Force), Terminal.Status);
             lora.SetActiveAdapter("default");
             lora.MergeAndUnload();
             Checkpoint.Save(r.GetValue(output)!, model, tokenizer);

@@ -96,6 +96,19 @@ public sealed class ExperimentReport(ExperimentOptions o, IReadOnlyList<ResultRo
                 sb.AppendLine($"| {r.Method} | {Mb(Get("parameter"))} | {Mb(Get("gradient"))} | {Mb(Get("optimizer_state"))} | {Mb(Get("activation"))} | {Mb(Get("other"))} | {Mb(r.PeakBytes)} | {Mb(r.PoolReservedPeakBytes)} | {Mb(r.ProcessPeakRssBytes)} |");
             }
         }
+        var translation = rows.Where(r => r.Chrf != null).ToList();
+        if (translation.Count > 0)
+        {
+            sb.AppendLine();
+            sb.AppendLine($"Task swap: a second LoRA adapter ({translation[0].Task}) trained and answered on the same loaded base, switched per task. " +
+                          "chrF2 and BLEU exactly as sacrebleu computes them (corpus level, against the cased references); \"uncased\" lower-cases and strips " +
+                          "accents on both sides first (not sacrebleu's default), since the uncased WordPiece vocabulary cannot write case or accents.");
+            sb.AppendLine();
+            sb.AppendLine("| method | task | chrF2 | BLEU | chrF2 uncased | BLEU uncased | test pairs | steps |");
+            sb.AppendLine("|---|---|---:|---:|---:|---:|---:|---:|");
+            foreach (var r in translation)
+                sb.AppendLine($"| {r.Method} | {r.Task} | {r.Chrf:F2} | {r.Bleu:F2} | {r.ChrfUncased:F2} | {r.BleuUncased:F2} | {r.EvalExamples} | {r.Steps?.ToString() ?? TextTable.NotMeasured} |");
+        }
         sb.AppendLine();
         sb.AppendLine("Plots: `loss_full_vs_lora.png` (training loss), `rouge1_vs_rank.png` (rank ablation).");
         return sb.ToString();
@@ -107,10 +120,10 @@ public sealed class ExperimentReport(ExperimentOptions o, IReadOnlyList<ResultRo
     public TextTable Table()
     {
         var t = new TextTable(new TextColumn("method"), new TextColumn("task"), new TextColumn("rank", true), new TextColumn("ROUGE-1", true),
-            new TextColumn("ROUGE-2", true), new TextColumn("ROUGE-L", true), new TextColumn("trainable", true), new TextColumn("% of base", true),
+            new TextColumn("ROUGE-2", true), new TextColumn("ROUGE-L", true), new TextColumn("chrF2", true), new TextColumn("trainable", true), new TextColumn("% of base", true),
             new TextColumn("opt state MB", true), new TextColumn("peak MB", true), new TextColumn("ms/step", true), new TextColumn("adapter MB", true));
         foreach (var r in rows)
-            t.AddRow(r.Method, r.Task, r.Rank?.ToString() ?? "", r.Rouge1.ToString("F4"), r.Rouge2.ToString("F4"), r.RougeL.ToString("F4"),
+            t.AddRow(r.Method, r.Task, r.Rank?.ToString() ?? "", r.Rouge1.ToString("F4"), r.Rouge2.ToString("F4"), r.RougeL.ToString("F4"), r.Chrf?.ToString("F2") ?? "",
                 r.TrainableParams.ToString("N0"), r.TrainablePercent.ToString("F2"), Mb(r.OptimizerStateBytes), Mb(r.PeakBytes), Ms(r.StepMs), Blank(r.AdapterBytes));
         return t;
     }

@@ -15,7 +15,10 @@ public sealed record ExperimentOptions
     public int Steps { get; init; }
     public int BatchSize { get; init; } = 32;
     public int AblationSteps { get; init; }
-    public int WordnetSteps { get; init; }
+    /// <summary>The second task whose adapter is swapped in on the same loaded base, its steps and test examples (0: the whole split).</summary>
+    public string SwapTask { get; init; } = "translate-en-de";
+    public int SwapSteps { get; init; }
+    public int SwapEvalExamples { get; init; }
     public int EvalExamples { get; init; }
     public int AblationEvalExamples { get; init; }
     public IReadOnlyList<int> Ranks { get; init; } = [1, 2, 4, 8, 16, 32, 64];
@@ -36,9 +39,9 @@ public sealed record ExperimentOptions
 
     /// <summary>The main job's budget on a 2-core CPU (≤ 15 minutes) and the full experiment's.</summary>
     public static ExperimentOptions Defaults(bool quick, string output) => quick
-        ? new() { Quick = true, OutputDirectory = output, Steps = 80, BatchSize = 16, AblationSteps = 0, WordnetSteps = 60, EvalExamples = 200, AblationEvalExamples = 0,
+        ? new() { Quick = true, OutputDirectory = output, Steps = 80, BatchSize = 16, AblationSteps = 0, SwapSteps = 60, SwapEvalExamples = 200, EvalExamples = 200, AblationEvalExamples = 0,
                   Ranks = [], AblationSeeds = [], FullLearningRates = [1e-4f], LoraLearningRates = [1e-3f], Retrieval = RetrievalOptions.Defaults(true) }
-        : new() { Quick = false, OutputDirectory = output, Steps = 600, BatchSize = 32, AblationSteps = 300, WordnetSteps = 300, EvalExamples = 0, AblationEvalExamples = 500,
+        : new() { Quick = false, OutputDirectory = output, Steps = 600, BatchSize = 32, AblationSteps = 300, SwapSteps = 300, SwapEvalExamples = 0, EvalExamples = 0, AblationEvalExamples = 500,
                   FullLearningRates = [3e-5f, 1e-4f, 3e-4f], LoraLearningRates = [3e-4f, 1e-3f, 3e-3f], SweepSteps = 200, Retrieval = RetrievalOptions.Defaults(false) };
 
     /// <summary>LoRA's main row: rank 8 on the attention query and value projections (PEFT's default targets).</summary>
@@ -83,7 +86,6 @@ public sealed class ExperimentRunner(ExperimentOptions o, Device device)
     void RunSeq2Seq()
     {
         var debian = TaskData.Load("debian");
-        var wordnet = TaskData.Load("wordnet");
         string baseDir = EnsureBase();
         var test = TaskData.Spread(debian.Test, o.EvalExamples);
         var ablationTest = TaskData.Spread(debian.Test, o.AblationEvalExamples);
@@ -91,12 +93,12 @@ public sealed class ExperimentRunner(ExperimentOptions o, Device device)
         long baseBytes = new FileInfo(Path.Combine(baseDir, Checkpoint.WeightsFile)).Length;
 
         var lead = Save("lead-8", Evaluator.LeadBaseline(test));
-        Add("lead-8", "debian", 0, lead.Rouge, null, 0, 0, 0, test.Count, 0);
+        Add("lead-8", "debian", 0, lead, null, 0, 0, 0, test.Count, 0);
 
         var (model, tokenizer) = Checkpoint.Load(baseDir, device);
         long total = _baseParameters = model.ParameterCount();
         var baseEval = Save("base", Workflows.Evaluate(model, tokenizer, "debian", test, Workflows.DecodeFor("debian"), "base: evaluating"));
-        Add("base", "debian", 0, baseEval.Rouge, null, 0, total, baseBytes, test.Count, 0);
+        Add("base", "debian", 0, baseEval, null, 0, total, baseBytes, test.Count, 0);
         model.Dispose();
 
         // Same data, steps and seed for both methods; each at the rate its own sweep chose on the validation split.
@@ -109,7 +111,7 @@ public sealed class ExperimentRunner(ExperimentOptions o, Device device)
         var (fullResult, _) = Workflows.FineTune(model, tokenizer, debian, full, baseDir);
         var fullEval = Save("full", Workflows.Evaluate(model, tokenizer, "debian", test, Workflows.DecodeFor("debian"), "full: evaluating"));
         Checkpoint.Save(Path.Combine(o.OutputDirectory, "full"), model, tokenizer);
-        Add("full", "debian", 0, fullEval.Rouge, fullResult, 0, total, new FileInfo(Path.Combine(o.OutputDirectory, "full", Checkpoint.WeightsFile)).Length, test.Count, o.Steps, fullRate);
+        Add("full", "debian", 0, fullEval, fullResult, 0, total, new FileInfo(Path.Combine(o.OutputDirectory, "full", Checkpoint.WeightsFile)).Length, test.Count, o.Steps, fullRate);
         _losses["full"] = fullResult.Losses;
         model.Dispose();
 
@@ -120,9 +122,9 @@ public sealed class ExperimentRunner(ExperimentOptions o, Device device)
         var loraEval = Save("lora-r8", Workflows.Evaluate(model, tokenizer, "debian", test, Workflows.DecodeFor("debian"), "LoRA r=8: evaluating"));
         string adapterDir = Path.Combine(o.OutputDirectory, "adapters", "debian-r8");
         AdapterFiles.Save(lora!, "debian", adapterDir);
-        Add("lora", "debian", 8, loraEval.Rouge, loraResult, new FileInfo(Path.Combine(adapterDir, AdapterFiles.WeightsFile)).Length, total, 0, test.Count, o.Steps, loraRate);
+        Add("lora", "debian", 8, loraEval, loraResult, new FileInfo(Path.Combine(adapterDir, AdapterFiles.WeightsFile)).Length, total, 0, test.Count, o.Steps, loraRate);
         _losses["lora"] = loraResult.Losses;
-        if (o.WordnetSteps > 0) TaskSwap(model, tokenizer, lora!, wordnet, test, loraEval, baseDir, loraRate);
+        if (o.SwapSteps > 0) TaskSwap(model, tokenizer, lora!, test, loraEval, baseDir, loraRate);
         model.Dispose();
 
         // Rank ablation: the same recipe at each rank and seed (shorter runs, a smaller test sample).
@@ -135,7 +137,7 @@ public sealed class ExperimentRunner(ExperimentOptions o, Device device)
                 var e = Workflows.Evaluate(model, tokenizer, "debian", ablationTest, Workflows.DecodeFor("debian"), $"ablation r={rank} seed {seed}: evaluating");
                 string dir = Path.Combine(o.OutputDirectory, "adapters", $"ablation-r{rank}-seed{seed}");
                 AdapterFiles.Save(l!, $"r{rank}", dir);
-                Add("lora-ablation", "debian", rank, e.Rouge, r, new FileInfo(Path.Combine(dir, AdapterFiles.WeightsFile)).Length, total, 0, ablationTest.Count, opt.Steps, loraRate, seed);
+                Add("lora-ablation", "debian", rank, e, r, new FileInfo(Path.Combine(dir, AdapterFiles.WeightsFile)).Length, total, 0, ablationTest.Count, opt.Steps, loraRate, seed);
                 model.Dispose();
             }
     }
@@ -161,33 +163,41 @@ public sealed class ExperimentRunner(ExperimentOptions o, Device device)
             }
         }
         var best = scored.MaxBy(x => x.Rouge1);
-        AnsiConsole.MarkupLine($"{method}: learning rate {best.Rate:G3} (validation ROUGE-1 {best.Rouge1:F4}; tried {string.Join(", ", scored.Select(x => $"{x.Rate:G3} → {x.Rouge1:F4}"))})");
+        Output.Terminal.Status($"{method}: learning rate {best.Rate:G3} (validation ROUGE-1 {best.Rouge1:F4}; tried {string.Join(", ", scored.Select(x => $"{x.Rate:G3} → {x.Rouge1:F4}"))})");
         return best.Rate;
     }
 
     /// <summary>
-    /// Adds a WordNet adapter to the model that already holds the Debian one, trains it, then answers both tasks
-    /// from the one loaded base by switching adapters. The Debian scores must be those it had when trained alone.
+    /// Adds a second task's adapter (<see cref="ExperimentOptions.SwapTask"/>) to the model that already holds the Debian
+    /// one, trains it, then answers both tasks from the one loaded base by switching adapters. The Debian predictions must
+    /// be those it gave when trained alone. A translation task is scored with sacrebleu's chrF and BLEU, beside the base
+    /// (adapters disabled) and copying the English source.
     /// </summary>
-    void TaskSwap(Seq2SeqTransformer model, ISeq2SeqTokenizer tokenizer, LoraModel lora, TaskData wordnet, IReadOnlyList<Example> debianTest, EvalResult debianAlone, string baseDir, float rate)
+    void TaskSwap(Seq2SeqTransformer model, ISeq2SeqTokenizer tokenizer, LoraModel lora, IReadOnlyList<Example> debianTest, EvalResult debianAlone, string baseDir, float rate)
     {
-        var options = new FineTuneOptions { Task = "wordnet", Method = "lora", Rank = 8, Alpha = 16, Steps = o.WordnetSteps, BatchSize = o.BatchSize, Seed = o.Seed + 1, LearningRate = rate, Targets = ExperimentOptions.LoraTargets };
-        var (result, _) = Workflows.FineTune(model, tokenizer, wordnet, options, baseDir, lora, adapterName: "wordnet");
-        var wordnetTest = TaskData.Spread(wordnet.Test, o.Quick ? 200 : 2000);
-        var wordnetEval = Save("wordnet-lora-r8", Workflows.Evaluate(model, tokenizer, "wordnet", wordnetTest, Workflows.DecodeFor("wordnet"), "swap → wordnet adapter"));
-        string dir = Path.Combine(o.OutputDirectory, "adapters", "wordnet-r8");
-        AdapterFiles.Save(lora, "wordnet", dir);
-        Add("lora", "wordnet", 8, wordnetEval.Rouge, result, new FileInfo(Path.Combine(dir, AdapterFiles.WeightsFile)).Length, _baseParameters, 0, wordnetTest.Count, options.Steps, rate);
+        var task = TaskData.Load(o.SwapTask);
+        var options = new FineTuneOptions { Task = task.Name, Method = "lora", Rank = 8, Alpha = 16, Steps = o.SwapSteps, BatchSize = o.BatchSize, Seed = o.Seed + 1, LearningRate = rate, Targets = ExperimentOptions.LoraTargets };
+        var (result, _) = Workflows.FineTune(model, tokenizer, task, options, baseDir, lora, adapterName: task.Name);
+        var test = TaskData.Spread(task.Test, o.SwapEvalExamples);
+        var adapted = Save($"{task.Name}-lora-r8", Workflows.Evaluate(model, tokenizer, task.Name, test, Workflows.DecodeFor(task.Name), $"swap → {task.Name} adapter"));
+        string dir = Path.Combine(o.OutputDirectory, "adapters", $"{task.Name}-r8");
+        AdapterFiles.Save(lora, task.Name, dir);
+        Add("lora", task.Name, 8, adapted, result, new FileInfo(Path.Combine(dir, AdapterFiles.WeightsFile)).Length, _baseParameters, 0, test.Count, options.Steps, rate);
 
         lora.SetActiveAdapter("debian");
         var again = Workflows.Evaluate(model, tokenizer, "debian", debianTest, Workflows.DecodeFor("debian"), "swap → debian adapter");
         bool same = again.Predictions.SequenceEqual(debianAlone.Predictions);
-        Output.Terminal.Status($"adapter swap: debian predictions after switching back are {(same ? "identical" : "different")} to those before the WordNet adapter was added.");
+        Output.Terminal.Status($"adapter swap: debian predictions after switching back are {(same ? "identical" : "different")} to those before the {task.Name} adapter was added.");
         if (!same) throw new InvalidOperationException("Switching back to the Debian adapter changed its outputs; adapters are not isolated.");
         using (lora.DisableAdapters())
         {
-            var baseOnWordnet = Workflows.Evaluate(model, tokenizer, "wordnet", wordnetTest, Workflows.DecodeFor("wordnet"), "adapters disabled → wordnet");
-            Add("base", "wordnet", 0, baseOnWordnet.Rouge, null, 0, _baseParameters, 0, wordnetTest.Count, 0);
+            var baseOnTask = Save($"{task.Name}-base", Workflows.Evaluate(model, tokenizer, task.Name, test, Workflows.DecodeFor(task.Name), $"adapters disabled → {task.Name}"));
+            Add("base", task.Name, 0, baseOnTask, null, 0, _baseParameters, 0, test.Count, 0);
+        }
+        if (TaskData.IsTranslation(task.Name))
+        {
+            var copy = new EvalResult(Rouge.Average(test.Select(e => e.Source).ToList(), test.Select(e => e.Target).ToList()), test.Select(e => e.Source).ToList(), test.Select(e => e.Target).ToList());
+            Add("copy-source", task.Name, 0, copy, null, 0, 0, 0, test.Count, 0);
         }
     }
 
@@ -208,8 +218,19 @@ public sealed class ExperimentRunner(ExperimentOptions o, Device device)
         return result;
     }
 
-    /// <summary>Adds a row; 0 for rank, sizes or steps means "none" and is stored as null, as is every cost of an untrained row.</summary>
-    void Add(string method, string task, int rank, RougeResult rouge, TrainResult? train, long adapterBytes, long totalParams, long checkpointBytes, int examples, int steps,
-        float? rate = null, ulong? seed = null) =>
-        _rows.Add(ResultRow.Of(method, task, rank, rouge, train, adapterBytes, totalParams, checkpointBytes, examples, steps) with { LearningRate = rate, Seed = seed });
+    /// <summary>
+    /// Adds a row; 0 for rank, sizes or steps means "none" and is stored as null, as is every cost of an untrained row. A
+    /// translation task's row also gets sacrebleu's chrF and BLEU (and the uncased variants) of the predictions.
+    /// </summary>
+    void Add(string method, string task, int rank, EvalResult eval, TrainResult? train, long adapterBytes, long totalParams, long checkpointBytes, int examples, int steps,
+        float? rate = null, ulong? seed = null)
+    {
+        var row = ResultRow.Of(method, task, rank, eval.Rouge, train, adapterBytes, totalParams, checkpointBytes, examples, steps) with { LearningRate = rate, Seed = seed };
+        if (TaskData.IsTranslation(task))
+        {
+            var t = TranslationScores.Compute(eval.Predictions, eval.References);
+            row = row with { Chrf = t.Chrf, Bleu = t.Bleu, ChrfUncased = t.ChrfUncased, BleuUncased = t.BleuUncased };
+        }
+        _rows.Add(row);
+    }
 }

@@ -13,7 +13,7 @@ namespace Nanolora.Cli;
 public sealed record ResultRow(string Method, string Task, int? Rank, double Rouge1, double Rouge2, [property: JsonPropertyName("rougeL")] double RougeL,
     long TrainableParams, double TrainablePercent, long? OptimizerStateBytes, long? PeakBytes, double? StepMs, long? AdapterBytes, long? CheckpointBytes,
     int EvalExamples, int? Steps, IReadOnlyDictionary<string, long>? PeakBytesByCategory, long? PoolReservedPeakBytes = null, long? ProcessPeakRssBytes = null,
-    float? LearningRate = null, ulong? Seed = null)
+    float? LearningRate = null, ulong? Seed = null, double? Chrf = null, double? Bleu = null, double? ChrfUncased = null, double? BleuUncased = null)
 {
     /// <summary>A row from what the runner measured; 0 for rank, sizes or steps means "none".</summary>
     public static ResultRow Of(string method, string task, int rank, RougeResult rouge, TrainResult? train, long adapterBytes, long baseParameters,
