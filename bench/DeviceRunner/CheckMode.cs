@@ -47,20 +47,21 @@ public static class CheckMode
     {
         var device = o.Device();
         bool small = o.Flag("small");
-        var (passed, results) = RunAll(device, small, Console.Out);
+        var (passed, results) = RunAll(device, OpChecks.All(small), Console.Out);
+        results["small"] = small;
         Results.Write(o.JsonPath, results, passed);
         return passed ? 0 : 1;
     }
 
-    /// <summary>Runs every check; returns whether all passed and the JSON record. Also what tests/DeviceRunner calls.</summary>
-    public static (bool Passed, JsonObject Results) RunAll(Device device, bool small, TextWriter log, Func<OpCheck, bool>? filter = null)
+    /// <summary>Runs the checks; returns whether all passed (and there was at least one) and the JSON record. tests/DeviceRunner calls it too.</summary>
+    public static (bool Passed, JsonObject Results) RunAll(Device device, IEnumerable<OpCheck> checks, TextWriter log)
     {
         var cpu = Device.Cpu;
-        log.WriteLine($"== check: {device} against {cpu.Id} ({(small ? "small shapes" : "full shapes")})");
-        var checks = new JsonArray();
+        log.WriteLine($"== check: {device} against {cpu.Id}");
+        var records = new JsonArray();
         var tally = new SortedDictionary<string, (int Passed, int Failed)>(StringComparer.Ordinal);
         var total = Stopwatch.StartNew();
-        foreach (var check in OpChecks.All(small).Where(c => filter?.Invoke(c) ?? true))
+        foreach (var check in checks)
         {
             var clock = Stopwatch.StartNew();
             var record = new JsonObject { ["family"] = check.Family, ["name"] = check.Name, ["atol"] = check.Atol, ["rtol"] = check.Rtol };
@@ -96,20 +97,19 @@ public static class CheckMode
             }
             record["passed"] = ok;
             record["seconds"] = Math.Round(clock.Elapsed.TotalSeconds, 3);
-            checks.Add(record);
+            records.Add(record);
             var (p, f) = tally.GetValueOrDefault(check.Family);
             tally[check.Family] = ok ? (p + 1, f) : (p, f + 1);
-            log.WriteLine($"{(ok ? "PASS" : "FAIL")}  {check.Family,-13} {check.Name,-58} {detail}  (tol {check.Atol:G2} + {check.Rtol:G2}·|x|)");
+            log.WriteLine($"{(ok ? "PASS" : "FAIL")}  {check.Family,-13} {check.Name,-62} {detail}  (tol {check.Atol:G2} + {check.Rtol:G2}·|x|)");
         }
         int failed = tally.Values.Sum(t => t.Failed), passedCount = tally.Values.Sum(t => t.Passed);
         log.WriteLine("-- by family: " + string.Join(", ", tally.Select(kv => $"{kv.Key} {kv.Value.Passed}/{kv.Value.Passed + kv.Value.Failed}")));
         log.WriteLine($"== {passedCount} passed, {failed} failed in {total.Elapsed.TotalSeconds:F1} s on {device}");
         var results = Results.Start("check", device);
-        results["small"] = small;
         results["checks_passed"] = passedCount;
         results["checks_failed"] = failed;
         results["families"] = new JsonObject(tally.Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)new JsonObject { ["passed"] = kv.Value.Passed, ["failed"] = kv.Value.Failed })));
-        results["checks"] = checks;
+        results["checks"] = records;
         return (failed == 0 && passedCount > 0, results);
     }
 

@@ -189,6 +189,9 @@ def main():
     ids, mask, types = (torch.tensor(data[k]).view(b, t) for k in ("input_ids", "attention_mask", "token_type_ids"))
     dev = torch.device(args.device)
     results.update({"device": args.device, "torch": torch.__version__, "nanolora_devices": list(data["outputs"])})
+    base = torch.tensor(data["outputs"]["cpu"]["base"]["last_hidden_state"])
+    moved = (torch.tensor(data["outputs"]["cpu"]["lora"]["last_hidden_state"]) - base).abs().max().item()
+    record("the adapter changes Nanolora's outputs (else the LoRA comparisons prove nothing)", moved > 1e-2, max_abs_change=moved)
     try:
         (hf_client if args.client == "hf" else reference_client)(args.dir, data, ids, mask, types, dev)
     except Exception as e:  # one line in the summary; the traceback in the log
