@@ -7,13 +7,20 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 out=bench/device/runner
+build=$(mktemp -d)
+trap 'rm -rf "$build"' EXIT
 rm -rf "$out"
-# Single file, compressed: the runtime and ILGPU come to a fraction of a plain self-contained folder.
-# Not trimmed: ILGPU compiles kernels from IL by reflection, which trimming would break (see docs/PERFORMANCE.md).
+mkdir -p "$out"
+# One self-contained file (the .NET runtime, ILGPU and Nanolora), then xz: measured here, the bundle's own deflate
+# compression gave 39.7 MiB, which with the 26 MiB tree does not fit; xz -9e of the plain bundle gives ~26 MiB.
+# run.sh unpacks it with Python's lzma module (Python is on the device machine; xz may not be).
+# Not trimmed: ILGPU compiles kernels from IL by reflection, which trimming would break.
 # The runner's project keeps src/Transformer's 91 MB all-MiniLM-L6-v2 package DLL out of the published folder.
 dotnet publish bench/DeviceRunner/Nanolora.DeviceRunner.csproj -c Release -r linux-x64 --self-contained true \
-  -p:PublishSingleFile=true -p:EnableCompressionInSingleFile=true -p:IncludeNativeLibrariesForSelfExtract=true \
-  -p:DebugType=none -o "$out" >/dev/null
+  -p:PublishSingleFile=true -p:EnableCompressionInSingleFile=false -p:IncludeNativeLibrariesForSelfExtract=true \
+  -p:DebugType=none -o "$build" >/dev/null
+echo "bundle $(( $(stat -c %s "$build/Nanolora.DeviceRunner") / 1024 / 1024 )) MiB uncompressed; xz -9e (a few minutes on 2 cores)"
+xz -9e -T1 -c "$build/Nanolora.DeviceRunner" > "$out/Nanolora.DeviceRunner.xz"
 limit=$((64 * 1024 * 1024))
 tree=$(git ls-files -z | xargs -0 du -cb 2>/dev/null | tail -n 1 | cut -f1)
 runner=$(du -sb "$out" | cut -f1)

@@ -18,7 +18,7 @@ DEVICE="${DEVICE:-cuda}"
 QUICK="${QUICK:-0}"
 BUDGET_S="${BUDGET_S:-450}"
 PY="${PYTHON:-python3}"
-RUNNER="${RUNNER:-bench/device/runner/Nanolora.DeviceRunner}"
+RUNNER_XZ=bench/device/runner/Nanolora.DeviceRunner.xz # what bench/device/publish.sh made; RUNNER=path overrides
 mkdir -p "$OUT"
 OUT="$(cd "$OUT" && pwd)"
 start=$(date +%s)
@@ -41,8 +41,15 @@ step() {
   tail -n 3 "$OUT/$name.log" | sed 's/^/   /'
 }
 
-# The runner: a single-file .NET program; its bundled native parts are extracted outside $OUT.
-chmod +x "$RUNNER" 2>/dev/null
+# The runner: one self-contained .NET file, carried xz-compressed, unpacked (and its bundled native parts extracted)
+# outside $OUT so that none of it travels back.
+if [ -z "${RUNNER:-}" ]; then
+  RUNNER="${TMPDIR:-/tmp}/nanolora-runner/Nanolora.DeviceRunner"
+  mkdir -p "$(dirname "$RUNNER")"
+  t0=$(date +%s)
+  "$PY" -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' "$RUNNER_XZ" "$RUNNER" \
+    && chmod +x "$RUNNER" && echo "unpacked $RUNNER_XZ in $(($(date +%s) - t0)) s" || echo "could not unpack $RUNNER_XZ (run bench/device/publish.sh and carry bench/device/runner)"
+fi
 export DOTNET_BUNDLE_EXTRACT_BASE_DIR="${TMPDIR:-/tmp}/nanolora-bundle" DOTNET_CLI_TELEMETRY_OPTOUT=1
 # .NET needs ICU for Unicode normalization (the BERT tokenizer strips accents through it); without libicu it refuses
 # to start unless told to run invariant. Then accented text tokenizes differently, which hf-check's tokenizer line shows.
