@@ -53,7 +53,8 @@ fi
 export DOTNET_BUNDLE_EXTRACT_BASE_DIR="${TMPDIR:-/tmp}/nanolora-bundle" DOTNET_CLI_TELEMETRY_OPTOUT=1
 # .NET needs ICU for Unicode normalization (the BERT tokenizer strips accents through it); without libicu it refuses
 # to start unless told to run invariant. Then accented text tokenizes differently, which hf-check's tokenizer line shows.
-if ! ldconfig -p 2>/dev/null | grep -q 'libicuuc\.so'; then
+if ! { ldconfig -p 2>/dev/null || /sbin/ldconfig -p 2>/dev/null; } | grep -q 'libicuuc\.so' \
+   && ! ls /usr/lib/x86_64-linux-gnu/libicuuc.so.* /usr/lib64/libicuuc.so.* /usr/lib/libicuuc.so.* >/dev/null 2>&1; then
   export DOTNET_SYSTEM_GLOBALIZATION_INVARIANT=1
   echo "no libicu: the runner runs with invariant globalization" | tee "$OUT/icu-missing.txt"
 fi
