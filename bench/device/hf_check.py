@@ -43,7 +43,7 @@ def compare(tag, ours, theirs, mask, device_id):
     b, t, c = mask.shape[0], mask.shape[1], theirs["last_hidden_state"].shape[-1]
     hidden = torch.tensor(ours["last_hidden_state"]).view(b, t, c)
     real = mask.bool()
-    d_hidden = (hidden[real] - theirs["last_hidden_state"][real].cpu()).abs().max().item()
+    d_hidden = (hidden[real] - theirs["last_hidden_state"].cpu()[real]).abs().max().item()
     record(f"{tag}: last_hidden_state at real tokens, nanolora {device_id}", d_hidden <= ATOL, max_abs_diff=d_hidden)
     if "pooler_output" in theirs:
         d_pool = (torch.tensor(ours["pooler_output"]).view(b, c) - theirs["pooler_output"].cpu()).abs().max().item()
