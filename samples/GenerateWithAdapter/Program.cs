@@ -19,7 +19,7 @@ lora.SetActiveAdapter("task");
 
 string Generate(string text)
 {
-    var ids = tokenizer.Encode(text, 96, addEos: true);   // sources end with EOS, as in training
+    var ids = tokenizer.EncodeSource(text, 96);   // framed as in training (ending with EOS)
     var output = SequenceDecoder.Generate(model, ids, 1, ids.Length, new DecodeOptions(MaxLength: 24, BeamSize: 4));
     return tokenizer.Decode(output[0]).Trim();
 }

@@ -35,14 +35,20 @@ public sealed record Bert2BertPretrainOptions
 /// </summary>
 public static class Bert2BertPretraining
 {
+    const int MaxRepeatsOfATarget = 2;
+
     public static List<Example> Mixture(Bert2BertPretrainOptions o)
     {
         var debian = TaskData.Load("debian");
         var manpages = TaskData.Load("manpages");
         var rng = new Random((int)o.Seed);
         // Half the gap sentences stay in their source, so the model also learns to find the central statement of a whole text.
+        // A boilerplate sentence ("This package provides a library for the Haskell programming language.") is the gap of
+        // hundreds of descriptions; kept at most twice, it no longer drowns the rest and the decoder has to read its input.
+        var seen = new Dictionary<string, int>(StringComparer.OrdinalIgnoreCase);
         var gaps = debian.Train.Select(e => e.Source).Distinct().OrderBy(_ => rng.Next())
-            .Select((s, i) => GapSentences.Build(s, maxWords: 20, keep: i % 2 == 1)).OfType<Example>().Take(o.GapExamples);
+            .Select((s, i) => GapSentences.Build(s, maxWords: 20, keep: i % 2 == 1)).OfType<Example>()
+            .Where(e => (seen[e.Target] = seen.GetValueOrDefault(e.Target) + 1) <= MaxRepeatsOfATarget).Take(o.GapExamples);
         return gaps.Concat(Enumerable.Repeat(manpages.Train, o.ManpageRepeats).SelectMany(x => x)).ToList();
     }
 
