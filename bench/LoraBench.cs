@@ -46,19 +46,7 @@ public static class BenchModels
     static double Normal(Random rng) => Math.Sqrt(-2 * Math.Log(1 - rng.NextDouble())) * Math.Cos(2 * Math.PI * rng.NextDouble());
 
     /// <summary>One training step in its own graph scope: loss, backward, AdamW step, zero grads. Returns the loss.</summary>
-    public static float TrainStep(Seq2SeqTransformer model, Optimizer optimizer, Batch batch)
-    {
-        float loss;
-        using (new GraphScope())
-        {
-            var l = model.Loss(batch, 0f);
-            loss = l.Data.Item();
-            l.Backward();
-        }
-        optimizer.Step();
-        optimizer.ZeroGrad();
-        return loss;
-    }
+    public static float TrainStep(Seq2SeqTransformer model, Optimizer optimizer, Batch batch) => Trainer.StepOnce(model, optimizer, batch);
 
     public static string Mb(long bytes) => $"{bytes / 1048576.0:F1} MiB";
 }

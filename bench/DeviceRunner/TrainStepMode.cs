@@ -74,15 +74,7 @@ public static class TrainStepMode
 
     static float Step(Seq2SeqTransformer model, Optimizer optimizer, Batch batch, Device device)
     {
-        float loss;
-        using (new GraphScope())
-        {
-            var l = model.Loss(batch, 0f);
-            loss = l.Data.Item();
-            l.Backward();
-        }
-        optimizer.Step();
-        optimizer.ZeroGrad();
+        float loss = Trainer.StepOnce(model, optimizer, batch);
         device.Synchronize();
         return loss;
     }

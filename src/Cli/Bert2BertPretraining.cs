@@ -18,6 +18,8 @@ public sealed record Bert2BertPretrainOptions
     public ulong Seed { get; init; } = 1;
     public int? StopAfterStep { get; init; }
     public bool Resume { get; init; }
+    /// <summary>Resume even with other options (say, more --steps: the schedule is stretched from where the run stands).</summary>
+    public bool ForceResume { get; init; }
     public int CheckpointEvery { get; init; } = 250;
 }
 
@@ -72,7 +74,7 @@ public static class Bert2BertPretraining
             var options = new TrainOptions
             {
                 Steps = o.Steps, LearningRate = o.LearningRate, WarmupSteps = Math.Min(200, o.Steps / 10),
-                CheckpointDirectory = runDirectory, CheckpointEvery = o.CheckpointEvery, Resume = o.Resume,
+                CheckpointDirectory = runDirectory, CheckpointEvery = o.CheckpointEvery, Resume = o.Resume, ForceResume = o.ForceResume,
                 StopAfterStep = o.StopAfterStep, ValidateEvery = o.CheckpointEvery, ValidationBatches = 4,
             };
             var result = ConsoleProgress.Train($"BERT2BERT decoder on all-MiniLM-L6-v2 ({examples.Count:N0} examples)", o.Steps,

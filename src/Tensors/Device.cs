@@ -154,8 +154,19 @@ public sealed class CpuDevice : Device
         Ledger.SetReserved(_pool.ReservedBytes);
     }
 
-    public override long TrimIdleCache() { long n = _pool.TrimIdle(); Ledger.SetReserved(_pool.ReservedBytes); return n; }
+    /// <summary>
+    /// Drops idle buffers, then collects them: pinned arrays live on the pinned object heap, which only a full collection
+    /// frees, and the GC puts those off while memory is plentiful — a 100-step fine-tuning of the 30M-parameter BERT2BERT
+    /// base reached 16 GB of RSS on a 24 GB machine without this.
+    /// </summary>
+    public override long TrimIdleCache()
+    {
+        long n = _pool.TrimIdle();
+        Ledger.SetReserved(_pool.ReservedBytes);
+        GC.Collect();
+        return n;
+    }
 
-    public override void EmptyCache() { _pool.Trim(); Ledger.SetReserved(_pool.ReservedBytes); }
+    public override void EmptyCache() { _pool.Trim(); Ledger.SetReserved(_pool.ReservedBytes); GC.Collect(); }
     public override void Dispose() => EmptyCache();
 }

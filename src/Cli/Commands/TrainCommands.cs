@@ -30,9 +30,10 @@ public static class TrainCommands
         var decoderLayers = new Option<int>("--decoder-layers") { Description = "minilm: decoder layers (from MiniLM layers spread over its depth)", DefaultValueFactory = _ => 3 }.Range(1, 6);
         var stopAfter = new Option<int?>("--stop-after") { Description = "minilm: end this process after step N (checkpointed), to train in chunks" }.Range(1);
         var resume = new Option<bool>("--resume") { Description = "minilm: continue the run checkpointed in --out" };
+        var forceResume = ForceResume();
         var ship = new Option<string?>("--ship") { Description = "minilm: when the run has finished, also write the base there compactly (F16, only what differs from MiniLM)" };
         var cmd = new Command("pretrain", "Pretrain a base encoder-decoder: T5-style span corruption on Debian descriptions and man pages (plus man page → synopsis), or (--init minilm) a BERT2BERT decoder on all-MiniLM-L6-v2.")
-            { preset, steps, batch, lr, vocab, seed, output, overwrite, init, decoderLayers, stopAfter, resume, ship, json };
+            { preset, steps, batch, lr, vocab, seed, output, overwrite, init, decoderLayers, stopAfter, resume, forceResume, ship, json };
         cmd.SetAction(r => Program.Guard(() =>
         {
             var dev = Workflows.ResolveDevice(r.GetValue(device));
@@ -44,7 +45,7 @@ public static class TrainCommands
                 var bo = new Bert2BertPretrainOptions
                 {
                     DecoderLayers = r.GetValue(decoderLayers), Steps = r.GetValue(steps), LearningRate = r.GetResult(lr) is { Implicit: false } ? r.GetValue(lr) : 3e-4f,
-                    BatchSize = r.GetResult(batch) is { Implicit: false } ? r.GetValue(batch) : 16, Seed = r.GetValue(seed), StopAfterStep = r.GetValue(stopAfter), Resume = r.GetValue(resume),
+                    BatchSize = r.GetResult(batch) is { Implicit: false } ? r.GetValue(batch) : 16, Seed = r.GetValue(seed), StopAfterStep = r.GetValue(stopAfter), Resume = r.GetValue(resume), ForceResume = r.GetValue(forceResume),
                 };
                 var (b2b, tok, res) = Bert2BertPretraining.Run(bo, dev, outDir);
                 using (b2b)

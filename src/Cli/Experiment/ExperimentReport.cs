@@ -64,7 +64,7 @@ public sealed class ExperimentReport(ExperimentOptions o, IReadOnlyList<ResultRo
         sb.AppendLine();
         var fullRow = rows.FirstOrDefault(r => r.Method == "full");
         var loraRow = rows.FirstOrDefault(r => r.Method == "lora" && r.Task == "debian");
-        sb.AppendLine($"Debian description → synopsis, test split ({rows.FirstOrDefault(r => r.Method == "base")?.EvalExamples ?? 0} examples spread over it), greedy decoding. " +
+        sb.AppendLine($"Debian description → synopsis, test split ({rows.FirstOrDefault(r => r.Method == "base")?.EvalExamples ?? 0} examples spread over it), greedy decoding{(o.NoRepeatNgram > 0 ? $" never repeating a {o.NoRepeatNgram}-gram" : "")}. " +
                       $"Fine-tuning: {o.Steps} steps each (batch {o.BatchSize}), same data order and seed; AdamW, lr {fullRow?.LearningRate:G3} for full fine-tuning and {loraRow?.LearningRate:G3} for LoRA " +
                       $"(r=8, alpha 16, on q_proj and v_proj){(sweep is { Count: > 0 } ? $", each chosen on {sweep[0].ValidationExamples} validation examples after {sweep[0].Steps} steps (`sweep` in results.json)" : "")}; " +
                       $"rank ablation {o.AblationSteps} steps per rank and seed ({string.Join(", ", o.AblationSeeds)}; alpha 2r) on {rows.FirstOrDefault(r => r.Method == "lora-ablation")?.EvalExamples ?? 0} test examples. " +
@@ -100,7 +100,7 @@ public sealed class ExperimentReport(ExperimentOptions o, IReadOnlyList<ResultRo
         if (translation.Count > 0)
         {
             sb.AppendLine();
-            sb.AppendLine($"Task swap: a second LoRA adapter ({translation[0].Task}) trained and answered on the same loaded base, switched per task. " +
+            sb.AppendLine($"Task swap: a second LoRA adapter ({translation[0].Task}; r={o.SwapRank} on {string.Join(", ", o.SwapTargets)}, lr {o.SwapLearningRate:G3}) trained and answered on the same loaded base, switched per task. " +
                           "chrF2 and BLEU exactly as sacrebleu computes them (corpus level, against the cased references); \"uncased\" lower-cases and strips " +
                           "accents on both sides first (not sacrebleu's default), since the uncased WordPiece vocabulary cannot write case or accents.");
             sb.AppendLine();

@@ -136,6 +136,24 @@ public sealed class Trainer(Seq2SeqTransformer model, ISeq2SeqTokenizer tokenize
             trainable.Sum(p => p.Count), optimizer.StateBytes);
     }
 
+    /// <summary>
+    /// One bare training step in its own graph scope — loss, backward, optimizer step, zeroed gradients — with none of
+    /// <see cref="Train"/>'s schedule, clipping or checks (benchmarks time exactly this). Returns the loss.
+    /// </summary>
+    public static float StepOnce(Seq2SeqTransformer model, Optimizer optimizer, Batch batch, float labelSmoothing = 0f)
+    {
+        float loss;
+        using (new GraphScope())
+        {
+            var l = model.Loss(batch, labelSmoothing);
+            loss = l.Data.Item();
+            l.Backward();
+        }
+        optimizer.Step();
+        optimizer.ZeroGrad();
+        return loss;
+    }
+
     TrainerState StateAt(int step, int epoch, int batchInEpoch, List<float> losses, List<ValidationPoint> validation, RunOptions options) =>
         new(step, epoch, batchInEpoch, losses, validation) { RandomState = model.RandomState, Options = options };
 
