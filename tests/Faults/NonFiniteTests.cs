@@ -85,7 +85,18 @@ public class NonFiniteAdapterTests
         values[0] = float.NaN;
         weights.B.Data.CopyFrom(values);
         var dir = TinyRun.NewDirectory();
+        // Saving refuses it, naming the tensor, and writes nothing.
+        var saving = Assert.Throws<InvalidDataException>(() => Nanolora.Lora.AdapterFiles.Save(lora, "task", dir));
+        Assert.Contains($"{path}.lora_B.weight' holds NaN", saving.Message);
+        Assert.False(File.Exists(Path.Combine(dir, Nanolora.Lora.AdapterFiles.WeightsFile)));
+        // A NaN file made elsewhere is refused on load, and the model is left without it.
+        values[0] = 0f;
+        weights.B.Data.CopyFrom(values);
         Nanolora.Lora.AdapterFiles.Save(lora, "task", dir);
+        var file = Safetensors.Read(Path.Combine(dir, Nanolora.Lora.AdapterFiles.WeightsFile));
+        var tensors = file.Entries.Select(t => (t.Name, t.Shape.ToArray(), Data: file.ReadFloats(t.Name))).ToList();
+        tensors.First(t => t.Name.EndsWith($"{path}.lora_B.weight")).Data[0] = float.NaN;
+        Safetensors.Write(Path.Combine(dir, Nanolora.Lora.AdapterFiles.WeightsFile), tensors, file.Metadata);
         var e = Assert.Throws<InvalidDataException>(() => Nanolora.Lora.AdapterFiles.Load(lora, dir, "loaded"));
         Assert.Contains($"{path}.lora_B.weight' holds NaN", e.Message);
         Assert.False(lora.Adapters.ContainsKey("loaded"), "the refused adapter was not added");
