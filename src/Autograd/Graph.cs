@@ -6,6 +6,7 @@ namespace Nanolora.Autograd;
 public static class Graph
 {
     [ThreadStatic] static int _noGradDepth;
+    /// <summary>False inside a <see cref="NoGrad"/> block on this thread.</summary>
     public static bool IsEnabled => _noGradDepth == 0;
 
     /// <summary>using (Graph.NoGrad()) { ... }: no graph is built, nothing is saved for backward.</summary>
@@ -113,6 +114,7 @@ public sealed class GraphScope : IDisposable
     readonly GraphScope? _outer;
     readonly List<Variable> _owned = new();
 
+    /// <summary>Opens a scope on this thread; ops run until <see cref="Dispose"/> belong to it.</summary>
     public GraphScope() { _outer = _current; _current = this; }
 
     internal static Variable Track(Variable v)
@@ -129,6 +131,7 @@ public sealed class GraphScope : IDisposable
         return v;
     }
 
+    /// <summary>Disposes every value the scope still owns, newest first, and restores the enclosing scope.</summary>
     public void Dispose()
     {
         for (int i = _owned.Count - 1; i >= 0; i--) _owned[i].Dispose();

@@ -3,6 +3,7 @@ namespace Nanolora.Autograd;
 /// <summary>A module that maps one value to another (Linear, LoraLinear, a feed-forward block...).</summary>
 public interface ILayer
 {
+    /// <summary>The layer applied to <paramref name="x"/>.</summary>
     Variable Forward(Variable x);
 }
 
@@ -16,14 +17,17 @@ public abstract class Module : IDisposable
     readonly List<KeyValuePair<string, Parameter>> _parameters = new();
     readonly List<KeyValuePair<string, Module>> _children = new();
 
+    /// <summary>Training mode (dropout on) or eval mode; set through <see cref="Train"/> and <see cref="Eval"/>.</summary>
     public bool Training { get; private set; } = true;
 
+    /// <summary>Adds <paramref name="p"/> under <paramref name="name"/>; the module disposes it.</summary>
     protected Parameter RegisterParameter(string name, Parameter p)
     {
         _parameters.Add(new(name, p));
         return p;
     }
 
+    /// <summary>Adds a child under <paramref name="name"/>; the module disposes it.</summary>
     protected T RegisterModule<T>(string name, T module) where T : Module
     {
         _children.Add(new(name, module));
@@ -64,11 +68,14 @@ public abstract class Module : IDisposable
         throw new KeyNotFoundException($"{GetType().Name} has no child '{name}'. Children: {string.Join(", ", _children.Select(c => c.Key))}.");
     }
 
+    /// <summary>The child at <paramref name="name"/> as a layer (see <see cref="Child"/>).</summary>
     protected ILayer Layer(string name) => Child(name) as ILayer
         ?? throw new InvalidOperationException($"Child '{name}' of {GetType().Name} is a {Child(name).GetType().Name}, which is not a layer.");
 
+    /// <summary>The direct children with their names, in registration order.</summary>
     public IEnumerable<KeyValuePair<string, Module>> Children => _children;
 
+    /// <summary>Every parameter of this module and its descendants with its dotted path, each name prefixed with <paramref name="prefix"/>.</summary>
     public IEnumerable<(string Name, Parameter Parameter)> NamedParameters(string prefix = "")
     {
         foreach (var (n, p) in _parameters) yield return (prefix + n, p);
@@ -76,7 +83,9 @@ public abstract class Module : IDisposable
             foreach (var item in m.NamedParameters(prefix + n + ".")) yield return item;
     }
 
+    /// <summary>Every parameter of the tree, frozen or not.</summary>
     public IEnumerable<Parameter> Parameters() => NamedParameters().Select(p => p.Parameter);
+    /// <summary>The parameters that are trainable: what to give an optimizer.</summary>
     public IEnumerable<Parameter> TrainableParameters() => Parameters().Where(p => p.Trainable);
 
     /// <summary>This module (name "") and every descendant with its dotted path.</summary>
@@ -87,6 +96,7 @@ public abstract class Module : IDisposable
             foreach (var item in m.NamedModules(prefix + n + ".")) yield return item;
     }
 
+    /// <summary>The descendant at a dotted path ("" is this module); throws if a name is missing.</summary>
     public Module GetModule(string path)
     {
         Module current = this;
@@ -110,12 +120,14 @@ public abstract class Module : IDisposable
         throw new KeyNotFoundException($"No module at '{path}'.");
     }
 
+    /// <summary>Sets training mode on this module and every descendant.</summary>
     public void Train(bool training = true)
     {
         Training = training;
         foreach (var (_, m) in _children) m.Train(training);
     }
 
+    /// <summary>Sets eval mode (dropout off) on the whole tree.</summary>
     public void Eval() => Train(false);
 
     /// <summary>Freezes (or unfreezes) every parameter.</summary>
@@ -124,14 +136,17 @@ public abstract class Module : IDisposable
         foreach (var p in Parameters()) p.Trainable = trainable;
     }
 
+    /// <summary>Number of scalar weights, of all parameters or only the trainable ones.</summary>
     public long ParameterCount(bool trainableOnly = false) =>
         Parameters().Where(p => !trainableOnly || p.Trainable).Sum(p => p.Count);
 
+    /// <summary>Clears the gradients of every parameter.</summary>
     public void ZeroGrad()
     {
         foreach (var p in Parameters()) p.ZeroGrad();
     }
 
+    /// <summary>Disposes every parameter and child.</summary>
     public virtual void Dispose()
     {
         foreach (var (_, p) in _parameters) p.Dispose();

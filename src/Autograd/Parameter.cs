@@ -8,8 +8,10 @@ namespace Nanolora.Autograd;
 /// </summary>
 public sealed class Parameter : Variable
 {
+    /// <summary>The parameter's own name (e.g. <c>weight</c>); a module path prefixes it in <see cref="Module.NamedParameters"/>.</summary>
     public string Name { get; }
 
+    /// <summary>Takes ownership of <paramref name="data"/> and counts it as <see cref="MemoryCategory.Parameter"/> memory.</summary>
     public Parameter(string name, Tensor data, bool trainable = true) : base(data, trainable)
     {
         Name = name;
@@ -23,6 +25,7 @@ public sealed class Parameter : Variable
         set => RequiresGrad = value;
     }
 
+    /// <summary>Same as <see cref="Trainable"/>; setting it to false disposes the gradient.</summary>
     public override bool RequiresGrad
     {
         get => base.RequiresGrad;
@@ -33,6 +36,8 @@ public sealed class Parameter : Variable
         }
     }
 
+    /// <summary>Number of elements (scalar weights).</summary>
     public long Count => Data.Length;
+    /// <summary>Name, shape and "(frozen)" when not trainable.</summary>
     public override string ToString() => $"Parameter {Name}{Data.ShapeString}{(Trainable ? "" : " (frozen)")}";
 }

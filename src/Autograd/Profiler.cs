@@ -9,6 +9,7 @@ namespace Nanolora.Autograd;
 /// </summary>
 public static class Profiler
 {
+    /// <summary>Whether ops are timed; on when NANOLORA_PROFILE=1.</summary>
     public static bool Enabled { get; set; } = Environment.GetEnvironmentVariable("NANOLORA_PROFILE") == "1";
     static readonly Dictionary<string, (double Forward, double Backward, long Count)> Totals = new();
     static readonly Stopwatch Clock = Stopwatch.StartNew();
@@ -37,6 +38,7 @@ public static class Profiler
         }
     }
 
+    /// <summary>One line per op, costliest first: calls and total forward/backward milliseconds.</summary>
     public static string Report()
     {
         lock (Totals)
@@ -47,5 +49,6 @@ public static class Profiler
         }
     }
 
+    /// <summary>Clears the totals and restarts the forward clock.</summary>
     public static void Reset() { lock (Totals) Totals.Clear(); Mark(); }
 }

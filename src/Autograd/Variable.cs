@@ -9,11 +9,15 @@ namespace Nanolora.Autograd;
 /// </summary>
 public class Variable : IDisposable
 {
+    /// <summary>The value; replaced only through <see cref="SetData"/>.</summary>
     public Tensor Data { get; private set; }
+    /// <summary>dL/d(this), of the same shape as <see cref="Data"/>; null until backward reaches it or after <see cref="ZeroGrad"/>.</summary>
     public Tensor? Grad { get; internal set; }
+    /// <summary>Whether backward computes a gradient for this value (true for op results with a differentiable input).</summary>
     public virtual bool RequiresGrad { get; set; }
     internal Node? Creator { get; }
 
+    /// <summary>A leaf value that takes ownership of <paramref name="data"/>; not tracked by any scope.</summary>
     public Variable(Tensor data, bool requiresGrad = false)
     {
         Data = data;
@@ -30,9 +34,13 @@ public class Variable : IDisposable
     /// <summary>A constant (no gradient) owned by the current scope, like an op result.</summary>
     public static Variable Constant(Tensor data) => GraphScope.Track(new Variable(data));
 
+    /// <summary>The shape of <see cref="Data"/>.</summary>
     public ReadOnlySpan<int> Shape => Data.Shape;
+    /// <summary>Size of axis <paramref name="axis"/>; negative counts from the end.</summary>
     public int Dim(int axis) => Data.Dim(axis);
+    /// <summary>The device holding <see cref="Data"/>.</summary>
     public Device Device => Data.Device;
+    /// <summary>The shape and, for an op result, the op that made it.</summary>
     public override string ToString() => $"Variable{Data.ShapeString}{(Creator != null ? " (" + Creator.Name + ")" : "")}";
 
     /// <summary>Replaces the tensor (used by loading weights); the old one is disposed.</summary>
@@ -44,6 +52,7 @@ public class Variable : IDisposable
         Data = data;
     }
 
+    /// <summary>Disposes the gradient and clears it, so the next backward starts from zero.</summary>
     public void ZeroGrad()
     {
         Grad?.Dispose();
@@ -56,6 +65,7 @@ public class Variable : IDisposable
     /// <summary>The same tensor as a constant: no gradient flows through it. Shares storage (a view).</summary>
     public Variable Detach() => GraphScope.Track(new Variable(Data.Reshape(Data.ShapeArray())));
 
+    /// <summary>Disposes the value, its gradient and the tensors its node saved for backward.</summary>
     public virtual void Dispose()
     {
         Data.Dispose();

@@ -53,6 +53,7 @@ public static class AdapterConfigJson
         ["target_parameters"] = "LoRA on bare parameters is not implemented",
     };
 
+    /// <paramref name="c"/> as PEFT's adapter_config.json, with PEFT's field names.
     public static string Write(LoraConfig c)
     {
         JsonNode Names(IReadOnlyList<string> names) => new JsonArray(names.Select(t => (JsonNode)JsonValue.Create(t)!).ToArray());

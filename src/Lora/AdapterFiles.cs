@@ -12,9 +12,11 @@ namespace Nanolora.Lora;
 /// </summary>
 public static class AdapterFiles
 {
+    /// <summary>File names in an adapter directory: the config, the weights, and PEFT's older pickle (recognized only to explain it cannot be read).</summary>
     public const string ConfigFile = "adapter_config.json", WeightsFile = "adapter_model.safetensors", PickleFile = "adapter_model.bin";
     const string Prefix = "base_model.model.";
 
+    /// <summary>Writes adapter <paramref name="adapterName"/> to <paramref name="directory"/> (created if needed); refuses non-finite weights.</summary>
     public static void Save(LoraModel lora, string adapterName, string directory)
     {
         if (!lora.Adapters.TryGetValue(adapterName, out var config)) throw new KeyNotFoundException($"No adapter '{adapterName}' to save.");
@@ -58,8 +60,10 @@ public static class AdapterFiles
     internal static bool Adapts(LoraModel lora, LoraConfig config, string path) =>
         lora.Layers.ContainsKey(path) || (config.Targets(path) && lora.Base.NamedModules().Any(m => m.Name == path && m.Module is Linear));
 
+    /// <summary>The adapter_config.json text for <paramref name="c"/>.</summary>
     public static string ConfigJson(LoraConfig c) => AdapterConfigJson.Write(c);
 
+    /// <summary>Reads <paramref name="directory"/>'s adapter_config.json; <paramref name="warn"/> gets one line per unknown field, which is ignored (default: stderr).</summary>
     public static LoraConfig ReadConfig(string directory, Action<string>? warn = null)
     {
         var path = Path.Combine(directory, ConfigFile);

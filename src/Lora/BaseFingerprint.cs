@@ -14,12 +14,16 @@ namespace Nanolora.Lora;
 /// </summary>
 public sealed record BaseFingerprint(string Structure, string Weights)
 {
+    /// <summary>The safetensors metadata key the fingerprint is stored under.</summary>
     public const string MetadataKey = "nanolora_base_fingerprint";
 
+    /// <summary>The first 12 hex digits of each hash.</summary>
     public override string ToString() => $"structure {Structure[..12]}…, weights {Weights[..12]}…";
 
+    /// <summary>The form stored in metadata: <c>{structure}:{weights}</c>, two 64-digit hex hashes.</summary>
     public string Serialize() => $"{Structure}:{Weights}";
 
+    /// <summary>Reads <see cref="Serialize"/>'s form; null when absent or malformed.</summary>
     public static BaseFingerprint? Parse(string? text) =>
         text?.Split(':') is [var s, var w] && s.Length == 64 && w.Length == 64 ? new BaseFingerprint(s, w) : null;
 

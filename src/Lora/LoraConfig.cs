@@ -2,8 +2,25 @@ using System.Text.RegularExpressions;
 
 namespace Nanolora.Lora;
 
-public enum LoraBias { None, All, LoraOnly }
-public enum LoraInit { KaimingUniform, Gaussian }
+/// <summary>Which biases train and are saved with the adapter (PEFT's bias field).</summary>
+public enum LoraBias
+{
+    /// <summary>"none": every bias stays frozen.</summary>
+    None,
+    /// <summary>"all": every bias in the model trains.</summary>
+    All,
+    /// <summary>"lora_only": only the biases of adapted layers train.</summary>
+    LoraOnly,
+}
+
+/// <summary>How A is initialized (B always starts at zero, so a fresh adapter changes nothing).</summary>
+public enum LoraInit
+{
+    /// <summary>Kaiming-uniform A, like nn.Linear's init and PEFT's default (init_lora_weights=True).</summary>
+    KaimingUniform,
+    /// <summary>A ~ N(0, (1/r)²) (PEFT's init_lora_weights="gaussian").</summary>
+    Gaussian,
+}
 
 /// <summary>
 /// What to adapt and how, with PEFT's field meanings; the defaults are <see cref="LoraDefaults"/> (r 8, alpha 16, dropout 0,
@@ -11,16 +28,21 @@ public enum LoraInit { KaimingUniform, Gaussian }
 /// </summary>
 public sealed record LoraConfig
 {
+    /// <summary>The rank r of the update B·A (PEFT's r).</summary>
     public int R { get; init; } = LoraDefaults.Rank;
+    /// <summary>lora_alpha: the update is scaled by alpha/r (alpha/√r with <see cref="UseRsLora"/>).</summary>
     public float Alpha { get; init; } = LoraDefaults.Alpha;
+    /// <summary>lora_dropout: dropout probability on the adapter's input while training, in [0, 1).</summary>
     public float Dropout { get; init; } = LoraDefaults.Dropout;
     /// <summary>Matched against the end of module names (<c>q_proj</c> matches <c>encoder.layers.0.self_attn.q_proj</c>).</summary>
     public IReadOnlyList<string> TargetModules { get; init; } = LoraDefaults.TargetModules;
     /// <summary>If set, a module is targeted when this regex matches its whole name (instead of TargetModules).</summary>
     public string? TargetRegex { get; init; }
+    /// <summary>Which biases train and are saved with the adapter.</summary>
     public LoraBias Bias { get; init; } = LoraBias.None;
     /// <summary>Modules trained fully and saved with the adapter (matched like targets).</summary>
     public IReadOnlyList<string> ModulesToSave { get; init; } = [];
+    /// <summary>How A is initialized.</summary>
     public LoraInit Init { get; init; } = LoraInit.KaimingUniform;
     /// <summary>rsLoRA: scaling alpha/√r instead of alpha/r.</summary>
     public bool UseRsLora { get; init; }
@@ -37,7 +59,9 @@ public sealed record LoraConfig
     public string? ExcludeRegex { get; init; }
     /// <summary>Per-module rank overrides, keyed by a name suffix or regex (PEFT's rank_pattern).</summary>
     public IReadOnlyDictionary<string, int> RankPattern { get; init; } = new Dictionary<string, int>();
+    /// <summary>Per-module alpha overrides, keyed like <see cref="RankPattern"/> (PEFT's alpha_pattern).</summary>
     public IReadOnlyDictionary<string, float> AlphaPattern { get; init; } = new Dictionary<string, float>();
+    /// <summary>PEFT's base_model_name_or_path: the base the adapter was made for, as written to adapter_config.json.</summary>
     public string? BaseModelNameOrPath { get; init; }
     /// <summary>PEFT's task_type: SEQ_2_SEQ_LM for the encoder-decoder, FEATURE_EXTRACTION for a sentence encoder.</summary>
     public string TaskType { get; init; } = "SEQ_2_SEQ_LM";
@@ -48,6 +72,7 @@ public sealed record LoraConfig
     /// <summary>Names PEFT's all-linear leaves out: the output projection (lm_head), which is the model's output embedding.</summary>
     static readonly string[] OutputHeads = ["lm_head"];
 
+    /// <summary>Throws <see cref="ArgumentException"/> for a rank below 1, a non-finite alpha, dropout outside [0, 1) or no targets.</summary>
     public void Validate()
     {
         if (R < 1) throw new ArgumentException($"LoRA rank must be at least 1, got {R}.");
@@ -75,6 +100,7 @@ public sealed record LoraConfig
         return TargetModules.Any(t => EndsWithModule(moduleName, t));
     }
 
+    /// <summary>Whether the module at <paramref name="moduleName"/> is in <see cref="ModulesToSave"/> (matched by name suffix).</summary>
     public bool SavesModule(string moduleName) => ModulesToSave.Any(t => EndsWithModule(moduleName, t));
 
     static bool EndsWithModule(string name, string suffix) => name == suffix || name.EndsWith("." + suffix, StringComparison.Ordinal);
@@ -86,9 +112,12 @@ public sealed record LoraConfig
         return fallback;
     }
 
+    /// <summary>The rank for a module: its <see cref="RankPattern"/> entry, else <see cref="R"/>.</summary>
     public int RankFor(string moduleName) => Pattern(RankPattern, moduleName, R);
+    /// <summary>The alpha for a module: its <see cref="AlphaPattern"/> entry, else <see cref="Alpha"/>.</summary>
     public float AlphaFor(string moduleName) => Pattern(AlphaPattern, moduleName, Alpha);
 
+    /// <summary>The factor the module's update B·A is multiplied by: alpha/r, or alpha/√r with rsLoRA.</summary>
     public float ScalingFor(string moduleName)
     {
         int r = RankFor(moduleName);

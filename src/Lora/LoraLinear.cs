@@ -7,12 +7,18 @@ namespace Nanolora.Lora;
 /// <summary>One adapter's matrices: A [R, in] and B [out, R], with its scaling and dropout.</summary>
 public sealed class LoraAdapter : Module
 {
+    /// <summary>lora_A [R, in]: projects the input down to the rank.</summary>
     public Parameter A { get; }
+    /// <summary>lora_B [out, R]: projects back up; starts at zero.</summary>
     public Parameter B { get; }
+    /// <summary>The rank R.</summary>
     public int Rank { get; }
+    /// <summary>The factor the update B·A is multiplied by (alpha/r, or alpha/√r for rsLoRA).</summary>
     public float Scaling { get; }
+    /// <summary>Dropout probability on the adapter's input while training.</summary>
     public float Dropout { get; }
 
+    /// <summary>A fresh adapter for a Linear of <paramref name="inFeatures"/> → <paramref name="outFeatures"/>: A drawn per <paramref name="init"/> from <paramref name="seed"/>, B zero.</summary>
     public LoraAdapter(int inFeatures, int outFeatures, int rank, float scaling, float dropout, LoraInit init, ulong seed, Device device)
     {
         Rank = rank; Scaling = scaling; Dropout = dropout;
@@ -24,6 +30,7 @@ public sealed class LoraAdapter : Module
         B = RegisterParameter("lora_B", new Parameter("lora_B", Tensor.Zeros([outFeatures, rank], device)));
     }
 
+    /// <summary>Number of scalar weights in A and B.</summary>
     public long Count => A.Count + B.Count;
 }
 
@@ -36,18 +43,23 @@ public sealed class LoraLinear : Module, ILayer
 {
     readonly Dictionary<string, LoraAdapter> _adapters = new();
     readonly SeedSequence _dropoutSeeds;
+    /// <summary>The wrapped Linear (frozen unless the config trains its bias), registered as <c>base_layer</c> like PEFT.</summary>
     public Linear BaseLayer { get; }
+    /// <summary>The adapter applied in <see cref="Forward"/>, or null for none.</summary>
     public string? ActiveAdapter { get; internal set; }
+    /// <summary>True inside <see cref="LoraModel"/>'s DisableAdapters block: the layer computes the base output only.</summary>
     public bool AdaptersDisabled { get; internal set; }
     /// <summary>The adapter whose product is currently folded into the base weight, if any.</summary>
     public string? MergedAdapter { get; private set; }
 
+    /// <summary>Wraps <paramref name="baseLayer"/> with no adapters yet; <paramref name="seed"/> seeds the adapters' dropout masks.</summary>
     public LoraLinear(Linear baseLayer, ulong seed)
     {
         BaseLayer = RegisterModule("base_layer", baseLayer);
         _dropoutSeeds = new SeedSequence(seed);
     }
 
+    /// <summary>The adapters on this layer by name.</summary>
     public IReadOnlyDictionary<string, LoraAdapter> Adapters => _adapters;
 
     internal LoraAdapter AddAdapter(string name, int rank, float scaling, float dropout, LoraInit init, ulong seed)
@@ -68,6 +80,7 @@ public sealed class LoraLinear : Module, ILayer
         if (ActiveAdapter == name) ActiveAdapter = null;
     }
 
+    /// <summary>x [..., in] → [..., out]: the base output plus the active adapter's update (none when disabled, or when that adapter is merged).</summary>
     public Variable Forward(Variable x)
     {
         var y = BaseLayer.Forward(x);

@@ -10,8 +10,11 @@ namespace Nanolora.Lora;
 /// </summary>
 public sealed record TrainableReport(long Trainable, long Total, long AdapterParameters = 0)
 {
+    /// <summary>Parameters of the base model: all minus adapter parameters.</summary>
     public long BaseParameters => Total - AdapterParameters;
+    /// <summary>Trainable parameters as a percentage of <see cref="BaseParameters"/>.</summary>
     public double Percent => PercentOfBase(Trainable, BaseParameters);
+    /// <summary>PEFT's one-line summary, with the base-parameter count and the percentage of base.</summary>
     public override string ToString() =>
         $"trainable params: {Trainable:N0} || all params: {Total:N0} || base params: {BaseParameters:N0} || trainable% (of base): {Percent:F2}";
 
@@ -36,9 +39,13 @@ public sealed class LoraModel
     {
         if (_disabled) throw new InvalidOperationException($"{what} inside a DisableAdapters() block; dispose the block first.");
     }
+    /// <summary>The wrapped model (changed in place: adapted layers are <see cref="LoraLinear"/> wrappers).</summary>
     public Module Base { get; }
+    /// <summary>The adapter forward passes use, or null for none.</summary>
     public string? ActiveAdapter { get; private set; }
+    /// <summary>The adapters on this model by name, with their configs.</summary>
     public IReadOnlyDictionary<string, LoraConfig> Adapters => _configs;
+    /// <summary>The wrapped layers by module path.</summary>
     public IReadOnlyDictionary<string, LoraLinear> Layers => _layers;
 
     LoraModel(Module model)
@@ -62,6 +69,7 @@ public sealed class LoraModel
         return lora;
     }
 
+    /// <summary>Adds adapter <paramref name="name"/> to every layer <paramref name="config"/> targets (wrapping them where needed); it does not become active.</summary>
     public void AddAdapter(string name, LoraConfig config, ulong seed = 1)
     {
         config.Validate();
@@ -152,6 +160,7 @@ public sealed class LoraModel
         }
     }
 
+    /// <summary>Removes an adapter from every layer and disposes its weights; refused while it is merged.</summary>
     public void DeleteAdapter(string name)
     {
         NotWhileDisabled($"DeleteAdapter('{name}')");
@@ -174,6 +183,7 @@ public sealed class LoraModel
         foreach (var layer in _layers.Values) if (layer.Adapters.ContainsKey(name)) layer.Merge(name);
     }
 
+    /// <summary>Subtracts the merged adapter from the base weights again, restoring them up to float rounding.</summary>
     public void Unmerge()
     {
         NotWhileDisabled("Unmerge()");
@@ -194,6 +204,7 @@ public sealed class LoraModel
         return Base;
     }
 
+    /// <summary>Trainable, total and adapter parameter counts, as PEFT's print_trainable_parameters.</summary>
     public TrainableReport Report() => new(Base.ParameterCount(trainableOnly: true), Base.ParameterCount(),
         _configs.Keys.Sum(name => AdapterWeights(name).Sum(a => (long)a.Adapter.Count)));
 

@@ -6,7 +6,18 @@ using ILGPU.Runtime.OpenCL;
 
 namespace Nanolora.Tensors;
 
-public enum DeviceKind { Cpu, IlgpuCpu, Cuda, OpenCL }
+/// <summary>Which backend a <see cref="Device"/> is.</summary>
+public enum DeviceKind
+{
+    /// <summary>The managed CPU backend (<see cref="CpuDevice"/>): vectorized .NET code.</summary>
+    Cpu,
+    /// <summary>ILGPU's CPU simulator running the GPU kernels: slow, for testing the kernels without a GPU.</summary>
+    IlgpuCpu,
+    /// <summary>An NVIDIA GPU through ILGPU's CUDA backend.</summary>
+    Cuda,
+    /// <summary>A GPU through ILGPU's OpenCL backend.</summary>
+    OpenCL,
+}
 
 /// <summary>
 /// Where tensors live and ops run. <see cref="CpuDevice"/> runs vectorized managed code;
@@ -15,9 +26,13 @@ public enum DeviceKind { Cpu, IlgpuCpu, Cuda, OpenCL }
 /// </summary>
 public abstract class Device : IDisposable
 {
+    /// <summary>A human-readable description of the hardware (GPU name, or CPU threads and SIMD width).</summary>
     public abstract string Name { get; }
+    /// <summary>Which backend this is.</summary>
     public abstract DeviceKind Kind { get; }
+    /// <summary>Live, peak and reserved bytes of this device's tensors, by category.</summary>
     public MemoryLedger Ledger { get; } = new();
+    /// <summary>True for the managed CPU backend (<see cref="CpuDevice"/>), whose tensors are host arrays.</summary>
     public bool IsCpu => Kind == DeviceKind.Cpu;
 
     /// <summary>Short name used by NANOLORA_DEVICE and the CLI: cpu, ilgpu-cpu, cuda, opencl.</summary>
@@ -38,13 +53,16 @@ public abstract class Device : IDisposable
     /// <summary>Releases cached buffers of sizes not used since the previous call (a training loop calls it now and then); returns the bytes released.</summary>
     public abstract long TrimIdleCache();
 
+    /// <summary>Frees the cached buffers and, for ILGPU devices, the accelerator; tensors on it must not be used afterwards.</summary>
     public abstract void Dispose();
+    /// <summary>The <see cref="Id"/> and <see cref="Name"/>, e.g. <c>cpu (managed CPU, 16 threads, AVX2)</c>.</summary>
     public override string ToString() => $"{Id} ({Name})";
 
     static readonly object Gate = new();
     static readonly Dictionary<string, Device> Opened = new();
     static Device? _default;
 
+    /// <summary>The managed CPU device, opened once and shared.</summary>
     public static CpuDevice Cpu => (CpuDevice)Get("cpu");
 
     /// <summary>The device new tensors go to when none is named: NANOLORA_DEVICE, else the best found.</summary>
@@ -137,7 +155,9 @@ public abstract class Device : IDisposable
 public sealed class CpuDevice : Device
 {
     readonly BufferPool<float[]> _pool = new(n => GC.AllocateUninitializedArray<float>(checked((int)n), pinned: true), _ => { });
+    /// <inheritdoc/>
     public override string Name => $"managed CPU, {Environment.ProcessorCount} threads, {SimdDescription()}";
+    /// <inheritdoc/>
     public override DeviceKind Kind => DeviceKind.Cpu;
 
     internal override Storage Allocate(long elements, MemoryCategory category)
@@ -167,6 +187,8 @@ public sealed class CpuDevice : Device
         return n;
     }
 
+    /// <summary>Drops every idle pooled array and runs a full collection so the pinned heap shrinks.</summary>
     public override void EmptyCache() { _pool.Trim(); Ledger.SetReserved(_pool.ReservedBytes); GC.Collect(); }
+    /// <summary>Empties the cache; the CPU device itself holds nothing else.</summary>
     public override void Dispose() => EmptyCache();
 }

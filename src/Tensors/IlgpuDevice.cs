@@ -17,8 +17,11 @@ public sealed class IlgpuDevice : Device
     readonly BufferPool<MemoryBuffer1D<float, Stride1D.Dense>> _pool;
     readonly Dictionary<object, Delegate> _kernels = new();
     readonly DeviceKind _kind;
+    /// <summary>The ILGPU accelerator kernels are launched on.</summary>
     public Accelerator Accelerator { get; }
+    /// <inheritdoc/>
     public override string Name => Accelerator.Name;
+    /// <inheritdoc/>
     public override DeviceKind Kind => _kind;
 
     /// <summary>Threads launched by grid-stride kernels: enough to fill the device, capped by the work.</summary>
@@ -135,11 +138,15 @@ public sealed class IlgpuDevice : Device
         Ledger.SetReserved(_pool.ReservedBytes);
     }
 
+    /// <inheritdoc/>
     public override long TrimIdleCache() { Accelerator.Synchronize(); long n = _pool.TrimIdle(); Ledger.SetReserved(_pool.ReservedBytes); return n; }
 
+    /// <inheritdoc/>
     public override void Synchronize() => Accelerator.Synchronize();
+    /// <summary>Waits for queued kernels, then frees every idle pooled buffer.</summary>
     public override void EmptyCache() { Accelerator.Synchronize(); _pool.Trim(); Ledger.SetReserved(_pool.ReservedBytes); }
 
+    /// <summary>Frees the cached buffers, the kernels and the accelerator; tensors on this device must not be used afterwards.</summary>
     public override void Dispose()
     {
         EmptyCache();

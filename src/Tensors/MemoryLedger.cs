@@ -1,10 +1,26 @@
 namespace Nanolora.Tensors;
 
 /// <summary>What a buffer holds; the ledger keeps live and peak bytes per category.</summary>
-public enum MemoryCategory { Parameter, Gradient, OptimizerState, Activation, Other }
+public enum MemoryCategory
+{
+    /// <summary>Model weights, frozen or trainable.</summary>
+    Parameter,
+    /// <summary>Gradients of trainable parameters.</summary>
+    Gradient,
+    /// <summary>Optimizer moments (AdamW's m and v).</summary>
+    OptimizerState,
+    /// <summary>Intermediate results of the forward and backward passes (the default for new tensors).</summary>
+    Activation,
+    /// <summary>Anything else.</summary>
+    Other,
+}
 
 /// <summary>Element type. Only float32 today; the field exists so bf16/fp16 can follow.</summary>
-public enum DType { Float32 }
+public enum DType
+{
+    /// <summary>IEEE 754 single precision, 4 bytes per element.</summary>
+    Float32,
+}
 
 /// <summary>A point-in-time reading of a device's ledger.</summary>
 public sealed record LedgerSnapshot(long LiveBytes, long PeakBytes, IReadOnlyDictionary<MemoryCategory, long> LiveByCategory,
@@ -23,7 +39,9 @@ public sealed class MemoryLedger
     readonly object _gate = new();
     long _liveTotal, _peakTotal;
 
+    /// <summary>Bytes of all live tensors on the device.</summary>
     public long LiveBytes { get { lock (_gate) return _liveTotal; } }
+    /// <summary>The most <see cref="LiveBytes"/> since the last <see cref="ResetPeaks"/>.</summary>
     public long PeakBytes { get { lock (_gate) return _peakTotal; } }
     /// <summary>Bytes held by the device's caching pool (live plus cached free buffers): what the device really gave up.</summary>
     public long ReservedBytes { get; private set; }
@@ -39,7 +57,9 @@ public sealed class MemoryLedger
         }
     }
 
+    /// <summary>Bytes of live tensors in category <paramref name="c"/>.</summary>
     public long Live(MemoryCategory c) { lock (_gate) return _live[(int)c]; }
+    /// <summary>The most live bytes in category <paramref name="c"/> since the last <see cref="ResetPeaks"/>.</summary>
     public long Peak(MemoryCategory c) { lock (_gate) return _peak[(int)c]; }
 
     internal void Add(MemoryCategory c, long bytes)
@@ -73,6 +93,7 @@ public sealed class MemoryLedger
         }
     }
 
+    /// <summary>A consistent copy of every counter, taken under the ledger's lock.</summary>
     public LedgerSnapshot Snapshot()
     {
         lock (_gate)

@@ -3,6 +3,7 @@ namespace Nanolora.Tensors;
 /// <summary>Shape arithmetic: sizes, formatting, reshape resolution and NumPy broadcasting.</summary>
 public static class ShapeMath
 {
+    /// <summary>Number of elements of a shape: the product of its sizes (1 for a scalar's empty shape).</summary>
     public static long Numel(ReadOnlySpan<int> shape)
     {
         long n = 1;
@@ -10,6 +11,7 @@ public static class ShapeMath
         return n;
     }
 
+    /// <summary>A shape as text, e.g. <c>[2, 3, 4]</c>.</summary>
     public static string Format(ReadOnlySpan<int> shape) => "[" + string.Join(", ", shape.ToArray()) + "]";
 
     internal static int[] Validate(ReadOnlySpan<int> shape)
@@ -60,7 +62,7 @@ public static class ShapeMath
         return result;
     }
 
-    /// <summary>Row-major strides of <paramref name="shape"/> aligned to <paramref name="rank"/> axes, 0 where broadcast.</summary>
+    /// <summary>Row-major strides of <paramref name="shape"/> aligned to the axes of <paramref name="outShape"/>, 0 where broadcast.</summary>
     internal static long[] BroadcastStrides(ReadOnlySpan<int> shape, ReadOnlySpan<int> outShape)
     {
         int rank = outShape.Length, offset = rank - shape.Length;
@@ -75,5 +77,6 @@ public static class ShapeMath
         return strides;
     }
 
+    /// <summary>True when both shapes have the same rank and sizes.</summary>
     public static bool SameShape(ReadOnlySpan<int> a, ReadOnlySpan<int> b) => a.SequenceEqual(b);
 }

@@ -15,12 +15,19 @@ public sealed class Tensor : IDisposable
     readonly int[] _shape;
     bool _disposed;
 
+    /// <summary>The device holding the elements.</summary>
     public Device Device => _storage.Device;
+    /// <summary>Element type; always float32 today.</summary>
     public DType DType => DType.Float32;
+    /// <summary>Sizes of the axes, outermost first (row-major).</summary>
     public ReadOnlySpan<int> Shape => _shape;
+    /// <summary>Number of axes (0 for a scalar).</summary>
     public int Rank => _shape.Length;
+    /// <summary>Number of elements: the product of <see cref="Shape"/>.</summary>
     public long Length { get; }
+    /// <summary>The ledger category the buffer is counted under; setting it moves the bytes to the new category.</summary>
     public MemoryCategory Category { get => _storage.Category; set => _storage.Recategorize(value); }
+    /// <summary>True once <see cref="Dispose"/> has been called on this tensor object.</summary>
     public bool IsDisposed => _disposed;
 
     Tensor(Storage storage, int[] shape)
@@ -32,7 +39,9 @@ public sealed class Tensor : IDisposable
 
     /// <summary>Size of axis <paramref name="axis"/>; negative counts from the end.</summary>
     public int Dim(int axis) => _shape[axis < 0 ? axis + _shape.Length : axis];
+    /// <summary>A copy of <see cref="Shape"/> as an array.</summary>
     public int[] ShapeArray() => (int[])_shape.Clone();
+    /// <summary>The shape as text, e.g. <c>[2, 3, 4]</c>.</summary>
     public string ShapeString => ShapeMath.Format(_shape);
 
     // ---- creation -------------------------------------------------------------------------------
@@ -45,6 +54,7 @@ public sealed class Tensor : IDisposable
         return new Tensor(device.Allocate(ShapeMath.Numel(s), category), s);
     }
 
+    /// <summary>A tensor of zeros.</summary>
     public static Tensor Zeros(ReadOnlySpan<int> shape, Device? device = null, MemoryCategory category = MemoryCategory.Activation)
     {
         var t = Empty(shape, device, category);
@@ -52,6 +62,7 @@ public sealed class Tensor : IDisposable
         return t;
     }
 
+    /// <summary>A tensor with every element set to <paramref name="value"/>.</summary>
     public static Tensor Full(ReadOnlySpan<int> shape, float value, Device? device = null, MemoryCategory category = MemoryCategory.Activation)
     {
         var t = Empty(shape, device, category);
@@ -59,6 +70,7 @@ public sealed class Tensor : IDisposable
         return t;
     }
 
+    /// <summary>A tensor holding a copy of <paramref name="data"/> (row-major), whose length must equal the shape's element count.</summary>
     public static Tensor FromArray(float[] data, ReadOnlySpan<int> shape, Device? device = null, MemoryCategory category = MemoryCategory.Activation)
     {
         var s = ShapeMath.Validate(shape);
@@ -69,6 +81,7 @@ public sealed class Tensor : IDisposable
         return t;
     }
 
+    /// <summary>A rank-0 tensor holding one value.</summary>
     public static Tensor Scalar(float value, Device? device = null) => FromArray([value], [], device);
 
     // ---- data access ----------------------------------------------------------------------------
@@ -102,6 +115,7 @@ public sealed class Tensor : IDisposable
 
     internal IlgpuDevice Gpu => (IlgpuDevice)Device;
 
+    /// <summary>The elements copied into a new host array, row-major (copies back from the device on GPU backends).</summary>
     public float[] ToArray()
     {
         ThrowIfDisposed();
@@ -132,6 +146,7 @@ public sealed class Tensor : IDisposable
         return ToArray()[0];
     }
 
+    /// <summary>Overwrites every element from host data, row-major; the length must equal <see cref="Length"/>.</summary>
     public void CopyFrom(ReadOnlySpan<float> data)
     {
         ThrowIfDisposed();
@@ -161,6 +176,7 @@ public sealed class Tensor : IDisposable
         CopyFrom(source.ToArray());
     }
 
+    /// <summary>Sets every element to <paramref name="value"/>.</summary>
     public void Fill(float value)
     {
         ThrowIfDisposed();
@@ -176,6 +192,7 @@ public sealed class Tensor : IDisposable
         return t;
     }
 
+    /// <summary>A copy on the same device, in <paramref name="category"/> or this tensor's own category.</summary>
     public Tensor Clone(MemoryCategory? category = null) => To(Device, category);
 
     /// <summary>A view with a new shape and the same elements (no copy); one axis may be -1.</summary>
@@ -192,6 +209,7 @@ public sealed class Tensor : IDisposable
         if (_disposed) throw new ObjectDisposedException(nameof(Tensor), $"A tensor of shape {ShapeMath.Format(_shape)} was used after Dispose().");
     }
 
+    /// <summary>Drops this tensor's reference to its buffer; the buffer goes back to the pool when its last view (see <see cref="Reshape"/>) is disposed.</summary>
     public void Dispose()
     {
         if (_disposed) return;
@@ -199,5 +217,6 @@ public sealed class Tensor : IDisposable
         _storage.ReleaseReference();
     }
 
+    /// <summary>The shape and device, e.g. <c>Tensor[2, 3] on cpu</c>.</summary>
     public override string ToString() => $"Tensor{ShapeString} on {Device.Id}";
 }

@@ -18,22 +18,35 @@ public static partial class F
         });
     }
 
+    /// <summary>−x.</summary>
     public static Variable Neg(Variable x) => Map<NegOp>(x);
+    /// <summary>eˣ elementwise.</summary>
     public static Variable Exp(Variable x) => Map<ExpOp>(x);
+    /// <summary>Natural logarithm elementwise.</summary>
     public static Variable Log(Variable x) => Map<LogOp>(x);
+    /// <summary>√x elementwise.</summary>
     public static Variable Sqrt(Variable x) => Map<SqrtOp>(x);
+    /// <summary>tanh elementwise.</summary>
     public static Variable Tanh(Variable x) => Map<TanhOp>(x);
+    /// <summary>Logistic sigmoid elementwise.</summary>
     public static Variable Sigmoid(Variable x) => Map<SigmoidOp>(x);
+    /// <summary>max(x, 0) elementwise.</summary>
     public static Variable Relu(Variable x) => Map<ReluOp>(x);
+    /// <summary>SiLU, x·sigmoid(x), elementwise.</summary>
     public static Variable Silu(Variable x) => Map<SiluOp>(x);
+    /// <summary>GELU elementwise: the exact erf form (PyTorch's default), or the tanh approximation when <paramref name="tanhApproximation"/>.</summary>
     public static Variable Gelu(Variable x, bool tanhApproximation = false) =>
         tanhApproximation ? Map<GeluTanhOp>(x) : Map<GeluErfOp>(x);
+    /// <summary>s·x.</summary>
     public static Variable Scale(Variable x, float s) => Map(x, new AffineOp(s, 0f));
+    /// <summary>x + s.</summary>
     public static Variable AddScalar(Variable x, float s) => Map(x, new AffineOp(1f, s));
+    /// <summary>xᵖ elementwise (see <see cref="PowOp"/>).</summary>
     public static Variable Pow(Variable x, float p) => Map(x, new PowOp(p));
 
     // ---- binary with broadcasting: the gradient of a broadcast operand is summed back to its shape ----
 
+    /// <summary>a + b with broadcasting.</summary>
     public static Variable Add(Variable a, Variable b)
     {
         var y = Ops.Add(a.Data, b.Data);
@@ -44,6 +57,7 @@ public static partial class F
         });
     }
 
+    /// <summary>a − b with broadcasting.</summary>
     public static Variable Sub(Variable a, Variable b)
     {
         var y = Ops.Sub(a.Data, b.Data);
@@ -58,6 +72,7 @@ public static partial class F
         });
     }
 
+    /// <summary>a · b elementwise with broadcasting.</summary>
     public static Variable Mul(Variable a, Variable b)
     {
         var y = Ops.Mul(a.Data, b.Data);
@@ -68,6 +83,7 @@ public static partial class F
         });
     }
 
+    /// <summary>a / b with broadcasting.</summary>
     public static Variable Div(Variable a, Variable b)
     {
         var y = Ops.Div(a.Data, b.Data);
@@ -85,6 +101,7 @@ public static partial class F
         });
     }
 
+    /// <summary>Elementwise max with broadcasting; the gradient goes to a where a ≥ b, else to b.</summary>
     public static Variable Maximum(Variable a, Variable b)
     {
         var y = Ops.Maximum(a.Data, b.Data);
@@ -127,5 +144,6 @@ public static partial class F
 /// <summary>1 where a ≥ b, else 0 (the routing mask of maximum's backward).</summary>
 public readonly struct GreaterEqualOp : IBinaryOp
 {
+    /// <inheritdoc/>
     public float Apply(float a, float b) => a >= b ? 1f : 0f;
 }

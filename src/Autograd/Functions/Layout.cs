@@ -28,6 +28,7 @@ public static partial class F
         });
     }
 
+    /// <summary>Swaps two axes (negative counts from the end); a <see cref="Permute"/>.</summary>
     public static Variable Transpose(Variable x, int axis0, int axis1)
     {
         var axes = Enumerable.Range(0, x.Data.Rank).ToArray();
@@ -51,6 +52,7 @@ public static partial class F
         });
     }
 
+    /// <summary>Joins values along <paramref name="axis"/>; the other sizes must match. Backward slices dy back to each input.</summary>
     public static Variable Concat(IReadOnlyList<Variable> xs, int axis)
     {
         var y = Ops.Concat(xs.Select(v => v.Data).ToList(), axis);
@@ -69,6 +71,7 @@ public static partial class F
 
     // ---- reductions ----
 
+    /// <summary>The sum of all elements, a scalar.</summary>
     public static Variable Sum(Variable x)
     {
         var y = Ops.Sum(x.Data);
@@ -80,6 +83,7 @@ public static partial class F
         });
     }
 
+    /// <summary>The mean of all elements, a scalar.</summary>
     public static Variable Mean(Variable x)
     {
         var y = Ops.Mean(x.Data);

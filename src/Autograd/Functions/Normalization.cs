@@ -14,6 +14,7 @@ public static partial class F
         });
     }
 
+    /// <summary>log(softmax(x)) over the last axis.</summary>
     public static Variable LogSoftmax(Variable x)
     {
         var y = Ops.LogSoftmax(x.Data);
@@ -38,6 +39,7 @@ public static partial class F
         }, mean, rstd);
     }
 
+    /// <summary>RMSNorm over the last axis C: x·γ/√(mean(x²) + eps); x [..., C], γ [C].</summary>
     public static Variable RmsNorm(Variable x, Variable gamma, float eps = 1e-6f)
     {
         var y = Ops.RmsNorm(x.Data, gamma.Data, eps, out var rstd);

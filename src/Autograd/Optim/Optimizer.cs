@@ -8,12 +8,15 @@ namespace Nanolora.Autograd;
 /// </summary>
 public abstract class Optimizer : IDisposable
 {
+    /// <summary>The parameters being optimized, in the order given (state entries are numbered by it).</summary>
     protected readonly IReadOnlyList<Parameter> Params;
     readonly Dictionary<Parameter, Tensor[]> _state = new(ReferenceEqualityComparer.Instance);
+    /// <summary>The rate the next <see cref="Step"/> uses.</summary>
     public float LearningRate { get; set; }
     /// <summary>Number of Step() calls so far (bias correction uses it; resumes restore it).</summary>
     public int StepCount { get; protected set; }
 
+    /// <summary>Refuses frozen parameters and an empty list.</summary>
     protected Optimizer(IEnumerable<Parameter> parameters, float lr)
     {
         Params = parameters.ToList();
@@ -26,6 +29,7 @@ public abstract class Optimizer : IDisposable
     /// <summary>Names of the state slots each parameter gets (e.g. exp_avg, exp_avg_sq).</summary>
     protected abstract string[] StateSlots { get; }
 
+    /// <summary>The state slots of <paramref name="p"/>, created as zeros on its device the first time.</summary>
     protected Tensor[] StateOf(Parameter p)
     {
         if (_state.TryGetValue(p, out var s)) return s;
@@ -34,8 +38,10 @@ public abstract class Optimizer : IDisposable
         return s;
     }
 
+    /// <summary>Bytes of optimizer state allocated so far.</summary>
     public long StateBytes => _state.Values.Sum(ts => ts.Sum(t => t.Length * sizeof(float)));
 
+    /// <summary>Counts a step and updates every parameter that has a gradient.</summary>
     public void Step()
     {
         StepCount++;
@@ -43,6 +49,7 @@ public abstract class Optimizer : IDisposable
             if (p.Grad != null) Update(p, p.Grad);
     }
 
+    /// <summary>Applies one update to <paramref name="p"/> in place from <paramref name="grad"/>.</summary>
     protected abstract void Update(Parameter p, Tensor grad);
 
     /// <summary>A training step's update: clip the gradients' global norm (when clipNorm > 0), set the rate, step, clear the gradients.</summary>
@@ -54,6 +61,7 @@ public abstract class Optimizer : IDisposable
         ZeroGrad();
     }
 
+    /// <summary>Clears the gradients of the optimized parameters.</summary>
     public void ZeroGrad()
     {
         foreach (var p in Params) p.ZeroGrad();
@@ -74,6 +82,8 @@ public abstract class Optimizer : IDisposable
         return list;
     }
 
+    /// <summary>Restores a <see cref="StateDict"/>; every entry is checked before any is loaded, so a bad file leaves the optimizer as it was.</summary>
+    /// <param name="entries">Named arrays as written by <see cref="StateDict"/>.</param>
     /// <param name="requireComplete">Refuse unless "step" and every slot of every parameter are present (a resume needs the whole state).</param>
     public void LoadStateDict(IEnumerable<(string Name, int[] Shape, float[] Data)> entries, bool requireComplete = false)
     {
@@ -122,6 +132,7 @@ public abstract class Optimizer : IDisposable
         return (Params[index], slot);
     }
 
+    /// <summary>Disposes the state tensors (not the parameters).</summary>
     public void Dispose()
     {
         foreach (var s in _state.Values) foreach (var t in s) t.Dispose();
@@ -146,19 +157,26 @@ public abstract class Optimizer : IDisposable
 /// <summary>torch.optim.AdamW: decoupled weight decay, bias correction; PyTorch's defaults.</summary>
 public sealed class AdamW : Optimizer
 {
+    /// <summary>Decay rate of the first moment (exp_avg).</summary>
     public float Beta1 { get; }
+    /// <summary>Decay rate of the second moment (exp_avg_sq).</summary>
     public float Beta2 { get; }
+    /// <summary>Added to √v̂ in the denominator for stability.</summary>
     public float Eps { get; }
+    /// <summary>Decoupled weight decay: each step first multiplies the weights by 1 − lr·WeightDecay.</summary>
     public float WeightDecay { get; }
 
+    /// <summary>Defaults are PyTorch's (lr 1e-3, betas 0.9/0.999, eps 1e-8, weight decay 0.01).</summary>
     public AdamW(IEnumerable<Parameter> parameters, float lr = 1e-3f, float beta1 = 0.9f, float beta2 = 0.999f, float eps = 1e-8f, float weightDecay = 0.01f)
         : base(parameters, lr)
     {
         Beta1 = beta1; Beta2 = beta2; Eps = eps; WeightDecay = weightDecay;
     }
 
+    /// <inheritdoc/>
     protected override string[] StateSlots => ["exp_avg", "exp_avg_sq"];
 
+    /// <inheritdoc/>
     protected override void Update(Parameter p, Tensor grad)
     {
         var s = StateOf(p);
@@ -169,20 +187,27 @@ public sealed class AdamW : Optimizer
 /// <summary>torch.optim.SGD with momentum, dampening, weight decay and Nesterov.</summary>
 public sealed class Sgd : Optimizer
 {
+    /// <summary>Momentum factor (0: plain SGD, no state).</summary>
     public float Momentum { get; }
+    /// <summary>Dampening applied to the gradient in the momentum update.</summary>
     public float Dampening { get; }
+    /// <summary>L2 penalty added to the gradient (coupled, as torch.optim.SGD's weight_decay).</summary>
     public float WeightDecay { get; }
+    /// <summary>Whether to use Nesterov momentum.</summary>
     public bool Nesterov { get; }
     readonly HashSet<Parameter> _started = new(ReferenceEqualityComparer.Instance);
 
+    /// <summary>Defaults are PyTorch's: no momentum, dampening or weight decay.</summary>
     public Sgd(IEnumerable<Parameter> parameters, float lr, float momentum = 0f, float dampening = 0f, float weightDecay = 0f, bool nesterov = false)
         : base(parameters, lr)
     {
         Momentum = momentum; Dampening = dampening; WeightDecay = weightDecay; Nesterov = nesterov;
     }
 
+    /// <inheritdoc/>
     protected override string[] StateSlots => Momentum != 0f ? ["momentum_buffer"] : [];
 
+    /// <inheritdoc/>
     protected override void Update(Parameter p, Tensor grad)
     {
         var buffer = Momentum != 0f ? StateOf(p)[0] : null;

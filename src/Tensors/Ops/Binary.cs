@@ -15,17 +15,46 @@ namespace Nanolora.Tensors;
 /// </summary>
 public interface IBinaryOp
 {
+    /// <summary>The function's value at (a, b).</summary>
     float Apply(float a, float b);
 }
 
-public readonly struct AddOp : IBinaryOp { public float Apply(float a, float b) => a + b; }
-public readonly struct SubOp : IBinaryOp { public float Apply(float a, float b) => a - b; }
-public readonly struct MulOp : IBinaryOp { public float Apply(float a, float b) => a * b; }
-public readonly struct DivOp : IBinaryOp { public float Apply(float a, float b) => a / b; }
+/// <summary>Elementwise a + b.</summary>
+public readonly struct AddOp : IBinaryOp
+{
+    /// <inheritdoc/>
+    public float Apply(float a, float b) => a + b;
+}
+/// <summary>Elementwise a − b.</summary>
+public readonly struct SubOp : IBinaryOp
+{
+    /// <inheritdoc/>
+    public float Apply(float a, float b) => a - b;
+}
+/// <summary>Elementwise a · b.</summary>
+public readonly struct MulOp : IBinaryOp
+{
+    /// <inheritdoc/>
+    public float Apply(float a, float b) => a * b;
+}
+/// <summary>Elementwise a / b.</summary>
+public readonly struct DivOp : IBinaryOp
+{
+    /// <inheritdoc/>
+    public float Apply(float a, float b) => a / b;
+}
 /// <summary>Elementwise max that propagates NaN, like torch.maximum.</summary>
-public readonly struct MaxOp : IBinaryOp { public float Apply(float a, float b) => a > b || XMath.IsNaN(a) ? a : b; }
+public readonly struct MaxOp : IBinaryOp
+{
+    /// <inheritdoc/>
+    public float Apply(float a, float b) => a > b || XMath.IsNaN(a) ? a : b;
+}
 /// <summary>1 where a ≥ b, else 0: the gradient mask of <see cref="Ops.Maximum"/> for its first operand (1 − mask for the second).</summary>
-public readonly struct GreaterEqualOp : IBinaryOp { public float Apply(float a, float b) => a >= b ? 1f : 0f; }
+public readonly struct GreaterEqualOp : IBinaryOp
+{
+    /// <inheritdoc/>
+    public float Apply(float a, float b) => a >= b ? 1f : 0f;
+}
 
 /// <summary>
 /// A broadcast collapsed to 4 axes: adjacent output axes with the same broadcast pattern are merged, so
@@ -98,9 +127,13 @@ public static partial class Ops
         }
     }
 
+    /// <summary>Elementwise a + b with NumPy broadcasting.</summary>
     public static Tensor Add(Tensor a, Tensor b) => Zip<AddOp>(a, b);
+    /// <summary>Elementwise a − b with NumPy broadcasting.</summary>
     public static Tensor Sub(Tensor a, Tensor b) => Zip<SubOp>(a, b);
+    /// <summary>Elementwise a · b with NumPy broadcasting.</summary>
     public static Tensor Mul(Tensor a, Tensor b) => Zip<MulOp>(a, b);
+    /// <summary>Elementwise a / b with NumPy broadcasting.</summary>
     public static Tensor Div(Tensor a, Tensor b) => Zip<DivOp>(a, b);
     /// <summary>Elementwise max. Backward: da = SumTo(dy ⊙ Zip&lt;GreaterEqualOp&gt;(a, b), a.shape), db takes the rest.</summary>
     public static Tensor Maximum(Tensor a, Tensor b) => Zip<MaxOp>(a, b);

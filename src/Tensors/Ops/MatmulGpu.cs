@@ -9,8 +9,26 @@ namespace Nanolora.Tensors;
 /// </summary>
 public struct GemmParams
 {
-    public int M, N, K, TransA, TransB, StrideA, StrideB, StrideC;
-    public float Alpha, Beta;
+    /// <summary>Rows of op(A) and of C.</summary>
+    public int M;
+    /// <summary>Columns of op(B) and of C.</summary>
+    public int N;
+    /// <summary>The contracted size: columns of op(A), rows of op(B).</summary>
+    public int K;
+    /// <summary>1 when A is read transposed, else 0.</summary>
+    public int TransA;
+    /// <summary>1 when B is read transposed, else 0.</summary>
+    public int TransB;
+    /// <summary>Elements between consecutive matrices of A in a batch (0: one A shared by the batch).</summary>
+    public int StrideA;
+    /// <summary>Elements between consecutive matrices of B in a batch (0: one B shared by the batch).</summary>
+    public int StrideB;
+    /// <summary>Elements between consecutive matrices of C in a batch.</summary>
+    public int StrideC;
+    /// <summary>Scale of the product: C = Alpha·op(A)·op(B) + Beta·C.</summary>
+    public float Alpha;
+    /// <summary>Scale of C's previous contents (0 overwrites C).</summary>
+    public float Beta;
 }
 
 public static partial class Ops
