@@ -51,6 +51,12 @@ public sealed class MultiHeadAttention : Module
     /// </summary>
     public Func<int, (Variable Keys, Variable Values)>? ExtraKeyValues { get; set; }
 
+    /// <summary>Creates the query, key, value and output projections (each [C, C], C = <paramref name="width"/>).</summary>
+    /// <param name="width">Model width C; must be a multiple of <paramref name="heads"/>.</param>
+    /// <param name="heads">Number of attention heads (each C / heads wide).</param>
+    /// <param name="seeds">Initializes the projections' weights and seeds the dropout.</param>
+    /// <param name="device">Where the parameters live.</param>
+    /// <param name="names">The child module names (default: this library's; BERT checkpoints use Hugging Face's).</param>
     /// <param name="probsDropout">Dropout on the attention probabilities in training (BERT's attention_probs_dropout_prob; 0: none).</param>
     public MultiHeadAttention(int width, int heads, SeedSequence seeds, Device device, AttentionNames? names = null, float probsDropout = 0f)
     {

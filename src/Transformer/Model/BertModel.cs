@@ -125,6 +125,9 @@ public sealed class BertModel : Module
 
     public bool HasPooler { get; }
 
+    /// <summary>Creates a randomly initialized BERT encoder for <paramref name="config"/> (load weights afterwards).</summary>
+    /// <param name="config">Sizes and hyperparameters (vocabulary, width, layers, heads...).</param>
+    /// <param name="device">Where the parameters live (null: the CPU).</param>
     /// <param name="pooler">Whether the model has pooler.dense (hub folders saved without it load with false).</param>
     public BertModel(BertConfig config, Device? device = null, bool pooler = true)
     {

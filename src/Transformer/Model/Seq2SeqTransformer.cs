@@ -176,7 +176,13 @@ public sealed class EncoderStack : Module
     readonly bool _preNorm;
     readonly string _layerListName;
 
+    /// <summary>Builds <paramref name="count"/> layers with <paramref name="make"/>.</summary>
+    /// <param name="c">The model configuration passed to each layer.</param>
+    /// <param name="count">Number of layers.</param>
+    /// <param name="make">Creates one layer from the configuration, a seed stream and the device.</param>
+    /// <param name="device">Where the parameters live.</param>
     /// <param name="seeds">Initializes the layers' weights, then (same stream, so runs repeat) seeds their dropout.</param>
+    /// <param name="layerListName">The child name of the layer list ("layers"; BERT's "layer").</param>
     public EncoderStack(TransformerConfig c, int count, Func<TransformerConfig, SeedSequence, Device, Module> make, Device device, SeedSequence seeds,
         string layerListName = "layers")
     {
