@@ -14,6 +14,9 @@ public sealed record RetrievalScores(double RecallAt1, double RecallAt10, double
 public static class Retrieval
 {
     /// <summary>Embeds every source and every distinct target, ranks the targets for each source by cosine similarity, and scores the rank of its own target.</summary>
+    /// <param name="model">The encoder whose sentence embeddings are compared.</param>
+    /// <param name="tokenizer">Its WordPiece tokenizer.</param>
+    /// <param name="pairs">Sources (the queries) and their targets (the candidates).</param>
     /// <param name="maxSourceTokens">Sources are cut to this many word pieces ([CLS] and [SEP] included).</param>
     /// <param name="batchSize">Texts embedded together.</param>
     /// <param name="progress">Receives the number of texts embedded so far.</param>

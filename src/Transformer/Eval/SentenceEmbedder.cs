@@ -10,6 +10,9 @@ namespace Nanolora.Transformer;
 public static class SentenceEmbedder
 {
     /// <summary>One L2-normalized embedding (length C) per text, in input order.</summary>
+    /// <param name="model">The encoder.</param>
+    /// <param name="tokenizer">Its WordPiece tokenizer.</param>
+    /// <param name="texts">The texts to embed.</param>
     /// <param name="batchSize">Texts embedded together.</param>
     /// <param name="progress">Receives the number of texts embedded so far.</param>
     /// <param name="maxLength">The most word pieces per text (null: the tokenizer's <see cref="BertWordPieceTokenizer.MaxLength"/>).</param>

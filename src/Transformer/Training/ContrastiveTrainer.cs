@@ -38,8 +38,11 @@ public sealed record ContrastiveOptions
 public static class ContrastiveTrainer
 {
     /// <summary>Trains <paramref name="trainable"/> of <paramref name="model"/> on the pairs for <see cref="ContrastiveOptions.Steps"/> steps.</summary>
+    /// <param name="model">The bi-encoder, used for both sides.</param>
+    /// <param name="tokenizer">Its WordPiece tokenizer.</param>
     /// <param name="pairs">(source, target) pairs; pairs repeating an earlier target text are dropped.</param>
     /// <param name="trainable">The parameters to update (all of them, or the adapter's).</param>
+    /// <param name="o">The run's settings.</param>
     /// <param name="progress">Receives each step's numbers.</param>
     public static TrainResult Train(BertModel model, BertWordPieceTokenizer tokenizer, IReadOnlyList<Example> pairs,
         IReadOnlyList<Parameter> trainable, ContrastiveOptions o, IProgress<StepInfo>? progress = null)
