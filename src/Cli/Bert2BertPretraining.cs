@@ -7,7 +7,7 @@ namespace Nanolora.Cli;
 /// <summary>Options of the BERT2BERT base's decoder training (see <see cref="Bert2BertPretraining"/>).</summary>
 public sealed record Bert2BertPretrainOptions
 {
-    /// <summary>Decoder layers (initialized from MiniLM's first layers; cross-attention new).</summary>
+    /// <summary>Decoder layers (self-attention and feed-forward from MiniLM layers; cross-attention new).</summary>
     public int DecoderLayers { get; init; } = 3;
     /// <summary>Optimizer steps.</summary>
     public int Steps { get; init; } = 3000;
@@ -19,7 +19,7 @@ public sealed record Bert2BertPretrainOptions
     public int GapExamples { get; init; } = 24_000;
     /// <summary>Times the man-page training pairs appear in the mixture (there are only ~900).</summary>
     public int ManpageRepeats { get; init; } = 12;
-    /// <summary>Seeds the decoder's initialization, the mixture's order and the batches.</summary>
+    /// <summary>Seeds the decoder's new weights, the mixture's order and the batch order.</summary>
     public ulong Seed { get; init; } = 1;
     /// <summary>End this process after this step (checkpointed) while the schedule spans <see cref="Steps"/> (null: run to the end).</summary>
     public int? StopAfterStep { get; init; }

@@ -14,7 +14,7 @@ public sealed record TaskData(string Name, IReadOnlyList<Example> Train, IReadOn
     /// <summary>Translation tasks are scored with chrF and BLEU (sacrebleu's), the others with ROUGE.</summary>
     public static bool IsTranslation(string task) => task.StartsWith("translate-", StringComparison.Ordinal);
 
-    /// <summary>The data file (under data/) of a task.</summary>
+    /// <summary>The data file name of a task.</summary>
     public static string FileFor(string task) => task switch
     {
         "debian" => "debian-descriptions.jsonl.gz",

@@ -15,7 +15,7 @@ public static class EncoderCommands
         DefaultValueFactory = _ => PretrainedBert.MiniLm,
     };
 
-    /// <summary>The <c>embed</c> command: sentence embeddings of stdin's lines as JSON arrays, one a line.</summary>
+    /// <summary>The <c>embed</c> command: sentence embeddings of each input line (--input or stdin) as JSON arrays, one a line.</summary>
     public static Command Embed(Option<string?> device)
     {
         var input = new Option<string?>("--input") { Description = "a text file, one sentence a line (default: stdin)" };

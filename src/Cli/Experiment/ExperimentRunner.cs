@@ -93,7 +93,7 @@ public sealed class ExperimentRunner(ExperimentOptions o, Device device)
     readonly Dictionary<string, List<float>> _losses = new();
     long _baseParameters;   // the seq2seq base's parameter count: every row's trainable-% denominator
 
-    /// <summary>Trains and scores every row (base, full, LoRA, ablation, swap) and returns them in table order.</summary>
+    /// <summary>Trains and scores every row (base, full, LoRA, rank ablation, adapter swap) and returns them.</summary>
     public IReadOnlyList<ResultRow> Run()
     {
         var clock = Stopwatch.StartNew();
