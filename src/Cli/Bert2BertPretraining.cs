@@ -7,19 +7,27 @@ namespace Nanolora.Cli;
 /// <summary>Options of the BERT2BERT base's decoder training (see <see cref="Bert2BertPretraining"/>).</summary>
 public sealed record Bert2BertPretrainOptions
 {
+    /// <summary>Decoder layers (self-attention and feed-forward from MiniLM layers; cross-attention new).</summary>
     public int DecoderLayers { get; init; } = 3;
+    /// <summary>Optimizer steps.</summary>
     public int Steps { get; init; } = 3000;
+    /// <summary>Examples per batch.</summary>
     public int BatchSize { get; init; } = 16;
+    /// <summary>Peak learning rate.</summary>
     public float LearningRate { get; init; } = 3e-4f;
     /// <summary>Gap-sentence examples drawn from distinct Debian training descriptions.</summary>
     public int GapExamples { get; init; } = 24_000;
     /// <summary>Times the man-page training pairs appear in the mixture (there are only ~900).</summary>
     public int ManpageRepeats { get; init; } = 12;
+    /// <summary>Seeds the decoder's new weights, the mixture's order and the batch order.</summary>
     public ulong Seed { get; init; } = 1;
+    /// <summary>End this process after this step (checkpointed) while the schedule spans <see cref="Steps"/> (null: run to the end).</summary>
     public int? StopAfterStep { get; init; }
+    /// <summary>Continue the run saved in the run folder.</summary>
     public bool Resume { get; init; }
     /// <summary>Resume even with other options (say, more --steps: the schedule is stretched from where the run stands).</summary>
     public bool ForceResume { get; init; }
+    /// <summary>Steps between resumable checkpoints.</summary>
     public int CheckpointEvery { get; init; } = 250;
 }
 
@@ -39,6 +47,7 @@ public static class Bert2BertPretraining
 {
     const int MaxRepeatsOfATarget = 2;
 
+    /// <summary>The training mixture: up to <see cref="Bert2BertPretrainOptions.GapExamples"/> gap-sentence examples (each target at most twice), then the man-page pairs repeated <see cref="Bert2BertPretrainOptions.ManpageRepeats"/> times.</summary>
     public static List<Example> Mixture(Bert2BertPretrainOptions o)
     {
         var debian = TaskData.Load("debian");
@@ -58,6 +67,7 @@ public static class Bert2BertPretraining
     public static bool IsDecoderSide(string name) =>
         name.StartsWith("decoder.", StringComparison.Ordinal) || name.StartsWith("decoder_", StringComparison.Ordinal) || name == "logits_bias";
 
+    /// <summary>Builds BERT2BERT from MiniLM, trains only its decoder side (<see cref="IsDecoderSide"/>) on the <see cref="Mixture"/>, and checkpoints into <paramref name="runDirectory"/>.</summary>
     public static (Seq2SeqTransformer Model, ISeq2SeqTokenizer Tokenizer, TrainResult Result) Run(Bert2BertPretrainOptions o, Device device, string runDirectory)
     {
         var (model, tokenizer) = Bert2Bert.FromMiniLm(o.DecoderLayers, o.Seed, device);

@@ -10,6 +10,7 @@ namespace Nanolora.Cli;
 /// </summary>
 public static class ConsoleProgress
 {
+    /// <summary>Runs <paramref name="run"/> with a training progress bar of <paramref name="totalSteps"/> steps on stderr and returns its result.</summary>
     public static T Train<T>(string title, int totalSteps, Func<IProgress<StepInfo>, T> run)
     {
         if (!Terminal.StderrIsTerminal)
@@ -39,6 +40,7 @@ public static class ConsoleProgress
         return result;
     }
 
+    /// <summary>Runs <paramref name="run"/> with a progress bar of <paramref name="total"/> items on stderr and returns its result.</summary>
     public static T Evaluate<T>(string title, int total, Func<IProgress<int>, T> run)
     {
         if (!Terminal.StderrIsTerminal)

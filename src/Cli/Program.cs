@@ -9,6 +9,7 @@ public static class Program
     /// <summary>--verbose: an error also prints its stack trace.</summary>
     static bool _verbose;
 
+    /// <summary>Runs the command line; returns the process exit code.</summary>
     public static int Main(string[] args)
     {
         // Numbers print the same under every locale (tables, JSON, predictions files).

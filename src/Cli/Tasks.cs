@@ -8,11 +8,13 @@ namespace Nanolora.Cli;
 /// </summary>
 public sealed record TaskData(string Name, IReadOnlyList<Example> Train, IReadOnlyList<Example> Validation, IReadOnlyList<Example> Test)
 {
+    /// <summary>The task names the commands accept.</summary>
     public static readonly string[] Names = ["debian", "wordnet", "manpages", "translate-en-de", "translate-en-fr"];
 
     /// <summary>Translation tasks are scored with chrF and BLEU (sacrebleu's), the others with ROUGE.</summary>
     public static bool IsTranslation(string task) => task.StartsWith("translate-", StringComparison.Ordinal);
 
+    /// <summary>The data file name of a task.</summary>
     public static string FileFor(string task) => task switch
     {
         "debian" => "debian-descriptions.jsonl.gz",
@@ -23,6 +25,7 @@ public sealed record TaskData(string Name, IReadOnlyList<Example> Train, IReadOn
         _ => throw new ArgumentException($"Unknown task '{task}'; expected one of {string.Join(", ", Names)}."),
     };
 
+    /// <summary>Loads a task's three splits, at most <paramref name="limitPerSplit"/> examples each (null: all).</summary>
     public static TaskData Load(string task, int? limitPerSplit = null)
     {
         var path = DataPaths.Find(FileFor(task));
@@ -44,6 +47,7 @@ public sealed record TaskData(string Name, IReadOnlyList<Example> Train, IReadOn
 /// <summary>Token budgets per task (sources are truncated, as the data README advises).</summary>
 public static class Lengths
 {
+    /// <summary>The source and target token budgets of a task.</summary>
     public static (int Source, int Target) For(string task) => task switch
     {
         "wordnet" => (48, 8),

@@ -5,25 +5,46 @@ using Nanolora.Transformer;
 
 namespace Nanolora.Cli;
 
+/// <summary>Settings of <see cref="Workflows.Pretrain"/>.</summary>
+/// <param name="Preset">The model size (<see cref="TransformerConfig.PresetNames"/>).</param>
+/// <param name="Steps">Optimizer steps.</param>
+/// <param name="BatchSize">Examples per batch.</param>
+/// <param name="LearningRate">Peak learning rate.</param>
+/// <param name="VocabSize">Rows of the embedding table: the most frequent subwords of the corpus kept.</param>
+/// <param name="Examples">Use at most this many pretraining examples (null: all).</param>
+/// <param name="Seed">Seeds initialization, data order and dropout.</param>
 public sealed record PretrainOptions(string Preset = "tiny", int Steps = 3000, int BatchSize = 32, float LearningRate = 1e-3f, int VocabSize = 8000, int? Examples = null, ulong Seed = 1);
 
+/// <summary>Settings of <see cref="Workflows.FineTune"/>.</summary>
 public sealed record FineTuneOptions
 {
+    /// <summary>The task (<see cref="TaskData.Names"/>).</summary>
     public string Task { get; init; } = "debian";
+    /// <summary>"full" (every weight) or "lora" (adapters only).</summary>
     public string Method { get; init; } = "lora";
+    /// <summary>Optimizer steps.</summary>
     public int Steps { get; init; } = 600;
+    /// <summary>Examples per batch.</summary>
     public int BatchSize { get; init; } = 32;
+    /// <summary>Peak learning rate (LoRA's; full fine-tuning uses <see cref="FullLearningRate"/>).</summary>
     public float LearningRate { get; init; } = LoraDefaults.LearningRate;
+    /// <summary>Full fine-tuning's learning rate (null: 0.3 × <see cref="LearningRate"/>).</summary>
     public float? FullLearningRate { get; init; }
+    /// <summary>LoRA's rank r.</summary>
     public int Rank { get; init; } = 8;
+    /// <summary>LoRA's alpha (scaling alpha / r; null: the default).</summary>
     public float? Alpha { get; init; }
+    /// <summary>Module names LoRA wraps.</summary>
     public IReadOnlyList<string> Targets { get; init; } = LoraDefaults.TargetModules;
+    /// <summary>Seeds adapter initialization, data order and dropout.</summary>
     public ulong Seed { get; init; } = 1;
+    /// <summary>Train on the first this many examples (null: all).</summary>
     public int? TrainExamples { get; init; }
     /// <summary>Warm-up steps (default: a tenth of the run).</summary>
     public int? WarmupSteps { get; init; }
     /// <summary>Full fine-tuning only: write a resumable checkpoint (weights, optimizer, data position) here.</summary>
     public string? CheckpointDirectory { get; init; }
+    /// <summary>Steps between resumable checkpoints (0: only at the end).</summary>
     public int CheckpointEvery { get; init; }
     /// <summary>Continue the run saved in <see cref="CheckpointDirectory"/> (same schedule and data order).</summary>
     public bool Resume { get; init; }
@@ -61,6 +82,7 @@ public static class Workflows
         return (model, tokenizer, result);
     }
 
+    /// <summary>The LoRA configuration of these options, naming <paramref name="baseName"/> as the base model.</summary>
     public static LoraConfig LoraConfigFor(FineTuneOptions o, string baseName) => new()
     {
         R = o.Rank,
@@ -111,6 +133,7 @@ public static class Workflows
         return (result, lora);
     }
 
+    /// <summary>Decodes and ROUGE-scores <paramref name="examples"/> with the task's source budget, showing progress under <paramref name="title"/>.</summary>
     public static EvalResult Evaluate(Seq2SeqTransformer model, ISeq2SeqTokenizer tokenizer, string task, IReadOnlyList<Example> examples, DecodeOptions decode, string title)
     {
         var (maxSource, _) = Lengths.For(task);
@@ -124,6 +147,7 @@ public static class Workflows
         return Device.Default;
     }
 
+    /// <summary>Decoding settings for a task: its target budget as the length limit, with the given beam and n-gram blocking.</summary>
     public static DecodeOptions DecodeFor(string task, int beam = 1, int noRepeatNgram = 0) =>
         new(MaxLength: Lengths.For(task).Target, BeamSize: beam, NoRepeatNgramSize: noRepeatNgram);
 }

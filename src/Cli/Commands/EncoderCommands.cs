@@ -15,6 +15,7 @@ public static class EncoderCommands
         DefaultValueFactory = _ => PretrainedBert.MiniLm,
     };
 
+    /// <summary>The <c>embed</c> command: sentence embeddings of each input line (--input or stdin) as JSON arrays, one a line.</summary>
     public static Command Embed(Option<string?> device)
     {
         var input = new Option<string?>("--input") { Description = "a text file, one sentence a line (default: stdin)" };
@@ -64,6 +65,7 @@ public static class EncoderCommands
         return lines;
     }
 
+    /// <summary>The <c>convert</c> command: writes a BERT encoder as a Hugging Face folder.</summary>
     public static Command Convert(Option<string?> device)
     {
         var output = new Option<string>("--out") { Description = "a new directory for the Hugging Face folder", Required = true };

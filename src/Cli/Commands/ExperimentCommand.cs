@@ -7,6 +7,7 @@ namespace Nanolora.Cli;
 /// <summary>experiment: the project's main job.</summary>
 public static class ExperimentCommand
 {
+    /// <summary>The <c>experiment</c> command: base vs full fine-tuning vs LoRA, with the ablation, the adapter swap and the retrieval table.</summary>
     public static Command Create(Option<string?> device)
     {
         var quick = new Option<bool>("--quick") { Description = "the main job's budget: finishes within 15 minutes on a 2-core CPU (default: the full experiment)" };

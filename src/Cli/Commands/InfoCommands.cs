@@ -10,6 +10,7 @@ namespace Nanolora.Cli;
 /// <summary>devices, params, inspect, rouge: commands that read or count, and train nothing.</summary>
 public static class InfoCommands
 {
+    /// <summary>The <c>devices</c> command: lists the devices this machine offers.</summary>
     public static Command Devices()
     {
         var json = JsonOutput.Option("nanolora.devices/1");
@@ -32,6 +33,7 @@ public static class InfoCommands
         return cmd;
     }
 
+    /// <summary>The <c>params</c> command: parameter counts of full fine-tuning vs LoRA.</summary>
     public static Command Params()
     {
         var preset = new Option<string>("--preset") { Description = "model size preset", DefaultValueFactory = _ => "transformer-base" }
@@ -51,6 +53,7 @@ public static class InfoCommands
         return cmd;
     }
 
+    /// <summary>The <c>inspect</c> command: the tensors and metadata of a safetensors file.</summary>
     public static Command Inspect()
     {
         var file = new Argument<string>("file") { Description = "a .safetensors file" };
@@ -86,6 +89,7 @@ public static class InfoCommands
         return File.ReadAllLines(path);
     }
 
+    /// <summary>The <c>rouge</c> command: ROUGE of a predictions file against a references file.</summary>
     public static Command RougeCommand()
     {
         var predictions = new Argument<string>("predictions") { Description = "text file, one prediction a line" };

@@ -31,6 +31,7 @@ public static class ModelCommands
         return (model, tokenizer);
     }
 
+    /// <summary>The <c>eval</c> command: scores a model (optionally with an adapter) on a task split.</summary>
     public static Command Eval(Option<string?> device)
     {
         var task = SharedOptions.Task();
@@ -101,6 +102,7 @@ public static class ModelCommands
         Console.WriteLine("uncased: both sides lower-cased, accents stripped (not sacrebleu's default)");
     }
 
+    /// <summary>The <c>generate</c> command: one generated target a line for each source line.</summary>
     public static Command Generate(Option<string?> device)
     {
         var text = new Option<string[]>("--text") { Description = "source text(s); default: read lines from stdin (blank lines skipped)", AllowMultipleArgumentsPerToken = true };
@@ -143,6 +145,7 @@ public static class ModelCommands
         return lines.ToArray();
     }
 
+    /// <summary>The <c>merge</c> command: folds a LoRA adapter into the base weights and saves a plain checkpoint.</summary>
     public static Command Merge(Option<string?> device)
     {
         var output = new Option<string>("--out") { Description = "directory for the merged checkpoint", Required = true };

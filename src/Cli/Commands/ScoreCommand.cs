@@ -13,6 +13,7 @@ public static class ScoreCommand
     // Names such as "chrF2++" print as written, not as "chrF2\u002B\u002B" (the default encoder escapes '+' for HTML).
     static readonly JsonSerializerOptions Json = new() { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
 
+    /// <summary>The <c>score</c> command: ROUGE, or corpus chrF / chrF++ / BLEU, of a hypotheses file against a references file.</summary>
     public static Command Create()
     {
         var hypotheses = new Argument<string>("hypotheses") { Description = "text file, one hypothesis (prediction) a line" };

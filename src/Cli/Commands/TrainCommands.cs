@@ -11,6 +11,7 @@ public static class TrainCommands
     /// <summary>Full fine-tuning's default learning rate (LoRA's is <see cref="LoraDefaults.LearningRate"/>).</summary>
     const float FullLearningRate = 1e-3f;
 
+    /// <summary>The <c>pretrain</c> command: pretrains a base encoder-decoder.</summary>
     public static Command Pretrain(Option<string?> device)
     {
         var preset = Preset();
@@ -71,6 +72,7 @@ public static class TrainCommands
         return cmd;
     }
 
+    /// <summary>The <c>finetune</c> command: full or LoRA fine-tuning of a base checkpoint on a task.</summary>
     public static Command FineTune(Option<string?> device)
     {
         var method = new Option<string>("--method") { Description = "what trains: every weight (full) or LoRA adapters only (lora)", DefaultValueFactory = _ => "lora" }
@@ -153,6 +155,7 @@ public static class TrainCommands
         { Description = "stop when a loss exceeds this many times the mean of the previous 20 (0: off)", DefaultValueFactory = _ => 20f }.OffOrAboveOne();
     static Option<bool> Overwrite() => new("--overwrite") { Description = "replace what --out already holds" };
 
+    /// <summary>The <c>train</c> command: trains a freshly initialized model on a task (resumable).</summary>
     public static Command Train(Option<string?> device)
     {
         var preset = Preset();

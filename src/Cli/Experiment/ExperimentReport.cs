@@ -22,6 +22,7 @@ public sealed record ExperimentJson(string Schema, bool Quick, double ElapsedSec
 public sealed class ExperimentReport(ExperimentOptions o, IReadOnlyList<ResultRow> rows, IReadOnlyDictionary<string, List<float>> losses, TimeSpan elapsed,
     RetrievalExperiment? retrieval = null, IReadOnlyList<RougeSweepPoint>? sweep = null)
 {
+    /// <summary>Writes results.json, results.md and the loss and rank plots into the output folder.</summary>
     public void Write()
     {
         var dir = o.OutputDirectory;
@@ -57,6 +58,7 @@ public sealed class ExperimentReport(ExperimentOptions o, IReadOnlyList<ResultRo
     static string Ms(double? ms) => ms is double v ? v.ToString("F0") : TextTable.NotMeasured;
     static string Blank(long? bytes) => bytes is long b ? Mb(b) : "";
 
+    /// <summary>The seq2seq results as results.md's Markdown (tables and notes).</summary>
     public string Markdown()
     {
         var sb = new StringBuilder();
@@ -119,6 +121,7 @@ public sealed class ExperimentReport(ExperimentOptions o, IReadOnlyList<ResultRo
     /// <summary>The base model's parameter count, recovered from a trained row (trainable / percent), for the text.</summary>
     long BaseParameters() => rows.FirstOrDefault(r => r.Method == "full") is { TrainablePercent: > 0 } f ? (long)Math.Round(f.TrainableParams * 100 / f.TrainablePercent) : 0;
 
+    /// <summary>The seq2seq results table.</summary>
     public TextTable Table()
     {
         var t = new TextTable(new TextColumn("method"), new TextColumn("task"), new TextColumn("rank", true), new TextColumn("ROUGE-1", true),
@@ -130,6 +133,7 @@ public sealed class ExperimentReport(ExperimentOptions o, IReadOnlyList<ResultRo
         return t;
     }
 
+    /// <summary>The retrieval results table.</summary>
     public TextTable RetrievalTable()
     {
         var t = new TextTable(new TextColumn("all-MiniLM-L6-v2"), new TextColumn("rank", true), new TextColumn("targets"), new TextColumn("lr", true),

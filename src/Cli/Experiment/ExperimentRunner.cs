@@ -6,42 +6,61 @@ using Spectre.Console;
 
 namespace Nanolora.Cli;
 
+/// <summary>Settings of the experiment (<see cref="Defaults"/> gives the quick and full ones).</summary>
 public sealed record ExperimentOptions
 {
+    /// <summary>Whether these are the quick run's settings (recorded in results.json).</summary>
     public bool Quick { get; init; }
+    /// <summary>The folder that receives results.json, results.md, the plots and the runs.</summary>
     public required string OutputDirectory { get; init; }
     /// <summary>The seq2seq base: BERT2BERT on all-MiniLM-L6-v2, its decoder trained with the synopsis task held out.</summary>
     public string BaseDirectory { get; init; } = "models/base-minilm";
+    /// <summary>Training steps of the main full and LoRA rows.</summary>
     public int Steps { get; init; }
+    /// <summary>Examples per batch.</summary>
     public int BatchSize { get; init; } = 32;
+    /// <summary>Training steps per rank and seed in the rank ablation.</summary>
     public int AblationSteps { get; init; }
     /// <summary>The second task whose adapter is swapped in on the same loaded base, its steps and test examples (0: the whole split).</summary>
     public string SwapTask { get; init; } = "translate-en-de";
+    /// <summary>Training steps of the swapped-in second adapter.</summary>
     public int SwapSteps { get; init; }
+    /// <summary>Test examples of the swap task scored (0: the whole split).</summary>
     public int SwapEvalExamples { get; init; }
     /// <summary>
     /// The second task's adapter: LoRA r=16 on every linear layer at lr 2e-3. Writing German is new to a decoder trained on
     /// English only, and r=8 on q and v learned none of it in 100 steps (chrF2 9.4 against 33.8 for copying the source).
     /// </summary>
     public int SwapRank { get; init; } = 16;
+    /// <summary>Modules the second adapter wraps.</summary>
     public IReadOnlyList<string> SwapTargets { get; init; } = [Nanolora.Lora.LoraConfig.AllLinear];
+    /// <summary>Learning rate of the second adapter.</summary>
     public float SwapLearningRate { get; init; } = 2e-3f;
+    /// <summary>Test examples scored for the main rows (0: the whole split; a subset spans the split).</summary>
     public int EvalExamples { get; init; }
+    /// <summary>Test examples scored per ablation run (0: the whole split).</summary>
     public int AblationEvalExamples { get; init; }
+    /// <summary>LoRA ranks of the ablation.</summary>
     public IReadOnlyList<int> Ranks { get; init; } = [1, 2, 4, 8, 16, 32, 64];
     /// <summary>Seeds per rank in the ablation (the plot shows their mean and spread).</summary>
     public IReadOnlyList<ulong> AblationSeeds { get; init; } = [1, 2];
     /// <summary>Learning rates tried per method on the validation split; one each: no sweep.</summary>
     public IReadOnlyList<float> FullLearningRates { get; init; } = [1e-4f];
+    /// <summary>Learning rates tried for LoRA on the validation split.</summary>
     public IReadOnlyList<float> LoraLearningRates { get; init; } = [1e-3f];
+    /// <summary>Training steps per learning rate in the sweep.</summary>
     public int SweepSteps { get; init; }
+    /// <summary>Validation examples scored per learning rate in the sweep.</summary>
     public int SweepValidationExamples { get; init; } = 300;
     /// <summary>Decoding never repeats an n-gram of this size (0: off), for every row alike.</summary>
     public int NoRepeatNgram { get; init; } = 2;
+    /// <summary>Seeds data order, initialization and dropout for every row.</summary>
     public ulong Seed { get; init; } = 1;
     /// <summary>Which tables to produce: the seq2seq one and the pretrained encoder's retrieval one.</summary>
     public bool RunSeq2Seq { get; init; } = true;
+    /// <summary>Whether to produce the retrieval table.</summary>
     public bool RunRetrieval { get; init; } = true;
+    /// <summary>Settings of the retrieval table.</summary>
     public RetrievalOptions Retrieval { get; init; } = RetrievalOptions.Defaults(true);
     /// <summary>Print results.json on stdout instead of the tables (--json).</summary>
     public bool Json { get; init; }
@@ -74,6 +93,7 @@ public sealed class ExperimentRunner(ExperimentOptions o, Device device)
     readonly Dictionary<string, List<float>> _losses = new();
     long _baseParameters;   // the seq2seq base's parameter count: every row's trainable-% denominator
 
+    /// <summary>Trains and scores every row (base, full, LoRA, rank ablation, adapter swap) and returns them.</summary>
     public IReadOnlyList<ResultRow> Run()
     {
         var clock = Stopwatch.StartNew();

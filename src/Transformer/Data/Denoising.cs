@@ -8,8 +8,14 @@ namespace Nanolora.Transformer;
 /// </summary>
 public static class Denoising
 {
+    /// <summary>The marker that replaces each removed span in the source and introduces it in the target.</summary>
     public const string MaskToken = "…";
 
+    /// <summary>Masks about <paramref name="maskRate"/> of the words in spans of mean length <paramref name="meanSpan"/>; the source keeps the rest, the target is the removed spans.</summary>
+    /// <param name="text">The text to corrupt (split on whitespace).</param>
+    /// <param name="rng">Decides where spans start and how long they are.</param>
+    /// <param name="maskRate">Share of the words to remove (at least one word is removed).</param>
+    /// <param name="meanSpan">Mean span length in words.</param>
     public static Example Corrupt(string text, Random rng, double maskRate = 0.15, double meanSpan = 3)
     {
         var words = text.Split((char[]?)null, StringSplitOptions.RemoveEmptyEntries);

@@ -12,6 +12,7 @@ namespace Nanolora.Transformer;
 /// </summary>
 public static partial class GapSentences
 {
+    /// <summary>The token that replaces the chosen sentence in the source.</summary>
     public const string MaskToken = "[MASK]";
 
     // A sentence ends at . ! ? followed by whitespace and an upper-case letter or digit (so "e.g. foo" and "v2.0" stay whole).
@@ -21,6 +22,7 @@ public static partial class GapSentences
     [GeneratedRegex(@"[\p{L}\p{N}]+")]
     private static partial Regex Word();
 
+    /// <summary>Splits a text into trimmed, non-empty sentences at . ! ? followed by whitespace and an upper-case letter or digit.</summary>
     public static IReadOnlyList<string> Sentences(string text) =>
         SentenceBreak().Split(text.Trim()).Select(s => s.Trim()).Where(s => s.Length > 0).ToList();
 

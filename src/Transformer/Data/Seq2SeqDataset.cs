@@ -4,6 +4,7 @@ using System.Text.Json;
 
 namespace Nanolora.Transformer;
 
+/// <summary>One training or evaluation pair: the source text the encoder reads and the target text the decoder writes.</summary>
 public sealed record Example(string Source, string Target);
 
 /// <summary>Reads the shipped datasets: JSON Lines (gzip'd or plain), one object per line with source, target and split.</summary>
@@ -94,6 +95,13 @@ public sealed class BatchLoader
     readonly int batchSize;
     readonly ulong seed;
 
+    /// <summary>Tokenizes every example once (in parallel); batches are built from the ids.</summary>
+    /// <param name="examples">The pairs to serve.</param>
+    /// <param name="tok">Encodes sources and targets.</param>
+    /// <param name="maxSourceTokens">The most source ids per example, Eos included.</param>
+    /// <param name="maxTargetTokens">The most target ids per example with Bos or Eos added (the text gets one fewer).</param>
+    /// <param name="batchSize">Examples per batch (the last batch of an epoch may be smaller).</param>
+    /// <param name="seed">The shuffle seed (see <see cref="Seed"/>).</param>
     public BatchLoader(IReadOnlyList<Example> examples, ISeq2SeqTokenizer tok, int maxSourceTokens, int maxTargetTokens, int batchSize, ulong seed)
     {
         ArgumentNullException.ThrowIfNull(examples);
@@ -112,10 +120,13 @@ public sealed class BatchLoader
         });
     }
 
+    /// <summary>Number of examples.</summary>
     public int Count => sources.Length;
+    /// <summary>Examples per batch.</summary>
     public int BatchSize => batchSize;
     /// <summary>The shuffle seed (a resumed run must use the same one to see the same batches).</summary>
     public ulong Seed => seed;
+    /// <summary>Batches in one pass over the examples (the last one may be partial).</summary>
     public int BatchesPerEpoch => (Count + batchSize - 1) / batchSize;
 
     /// <summary>

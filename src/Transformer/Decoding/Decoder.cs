@@ -3,6 +3,11 @@ using Nanolora.Tensors;
 
 namespace Nanolora.Transformer;
 
+/// <summary>How <see cref="SequenceDecoder"/> generates: greedy when <paramref name="BeamSize"/> is 1, beam search above.</summary>
+/// <param name="MaxLength">The most decoding steps (tokens generated) per output.</param>
+/// <param name="BeamSize">Beams kept per step (1: greedy decoding).</param>
+/// <param name="LengthPenalty">Beam scores are log-probability sums divided by length to this power (Hugging Face's <c>length_penalty</c>).</param>
+/// <param name="UseCache">Reuse cached decoder keys and values between steps (same outputs, less work).</param>
 /// <param name="NoRepeatNgramSize">
 /// As Hugging Face's <c>no_repeat_ngram_size</c>: when above 0, no n-gram of this size occurs twice in an output
 /// (the decoder's BOS counts as its first token). Small models otherwise loop ("library for the library for …").

@@ -10,6 +10,7 @@ namespace Nanolora.Transformer;
 public sealed record BleuOptions(string Tokenize = "13a", string SmoothMethod = "exp", double? SmoothValue = null, int MaxNgramOrder = 4,
     bool EffectiveOrder = false, bool Lowercase = false)
 {
+    /// <summary>sacrebleu's defaults.</summary>
     public static BleuOptions Default { get; } = new();
 
     /// <summary>sacrebleu.sentence_bleu's defaults: as <see cref="Default"/> with effective order.</summary>

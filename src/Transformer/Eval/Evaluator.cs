@@ -1,10 +1,19 @@
 namespace Nanolora.Transformer;
 
+/// <summary>ROUGE of the predictions against the references, with both texts (in example order).</summary>
 public sealed record EvalResult(RougeResult Rouge, IReadOnlyList<string> Predictions, IReadOnlyList<string> References);
 
 /// <summary>Decodes a set of examples in batches and scores them with ROUGE against the targets.</summary>
 public static class Evaluator
 {
+    /// <summary>Decodes each example's source with <paramref name="options"/> and scores the outputs with ROUGE (unstemmed) against the targets.</summary>
+    /// <param name="model">The model to decode with.</param>
+    /// <param name="tokenizer">Encodes the sources and decodes the outputs.</param>
+    /// <param name="examples">The pairs: sources to decode, targets to score against.</param>
+    /// <param name="maxSourceTokens">Sources are cut to this many ids (Eos included).</param>
+    /// <param name="options">Greedy or beam decoding and its limits.</param>
+    /// <param name="batchSize">Examples decoded together.</param>
+    /// <param name="progress">Receives the number of examples decoded so far.</param>
     public static EvalResult Evaluate(Seq2SeqTransformer model, ISeq2SeqTokenizer tokenizer, IReadOnlyList<Example> examples,
         int maxSourceTokens, DecodeOptions options, int batchSize = 32, IProgress<int>? progress = null)
     {

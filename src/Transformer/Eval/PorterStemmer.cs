@@ -17,6 +17,7 @@ public static class PorterStemmer
         ["proceed"] = "proceed", ["exceed"] = "exceed", ["succeed"] = "succeed",
     };
 
+    /// <summary>The stem of a lower-case word, as NLTK's PorterStemmer returns it.</summary>
     public static string Stem(string word)
     {
         string w = word.ToLowerInvariant();

@@ -13,6 +13,13 @@ public sealed record RetrievalScores(double RecallAt1, double RecallAt10, double
 /// </summary>
 public static class Retrieval
 {
+    /// <summary>Embeds every source and every distinct target, ranks the targets for each source by cosine similarity, and scores the rank of its own target.</summary>
+    /// <param name="model">The encoder whose sentence embeddings are compared.</param>
+    /// <param name="tokenizer">Its WordPiece tokenizer.</param>
+    /// <param name="pairs">Sources (the queries) and their targets (the candidates).</param>
+    /// <param name="maxSourceTokens">Sources are cut to this many word pieces ([CLS] and [SEP] included).</param>
+    /// <param name="batchSize">Texts embedded together.</param>
+    /// <param name="progress">Receives the number of texts embedded so far.</param>
     public static RetrievalScores Evaluate(BertModel model, BertWordPieceTokenizer tokenizer, IReadOnlyList<Example> pairs,
         int maxSourceTokens, int batchSize = 32, IProgress<int>? progress = null)
     {

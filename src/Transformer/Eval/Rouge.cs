@@ -1,5 +1,6 @@
 namespace Nanolora.Transformer;
 
+/// <summary>One ROUGE variant's precision, recall and F1, each in [0, 1].</summary>
 public readonly record struct RougeScore(double Precision, double Recall, double F)
 {
     /// <summary>F1 as rouge_score computes it: 2PR/(P+R), 0 when both are 0.</summary>
@@ -7,6 +8,7 @@ public readonly record struct RougeScore(double Precision, double Recall, double
         new(precision, recall, precision + recall > 0 ? 2 * precision * recall / (precision + recall) : 0);
 }
 
+/// <summary>The four ROUGE variants of one prediction, or their means over a set.</summary>
 public sealed record RougeResult(RougeScore Rouge1, RougeScore Rouge2, RougeScore RougeL, RougeScore RougeLsum);
 
 /// <summary>
@@ -17,8 +19,10 @@ public sealed record RougeResult(RougeScore Rouge1, RougeScore Rouge2, RougeScor
 /// </summary>
 public static class Rouge
 {
+    /// <summary>The tokens ROUGE compares: lower-cased [a-z0-9] runs, Porter-stemmed when longer than 3 characters if <paramref name="useStemmer"/>.</summary>
     public static IReadOnlyList<string> Tokenize(string text, bool useStemmer = false) => TokenArray(text, useStemmer);
 
+    /// <summary>ROUGE-1, -2, -L and -Lsum of one prediction against one reference.</summary>
     public static RougeResult Score(string prediction, string reference, bool useStemmer = false)
     {
         ArgumentNullException.ThrowIfNull(prediction);

@@ -9,6 +9,13 @@ namespace Nanolora.Transformer;
 /// </summary>
 public static class SentenceEmbedder
 {
+    /// <summary>One L2-normalized embedding (length C) per text, in input order.</summary>
+    /// <param name="model">The encoder.</param>
+    /// <param name="tokenizer">Its WordPiece tokenizer.</param>
+    /// <param name="texts">The texts to embed.</param>
+    /// <param name="batchSize">Texts embedded together.</param>
+    /// <param name="progress">Receives the number of texts embedded so far.</param>
+    /// <param name="maxLength">The most word pieces per text (null: the tokenizer's <see cref="BertWordPieceTokenizer.MaxLength"/>).</param>
     public static float[][] Embed(BertModel model, BertWordPieceTokenizer tokenizer, IReadOnlyList<string> texts, int batchSize = 32,
         IProgress<int>? progress = null, int? maxLength = null)
     {

@@ -7,6 +7,7 @@ namespace Nanolora.Transformer;
 /// </summary>
 public sealed record TranslationScores(double Chrf, double ChrfPlusPlus, double Bleu, double ChrfUncased, double BleuUncased)
 {
+    /// <summary>Corpus-level scores of the predictions against the references (one reference per prediction, same order).</summary>
     public static TranslationScores Compute(IReadOnlyList<string> predictions, IReadOnlyList<string> references) => new(
         Chrf: Nanolora.Transformer.Chrf.Corpus(predictions, references),
         ChrfPlusPlus: Nanolora.Transformer.Chrf.Corpus(predictions, references, ChrfOptions.PlusPlus),

@@ -11,6 +11,7 @@ namespace Nanolora.Transformer;
 /// </summary>
 public static class Checkpoint
 {
+    /// <summary>The file names inside a checkpoint directory.</summary>
     public const string WeightsFile = "model.safetensors", TokenizerFile = "tokenizer.json",
         OptimizerFile = "optimizer.safetensors", StateFile = "trainer_state.json", ConfigFile = CheckpointConfig.FileName;
 
@@ -49,6 +50,7 @@ public static class Checkpoint
         if (state != null) AtomicFile.WriteAllText(Path.Combine(directory, StateFile), TrainerStateFile.Serialize(state));
     }
 
+    /// <summary>The model configuration of a checkpoint directory, read without loading the weights.</summary>
     public static TransformerConfig ReadConfig(string directory)
     {
         var path = Path.Combine(directory, WeightsFile);
@@ -83,6 +85,7 @@ public static class Checkpoint
     }
 }
 
+/// <summary>File writes that are all-or-nothing.</summary>
 public static class AtomicFile
 {
     /// <summary>Writes via a temporary file in the same directory, then renames: a crash never leaves half a file.</summary>

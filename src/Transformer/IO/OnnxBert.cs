@@ -20,6 +20,9 @@ public static class OnnxBert
 
     const int Float = 1, Int64 = 7;
 
+    /// <summary>Reads a BERT model's configuration and its weights (Hugging Face names, Linear weights transposed to [out, in]) from ONNX bytes.</summary>
+    /// <param name="bytes">The serialized ONNX model.</param>
+    /// <param name="source">Names the model in errors.</param>
     public static (BertConfig Config, Dictionary<string, (int[] Shape, float[] Data)> Weights) Read(byte[] bytes, string source)
     {
         ModelProto model;

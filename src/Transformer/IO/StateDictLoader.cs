@@ -11,6 +11,11 @@ namespace Nanolora.Transformer;
 /// </summary>
 public static class StateDictLoader
 {
+    /// <summary>Checks every tensor against the model's parameters, then copies them all in.</summary>
+    /// <param name="model">The module whose parameters receive the values.</param>
+    /// <param name="tensors">Name → shape and a reader of the values (read only once the names and shapes fit).</param>
+    /// <param name="source">Names the file in errors.</param>
+    /// <param name="allowMissing">Leave parameters the tensors do not name as they are instead of refusing.</param>
     public static void Load(Module model, IReadOnlyDictionary<string, (int[] Shape, Func<float[]> Read)> tensors, string source, bool allowMissing = false)
     {
         var parameters = model.NamedParameters().ToList();

@@ -17,11 +17,13 @@ public sealed record ResumePoint(string Directory, int Step, IReadOnlyList<strin
 /// </summary>
 public static class TrainingCheckpoint
 {
+    /// <summary>The checkpoints folder of a run folder, the manifest's file name and the format it declares.</summary>
     public const string Folder = "checkpoints", ManifestFile = "manifest.json", ManifestFormat = "nanolora-checkpoint/1";
 
     static readonly string[] UnitFiles = [Checkpoint.WeightsFile, Checkpoint.TokenizerFile, Checkpoint.OptimizerFile, Checkpoint.StateFile];
     static readonly JsonSerializerOptions Json = new() { WriteIndented = true };
 
+    /// <summary>The unit directory of a step: RUN/checkpoints/step-NNNNNNNN (eight digits, so names sort by step).</summary>
     public static string StepDirectory(string runDirectory, int step) => Path.Combine(runDirectory, Folder, $"step-{step:D8}");
 
     /// <summary>
@@ -182,6 +184,8 @@ public static class TrainingCheckpoint
     }
 }
 
+/// <summary>manifest.json of a checkpoint unit: its format, its step and every file it holds.</summary>
 public sealed record CheckpointManifest(string Format, int Step, List<ManifestEntry> Files);
 
+/// <summary>One file of a checkpoint unit: its name, its size in bytes and its SHA-256 (hex).</summary>
 public sealed record ManifestEntry(string Name, long Bytes, string Sha256);

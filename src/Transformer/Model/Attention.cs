@@ -9,8 +9,11 @@ namespace Nanolora.Transformer;
 /// </summary>
 public sealed class AttentionCache : IDisposable
 {
+    /// <summary>Cached keys [B, H, S, D] (null until the first step).</summary>
     public Tensor? Keys { get; internal set; }
+    /// <summary>Cached values [B, H, S, D] (null until the first step).</summary>
     public Tensor? Values { get; internal set; }
+    /// <summary>Number of cached positions S (0 when empty).</summary>
     public int Length => Keys?.Dim(2) ?? 0;
 
     internal void Set(Tensor keys, Tensor values)
@@ -19,6 +22,7 @@ public sealed class AttentionCache : IDisposable
         Keys = keys; Values = values;
     }
 
+    /// <summary>Frees the cached tensors and empties the cache.</summary>
     public void Dispose() { Keys?.Dispose(); Values?.Dispose(); Keys = Values = null; }
 }
 
@@ -28,7 +32,9 @@ public sealed class AttentionCache : IDisposable
 /// </summary>
 public sealed record AttentionNames(string Query, string Key, string Value, string Output)
 {
+    /// <summary>The seq2seq model's names: q_proj, k_proj, v_proj, o_proj.</summary>
     public static readonly AttentionNames Seq2Seq = new("q_proj", "k_proj", "v_proj", "o_proj");
+    /// <summary>Hugging Face BertAttention's names: self.query, self.key, self.value, output.dense.</summary>
     public static readonly AttentionNames Bert = new("self.query", "self.key", "self.value", "output.dense");
 }
 
@@ -41,7 +47,9 @@ public sealed class MultiHeadAttention : Module
     readonly AttentionNames _names;
     readonly float _probsDropout;
     readonly SeedSequence _seeds;
+    /// <summary>Number of heads H.</summary>
     public int Heads { get; }
+    /// <summary>Model width C (H heads of D = C/H).</summary>
     public int Width { get; }
     int HeadWidth => Width / Heads;
 
@@ -51,6 +59,12 @@ public sealed class MultiHeadAttention : Module
     /// </summary>
     public Func<int, (Variable Keys, Variable Values)>? ExtraKeyValues { get; set; }
 
+    /// <summary>Creates the query, key, value and output projections (each [C, C], C = <paramref name="width"/>).</summary>
+    /// <param name="width">Model width C; must be a multiple of <paramref name="heads"/>.</param>
+    /// <param name="heads">Number of attention heads (each C / heads wide).</param>
+    /// <param name="seeds">Initializes the projections' weights and seeds the dropout.</param>
+    /// <param name="device">Where the parameters live.</param>
+    /// <param name="names">The child module names (default: this library's; BERT checkpoints use Hugging Face's).</param>
     /// <param name="probsDropout">Dropout on the attention probabilities in training (BERT's attention_probs_dropout_prob; 0: none).</param>
     public MultiHeadAttention(int width, int heads, SeedSequence seeds, Device device, AttentionNames? names = null, float probsDropout = 0f)
     {

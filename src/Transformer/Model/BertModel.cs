@@ -10,19 +10,33 @@ namespace Nanolora.Transformer;
 /// </summary>
 public sealed record BertConfig
 {
+    /// <summary>Word-piece vocabulary size (rows of the word embedding table).</summary>
     [JsonPropertyName("vocab_size")] public int VocabSize { get; init; } = 30522;
+    /// <summary>Model width C.</summary>
     [JsonPropertyName("hidden_size")] public int HiddenSize { get; init; } = 384;
+    /// <summary>Number of encoder layers.</summary>
     [JsonPropertyName("num_hidden_layers")] public int Layers { get; init; } = 6;
+    /// <summary>Attention heads per layer.</summary>
     [JsonPropertyName("num_attention_heads")] public int Heads { get; init; } = 12;
+    /// <summary>Feed-forward inner width.</summary>
     [JsonPropertyName("intermediate_size")] public int IntermediateSize { get; init; } = 1536;
+    /// <summary>The feed-forward activation ("gelu").</summary>
     [JsonPropertyName("hidden_act")] public string HiddenAct { get; init; } = "gelu";
+    /// <summary>Rows of the learned position table: the longest input in tokens.</summary>
     [JsonPropertyName("max_position_embeddings")] public int MaxPositions { get; init; } = 512;
+    /// <summary>Rows of the token-type (segment) embedding table.</summary>
     [JsonPropertyName("type_vocab_size")] public int TypeVocabSize { get; init; } = 2;
+    /// <summary>LayerNorm's ε.</summary>
     [JsonPropertyName("layer_norm_eps")] public float LayerNormEps { get; init; } = 1e-12f;
+    /// <summary>Dropout on embeddings and sublayer outputs in training.</summary>
     [JsonPropertyName("hidden_dropout_prob")] public float HiddenDropout { get; init; } = 0.1f;
+    /// <summary>Dropout on the attention probabilities in training.</summary>
     [JsonPropertyName("attention_probs_dropout_prob")] public float AttentionDropout { get; init; } = 0.1f;
+    /// <summary>Hugging Face's position embedding kind ("absolute": learned positions).</summary>
     [JsonPropertyName("position_embedding_type")] public string PositionEmbeddingType { get; init; } = "absolute";
+    /// <summary>The [PAD] token's id.</summary>
     [JsonPropertyName("pad_token_id")] public int PadTokenId { get; init; }
+    /// <summary>Seeds initialization and dropout (not part of config.json).</summary>
     [JsonIgnore] public ulong Seed { get; init; } = 1;
 
     /// <summary>all-MiniLM-L6-v2's config (sentence-transformers' hub folder).</summary>
@@ -65,6 +79,7 @@ public sealed class BertEmbeddings : Module
     readonly float _dropout;
     readonly SeedSequence _seeds;
 
+    /// <summary>Creates word_embeddings, position_embeddings, token_type_embeddings and LayerNorm for <paramref name="c"/>.</summary>
     public BertEmbeddings(BertConfig c, SeedSequence seeds, Device device)
     {
         _dropout = c.HiddenDropout;
@@ -120,11 +135,17 @@ public sealed record EncoderBatch(int[] Ids, int[] TypeIds, int[] AttentionMask,
 /// </summary>
 public sealed class BertModel : Module
 {
+    /// <summary>The configuration the model was built from.</summary>
     public BertConfig Config { get; }
+    /// <summary>Where the parameters live.</summary>
     public Device Device { get; }
 
+    /// <summary>Whether the model has pooler.dense (<see cref="Pooler"/> needs it).</summary>
     public bool HasPooler { get; }
 
+    /// <summary>Creates a randomly initialized BERT encoder for <paramref name="config"/> (load weights afterwards).</summary>
+    /// <param name="config">Sizes and hyperparameters (vocabulary, width, layers, heads...).</param>
+    /// <param name="device">Where the parameters live (null: <see cref="Device.Default"/>).</param>
     /// <param name="pooler">Whether the model has pooler.dense (hub folders saved without it load with false).</param>
     public BertModel(BertConfig config, Device? device = null, bool pooler = true)
     {
@@ -171,6 +192,7 @@ public sealed class BertModel : Module
     /// </summary>
     public Variable Embed(EncoderBatch batch) => MeanPoolNormalized(Forward(batch), batch);
 
+    /// <summary>Mean of <paramref name="hidden"/> [B, T, C] over each row's real (unpadded) tokens, L2-normalized: [B, C].</summary>
     public static Variable MeanPoolNormalized(Variable hidden, EncoderBatch batch)
     {
         int b = batch.BatchSize, t = batch.Length;

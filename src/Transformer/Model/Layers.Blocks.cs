@@ -16,7 +16,9 @@ public delegate Variable SublayerHook(string sublayer, Variable output);
 public sealed record EncoderLayerNames(string Attention, AttentionNames AttentionParts, string AttentionNorm,
     string Fc1, string Fc2, string FfnNorm)
 {
+    /// <summary>The seq2seq model's names: self_attn, self_attn_norm, ffn.fc1, ffn.fc2, ffn_norm.</summary>
     public static readonly EncoderLayerNames Seq2Seq = new("self_attn", AttentionNames.Seq2Seq, "self_attn_norm", "ffn.fc1", "ffn.fc2", "ffn_norm");
+    /// <summary>Hugging Face BertLayer's names: attention.*, intermediate.dense, output.dense, output.LayerNorm.</summary>
     public static readonly EncoderLayerNames Bert = new("attention", AttentionNames.Bert, "attention.output.LayerNorm",
         "intermediate.dense", "output.dense", "output.LayerNorm");
 }
@@ -24,13 +26,18 @@ public sealed record EncoderLayerNames(string Attention, AttentionNames Attentio
 /// <summary>Shared residual wiring: pre-LN is x + f(LN(x)); post-LN is LN(x + f(x)), with dropout on f.</summary>
 public abstract class ResidualBlock : Module
 {
+    /// <summary>Pre-LN (true) or post-LN wiring (<see cref="TransformerConfig.PreNorm"/>).</summary>
     protected readonly bool PreNorm;
+    /// <summary>Dropout on each sublayer's output in training.</summary>
     protected readonly float DropoutRate;
+    /// <summary>Draws the dropout seeds (the stream that also initialized the weights).</summary>
     protected readonly SeedSequence Seeds;
     readonly string _activation;
     readonly float _activationDropout;
+    /// <summary>Called on each sublayer's output before the residual add (null: none).</summary>
     public SublayerHook? SublayerOutputHook { get; set; }
 
+    /// <summary>Takes the wiring, activation and dropout settings from <paramref name="c"/>.</summary>
     protected ResidualBlock(TransformerConfig c, SeedSequence seeds)
     {
         PreNorm = c.PreNorm; DropoutRate = c.Dropout; Seeds = seeds; _activation = c.Activation;
@@ -54,6 +61,11 @@ public abstract class ResidualBlock : Module
         return Layer(fc2).Forward(h);
     }
 
+    /// <summary>One residual sublayer: pre-LN x + drop(f(LN(x))) or post-LN LN(x + drop(f(x))), with <see cref="SublayerOutputHook"/> applied to f's output.</summary>
+    /// <param name="x">The input [B, T, C].</param>
+    /// <param name="sublayer">The sublayer's name passed to the hook ("self_attn", "cross_attn", "ffn").</param>
+    /// <param name="norm">The child path of this sublayer's LayerNorm.</param>
+    /// <param name="f">The sublayer.</param>
     protected Variable Residual(Variable x, string sublayer, string norm, Func<Variable, Variable> f)
     {
         var ln = (ILayer)Child(norm);
@@ -75,6 +87,7 @@ public sealed class EncoderLayer : ResidualBlock
 {
     readonly EncoderLayerNames _names;
 
+    /// <summary>Creates the attention, feed-forward and two LayerNorms at the paths <paramref name="names"/> gives (default: <see cref="EncoderLayerNames.Seq2Seq"/>).</summary>
     public EncoderLayer(TransformerConfig c, SeedSequence seeds, Device device, EncoderLayerNames? names = null) : base(c, seeds)
     {
         _names = names ?? EncoderLayerNames.Seq2Seq;
@@ -84,6 +97,9 @@ public sealed class EncoderLayer : ResidualBlock
         RegisterModuleAt(_names.FfnNorm, new LayerNorm(c.DModel, device, c.LayerNormEps));
     }
 
+    /// <summary>Self-attention then feed-forward over <paramref name="x"/> [B, T, C]; returns [B, T, C].</summary>
+    /// <param name="x">The hidden states [B, T, C].</param>
+    /// <param name="sourceMask">Masks padded key positions (null: none).</param>
     public Variable Forward(Variable x, Tensor? sourceMask)
     {
         var attn = (MultiHeadAttention)Child(_names.Attention);
@@ -95,14 +111,18 @@ public sealed class EncoderLayer : ResidualBlock
 /// <summary>Per-layer decoding state: the self-attention and cross-attention caches.</summary>
 public sealed class LayerCache : IDisposable
 {
+    /// <summary>The self-attention cache (grows by one position a step).</summary>
     public AttentionCache Self { get; } = new();
+    /// <summary>The cross-attention cache (the encoder output's keys and values, computed once).</summary>
     public AttentionCache Cross { get; } = new();
+    /// <summary>Frees both caches.</summary>
     public void Dispose() { Self.Dispose(); Cross.Dispose(); }
 }
 
 /// <summary>self_attn (causal) → cross_attn over the encoder output → ffn.</summary>
 public sealed class DecoderLayer : ResidualBlock
 {
+    /// <summary>Creates self_attn, cross_attn, ffn.fc1, ffn.fc2 and their LayerNorms.</summary>
     public DecoderLayer(TransformerConfig c, SeedSequence seeds, Device device) : base(c, seeds)
     {
         RegisterModule("self_attn", new MultiHeadAttention(c.DModel, c.Heads, seeds, device));
@@ -113,6 +133,11 @@ public sealed class DecoderLayer : ResidualBlock
         RegisterModule("ffn_norm", new LayerNorm(c.DModel, device, c.LayerNormEps));
     }
 
+    /// <summary>Causal self-attention, cross-attention over <paramref name="memory"/>, then feed-forward; returns [B, T, C].</summary>
+    /// <param name="x">The decoder hidden states [B, T, C].</param>
+    /// <param name="memory">The encoder output [B, S, C].</param>
+    /// <param name="sourceMask">Masks padded source positions (null: none).</param>
+    /// <param name="cache">Keys and values of earlier steps when decoding incrementally (null: the whole target at once).</param>
     public Variable Forward(Variable x, Variable memory, Tensor? sourceMask, LayerCache? cache = null)
     {
         var self = (MultiHeadAttention)Child("self_attn");
@@ -126,12 +151,15 @@ public sealed class DecoderLayer : ResidualBlock
 /// <summary>A list of layers named 0, 1, 2… (so paths read encoder.layers.3.self_attn.q_proj).</summary>
 public sealed class LayerList<T> : Module where T : Module
 {
+    /// <summary>Number of layers.</summary>
     public int Count { get; }
+    /// <summary>Registers the layers as children "0", "1", … in order.</summary>
     public LayerList(IEnumerable<T> layers)
     {
         int i = 0;
         foreach (var l in layers) RegisterModule((i++).ToString(), l);
         Count = i;
     }
+    /// <summary>The layer at index <paramref name="i"/>.</summary>
     public T this[int i] => (T)Child(i.ToString());
 }

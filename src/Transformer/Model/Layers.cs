@@ -11,6 +11,7 @@ public sealed class SeedSequence(ulong seed)
     /// <summary>The counter: saved in a training checkpoint so a resumed run draws the same dropout masks.</summary>
     public ulong State { get => _state; set => _state = value; }
 
+    /// <summary>Advances the counter and returns the next seed (SplitMix64 of the counter).</summary>
     public ulong Next()
     {
         // SplitMix64: well-mixed, distinct seeds from a counter.
@@ -24,11 +25,16 @@ public sealed class SeedSequence(ulong seed)
 /// <summary>y = x·Wᵀ + b with W [out, in], initialized as torch.nn.Linear (kaiming-uniform a=√5, bias U(±1/√in)).</summary>
 public sealed class Linear : Module, ILayer
 {
+    /// <summary>Input width.</summary>
     public int InFeatures { get; }
+    /// <summary>Output width.</summary>
     public int OutFeatures { get; }
+    /// <summary>The weight [out, in].</summary>
     public Parameter Weight { get; }
+    /// <summary>The bias [out] (null when created without one).</summary>
     public Parameter? Bias { get; }
 
+    /// <summary>Creates the weight (and bias) with torch.nn.Linear's initialization, drawing from <paramref name="seeds"/>.</summary>
     public Linear(int inFeatures, int outFeatures, bool bias, SeedSequence seeds, Device device)
     {
         InFeatures = inFeatures;
@@ -41,25 +47,34 @@ public sealed class Linear : Module, ILayer
         }
     }
 
+    /// <summary>x [..., in] → [..., out].</summary>
     public Variable Forward(Variable x) => F.Linear(x, Weight, Bias);
 }
 
 /// <summary>A lookup table [V, C] (N(0, 1) init as torch.nn.Embedding; the model scales by √C).</summary>
 public sealed class Embedding : Module
 {
+    /// <summary>The table [V, C].</summary>
     public Parameter Weight { get; }
+    /// <summary>Creates a [<paramref name="vocab"/>, <paramref name="dim"/>] table drawn from N(0, <paramref name="std"/>²).</summary>
     public Embedding(int vocab, int dim, SeedSequence seeds, Device device, float std = 1f) =>
         Weight = RegisterParameter("weight", new Parameter("weight", TensorRandom.Normal([vocab, dim], 0f, std, seeds.Next(), device)));
 
+    /// <summary>Looks up <paramref name="ids"/> (laid out as <paramref name="shape"/>, e.g. [B, T]); returns [..shape, C].</summary>
     public Variable Forward(int[] ids, params int[] shape) => F.Embedding(Weight, ids, shape);
 }
 
+/// <summary>LayerNorm over the last dimension: γ·(x − mean)/√(var + ε) + β, as torch.nn.LayerNorm.</summary>
 public sealed class LayerNorm : Module, ILayer
 {
+    /// <summary>The scale γ [C] ("weight"; starts at 1).</summary>
     public Parameter Gamma { get; }
+    /// <summary>The shift β [C] ("bias"; starts at 0).</summary>
     public Parameter Beta { get; }
+    /// <summary>ε added to the variance.</summary>
     public float Eps { get; }
 
+    /// <summary>Creates γ = 1 and β = 0 of width <paramref name="dim"/>.</summary>
     public LayerNorm(int dim, Device device, float eps = 1e-5f)
     {
         Eps = eps;
@@ -67,5 +82,6 @@ public sealed class LayerNorm : Module, ILayer
         Beta = RegisterParameter("bias", new Parameter("bias", Tensor.Zeros([dim], device)));
     }
 
+    /// <summary>Normalizes x [..., C] over C.</summary>
     public Variable Forward(Variable x) => F.LayerNorm(x, Gamma, Beta, Eps);
 }

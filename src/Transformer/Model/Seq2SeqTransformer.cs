@@ -17,15 +17,20 @@ public delegate (Variable Embeddings, int PrefixLength) InputEmbeddingHook(Varia
 /// </summary>
 public sealed class Seq2SeqTransformer : Module
 {
+    /// <summary>The configuration the model was built from.</summary>
     public TransformerConfig Config { get; }
+    /// <summary>Where the parameters live.</summary>
     public Device Device { get; }
     readonly Tensor _sinusoids;               // [MaxPositions, C], constant
     readonly SeedSequence _dropoutSeeds;      // embedding dropout
     readonly SeedSequence _layerSeeds;        // initialization, then (the same stream) the layers' dropout
     readonly Parameter? _logitsBias;
+    /// <summary>Prompt tuning on the encoder input: prepends virtual tokens to the embeddings (null: none).</summary>
     public InputEmbeddingHook? EncoderInputHook { get; set; }
+    /// <summary>Prompt tuning on the decoder input: prepends virtual tokens to the embeddings (null: none).</summary>
     public InputEmbeddingHook? DecoderInputHook { get; set; }
 
+    /// <summary>Creates a randomly initialized model for <paramref name="config"/> (seeded by its Seed) on <paramref name="device"/> (null: <see cref="Device.Default"/>).</summary>
     public Seq2SeqTransformer(TransformerConfig config, Device? device = null)
     {
         config.Validate();
@@ -161,8 +166,10 @@ public sealed class Seq2SeqTransformer : Module
         }
     }
 
+    /// <summary>Empty decoding caches, one per decoder layer (dispose them after decoding).</summary>
     public LayerCache[] NewCaches() => Enumerable.Range(0, Config.DecoderLayers).Select(_ => new LayerCache()).ToArray();
 
+    /// <summary>Frees the constant sinusoid table and every parameter.</summary>
     public override void Dispose()
     {
         _sinusoids.Dispose();
@@ -176,7 +183,13 @@ public sealed class EncoderStack : Module
     readonly bool _preNorm;
     readonly string _layerListName;
 
+    /// <summary>Builds <paramref name="count"/> layers with <paramref name="make"/>.</summary>
+    /// <param name="c">The model configuration passed to each layer.</param>
+    /// <param name="count">Number of layers.</param>
+    /// <param name="make">Creates one layer from the configuration, a seed stream and the device.</param>
+    /// <param name="device">Where the parameters live.</param>
     /// <param name="seeds">Initializes the layers' weights, then (same stream, so runs repeat) seeds their dropout.</param>
+    /// <param name="layerListName">The child name of the layer list ("layers"; BERT's "layer").</param>
     public EncoderStack(TransformerConfig c, int count, Func<TransformerConfig, SeedSequence, Device, Module> make, Device device, SeedSequence seeds,
         string layerListName = "layers")
     {
@@ -186,6 +199,7 @@ public sealed class EncoderStack : Module
         if (_preNorm) RegisterModule("final_norm", new LayerNorm(c.DModel, device, c.LayerNormEps));
     }
 
+    /// <summary>The layers, in order.</summary>
     public LayerList<Module> Layers => (LayerList<Module>)Child(_layerListName);
 
     internal Variable RunEncoder(Variable x, Tensor mask)

@@ -6,12 +6,19 @@ namespace Nanolora.Transformer;
 /// </summary>
 public sealed record TransformerConfig
 {
+    /// <summary>Rows of the token embedding table.</summary>
     public int VocabSize { get; init; } = 8000;
+    /// <summary>Model width C.</summary>
     public int DModel { get; init; } = 128;
+    /// <summary>Attention heads per layer.</summary>
     public int Heads { get; init; } = 4;
+    /// <summary>Feed-forward inner width.</summary>
     public int DFF { get; init; } = 512;
+    /// <summary>Number of encoder layers.</summary>
     public int EncoderLayers { get; init; } = 2;
+    /// <summary>Number of decoder layers.</summary>
     public int DecoderLayers { get; init; } = 2;
+    /// <summary>Dropout on embeddings and sublayer outputs in training.</summary>
     public float Dropout { get; init; } = 0.1f;
     /// <summary>Pre-LN (x + f(LN(x)), stable to train) or the paper's post-LN (LN(x + f(x))).</summary>
     public bool PreNorm { get; init; } = true;
@@ -21,6 +28,7 @@ public sealed record TransformerConfig
     public bool TieEmbeddings { get; init; } = true;
     /// <summary>Learned position embeddings instead of the paper's sinusoids.</summary>
     public bool LearnedPositions { get; init; }
+    /// <summary>The longest sequence in tokens (rows of the position table).</summary>
     public int MaxPositions { get; init; } = 512;
     /// <summary>Dropout after the feed-forward activation (null: <see cref="Dropout"/>; Hugging Face's BERT has none).</summary>
     public float? ActivationDropout { get; init; }
@@ -34,12 +42,16 @@ public sealed record TransformerConfig
     public bool EmbeddingNorm { get; init; }
     /// <summary>A bias on the vocabulary logits (BERT's prediction-head bias): parameter logits_bias.</summary>
     public bool LogitsBias { get; init; }
+    /// <summary>Seeds initialization and dropout.</summary>
     public ulong Seed { get; init; } = 1;
 
+    /// <summary>Width of one head, D = C / H.</summary>
     public int HeadWidth => DModel / Heads;
 
+    /// <summary>The names <see cref="Preset"/> accepts.</summary>
     public static readonly string[] PresetNames = ["tiny", "small", "transformer-base"];
 
+    /// <summary>The configuration of a named preset (<see cref="PresetNames"/>) with the given vocabulary size.</summary>
     public static TransformerConfig Preset(string name, int vocabSize) => name switch
     {
         "tiny" => new() { VocabSize = vocabSize, DModel = 128, Heads = 4, DFF = 512, EncoderLayers = 2, DecoderLayers = 2 },

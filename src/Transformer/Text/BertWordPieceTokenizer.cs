@@ -21,14 +21,26 @@ public sealed class BertWordPieceTokenizer
     readonly Dictionary<string, int> _specialIds = new(StringComparer.Ordinal);
     static readonly System.Text.RegularExpressions.Regex SpecialTokenPattern = new(@"(\[CLS\]|\[SEP\]|\[PAD\]|\[UNK\]|\[MASK\])");
 
+    /// <summary>The vocab.txt text, one token per line (line number = id).</summary>
     public string VocabText { get; }
+    /// <summary>Whether text is lower-cased and stripped of accents first (<c>do_lower_case</c>).</summary>
     public bool LowerCase { get; }
+    /// <summary>The most ids an encoding has, [CLS] and [SEP] included.</summary>
     public int MaxLength { get; }
+    /// <summary>Number of tokens in the vocabulary.</summary>
     public int VocabSize => _vocab.Count;
+    /// <summary>The id of [PAD].</summary>
     public int PadId { get; }
+    /// <summary>The id of [CLS].</summary>
     public int ClsId { get; }
+    /// <summary>The id of [SEP].</summary>
     public int SepId { get; }
 
+    /// <summary>Builds the tokenizer over a vocab.txt.</summary>
+    /// <param name="vocabText">The vocab.txt text, one token per line.</param>
+    /// <param name="lowerCase">Lower-case and strip accents (uncased models such as all-MiniLM-L6-v2).</param>
+    /// <param name="maxLength">The most ids per encoding, [CLS] and [SEP] included.</param>
+    /// <param name="source">Names the vocabulary in errors.</param>
     public BertWordPieceTokenizer(string vocabText, bool lowerCase = true, int maxLength = 256, string source = "vocab.txt")
     {
         if (maxLength < 2) throw new ArgumentOutOfRangeException(nameof(maxLength), $"Max length {maxLength} leaves no room for [CLS] and [SEP].");

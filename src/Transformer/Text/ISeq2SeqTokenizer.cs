@@ -31,6 +31,7 @@ public interface ISeq2SeqTokenizer
 /// <summary>Reads a tokenizer.json of either kind: GPT-2 subwords ("gpt2-subset") or BERT WordPiece ("bert-wordpiece").</summary>
 public static class Seq2SeqTokenizers
 {
+    /// <summary>Reads a tokenizer.json, choosing the kind by its "kind" field (none: GPT-2 subwords).</summary>
     public static ISeq2SeqTokenizer Load(string path)
     {
         if (Directory.Exists(path)) throw new InvalidDataException($"tokenizer file '{path}': is a directory, expected a tokenizer.json file");

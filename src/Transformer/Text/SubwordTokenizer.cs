@@ -16,6 +16,7 @@ namespace Nanolora.Transformer;
 /// </summary>
 public sealed class SubwordTokenizer : ISeq2SeqTokenizer
 {
+    /// <summary>The special ids: pad, bos, eos, unk (the same in every <see cref="ISeq2SeqTokenizer"/>).</summary>
     public const int Pad = 0, Bos = 1, Eos = 2, Unk = 3;
     const int FirstRegular = 4;
     const string Kind = "gpt2-subset";
@@ -160,6 +161,7 @@ public sealed class SubwordTokenizer : ISeq2SeqTokenizer
     /// <summary>The text's ids and Eos (no Bos: the encoder never needs one).</summary>
     public int[] EncodeSource(string text, int maxTokens) => Encode(text, maxTokens, addEos: true);
 
+    /// <inheritdoc/>
     public int[] EncodeTarget(string text, int maxTokens) => Encode(text, maxTokens);
 
     /// <summary>Text of compact ids: Pad, Bos and Unk are skipped, decoding stops at the first Eos.</summary>
@@ -201,6 +203,7 @@ public sealed class SubwordTokenizer : ISeq2SeqTokenizer
         }
     }
 
+    /// <summary>Reads a tokenizer.json written by <see cref="Save"/>.</summary>
     public static SubwordTokenizer Load(string path)
     {
         JsonNode? root;

@@ -12,6 +12,7 @@ namespace Nanolora.Transformer;
 /// </summary>
 public sealed class WordPieceSeq2SeqTokenizer : ISeq2SeqTokenizer
 {
+    /// <summary>The "kind" field of this tokenizer's tokenizer.json.</summary>
     public const string Kind = "bert-wordpiece";
     static readonly string[] SpecialTokens = ["[PAD]", "[CLS]", "[SEP]", "[UNK]"]; // compact 0, 1, 2, 3
 
@@ -19,9 +20,12 @@ public sealed class WordPieceSeq2SeqTokenizer : ISeq2SeqTokenizer
     readonly int[] _compactOf;   // BERT id → compact id
     readonly string[] _tokens;   // BERT id → token text
 
+    /// <summary>The underlying BERT tokenizer (BERT ids).</summary>
     public BertWordPieceTokenizer Bert { get; }
+    /// <inheritdoc/>
     public int VocabSize => _bertOf.Length;
 
+    /// <summary>Maps <paramref name="bert"/>'s vocabulary to compact ids; throws when it lacks [PAD], [CLS], [SEP] or [UNK].</summary>
     public WordPieceSeq2SeqTokenizer(BertWordPieceTokenizer bert)
     {
         Bert = bert;
@@ -48,12 +52,14 @@ public sealed class WordPieceSeq2SeqTokenizer : ISeq2SeqTokenizer
     /// <summary>The BERT id (row of the pretrained embedding table) of a compact id.</summary>
     public int BertIdOf(int compactId) => _bertOf[compactId];
 
+    /// <inheritdoc/>
     public int[] EncodeSource(string text, int maxTokens)
     {
         if (maxTokens < 2) throw new ArgumentException($"maxTokens {maxTokens} leaves no room for [CLS] and [SEP].");
         return Bert.Encode(text, maxTokens).Select(id => _compactOf[id]).ToArray();
     }
 
+    /// <inheritdoc/>
     public int[] EncodeTarget(string text, int maxTokens)
     {
         if (maxTokens < 0) throw new ArgumentException($"maxTokens must be at least 0, got {maxTokens}.");
@@ -87,6 +93,7 @@ public sealed class WordPieceSeq2SeqTokenizer : ISeq2SeqTokenizer
         return sb.ToString();
     }
 
+    /// <inheritdoc/>
     public void Save(string path)
     {
         var json = new JsonObject
@@ -100,6 +107,7 @@ public sealed class WordPieceSeq2SeqTokenizer : ISeq2SeqTokenizer
         AtomicFile.WriteAllText(path, json.ToJsonString());
     }
 
+    /// <summary>Reads a tokenizer.json written by <see cref="Save"/>.</summary>
     public static WordPieceSeq2SeqTokenizer Load(string path)
     {
         InvalidDataException Bad(string problem) => new($"tokenizer file '{path}': {problem}");

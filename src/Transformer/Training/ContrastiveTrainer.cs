@@ -4,19 +4,28 @@ using Nanolora.Tensors;
 
 namespace Nanolora.Transformer;
 
+/// <summary>Settings of <see cref="ContrastiveTrainer"/>: AdamW with linear warm-up and decay.</summary>
 public sealed record ContrastiveOptions
 {
+    /// <summary>Optimizer steps.</summary>
     public int Steps { get; init; } = 100;
+    /// <summary>Pairs per batch (at least 2: the other pairs are the negatives).</summary>
     public int BatchSize { get; init; } = 32;
+    /// <summary>Peak learning rate.</summary>
     public float LearningRate { get; init; } = 2e-5f;
     /// <summary>Warm-up as a share of the steps (sentence-transformers' examples use 10%), then linear decay.</summary>
     public float WarmupFraction { get; init; } = 0.1f;
+    /// <summary>AdamW's decoupled weight decay.</summary>
     public float WeightDecay { get; init; } = 0.01f;
+    /// <summary>The global gradient norm is clipped to this.</summary>
     public float ClipNorm { get; init; } = 1f;
     /// <summary>MultipleNegativesRankingLoss' scale: cosine similarities × 20 are the logits.</summary>
     public float Scale { get; init; } = 20f;
+    /// <summary>Sources are cut to this many word pieces ([CLS] and [SEP] included).</summary>
     public int MaxSourceTokens { get; init; } = 128;
+    /// <summary>Targets are cut to this many word pieces ([CLS] and [SEP] included).</summary>
     public int MaxTargetTokens { get; init; } = 32;
+    /// <summary>Seeds the order of the pairs in each epoch.</summary>
     public ulong Seed { get; init; } = 1;
 }
 
@@ -28,6 +37,13 @@ public sealed record ContrastiveOptions
 /// </summary>
 public static class ContrastiveTrainer
 {
+    /// <summary>Trains <paramref name="trainable"/> of <paramref name="model"/> on the pairs for <see cref="ContrastiveOptions.Steps"/> steps.</summary>
+    /// <param name="model">The bi-encoder, used for both sides.</param>
+    /// <param name="tokenizer">Its WordPiece tokenizer.</param>
+    /// <param name="pairs">(source, target) pairs; pairs repeating an earlier target text are dropped.</param>
+    /// <param name="trainable">The parameters to update (all of them, or the adapter's).</param>
+    /// <param name="o">The run's settings.</param>
+    /// <param name="progress">Receives each step's numbers.</param>
     public static TrainResult Train(BertModel model, BertWordPieceTokenizer tokenizer, IReadOnlyList<Example> pairs,
         IReadOnlyList<Parameter> trainable, ContrastiveOptions o, IProgress<StepInfo>? progress = null)
     {

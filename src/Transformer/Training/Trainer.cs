@@ -4,18 +4,30 @@ using Nanolora.Tensors;
 
 namespace Nanolora.Transformer;
 
+/// <summary>Settings of <see cref="Trainer"/>; <see cref="Validate"/> checks their ranges.</summary>
 public sealed record TrainOptions
 {
+    /// <summary>Optimizer steps of the whole schedule.</summary>
     public int Steps { get; init; } = 1000;
+    /// <summary>Peak learning rate (reached after the warm-up).</summary>
     public float LearningRate { get; init; } = 1e-3f;
+    /// <summary>Steps of linear warm-up from 0.</summary>
     public int WarmupSteps { get; init; } = 100;
+    /// <summary>After the warm-up, decay the learning rate to 0 along a cosine (false: linearly).</summary>
     public bool CosineDecay { get; init; } = true;
+    /// <summary>AdamW's decoupled weight decay.</summary>
     public float WeightDecay { get; init; } = 0.01f;
+    /// <summary>The global gradient norm is clipped to this.</summary>
     public float ClipNorm { get; init; } = 1f;
+    /// <summary>Label smoothing of the cross-entropy (0: none).</summary>
     public float LabelSmoothing { get; init; } = 0.1f;
+    /// <summary>Steps between validation losses (0: never).</summary>
     public int ValidateEvery { get; init; } = 0;
+    /// <summary>Validation batches each validation loss averages.</summary>
     public int ValidationBatches { get; init; } = 8;
+    /// <summary>The run folder that receives checkpoints (null: none are written).</summary>
     public string? CheckpointDirectory { get; init; }
+    /// <summary>Steps between resumable checkpoints (0: only at the end).</summary>
     public int CheckpointEvery { get; init; } = 0;
     /// <summary>Continue from the checkpoint's optimizer and trainer state when it has them.</summary>
     public bool Resume { get; init; }
@@ -28,6 +40,7 @@ public sealed record TrainOptions
     /// a diverging run is stopped while its losses are still finite, before a checkpoint saves the damage.
     /// </summary>
     public float MaxLossRatio { get; init; } = 20f;
+    /// <summary>Steps whose mean loss <see cref="MaxLossRatio"/> compares against.</summary>
     public int LossWindow { get; init; } = 20;
 
     /// <summary>Refuses options no run can use, naming the option and its range.</summary>
@@ -46,6 +59,7 @@ public sealed record TrainOptions
 /// <summary>One step's numbers, reported to the progress display.</summary>
 public sealed record StepInfo(int Step, int TotalSteps, float Loss, double StepMilliseconds, double TokensPerSecond, float LearningRate, float? ValidationLoss);
 
+/// <summary>What a training run reports: each step's loss, the validation losses, the mean step time in milliseconds, device memory, the trainable parameter count and the optimizer state's size in bytes.</summary>
 public sealed record TrainResult(List<float> Losses, List<ValidationPoint> ValidationLosses, double MeanStepMilliseconds, LedgerSnapshot Memory, long TrainableParameters, long OptimizerStateBytes);
 
 /// <summary>
@@ -59,6 +73,12 @@ public sealed class Trainer(Seq2SeqTransformer model, ISeq2SeqTokenizer tokenize
     /// <summary>Steps between releases of the pool's idle size classes (kept for at least this long, so a step never re-allocates what the last one freed).</summary>
     internal const int TrimIdleEvery = 50;
 
+    /// <summary>Trains <paramref name="trainable"/> for <see cref="TrainOptions.Steps"/> steps (or until <see cref="TrainOptions.StopAfterStep"/>), resuming from the latest checkpoint when asked.</summary>
+    /// <param name="trainable">The parameters to update (all of them, or the adapter's).</param>
+    /// <param name="train">The training batches.</param>
+    /// <param name="validation">The validation batches (null: no validation).</param>
+    /// <param name="o">The run's settings.</param>
+    /// <param name="progress">Receives each step's numbers.</param>
     public TrainResult Train(IReadOnlyList<Parameter> trainable, BatchLoader train, BatchLoader? validation, TrainOptions o, IProgress<StepInfo>? progress = null)
     {
         o.Validate();

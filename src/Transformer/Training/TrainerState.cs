@@ -7,7 +7,9 @@ namespace Nanolora.Transformer;
 /// </summary>
 public sealed record TrainerState(int Step, int Epoch, int BatchInEpoch, List<float> Losses, List<ValidationPoint>? ValidationLosses = null)
 {
+    /// <summary>The model's seed counters (<see cref="SeedSequence.State"/>), so dropout resumes where it stopped.</summary>
     public ulong[]? RandomState { get; init; }
+    /// <summary>The options the run was started with.</summary>
     public RunOptions? Options { get; init; }
 
     /// <summary>
@@ -34,6 +36,7 @@ public sealed record TrainerState(int Step, int Epoch, int BatchInEpoch, List<fl
     }
 }
 
+/// <summary>A validation loss and the step after which it was measured.</summary>
 public sealed record ValidationPoint(int Step, float Loss);
 
 /// <summary>
@@ -43,6 +46,7 @@ public sealed record ValidationPoint(int Step, float Loss);
 public sealed record RunOptions(int Steps, float LearningRate, int WarmupSteps, bool CosineDecay, float WeightDecay, float ClipNorm,
     float LabelSmoothing, int BatchSize, ulong DataSeed, int Examples)
 {
+    /// <summary>The trajectory-deciding options of a run with these settings on these batches.</summary>
     public static RunOptions Of(TrainOptions o, BatchLoader train) =>
         new(o.Steps, o.LearningRate, o.WarmupSteps, o.CosineDecay, o.WeightDecay, o.ClipNorm, o.LabelSmoothing, train.BatchSize, train.Seed, train.Count);
 
