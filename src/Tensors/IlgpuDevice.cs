@@ -66,7 +66,7 @@ public sealed class IlgpuDevice : Device
     /// Which OpenCL devices Nanolora uses: GPUs, plus CPU devices when <see cref="OpenClCpuVariable"/> is 1, with
     /// the OpenCL C version ILGPU needs. Unlike ILGPU's default filter it admits devices without generic
     /// address space (see <see cref="IlgpuWorkarounds.AdmitWithoutGenericAddressSpace"/>). Discovery and
-    /// <see cref="Open"/> use the same filter, so <c>opencl:N</c> names the same device in both.
+    /// <see cref="Open(DeviceKind, int)"/> use the same filter, so <c>opencl:N</c> names the same device in both.
     /// </summary>
     internal static bool Admits(CLDevice d) =>
         d.CLStdVersion >= CLBackend.MinimumVersion &&
