@@ -44,12 +44,13 @@ public static class AdapterFiles
     /// <summary>Biases and modules-to-save that the config trains, by their model names (with base_layer removed).</summary>
     static IEnumerable<(string Name, Nanolora.Autograd.Parameter P)> ExtraTrained(LoraModel lora, LoraConfig config)
     {
+        var linears = LinearPaths(lora);
         foreach (var (name, p) in lora.Base.NamedParameters())
         {
             var clean = name.Replace(".base_layer.", ".");
             int dot = clean.LastIndexOf('.');
             bool isBias = clean.EndsWith(".bias");
-            bool adapted = dot > 0 && Adapts(lora, config, clean[..dot]);
+            bool adapted = dot > 0 && Adapts(lora, config, clean[..dot], linears);
             if ((config.Bias == LoraBias.All && isBias) || (config.Bias == LoraBias.LoraOnly && isBias && adapted) ||
                 (dot > 0 && config.SavesModule(clean[..dot])))
                 yield return (clean, p);
@@ -57,8 +58,12 @@ public static class AdapterFiles
     }
 
     /// <summary>Whether <paramref name="config"/> adapts the layer at <paramref name="path"/>: wrapped already, or (loading onto a fresh base) a Linear it is about to wrap.</summary>
-    internal static bool Adapts(LoraModel lora, LoraConfig config, string path) =>
-        lora.Layers.ContainsKey(path) || (config.Targets(path) && lora.Base.NamedModules().Any(m => m.Name == path && m.Module is Linear));
+    internal static bool Adapts(LoraModel lora, LoraConfig config, string path, IReadOnlySet<string> linearPaths) =>
+        lora.Layers.ContainsKey(path) || (config.Targets(path) && linearPaths.Contains(path));
+
+    /// <summary>The paths of the base's plain Linear layers (the ones a config could still wrap).</summary>
+    internal static IReadOnlySet<string> LinearPaths(LoraModel lora) =>
+        lora.Base.NamedModules().Where(m => m.Module is Linear).Select(m => m.Name).ToHashSet();
 
     /// <summary>The adapter_config.json text for <paramref name="c"/>.</summary>
     public static string ConfigJson(LoraConfig c) => AdapterConfigJson.Write(c);

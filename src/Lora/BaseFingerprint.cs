@@ -34,6 +34,7 @@ public sealed record BaseFingerprint(string Structure, string Weights)
     public static BaseFingerprint? Of(LoraModel lora, LoraConfig config)
     {
         if (lora.Layers.Values.Any(l => l.MergedAdapter != null)) return null;
+        var linears = AdapterFiles.LinearPaths(lora);
         var adapterParameters = lora.Layers.Values.SelectMany(l => l.Adapters.Values).SelectMany(a => new[] { a.A, a.B })
             .ToHashSet(ReferenceEqualityComparer.Instance);
         var ownedBySaves = SavedModules.Matching(lora.Base, config).Select(p => p.P).ToHashSet(ReferenceEqualityComparer.Instance);
@@ -43,7 +44,7 @@ public sealed record BaseFingerprint(string Structure, string Weights)
             .Where(p => !IsTrainedBias(p.Name))
             .OrderBy(p => p.Name, StringComparer.Ordinal).ToList();
         bool IsTrainedBias(string name) => name.EndsWith(".bias", StringComparison.Ordinal) &&
-            (config.Bias == LoraBias.All || (config.Bias == LoraBias.LoraOnly && AdapterFiles.Adapts(lora, config, name[..^".bias".Length])));
+            (config.Bias == LoraBias.All || (config.Bias == LoraBias.LoraOnly && AdapterFiles.Adapts(lora, config, name[..^".bias".Length], linears)));
         using var structure = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
         using var weights = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
         foreach (var (name, p) in frozen)

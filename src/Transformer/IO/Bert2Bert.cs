@@ -90,17 +90,36 @@ public static class Bert2Bert
     /// <summary>Whether the tokenizer's vocabulary is all-MiniLM-L6-v2's (so its models can be stored as changes to it).</summary>
     public static bool IsMiniLmVocabulary(WordPieceSeq2SeqTokenizer tokenizer)
     {
-        try { return MiniLmPackage.ReadResources().Vocab == tokenizer.Bert.VocabText; }
+        try { return Package().Vocab == tokenizer.Bert.VocabText; }
         catch (FileNotFoundException) { return false; }
+    }
+
+    sealed record MiniLm(BertConfig Bert, Dictionary<string, (int[] Shape, float[] Data)> Weights, string Vocab, string Source, string VocabSource);
+
+    // The experiment loads its base once per method and run: parse the 91 MB ONNX once, while someone still holds it.
+    static readonly WeakReference<MiniLm?> Cached = new(null);
+    static readonly object CacheGate = new();
+
+    /// <summary>MiniLM's parsed weights (never written to: loading copies them) and vocabulary, from the package.</summary>
+    static MiniLm Package()
+    {
+        lock (CacheGate)
+        {
+            if (Cached.TryGetTarget(out var hit) && hit != null) return hit;
+            var dll = MiniLmPackage.Locate();
+            var (onnx, vocab) = MiniLmPackage.ReadResources(dll);
+            var source = $"{dll} (model.onnx)";
+            var (config, weights) = OnnxBert.Read(onnx, source);
+            var read = new MiniLm(config, weights, vocab, source, $"{dll} (vocab.txt)");
+            Cached.SetTarget(read);
+            return read;
+        }
     }
 
     static (BertConfig Bert, Dictionary<string, (int[] Shape, float[] Data)> Weights, WordPieceSeq2SeqTokenizer Tokenizer, string Source) ReadMiniLm()
     {
-        var dll = MiniLmPackage.Locate();
-        var (onnx, vocab) = MiniLmPackage.ReadResources(dll);
-        var source = $"{dll} (model.onnx)";
-        var (config, weights) = OnnxBert.Read(onnx, source);
-        return (config, weights, new WordPieceSeq2SeqTokenizer(new BertWordPieceTokenizer(vocab, source: $"{dll} (vocab.txt)")), source);
+        var m = Package();
+        return (m.Bert, m.Weights, new WordPieceSeq2SeqTokenizer(new BertWordPieceTokenizer(m.Vocab, source: m.VocabSource)), m.Source);
     }
 
     /// <summary>Seq2seq parameter name → its initial value taken from MiniLM's (Hugging Face BertModel-named) weights.</summary>
