@@ -49,18 +49,30 @@ internal sealed class BufferPool<TBuffer> where TBuffer : class
         return (elements + step - 1) / step * step;
     }
 
+    /// <summary>
+    /// How many size classes above a request's own a cached buffer may come from (8 classes: up to twice the size). Training
+    /// batches change their sequence lengths every step, so an exact-class pool missed on most activations and allocated
+    /// fresh arrays each step — page faults and GC churn that doubled a BERT2BERT LoRA step at batch 32 (4.4 s vs 2.x s).
+    /// </summary>
+    public const int LargerClassesServed = 8;
+
     public TBuffer Rent(long elements, out long capacity)
     {
-        capacity = SizeClass(elements);
+        long wanted = SizeClass(elements);
         lock (_gate)
         {
-            _lastRented[capacity] = _generation;
-            if (_free.TryGetValue(capacity, out var stack) && stack.Count > 0)
-            {
-                CachedBytes -= capacity * sizeof(float);
-                return stack.Pop();
-            }
-            ReservedBytes += capacity * sizeof(float);
+            _lastRented[wanted] = _generation;
+            long c = wanted;
+            for (int i = 0; i <= LargerClassesServed; i++, c = SizeClass(c + 1))
+                if (_free.TryGetValue(c, out var stack) && stack.Count > 0)
+                {
+                    _lastRented[c] = _generation;
+                    CachedBytes -= c * sizeof(float);
+                    capacity = c;
+                    return stack.Pop();
+                }
+            capacity = wanted;
+            ReservedBytes += wanted * sizeof(float);
         }
         return _allocate(capacity);
     }

@@ -45,6 +45,25 @@ public class MemoryBoundTests
     }
 
     [Fact]
+    public void ACachedBufferUpToTwiceTheSizeServesASmallerRequest()
+    {
+        // Batches change length every step; without this the pool missed and allocated on most activations.
+        var c = new Counted();
+        var pool = c.Pool(cacheLimit: long.MaxValue);
+        var big = pool.Rent(10_000, out long bigClass);
+        pool.Return(big, bigClass);
+        var reused = pool.Rent(6_000, out long reusedCapacity);      // a smaller class, within 2×: served from the cache
+        Assert.Same(big, reused);
+        Assert.Equal(bigClass, reusedCapacity);                       // the caller returns it to its real class
+        Assert.Equal(bigClass * sizeof(float), pool.ReservedBytes);
+        pool.Return(reused, reusedCapacity);
+        var fresh = pool.Rent(4_000, out long freshCapacity);         // under half the cached size: allocated anew
+        Assert.NotSame(big, fresh);
+        Assert.Equal(BufferPool<float[]>.SizeClass(4_000), freshCapacity);
+        Assert.Equal((bigClass + freshCapacity) * sizeof(float), pool.ReservedBytes);
+    }
+
+    [Fact]
     public void TheLedgerReportsThePeakReservationBesideTheTensorPeak()
     {
         var d = Device.Cpu;

@@ -125,6 +125,7 @@ public static class TrainCommands
             if (lora != null) AdapterFiles.Save(lora, "default", outDir);
             else if (!checkpointing) Checkpoint.Save(outDir, model, tokenizer); // a checkpointing run already saved its last step
             TrainingSummary.Write(r.GetValue(json), "finetune", o.Method, data.Name, dev.Id, outDir, o.Steps, baseParameters, result);
+            if (Nanolora.Autograd.Profiler.Enabled) Console.Error.WriteLine(Nanolora.Autograd.Profiler.Report());
             return 0;
         }));
         return cmd;

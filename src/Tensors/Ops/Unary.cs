@@ -18,6 +18,8 @@ public interface IUnaryOp
     float Derivative(float x, float y);
     /// <summary>A vectorized CPU path (TensorPrimitives); false means use the scalar loop.</summary>
     bool TryApplyCpu(ReadOnlySpan<float> x, Span<float> y);
+    /// <summary>A vectorized CPU path for dx = dy · op'(x); false means use the scalar loop.</summary>
+    bool TryBackwardCpu(ReadOnlySpan<float> x, ReadOnlySpan<float> y, ReadOnlySpan<float> dy, Span<float> dx);
 }
 
 /// <summary>y = −x.</summary>
@@ -29,6 +31,8 @@ public readonly struct NegOp : IUnaryOp
     public float Derivative(float x, float y) => -1f;
     /// <inheritdoc/>
     public bool TryApplyCpu(ReadOnlySpan<float> x, Span<float> y) { TensorPrimitives.Negate(x, y); return true; }
+    /// <inheritdoc/>
+    public bool TryBackwardCpu(ReadOnlySpan<float> x, ReadOnlySpan<float> y, ReadOnlySpan<float> dy, Span<float> dx) => false;
 }
 /// <summary>y = eˣ; the derivative reuses y.</summary>
 public readonly struct ExpOp : IUnaryOp
@@ -39,6 +43,8 @@ public readonly struct ExpOp : IUnaryOp
     public float Derivative(float x, float y) => y;
     /// <inheritdoc/>
     public bool TryApplyCpu(ReadOnlySpan<float> x, Span<float> y) { VectorExp.ExpShifted(x, 0f, y); return true; }
+    /// <inheritdoc/>
+    public bool TryBackwardCpu(ReadOnlySpan<float> x, ReadOnlySpan<float> y, ReadOnlySpan<float> dy, Span<float> dx) => false;
 }
 /// <summary>Natural logarithm, y = ln x.</summary>
 public readonly struct LogOp : IUnaryOp
@@ -49,6 +55,8 @@ public readonly struct LogOp : IUnaryOp
     public float Derivative(float x, float y) => 1f / x;
     /// <inheritdoc/>
     public bool TryApplyCpu(ReadOnlySpan<float> x, Span<float> y) { TensorPrimitives.Log(x, y); return true; }
+    /// <inheritdoc/>
+    public bool TryBackwardCpu(ReadOnlySpan<float> x, ReadOnlySpan<float> y, ReadOnlySpan<float> dy, Span<float> dx) => false;
 }
 /// <summary>y = √x; the derivative reuses y.</summary>
 public readonly struct SqrtOp : IUnaryOp
@@ -59,6 +67,8 @@ public readonly struct SqrtOp : IUnaryOp
     public float Derivative(float x, float y) => 0.5f / y;
     /// <inheritdoc/>
     public bool TryApplyCpu(ReadOnlySpan<float> x, Span<float> y) { TensorPrimitives.Sqrt(x, y); return true; }
+    /// <inheritdoc/>
+    public bool TryBackwardCpu(ReadOnlySpan<float> x, ReadOnlySpan<float> y, ReadOnlySpan<float> dy, Span<float> dx) => false;
 }
 /// <summary>y = 1/√x; the derivative reuses y.</summary>
 public readonly struct RsqrtOp : IUnaryOp
@@ -69,6 +79,8 @@ public readonly struct RsqrtOp : IUnaryOp
     public float Derivative(float x, float y) => -0.5f * y * y * y;
     /// <inheritdoc/>
     public bool TryApplyCpu(ReadOnlySpan<float> x, Span<float> y) { TensorPrimitives.ReciprocalSqrt(x, y); return true; }
+    /// <inheritdoc/>
+    public bool TryBackwardCpu(ReadOnlySpan<float> x, ReadOnlySpan<float> y, ReadOnlySpan<float> dy, Span<float> dx) => false;
 }
 /// <summary>y = tanh x; the derivative is 1 − y².</summary>
 public readonly struct TanhOp : IUnaryOp
@@ -79,6 +91,8 @@ public readonly struct TanhOp : IUnaryOp
     public float Derivative(float x, float y) => 1f - y * y;
     /// <inheritdoc/>
     public bool TryApplyCpu(ReadOnlySpan<float> x, Span<float> y) { TensorPrimitives.Tanh(x, y); return true; }
+    /// <inheritdoc/>
+    public bool TryBackwardCpu(ReadOnlySpan<float> x, ReadOnlySpan<float> y, ReadOnlySpan<float> dy, Span<float> dx) => false;
 }
 /// <summary>y = 1/(1 + e⁻ˣ); the derivative is y(1 − y).</summary>
 public readonly struct SigmoidOp : IUnaryOp
@@ -89,6 +103,8 @@ public readonly struct SigmoidOp : IUnaryOp
     public float Derivative(float x, float y) => y * (1f - y);
     /// <inheritdoc/>
     public bool TryApplyCpu(ReadOnlySpan<float> x, Span<float> y) { TensorPrimitives.Sigmoid(x, y); return true; }
+    /// <inheritdoc/>
+    public bool TryBackwardCpu(ReadOnlySpan<float> x, ReadOnlySpan<float> y, ReadOnlySpan<float> dy, Span<float> dx) => false;
 }
 /// <summary>y = max(x, 0); the derivative at 0 is taken as 0.</summary>
 public readonly struct ReluOp : IUnaryOp
@@ -99,6 +115,8 @@ public readonly struct ReluOp : IUnaryOp
     public float Derivative(float x, float y) => x > 0f ? 1f : 0f;
     /// <inheritdoc/>
     public bool TryApplyCpu(ReadOnlySpan<float> x, Span<float> y) { TensorPrimitives.Max(x, 0f, y); return true; }
+    /// <inheritdoc/>
+    public bool TryBackwardCpu(ReadOnlySpan<float> x, ReadOnlySpan<float> y, ReadOnlySpan<float> dy, Span<float> dx) => false;
 }
 /// <summary>SiLU (swish), y = x·sigmoid(x).</summary>
 public readonly struct SiluOp : IUnaryOp
@@ -113,6 +131,8 @@ public readonly struct SiluOp : IUnaryOp
     }
     /// <inheritdoc/>
     public bool TryApplyCpu(ReadOnlySpan<float> x, Span<float> y) { TensorPrimitives.Sigmoid(x, y); TensorPrimitives.Multiply(x, y, y); return true; }
+    /// <inheritdoc/>
+    public bool TryBackwardCpu(ReadOnlySpan<float> x, ReadOnlySpan<float> y, ReadOnlySpan<float> dy, Span<float> dx) => false;
 }
 /// <summary>GELU, tanh approximation (GPT-2, BERT): 0.5x(1 + tanh(√(2/π)(x + 0.044715x³))).</summary>
 public readonly struct GeluTanhOp : IUnaryOp
@@ -128,6 +148,8 @@ public readonly struct GeluTanhOp : IUnaryOp
     }
     /// <inheritdoc/>
     public bool TryApplyCpu(ReadOnlySpan<float> x, Span<float> y) => false;
+    /// <inheritdoc/>
+    public bool TryBackwardCpu(ReadOnlySpan<float> x, ReadOnlySpan<float> y, ReadOnlySpan<float> dy, Span<float> dx) => false;
 }
 /// <summary>GELU, exact erf form (PyTorch's default): 0.5x(1 + erf(x/√2)).</summary>
 public readonly struct GeluErfOp : IUnaryOp
@@ -138,7 +160,19 @@ public readonly struct GeluErfOp : IUnaryOp
     public float Derivative(float x, float y) =>
         0.5f * (1f + Erf.Evaluate(x * 0.70710678118654752f)) + x * 0.3989422804014327f * XMath.Exp(-0.5f * x * x);
     /// <inheritdoc/>
-    public bool TryApplyCpu(ReadOnlySpan<float> x, Span<float> y) => false;
+    public bool TryApplyCpu(ReadOnlySpan<float> x, Span<float> y)
+    {
+        if (!System.Runtime.Intrinsics.Vector256.IsHardwareAccelerated) return false;
+        VectorGelu.Forward(x, y);
+        return true;
+    }
+    /// <inheritdoc/>
+    public bool TryBackwardCpu(ReadOnlySpan<float> x, ReadOnlySpan<float> y, ReadOnlySpan<float> dy, Span<float> dx)
+    {
+        if (!System.Runtime.Intrinsics.Vector256.IsHardwareAccelerated) return false;
+        VectorGelu.Backward(x, dy, dx);
+        return true;
+    }
 }
 /// <summary>y = a·x + b: scaling, shifting and the scalar variants of add/sub/mul.</summary>
 public readonly struct AffineOp(float scale, float shift) : IUnaryOp
@@ -151,6 +185,8 @@ public readonly struct AffineOp(float scale, float shift) : IUnaryOp
     public float Derivative(float x, float y) => Scale;
     /// <inheritdoc/>
     public bool TryApplyCpu(ReadOnlySpan<float> x, Span<float> y) { TensorPrimitives.Multiply(x, Scale, y); TensorPrimitives.Add(y, Shift, y); return true; }
+    /// <inheritdoc/>
+    public bool TryBackwardCpu(ReadOnlySpan<float> x, ReadOnlySpan<float> y, ReadOnlySpan<float> dy, Span<float> dx) => false;
 }
 /// <summary>y = x^p for a scalar p (x ≥ 0 unless p is a whole number).</summary>
 public readonly struct PowOp(float exponent) : IUnaryOp
@@ -163,6 +199,8 @@ public readonly struct PowOp(float exponent) : IUnaryOp
     public float Derivative(float x, float y) => Exponent == 2f ? 2f * x : Exponent * XMath.Pow(x, Exponent - 1f);
     /// <inheritdoc/>
     public bool TryApplyCpu(ReadOnlySpan<float> x, Span<float> y) => false;
+    /// <inheritdoc/>
+    public bool TryBackwardCpu(ReadOnlySpan<float> x, ReadOnlySpan<float> y, ReadOnlySpan<float> dy, Span<float> dx) => false;
 }
 
 /// <summary>erf by Abramowitz–Stegun 7.1.26 refined (max error ≈ 1.2e-7), identical on CPU and GPU.</summary>
@@ -244,7 +282,9 @@ public static partial class Ops
         var xs = x.HostArray; var ys = y.HostArray; var dys = dy.HostArray; var dxs = dx.HostArray;
         CpuParallel.For(x.Length, 1 << 15, (start, end) =>
         {
-            for (long i = start; i < end; i++) dxs[i] = dys[i] * op.Derivative(xs[i], ys[i]);
+            int s = (int)start, count = (int)(end - start);
+            if (!op.TryBackwardCpu(xs.AsSpan(s, count), ys.AsSpan(s, count), dys.AsSpan(s, count), dxs.AsSpan(s, count)))
+                for (long i = start; i < end; i++) dxs[i] = dys[i] * op.Derivative(xs[i], ys[i]);
         });
         return dx;
     }
