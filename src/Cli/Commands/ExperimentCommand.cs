@@ -25,9 +25,11 @@ public static class ExperimentCommand
             .Choices("all", "seq2seq", "retrieval");
         var retrievalSteps = new Option<int?>("--retrieval-steps") { Description = "training steps per method for the retrieval table (default: 60 quick, 100 full)" }.Range(1);
         var sweepSteps = new Option<int?>("--sweep-steps") { Description = "full only: steps of each learning-rate trial on the validation split (default 200)" }.Range(1);
+        var resume = new Option<bool>("--resume") { Description = $"continue the seq2seq experiment in --out from its last finished unit ({ExperimentState.File}; the same settings and base)" };
+        var overwrite = new Option<bool>("--overwrite") { Description = "replace the experiment --out already holds" };
         var json = JsonOutput.Option(ExperimentJson.SchemaName);
         var cmd = new Command("experiment", "Base vs full fine-tuning vs LoRA on Debian synopses (BERT2BERT base on all-MiniLM-L6-v2), a rank ablation, a translation adapter swapped in, and all-MiniLM-L6-v2 retrieval; writes results.json, results.md and plots.")
-            { quick, output, baseDir, steps, evalExamples, ablationSteps, swapTask, swapSteps, ranks, part, retrievalSteps, sweepSteps, json };
+            { quick, output, baseDir, steps, evalExamples, ablationSteps, swapTask, swapSteps, ranks, part, retrievalSteps, sweepSteps, resume, overwrite, json };
         cmd.SetAction(r => Program.Guard(() =>
         {
             Device dev = Workflows.ResolveDevice(r.GetValue(device));
@@ -51,7 +53,7 @@ public static class ExperimentCommand
             if (r.GetValue(retrievalSteps) is int rs)
                 o = o with { Retrieval = o.Retrieval with { Steps = rs } };
             // With --json the runner prints results.json (the same bytes as the file) instead of the tables.
-            new ExperimentRunner(o with { Json = r.GetValue(json) }, dev).Run();
+            new ExperimentRunner(o with { Json = r.GetValue(json), Resume = r.GetValue(resume), Overwrite = r.GetValue(overwrite) }, dev).Run();
             return 0;
         }));
         return cmd;

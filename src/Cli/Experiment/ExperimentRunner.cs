@@ -64,6 +64,10 @@ public sealed record ExperimentOptions
     public RetrievalOptions Retrieval { get; init; } = RetrievalOptions.Defaults(true);
     /// <summary>Print results.json on stdout instead of the tables (--json).</summary>
     public bool Json { get; init; }
+    /// <summary>Continue the seq2seq experiment recorded in the output folder's <see cref="ExperimentState.File"/> (--resume).</summary>
+    public bool Resume { get; init; }
+    /// <summary>Replace an experiment the output folder already holds (--overwrite).</summary>
+    public bool Overwrite { get; init; }
 
     /// <summary>The main job's budget on a 2-core CPU (≤ 15 minutes) and the full experiment's.</summary>
     public static ExperimentOptions Defaults(bool quick, string output) => quick
@@ -88,30 +92,33 @@ public sealed record RougeSweepPoint(string Method, float LearningRate, double V
 /// </summary>
 public sealed class ExperimentRunner(ExperimentOptions o, Device device)
 {
-    readonly List<ResultRow> _rows = new();
-    readonly List<RougeSweepPoint> _sweep = new();
-    readonly Dictionary<string, List<float>> _losses = new();
-    long _baseParameters;   // the seq2seq base's parameter count: every row's trainable-% denominator
+    ExperimentState _state = new();   // rows, sweep, losses and finished units: written after each unit, read by --resume
+    readonly Stopwatch _clock = new();
+    double _elapsedBefore;            // seconds spent by earlier chunks of a resumed run
+    double Elapsed => _elapsedBefore + _clock.Elapsed.TotalSeconds;
 
     /// <summary>Trains and scores every row (base, full, LoRA, rank ablation, adapter swap) and returns them.</summary>
     public IReadOnlyList<ResultRow> Run()
     {
-        var clock = Stopwatch.StartNew();
+        _clock.Start();
         Directory.CreateDirectory(o.OutputDirectory);
         if (o.RunRetrieval || o.RunSeq2Seq) MiniLmPackage.Locate();   // fail now, not after the first table's minutes
-        if (o.RunSeq2Seq) RunSeq2Seq();
+        if (o.RunSeq2Seq)
+        {
+            _state = ExperimentState.Open(o, EnsureBase(), o.Resume, o.Overwrite);
+            _elapsedBefore = _state.ElapsedSeconds;
+            RunSeq2Seq();
+        }
         RetrievalExperiment? retrieval = null;
         if (o.RunRetrieval)
         {
-            // The seq2seq table is on disk before the second part starts, so a failure there loses nothing.
-            if (o.RunSeq2Seq) new ExperimentReport(o, _rows, _losses, clock.Elapsed, sweep: _sweep).Write();
             retrieval = new RetrievalExperiment(o.Retrieval, o.OutputDirectory, device);
             retrieval.Run();
         }
-        var report = new ExperimentReport(o, _rows, _losses, clock.Elapsed, retrieval, _sweep);
+        var report = new ExperimentReport(o, _state.Rows, _state.Losses, TimeSpan.FromSeconds(Elapsed), retrieval, _state.Sweep);
         report.Write();
         report.Print();
-        return _rows;
+        return _state.Rows;
     }
 
     void RunSeq2Seq()
@@ -123,54 +130,99 @@ public sealed class ExperimentRunner(ExperimentOptions o, Device device)
         var validation = TaskData.Spread(debian.Validation, o.SweepValidationExamples);
         long baseBytes = new FileInfo(Path.Combine(baseDir, Checkpoint.WeightsFile)).Length;
 
-        var lead = Save("lead-8", Evaluator.LeadBaseline(test));
-        Add("lead-8", "debian", 0, lead, null, 0, 0, 0, test.Count, 0);
-
-        var (model, tokenizer) = Checkpoint.Load(baseDir, device);
-        long total = _baseParameters = model.ParameterCount();
-        var baseEval = Save("base", Workflows.Evaluate(model, tokenizer, "debian", test, Decode("debian"), "base: evaluating"));
-        Add("base", "debian", 0, baseEval, null, 0, total, baseBytes, test.Count, 0);
-        model.Dispose();
+        Unit("lead-8", () => Add("lead-8", "debian", 0, Save("lead-8", Evaluator.LeadBaseline(test)), null, 0, 0, 0, test.Count, 0));
+        Unit("base", () =>
+        {
+            var (model, tokenizer) = Checkpoint.Load(baseDir, device);
+            using (model)
+            {
+                _state.BaseParameters = model.ParameterCount();
+                var baseEval = Save("base", Workflows.Evaluate(model, tokenizer, "debian", test, Decode("debian"), "base: evaluating"));
+                Add("base", "debian", 0, baseEval, null, 0, _state.BaseParameters, baseBytes, test.Count, 0);
+            }
+        });
+        long total = _state.BaseParameters;
 
         // Same data, steps and seed for both methods; each at the rate its own sweep chose on the validation split.
         var recipe = new FineTuneOptions { Task = "debian", Steps = o.Steps, BatchSize = o.BatchSize, Seed = o.Seed, Rank = 8, Alpha = 16, Targets = ExperimentOptions.LoraTargets };
         float fullRate = ChooseRate("full", o.FullLearningRates, recipe, debian, validation, baseDir);
         float loraRate = ChooseRate("lora", o.LoraLearningRates, recipe, debian, validation, baseDir);
 
-        (model, tokenizer) = Checkpoint.Load(baseDir, device);
-        var full = recipe with { Method = "full", LearningRate = fullRate, FullLearningRate = fullRate };
-        var (fullResult, _) = Workflows.FineTune(model, tokenizer, debian, full, baseDir);
-        var fullEval = Save("full", Workflows.Evaluate(model, tokenizer, "debian", test, Decode("debian"), "full: evaluating"));
-        Checkpoint.Save(Path.Combine(o.OutputDirectory, "full"), model, tokenizer);
-        Add("full", "debian", 0, fullEval, fullResult, 0, total, new FileInfo(Path.Combine(o.OutputDirectory, "full", Checkpoint.WeightsFile)).Length, test.Count, o.Steps, fullRate);
-        _losses["full"] = fullResult.Losses;
-        model.Dispose();
+        Unit("full", () =>
+        {
+            var (model, tokenizer) = Checkpoint.Load(baseDir, device);
+            using (model)
+            {
+                var full = recipe with { Method = "full", LearningRate = fullRate, FullLearningRate = fullRate };
+                var (fullResult, _) = Workflows.FineTune(model, tokenizer, debian, full, baseDir);
+                var fullEval = Save("full", Workflows.Evaluate(model, tokenizer, "debian", test, Decode("debian"), "full: evaluating"));
+                Checkpoint.Save(Path.Combine(o.OutputDirectory, "full"), model, tokenizer);
+                Add("full", "debian", 0, fullEval, fullResult, 0, total, new FileInfo(Path.Combine(o.OutputDirectory, "full", Checkpoint.WeightsFile)).Length, test.Count, o.Steps, fullRate);
+                _state.Losses["full"] = fullResult.Losses;
+            }
+        });
 
         // LoRA r=8 on the attention query and value projections; the same process then learns and swaps a second adapter.
-        (model, tokenizer) = Checkpoint.Load(baseDir, device);
         var loraOptions = recipe with { Method = "lora", LearningRate = loraRate };
-        var (loraResult, lora) = Workflows.FineTune(model, tokenizer, debian, loraOptions, baseDir, adapterName: "debian");
-        var loraEval = Save("lora-r8", Workflows.Evaluate(model, tokenizer, "debian", test, Decode("debian"), "LoRA r=8: evaluating"));
         string adapterDir = Path.Combine(o.OutputDirectory, "adapters", "debian-r8");
-        AdapterFiles.Save(lora!, "debian", adapterDir);
-        Add("lora", "debian", 8, loraEval, loraResult, new FileInfo(Path.Combine(adapterDir, AdapterFiles.WeightsFile)).Length, total, 0, test.Count, o.Steps, loraRate);
-        _losses["lora"] = loraResult.Losses;
-        if (o.SwapSteps > 0) TaskSwap(model, tokenizer, lora!, test, loraEval, baseDir);
-        model.Dispose();
+        Unit("lora", () =>
+        {
+            var (model, tokenizer) = Checkpoint.Load(baseDir, device);
+            using (model)
+            {
+                var (loraResult, lora) = Workflows.FineTune(model, tokenizer, debian, loraOptions, baseDir, adapterName: "debian");
+                var loraEval = Save("lora-r8", Workflows.Evaluate(model, tokenizer, "debian", test, Decode("debian"), "LoRA r=8: evaluating"));
+                AdapterFiles.Save(lora!, "debian", adapterDir);
+                Add("lora", "debian", 8, loraEval, loraResult, new FileInfo(Path.Combine(adapterDir, AdapterFiles.WeightsFile)).Length, total, 0, test.Count, o.Steps, loraRate);
+                _state.Losses["lora"] = loraResult.Losses;
+            }
+        });
+        if (o.SwapSteps > 0)
+            Unit("swap", () =>
+            {
+                // The Debian adapter as saved (a resumed run has only the file); its predictions are the reference the swap must reproduce.
+                var (model, tokenizer) = Checkpoint.Load(baseDir, device);
+                using (model)
+                {
+                    var lora = LoraModel.For(model);
+                    AdapterFiles.Load(lora, adapterDir, "debian");
+                    lora.SetActiveAdapter("debian");
+                    var alone = Workflows.Evaluate(model, tokenizer, "debian", test, Decode("debian"), "LoRA r=8 (loaded): evaluating");
+                    var saved = File.ReadAllLines(Path.Combine(o.OutputDirectory, "predictions", "lora-r8.txt"));
+                    if (!alone.Predictions.Select(p => p.ReplaceLineEndings(" ")).SequenceEqual(saved))
+                        throw new InvalidOperationException($"The Debian adapter loaded from '{adapterDir}' predicts differently from when it was trained; the saved adapter does not reproduce it.");
+                    TaskSwap(model, tokenizer, lora, test, alone, baseDir);
+                }
+            });
 
         // Rank ablation: the same recipe at each rank and seed (shorter runs, a smaller test sample).
         foreach (int rank in o.Ranks)
             foreach (ulong seed in o.AblationSeeds)
-            {
-                (model, tokenizer) = Checkpoint.Load(baseDir, device);
-                var opt = loraOptions with { Rank = rank, Alpha = 2f * rank, Steps = o.AblationSteps, Seed = seed };
-                var (r, l) = Workflows.FineTune(model, tokenizer, debian, opt, baseDir, adapterName: $"r{rank}", title: $"ablation r={rank} seed {seed}");
-                var e = Workflows.Evaluate(model, tokenizer, "debian", ablationTest, Decode("debian"), $"ablation r={rank} seed {seed}: evaluating");
-                string dir = Path.Combine(o.OutputDirectory, "adapters", $"ablation-r{rank}-seed{seed}");
-                AdapterFiles.Save(l!, $"r{rank}", dir);
-                Add("lora-ablation", "debian", rank, e, r, new FileInfo(Path.Combine(dir, AdapterFiles.WeightsFile)).Length, total, 0, ablationTest.Count, opt.Steps, loraRate, seed);
-                model.Dispose();
-            }
+                Unit($"ablation:r{rank}:seed{seed}", () =>
+                {
+                    var (model, tokenizer) = Checkpoint.Load(baseDir, device);
+                    using (model)
+                    {
+                        var opt = loraOptions with { Rank = rank, Alpha = 2f * rank, Steps = o.AblationSteps, Seed = seed };
+                        var (r, l) = Workflows.FineTune(model, tokenizer, debian, opt, baseDir, adapterName: $"r{rank}", title: $"ablation r={rank} seed {seed}");
+                        var e = Workflows.Evaluate(model, tokenizer, "debian", ablationTest, Decode("debian"), $"ablation r={rank} seed {seed}: evaluating");
+                        string dir = Path.Combine(o.OutputDirectory, "adapters", $"ablation-r{rank}-seed{seed}");
+                        AdapterFiles.Save(l!, $"r{rank}", dir);
+                        Add("lora-ablation", "debian", rank, e, r, new FileInfo(Path.Combine(dir, AdapterFiles.WeightsFile)).Length, total, 0, ablationTest.Count, opt.Steps, loraRate, seed);
+                    }
+                });
+    }
+
+    /// <summary>
+    /// Runs a unit of work unless an earlier chunk finished it, then records it (with the rows it added) in the state file
+    /// and rewrites results.json and results.md, so an interrupted run keeps everything up to its last unit.
+    /// </summary>
+    void Unit(string key, Action work)
+    {
+        if (_state.IsDone(key)) { Output.Terminal.Status($"experiment: '{key}' was done in an earlier run; its rows are kept."); return; }
+        work();
+        _state.Complete(key, o.OutputDirectory, Elapsed);
+        new ExperimentReport(o, _state.Rows, _state.Losses, TimeSpan.FromSeconds(Elapsed), sweep: _state.Sweep).Write();
     }
 
     /// <summary>
@@ -180,19 +232,19 @@ public sealed class ExperimentRunner(ExperimentOptions o, Device device)
     float ChooseRate(string method, IReadOnlyList<float> rates, FineTuneOptions recipe, TaskData data, IReadOnlyList<Example> validation, string baseDir)
     {
         if (rates.Count == 1) return rates[0];
-        var scored = new List<(float Rate, double Rouge1)>();
         foreach (float rate in rates)
-        {
-            var (model, tokenizer) = Checkpoint.Load(baseDir, device);
-            using (model)
+            Unit($"sweep:{method}:{rate.ToString("R", System.Globalization.CultureInfo.InvariantCulture)}", () =>
             {
-                var opt = recipe with { Method = method, LearningRate = rate, FullLearningRate = rate, Steps = o.SweepSteps };
-                Workflows.FineTune(model, tokenizer, data, opt, baseDir, title: $"sweep {method} lr {rate:G3}");
-                var e = Workflows.Evaluate(model, tokenizer, data.Name, validation, Decode(data.Name), $"sweep {method} lr {rate:G3}: validation");
-                scored.Add((rate, e.Rouge.Rouge1.F));
-                _sweep.Add(new RougeSweepPoint(method, rate, e.Rouge.Rouge1.F, o.SweepSteps, validation.Count));
-            }
-        }
+                var (model, tokenizer) = Checkpoint.Load(baseDir, device);
+                using (model)
+                {
+                    var opt = recipe with { Method = method, LearningRate = rate, FullLearningRate = rate, Steps = o.SweepSteps };
+                    Workflows.FineTune(model, tokenizer, data, opt, baseDir, title: $"sweep {method} lr {rate:G3}");
+                    var e = Workflows.Evaluate(model, tokenizer, data.Name, validation, Decode(data.Name), $"sweep {method} lr {rate:G3}: validation");
+                    _state.Sweep.Add(new RougeSweepPoint(method, rate, e.Rouge.Rouge1.F, o.SweepSteps, validation.Count));
+                }
+            });
+        var scored = _state.Sweep.Where(p => p.Method == method).Select(p => (Rate: p.LearningRate, Rouge1: p.ValidationRouge1)).ToList();
         var best = scored.MaxBy(x => x.Rouge1);
         Output.Terminal.Status($"{method}: learning rate {best.Rate:G3} (validation ROUGE-1 {best.Rouge1:F4}; tried {string.Join(", ", scored.Select(x => $"{x.Rate:G3} → {x.Rouge1:F4}"))})");
         return best.Rate;
@@ -214,7 +266,7 @@ public sealed class ExperimentRunner(ExperimentOptions o, Device device)
         var adapted = Save($"{task.Name}-lora-r{o.SwapRank}", Workflows.Evaluate(model, tokenizer, task.Name, test, Decode(task.Name), $"swap → {task.Name} adapter"));
         string dir = Path.Combine(o.OutputDirectory, "adapters", $"{task.Name}-r{o.SwapRank}");
         AdapterFiles.Save(lora, task.Name, dir);
-        Add("lora", task.Name, o.SwapRank, adapted, result, new FileInfo(Path.Combine(dir, AdapterFiles.WeightsFile)).Length, _baseParameters, 0, test.Count, options.Steps, o.SwapLearningRate);
+        Add("lora", task.Name, o.SwapRank, adapted, result, new FileInfo(Path.Combine(dir, AdapterFiles.WeightsFile)).Length, _state.BaseParameters, 0, test.Count, options.Steps, o.SwapLearningRate);
 
         lora.SetActiveAdapter("debian");
         var again = Workflows.Evaluate(model, tokenizer, "debian", debianTest, Decode("debian"), "swap → debian adapter");
@@ -224,7 +276,7 @@ public sealed class ExperimentRunner(ExperimentOptions o, Device device)
         using (lora.DisableAdapters())
         {
             var baseOnTask = Save($"{task.Name}-base", Workflows.Evaluate(model, tokenizer, task.Name, test, Decode(task.Name), $"adapters disabled → {task.Name}"));
-            Add("base", task.Name, 0, baseOnTask, null, 0, _baseParameters, 0, test.Count, 0);
+            Add("base", task.Name, 0, baseOnTask, null, 0, _state.BaseParameters, 0, test.Count, 0);
         }
         if (TaskData.IsTranslation(task.Name))
         {
@@ -269,6 +321,6 @@ public sealed class ExperimentRunner(ExperimentOptions o, Device device)
             var t = TranslationScores.Compute(eval.Predictions, eval.References);
             row = row with { Chrf = t.Chrf, Bleu = t.Bleu, ChrfUncased = t.ChrfUncased, BleuUncased = t.BleuUncased };
         }
-        _rows.Add(row);
+        _state.Rows.Add(row);
     }
 }

@@ -1,0 +1,91 @@
+using System.Security.Cryptography;
+using System.Text.Json;
+using Nanolora.Cli.Output;
+using Nanolora.Transformer;
+
+namespace Nanolora.Cli;
+
+/// <summary>
+/// What a seq2seq experiment has finished, in its --out folder (experiment-state.json), written atomically after every
+/// unit of work (a baseline, a sweep point, a method, the swap, an ablation run). The full experiment takes hours on a
+/// CPU; <c>experiment --resume</c> continues from here with the same rows, so it can run in chunks, across sessions,
+/// and survive a kill. A resume must use the recipe the state was made with (steps, rates, ranks, seeds, the base's
+/// weights); anything else is refused, naming what changed.
+/// </summary>
+public sealed class ExperimentState
+{
+    /// <summary>The file's name in the --out folder.</summary>
+    public const string File = "experiment-state.json";
+
+    /// <summary>The settings and base the rows were measured with, as "field=value" lines (compared on resume).</summary>
+    public List<string> Recipe { get; set; } = [];
+    /// <summary>Keys of the finished units (such as <c>full</c>, <c>sweep:lora:0.003</c>, <c>ablation:r8:seed2</c>).</summary>
+    public List<string> Done { get; set; } = [];
+    /// <summary>The table's rows so far, in the order they were measured.</summary>
+    public List<ResultRow> Rows { get; set; } = [];
+    /// <summary>The learning-rate sweep's points so far.</summary>
+    public List<RougeSweepPoint> Sweep { get; set; } = [];
+    /// <summary>Training losses per method, for the loss plot.</summary>
+    public Dictionary<string, List<float>> Losses { get; set; } = new();
+    /// <summary>The base's parameter count (the trainable-% denominator).</summary>
+    public long BaseParameters { get; set; }
+    /// <summary>Seconds spent in earlier chunks (results.json's elapsed time is their sum with this chunk's).</summary>
+    public double ElapsedSeconds { get; set; }
+
+    /// <summary>Whether the unit <paramref name="key"/> finished in this or an earlier chunk.</summary>
+    public bool IsDone(string key) => Done.Contains(key);
+
+    /// <summary>Records <paramref name="key"/> as finished and writes the state.</summary>
+    public void Complete(string key, string directory, double elapsedSeconds)
+    {
+        if (!Done.Contains(key)) Done.Add(key);
+        ElapsedSeconds = elapsedSeconds;
+        AtomicFile.WriteAllText(Path.Combine(directory, File), JsonSerializer.Serialize(this, JsonOutput.Options) + "\n");
+    }
+
+    /// <summary>
+    /// A new state for <paramref name="o"/>, or with <paramref name="resume"/> the one in its --out folder (which must
+    /// exist and match the recipe). Without --resume a folder that holds an experiment is refused unless
+    /// <paramref name="overwrite"/>.
+    /// </summary>
+    public static ExperimentState Open(ExperimentOptions o, string baseDirectory, bool resume, bool overwrite)
+    {
+        string path = Path.Combine(o.OutputDirectory, File);
+        var recipe = RecipeOf(o, baseDirectory);
+        if (!resume)
+        {
+            bool held = System.IO.File.Exists(path) || System.IO.File.Exists(Path.Combine(o.OutputDirectory, ExperimentJson.File));
+            if (held && !overwrite)
+                throw new ArgumentException($"experiment: --out '{o.OutputDirectory}' already holds an experiment; continue it with --resume, choose another --out, or pass --overwrite to replace it.");
+            return new ExperimentState { Recipe = recipe };
+        }
+        if (!System.IO.File.Exists(path))
+            throw new ArgumentException($"experiment --resume: '{path}' does not exist; nothing to continue (run without --resume to start).");
+        ExperimentState state;
+        try { state = JsonSerializer.Deserialize<ExperimentState>(System.IO.File.ReadAllText(path), JsonOutput.Options) ?? throw new JsonException("empty document"); }
+        catch (JsonException e) { throw new InvalidDataException($"experiment --resume: '{path}' is not an experiment state ({e.Message})."); }
+        var changed = recipe.Except(state.Recipe).Select(line => line.Split('=')[0]).ToList();
+        if (changed.Count > 0)
+            throw new ArgumentException($"experiment --resume: the settings differ from those '{path}' was made with ({string.Join(", ", changed)}): " +
+                $"expected {string.Join("; ", state.Recipe.Where(l => changed.Contains(l.Split('=')[0])))}, got {string.Join("; ", recipe.Where(l => changed.Contains(l.Split('=')[0])))}.");
+        return state;
+    }
+
+    /// <summary>Every setting that changes a number in the table, and a hash of the base's weights.</summary>
+    static List<string> RecipeOf(ExperimentOptions o, string baseDirectory)
+    {
+        static string F(IEnumerable<float> v) => string.Join(',', v.Select(x => x.ToString("R", System.Globalization.CultureInfo.InvariantCulture)));
+        string weights = Path.Combine(baseDirectory, Checkpoint.WeightsFile);
+        string hash = System.IO.File.Exists(weights) ? Convert.ToHexString(SHA256.HashData(System.IO.File.ReadAllBytes(weights)))[..16] : "none";
+        return
+        [
+            $"quick={o.Quick}", $"base_weights_sha256={hash}", $"steps={o.Steps}", $"batch_size={o.BatchSize}", $"seed={o.Seed}",
+            $"eval_examples={o.EvalExamples}", $"no_repeat_ngram={o.NoRepeatNgram}",
+            $"full_learning_rates={F(o.FullLearningRates)}", $"lora_learning_rates={F(o.LoraLearningRates)}", $"sweep_steps={o.SweepSteps}",
+            $"sweep_validation_examples={o.SweepValidationExamples}", $"swap_task={o.SwapTask}", $"swap_steps={o.SwapSteps}", $"swap_eval_examples={o.SwapEvalExamples}",
+            $"swap_rank={o.SwapRank}", $"swap_targets={string.Join(',', o.SwapTargets)}", $"swap_learning_rate={F([o.SwapLearningRate])}",
+            $"ablation_steps={o.AblationSteps}", $"ablation_eval_examples={o.AblationEvalExamples}", $"ranks={string.Join(',', o.Ranks)}",
+            $"ablation_seeds={string.Join(',', o.AblationSeeds)}",
+        ];
+    }
+}

@@ -1,0 +1,70 @@
+using Nanolora.Cli;
+using Nanolora.Transformer;
+
+namespace Nanolora.Tests.Cli;
+
+/// <summary>experiment --resume's state file: rows survive a round trip, a changed recipe or an occupied folder is refused.</summary>
+public class ExperimentStateTests
+{
+    static RougeResult Rouge(double f) => new(new RougeScore(f, f, f), new RougeScore(f / 2, f / 2, f / 2), new RougeScore(f, f, f), new RougeScore(f, f, f));
+
+    static (ExperimentOptions Options, string BaseDir) Setup()
+    {
+        var dir = Directory.CreateTempSubdirectory().FullName;
+        var baseDir = Path.Combine(dir, "base");
+        Directory.CreateDirectory(baseDir);
+        File.WriteAllBytes(Path.Combine(baseDir, Checkpoint.WeightsFile), [1, 2, 3]);
+        return (ExperimentOptions.Defaults(false, Path.Combine(dir, "out")) with { Steps = 7 }, baseDir);
+    }
+
+    [Fact]
+    public void AResumeGetsBackTheRowsSweepAndFinishedUnits()
+    {
+        var (o, baseDir) = Setup();
+        Directory.CreateDirectory(o.OutputDirectory);
+        var state = ExperimentState.Open(o, baseDir, resume: false, overwrite: false);
+        state.Rows.Add(ResultRow.Of("lora", "debian", 8, Rouge(0.25), null, 1234, 29_892_282, 0, 3240, 600) with { LearningRate = 3e-3f, Seed = 2 });
+        state.Sweep.Add(new RougeSweepPoint("lora", 3e-3f, 0.231, 200, 300));
+        state.Losses["lora"] = [5.5f, 4.25f];
+        state.BaseParameters = 29_892_282;
+        state.Complete("sweep:lora:0.003", o.OutputDirectory, 61.5);
+
+        var back = ExperimentState.Open(o, baseDir, resume: true, overwrite: false);
+        Assert.True(back.IsDone("sweep:lora:0.003"));
+        Assert.False(back.IsDone("lora"));
+        Assert.Equal(state.Rows[0], back.Rows[0] with { PeakBytesByCategory = state.Rows[0].PeakBytesByCategory });
+        Assert.Equal(0.25, back.Rows[0].Rouge1);
+        Assert.Equal(3e-3f, back.Rows[0].LearningRate);
+        Assert.Equal(state.Sweep, back.Sweep);
+        Assert.Equal([5.5f, 4.25f], back.Losses["lora"]);
+        Assert.Equal(29_892_282, back.BaseParameters);
+        Assert.Equal(61.5, back.ElapsedSeconds);
+    }
+
+    [Fact]
+    public void AResumeWithOtherSettingsOrAnotherBaseIsRefusedNamingWhatChanged()
+    {
+        var (o, baseDir) = Setup();
+        Directory.CreateDirectory(o.OutputDirectory);
+        ExperimentState.Open(o, baseDir, resume: false, overwrite: false).Complete("lead-8", o.OutputDirectory, 1);
+
+        var steps = Assert.Throws<ArgumentException>(() => ExperimentState.Open(o with { Steps = 8 }, baseDir, resume: true, overwrite: false));
+        Assert.Contains("expected steps=7, got steps=8", steps.Message);
+        File.WriteAllBytes(Path.Combine(baseDir, Checkpoint.WeightsFile), [1, 2, 4]);
+        var weights = Assert.Throws<ArgumentException>(() => ExperimentState.Open(o, baseDir, resume: true, overwrite: false));
+        Assert.Contains("base_weights_sha256", weights.Message);
+    }
+
+    [Fact]
+    public void AFolderHoldingAnExperimentIsNotReplacedUnlessAsked()
+    {
+        var (o, baseDir) = Setup();
+        Directory.CreateDirectory(o.OutputDirectory);
+        ExperimentState.Open(o, baseDir, resume: false, overwrite: false).Complete("lead-8", o.OutputDirectory, 1);
+        var e = Assert.Throws<ArgumentException>(() => ExperimentState.Open(o, baseDir, resume: false, overwrite: false));
+        Assert.Contains("--resume", e.Message);
+        Assert.Empty(ExperimentState.Open(o, baseDir, resume: false, overwrite: true).Done);
+        var none = Assert.Throws<ArgumentException>(() => ExperimentState.Open(o with { OutputDirectory = o.OutputDirectory + "-new" }, baseDir, resume: true, overwrite: false));
+        Assert.Contains("does not exist", none.Message);
+    }
+}
