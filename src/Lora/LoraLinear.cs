@@ -51,6 +51,8 @@ public sealed class LoraLinear : Module, ILayer
     public bool AdaptersDisabled { get; internal set; }
     /// <summary>The adapter whose product is currently folded into the base weight, if any.</summary>
     public string? MergedAdapter { get; private set; }
+    /// <summary>Inside <see cref="LoraModel.MixedBatch"/>: the adapter of each sequence of the batch (null or "__base__": none).</summary>
+    public IReadOnlyList<string?>? SequenceAdapters { get; internal set; }
 
     /// <summary>Wraps <paramref name="baseLayer"/> with no adapters yet; <paramref name="seed"/> seeds the adapters' dropout masks.</summary>
     public LoraLinear(Linear baseLayer, ulong seed)
@@ -86,6 +88,11 @@ public sealed class LoraLinear : Module, ILayer
         var y = BaseLayer.Forward(x);
         if (AdaptersDisabled && MergedAdapter != null)
             throw new InvalidOperationException($"Adapters are disabled but '{MergedAdapter}' is merged into the weight; unmerge it first.");
+        if (SequenceAdapters != null)
+        {
+            if (Graph.IsEnabled) throw new InvalidOperationException("A mixed-adapter batch is for inference: run it inside Graph.NoGrad() (decoding and evaluation do).");
+            return MixedBatch.Forward(this, x, y, SequenceAdapters);
+        }
         if (AdaptersDisabled || ActiveAdapter == null || MergedAdapter == ActiveAdapter) return y;
         var adapter = _adapters[ActiveAdapter];
         var h = adapter.Dropout > 0 && Training ? F.Dropout(x, adapter.Dropout, _dropoutSeeds.Next(), Training) : null;

@@ -160,6 +160,27 @@ public sealed class LoraModel
         }
     }
 
+    /// <summary>
+    /// Until disposed, forward passes give each sequence of the batch its own adapter (PEFT's <c>adapter_names</c>):
+    /// <paramref name="sequenceAdapters"/> holds one name per sequence, <see cref="Nanolora.Lora.MixedBatch.Base"/> (or null)
+    /// for the base model. Inference only (inside Graph.NoGrad); refused while an adapter is merged or adapters are disabled.
+    /// </summary>
+    public IDisposable MixedBatch(IReadOnlyList<string?> sequenceAdapters)
+    {
+        NotWhileDisabled("MixedBatch()");
+        Nanolora.Lora.MixedBatch.Validate(this, sequenceAdapters);
+        if (_layers.Values.FirstOrDefault(l => l.MergedAdapter != null) is { } merged)
+            throw new InvalidOperationException($"Mixed batch: adapter '{merged.MergedAdapter}' is merged into the base weights, so every sequence would get it; unmerge it first.");
+        var names = sequenceAdapters.ToArray();
+        foreach (var layer in _layers.Values) layer.SequenceAdapters = names;
+        return new EndMixedBatch(this);
+    }
+
+    sealed class EndMixedBatch(LoraModel owner) : IDisposable
+    {
+        public void Dispose() { foreach (var layer in owner._layers.Values) layer.SequenceAdapters = null; }
+    }
+
     /// <summary>Removes an adapter from every layer and disposes its weights; refused while it is merged.</summary>
     public void DeleteAdapter(string name)
     {
