@@ -52,6 +52,8 @@ public sealed record FineTuneOptions
     public bool ForceResume { get; init; }
     /// <summary>Stop when a loss exceeds this many times the recent mean (0: off).</summary>
     public float MaxLossRatio { get; init; } = 20f;
+    /// <summary>LoRA+ (PEFT's loraplus_lr_ratio): the B matrices train at this many times the learning rate of the A matrices (null: off, plain LoRA).</summary>
+    public float? LoraPlusRatio { get; init; }
 }
 
 /// <summary>The steps the commands and the experiment share: pretraining, fine-tuning (full or LoRA), evaluation.</summary>
@@ -99,18 +101,23 @@ public static class Workflows
         string baseName, LoraModel? existing = null, string adapterName = "default", string? title = null)
     {
         LoraModel? lora = existing;
-        List<Parameter> trainable;
+        IReadOnlyList<ParameterGroup> trainable;
+        if (o.LoraPlusRatio is float ratio)
+        {
+            if (o.Method != "lora") throw new ArgumentException($"LoraPlusRatio (--loraplus-ratio) needs method lora, got '{o.Method}'.");
+            LoraPlus.Validate(ratio);
+        }
         if (o.Method == "full")
         {
             model.SetTrainable(true);
-            trainable = model.Parameters().ToList();
+            trainable = [new ParameterGroup("all", model.Parameters().ToList())];
         }
         else if (o.Method == "lora")
         {
             var config = LoraConfigFor(o, baseName);
             if (lora == null) lora = LoraModel.Inject(model, config, adapterName, o.Seed);
             else { lora.AddAdapter(adapterName, config, o.Seed); lora.SetActiveAdapter(adapterName); }
-            trainable = model.TrainableParameters().ToList();
+            trainable = o.LoraPlusRatio is float r ? LoraPlus.Groups(model, r) : [new ParameterGroup("all", model.TrainableParameters().ToList())];
         }
         else throw new ArgumentException($"Unknown method '{o.Method}'; expected full or lora.");
 
@@ -128,7 +135,8 @@ public static class Workflows
             CheckpointDirectory = o.CheckpointDirectory, CheckpointEvery = o.CheckpointEvery, Resume = o.Resume,
             ForceResume = o.ForceResume, MaxLossRatio = o.MaxLossRatio,
         };
-        title ??= o.Method == "full" ? $"full fine-tuning ({data.Name})" : $"LoRA r={o.Rank} ({data.Name}, adapter '{adapterName}')";
+        title ??= o.Method == "full" ? $"full fine-tuning ({data.Name})"
+            : $"LoRA{(o.LoraPlusRatio is float lp ? $"+ (B lr ×{lp:G})" : "")} r={o.Rank} ({data.Name}, adapter '{adapterName}')";
         var result = ConsoleProgress.Train(title, o.Steps, p => new Trainer(model, tokenizer).Train(trainable, loader, validation, options, p));
         return (result, lora);
     }

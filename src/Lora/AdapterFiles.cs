@@ -14,7 +14,7 @@ public static class AdapterFiles
 {
     /// <summary>File names in an adapter directory: the config, the weights, and PEFT's older pickle (recognized only to explain it cannot be read).</summary>
     public const string ConfigFile = "adapter_config.json", WeightsFile = "adapter_model.safetensors", PickleFile = "adapter_model.bin";
-    const string Prefix = "base_model.model.";
+    internal const string Prefix = "base_model.model.";
 
     /// <summary>Writes adapter <paramref name="adapterName"/> to <paramref name="directory"/> (created if needed); refuses non-finite weights.</summary>
     public static void Save(LoraModel lora, string adapterName, string directory)
@@ -152,7 +152,7 @@ public static class AdapterFiles
         }
     }
 
-    static void CheckBase(LoraModel lora, LoraConfig config, string? saved, string path, bool force, Action<string> warn)
+    internal static void CheckBase(LoraModel lora, LoraConfig config, string? saved, string path, bool force, Action<string> warn)
     {
         if (saved == null) return;   // written by PEFT or an older Nanolora: nothing to compare
         var expected = BaseFingerprint.Parse(saved) ?? throw new InvalidDataException($"{path}: metadata '{BaseFingerprint.MetadataKey}' is malformed ('{saved}').");

@@ -14,9 +14,9 @@ public sealed class LoraAdapter : Module
     /// <summary>The rank R.</summary>
     public int Rank { get; }
     /// <summary>The factor the update B·A is multiplied by (alpha/r, or alpha/√r for rsLoRA).</summary>
-    public float Scaling { get; }
+    public float Scaling { get; internal set; }
     /// <summary>Dropout probability on the adapter's input while training.</summary>
-    public float Dropout { get; }
+    public float Dropout { get; internal set; }
 
     /// <summary>A fresh adapter for a Linear of <paramref name="inFeatures"/> → <paramref name="outFeatures"/>: A drawn per <paramref name="init"/> from <paramref name="seed"/>, B zero.</summary>
     public LoraAdapter(int inFeatures, int outFeatures, int rank, float scaling, float dropout, LoraInit init, ulong seed, Device device)

@@ -27,7 +27,7 @@ public sealed record TrainableReport(long Trainable, long Total, long AdapterPar
 /// <see cref="LoraLinear"/> wrappers; everything else is frozen. Several named adapters can live on one base;
 /// one is active at a time, and switching is instant (no reload of the base).
 /// </summary>
-public sealed class LoraModel
+public sealed partial class LoraModel
 {
     readonly Dictionary<string, LoraConfig> _configs = new();
     readonly Dictionary<string, LoraLinear> _layers = new();   // module path → wrapper

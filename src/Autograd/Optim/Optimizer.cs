@@ -3,6 +3,16 @@ using Nanolora.Tensors;
 namespace Nanolora.Autograd;
 
 /// <summary>
+/// A set of parameters that share a learning-rate multiplier, like a torch.optim param group whose lr is
+/// <see cref="LearningRateScale"/> × the base rate. The schedule sets the base rate; every group follows it in
+/// proportion (LoRA+ puts the B matrices in a group of scale 16, say, and the A matrices in one of scale 1).
+/// </summary>
+/// <param name="Name">What the group holds, for errors and reports (e.g. "lora_B").</param>
+/// <param name="Parameters">The group's parameters.</param>
+/// <param name="LearningRateScale">This group's rate ÷ the base rate: finite and &gt; 0.</param>
+public sealed record ParameterGroup(string Name, IReadOnlyList<Parameter> Parameters, float LearningRateScale = 1f);
+
+/// <summary>
 /// Base of the optimizers. It is handed only trainable parameters (frozen ones are refused), and keeps
 /// its state lazily, per parameter, under the ledger's "optimizer state" category.
 /// </summary>
@@ -11,20 +21,41 @@ public abstract class Optimizer : IDisposable
     /// <summary>The parameters being optimized, in the order given (state entries are numbered by it).</summary>
     protected readonly IReadOnlyList<Parameter> Params;
     readonly Dictionary<Parameter, Tensor[]> _state = new(ReferenceEqualityComparer.Instance);
-    /// <summary>The rate the next <see cref="Step"/> uses.</summary>
+    readonly Dictionary<Parameter, float> _scale = new(ReferenceEqualityComparer.Instance);
+    /// <summary>The base rate the next <see cref="Step"/> uses; a parameter's own rate is this × its group's scale (<see cref="LearningRateOf"/>).</summary>
     public float LearningRate { get; set; }
     /// <summary>Number of Step() calls so far (bias correction uses it; resumes restore it).</summary>
     public int StepCount { get; protected set; }
+    /// <summary>The parameter groups, in the order given (one group of scale 1 when built from a plain list).</summary>
+    public IReadOnlyList<ParameterGroup> Groups { get; }
 
     /// <summary>Refuses frozen parameters and an empty list.</summary>
-    protected Optimizer(IEnumerable<Parameter> parameters, float lr)
+    protected Optimizer(IEnumerable<Parameter> parameters, float lr) : this([new ParameterGroup("all", parameters.ToList())], lr) { }
+
+    /// <summary>Refuses frozen parameters, a parameter in two groups, a scale that is not finite and &gt; 0, and no parameters at all.</summary>
+    protected Optimizer(IEnumerable<ParameterGroup> groups, float lr)
     {
-        Params = parameters.ToList();
-        foreach (var p in Params)
-            if (!p.Trainable) throw new ArgumentException($"Parameter '{p.Name}' is frozen; give the optimizer only trainable parameters.");
+        Groups = groups.ToList();
+        var all = new List<Parameter>();
+        foreach (var g in Groups)
+        {
+            if (!(g.LearningRateScale > 0 && float.IsFinite(g.LearningRateScale)))
+                throw new ArgumentException($"Parameter group '{g.Name}': learning-rate scale is {g.LearningRateScale}, expected a finite number > 0.");
+            foreach (var p in g.Parameters)
+            {
+                if (!p.Trainable) throw new ArgumentException($"Parameter '{p.Name}' is frozen; give the optimizer only trainable parameters.");
+                if (!_scale.TryAdd(p, g.LearningRateScale))
+                    throw new ArgumentException($"Parameter '{p.Name}' is in two parameter groups (the second is '{g.Name}'); each parameter belongs to one group.");
+                all.Add(p);
+            }
+        }
+        Params = all;
         if (Params.Count == 0) throw new ArgumentException("The optimizer was given no parameters.");
         LearningRate = lr;
     }
+
+    /// <summary>The rate <paramref name="p"/> is updated with: <see cref="LearningRate"/> × its group's scale.</summary>
+    public float LearningRateOf(Parameter p) => LearningRate * _scale[p];
 
     /// <summary>Names of the state slots each parameter gets (e.g. exp_avg, exp_avg_sq).</summary>
     protected abstract string[] StateSlots { get; }
@@ -168,7 +199,11 @@ public sealed class AdamW : Optimizer
 
     /// <summary>Defaults are PyTorch's (lr 1e-3, betas 0.9/0.999, eps 1e-8, weight decay 0.01).</summary>
     public AdamW(IEnumerable<Parameter> parameters, float lr = 1e-3f, float beta1 = 0.9f, float beta2 = 0.999f, float eps = 1e-8f, float weightDecay = 0.01f)
-        : base(parameters, lr)
+        : this([new ParameterGroup("all", parameters.ToList())], lr, beta1, beta2, eps, weightDecay) { }
+
+    /// <summary>AdamW over parameter groups: each group's rate is its scale × the base rate <paramref name="lr"/> (decoupled decay uses that rate too, as torch's).</summary>
+    public AdamW(IEnumerable<ParameterGroup> groups, float lr = 1e-3f, float beta1 = 0.9f, float beta2 = 0.999f, float eps = 1e-8f, float weightDecay = 0.01f)
+        : base(groups, lr)
     {
         Beta1 = beta1; Beta2 = beta2; Eps = eps; WeightDecay = weightDecay;
     }
@@ -180,7 +215,7 @@ public sealed class AdamW : Optimizer
     protected override void Update(Parameter p, Tensor grad)
     {
         var s = StateOf(p);
-        Ops.AdamWStep(p.Data, grad, s[0], s[1], LearningRate, Beta1, Beta2, Eps, WeightDecay, StepCount);
+        Ops.AdamWStep(p.Data, grad, s[0], s[1], LearningRateOf(p), Beta1, Beta2, Eps, WeightDecay, StepCount);
     }
 }
 
@@ -212,6 +247,6 @@ public sealed class Sgd : Optimizer
     {
         var buffer = Momentum != 0f ? StateOf(p)[0] : null;
         bool first = _started.Add(p);
-        Ops.SgdStep(p.Data, grad, buffer, LearningRate, Momentum, Dampening, WeightDecay, Nesterov, first);
+        Ops.SgdStep(p.Data, grad, buffer, LearningRateOf(p), Momentum, Dampening, WeightDecay, Nesterov, first);
     }
 }

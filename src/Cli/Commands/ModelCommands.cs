@@ -145,30 +145,101 @@ public static class ModelCommands
         return lines.ToArray();
     }
 
-    /// <summary>The <c>merge</c> command: folds a LoRA adapter into the base weights and saves a plain checkpoint.</summary>
+    /// <summary>
+    /// The <c>merge</c> command: folds a LoRA adapter into the base weights and saves a plain checkpoint; with several
+    /// <c>--adapter</c>s (or <c>--combination</c>), first combines them as PEFT's add_weighted_adapter does, and can save the
+    /// combined adapter itself (<c>--save-adapter</c>).
+    /// </summary>
     public static Command Merge(Option<string?> device)
     {
-        var output = new Option<string>("--out") { Description = "directory for the merged checkpoint", Required = true };
-        var overwrite = new Option<bool>("--overwrite") { Description = "replace what --out already holds" };
-        var cmd = new Command("merge", "Fold a LoRA adapter into the base weights (W += B·A·scaling) and save a plain checkpoint.") { ModelDir, AdapterDir, Force, output, overwrite };
+        var adapters = new Option<string[]>("--adapter")
+            { Description = "a PEFT-format LoRA adapter directory; repeat it to combine several (--weights, --combination)", Required = true, Arity = ArgumentArity.OneOrMore };
+        var weights = new Option<string?>("--weights") { Description = "comma-separated weight per --adapter, in order (default: 1 each)" };
+        var combination = new Option<string?>("--combination")
+        {
+            Description = "how several adapters combine (PEFT's combination_type): linear (equal ranks; factors summed), cat (ranks add; exact weighted sum), svd (exact sum truncated to --svd-rank)",
+            HelpName = "linear|cat|svd",
+        };
+        var svdRank = new Option<int?>("--svd-rank") { Description = "svd: rank of the combined adapter (default: the largest input rank)" }.Range(1, 65_536);
+        var output = new Option<string?>("--out") { Description = "directory for the merged checkpoint" };
+        var saveAdapter = new Option<string?>("--save-adapter") { Description = "also (or, without --out, only) write the combined adapter here, in PEFT's layout" };
+        var overwrite = new Option<bool>("--overwrite") { Description = "replace what --out / --save-adapter already holds" };
+        var cmd = new Command("merge", "Fold a LoRA adapter into the base weights (W += B·A·scaling) and save a plain checkpoint; several adapters are first combined (linear, cat or svd, weighted).")
+            { ModelDir, adapters, weights, combination, svdRank, Force, output, saveAdapter, overwrite };
         cmd.SetAction(r => Program.Guard(() =>
         {
-            if (r.GetValue(AdapterDir) == null) throw new ArgumentException("merge needs --adapter DIR.");
-            if (Path.GetFullPath(r.GetValue(output)!) == Path.GetFullPath(r.GetValue(ModelDir)!))
-                throw new ArgumentException($"merge: --out '{r.GetValue(output)}' is the --model folder; the merged model would replace its base. Choose another --out.");
-            RunFolders.RequireFresh(r.GetValue(output)!, r.GetValue(overwrite), "merge");
+            var dirs = r.GetValue(adapters)!;
+            string? outDir = r.GetValue(output), adapterOut = r.GetValue(saveAdapter);
+            var plan = MergePlan.Parse(dirs.Length, r.GetValue(weights), r.GetValue(combination), r.GetValue(svdRank), outDir, adapterOut);
+            foreach (var dir in new[] { outDir, adapterOut })
+                if (dir != null && Path.GetFullPath(dir) == Path.GetFullPath(r.GetValue(ModelDir)!))
+                    throw new ArgumentException($"merge: '{dir}' is the --model folder; the result would replace its base. Choose another folder.");
+            if (outDir != null) RunFolders.RequireFresh(outDir, r.GetValue(overwrite), "merge");
+            if (adapterOut != null) RunFolders.RequireFresh(adapterOut, r.GetValue(overwrite), "merge --save-adapter");
             var dev = Workflows.ResolveDevice(r.GetValue(device));
             var (model, tokenizer) = Checkpoint.Load(ShippedPaths.Resolve(r.GetValue(ModelDir)!), dev);
             using var _ = model;
             var lora = LoraModel.For(model);
-            AdapterFiles.Load(lora, r.GetValue(AdapterDir)!, "default", r.GetValue(Force), Terminal.Status);
-            lora.SetActiveAdapter("default");
+            var names = dirs.Select((_, i) => $"adapter{i}").ToList();
+            for (int i = 0; i < dirs.Length; i++) AdapterFiles.Load(lora, dirs[i], names[i], r.GetValue(Force), Terminal.Status);
+            string active = names[0];
+            if (plan.Combination is AdapterCombination how)
+            {
+                lora.AddWeightedAdapter(names, plan.Weights, "combined", how, plan.SvdRank);
+                active = "combined";
+            }
+            lora.SetActiveAdapter(active);
+            if (adapterOut != null)
+            {
+                AdapterFiles.Save(lora, active, adapterOut);
+                Console.WriteLine($"{plan.Describe(dirs.Length)} adapter (rank {lora.Adapters[active].R}) → {adapterOut}");
+            }
+            if (outDir == null) return 0;
             lora.MergeAndUnload();
-            Checkpoint.Save(r.GetValue(output)!, model, tokenizer);
-            Console.WriteLine($"merged adapter into {model.ParameterCount():N0} parameters → {r.GetValue(output)}");
+            Checkpoint.Save(outDir, model, tokenizer);
+            Console.WriteLine($"merged {plan.Describe(dirs.Length)} adapter into {model.ParameterCount():N0} parameters → {outDir}");
             return 0;
         }));
         return cmd;
+    }
+}
+
+/// <summary>merge's combination options, checked against each other before anything is loaded.</summary>
+internal sealed record MergePlan(AdapterCombination? Combination, IReadOnlyList<float> Weights, int? SvdRank)
+{
+    /// <summary>"the", or "the cat-combined (weights 0.7, 0.3)".</summary>
+    public string Describe(int adapters) => Combination is { } c
+        ? $"the {c.ToString().ToLowerInvariant()}-combined (weights {string.Join(", ", Weights.Select(w => w.ToString("G", System.Globalization.CultureInfo.InvariantCulture)))})"
+        : "the";
+
+    /// <summary>Refuses, on one line naming the option, counts or values that do not fit together.</summary>
+    public static MergePlan Parse(int adapters, string? weightList, string? combination, int? svdRank, string? output, string? saveAdapter)
+    {
+        if (output == null && saveAdapter == null) throw new ArgumentException("merge needs --out DIR (the merged checkpoint) or --save-adapter DIR (the combined adapter), or both.");
+        AdapterCombination? how = combination switch
+        {
+            null => null,
+            "linear" => AdapterCombination.Linear,
+            "cat" => AdapterCombination.Cat,
+            "svd" => AdapterCombination.Svd,
+            _ => throw new ArgumentException($"--combination is '{combination}'; allowed: linear, cat, svd."),
+        };
+        if (how == null && adapters > 1) throw new ArgumentException($"merge: {adapters} --adapter folders need --combination linear, cat or svd.");
+        if (how == null && weightList != null) throw new ArgumentException("merge: --weights needs --combination linear, cat or svd.");
+        if (svdRank != null && how != AdapterCombination.Svd) throw new ArgumentException($"merge: --svd-rank needs --combination svd, got {combination ?? "none"}.");
+        if (how == null && saveAdapter != null) throw new ArgumentException("merge: --save-adapter writes a combined adapter; it needs --combination linear, cat or svd.");
+        var weights = new List<float>();
+        if (weightList == null) weights.AddRange(Enumerable.Repeat(1f, adapters));
+        else
+            foreach (var part in weightList.Split(',', StringSplitOptions.TrimEntries))
+            {
+                if (!float.TryParse(part, System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out float w) || !float.IsFinite(w))
+                    throw new ArgumentException($"--weights: '{part}' is not a finite number (expected e.g. 0.7,0.3).");
+                weights.Add(w);
+            }
+        if (weights.Count != adapters)
+            throw new ArgumentException($"--weights has {weights.Count} value{(weights.Count == 1 ? "" : "s")} but there {(adapters == 1 ? "is 1 --adapter" : $"are {adapters} --adapter folders")}; give one weight per adapter.");
+        return new MergePlan(how, weights, svdRank);
     }
 }
 
