@@ -10,25 +10,24 @@ namespace Nanolora.Cli;
 public static class ModelCommands
 {
     static readonly Option<string> ModelDir = SharedOptions.Model();
-    static readonly Option<string?> AdapterDir = new("--adapter") { Description = "a PEFT-format LoRA adapter directory to apply (adapter_config.json + adapter_model.safetensors)" };
+    static readonly Option<string[]> AdapterDir = new("--adapter")
+    {
+        Description = "a PEFT-format LoRA adapter folder to apply (adapter_config.json + adapter_model.safetensors), or NAME=FOLDER; repeat it to load several onto one base",
+        Arity = ArgumentArity.ZeroOrMore,
+    };
     static readonly Option<bool> Force = new("--force") { Description = "apply --adapter even to a base other than the one it was trained on (its recorded fingerprint differs)" };
     static readonly Option<int> NoRepeatNgram = new Option<int>("--no-repeat-ngram") { Description = "never repeat an n-gram of this many tokens in an output (0: off), as Hugging Face's no_repeat_ngram_size", DefaultValueFactory = _ => 0 }.Range(0, 64);
 
     /// <summary>Bounded so a beam's memory (beam × decode batch × cache) cannot grow without limit (beam 10000 reached 24 GB).</summary>
     const int MaxBeam = 64;
 
-    /// <summary>Loads a checkpoint and, if given, an adapter on top of it (active).</summary>
-    static (Seq2SeqTransformer, ISeq2SeqTokenizer) Load(ParseResult r, Option<string?> device)
+    /// <summary>Loads a checkpoint and the --adapter(s) given on top of it (the first active).</summary>
+    static (Seq2SeqTransformer, ISeq2SeqTokenizer, AdapterSet) Load(ParseResult r, Option<string?> device)
     {
         var dev = Workflows.ResolveDevice(r.GetValue(device));
         var (model, tokenizer) = Checkpoint.Load(ShippedPaths.Resolve(r.GetValue(ModelDir)!), dev);
-        if (r.GetValue(AdapterDir) is string adapter)
-        {
-            var lora = LoraModel.For(model);
-            AdapterFiles.Load(lora, adapter, "default", r.GetValue(Force), Terminal.Status);
-            lora.SetActiveAdapter("default");
-        }
-        return (model, tokenizer);
+        try { return (model, tokenizer, AdapterSet.Load(model, r.GetValue(AdapterDir), r.GetValue(Force))); }
+        catch { model.Dispose(); throw; }
     }
 
     /// <summary>The <c>eval</c> command: scores a model (optionally with an adapter) on a task split.</summary>
@@ -41,54 +40,74 @@ public static class ModelCommands
         var beam = new Option<int>("--beam") { Description = $"beam width (1: greedy decoding; at most {MaxBeam})", DefaultValueFactory = _ => 1 }.Range(1, MaxBeam);
         var predictions = new Option<string?>("--predictions") { Description = "write the predictions to this file, one a line, in split order" };
         var json = JsonOutput.Option("nanolora.eval/1");
-        var cmd = new Command("eval", "Score a model (optionally with an adapter) on a task split: ROUGE beside the lead-8 baseline, or chrF and BLEU beside copying the source for a translation task.")
+        var cmd = new Command("eval", "Score a model (optionally with one or several adapters, each in turn) on a task split: ROUGE beside the lead-8 baseline, or chrF and BLEU beside copying the source for a translation task.")
             { ModelDir, AdapterDir, Force, task, split, limit, beam, NoRepeatNgram, predictions, json };
         cmd.SetAction(r => Program.Guard(() =>
         {
-            var (model, tokenizer) = Load(r, device);
+            var (model, tokenizer, adapters) = Load(r, device);
             using var _ = model;
             var data = TaskData.Load(r.GetValue(task)!);
             var examples = r.GetValue(split) switch { "train" => data.Train, "validation" => data.Validation, "test" => data.Test, var s => throw new ArgumentException($"Unknown split '{s}'; expected train, validation or test.") };
             examples = TaskData.Spread(examples, r.GetValue(limit));
-            var result = Workflows.Evaluate(model, tokenizer, data.Name, examples, Workflows.DecodeFor(data.Name, r.GetValue(beam), r.GetValue(NoRepeatNgram)), "evaluating");
-            if (r.GetValue(predictions) is string path) AtomicFile.WriteAllText(path, string.Join('\n', result.Predictions) + "\n");
-            var summary = $"{examples.Count:N0} {r.GetValue(split)} examples, {(r.GetValue(beam) > 1 ? $"beam {r.GetValue(beam)}" : "greedy")}{(r.GetValue(NoRepeatNgram) > 0 ? $", no repeated {r.GetValue(NoRepeatNgram)}-grams" : "")}";
-            if (TaskData.IsTranslation(data.Name))
+            var decode = Workflows.DecodeFor(data.Name, r.GetValue(beam), r.GetValue(NoRepeatNgram));
+            bool asJson = r.GetValue(json), several = adapters.Names.Count > 1;
+            // Several adapters: each scored in turn on the one loaded base (switching, no reload); --json then writes one document a line.
+            foreach (string? name in several ? adapters.Names.Cast<string?>() : [null])
             {
-                WriteTranslationScores(result, examples, r.GetValue(json), r.GetValue(ModelDir)!, r.GetValue(AdapterDir), data.Name, r.GetValue(split)!);
-                if (!r.GetValue(json)) Console.WriteLine(summary);
-                return 0;
+                string? label = name != null ? adapters.Folders[name] : adapters.Names.Count == 1 ? adapters.Folders[adapters.Names[0]] : null;
+                if (name != null)
+                {
+                    adapters.Lora!.SetActiveAdapter(name);
+                    if (!asJson) Console.WriteLine($"adapter {name} ({label}):");
+                }
+                var result = Workflows.Evaluate(model, tokenizer, data.Name, examples, decode, name != null ? $"evaluating {name}" : "evaluating");
+                if (r.GetValue(predictions) is string path)
+                    AtomicFile.WriteAllText(name != null ? Path.ChangeExtension(path, $".{name}{Path.GetExtension(path)}") : path, string.Join('\n', result.Predictions) + "\n");
+                WriteScores(result, examples, asJson, several, r.GetValue(ModelDir)!, label, data.Name, r.GetValue(split)!, decode);
             }
-            // The lead-8 baseline (the source's first 8 words) on the same examples: the bar a summarizer must clear.
-            var lead = Evaluator.LeadBaseline(examples).Rouge;
-            if (r.GetValue(json))
-            {
-                var decode = Workflows.DecodeFor(data.Name, r.GetValue(beam), r.GetValue(NoRepeatNgram));
-                JsonOutput.Write(new EvalJson("nanolora.eval/1", r.GetValue(ModelDir)!, r.GetValue(AdapterDir), data.Name, r.GetValue(split)!, examples.Count,
-                    new DecodingJson(decode.BeamSize, decode.NoRepeatNgramSize, decode.MaxLength), JsonOutput.Rouge(result.Rouge), JsonOutput.Rouge(lead)));
-                return 0;
-            }
-            var table = new TextTable(new TextColumn("metric"), new TextColumn("precision", true), new TextColumn("recall", true), new TextColumn("F", true), new TextColumn("lead-8 F", true));
-            foreach (var (name, s, l) in new[] { ("ROUGE-1", result.Rouge.Rouge1, lead.Rouge1), ("ROUGE-2", result.Rouge.Rouge2, lead.Rouge2), ("ROUGE-L", result.Rouge.RougeL, lead.RougeL), ("ROUGE-Lsum", result.Rouge.RougeLsum, lead.RougeLsum) })
-                table.AddRow(name, s.Precision.ToString("F4"), s.Recall.ToString("F4"), s.F.ToString("F4"), l.F.ToString("F4"));
-            Terminal.Write(table);
-            Console.WriteLine(summary);
             return 0;
         }));
         return cmd;
+    }
+
+    /// <summary>One model's scores: ROUGE beside lead-8, or for a translation task chrF and BLEU beside copying the source.</summary>
+    static void WriteScores(EvalResult result, IReadOnlyList<Example> examples, bool json, bool jsonLines, string model, string? adapter, string task, string split, DecodeOptions decode)
+    {
+        var summary = $"{examples.Count:N0} {split} examples, {(decode.BeamSize > 1 ? $"beam {decode.BeamSize}" : "greedy")}{(decode.NoRepeatNgramSize > 0 ? $", no repeated {decode.NoRepeatNgramSize}-grams" : "")}";
+        if (TaskData.IsTranslation(task))
+        {
+            WriteTranslationScores(result, examples, json, jsonLines, model, adapter, task, split);
+            if (!json) Console.WriteLine(summary);
+            return;
+        }
+        // The lead-8 baseline (the source's first 8 words) on the same examples: the bar a summarizer must clear.
+        var lead = Evaluator.LeadBaseline(examples).Rouge;
+        if (json)
+        {
+            var document = new EvalJson("nanolora.eval/1", model, adapter, task, split, examples.Count,
+                new DecodingJson(decode.BeamSize, decode.NoRepeatNgramSize, decode.MaxLength), JsonOutput.Rouge(result.Rouge), JsonOutput.Rouge(lead));
+            if (jsonLines) Console.WriteLine(System.Text.Json.JsonSerializer.Serialize(document, JsonOutput.Lines)); else JsonOutput.Write(document);
+            return;
+        }
+        var table = new TextTable(new TextColumn("metric"), new TextColumn("precision", true), new TextColumn("recall", true), new TextColumn("F", true), new TextColumn("lead-8 F", true));
+        foreach (var (name, s, l) in new[] { ("ROUGE-1", result.Rouge.Rouge1, lead.Rouge1), ("ROUGE-2", result.Rouge.Rouge2, lead.Rouge2), ("ROUGE-L", result.Rouge.RougeL, lead.RougeL), ("ROUGE-Lsum", result.Rouge.RougeLsum, lead.RougeLsum) })
+            table.AddRow(name, s.Precision.ToString("F4"), s.Recall.ToString("F4"), s.F.ToString("F4"), l.F.ToString("F4"));
+        Terminal.Write(table);
+        Console.WriteLine(summary);
     }
 
     /// <summary>
     /// sacrebleu's corpus chrF2, chrF2++ and BLEU, and the uncased variants (not sacrebleu's default), beside the
     /// copy-the-source baseline: the English synopsis left untranslated, the bar a translator must clear.
     /// </summary>
-    static void WriteTranslationScores(EvalResult result, IReadOnlyList<Example> examples, bool json, string model, string? adapter, string task, string split)
+    static void WriteTranslationScores(EvalResult result, IReadOnlyList<Example> examples, bool json, bool jsonLines, string model, string? adapter, string task, string split)
     {
         var scores = TranslationScores.Compute(result.Predictions, result.References);
         var copy = TranslationScores.Compute(examples.Select(e => e.Source).ToList(), result.References);
         if (json)
         {
-            JsonOutput.Write(new { schema = "nanolora.eval/1", model, adapter, task, split, examples = examples.Count, scores, copy_source = copy });
+            var document = new { schema = "nanolora.eval/1", model, adapter, task, split, examples = examples.Count, scores, copy_source = copy };
+            if (jsonLines) Console.WriteLine(System.Text.Json.JsonSerializer.Serialize(document, JsonOutput.Lines)); else JsonOutput.Write(document);
             return;
         }
         var table = new TextTable(new TextColumn("metric"), new TextColumn("model", true), new TextColumn("copy source", true));
@@ -112,26 +131,49 @@ public static class ModelCommands
             { Description = "sources are cut to this many tokens, end-of-sequence included, as in training (a warning on stderr says when)", DefaultValueFactory = _ => Lengths.For("debian").Source }.Range(2, 4096);
         var noCache = new Option<bool>("--no-cache") { Description = "recompute the whole prefix each step (for comparison)" };
         var json = new Option<bool>("--json") { Description = "one JSON object a line on stdout per source (schema nanolora.generate/1, see docs/cli-json.md)" };
-        var cmd = new Command("generate", "Generate a target (e.g. a synopsis) for each source text: one output a line on stdout.")
-            { ModelDir, AdapterDir, Force, text, beam, maxLen, maxSource, noCache, NoRepeatNgram, json };
+        var perLine = new Option<bool>("--adapter-per-line")
+            { Description = $"each input is ADAPTER<TAB>SOURCE (an --adapter's name, or {MixedBatch.Base}), decoded in mixed-adapter batches; on by itself with several --adapter" };
+        var batchSize = new Option<int>("--batch-size") { Description = "sources decoded together in the per-line mode", DefaultValueFactory = _ => 16 }.Range(1, 4096);
+        var cmd = new Command("generate", "Generate a target (e.g. a synopsis) for each source text: one output a line on stdout; with several adapters, each line picks its own.")
+            { ModelDir, AdapterDir, Force, text, beam, maxLen, maxSource, noCache, NoRepeatNgram, perLine, batchSize, json };
         cmd.SetAction(r => Program.Guard(() =>
         {
-            var (model, tokenizer) = Load(r, device);
+            var (model, tokenizer, adapters) = Load(r, device);
             using var _ = model;
-            var sources = r.GetValue(text) is { Length: > 0 } t ? t : ReadStdin();
+            var lines = r.GetValue(text) is { Length: > 0 } t ? t : ReadStdin();
+            bool mixed = adapters.Names.Count > 1 || r.GetValue(perLine);
+            if (mixed && adapters.Lora == null) throw new ArgumentException("--adapter-per-line needs at least one --adapter.");
+            var requests = lines.Select((line, i) => mixed ? adapters.SplitLine(line, i + 1) : (Adapter: (string?)null, Source: line)).ToList();
             int limit = r.GetValue(maxSource);
-            for (int i = 0; i < sources.Length; i++)
+            var decode = new DecodeOptions(r.GetValue(maxLen), r.GetValue(beam), 1f, !r.GetValue(noCache), r.GetValue(NoRepeatNgram));
+            // One source at a time, as before, unless the lines pick adapters: then batches, each row with its own adapter.
+            int chunk = mixed ? r.GetValue(batchSize) : 1;
+            for (int start = 0; start < requests.Count; start += chunk)
             {
-                // One token more than fits tells whether the source was cut, without encoding a long one whole.
-                bool truncated = tokenizer.EncodeSource(sources[i], limit + 1).Length > limit;
-                var ids = tokenizer.EncodeSource(sources[i], limit);   // as in training and eval
-                if (truncated) Terminal.Status($"warning: source {i + 1} is longer than {limit} tokens; only its first {limit - 1} were read (--max-source-length).");
-                var output = SequenceDecoder.Generate(model, ids, 1, ids.Length, new DecodeOptions(r.GetValue(maxLen), r.GetValue(beam), 1f, !r.GetValue(noCache), r.GetValue(NoRepeatNgram)));
-                // GPT-2 pieces carry their leading space; an output line starts with its first word.
-                string generated = tokenizer.Decode(output[0]).Trim();
-                if (r.GetValue(json))
-                    Console.WriteLine(System.Text.Json.JsonSerializer.Serialize(new GenerateJson("nanolora.generate/1", sources[i], generated, ids.Length, truncated), JsonOutput.Lines));
-                else Console.WriteLine(generated);
+                var part = requests.Skip(start).Take(chunk).ToList();
+                var encoded = new List<int[]>();
+                var truncated = new List<bool>();
+                for (int i = 0; i < part.Count; i++)
+                {
+                    // One token more than fits tells whether the source was cut, without encoding a long one whole.
+                    truncated.Add(tokenizer.EncodeSource(part[i].Source, limit + 1).Length > limit);
+                    encoded.Add(tokenizer.EncodeSource(part[i].Source, limit));   // as in training and eval
+                    if (truncated[i]) Terminal.Status($"warning: source {start + i + 1} is longer than {limit} tokens; only its first {limit - 1} were read (--max-source-length).");
+                }
+                int length = encoded.Max(e => e.Length);
+                var ids = new int[part.Count * length];   // padded with Pad (0), which the encoder masks
+                for (int i = 0; i < part.Count; i++) encoded[i].CopyTo(ids, i * length);
+                List<int[]> outputs;
+                using (mixed ? adapters.Lora!.MixedBatch(part.Select(p => p.Adapter).ToList()) : null)
+                    outputs = SequenceDecoder.Generate(model, ids, part.Count, length, decode);
+                for (int i = 0; i < part.Count; i++)
+                {
+                    // GPT-2 pieces carry their leading space; an output line starts with its first word.
+                    string generated = tokenizer.Decode(outputs[i]).Trim();
+                    if (r.GetValue(json))
+                        Console.WriteLine(System.Text.Json.JsonSerializer.Serialize(new GenerateJson("nanolora.generate/1", part[i].Source, generated, encoded[i].Length, truncated[i], part[i].Adapter), JsonOutput.Lines));
+                    else Console.WriteLine(generated);
+                }
             }
             return 0;
         }));
@@ -251,4 +293,4 @@ internal sealed record EvalJson(string Schema, string Model, string? Adapter, st
 internal sealed record DecodingJson(int Beam, int NoRepeatNgram, int MaxLength);
 
 /// <summary>generate --json: one per source (schema nanolora.generate/1).</summary>
-internal sealed record GenerateJson(string Schema, string Source, string Output, int SourceTokens, bool Truncated);
+internal sealed record GenerateJson(string Schema, string Source, string Output, int SourceTokens, bool Truncated, string? Adapter = null);
