@@ -36,6 +36,10 @@ public sealed record FineTuneOptions
     public float? Alpha { get; init; }
     /// <summary>Module names LoRA wraps.</summary>
     public IReadOnlyList<string> Targets { get; init; } = LoraDefaults.TargetModules;
+    /// <summary>DoRA: each adapted layer also learns a magnitude vector (PEFT's use_dora).</summary>
+    public bool UseDora { get; init; }
+    /// <summary>How the adapters start: Kaiming A (the default), Gaussian A, or PiSSA (the principal part of each weight).</summary>
+    public LoraInit Init { get; init; } = LoraInit.KaimingUniform;
     /// <summary>Seeds adapter initialization, data order and dropout.</summary>
     public ulong Seed { get; init; } = 1;
     /// <summary>Train on the first this many examples (null: all).</summary>
@@ -90,6 +94,8 @@ public static class Workflows
         R = o.Rank,
         Alpha = o.Alpha ?? LoraDefaults.Alpha,
         TargetModules = o.Targets,
+        UseDora = o.UseDora,
+        Init = o.Init,
         BaseModelNameOrPath = baseName,
     };
 

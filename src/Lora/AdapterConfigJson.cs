@@ -5,7 +5,7 @@ namespace Nanolora.Lora;
 
 /// <summary>
 /// adapter_config.json ↔ <see cref="LoraConfig"/>, with PEFT's field names. Reading is strict: a field whose value
-/// would change the adapter's maths in a way Nanolora does not implement (DoRA, fan_in_fan_out, layer replication, …)
+/// would change the adapter's maths in a way Nanolora does not implement (fan_in_fan_out, layer replication, …)
 /// is refused with one line naming it; a field that does not (bookkeeping, initialization-only settings) is accepted;
 /// a field PEFT does not define either is reported through the warning callback, never silently dropped.
 /// </summary>
@@ -14,7 +14,7 @@ public static class AdapterConfigJson
     /// <summary>PEFT LoraConfig fields that only describe or initialize the adapter: loading a trained one ignores them.</summary>
     static readonly HashSet<string> Bookkeeping =
     [
-        "peft_type", "task_type", "base_model_name_or_path", "revision", "inference_mode", "auto_mapping", "init_lora_weights",
+        "peft_type", "task_type", "base_model_name_or_path", "revision", "inference_mode", "auto_mapping",
         "loftq_config", "eva_config", "corda_config", "megatron_config", "megatron_core", "runtime_config", "qalora_group_size",
         "ensure_weight_tying", "peft_version",
     ];
@@ -23,13 +23,12 @@ public static class AdapterConfigJson
     static readonly HashSet<string> Implemented =
     [
         "r", "lora_alpha", "lora_dropout", "target_modules", "bias", "modules_to_save", "use_rslora", "layers_to_transform",
-        "layers_pattern", "rank_pattern", "alpha_pattern", "exclude_modules",
+        "layers_pattern", "rank_pattern", "alpha_pattern", "exclude_modules", "use_dora", "init_lora_weights",
     ];
 
     /// <summary>Fields that change the maths, with the value that leaves plain LoRA (anything else is refused).</summary>
     static readonly Dictionary<string, Func<JsonNode?, bool>> PlainLoraOnly = new()
     {
-        ["use_dora"] = n => n is null || (n is JsonValue v && v.TryGetValue(out bool b) && !b),
         ["fan_in_fan_out"] = n => n is null || (n is JsonValue v && v.TryGetValue(out bool b) && !b),
         ["lora_bias"] = n => n is null || (n is JsonValue v && v.TryGetValue(out bool b) && !b),
         ["use_qalora"] = n => n is null || (n is JsonValue v && v.TryGetValue(out bool b) && !b),
@@ -42,7 +41,6 @@ public static class AdapterConfigJson
 
     static readonly Dictionary<string, string> Why = new()
     {
-        ["use_dora"] = "DoRA (weight-decomposed LoRA) is not implemented",
         ["fan_in_fan_out"] = "it stores A/B transposed for Conv1D layers, which this model does not have",
         ["lora_bias"] = "a bias on lora_B is not implemented",
         ["use_qalora"] = "QA-LoRA is not implemented",
@@ -69,14 +67,14 @@ public static class AdapterConfigJson
             ["exclude_modules"] = c.ExcludeRegex != null ? JsonValue.Create(c.ExcludeRegex) : c.ExcludeModules.Count == 0 ? null : Names(c.ExcludeModules),
             ["bias"] = c.Bias switch { LoraBias.All => "all", LoraBias.LoraOnly => "lora_only", _ => "none" },
             ["modules_to_save"] = c.ModulesToSave.Count == 0 ? null : Names(c.ModulesToSave),
-            ["init_lora_weights"] = c.Init == LoraInit.Gaussian ? "gaussian" : true,
+            ["init_lora_weights"] = c.Init switch { LoraInit.Gaussian => "gaussian", LoraInit.Pissa => "pissa", _ => true },
             ["use_rslora"] = c.UseRsLora,
             ["layers_to_transform"] = c.LayersToTransform == null ? null : new JsonArray(c.LayersToTransform.Select(i => (JsonNode)JsonValue.Create(i)!).ToArray()),
             ["layers_pattern"] = c.LayersPattern.Count == 0 ? null : Names(c.LayersPattern),
             ["rank_pattern"] = new JsonObject(c.RankPattern.Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)JsonValue.Create(kv.Value)))),
             ["alpha_pattern"] = new JsonObject(c.AlphaPattern.Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)JsonValue.Create(kv.Value)))),
             ["fan_in_fan_out"] = false,
-            ["use_dora"] = false,
+            ["use_dora"] = c.UseDora,
             ["inference_mode"] = true,
             ["base_model_name_or_path"] = c.BaseModelNameOrPath,
         };
@@ -103,11 +101,7 @@ public static class AdapterConfigJson
             else if (!Bookkeeping.Contains(field) && !Implemented.Contains(field))
                 warn($"warning: {path}: unknown field '{field}' ignored (not a PEFT LoraConfig field Nanolora knows).");
         }
-        if (root["init_lora_weights"] is JsonValue init && init.TryGetValue(out string? initName) && initName is "pissa" or "olora" or "corda"
-            || root["init_lora_weights"] is JsonValue i2 && i2.TryGetValue(out string? n2) && n2 != null && n2.StartsWith("pissa_niter_"))
-            throw new InvalidDataException($"{path}: 'init_lora_weights' is {root["init_lora_weights"]!.ToJsonString()}: such an adapter belongs to a base with its principal part removed; " +
-                "save it converted to plain LoRA (PEFT's path_initial_model_for_weight_conversion) and load that.");
-
+        var init = ReadInit(root["init_lora_weights"], path, warn, Bad);
         int rank = root["r"] is JsonValue rv && rv.TryGetValue(out int r) && r >= 1 ? r : throw Bad("r", "an integer ≥ 1", root["r"]);
         float alpha = root["lora_alpha"] switch
         {
@@ -138,6 +132,8 @@ public static class AdapterConfigJson
             ExcludeModules = exclude, ExcludeRegex = excludeRegex,
             ModulesToSave = Strings(root["modules_to_save"], "modules_to_save", Bad),
             UseRsLora = root["use_rslora"] switch { null => false, JsonValue v when v.TryGetValue(out bool b) => b, var other => throw Bad("use_rslora", "true or false", other) },
+            UseDora = root["use_dora"] switch { null => false, JsonValue v when v.TryGetValue(out bool b) => b, var other => throw Bad("use_dora", "true or false", other) },
+            Init = init,
             // PEFT writes either a list of layer indices or a single index.
             LayersToTransform = root["layers_to_transform"] switch
             {
@@ -158,6 +154,29 @@ public static class AdapterConfigJson
         };
         if (config.TargetRegex == null && config.TargetModules.Count == 0) throw Bad("target_modules", "a module name, a list of them, a regex or \"all-linear\"", root["target_modules"]);
         return config;
+    }
+
+    /// <summary>
+    /// init_lora_weights: true/false (Kaiming A), "gaussian", "pissa" or PEFT's "pissa_niter_N" (read as "pissa": Nanolora
+    /// runs the exact SVD, said in one warning line). OLoRA and CorDA, which change the base in ways not rebuilt here, are
+    /// refused: such a file only works on the base PEFT left behind. Other names only set the adapter's starting values,
+    /// which loading replaces, and read as the default.
+    /// </summary>
+    static LoraInit ReadInit(JsonNode? node, string path, Action<string> warn, Func<string, string, JsonNode?, InvalidDataException> bad)
+    {
+        if (node is null || node is JsonValue b && b.TryGetValue(out bool _)) return LoraInit.KaimingUniform;
+        if (node is not JsonValue v || !v.TryGetValue(out string? name)) throw bad("init_lora_weights", "true, false or a method name", node);
+        if (name == "gaussian") return LoraInit.Gaussian;
+        if (name == "pissa") return LoraInit.Pissa;
+        if (name.StartsWith("pissa_niter_", StringComparison.Ordinal) && int.TryParse(name["pissa_niter_".Length..], out int iterations) && iterations >= 0)
+        {
+            warn($"warning: {path}: init_lora_weights \"{name}\" asks for PEFT's randomized SVD ({iterations} iterations); Nanolora runs the exact SVD instead.");
+            return LoraInit.Pissa;
+        }
+        if (name is "olora" or "corda")
+            throw new InvalidDataException($"{path}: 'init_lora_weights' is {node.ToJsonString()}: such an adapter belongs to a base that initialisation changed; " +
+                "save it converted to plain LoRA (PEFT's path_initial_model_for_weight_conversion) and load that.");
+        return LoraInit.KaimingUniform;
     }
 
     static (IReadOnlyList<string> Names, string? Regex) NamesOrRegex(JsonNode? node, string field, Func<string, string, JsonNode?, InvalidDataException> bad) => node switch

@@ -6,7 +6,7 @@ namespace Nanolora.Lora;
 /// <summary>
 /// An adapter on disk in Hugging Face PEFT's layout: <c>adapter_config.json</c> and
 /// <c>adapter_model.safetensors</c> with keys <c>base_model.model.{path}.lora_A.weight</c> [R, in] and
-/// <c>.lora_B.weight</c> [out, R]; a trained bias of an adapted layer as <c>{path}.base_layer.bias</c> (PEFT's key; the
+/// <c>.lora_B.weight</c> [out, R] (DoRA adds <c>.lora_magnitude_vector</c> [out]); a trained bias of an adapted layer as <c>{path}.base_layer.bias</c> (PEFT's key; the
 /// older <c>{path}.bias</c> is accepted on read), other trained biases and modules to save by their own names. The file's
 /// metadata carries the <see cref="BaseFingerprint"/> of the base it was trained on.
 /// </summary>
@@ -16,25 +16,42 @@ public static class AdapterFiles
     public const string ConfigFile = "adapter_config.json", WeightsFile = "adapter_model.safetensors", PickleFile = "adapter_model.bin";
     internal const string Prefix = "base_model.model.";
 
-    /// <summary>Writes adapter <paramref name="adapterName"/> to <paramref name="directory"/> (created if needed); refuses non-finite weights.</summary>
+    /// <summary>
+    /// Writes adapter <paramref name="adapterName"/> to <paramref name="directory"/> (created if needed); refuses non-finite
+    /// weights. A PiSSA adapter is written converted to a plain rank-2r LoRA for the original base (<see cref="Pissa.ConvertToLora"/>,
+    /// <see cref="Pissa.ConvertedConfig"/>) with that base's fingerprint, so it loads onto the base on disk like any adapter.
+    /// </summary>
     public static void Save(LoraModel lora, string adapterName, string directory)
     {
         if (!lora.Adapters.TryGetValue(adapterName, out var config)) throw new KeyNotFoundException($"No adapter '{adapterName}' to save.");
         Directory.CreateDirectory(directory);
         var tensors = new List<(string, int[], float[])>();
+        var origin = lora.PissaOrigin(adapterName);
         foreach (var (path, adapter) in lora.AdapterWeights(adapterName))
         {
+            if (origin != null && lora.Layers[path].Pissa is { } residual)
+            {
+                // A PiSSA adapter is saved as plain LoRA on the original base (PEFT's path_initial_model_for_weight_conversion).
+                var (a, b) = Pissa.ConvertToLora(adapter, residual);
+                tensors.Add(($"{Prefix}{path}.lora_A.weight", [2 * adapter.Rank, adapter.A.Data.Dim(1)], a));
+                tensors.Add(($"{Prefix}{path}.lora_B.weight", [adapter.B.Data.Dim(0), 2 * adapter.Rank], b));
+                continue;
+            }
             tensors.Add(($"{Prefix}{path}.lora_A.weight", adapter.A.Data.ShapeArray(), adapter.A.Data.ToArray()));
             tensors.Add(($"{Prefix}{path}.lora_B.weight", adapter.B.Data.ShapeArray(), adapter.B.Data.ToArray()));
+            if (adapter.Magnitude is { } m) tensors.Add(($"{Prefix}{path}.{MagnitudeKey}", m.Data.ShapeArray(), m.Data.ToArray()));
         }
         foreach (var (name, p) in ExtraTrained(lora, config))
             tensors.Add((Prefix + SavedKey(lora, name), p.Data.ShapeArray(), lora.SavedModules.Owns(adapterName, p) ? lora.SavedModules.ValueOf(adapterName, p) : p.Data.ToArray()));
         foreach (var (name, _, data) in tensors) NonFinite.Require(Path.Combine(directory, WeightsFile), name, data, "Refusing to write the adapter");
         var metadata = new Dictionary<string, string> { ["format"] = "pt" };
-        if (BaseFingerprint.Of(lora, config) is { } fingerprint) metadata[BaseFingerprint.MetadataKey] = fingerprint.Serialize();
+        if ((origin ?? BaseFingerprint.Of(lora, config)) is { } fingerprint) metadata[BaseFingerprint.MetadataKey] = fingerprint.Serialize();
         Safetensors.Write(Path.Combine(directory, WeightsFile), tensors, metadata);
-        AtomicFile.WriteAllText(Path.Combine(directory, ConfigFile), ConfigJson(config));
+        AtomicFile.WriteAllText(Path.Combine(directory, ConfigFile), ConfigJson(origin != null ? Pissa.ConvertedConfig(config) : config));
     }
+
+    /// <summary>PEFT's key suffix for DoRA's magnitude m [out] (its state dict drops the DoraLinearLayer's ".weight").</summary>
+    public const string MagnitudeKey = "lora_magnitude_vector";
 
     /// <summary>PEFT's key for a trained parameter: the bias of an adapted layer lives under its base_layer.</summary>
     static string SavedKey(LoraModel lora, string name) =>
@@ -79,8 +96,10 @@ public static class AdapterFiles
     /// <summary>
     /// Adds the adapter stored in <paramref name="directory"/> under <paramref name="adapterName"/>. Everything is checked
     /// before the model is touched, and anything that does not fit is refused naming it: a tensor for a module the config
-    /// does not target or the model lacks, a wrong shape, a NaN, DoRA magnitudes, a base other than the one the adapter
-    /// was trained on (unless <paramref name="force"/>).
+    /// does not target or the model lacks, a wrong shape, a NaN, DoRA magnitudes without use_dora, a base other than the one
+    /// the adapter was trained on (unless <paramref name="force"/>). An adapter whose config says PiSSA (PEFT saves one so
+    /// unless told to convert it) was trained on the residual base: the residual is rebuilt from this base by the same exact
+    /// SVD, then the trained A and B replace the initial ones, and the adapter behaves as a PiSSA adapter from then on.
     /// </summary>
     public static void Load(LoraModel lora, string directory, string adapterName, bool force = false, Action<string>? warn = null)
     {
@@ -100,8 +119,18 @@ public static class AdapterFiles
         {
             if (!e.Name.StartsWith(Prefix)) throw new InvalidDataException($"{weightsPath}: tensor '{e.Name}' does not start with '{Prefix}'.");
             var key = e.Name[Prefix.Length..];
-            if (key.EndsWith(".lora_magnitude_vector") || key.Contains(".lora_magnitude_vector."))
-                throw new InvalidDataException($"{weightsPath}: tensor '{e.Name}' is a DoRA magnitude vector; DoRA adapters are not implemented.");
+            if (key.EndsWith("." + MagnitudeKey))
+            {
+                var path = key[..^(MagnitudeKey.Length + 1)];
+                if (!config.UseDora) throw new InvalidDataException($"{weightsPath}: tensor '{e.Name}' is a DoRA magnitude vector, but {ConfigFile}'s use_dora is false.");
+                var linear = (modules.GetValueOrDefault(path) as Linear ?? (modules.GetValueOrDefault(path) as LoraLinear)?.BaseLayer)
+                    ?? throw new InvalidDataException($"{weightsPath}: tensor '{e.Name}' targets '{path}', which is not a Linear layer of this base model.");
+                if (!config.Targets(path)) throw new InvalidDataException($"{weightsPath}: tensor '{e.Name}' is for '{path}', which {ConfigFile} does not target.");
+                if (!e.Shape.SequenceEqual([linear.OutFeatures]))
+                    throw new InvalidDataException($"{weightsPath}: tensor '{e.Name}' has shape {ShapeMath.Format(e.Shape)}, but '{path}' needs [{linear.OutFeatures}].");
+                consumed.Add(e.Name);
+                continue;
+            }
             if (key.Contains(".lora_embedding_A") || key.Contains(".lora_embedding_B"))
                 throw new InvalidDataException($"{weightsPath}: tensor '{e.Name}' adapts an embedding; LoRA on embeddings is not implemented.");
             foreach (var part in new[] { ".lora_A.weight", ".lora_B.weight" })
@@ -138,8 +167,15 @@ public static class AdapterFiles
                 lora.DeleteAdapter(adapterName);
                 throw new InvalidDataException($"{weightsPath}: no weights for targeted module '{path}' ({aKey}).");
             }
+            var mKey = $"{Prefix}{path}.{MagnitudeKey}";
+            if (adapter.Magnitude != null && !entries.ContainsKey(mKey))
+            {
+                lora.DeleteAdapter(adapterName);
+                throw new InvalidDataException($"{weightsPath}: use_dora is true but there is no magnitude for targeted module '{path}' ({mKey}).");
+            }
             adapter.A.Data.CopyFrom(file.ReadFloats(aKey));
             adapter.B.Data.CopyFrom(file.ReadFloats(bKey));
+            adapter.Magnitude?.Data.CopyFrom(file.ReadFloats(mKey));
         }
         foreach (var (name, p) in ExtraTrained(lora, config))
         {

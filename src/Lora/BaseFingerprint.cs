@@ -35,7 +35,7 @@ public sealed record BaseFingerprint(string Structure, string Weights)
     {
         if (lora.Layers.Values.Any(l => l.MergedAdapter != null)) return null;
         var linears = AdapterFiles.LinearPaths(lora);
-        var adapterParameters = lora.Layers.Values.SelectMany(l => l.Adapters.Values).SelectMany(a => new[] { a.A, a.B })
+        var adapterParameters = lora.Layers.Values.SelectMany(l => l.Adapters.Values).SelectMany(a => a.Weights)
             .ToHashSet(ReferenceEqualityComparer.Instance);
         var ownedBySaves = SavedModules.Matching(lora.Base, config).Select(p => p.P).ToHashSet(ReferenceEqualityComparer.Instance);
         var frozen = lora.Base.NamedParameters()

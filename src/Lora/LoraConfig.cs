@@ -13,13 +13,18 @@ public enum LoraBias
     LoraOnly,
 }
 
-/// <summary>How A is initialized (B always starts at zero, so a fresh adapter changes nothing).</summary>
+/// <summary>How A and B are initialized; every choice leaves a fresh adapter's model output unchanged.</summary>
 public enum LoraInit
 {
-    /// <summary>Kaiming-uniform A, like nn.Linear's init and PEFT's default (init_lora_weights=True).</summary>
+    /// <summary>Kaiming-uniform A, B zero, like nn.Linear's init and PEFT's default (init_lora_weights=True).</summary>
     KaimingUniform,
-    /// <summary>A ~ N(0, (1/r)²) (PEFT's init_lora_weights="gaussian").</summary>
+    /// <summary>A ~ N(0, (1/r)²), B zero (PEFT's init_lora_weights="gaussian").</summary>
     Gaussian,
+    /// <summary>
+    /// PiSSA (PEFT's init_lora_weights="pissa"): B·A·scaling is the top-r part of W's SVD and the base weight becomes
+    /// the residual W − scaling·B·A, so the output is unchanged but training moves the principal directions.
+    /// </summary>
+    Pissa,
 }
 
 /// <summary>
@@ -46,6 +51,11 @@ public sealed record LoraConfig
     public LoraInit Init { get; init; } = LoraInit.KaimingUniform;
     /// <summary>rsLoRA: scaling alpha/√r instead of alpha/r.</summary>
     public bool UseRsLora { get; init; }
+    /// <summary>
+    /// DoRA (PEFT's use_dora): each adapted layer also learns a magnitude vector m [out]; the weight becomes
+    /// m · (W + s·B·A) / ‖W + s·B·A‖ row-wise (see <see cref="DoraLinear"/>).
+    /// </summary>
+    public bool UseDora { get; init; }
     /// <summary>Only layers with these indices (<c>.layers.{i}.</c> in the name) are adapted; null: all.</summary>
     public IReadOnlyList<int>? LayersToTransform { get; init; }
     /// <summary>
@@ -81,6 +91,9 @@ public sealed record LoraConfig
         foreach (var (name, a) in AlphaPattern) if (!float.IsFinite(a)) throw new ArgumentException($"alpha_pattern['{name}'] must be finite, got {a}.");
         if (Dropout is < 0 or >= 1) throw new ArgumentException($"LoRA dropout {Dropout} must be in [0, 1).");
         if (TargetRegex == null && TargetModules.Count == 0) throw new ArgumentException("LoRA config names no target modules.");
+        // PiSSA's save converts the adapter to plain LoRA on the original base (A' = [A; A0], B' = [B, −B0]); a magnitude
+        // vector has no such conversion, so the pair would save an adapter that does not reproduce the model.
+        if (UseDora && Init == LoraInit.Pissa) throw new ArgumentException("use_dora with init_lora_weights \"pissa\" is not supported: a PiSSA adapter is saved converted to plain LoRA, which a DoRA magnitude cannot follow.");
     }
 
     /// <summary>Whether the Linear layer at <paramref name="moduleName"/> gets this adapter.</summary>

@@ -30,14 +30,25 @@ public sealed class LoraAdapter : Module
         B = RegisterParameter("lora_B", new Parameter("lora_B", Tensor.Zeros([outFeatures, rank], device)));
     }
 
-    /// <summary>Number of scalar weights in A and B.</summary>
-    public long Count => A.Count + B.Count;
+    /// <summary>DoRA's lora_magnitude_vector m [out], or null for plain LoRA.</summary>
+    public Parameter? Magnitude { get; private set; }
+
+    /// <summary>Makes this a DoRA adapter with magnitude <paramref name="initial"/> [out] (taken over).</summary>
+    internal void AddMagnitude(Tensor initial) =>
+        Magnitude = RegisterParameter("lora_magnitude_vector", new Parameter("lora_magnitude_vector", initial));
+
+    /// <summary>The adapter's trainable weights: A, B and, for DoRA, m.</summary>
+    public IEnumerable<Parameter> Weights => Magnitude == null ? [A, B] : [A, B, Magnitude];
+
+    /// <summary>Number of scalar weights in A, B and (DoRA) m.</summary>
+    public long Count => A.Count + B.Count + (Magnitude?.Count ?? 0);
 }
 
 /// <summary>
 /// loralib's layer: a frozen base Linear (W [out, in], b) plus named low-rank adapters.
-/// y = x·Wᵀ + b + dropout(x)·Aᵀ·Bᵀ·scaling for the active adapter. Merging folds B·A·scaling into W
-/// so inference costs exactly what the base layer costs.
+/// y = x·Wᵀ + b + dropout(x)·Aᵀ·Bᵀ·scaling for the active adapter (<see cref="DoraLinear"/> for a DoRA adapter). Merging
+/// folds the update into W so inference costs exactly what the base layer costs. After a PiSSA initialisation W holds the
+/// residual and <see cref="Pissa"/> the principal part, which the layer adds back whenever that adapter is not applied.
 /// </summary>
 public sealed class LoraLinear : Module, ILayer
 {
@@ -53,6 +64,9 @@ public sealed class LoraLinear : Module, ILayer
     public string? MergedAdapter { get; private set; }
     /// <summary>Inside <see cref="LoraModel.MixedBatch"/>: the adapter of each sequence of the batch (null or "__base__": none).</summary>
     public IReadOnlyList<string?>? SequenceAdapters { get; internal set; }
+    /// <summary>Set after a PiSSA initialisation: W is then the residual, and this holds what was taken out.</summary>
+    public PissaResidual? Pissa { get; private set; }
+    Tensor? _mergedNorm;   // DoRA: ‖W + s·B·A‖ before the merge, which unmerging divides by
 
     /// <summary>Wraps <paramref name="baseLayer"/> with no adapters yet; <paramref name="seed"/> seeds the adapters' dropout masks.</summary>
     public LoraLinear(Linear baseLayer, ulong seed)
@@ -64,10 +78,24 @@ public sealed class LoraLinear : Module, ILayer
     /// <summary>The adapters on this layer by name.</summary>
     public IReadOnlyDictionary<string, LoraAdapter> Adapters => _adapters;
 
-    internal LoraAdapter AddAdapter(string name, int rank, float scaling, float dropout, LoraInit init, ulong seed)
+    internal LoraAdapter AddAdapter(string name, int rank, float scaling, float dropout, LoraInit init, ulong seed, bool useDora = false)
     {
         if (_adapters.ContainsKey(name)) throw new ArgumentException($"Adapter '{name}' already exists on this layer.");
+        if (Pissa != null) throw new InvalidOperationException($"This layer's weight is adapter '{Pissa.Adapter}''s PiSSA residual; another adapter would be trained against the wrong base.");
+        if (init == LoraInit.Pissa && _adapters.Count > 0)
+            throw new InvalidOperationException($"PiSSA adapter '{name}' would replace the weight that adapter(s) {string.Join(", ", _adapters.Keys)} on this layer were made for.");
         var adapter = new LoraAdapter(BaseLayer.InFeatures, BaseLayer.OutFeatures, rank, scaling, dropout, init, seed, BaseLayer.Weight.Device);
+        try
+        {
+            if (init == LoraInit.Pissa) Pissa = Nanolora.Lora.Pissa.Initialize(name, BaseLayer.Weight.Data, adapter);
+            // PEFT's DoRA init: m = ‖W + s·B·A‖ per row, so the fresh DoRA layer computes exactly the LoRA layer.
+            if (useDora) adapter.AddMagnitude(DoraLinear.WeightNorm(BaseLayer.Weight.Data, adapter.A.Data, adapter.B.Data, scaling));
+        }
+        catch
+        {
+            adapter.Dispose();
+            throw;
+        }
         _adapters[name] = adapter;
         RegisterModule(name, adapter);
         return adapter;
@@ -80,22 +108,37 @@ public sealed class LoraLinear : Module, ILayer
         RemoveModule(name);
         adapter.Dispose();
         if (ActiveAdapter == name) ActiveAdapter = null;
+        if (Pissa?.Adapter == name) DropPissa(restore: true);
+    }
+
+    void DropPissa(bool restore)
+    {
+        if (restore) Pissa!.Restore(BaseLayer.Weight.Data);
+        Pissa!.Dispose();
+        Pissa = null;
     }
 
     /// <summary>x [..., in] → [..., out]: the base output plus the active adapter's update (none when disabled, or when that adapter is merged).</summary>
     public Variable Forward(Variable x)
     {
-        var y = BaseLayer.Forward(x);
         if (AdaptersDisabled && MergedAdapter != null)
             throw new InvalidOperationException($"Adapters are disabled but '{MergedAdapter}' is merged into the weight; unmerge it first.");
         if (SequenceAdapters != null)
         {
             if (Graph.IsEnabled) throw new InvalidOperationException("A mixed-adapter batch is for inference: run it inside Graph.NoGrad() (decoding and evaluation do).");
-            return MixedBatch.Forward(this, x, y, SequenceAdapters);
+            return MixedBatch.Forward(this, x, BaseLayer.Forward(x), SequenceAdapters);
         }
-        if (AdaptersDisabled || ActiveAdapter == null || MergedAdapter == ActiveAdapter) return y;
+        if (AdaptersDisabled || ActiveAdapter == null || MergedAdapter == ActiveAdapter)
+        {
+            // The base behaviour of a PiSSA layer is the original W = W_res + s·B0·A0, not the residual alone.
+            return Pissa == null || (MergedAdapter != null && MergedAdapter == ActiveAdapter && !AdaptersDisabled) ? BaseLayer.Forward(x)
+                : LowRankLinear(x, null, BaseLayer.Weight, BaseLayer.Bias, Pissa.InitialA, Pissa.InitialB, Pissa.Scaling);
+        }
         var adapter = _adapters[ActiveAdapter];
         var h = adapter.Dropout > 0 && Training ? F.Dropout(x, adapter.Dropout, _dropoutSeeds.Next(), Training) : null;
+        if (adapter.Magnitude != null)
+            return DoraLinear.Forward(x, h, BaseLayer.Weight, BaseLayer.Bias, adapter.A, adapter.B, adapter.Magnitude, adapter.Scaling,
+                DoraLinear.WeightNorm(BaseLayer.Weight.Data, adapter.A.Data, adapter.B.Data, adapter.Scaling));
         return LowRankLinear(x, h, BaseLayer.Weight, BaseLayer.Bias, adapter.A, adapter.B, adapter.Scaling);
     }
 
@@ -166,22 +209,33 @@ public sealed class LoraLinear : Module, ILayer
         if (MergedAdapter != null)
             throw new InvalidOperationException($"Adapter '{MergedAdapter}' is already merged into this layer; merging twice would add it twice. Unmerge first.");
         var a = _adapters.TryGetValue(name, out var ad) ? ad : throw new KeyNotFoundException($"No adapter '{name}' to merge.");
-        Ops.MatmulInto(BaseLayer.Weight.Data, a.B.Data, a.A.Data, false, false, a.Scaling, 1f);
+        if (a.Magnitude != null) _mergedNorm = DoraLinear.Merge(BaseLayer.Weight.Data, a.A.Data, a.B.Data, a.Magnitude.Data, a.Scaling);
+        else Ops.MatmulInto(BaseLayer.Weight.Data, a.B.Data, a.A.Data, false, false, a.Scaling, 1f);
         MergedAdapter = name;
     }
 
-    /// <summary>W −= scaling·B·A, restoring the base weight (to rounding).</summary>
+    /// <summary>W −= scaling·B·A (DoRA: <see cref="DoraLinear.Unmerge"/>), restoring the base weight (to rounding).</summary>
     public void Unmerge()
     {
         if (MergedAdapter == null) throw new InvalidOperationException("No adapter is merged into this layer.");
         var a = _adapters[MergedAdapter];
-        Ops.MatmulInto(BaseLayer.Weight.Data, a.B.Data, a.A.Data, false, false, -a.Scaling, 1f);
+        if (a.Magnitude != null)
+        {
+            DoraLinear.Unmerge(BaseLayer.Weight.Data, a.A.Data, a.B.Data, a.Magnitude.Data, a.Scaling, _mergedNorm!);
+            _mergedNorm!.Dispose();
+            _mergedNorm = null;
+        }
+        else Ops.MatmulInto(BaseLayer.Weight.Data, a.B.Data, a.A.Data, false, false, -a.Scaling, 1f);
         MergedAdapter = null;
     }
 
     /// <summary>Detaches the base layer so it can replace this wrapper (merge-and-unload); adapters are disposed.</summary>
     internal Linear Unload()
     {
+        // Unloading without the PiSSA adapter merged gives the original base back, not the residual.
+        if (Pissa != null) DropPissa(restore: MergedAdapter != Pissa.Adapter);
+        _mergedNorm?.Dispose();
+        _mergedNorm = null;
         foreach (var (name, adapter) in _adapters) { RemoveModule(name); adapter.Dispose(); }
         _adapters.Clear();
         MergedAdapter = ActiveAdapter = null;

@@ -31,6 +31,7 @@ public sealed partial class LoraModel
 {
     readonly Dictionary<string, LoraConfig> _configs = new();
     readonly Dictionary<string, LoraLinear> _layers = new();   // module path → wrapper
+    readonly Dictionary<string, BaseFingerprint> _pissaOrigins = new();   // PiSSA adapter → the base before its residual
     internal SavedModules SavedModules { get; private set; } = new();
     bool _disabled;   // inside a DisableAdapters() block
 
@@ -79,6 +80,23 @@ public sealed partial class LoraModel
             .Select(m => m.Name).ToList();
         if (targets.Count == 0)
             throw new ArgumentException($"LoRA targets [{string.Join(", ", config.TargetModules)}]{(config.TargetRegex != null ? " / regex " + config.TargetRegex : "")} match no Linear layer of the model.");
+        // PiSSA rewrites the base weights, so it cannot share a model with other adapters (they were made for the
+        // original weights, or would be trained on the residual): one PiSSA adapter, alone.
+        if (config.Init == LoraInit.Pissa && _layers.Values.FirstOrDefault(l => l.Adapters.Count > 0) is { } used)
+            throw new InvalidOperationException($"PiSSA adapter '{name}' replaces the base weights by a residual, but adapter(s) {string.Join(", ", used.Adapters.Keys)} already live on this model; PiSSA needs a model of its own.");
+        if (_layers.Values.FirstOrDefault(l => l.Pissa != null) is { } pissaLayer)
+            throw new InvalidOperationException($"Adapter '{name}' cannot join PiSSA adapter '{pissaLayer.Pissa!.Adapter}': the base weights are its residual, not the base.");
+        if (config.Init == LoraInit.Pissa)
+            foreach (var path in targets)
+            {
+                var linear = Base.GetModule(path) as Linear ?? ((LoraLinear)Base.GetModule(path)).BaseLayer;
+                int most = Math.Min(linear.InFeatures, linear.OutFeatures);
+                // Checked for every layer before any is changed: a refusal halfway would leave some weights residual.
+                if (config.RankFor(path) > most)
+                    throw new ArgumentException($"PiSSA: rank {config.RankFor(path)} for '{path}' exceeds min(out, in) = {most} of its {linear.OutFeatures} × {linear.InFeatures} weight.");
+            }
+        // The fingerprint the saved (converted) adapter names is the base's as it is on disk, taken before any residual.
+        if (config.Init == LoraInit.Pissa && BaseFingerprint.Of(this, config) is { } origin) _pissaOrigins[name] = origin;
         var seeds = new SeedSequence(seed);
         foreach (var path in targets)
         {
@@ -88,7 +106,7 @@ public sealed partial class LoraModel
                 Base.ReplaceModule(path, layer);
                 _layers[path] = layer;
             }
-            layer.AddAdapter(name, config.RankFor(path), config.ScalingFor(path), config.Dropout, config.Init, seeds.Next());
+            layer.AddAdapter(name, config.RankFor(path), config.ScalingFor(path), config.Dropout, config.Init, seeds.Next(), config.UseDora);
         }
         _configs[name] = config;
         SavedModules.Add(name, config, Base);
@@ -119,7 +137,7 @@ public sealed partial class LoraModel
         foreach (var (path, layer) in _layers)
         {
             foreach (var (adapterName, adapter) in layer.Adapters)
-                adapter.A.Trainable = adapter.B.Trainable = adapterName == name;
+                foreach (var p in adapter.Weights) p.Trainable = adapterName == name;
             if (config.Bias == LoraBias.LoraOnly && layer.Adapters.ContainsKey(name) && layer.BaseLayer.Bias != null)
                 layer.BaseLayer.Bias.Trainable = true;
         }
@@ -189,6 +207,7 @@ public sealed partial class LoraModel
         if (_layers.Values.Any(l => l.MergedAdapter == name))
             throw new InvalidOperationException($"Adapter '{name}' is merged; unmerge it before deleting.");
         _configs.Remove(name);
+        _pissaOrigins.Remove(name);
         SavedModules.Remove(name);
         foreach (var layer in _layers.Values) if (layer.Adapters.ContainsKey(name)) layer.DeleteAdapter(name);
         if (ActiveAdapter == name) ActiveAdapter = null;
@@ -220,6 +239,7 @@ public sealed partial class LoraModel
         foreach (var (path, layer) in _layers) Base.ReplaceModule(path, layer.Unload());
         _layers.Clear();
         _configs.Clear();
+        _pissaOrigins.Clear();
         SavedModules = new SavedModules();   // the active adapter's saved modules stay in the model, as merged weights do
         ActiveAdapter = null;
         return Base;
@@ -228,6 +248,12 @@ public sealed partial class LoraModel
     /// <summary>Trainable, total and adapter parameter counts, as PEFT's print_trainable_parameters.</summary>
     public TrainableReport Report() => new(Base.ParameterCount(trainableOnly: true), Base.ParameterCount(),
         _configs.Keys.Sum(name => AdapterWeights(name).Sum(a => (long)a.Adapter.Count)));
+
+    /// <summary>
+    /// For a PiSSA adapter: the fingerprint of the base as it was before the adapter replaced its weights by the residual
+    /// (the base on disk, which the saved, converted adapter belongs to); null for any other adapter.
+    /// </summary>
+    public BaseFingerprint? PissaOrigin(string name) => _pissaOrigins.GetValueOrDefault(name);
 
     /// <summary>Adapter parameters of <paramref name="name"/>: (module path, adapter).</summary>
     public IEnumerable<(string Path, LoraAdapter Adapter)> AdapterWeights(string name) =>

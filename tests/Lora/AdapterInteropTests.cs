@@ -61,11 +61,10 @@ public class AdapterInteropTests
     }
 
     [Theory]
-    [InlineData("use_dora", "true", "DoRA")]
     [InlineData("fan_in_fan_out", "true", "Conv1D")]
     [InlineData("layer_replication", "[[0, 1]]", "replication")]
     [InlineData("lora_bias", "true", "lora_B")]
-    [InlineData("init_lora_weights", "\"pissa\"", "path_initial_model_for_weight_conversion")]
+    [InlineData("init_lora_weights", "\"olora\"", "path_initial_model_for_weight_conversion")]
     [InlineData("r", "0", "'r'")]
     [InlineData("bias", "\"some\"", "'bias'")]
     public void FieldsThatChangeTheMathsAreRefusedByName(string field, string value, string why)

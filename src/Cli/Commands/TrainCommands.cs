@@ -87,6 +87,9 @@ public static class TrainCommands
         var alpha = new Option<float>("--alpha") { Description = "LoRA alpha: the update B·A is scaled by alpha / rank", DefaultValueFactory = _ => LoraDefaults.Alpha }.Positive(1e6f);
         var loraPlus = new Option<float?>("--loraplus-ratio") { Description = "LoRA+: train the B matrices at R × the learning rate of the A matrices (PEFT's loraplus_lr_ratio; 16 is usual; default off)" }.Positive(1e6f);
         var targets = new Option<string>("--targets") { Description = "comma-separated module names to adapt (name suffixes: q_proj, k_proj, v_proj, o_proj, fc1, fc2)", DefaultValueFactory = _ => LoraDefaults.TargetList };
+        var useDora = new Option<bool>("--use-dora") { Description = "lora: DoRA, a learned magnitude per output row on top of the low-rank direction (PEFT's use_dora)" };
+        var loraInit = new Option<string>("--init") { Description = "lora: how adapters start: kaiming (B = 0), gaussian (B = 0), or pissa (the top-r SVD part of each weight; saved converted to a rank-2r LoRA for the base)", DefaultValueFactory = _ => "kaiming" }
+            .Choices("kaiming", "gaussian", "pissa");
         var seed = Seed();
         var checkpointEvery = CheckpointEvery(0, "full only: save a resumable checkpoint to --out every N steps (and validate)");
         var resume = new Option<bool>("--resume") { Description = "full only: continue the run checkpointed in --out (same schedule and data order)" };
@@ -97,7 +100,7 @@ public static class TrainCommands
         var overwrite = Overwrite();
         var json = JsonOutput.Option(TrainingSummary.Schema);
         var cmd = new Command("finetune", "Fine-tune a base checkpoint on a task: all weights (full) or LoRA adapters only.")
-            { method, baseDir, task, steps, batch, lr, warmup, rank, alpha, loraPlus, targets, seed, checkpointEvery, resume, forceResume, maxLossRatio, trainExamples, output, overwrite, json };
+            { method, baseDir, task, steps, batch, lr, warmup, rank, alpha, loraPlus, targets, useDora, loraInit, seed, checkpointEvery, resume, forceResume, maxLossRatio, trainExamples, output, overwrite, json };
         cmd.SetAction(r => Program.Guard(() =>
         {
             var dev = Workflows.ResolveDevice(r.GetValue(device));
@@ -105,6 +108,8 @@ public static class TrainCommands
             bool isResume = r.GetValue(resume);
             if ((isResume || r.GetValue(checkpointEvery) > 0) && r.GetValue(method) != "full")
                 throw new ArgumentException("--resume and --checkpoint-every need --method full.");
+            if ((r.GetValue(useDora) || r.GetValue(loraInit) != "kaiming") && r.GetValue(method) != "lora")
+                throw new ArgumentException("--use-dora and --init shape LoRA adapters; they need --method lora.");
             if (!isResume) RunFolders.RequireFresh(outDir, r.GetValue(overwrite), "finetune");
             if (Path.GetFullPath(outDir) == Path.GetFullPath(r.GetValue(baseDir)!)) throw new ArgumentException($"--out '{outDir}' is the --base folder; write the fine-tuned model elsewhere.");
             string baseFolder = ShippedPaths.Resolve(r.GetValue(baseDir)!);
@@ -118,6 +123,8 @@ public static class TrainCommands
                 LearningRate = r.GetValue(lr) ?? LoraDefaults.LearningRate, FullLearningRate = r.GetValue(lr) ?? FullLearningRate, WarmupSteps = r.GetValue(warmup), Rank = r.GetValue(rank),
                 Alpha = r.GetValue(alpha), Seed = r.GetValue(seed), TrainExamples = r.GetValue(trainExamples),
                 Targets = r.GetValue(targets)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries),
+                UseDora = r.GetValue(useDora),
+                Init = r.GetValue(loraInit) switch { "gaussian" => LoraInit.Gaussian, "pissa" => LoraInit.Pissa, _ => LoraInit.KaimingUniform },
                 CheckpointDirectory = checkpointing ? outDir : null, CheckpointEvery = r.GetValue(checkpointEvery), Resume = isResume,
                 ForceResume = r.GetValue(forceResume), MaxLossRatio = r.GetValue(maxLossRatio), LoraPlusRatio = r.GetValue(loraPlus),
             };
