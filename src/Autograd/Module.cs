@@ -52,6 +52,41 @@ public abstract class Module : IDisposable
         return module;
     }
 
+    /// <summary>
+    /// Adds <paramref name="module"/> at a dotted path below this module from outside: the extension point for PEFT
+    /// methods that add modules instead of replacing one (bottleneck adapters hang theirs beside a layer's parts, so
+    /// they are enumerated, trained and saved with the model's own names). Missing intermediate names become
+    /// <see cref="ModuleGroup"/>s; a path already taken is refused.
+    /// </summary>
+    public T AttachModule<T>(string path, T module) where T : Module
+    {
+        if (TryGetModule(path) != null) throw new ArgumentException($"Cannot attach a {module.GetType().Name} at '{path}': a {TryGetModule(path)!.GetType().Name} is already there.");
+        return RegisterModuleAt(path, module);
+    }
+
+    /// <summary>Removes the module at a dotted path from the tree and returns it (not disposed: the caller decides); null if there was none.</summary>
+    public Module? DetachModule(string path)
+    {
+        var module = TryGetModule(path);
+        if (module == null) return null;
+        int dot = path.LastIndexOf('.');
+        var parent = dot < 0 ? this : GetModule(path[..dot]);
+        parent.RemoveModule(dot < 0 ? path : path[(dot + 1)..]);
+        return module;
+    }
+
+    Module? TryGetModule(string path)
+    {
+        Module current = this;
+        foreach (var part in path.Split('.', StringSplitOptions.RemoveEmptyEntries))
+        {
+            var next = current._children.FirstOrDefault(c => c.Key == part).Value;
+            if (next == null) return null;
+            current = next;
+        }
+        return current;
+    }
+
     /// <summary>Removes a direct child (not disposed: the caller decides); false if there was none.</summary>
     protected bool RemoveModule(string name) => _children.RemoveAll(c => c.Key == name) > 0;
 
