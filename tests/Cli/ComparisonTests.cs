@@ -46,8 +46,8 @@ public class ComparisonTests
         // Once recorded, the comparison's settings are checked like the others.
         var changed = Assert.Throws<ArgumentException>(() => ExperimentState.Open(o with { Comparison = [new("bitfit")] }, baseDir, resume: true, overwrite: false));
         Assert.Contains("compare_methods", changed.Message);
-        var latency = Assert.Throws<ArgumentException>(() => ExperimentState.Open(o with { Latency = new(Repeats: 9) }, baseDir, resume: true, overwrite: false));
-        Assert.Contains("expected latency=steps16,repeats5,batches1/32, got latency=steps16,repeats9,batches1/32", latency.Message);
+        var latency = Assert.Throws<ArgumentException>(() => ExperimentState.Open(o with { Latency = new(Steps: 8, Repeats: 9) }, baseDir, resume: true, overwrite: false));
+        Assert.Contains("expected latency=steps8,repeats3,batches1/32, got latency=steps8,repeats9,batches1/32", latency.Message);
         var back = ExperimentState.Open(o, baseDir, resume: true, overwrite: false);
         Assert.Equal(9, back.Comparison.Single().LatencyMsB1Merged);
         Assert.True(back.IsDone("compare:ia3"));
