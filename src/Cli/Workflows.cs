@@ -20,7 +20,7 @@ public sealed record FineTuneOptions
 {
     /// <summary>The task (<see cref="TaskData.Names"/>).</summary>
     public string Task { get; init; } = "debian";
-    /// <summary>"full" (every weight) or "lora" (adapters only).</summary>
+    /// <summary>"full" (every weight), "lora" (adapters only) or a <see cref="PeftRecipes"/> name (bitfit, ia3, adapter-houlsby, …).</summary>
     public string Method { get; init; } = "lora";
     /// <summary>Optimizer steps.</summary>
     public int Steps { get; init; } = 600;
@@ -58,6 +58,10 @@ public sealed record FineTuneOptions
     public float MaxLossRatio { get; init; } = 20f;
     /// <summary>LoRA+ (PEFT's loraplus_lr_ratio): the B matrices train at this many times the learning rate of the A matrices (null: off, plain LoRA).</summary>
     public float? LoraPlusRatio { get; init; }
+    /// <summary>Bottleneck adapters: the width is the model width divided by this.</summary>
+    public int ReductionFactor { get; init; } = PeftRecipes.DefaultReductionFactor;
+    /// <summary>Selective methods: the layer indices that train (selective: whole layers; bitfit: their biases only; null: every layer).</summary>
+    public IReadOnlyList<int>? Layers { get; init; }
 }
 
 /// <summary>The steps the commands and the experiment share: pretraining, fine-tuning (full or LoRA), evaluation.</summary>
@@ -101,11 +105,13 @@ public static class Workflows
 
     /// <summary>
     /// Fine-tunes a loaded base model in place. Full: every weight trains. LoRA: adapters are injected under
-    /// <paramref name="adapterName"/> and only they train (optimizer state exists only for them).
+    /// <paramref name="adapterName"/> and only they train (optimizer state exists only for them). Another PEFT method
+    /// (<see cref="PeftRecipes"/>) trains too, staying applied to the model; <see cref="FineTunePeft"/> also returns it.
     /// </summary>
     public static (TrainResult Result, LoraModel? Lora) FineTune(Seq2SeqTransformer model, ISeq2SeqTokenizer tokenizer, TaskData data, FineTuneOptions o,
         string baseName, LoraModel? existing = null, string adapterName = "default", string? title = null)
     {
+        if (PeftRecipes.Find(o.Method) != null) return (FineTunePeft(model, tokenizer, data, o, title).Result, null);
         LoraModel? lora = existing;
         IReadOnlyList<ParameterGroup> trainable;
         if (o.LoraPlusRatio is float ratio)
@@ -125,15 +131,35 @@ public static class Workflows
             else { lora.AddAdapter(adapterName, config, o.Seed); lora.SetActiveAdapter(adapterName); }
             trainable = o.LoraPlusRatio is float r ? LoraPlus.Groups(model, r) : [new ParameterGroup("all", model.TrainableParameters().ToList())];
         }
-        else throw new ArgumentException($"Unknown method '{o.Method}'; expected full or lora.");
+        else throw new ArgumentException($"Unknown method '{o.Method}'; expected full, lora or one of {string.Join(", ", PeftRecipes.Names)}.");
+        title ??= o.Method == "full" ? $"full fine-tuning ({data.Name})"
+            : $"LoRA{(o.LoraPlusRatio is float lp ? $"+ (B lr ×{lp:G})" : "")} r={o.Rank} ({data.Name}, adapter '{adapterName}')";
+        return (Train(model, tokenizer, data, o, trainable, title), lora);
+    }
 
+    /// <summary>
+    /// Applies the PEFT method <see cref="FineTuneOptions.Method"/> names (a <see cref="PeftRecipes"/> entry) to the model as
+    /// instance "default" and trains only its parameters, at <see cref="FineTuneOptions.LearningRate"/>.
+    /// </summary>
+    public static (TrainResult Result, IPeftMethod Method) FineTunePeft(Seq2SeqTransformer model, ISeq2SeqTokenizer tokenizer, TaskData data, FineTuneOptions o, string? title = null)
+    {
+        var recipe = PeftRecipes.Find(o.Method) ?? throw new ArgumentException($"Unknown PEFT method '{o.Method}'; expected one of {string.Join(", ", PeftRecipes.Names)}.");
+        if (o.LoraPlusRatio != null) throw new ArgumentException($"LoraPlusRatio (--loraplus-ratio) needs method lora, got '{o.Method}'.");
+        var method = recipe.Inject(model, o);
+        var trainable = new ParameterGroup("all", model.TrainableParameters().ToList());
+        return (Train(model, tokenizer, data, o, [trainable], title ?? $"{recipe.Name} ({data.Name})"), method);
+    }
+
+    /// <summary>The training loop every method shares: the task's batches, validation, schedule and checkpoints.</summary>
+    static TrainResult Train(Seq2SeqTransformer model, ISeq2SeqTokenizer tokenizer, TaskData data, FineTuneOptions o, IReadOnlyList<ParameterGroup> trainable, string title)
+    {
         var (maxSource, maxTarget) = Lengths.For(data.Name);
         var train = o.TrainExamples is int n ? data.Train.Take(n).ToList() : data.Train;
         var loader = new BatchLoader(train, tokenizer, maxSource, maxTarget, o.BatchSize, o.Seed);
         var validation = new BatchLoader(data.Validation, tokenizer, maxSource, maxTarget, o.BatchSize, o.Seed);
         float lr = o.Method == "full" ? o.FullLearningRate ?? o.LearningRate * 0.3f : o.LearningRate;
         if (o.CheckpointDirectory != null && o.Method != "full")
-            throw new ArgumentException("Resumable checkpoints are written for full training only; a LoRA run saves its adapter at the end.");
+            throw new ArgumentException($"Resumable checkpoints are written for full training only; a {o.Method} run saves its adapter at the end.");
         var options = new TrainOptions
         {
             Steps = o.Steps, LearningRate = lr, WarmupSteps = o.WarmupSteps ?? Math.Max(1, o.Steps / 10),
@@ -141,10 +167,7 @@ public static class Workflows
             CheckpointDirectory = o.CheckpointDirectory, CheckpointEvery = o.CheckpointEvery, Resume = o.Resume,
             ForceResume = o.ForceResume, MaxLossRatio = o.MaxLossRatio,
         };
-        title ??= o.Method == "full" ? $"full fine-tuning ({data.Name})"
-            : $"LoRA{(o.LoraPlusRatio is float lp ? $"+ (B lr ×{lp:G})" : "")} r={o.Rank} ({data.Name}, adapter '{adapterName}')";
-        var result = ConsoleProgress.Train(title, o.Steps, p => new Trainer(model, tokenizer).Train(trainable, loader, validation, options, p));
-        return (result, lora);
+        return ConsoleProgress.Train(title, o.Steps, p => new Trainer(model, tokenizer).Train(trainable, loader, validation, options, p));
     }
 
     /// <summary>Decodes and ROUGE-scores <paramref name="examples"/> with the task's source budget, showing progress under <paramref name="title"/>.</summary>

@@ -18,8 +18,23 @@ internal sealed class AdapterSet
     public IReadOnlyList<string> Names { get; }
     /// <summary>Each adapter's folder, by name.</summary>
     public IReadOnlyDictionary<string, string> Folders { get; }
+    /// <summary>The non-LoRA method loaded with <c>--peft</c> (BitFit, LN tuning, (IA)³, bottleneck adapters), or null.</summary>
+    public IPeftMethod? Peft { get; private init; }
+    /// <summary>The folder <see cref="Peft"/> was loaded from.</summary>
+    public string? PeftFolder { get; private init; }
 
     AdapterSet(LoraModel? lora, IReadOnlyList<string> names, IReadOnlyDictionary<string, string> folders) { Lora = lora; Names = names; Folders = folders; }
+
+    /// <summary>
+    /// <c>--peft FOLDER</c>: any saved PEFT method, by its config's <c>peft_type</c>. LORA loads exactly as one
+    /// <c>--adapter FOLDER</c> does; the other types load through <see cref="PeftRecipes.Load"/> and become active.
+    /// </summary>
+    public static AdapterSet LoadPeft(Seq2SeqTransformer model, string folder, bool force)
+    {
+        if (PeftRecipes.PeftTypeOf(folder) is "LORA") return Load(model, [folder], force);
+        var method = PeftRecipes.Load(model, folder, "--peft", Terminal.Status);
+        return new AdapterSet(null, [], new Dictionary<string, string>()) { Peft = method, PeftFolder = folder };
+    }
 
     /// <summary>Loads every <c>--adapter</c> value (<c>FOLDER</c> or <c>NAME=FOLDER</c>) onto <paramref name="model"/>; the first becomes active.</summary>
     public static AdapterSet Load(Seq2SeqTransformer model, IReadOnlyList<string>? specs, bool force)
@@ -34,6 +49,9 @@ internal sealed class AdapterSet
             if (!folders.TryAdd(name, folder)) throw new ArgumentException($"--adapter '{spec}': the name '{name}' is given twice; name them NAME=FOLDER.");
             names.Add(name);
         }
+        foreach (var name in names)
+            if (PeftRecipes.PeftTypeOf(folders[name]) is string type && PeftRecipes.LoadableTypes.Contains(type))
+                throw new ArgumentException($"--adapter '{folders[name]}' holds a {type} adapter, not LoRA; load it with --peft {folders[name]}.");
         var lora = LoraModel.For(model);
         foreach (var name in names) AdapterFiles.Load(lora, folders[name], name, force, Terminal.Status);
         lora.SetActiveAdapter(names[0]);

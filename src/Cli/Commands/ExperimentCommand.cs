@@ -27,9 +27,14 @@ public static class ExperimentCommand
         var sweepSteps = new Option<int?>("--sweep-steps") { Description = "full only: steps of each learning-rate trial on the validation split (default 200)" }.Range(1);
         var resume = new Option<bool>("--resume") { Description = $"continue the seq2seq experiment in --out from its last finished unit ({ExperimentState.File}; the same settings and base)" };
         var overwrite = new Option<bool>("--overwrite") { Description = "replace the experiment --out already holds" };
+        var compare = new Option<string?>("--compare")
+        {
+            Description = $"the PEFT comparison's methods after base, full and LoRA: comma-separated {string.Join(", ", PeftRecipes.Names)}, adapters as NAME:FACTOR (reduction factor), or none " +
+                          $"(default: {string.Join(",", ComparisonEntry.Defaults.Select(c => c.ReductionFactor is int f ? $"{c.Method}:{f}" : c.Method))}, and adapter-pfeiffer:4 in the full run)",
+        };
         var json = JsonOutput.Option(ExperimentJson.SchemaName);
         var cmd = new Command("experiment", "Base vs full fine-tuning vs LoRA on Debian synopses (BERT2BERT base on all-MiniLM-L6-v2), a rank ablation, a translation adapter swapped in, and all-MiniLM-L6-v2 retrieval; writes results.json, results.md and plots.")
-            { quick, output, baseDir, steps, evalExamples, ablationSteps, swapTask, swapSteps, ranks, part, retrievalSteps, sweepSteps, resume, overwrite, json };
+            { quick, output, baseDir, steps, evalExamples, ablationSteps, swapTask, swapSteps, ranks, part, retrievalSteps, sweepSteps, compare, resume, overwrite, json };
         cmd.SetAction(r => Program.Guard(() =>
         {
             Device dev = Workflows.ResolveDevice(r.GetValue(device));
@@ -50,6 +55,7 @@ public static class ExperimentCommand
                 "retrieval" => o with { RunSeq2Seq = false },
                 var p => throw new ArgumentException($"--part must be all, seq2seq or retrieval, got '{p}'."),
             };
+            if (r.GetValue(compare) is string c) o = o with { Comparison = c.Trim() == "none" ? [] : c.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(ParseComparison).ToList() };
             if (r.GetValue(retrievalSteps) is int rs)
                 o = o with { Retrieval = o.Retrieval with { Steps = rs } };
             // With --json the runner prints results.json (the same bytes as the file) instead of the tables.
@@ -57,6 +63,17 @@ public static class ExperimentCommand
             return 0;
         }));
         return cmd;
+    }
+
+    /// <summary>NAME or NAME:FACTOR (bottleneck adapters' reduction factor).</summary>
+    static ComparisonEntry ParseComparison(string text)
+    {
+        var parts = text.Split(':');
+        var recipe = PeftRecipes.Find(parts[0]) ?? throw new ArgumentException($"--compare: '{parts[0]}' is not a method; expected one of {string.Join(", ", PeftRecipes.Names)} (or none).");
+        if (recipe.Name == "selective") throw new ArgumentException("--compare: 'selective' needs --layers, which --compare does not take; add it to ExperimentOptions.Comparison with its layers instead.");
+        if (parts.Length == 1) return new ComparisonEntry(recipe.Name, recipe.UsesReductionFactor ? PeftRecipes.DefaultReductionFactor : null);
+        if (parts.Length == 2 && recipe.UsesReductionFactor && int.TryParse(parts[1], out int f) && f >= 1) return new ComparisonEntry(recipe.Name, f);
+        throw new ArgumentException($"--compare: '{text}': expected NAME, or NAME:FACTOR (an integer ≥ 1) for adapter-houlsby and adapter-pfeiffer.");
     }
 
     static int ParseRank(string text) =>

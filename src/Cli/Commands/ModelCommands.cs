@@ -15,6 +15,10 @@ public static class ModelCommands
         Description = "a PEFT-format LoRA adapter folder to apply (adapter_config.json + adapter_model.safetensors), or NAME=FOLDER; repeat it to load several onto one base",
         Arity = ArgumentArity.ZeroOrMore,
     };
+    static readonly Option<string?> PeftDir = new("--peft")
+    {
+        Description = "a saved PEFT method folder of any kind, dispatched on its adapter_config.json's peft_type: LORA (as --adapter), SELECTIVE (bitfit, selective), LN_TUNING, IA3, BOTTLENECK (adapter-houlsby, adapter-pfeiffer)",
+    };
     static readonly Option<bool> Force = new("--force") { Description = "apply --adapter even to a base other than the one it was trained on (its recorded fingerprint differs)" };
     static readonly Option<int> NoRepeatNgram = new Option<int>("--no-repeat-ngram") { Description = "never repeat an n-gram of this many tokens in an output (0: off), as Hugging Face's no_repeat_ngram_size", DefaultValueFactory = _ => 0 }.Range(0, 64);
 
@@ -26,7 +30,12 @@ public static class ModelCommands
     {
         var dev = Workflows.ResolveDevice(r.GetValue(device));
         var (model, tokenizer) = Checkpoint.Load(ShippedPaths.Resolve(r.GetValue(ModelDir)!), dev);
-        try { return (model, tokenizer, AdapterSet.Load(model, r.GetValue(AdapterDir), r.GetValue(Force))); }
+        try
+        {
+            if (r.GetValue(PeftDir) is not string peft) return (model, tokenizer, AdapterSet.Load(model, r.GetValue(AdapterDir), r.GetValue(Force)));
+            if (r.GetValue(AdapterDir) is { Length: > 0 }) throw new ArgumentException($"--peft '{peft}' and --adapter both name what to apply; give one of them.");
+            return (model, tokenizer, AdapterSet.LoadPeft(model, peft, r.GetValue(Force)));
+        }
         catch { model.Dispose(); throw; }
     }
 
@@ -41,7 +50,7 @@ public static class ModelCommands
         var predictions = new Option<string?>("--predictions") { Description = "write the predictions to this file, one a line, in split order" };
         var json = JsonOutput.Option("nanolora.eval/1");
         var cmd = new Command("eval", "Score a model (optionally with one or several adapters, each in turn) on a task split: ROUGE beside the lead-8 baseline, or chrF and BLEU beside copying the source for a translation task.")
-            { ModelDir, AdapterDir, Force, task, split, limit, beam, NoRepeatNgram, predictions, json };
+            { ModelDir, AdapterDir, PeftDir, Force, task, split, limit, beam, NoRepeatNgram, predictions, json };
         cmd.SetAction(r => Program.Guard(() =>
         {
             var (model, tokenizer, adapters) = Load(r, device);
@@ -54,7 +63,7 @@ public static class ModelCommands
             // Several adapters: each scored in turn on the one loaded base (switching, no reload); --json then writes one document a line.
             foreach (string? name in several ? adapters.Names.Cast<string?>() : [null])
             {
-                string? label = name != null ? adapters.Folders[name] : adapters.Names.Count == 1 ? adapters.Folders[adapters.Names[0]] : null;
+                string? label = name != null ? adapters.Folders[name] : adapters.Names.Count == 1 ? adapters.Folders[adapters.Names[0]] : adapters.PeftFolder;
                 if (name != null)
                 {
                     adapters.Lora!.SetActiveAdapter(name);
@@ -135,7 +144,7 @@ public static class ModelCommands
             { Description = $"each input is ADAPTER<TAB>SOURCE (an --adapter's name, or {MixedBatch.Base}), decoded in mixed-adapter batches; on by itself with several --adapter" };
         var batchSize = new Option<int>("--batch-size") { Description = "sources decoded together in the per-line mode", DefaultValueFactory = _ => 16 }.Range(1, 4096);
         var cmd = new Command("generate", "Generate a target (e.g. a synopsis) for each source text: one output a line on stdout; with several adapters, each line picks its own.")
-            { ModelDir, AdapterDir, Force, text, beam, maxLen, maxSource, noCache, NoRepeatNgram, perLine, batchSize, json };
+            { ModelDir, AdapterDir, PeftDir, Force, text, beam, maxLen, maxSource, noCache, NoRepeatNgram, perLine, batchSize, json };
         cmd.SetAction(r => Program.Guard(() =>
         {
             var (model, tokenizer, adapters) = Load(r, device);

@@ -75,13 +75,23 @@ public static class TrainCommands
     /// <summary>The <c>finetune</c> command: full or LoRA fine-tuning of a base checkpoint on a task.</summary>
     public static Command FineTune(Option<string?> device)
     {
-        var method = new Option<string>("--method") { Description = "what trains: every weight (full) or LoRA adapters only (lora)", DefaultValueFactory = _ => "lora" }
-            .Choices("lora", "full");
+        var method = new Option<string>("--method")
+        {
+            Description = "what trains: LoRA adapters (lora), every weight (full), or " + string.Join("; ", PeftRecipes.All.Select(m => $"{m.Name}: {m.Summary}")),
+            DefaultValueFactory = _ => "lora",
+        }.Choices(["lora", "full", .. PeftRecipes.Names]);
+        var reductionFactor = new Option<int?>("--reduction-factor")
+            { Description = $"adapter-houlsby, adapter-pfeiffer: the bottleneck is the model width divided by this (default {PeftRecipes.DefaultReductionFactor})" }.Range(1, 65_536);
+        var layers = new Option<string?>("--layers") { Description = "selective: comma-separated layer indices that train whole (e.g. 0,2; encoder and decoder alike); bitfit: only these layers' biases" };
         var baseDir = SharedOptions.Model("base checkpoint folder to fine-tune; the default is the shipped base, found beside the program when not in the current directory");
         var task = SharedOptions.Task();
         var steps = Steps(600);
         var batch = BatchSize();
-        var lr = new Option<float?>("--lr") { Description = $"peak AdamW learning rate (default: {LoraDefaults.LearningRate:G} for lora, {FullLearningRate:G} for full)" }.Positive(10f);
+        var lr = new Option<float?>("--lr")
+        {
+            Description = $"peak AdamW learning rate (default: {LoraDefaults.LearningRate:G} for lora, {FullLearningRate:G} for full, " +
+                          string.Join(", ", PeftRecipes.All.Select(m => $"{m.LearningRate:G} for {m.Name}")) + ")",
+        }.Positive(10f);
         var warmup = Warmup();
         var rank = new Option<int>("--rank") { Description = "LoRA rank r (A is r × in, B is out × r)", DefaultValueFactory = _ => LoraDefaults.Rank }.Range(1, 4096);
         var alpha = new Option<float>("--alpha") { Description = "LoRA alpha: the update B·A is scaled by alpha / rank", DefaultValueFactory = _ => LoraDefaults.Alpha }.Positive(1e6f);
@@ -96,11 +106,11 @@ public static class TrainCommands
         var forceResume = ForceResume();
         var maxLossRatio = MaxLossRatio();
         var trainExamples = TrainExamples();
-        var output = new Option<string>("--out") { Description = "folder for the adapter (lora: PEFT's adapter_config.json + adapter_model.safetensors) or the checkpoint (full)", Required = true };
+        var output = new Option<string>("--out") { Description = "folder for the adapter (adapter_config.json + adapter_model.safetensors, PEFT's layout where PEFT has the method) or the checkpoint (full)", Required = true };
         var overwrite = Overwrite();
         var json = JsonOutput.Option(TrainingSummary.Schema);
-        var cmd = new Command("finetune", "Fine-tune a base checkpoint on a task: all weights (full) or LoRA adapters only.")
-            { method, baseDir, task, steps, batch, lr, warmup, rank, alpha, loraPlus, targets, useDora, loraInit, seed, checkpointEvery, resume, forceResume, maxLossRatio, trainExamples, output, overwrite, json };
+        var cmd = new Command("finetune", "Fine-tune a base checkpoint on a task: all weights (full), LoRA adapters, or another PEFT method (BitFit, chosen layers, LN tuning, (IA)³, Houlsby or Pfeiffer adapters).")
+            { method, baseDir, task, steps, batch, lr, warmup, rank, alpha, loraPlus, targets, useDora, loraInit, reductionFactor, layers, seed, checkpointEvery, resume, forceResume, maxLossRatio, trainExamples, output, overwrite, json };
         cmd.SetAction(r => Program.Guard(() =>
         {
             var dev = Workflows.ResolveDevice(r.GetValue(device));
@@ -110,6 +120,13 @@ public static class TrainCommands
                 throw new ArgumentException("--resume and --checkpoint-every need --method full.");
             if ((r.GetValue(useDora) || r.GetValue(loraInit) != "kaiming") && r.GetValue(method) != "lora")
                 throw new ArgumentException("--use-dora and --init shape LoRA adapters; they need --method lora.");
+            var peftRecipe = PeftRecipes.Find(r.GetValue(method)!);
+            if (r.GetValue(reductionFactor) != null && peftRecipe?.UsesReductionFactor != true)
+                throw new ArgumentException($"--reduction-factor shapes bottleneck adapters; it needs --method adapter-houlsby or adapter-pfeiffer, got {r.GetValue(method)}.");
+            var layerList = r.GetValue(layers) is string text ? ParseLayers(text) : null;
+            if (layerList != null && peftRecipe?.UsesLayers != true)
+                throw new ArgumentException($"--layers picks the layers of a selective method; it needs --method selective or bitfit, got {r.GetValue(method)}.");
+            if (peftRecipe != null && r.GetValue(loraPlus) != null) throw new ArgumentException($"--loraplus-ratio needs --method lora, got {r.GetValue(method)}.");
             if (!isResume) RunFolders.RequireFresh(outDir, r.GetValue(overwrite), "finetune");
             if (Path.GetFullPath(outDir) == Path.GetFullPath(r.GetValue(baseDir)!)) throw new ArgumentException($"--out '{outDir}' is the --base folder; write the fine-tuned model elsewhere.");
             string baseFolder = ShippedPaths.Resolve(r.GetValue(baseDir)!);
@@ -120,15 +137,26 @@ public static class TrainCommands
             var o = new FineTuneOptions
             {
                 Task = data.Name, Method = r.GetValue(method)!, Steps = r.GetValue(steps), BatchSize = r.GetValue(batch),
-                LearningRate = r.GetValue(lr) ?? LoraDefaults.LearningRate, FullLearningRate = r.GetValue(lr) ?? FullLearningRate, WarmupSteps = r.GetValue(warmup), Rank = r.GetValue(rank),
+                LearningRate = r.GetValue(lr) ?? peftRecipe?.LearningRate ?? LoraDefaults.LearningRate, FullLearningRate = r.GetValue(lr) ?? FullLearningRate, WarmupSteps = r.GetValue(warmup), Rank = r.GetValue(rank),
                 Alpha = r.GetValue(alpha), Seed = r.GetValue(seed), TrainExamples = r.GetValue(trainExamples),
                 Targets = r.GetValue(targets)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries),
                 UseDora = r.GetValue(useDora),
                 Init = r.GetValue(loraInit) switch { "gaussian" => LoraInit.Gaussian, "pissa" => LoraInit.Pissa, _ => LoraInit.KaimingUniform },
                 CheckpointDirectory = checkpointing ? outDir : null, CheckpointEvery = r.GetValue(checkpointEvery), Resume = isResume,
                 ForceResume = r.GetValue(forceResume), MaxLossRatio = r.GetValue(maxLossRatio), LoraPlusRatio = r.GetValue(loraPlus),
+                ReductionFactor = r.GetValue(reductionFactor) ?? PeftRecipes.DefaultReductionFactor, Layers = layerList,
             };
             long baseParameters = model.ParameterCount();   // before any adapter is injected: the trainable-% denominator
+            int layerCount = Math.Max(model.Config.EncoderLayers, model.Config.DecoderLayers);
+            if (layerList?.FirstOrDefault(i => i >= layerCount, -1) is int missing and >= 0)
+                throw new ArgumentException($"--layers: layer {missing} does not exist; the model has layers 0 to {layerCount - 1} ({model.Config.EncoderLayers} encoder, {model.Config.DecoderLayers} decoder).");
+            if (peftRecipe != null)
+            {
+                var (peftResult, peft) = Workflows.FineTunePeft(model, tokenizer, data, o);
+                peft.Save("default", outDir);
+                TrainingSummary.Write(r.GetValue(json), "finetune", o.Method, data.Name, dev.Id, outDir, o.Steps, baseParameters, peftResult);
+                return 0;
+            }
             var (result, lora) = Workflows.FineTune(model, tokenizer, data, o, r.GetValue(baseDir)!);
             if (lora != null) AdapterFiles.Save(lora, "default", outDir);
             else if (!checkpointing) Checkpoint.Save(outDir, model, tokenizer); // a checkpointing run already saved its last step
@@ -146,6 +174,15 @@ public static class TrainCommands
         foreach (var skipped in point.Skipped) Console.Error.WriteLine($"warning: not resuming from {skipped}");
         if (point.Skipped.Count > 0) Console.Error.WriteLine($"warning: resuming from the last complete checkpoint, step {point.Step} ({point.Directory}).");
         return Checkpoint.Load(point.Directory, device);
+    }
+
+    /// <summary>--layers' comma-separated layer indices, each at least 0.</summary>
+    static List<int> ParseLayers(string text)
+    {
+        var parts = text.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+        if (parts.Length == 0) throw new ArgumentException($"--layers: expected comma-separated layer indices such as 0,2, got '{text}'.");
+        return parts.Select(p => int.TryParse(p, out int i) && i >= 0 ? i
+            : throw new ArgumentException($"--layers: '{p}' is not a layer index; expected integers from 0, comma-separated (e.g. 0,2).")).Distinct().ToList();
     }
 
     static Option<int> Steps(int byDefault) => new Option<int>("--steps") { Description = "optimizer steps (one batch each)", DefaultValueFactory = _ => byDefault }.Range(1, 100_000_000);

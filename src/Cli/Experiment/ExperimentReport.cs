@@ -6,7 +6,8 @@ using Nanolora.Lora;
 namespace Nanolora.Cli;
 
 /// <summary>results.json (schema nanolora.experiment/1, docs/cli-json.md): the document <c>experiment --json</c> prints.</summary>
-public sealed record ExperimentJson(string Schema, bool Quick, double ElapsedSeconds, IReadOnlyList<ResultRow> Rows, IReadOnlyList<RougeSweepPoint> Sweep, ExperimentJson.RetrievalPart? Retrieval)
+public sealed record ExperimentJson(string Schema, bool Quick, double ElapsedSeconds, IReadOnlyList<ResultRow> Rows, IReadOnlyList<RougeSweepPoint> Sweep, ExperimentJson.RetrievalPart? Retrieval,
+    IReadOnlyList<ComparisonRow>? Comparison = null)
 {
     /// <summary>The layout's name and version, the value of <see cref="Schema"/>.</summary>
     public const string SchemaName = "nanolora.experiment/1";
@@ -20,16 +21,18 @@ public sealed record ExperimentJson(string Schema, bool Quick, double ElapsedSec
 
 /// <summary>Writes results.json, results.md and the plots from the rows the runner measured, and prints the tables.</summary>
 public sealed class ExperimentReport(ExperimentOptions o, IReadOnlyList<ResultRow> rows, IReadOnlyDictionary<string, List<float>> losses, TimeSpan elapsed,
-    RetrievalExperiment? retrieval = null, IReadOnlyList<RougeSweepPoint>? sweep = null)
+    RetrievalExperiment? retrieval = null, IReadOnlyList<RougeSweepPoint>? sweep = null, IReadOnlyList<ComparisonRow>? comparison = null)
 {
+    readonly ComparisonReport _comparison = new(o, comparison ?? []);
+
     /// <summary>Writes results.json, results.md and the loss and rank plots into the output folder.</summary>
     public void Write()
     {
         var dir = o.OutputDirectory;
         var document = new ExperimentJson(ExperimentJson.SchemaName, o.Quick, Math.Round(elapsed.TotalSeconds), rows, sweep ?? [],
-            retrieval == null ? null : new ExperimentJson.RetrievalPart(retrieval.Rows, retrieval.Sweep));
+            retrieval == null ? null : new ExperimentJson.RetrievalPart(retrieval.Rows, retrieval.Sweep), comparison ?? []);
         Nanolora.Transformer.AtomicFile.WriteAllText(Path.Combine(dir, ExperimentJson.File), JsonSerializer.Serialize(document, JsonOutput.Options) + "\n");
-        Nanolora.Transformer.AtomicFile.WriteAllText(Path.Combine(dir, "results.md"), (rows.Count > 0 ? Markdown() : $"# Nanolora experiment ({(o.Quick ? "quick" : "full")})\n") +
+        Nanolora.Transformer.AtomicFile.WriteAllText(Path.Combine(dir, "results.md"), (rows.Count > 0 ? Markdown() : $"# Nanolora experiment ({(o.Quick ? "quick" : "full")})\n") + _comparison.Markdown() +
             (retrieval != null ? "\n" + retrieval.Markdown() : ""));
         if (rows.Count > 0)
         {
@@ -45,6 +48,11 @@ public sealed class ExperimentReport(ExperimentOptions o, IReadOnlyList<ResultRo
         else
         {
             if (rows.Count > 0) Terminal.Write(Table());
+            if (_comparison.Rows.Count > 0)
+            {
+                Console.WriteLine();
+                Terminal.Write(_comparison.Table());
+            }
             if (retrieval != null)
             {
                 if (rows.Count > 0) Console.WriteLine();

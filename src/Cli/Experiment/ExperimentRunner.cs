@@ -68,15 +68,23 @@ public sealed record ExperimentOptions
     public bool Resume { get; init; }
     /// <summary>Replace an experiment the output folder already holds (--overwrite).</summary>
     public bool Overwrite { get; init; }
+    /// <summary>The comparison's methods beside base, full and LoRA r=8, each trained on <see cref="Steps"/> like them (empty: no comparison).</summary>
+    public IReadOnlyList<ComparisonEntry> Comparison { get; init; } = ComparisonEntry.Defaults;
+    /// <summary>Each comparison method's learning rates: its default (<see cref="PeftRecipe.LearningRate"/>) times these, chosen on the validation split when more than one.</summary>
+    public IReadOnlyList<float> CompareRateFactors { get; init; } = [1f];
+    /// <summary>How the comparison measures inference latency.</summary>
+    public LatencySettings Latency { get; init; } = new();
 
     /// <summary>The main job's budget on a 2-core CPU (≤ 15 minutes) and the full experiment's.</summary>
     public static ExperimentOptions Defaults(bool quick, string output) => quick
         // Quick: each method at the rate a probe on 200 validation pairs chose (README: full 1e-4 → 0.236, 3e-4 → 0.238;
         // LoRA 1e-3 → 0.217, 3e-3 → 0.232, after 100 steps); the full run sweeps its own on the validation split.
         ? new() { Quick = true, OutputDirectory = output, Steps = 100, BatchSize = 16, AblationSteps = 0, SwapSteps = 200, SwapEvalExamples = 200, EvalExamples = 400, AblationEvalExamples = 0,
-                  Ranks = [], AblationSeeds = [], FullLearningRates = [3e-4f], LoraLearningRates = [3e-3f], Retrieval = RetrievalOptions.Defaults(true) }
+                  Ranks = [], AblationSeeds = [], FullLearningRates = [3e-4f], LoraLearningRates = [3e-3f], Retrieval = RetrievalOptions.Defaults(true),
+                  Latency = new(Steps: 8, Repeats: 3) }
         : new() { Quick = false, OutputDirectory = output, Steps = 600, BatchSize = 32, AblationSteps = 300, SwapSteps = 1000, SwapEvalExamples = 0, EvalExamples = 0, AblationEvalExamples = 500,
-                  FullLearningRates = [1e-4f, 3e-4f, 1e-3f], LoraLearningRates = [1e-3f, 3e-3f, 1e-2f], SweepSteps = 200, Retrieval = RetrievalOptions.Defaults(false) };
+                  FullLearningRates = [1e-4f, 3e-4f, 1e-3f], LoraLearningRates = [1e-3f, 3e-3f, 1e-2f], SweepSteps = 200, Retrieval = RetrievalOptions.Defaults(false),
+                  Comparison = [.. ComparisonEntry.Defaults, new("adapter-pfeiffer", ReductionFactor: 4)], CompareRateFactors = [1f / 3, 1f, 3f], Latency = new(Steps: 16, Repeats: 7) };
 
     /// <summary>LoRA's main row: rank 8 on the attention query and value projections (PEFT's default targets).</summary>
     public static readonly string[] LoraTargets = ["q_proj", "v_proj"];
@@ -115,7 +123,7 @@ public sealed class ExperimentRunner(ExperimentOptions o, Device device)
             retrieval = new RetrievalExperiment(o.Retrieval, o.OutputDirectory, device);
             retrieval.Run();
         }
-        var report = new ExperimentReport(o, _state.Rows, _state.Losses, TimeSpan.FromSeconds(Elapsed), retrieval, _state.Sweep);
+        var report = new ExperimentReport(o, _state.Rows, _state.Losses, TimeSpan.FromSeconds(Elapsed), retrieval, _state.Sweep, _state.Comparison);
         report.Write();
         report.Print();
         return _state.Rows;
@@ -211,6 +219,10 @@ public sealed class ExperimentRunner(ExperimentOptions o, Device device)
                         Add("lora-ablation", "debian", rank, e, r, new FileInfo(Path.Combine(dir, AdapterFiles.WeightsFile)).Length, total, 0, ablationTest.Count, opt.Steps, loraRate, seed);
                     }
                 });
+
+        // The PEFT comparison: new units after all of the above, so a run begun before it existed resumes into it.
+        if (o.Comparison.Count > 0)
+            new PeftComparison(o, device, _state, Unit, Save, Decode("debian")).Run(debian, test, validation, baseDir, recipe, adapterDir);
     }
 
     /// <summary>
@@ -222,7 +234,7 @@ public sealed class ExperimentRunner(ExperimentOptions o, Device device)
         if (_state.IsDone(key)) { Output.Terminal.Status($"experiment: '{key}' was done in an earlier run; its rows are kept."); return; }
         work();
         _state.Complete(key, o.OutputDirectory, Elapsed);
-        new ExperimentReport(o, _state.Rows, _state.Losses, TimeSpan.FromSeconds(Elapsed), sweep: _state.Sweep).Write();
+        new ExperimentReport(o, _state.Rows, _state.Losses, TimeSpan.FromSeconds(Elapsed), sweep: _state.Sweep, comparison: _state.Comparison).Write();
     }
 
     /// <summary>

@@ -27,6 +27,8 @@ public sealed class ExperimentState
     public List<RougeSweepPoint> Sweep { get; set; } = [];
     /// <summary>Training losses per method, for the loss plot.</summary>
     public Dictionary<string, List<float>> Losses { get; set; } = new();
+    /// <summary>The PEFT comparison's rows so far (absent from a state written before the comparison existed: empty).</summary>
+    public List<ComparisonRow> Comparison { get; set; } = [];
     /// <summary>The base's parameter count (the trainable-% denominator).</summary>
     public long BaseParameters { get; set; }
     /// <summary>Seconds spent in earlier chunks (results.json's elapsed time is their sum with this chunk's).</summary>
@@ -64,12 +66,20 @@ public sealed class ExperimentState
         ExperimentState state;
         try { state = JsonSerializer.Deserialize<ExperimentState>(System.IO.File.ReadAllText(path), JsonOutput.Options) ?? throw new JsonException("empty document"); }
         catch (JsonException e) { throw new InvalidDataException($"experiment --resume: '{path}' is not an experiment state ({e.Message})."); }
-        var changed = recipe.Except(state.Recipe).Select(line => line.Split('=')[0]).ToList();
+        // A setting added after the state was written (the comparison's) is taken as given: none of its units ran yet.
+        foreach (var line in recipe)
+            if (AddedLater.Contains(Key(line)) && !state.Recipe.Any(l => Key(l) == Key(line))) state.Recipe.Add(line);
+        var changed = recipe.Except(state.Recipe).Select(Key).ToList();
         if (changed.Count > 0)
             throw new ArgumentException($"experiment --resume: the settings differ from those '{path}' was made with ({string.Join(", ", changed)}): " +
                 $"expected {string.Join("; ", state.Recipe.Where(l => changed.Contains(l.Split('=')[0])))}, got {string.Join("; ", recipe.Where(l => changed.Contains(l.Split('=')[0])))}.");
         return state;
     }
+
+    static string Key(string line) => line.Split('=')[0];
+
+    /// <summary>Recipe lines newer than the first state files: a state without them still resumes (and records them then).</summary>
+    static readonly HashSet<string> AddedLater = ["compare_methods", "compare_rate_factors", "latency"];
 
     /// <summary>Every setting that changes a number in the table, and a hash of the base's weights.</summary>
     static List<string> RecipeOf(ExperimentOptions o, string baseDirectory)
@@ -86,6 +96,7 @@ public sealed class ExperimentState
             $"swap_rank={o.SwapRank}", $"swap_targets={string.Join(',', o.SwapTargets)}", $"swap_learning_rate={F([o.SwapLearningRate])}",
             $"ablation_steps={o.AblationSteps}", $"ablation_eval_examples={o.AblationEvalExamples}", $"ranks={string.Join(',', o.Ranks)}",
             $"ablation_seeds={string.Join(',', o.AblationSeeds)}",
+            $"compare_methods={string.Join(',', o.Comparison.Select(c => c.Key))}", $"compare_rate_factors={F(o.CompareRateFactors)}", $"latency={o.Latency}",
         ];
     }
 }

@@ -1,0 +1,47 @@
+using System.Text.Json.Serialization;
+
+namespace Nanolora.Cli;
+
+/// <summary>
+/// One method and size of the experiment's comparison (<c>comparison[]</c> in results.json): the base, full fine-tuning,
+/// LoRA r=8 and every <see cref="ExperimentOptions.Comparison"/> entry on the same base, task, data order, step budget and
+/// seed — quality, what training cost, inference latency (unmerged and, where the method merges, merged) and the size of
+/// what it saves. Null where not measured or not applicable (the base trains nothing; adapters cannot merge).
+/// </summary>
+public sealed record ComparisonRow(string Method, string? Size, double Rouge1, double Rouge2, [property: JsonPropertyName("rougeL")] double RougeL,
+    long TrainableParams, double TrainablePercent, long? OptimizerStateBytes, long? PeakBytes, IReadOnlyDictionary<string, long>? PeakBytesByCategory, double? StepMs,
+    double? LatencyMsB1, double? LatencyMsB32, double? LatencyMsB1Merged, double? LatencyMsB32Merged, long? FileBytes, int EvalExamples, int? Steps, float? LearningRate)
+{
+    /// <summary>A comparison row from a seq2seq table row and the latencies measured for it (batch size → median ms).</summary>
+    public static ComparisonRow From(ResultRow r, string? size, IReadOnlyDictionary<int, double> latency, IReadOnlyDictionary<int, double>? merged, long? fileBytes) =>
+        new(r.Method, size, r.Rouge1, r.Rouge2, r.RougeL, r.TrainableParams, r.TrainablePercent, r.OptimizerStateBytes, r.PeakBytes, r.PeakBytesByCategory, r.StepMs,
+            At(latency, 1), At(latency, 32), At(merged, 1), At(merged, 32), fileBytes, r.EvalExamples, r.Steps, r.LearningRate);
+
+    static double? At(IReadOnlyDictionary<int, double>? latency, int batch) => latency != null && latency.TryGetValue(batch, out double ms) ? ms : null;
+}
+
+/// <summary>
+/// A method of the comparison beyond base, full and LoRA: a <see cref="PeftRecipes"/> name and its size. Adding a method or
+/// size to the table is one more entry in <see cref="ExperimentOptions.Comparison"/>.
+/// </summary>
+/// <param name="Method">The <see cref="PeftRecipes"/> name (results.json's <c>method</c>).</param>
+/// <param name="ReductionFactor">Bottleneck adapters: model width ÷ bottleneck width.</param>
+/// <param name="Layers">Selective methods: the layers that train.</param>
+public sealed record ComparisonEntry(string Method, int? ReductionFactor = null, IReadOnlyList<int>? Layers = null)
+{
+    /// <summary>The unit key's and folder's name: the method, with its size when it has one (<c>adapter-houlsby-rf16</c>).</summary>
+    public string Key => Method + (ReductionFactor is int f ? $"-rf{f}" : "") + (Layers != null ? $"-layers{string.Join('_', Layers)}" : "");
+
+    /// <summary>The size column: "factor 16", "layers 0,2", or null.</summary>
+    public string? Size => ReductionFactor is int f ? $"factor {f}" : Layers != null ? $"layers {string.Join(',', Layers)}" : null;
+
+    /// <summary>The quick and full runs' methods (prompt and prefix tuning join when their methods land).</summary>
+    public static readonly IReadOnlyList<ComparisonEntry> Defaults =
+    [
+        new("bitfit"),
+        new("ln-tuning"),
+        new("ia3"),
+        new("adapter-houlsby", ReductionFactor: 16),
+        new("adapter-pfeiffer", ReductionFactor: 16),
+    ];
+}

@@ -1,0 +1,101 @@
+using System.Diagnostics;
+using Nanolora.Autograd;
+using Nanolora.Tensors;
+using Nanolora.Transformer;
+
+namespace Nanolora.Cli;
+
+/// <summary>How <see cref="LatencyProbe"/> measures: decode steps per run, batch sizes, timed repeats after a warm-up.</summary>
+/// <param name="Steps">Greedy decode steps per run, always all of them (no early stop at end-of-sequence).</param>
+/// <param name="Repeats">Timed runs per batch size; the median is reported.</param>
+/// <param name="Batches">The batch sizes (results.json's <c>latency_ms_b1</c>, <c>latency_ms_b32</c>).</param>
+public sealed record LatencySettings(int Steps = 16, int Repeats = 5, int[]? Batches = null)
+{
+    /// <summary>The batch sizes measured: 1 and 32 unless given.</summary>
+    public int[] BatchSizes => Batches ?? [1, 32];
+
+    /// <summary>The settings as one recipe line (a resumed experiment must measure the same way).</summary>
+    public override string ToString() => $"steps{Steps},repeats{Repeats},batches{string.Join('/', BatchSizes)}";
+}
+
+/// <summary>
+/// Inference latency of a model as it stands (base, a method unmerged or merged): the wall time of encoding a batch of
+/// sources and decoding a fixed number of greedy steps with the KV cache, median of several repeats after one warm-up
+/// run. Every configuration decodes the same inputs for the same number of steps, so the difference between two of
+/// them is the extra work the method puts in the path (LoRA's unmerged B·A, (IA)³'s rescaling, an adapter's
+/// bottleneck), not a difference in output length.
+/// <para>This is a benchmark-style measurement for the experiment's comparison table, not a test: it depends on the
+/// machine and on whatever else runs on it, and nothing asserts on it. A row's numbers say which machine and load
+/// they came from only through the README's account of the run.</para>
+/// </summary>
+public static class LatencyProbe
+{
+    /// <summary>
+    /// Median milliseconds per batch for each of <paramref name="settings"/>' batch sizes; the batch of size b is the first
+    /// b of <paramref name="sources"/> (token ids, end-of-sequence included), which must hold at least the largest size.
+    /// </summary>
+    public static IReadOnlyDictionary<int, double> Measure(Seq2SeqTransformer model, IReadOnlyList<int[]> sources, LatencySettings settings)
+    {
+        var result = new Dictionary<int, double>();
+        foreach (int batch in settings.BatchSizes)
+        {
+            if (batch > sources.Count) throw new ArgumentException($"LatencyProbe: batch {batch} needs {batch} sources, got {sources.Count}.");
+            var (ids, length) = Pad(sources.Take(batch).ToList());
+            Decode(model, ids, batch, length, settings.Steps);   // warm-up: kernels, pool buffers, caches
+            var times = new double[settings.Repeats];
+            for (int i = 0; i < times.Length; i++)
+            {
+                long start = Stopwatch.GetTimestamp();
+                Decode(model, ids, batch, length, settings.Steps);
+                times[i] = Stopwatch.GetElapsedTime(start).TotalMilliseconds;
+            }
+            result[batch] = Median(times);
+        }
+        return result;
+    }
+
+    /// <summary>The middle value (the mean of the two middle ones for an even count).</summary>
+    public static double Median(IReadOnlyList<double> values)
+    {
+        if (values.Count == 0) throw new ArgumentException("LatencyProbe.Median: no values.");
+        var sorted = values.Order().ToArray();
+        int mid = sorted.Length / 2;
+        return sorted.Length % 2 == 1 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
+    }
+
+    /// <summary>The sources as one [B, S] block padded with Pad (0), which the encoder masks.</summary>
+    static (int[] Ids, int Length) Pad(IReadOnlyList<int[]> sources)
+    {
+        int length = sources.Max(s => s.Length);
+        var ids = new int[sources.Count * length];
+        for (int i = 0; i < sources.Count; i++) sources[i].CopyTo(ids, i * length);
+        return (ids, length);
+    }
+
+    /// <summary>Encodes [B, S] once and runs <paramref name="steps"/> cached greedy steps, feeding each step's argmax back.</summary>
+    static void Decode(Seq2SeqTransformer model, int[] ids, int batch, int length, int steps)
+    {
+        bool wasTraining = model.Training;
+        model.Eval();
+        try
+        {
+            using var noGrad = Graph.NoGrad();
+            using var outer = new GraphScope();
+            var (memory, mask) = model.Encode(ids, batch, length);
+            using var _ = mask;
+            var caches = model.NewCaches();
+            try
+            {
+                var last = Enumerable.Repeat(SubwordTokenizer.Bos, batch).ToArray();
+                for (int step = 0; step < steps; step++)
+                {
+                    using var scope = new GraphScope();
+                    var hidden = model.Decode(last, batch, 1, memory, mask, caches, positionOffset: step);
+                    last = Ops.ArgMaxLastAxis(F.Reshape(model.Logits(hidden), batch, model.Config.VocabSize).Data);
+                }
+            }
+            finally { foreach (var c in caches) c.Dispose(); }
+        }
+        finally { model.Train(wasTraining); }
+    }
+}

@@ -1,0 +1,96 @@
+using System.Text.Json;
+using Nanolora.Cli;
+using Nanolora.Cli.Output;
+using Nanolora.Tensors;
+using Nanolora.Transformer;
+
+namespace Nanolora.Tests.Cli;
+
+/// <summary>The experiment's PEFT comparison: its state survives a resume, an older state resumes into it, and results.json/md carry it.</summary>
+public class ComparisonTests
+{
+    static (ExperimentOptions Options, string BaseDir) Setup()
+    {
+        var dir = Directory.CreateTempSubdirectory().FullName;
+        var baseDir = Path.Combine(dir, "base");
+        Directory.CreateDirectory(baseDir);
+        File.WriteAllBytes(Path.Combine(baseDir, Checkpoint.WeightsFile), [1, 2, 3]);
+        var o = ExperimentOptions.Defaults(true, Path.Combine(dir, "out"));
+        Directory.CreateDirectory(o.OutputDirectory);
+        return (o, baseDir);
+    }
+
+    static ComparisonRow Row(string method, string? size, double b1, double b32, double? mergedB1 = null) =>
+        new(method, size, 0.25, 0.1, 0.2, 1000, 0.5, 8000, 1 << 20, new Dictionary<string, long> { ["activation"] = 1 << 19 }, 42.0, b1, b32, mergedB1, mergedB1 * 4, 4096, 400, 100, 1e-3f);
+
+    [Fact]
+    public void AStateWrittenBeforeTheComparisonResumesAndThenHoldsItsSettings()
+    {
+        var (o, baseDir) = Setup();
+        ExperimentState.Open(o, baseDir, resume: false, overwrite: false).Complete("lora", o.OutputDirectory, 10);
+        // The state file as a run begun before the comparison wrote it: no comparison lines, no comparison rows.
+        string path = Path.Combine(o.OutputDirectory, ExperimentState.File);
+        var old = JsonSerializer.Deserialize<ExperimentState>(File.ReadAllText(path), JsonOutput.Options)!;
+        old.Recipe.RemoveAll(l => l.StartsWith("compare_") || l.StartsWith("latency="));
+        var json = JsonSerializer.SerializeToNode(old, JsonOutput.Options)!.AsObject();
+        json.Remove("comparison");
+        File.WriteAllText(path, json.ToJsonString());
+
+        var resumed = ExperimentState.Open(o, baseDir, resume: true, overwrite: false);
+        Assert.True(resumed.IsDone("lora"));
+        Assert.Empty(resumed.Comparison);
+        Assert.Contains(resumed.Recipe, l => l.StartsWith("compare_methods=bitfit,ln-tuning,ia3,adapter-houlsby-rf16,adapter-pfeiffer-rf16"));
+        resumed.Comparison.Add(Row("ia3", null, 10, 100, 9));
+        resumed.Complete("compare:ia3", o.OutputDirectory, 20);
+
+        // Once recorded, the comparison's settings are checked like the others.
+        var changed = Assert.Throws<ArgumentException>(() => ExperimentState.Open(o with { Comparison = [new("bitfit")] }, baseDir, resume: true, overwrite: false));
+        Assert.Contains("compare_methods", changed.Message);
+        var latency = Assert.Throws<ArgumentException>(() => ExperimentState.Open(o with { Latency = new(Steps: 8, Repeats: 9) }, baseDir, resume: true, overwrite: false));
+        Assert.Contains("expected latency=steps8,repeats3,batches1/32, got latency=steps8,repeats9,batches1/32", latency.Message);
+        var back = ExperimentState.Open(o, baseDir, resume: true, overwrite: false);
+        Assert.Equal(9, back.Comparison.Single().LatencyMsB1Merged);
+        Assert.True(back.IsDone("compare:ia3"));
+    }
+
+    [Fact]
+    public void ResultsJsonAndMarkdownCarryTheComparisonWithLatencyAgainstTheBase()
+    {
+        var (o, _) = Setup();
+        var rows = new[] { Row("base", null, 100, 1000), Row("adapter-houlsby", "factor 16", 125, 1100), Row("lora", "r=8", 110, 1050, mergedB1: 100) };
+        new ExperimentReport(o, [], new Dictionary<string, List<float>>(), TimeSpan.FromSeconds(3), comparison: rows).Write();
+        using var doc = JsonDocument.Parse(File.ReadAllText(Path.Combine(o.OutputDirectory, ExperimentJson.File)));
+        var comparison = doc.RootElement.GetProperty("comparison");
+        Assert.Equal(["base", "adapter-houlsby", "lora"], comparison.EnumerateArray().Select(r => r.GetProperty("method").GetString()));
+        var houlsby = comparison[1];
+        Assert.Equal(125, houlsby.GetProperty("latency_ms_b1").GetDouble());
+        Assert.Equal(1100, houlsby.GetProperty("latency_ms_b32").GetDouble());
+        Assert.Equal(JsonValueKind.Null, houlsby.GetProperty("latency_ms_b1_merged").ValueKind);
+        Assert.Equal("factor 16", houlsby.GetProperty("size").GetString());
+        Assert.Equal(4096, houlsby.GetProperty("file_bytes").GetInt64());
+        Assert.Equal(0.2, houlsby.GetProperty("rougeL").GetDouble());
+
+        var md = File.ReadAllText(Path.Combine(o.OutputDirectory, "results.md"));
+        Assert.Contains("## PEFT methods compared", md);
+        Assert.Contains("| adapter-houlsby | factor 16 |", md);
+        Assert.Contains("| 125 (+25%) | 1100 (+10%) | — | — |", md);   // unmerged against the base; adapters cannot merge
+        Assert.Contains("| 110 (+10%) | 1050 (+5%) | 100 (+0%) | 400 (-60%) |", md);
+    }
+
+    [Fact]
+    public void LatencyProbeMeasuresEachBatchSizeOnTheSameInputsAndRefusesTooFewSources()
+    {
+        Assert.Equal(2.0, LatencyProbe.Median([3.0, 1.0, 2.0]));
+        Assert.Equal(2.5, LatencyProbe.Median([4.0, 1.0, 2.0, 3.0]));
+        var (model, tokenizer) = Checkpoint.Load(CliTests.ShippedBase(), Device.Get("cpu"));
+        using (model)
+        {
+            var sources = new[] { "a tool to list files", "library for parsing xml" }.Select(s => tokenizer.EncodeSource(s, 32)).ToList();
+            var ms = LatencyProbe.Measure(model, sources, new LatencySettings(Steps: 2, Repeats: 1, Batches: [1, 2]));
+            Assert.Equal([1, 2], ms.Keys.Order());
+            Assert.All(ms.Values, v => Assert.True(double.IsFinite(v)));
+            var e = Assert.Throws<ArgumentException>(() => LatencyProbe.Measure(model, sources, new LatencySettings(Steps: 2, Repeats: 1, Batches: [3])));
+            Assert.Contains("batch 3 needs 3 sources, got 2", e.Message);
+        }
+    }
+}
