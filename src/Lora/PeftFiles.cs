@@ -52,12 +52,15 @@ internal static class PeftFiles
 
     public static JsonArray Names(IEnumerable<string> names) => new(names.Select(n => (JsonNode)JsonValue.Create(n)!).ToArray());
 
-    /// <summary>Writes config and tensors (keys without the prefix); refuses non-finite values, naming the tensor.</summary>
-    public static void Write(string directory, JsonObject config, IEnumerable<(string Key, int[] Shape, float[] Data)> tensors)
+    /// <summary>
+    /// Writes config and tensors (keys without the prefix); refuses non-finite values, naming the tensor. <paramref name="prefix"/>
+    /// is put before every key (prompt learning's <c>prompt_embeddings</c> has none in PEFT's files).
+    /// </summary>
+    public static void Write(string directory, JsonObject config, IEnumerable<(string Key, int[] Shape, float[] Data)> tensors, string prefix = Prefix)
     {
         Directory.CreateDirectory(directory);
         var weightsPath = Path.Combine(directory, AdapterFiles.WeightsFile);
-        var list = tensors.Select(t => (Prefix + t.Key, t.Shape, t.Data)).ToList();
+        var list = tensors.Select(t => (prefix + t.Key, t.Shape, t.Data)).ToList();
         foreach (var (name, _, data) in list) NonFinite.Require(weightsPath, name, data, "Refusing to write the adapter");
         Safetensors.Write(weightsPath, list, new Dictionary<string, string> { ["format"] = "pt" });
         AtomicFile.WriteAllText(Path.Combine(directory, AdapterFiles.ConfigFile), config.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
@@ -117,9 +120,10 @@ internal static class PeftFiles
 
     /// <summary>
     /// Reads the weights file and checks every tensor against <paramref name="expected"/> (key without prefix → shape):
-    /// a missing, extra or misshapen tensor, or a NaN, is refused by name before anything is copied.
+    /// a missing, extra or misshapen tensor, or a NaN, is refused by name before anything is copied. Keys start with
+    /// <paramref name="prefix"/> in the file.
     /// </summary>
-    public static Dictionary<string, float[]> ReadWeights(string directory, IReadOnlyDictionary<string, int[]> expected)
+    public static Dictionary<string, float[]> ReadWeights(string directory, IReadOnlyDictionary<string, int[]> expected, string prefix = Prefix)
     {
         var path = Path.Combine(directory, AdapterFiles.WeightsFile);
         if (!File.Exists(path)) throw new FileNotFoundException($"No {AdapterFiles.WeightsFile} in '{directory}'.", path);
@@ -127,8 +131,8 @@ internal static class PeftFiles
         var values = new Dictionary<string, float[]>();
         foreach (var e in file.Entries)
         {
-            var key = e.Name.StartsWith(Prefix, StringComparison.Ordinal) ? e.Name[Prefix.Length..]
-                : throw new InvalidDataException($"{path}: tensor '{e.Name}' does not start with '{Prefix}'.");
+            var key = e.Name.StartsWith(prefix, StringComparison.Ordinal) ? e.Name[prefix.Length..]
+                : throw new InvalidDataException($"{path}: tensor '{e.Name}' does not start with '{prefix}'.");
             if (!expected.TryGetValue(key, out var shape))
                 throw new InvalidDataException($"{path}: tensor '{e.Name}' has no place in this model under this config.");
             if (!e.Shape.SequenceEqual(shape))
@@ -138,7 +142,7 @@ internal static class PeftFiles
             values[key] = data;
         }
         foreach (var key in expected.Keys)
-            if (!values.ContainsKey(key)) throw new InvalidDataException($"{path}: no tensor '{Prefix}{key}', which this config needs.");
+            if (!values.ContainsKey(key)) throw new InvalidDataException($"{path}: no tensor '{prefix}{key}', which this config needs.");
         return values;
     }
 }

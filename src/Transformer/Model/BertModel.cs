@@ -77,12 +77,14 @@ public sealed record BertConfig
 public sealed class BertEmbeddings : Module
 {
     readonly float _dropout;
+    readonly int _maxPositions;
     readonly SeedSequence _seeds;
 
     /// <summary>Creates word_embeddings, position_embeddings, token_type_embeddings and LayerNorm for <paramref name="c"/>.</summary>
     public BertEmbeddings(BertConfig c, SeedSequence seeds, Device device)
     {
         _dropout = c.HiddenDropout;
+        _maxPositions = c.MaxPositions;
         _seeds = seeds;
         RegisterModule("word_embeddings", new Embedding(c.VocabSize, c.HiddenSize, seeds, device, std: 0.02f));
         RegisterModule("position_embeddings", new Embedding(c.MaxPositions, c.HiddenSize, seeds, device, std: 0.02f));
@@ -90,15 +92,33 @@ public sealed class BertEmbeddings : Module
         RegisterModule("LayerNorm", new LayerNorm(c.HiddenSize, device, c.LayerNormEps));
     }
 
-    /// <summary>ids and typeIds [B, T] → [B, T, C]; positions are 0 … T−1 in every row.</summary>
-    public Variable Forward(int[] ids, int[] typeIds, int batch, int length)
+    /// <summary>
+    /// ids and typeIds [B, T] → [B, P+T, C] and P: word embeddings, then <paramref name="hook"/>'s P prepended rows (none
+    /// without a hook), then for all P+T rows positions 0 … P+T−1, token types (0 for the prompt rows, as PEFT prepends zeros
+    /// to token_type_ids), LayerNorm and dropout.
+    /// </summary>
+    public (Variable Embeddings, int PrefixLength) Forward(int[] ids, int[] typeIds, int batch, int length, InputEmbeddingHook? hook)
     {
         var words = ((Embedding)Child("word_embeddings")).Forward(ids, batch, length);
-        var types = ((Embedding)Child("token_type_embeddings")).Forward(typeIds, batch, length);
-        var positions = ((Embedding)Child("position_embeddings")).Forward(Enumerable.Range(0, length).ToArray(), length);
+        int prefix = 0;
+        if (hook != null) (words, prefix) = hook(words);
+        int total = prefix + length;
+        if (total > _maxPositions)
+            throw new ArgumentException($"{prefix} virtual tokens and {length} tokens exceed max_position_embeddings {_maxPositions}.");
+        if (prefix > 0)
+        {
+            var widened = new int[batch * total];
+            for (int b = 0; b < batch; b++) Array.Copy(typeIds, b * length, widened, b * total + prefix, length);
+            typeIds = widened;
+        }
+        var types = ((Embedding)Child("token_type_embeddings")).Forward(typeIds, batch, total);
+        var positions = ((Embedding)Child("position_embeddings")).Forward(Enumerable.Range(0, total).ToArray(), total);
         var x = Layer("LayerNorm").Forward(F.Add(F.Add(words, types), positions));
-        return Training ? F.Dropout(x, _dropout, _seeds.Next(), Training) : x;
+        return (Training ? F.Dropout(x, _dropout, _seeds.Next(), Training) : x, prefix);
     }
+
+    /// <summary>ids and typeIds [B, T] → [B, T, C]; positions are 0 … T−1 in every row.</summary>
+    public Variable Forward(int[] ids, int[] typeIds, int batch, int length) => Forward(ids, typeIds, batch, length, null).Embeddings;
 }
 
 /// <summary>
@@ -142,6 +162,11 @@ public sealed class BertModel : Module
 
     /// <summary>Whether the model has pooler.dense (<see cref="Pooler"/> needs it).</summary>
     public bool HasPooler { get; }
+    /// <summary>
+    /// Prompt tuning: prepends virtual tokens to the word embeddings (null: none). The attention mask admits them, and
+    /// <see cref="Forward"/> drops their rows from last_hidden_state, so outputs, pooling and the pooler see the real tokens only.
+    /// </summary>
+    public InputEmbeddingHook? InputHook { get; set; }
 
     /// <summary>Creates a randomly initialized BERT encoder for <paramref name="config"/> (load weights afterwards).</summary>
     /// <param name="config">Sizes and hyperparameters (vocabulary, width, layers, heads...).</param>
@@ -176,9 +201,13 @@ public sealed class BertModel : Module
             if ((uint)id >= (uint)Config.VocabSize) throw new ArgumentException($"Token id {id} is outside the vocabulary (0..{Config.VocabSize - 1}).");
         if (batch.Length > Config.MaxPositions)
             throw new ArgumentException($"Sequence of {batch.Length} tokens exceeds max_position_embeddings {Config.MaxPositions}.");
-        var x = ((BertEmbeddings)Child("embeddings")).Forward(batch.Ids, batch.TypeIds, batch.BatchSize, batch.Length);
+        var (x, prefix) = ((BertEmbeddings)Child("embeddings")).Forward(batch.Ids, batch.TypeIds, batch.BatchSize, batch.Length, InputHook);
         using var mask = KeyMask(batch);
-        return ((EncoderStack)Child("encoder")).RunEncoder(x, mask);
+        if (prefix == 0) return ((EncoderStack)Child("encoder")).RunEncoder(x, mask);
+        using var zeros = Tensor.Zeros([batch.BatchSize, prefix], Device);
+        using var widened = Ops.Concat([zeros, mask], 1);
+        var hidden = ((EncoderStack)Child("encoder")).RunEncoder(x, widened);
+        return F.Slice(hidden, 1, prefix, batch.Length);
     }
 
     /// <summary>pooler_output [B, C]: tanh(dense(hidden of the first token)).</summary>

@@ -115,6 +115,8 @@ public sealed class LayerCache : IDisposable
     public AttentionCache Self { get; } = new();
     /// <summary>The cross-attention cache (the encoder output's keys and values, computed once).</summary>
     public AttentionCache Cross { get; } = new();
+    /// <summary>Decoder prompt rows at the front of the self-attention keys (set on the first cached step; later steps' positions start after them).</summary>
+    public int PromptLength { get; internal set; }
     /// <summary>Frees both caches.</summary>
     public void Dispose() { Self.Dispose(); Cross.Dispose(); }
 }

@@ -4,9 +4,12 @@ using Nanolora.Tensors;
 namespace Nanolora.Transformer;
 
 /// <summary>
-/// Prompt-tuning hook on the encoder/decoder input: gets the embedded input [B, L, C] and returns it with
-/// P vectors prepended ([B, P+L, C]) and P. On the encoder the model widens the padding mask to match; on the
-/// decoder it drops the P prompt rows from the output and, with a KV cache, calls the hook only on the first step.
+/// Prompt-tuning hook on an input side: gets the word embeddings [B, L, C] (as <c>WordEmbeddings</c> returns them, before
+/// positions) and returns them with P vectors prepended ([B, P+L, C]) and P. As in PEFT, which hands that concatenation to
+/// the base model as <c>inputs_embeds</c>, the model then embeds the whole P+L rows: positions 0 … P+L−1 (the virtual
+/// tokens take the first ones), BERT's token type 0 and the embedding norm, then dropout. The encoder widens the padding
+/// mask to admit the P rows; the decoder (and BERT) drop them from the output and, with a KV cache, call the hook only on
+/// the first step (<see cref="LayerCache.PromptLength"/> keeps P for the later steps' positions).
 /// </summary>
 public delegate (Variable Embeddings, int PrefixLength) InputEmbeddingHook(Variable embeddings);
 
@@ -84,22 +87,32 @@ public sealed class Seq2SeqTransformer : Module
         return Tensor.FromArray(mask, [batch, length], Device, MemoryCategory.Other);
     }
 
-    /// <summary>
-    /// Token embedding (× √C unless BERT-style) plus positions (offset for cached decoding), a LayerNorm when
-    /// configured, then dropout. [B, L, C]. <paramref name="side"/> is "encoder" or "decoder".
-    /// </summary>
-    Variable Embed(int[] ids, int batch, int length, int positionOffset, string side)
+    /// <summary>Word embeddings [..shape, C] of <paramref name="ids"/>: the shared table's rows, × √C unless BERT-style (what an input hook receives).</summary>
+    public Variable WordEmbeddings(int[] ids, params int[] shape)
     {
-        if (positionOffset + length > Config.MaxPositions)
-            throw new ArgumentException($"Sequence reaches position {positionOffset + length}, beyond the model's {Config.MaxPositions}.");
-        var x = Shared.Forward(ids, batch, length);
-        if (Config.ScaleEmbeddings) x = F.Scale(x, MathF.Sqrt(Config.DModel));
+        var x = Shared.Forward(ids, shape);
+        return Config.ScaleEmbeddings ? F.Scale(x, MathF.Sqrt(Config.DModel)) : x;
+    }
+
+    /// <summary>
+    /// Word embeddings, then <paramref name="hook"/>'s prepended rows (P of them, returned), plus positions (offset for cached
+    /// decoding) over all P+L rows, a LayerNorm when configured, then dropout. [B, P+L, C]. <paramref name="side"/> is
+    /// "encoder" or "decoder".
+    /// </summary>
+    (Variable X, int Prefix) Embed(int[] ids, int batch, int length, int positionOffset, string side, InputEmbeddingHook? hook)
+    {
+        var x = WordEmbeddings(ids, batch, length);
+        int prefix = 0;
+        if (hook != null) (x, prefix) = hook(x);
+        if (positionOffset + prefix + length > Config.MaxPositions)
+            throw new ArgumentException($"Sequence reaches position {positionOffset + prefix + length}{(prefix > 0 ? $" ({prefix} of them prompt)" : "")}, beyond the model's {Config.MaxPositions}.");
+        int total = prefix + length;
         Variable pos = Config.LearnedPositions
-            ? ((Embedding)Child(side + "_positions")).Forward(Enumerable.Range(positionOffset, length).ToArray(), length)
-            : Variable.Constant(Ops.Slice(_sinusoids, 0, positionOffset, length));
+            ? ((Embedding)Child(side + "_positions")).Forward(Enumerable.Range(positionOffset, total).ToArray(), total)
+            : Variable.Constant(Ops.Slice(_sinusoids, 0, positionOffset, total));
         var sum = F.Add(x, pos);
         if (Config.EmbeddingNorm) sum = Layer(side + "_embed_norm").Forward(sum);
-        return Training ? F.Dropout(sum, Config.Dropout, _dropoutSeeds.Next(), Training) : sum;
+        return (Training ? F.Dropout(sum, Config.Dropout, _dropoutSeeds.Next(), Training) : sum, prefix);
     }
 
     /// <summary>
@@ -119,11 +132,10 @@ public sealed class Seq2SeqTransformer : Module
     /// <summary>Runs the encoder: source ids [B, S] → memory [B, S', C] and its key mask [B, S'] (S' includes prompt prefixes).</summary>
     public (Variable Memory, Tensor Mask) Encode(int[] sourceIds, int batch, int sourceLength)
     {
-        var x = Embed(sourceIds, batch, sourceLength, 0, "encoder");
+        var (x, prefix) = Embed(sourceIds, batch, sourceLength, 0, "encoder", EncoderInputHook);
         var mask = PaddingMask(sourceIds, batch, sourceLength);
-        if (EncoderInputHook != null)
+        if (prefix > 0)
         {
-            (x, int prefix) = EncoderInputHook(x);
             using var zeros = Tensor.Zeros([batch, prefix], Device);
             var widened = Ops.Concat([zeros, mask], 1);
             mask.Dispose();
@@ -135,11 +147,13 @@ public sealed class Seq2SeqTransformer : Module
     /// <summary>Decoder hidden states [B, T, C] for target inputs [B, T] (positions start at positionOffset).</summary>
     public Variable Decode(int[] targetIds, int batch, int targetLength, Variable memory, Tensor sourceMask, LayerCache[]? caches = null, int positionOffset = 0)
     {
-        var y = Embed(targetIds, batch, targetLength, positionOffset, "decoder");
-        // A decoder prompt is prepended once: a cached decoding step after the first finds it in the keys/values.
+        // A decoder prompt is prepended once: a cached decoding step after the first finds it in the keys/values, and
+        // its positions continue after the prompt's.
         bool continuingFromCache = caches is { Length: > 0 } && caches[0].Self.Keys != null;
-        int prefix = 0;
-        if (DecoderInputHook != null && !continuingFromCache) (y, prefix) = DecoderInputHook(y);
+        var (y, prefix) = continuingFromCache
+            ? Embed(targetIds, batch, targetLength, positionOffset + caches![0].PromptLength, "decoder", null)
+            : Embed(targetIds, batch, targetLength, positionOffset, "decoder", DecoderInputHook);
+        if (caches is { Length: > 0 } && !continuingFromCache) caches[0].PromptLength = prefix;
         var hidden = Decoder.RunDecoder(y, memory, sourceMask, caches);
         // Only the target positions have logits: the prompt rows are dropped.
         return prefix == 0 ? hidden : F.Slice(hidden, 1, prefix, targetLength);
