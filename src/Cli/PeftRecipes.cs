@@ -4,6 +4,8 @@ using Nanolora.Lora;
 using Nanolora.Lora.Bottleneck;
 using Nanolora.Lora.IA3;
 using Nanolora.Lora.LnTuning;
+using Nanolora.Lora.PrefixTuning;
+using Nanolora.Lora.PromptTuning;
 using Nanolora.Lora.Selective;
 
 namespace Nanolora.Cli;
@@ -50,6 +52,11 @@ public static class PeftRecipes
             (m, o) => BottleneckModel.Inject(m, BottleneckConfig.Houlsby(o.ReductionFactor), seed: o.Seed)),
         new("adapter-pfeiffer", "one bottleneck adapter after the feed-forward block, relu", 1e-3f, BottleneckModel.Type,
             (m, o) => BottleneckModel.Inject(m, BottleneckConfig.Pfeiffer(o.ReductionFactor), seed: o.Seed)),
+        // Soft prompts train few values from scratch and want a large rate: PEFT's seq2seq examples use 3e-2 (prompt) and 1e-2 (prefix).
+        new("prompt-tuning", "20 virtual tokens before the encoder and decoder inputs, from sampled vocabulary embeddings", 3e-2f, PromptTuningModel.Type,
+            (m, o) => PromptTuningModel.Inject(m, new PromptTuningConfig { NumVirtualTokens = 20, PromptTuningInit = PromptInit.SampleVocab }, seed: o.Seed)),
+        new("prefix-tuning", "20 trained key/value prefixes in every attention layer", 1e-2f, PrefixTuningModel.Type,
+            (m, o) => PrefixTuningModel.Inject(m, new PrefixTuningConfig { NumVirtualTokens = 20 }, seed: o.Seed)),
     ];
 
     /// <summary>The names of <see cref="All"/>.</summary>
@@ -68,7 +75,7 @@ public static class PeftRecipes
     }
 
     /// <summary>The peft_type values <see cref="Load"/> reads.</summary>
-    public static readonly string[] LoadableTypes = [SelectiveModel.Type, LnTuningModel.Type, IA3Model.Type, BottleneckModel.Type];
+    public static readonly string[] LoadableTypes = [SelectiveModel.Type, LnTuningModel.Type, IA3Model.Type, BottleneckModel.Type, PromptTuningModel.Type, PrefixTuningModel.Type];
 
     /// <summary>
     /// Loads the non-LoRA method saved in <paramref name="directory"/> onto <paramref name="model"/> as the active instance
@@ -85,6 +92,8 @@ public static class PeftRecipes
             case LnTuningModel.Type: { var m = LnTuningModel.For(model); m.Load(directory, "default", warn); method = m; break; }
             case IA3Model.Type: { var m = IA3Model.For(model); m.Load(directory, "default", warn); method = m; break; }
             case BottleneckModel.Type: { var m = BottleneckModel.For(model); m.Load(directory, "default", warn); method = m; break; }
+            case PromptTuningModel.Type: { var m = PromptTuningModel.For(model); m.Load(directory, "default", warn); method = m; break; }
+            case PrefixTuningModel.Type: { var m = PrefixTuningModel.For(model); m.Load(directory, "default", warn); method = m; break; }
             default:
                 throw new ArgumentException($"{option} '{directory}': {AdapterFiles.ConfigFile} has peft_type {(type == null ? "missing" : $"\"{type}\"")}; expected LORA or one of {string.Join(", ", LoadableTypes)}.");
         }

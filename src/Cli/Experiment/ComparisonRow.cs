@@ -35,7 +35,7 @@ public sealed record ComparisonEntry(string Method, int? ReductionFactor = null,
     /// <summary>The size column: "factor 16", "layers 0,2", or null.</summary>
     public string? Size => ReductionFactor is int f ? $"factor {f}" : Layers != null ? $"layers {string.Join(',', Layers)}" : null;
 
-    /// <summary>The quick and full runs' methods (prompt and prefix tuning join when their methods land).</summary>
+    /// <summary>The full run's methods beside LoRA: every family of the seed (selective, reparameterization, adapters, soft prompts).</summary>
     public static readonly IReadOnlyList<ComparisonEntry> Defaults =
     [
         new("bitfit"),
@@ -43,5 +43,7 @@ public sealed record ComparisonEntry(string Method, int? ReductionFactor = null,
         new("ia3"),
         new("adapter-houlsby", ReductionFactor: 16),
         new("adapter-pfeiffer", ReductionFactor: 16),
+        new("prompt-tuning"),
+        new("prefix-tuning"),
     ];
 }
