@@ -46,4 +46,13 @@ public sealed record ComparisonEntry(string Method, int? ReductionFactor = null,
         new("prompt-tuning"),
         new("prefix-tuning"),
     ];
+
+    /// <summary>The quick run's: one method per family (selective, reparameterization, adapters, soft prompts), to fit its 15 minutes.</summary>
+    public static readonly IReadOnlyList<ComparisonEntry> Quick =
+    [
+        new("bitfit"),
+        new("ia3"),
+        new("adapter-houlsby", ReductionFactor: 16),
+        new("prompt-tuning"),
+    ];
 }

@@ -81,7 +81,7 @@ public sealed record ExperimentOptions
         // LoRA 1e-3 → 0.217, 3e-3 → 0.232, after 100 steps); the full run sweeps its own on the validation split.
         ? new() { Quick = true, OutputDirectory = output, Steps = 100, BatchSize = 16, AblationSteps = 0, SwapSteps = 200, SwapEvalExamples = 200, EvalExamples = 400, AblationEvalExamples = 0,
                   Ranks = [], AblationSeeds = [], FullLearningRates = [3e-4f], LoraLearningRates = [3e-3f], Retrieval = RetrievalOptions.Defaults(true),
-                  Latency = new(Steps: 8, Repeats: 3) }
+                  Comparison = ComparisonEntry.Quick, Latency = new(Steps: 8, Repeats: 3) }
         : new() { Quick = false, OutputDirectory = output, Steps = 600, BatchSize = 32, AblationSteps = 300, SwapSteps = 1000, SwapEvalExamples = 0, EvalExamples = 0, AblationEvalExamples = 500,
                   FullLearningRates = [1e-4f, 3e-4f, 1e-3f], LoraLearningRates = [1e-3f, 3e-3f, 1e-2f], SweepSteps = 200, Retrieval = RetrievalOptions.Defaults(false),
                   Comparison = [.. ComparisonEntry.Defaults, new("adapter-pfeiffer", ReductionFactor: 4)], CompareRateFactors = [1f / 3, 1f, 3f], Latency = new(Steps: 16, Repeats: 7) };
