@@ -89,10 +89,14 @@ public static class Graph
     {
         var order = TopologicalOrder(root, inside, outsideAllowed);
         Accumulate(root, seed);
-        RunRules(order);
+        RunRules(order, freeValues: true);
     }
 
-    static void RunRules(List<Variable> order)
+    /// <summary>
+    /// Runs each node's rule, newest first. With <paramref name="freeValues"/> (a recompute, whose values nobody else
+    /// holds) a value is freed right after its own rule: every user of it is newer, so its rule ran already.
+    /// </summary>
+    static void RunRules(List<Variable> order, bool freeValues = false)
     {
         for (int i = order.Count - 1; i >= 0; i--)
         {
@@ -113,6 +117,7 @@ public static class Graph
                 v.Grad = null;
             }
             node.ReleaseSaved();
+            if (freeValues) v.Data.Dispose();
         }
     }
 
