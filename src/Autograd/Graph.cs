@@ -18,6 +18,19 @@ public static class Graph
         public void Dispose() { if (!_done) { _done = true; _noGradDepth--; } }
     }
 
+    /// <summary>Gradients on until disposed, even inside a <see cref="NoGrad"/> block (a checkpoint's recompute builds its graph).</summary>
+    internal static IDisposable Enabled()
+    {
+        int depth = _noGradDepth;
+        _noGradDepth = 0;
+        return new Reenable(depth);
+    }
+
+    sealed class Reenable(int depth) : IDisposable
+    {
+        public void Dispose() => _noGradDepth = depth;
+    }
+
     /// <summary>
     /// Makes the result of an op. If gradients are on and an input needs one, the result gets a node with
     /// the backward rule and the saved tensors; otherwise the saved tensors are released at once.
@@ -27,6 +40,7 @@ public static class Graph
     public static Variable Record(string name, Tensor output, Variable[] inputs, Action<Tensor> backward, params Tensor[] saved)
     {
         if (Profiler.Enabled) Profiler.Forward(name);
+        if (!IsEnabled) ActivationCheckpoint.Observe(inputs);   // returns at once outside a checkpointed forward
         bool needs = IsEnabled && inputs.Any(v => v.RequiresGrad);
         if (!needs)
         {
@@ -60,15 +74,38 @@ public static class Graph
         if (root.Data.Length != 1)
             throw new InvalidOperationException($"Backward() starts from a scalar; this value has shape {root.Data.ShapeString}.");
         if (!root.RequiresGrad) throw new InvalidOperationException("Backward(): the value does not depend on anything that requires a gradient.");
-        var order = TopologicalOrder(root);
+        var order = TopologicalOrder(root, null, null);
         Accumulate(root, Tensor.Full(root.Data.Shape, 1f, root.Device));
+        RunRules(order);
+    }
+
+    /// <summary>
+    /// Backward through a sub-graph (a checkpoint's recompute): from <paramref name="root"/> with gradient
+    /// <paramref name="seed"/> (ownership taken), running the rules of the values in <paramref name="inside"/> only.
+    /// Values outside get their gradients accumulated as any input does; their own rules run later, in the outer
+    /// backward, so each must be one of <paramref name="outsideAllowed"/> (the checkpoint node's inputs).
+    /// </summary>
+    internal static void Backward(Variable root, Tensor seed, IReadOnlySet<Variable> inside, IReadOnlySet<Variable> outsideAllowed)
+    {
+        var order = TopologicalOrder(root, inside, outsideAllowed);
+        Accumulate(root, seed);
+        RunRules(order, freeValues: true);
+    }
+
+    /// <summary>
+    /// Runs each node's rule, newest first. With <paramref name="freeValues"/> (a recompute, whose values nobody else
+    /// holds) a value is freed right after its own rule: every user of it is newer, so its rule ran already.
+    /// </summary>
+    static void RunRules(List<Variable> order, bool freeValues = false)
+    {
         for (int i = order.Count - 1; i >= 0; i--)
         {
             var v = order[i];
             var node = v.Creator!;
             if (v.Grad != null)
             {
-                if (Profiler.Enabled)
+                // A checkpoint's rule is its recompute, whose ops the profiler times one by one already.
+                if (Profiler.Enabled && node.Name != ActivationCheckpoint.NodeName)
                 {
                     long start = System.Diagnostics.Stopwatch.GetTimestamp();
                     node.BackwardRule(v.Grad);
@@ -80,26 +117,38 @@ public static class Graph
                 v.Grad = null;
             }
             node.ReleaseSaved();
+            if (freeValues) v.Data.Dispose();
         }
     }
 
-    /// <summary>Nodes reachable from root, each once, inputs before users (iterative DFS: graphs are deep).</summary>
-    static List<Variable> TopologicalOrder(Variable root)
+    /// <summary>
+    /// Nodes reachable from root, each once, in creation order (inputs before users); backward runs them newest first, as
+    /// PyTorch's engine does (by sequence number). The order then depends only on the order the ops ran in, so a
+    /// checkpointed layer's recompute, run in the layer's place, adds into a value several layers read (the encoder output
+    /// every decoder layer attends to) in the very order the plain graph does, and the gradients stay bit for bit the same.
+    /// </summary>
+    /// <remarks>With <paramref name="inside"/>, values outside it are not expanded (and must be in <paramref name="outsideAllowed"/>).</remarks>
+    static List<Variable> TopologicalOrder(Variable root, IReadOnlySet<Variable>? inside, IReadOnlySet<Variable>? outsideAllowed)
     {
         var order = new List<Variable>();
         var visited = new HashSet<Variable>(ReferenceEqualityComparer.Instance);
-        var stack = new Stack<(Variable V, bool Expanded)>();
-        stack.Push((root, false));
+        var stack = new Stack<Variable>();   // iterative: graphs are deep
+        stack.Push(root);
         while (stack.Count > 0)
         {
-            var (v, expanded) = stack.Pop();
-            if (v.Creator == null) continue;
-            if (expanded) { order.Add(v); continue; }
-            if (!visited.Add(v)) continue;
-            stack.Push((v, true));
+            var v = stack.Pop();
+            if (v.Creator == null || !visited.Add(v)) continue;
+            if (inside != null && !inside.Contains(v))
+            {
+                if (!outsideAllowed!.Contains(v))
+                    throw new InvalidOperationException($"Activation checkpoint: the recompute read {v} from outside, which the forward did not read; the function must compute the same thing twice.");
+                continue;
+            }
+            order.Add(v);
             foreach (var input in v.Creator.Inputs)
-                if (input.Creator != null && input.RequiresGrad && !visited.Contains(input)) stack.Push((input, false));
+                if (input.Creator != null && input.RequiresGrad) stack.Push(input);
         }
+        order.Sort((a, b) => a.Creator!.Sequence.CompareTo(b.Creator!.Sequence));
         return order;
     }
 }
@@ -116,6 +165,9 @@ public sealed class GraphScope : IDisposable
 
     /// <summary>Opens a scope on this thread; ops run until <see cref="Dispose"/> belong to it.</summary>
     public GraphScope() { _outer = _current; _current = this; }
+
+    /// <summary>The values this scope owns, oldest first (a checkpoint's recompute: exactly the values it made).</summary>
+    internal IReadOnlyList<Variable> Owned => _owned;
 
     internal static Variable Track(Variable v)
     {

@@ -78,7 +78,10 @@ public class Variable : IDisposable
 /// <summary>A graph node: the inputs of an op, its backward rule, and what it saved for backward.</summary>
 internal sealed class Node
 {
+    static long _created;
     public readonly string Name;
+    /// <summary>Creation order (any thread): inputs' nodes are always older than their users', so this sorts a graph topologically.</summary>
+    public readonly long Sequence = Interlocked.Increment(ref _created);
     public readonly Variable[] Inputs;
     public readonly Action<Tensor> BackwardRule;
     readonly Tensor[] _saved;

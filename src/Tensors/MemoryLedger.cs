@@ -22,9 +22,13 @@ public enum DType
     Float32,
 }
 
-/// <summary>A point-in-time reading of a device's ledger.</summary>
+/// <summary>
+/// A point-in-time reading of a device's ledger. <see cref="PeakByCategory"/> holds each category's own maximum (they
+/// need not coincide); <see cref="AtPeakByCategory"/> is what was live when the total peaked, so it sums to <see cref="PeakBytes"/>.
+/// </summary>
 public sealed record LedgerSnapshot(long LiveBytes, long PeakBytes, IReadOnlyDictionary<MemoryCategory, long> LiveByCategory,
-    IReadOnlyDictionary<MemoryCategory, long> PeakByCategory, long ReservedBytes, long PeakReservedBytes = 0);
+    IReadOnlyDictionary<MemoryCategory, long> PeakByCategory, long ReservedBytes, long PeakReservedBytes = 0,
+    IReadOnlyDictionary<MemoryCategory, long>? AtPeakByCategory = null);
 
 /// <summary>
 /// Per-device accounting of tensor bytes: live and peak, overall and by category.
@@ -36,6 +40,7 @@ public sealed class MemoryLedger
     static readonly int Categories = Enum.GetValues<MemoryCategory>().Length;
     readonly long[] _live = new long[Categories];
     readonly long[] _peak = new long[Categories];
+    readonly long[] _atPeak = new long[Categories];   // the categories' live bytes when the total last peaked
     readonly object _gate = new();
     long _liveTotal, _peakTotal;
 
@@ -69,7 +74,11 @@ public sealed class MemoryLedger
             _live[(int)c] += bytes;
             _liveTotal += bytes;
             if (_live[(int)c] > _peak[(int)c]) _peak[(int)c] = _live[(int)c];
-            if (_liveTotal > _peakTotal) _peakTotal = _liveTotal;
+            if (_liveTotal > _peakTotal)
+            {
+                _peakTotal = _liveTotal;
+                Array.Copy(_live, _atPeak, Categories);
+            }
         }
     }
 
@@ -88,6 +97,7 @@ public sealed class MemoryLedger
         lock (_gate)
         {
             Array.Copy(_live, _peak, Categories);
+            Array.Copy(_live, _atPeak, Categories);
             _peakTotal = _liveTotal;
             PeakReservedBytes = ReservedBytes;
         }
@@ -100,8 +110,9 @@ public sealed class MemoryLedger
         {
             var live = new Dictionary<MemoryCategory, long>();
             var peak = new Dictionary<MemoryCategory, long>();
-            foreach (var c in Enum.GetValues<MemoryCategory>()) { live[c] = _live[(int)c]; peak[c] = _peak[(int)c]; }
-            return new LedgerSnapshot(_liveTotal, _peakTotal, live, peak, ReservedBytes, PeakReservedBytes);
+            var atPeak = new Dictionary<MemoryCategory, long>();
+            foreach (var c in Enum.GetValues<MemoryCategory>()) { live[c] = _live[(int)c]; peak[c] = _peak[(int)c]; atPeak[c] = _atPeak[(int)c]; }
+            return new LedgerSnapshot(_liveTotal, _peakTotal, live, peak, ReservedBytes, PeakReservedBytes, atPeak);
         }
     }
 }

@@ -61,6 +61,32 @@ public class TensorCoreTests
     }
 
     [Fact]
+    public void LedgerKeepsWhatWasLiveWhenTheTotalPeaked()
+    {
+        using var d = new CpuDevice();
+        var p = Tensor.Zeros([100], d, MemoryCategory.Parameter);
+        var a = Tensor.Zeros([50], d);
+        a.Dispose();
+        var g = Tensor.Zeros([40], d, MemoryCategory.Gradient);   // after a is gone: the gradient bytes were not live at the total peak (600 B)
+        var snap = d.Ledger.Snapshot();
+        Assert.Equal(600, snap.PeakBytes);
+        Assert.Equal(200, snap.PeakByCategory[MemoryCategory.Activation]);
+        Assert.Equal(160, snap.PeakByCategory[MemoryCategory.Gradient]);
+        Assert.Equal(400, snap.AtPeakByCategory![MemoryCategory.Parameter]);
+        Assert.Equal(200, snap.AtPeakByCategory[MemoryCategory.Activation]);
+        Assert.Equal(0, snap.AtPeakByCategory[MemoryCategory.Gradient]);
+        Assert.Equal(snap.PeakBytes, snap.AtPeakByCategory.Values.Sum());
+        var more = Tensor.Zeros([60], d, MemoryCategory.Gradient);   // a new total peak: 400 + 160 + 240
+        snap = d.Ledger.Snapshot();
+        Assert.Equal(800, snap.PeakBytes);
+        Assert.Equal(400, snap.AtPeakByCategory![MemoryCategory.Gradient]);
+        Assert.Equal(0, snap.AtPeakByCategory[MemoryCategory.Activation]);
+        d.Ledger.ResetPeaks();
+        Assert.Equal(d.Ledger.LiveBytes, d.Ledger.Snapshot().AtPeakByCategory!.Values.Sum());
+        p.Dispose(); g.Dispose(); more.Dispose();
+    }
+
+    [Fact]
     public void PoolReusesFreedBuffersBySizeClass()
     {
         using var d = new CpuDevice();

@@ -186,6 +186,16 @@ public sealed class BertModel : Module
         if (pooler) RegisterModuleAt("pooler.dense", new Linear(config.HiddenSize, config.HiddenSize, true, seeds, Device));
     }
 
+    /// <summary>
+    /// Activation checkpointing on every encoder layer (Hugging Face's <c>gradient_checkpointing_enable()</c>): see
+    /// <see cref="EncoderStack.GradientCheckpointing"/>. Off by default.
+    /// </summary>
+    public bool GradientCheckpointing
+    {
+        get => ((EncoderStack)Child("encoder")).GradientCheckpointing;
+        set => ((EncoderStack)Child("encoder")).GradientCheckpointing = value;
+    }
+
     /// <summary>Additive key mask [B, T]: 0 for tokens, −1e9 for padding.</summary>
     public Tensor KeyMask(EncoderBatch batch)
     {

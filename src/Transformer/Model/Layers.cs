@@ -3,8 +3,11 @@ using Nanolora.Tensors;
 
 namespace Nanolora.Transformer;
 
-/// <summary>Deterministic seeds for initialization and dropout: one counter per model, advanced in a fixed order.</summary>
-public sealed class SeedSequence(ulong seed)
+/// <summary>
+/// Deterministic seeds for initialization and dropout: one counter per model, advanced in a fixed order. A checkpointed
+/// layer (<see cref="ActivationCheckpoint"/>) rewinds it for its recompute, so the recompute draws the forward's dropout masks.
+/// </summary>
+public sealed class SeedSequence(ulong seed) : ISeedState
 {
     ulong _state = seed;
 
@@ -14,6 +17,7 @@ public sealed class SeedSequence(ulong seed)
     /// <summary>Advances the counter and returns the next seed (SplitMix64 of the counter).</summary>
     public ulong Next()
     {
+        ActivationCheckpoint.OnDraw(this);
         // SplitMix64: well-mixed, distinct seeds from a counter.
         ulong z = _state += 0x9E3779B97F4A7C15UL;
         z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9UL;

@@ -180,6 +180,16 @@ public sealed class Seq2SeqTransformer : Module
         }
     }
 
+    /// <summary>
+    /// Activation checkpointing on every encoder and decoder layer (Hugging Face's <c>gradient_checkpointing_enable()</c>):
+    /// see <see cref="EncoderStack.GradientCheckpointing"/>. Off by default.
+    /// </summary>
+    public bool GradientCheckpointing
+    {
+        get => Encoder.GradientCheckpointing;
+        set => Encoder.GradientCheckpointing = Decoder.GradientCheckpointing = value;
+    }
+
     /// <summary>Empty decoding caches, one per decoder layer (dispose them after decoding).</summary>
     public LayerCache[] NewCaches() => Enumerable.Range(0, Config.DecoderLayers).Select(_ => new LayerCache()).ToArray();
 
@@ -216,15 +226,33 @@ public sealed class EncoderStack : Module
     /// <summary>The layers, in order.</summary>
     public LayerList<Module> Layers => (LayerList<Module>)Child(_layerListName);
 
+    /// <summary>
+    /// Activation checkpointing per layer (Hugging Face's <c>gradient_checkpointing</c>): in training, each layer keeps only
+    /// its input and output and recomputes the rest during backward (<see cref="ActivationCheckpoint"/>), with the same dropout masks.
+    /// Gradients are unchanged; without a graph (evaluation, decoding) it changes nothing.
+    /// </summary>
+    public bool GradientCheckpointing { get; set; }
+
     internal Variable RunEncoder(Variable x, Tensor mask)
     {
-        for (int i = 0; i < Layers.Count; i++) x = ((EncoderLayer)Layers[i]).Forward(x, mask);
+        for (int i = 0; i < Layers.Count; i++)
+        {
+            var layer = (EncoderLayer)Layers[i];
+            x = GradientCheckpointing ? ActivationCheckpoint.Run((v, t) => layer.Forward(v[0], t[0]), [x], [mask]) : layer.Forward(x, mask);
+        }
         return _preNorm ? ((ILayer)Child("final_norm")).Forward(x) : x;
     }
 
     internal Variable RunDecoder(Variable y, Variable memory, Tensor mask, LayerCache[]? caches)
     {
-        for (int i = 0; i < Layers.Count; i++) y = ((DecoderLayer)Layers[i]).Forward(y, memory, mask, caches?[i]);
+        for (int i = 0; i < Layers.Count; i++)
+        {
+            var layer = (DecoderLayer)Layers[i];
+            // A KV cache is decoding state the forward changes, so cached decoding never recomputes (it runs without a graph anyway).
+            y = GradientCheckpointing && caches == null
+                ? ActivationCheckpoint.Run((v, t) => layer.Forward(v[0], v[1], t[0]), [y, memory], [mask])
+                : layer.Forward(y, memory, mask, caches?[i]);
+        }
         return _preNorm ? ((ILayer)Child("final_norm")).Forward(y) : y;
     }
 }

@@ -1,0 +1,141 @@
+using Nanolora.Tensors;
+
+namespace Nanolora.Autograd;
+
+/// <summary>
+/// A counter-based random stream (a dropout seed counter) that a checkpointed forward may draw from. The stream calls
+/// <see cref="ActivationCheckpoint.OnDraw"/> before each draw, so <see cref="ActivationCheckpoint"/> can rewind it for the recompute and put
+/// it back afterwards: the recompute draws the same masks, and the stream ends where it would have without checkpointing.
+/// </summary>
+public interface ISeedState
+{
+    /// <summary>The counter: the next draw depends on nothing else.</summary>
+    ulong State { get; set; }
+}
+
+/// <summary>
+/// Activation checkpointing (torch.utils.checkpoint, Hugging Face's <c>gradient_checkpointing</c>): runs a function
+/// without keeping its intermediate values, and recomputes them during backward. Memory falls from every value inside the
+/// function to its inputs and output; time rises by one more forward of the function.
+/// </summary>
+public static class ActivationCheckpoint
+{
+    /// <summary>What one checkpointed forward saw: streams it drew from (with their counters before), outside values it used.</summary>
+    sealed class Recording(Recording? outer)
+    {
+        public readonly Recording? Outer = outer;
+        public readonly List<(ISeedState Stream, ulong Before)> Streams = new();
+        public readonly HashSet<Variable> Captured = new(ReferenceEqualityComparer.Instance);
+        public bool NeedsGrad;
+
+        public void Note(ISeedState stream)
+        {
+            foreach (var (s, _) in Streams) if (ReferenceEquals(s, stream)) return;
+            Streams.Add((stream, stream.State));
+        }
+    }
+
+    [ThreadStatic] static Recording? _recording;
+    /// <summary>The graph node's name (<see cref="Profiler"/> leaves its rule untimed: the recompute's ops are timed one by one).</summary>
+    internal const string NodeName = "checkpoint";
+
+    /// <summary>
+    /// y = f(inputs, constants), keeping only the inputs, the constants and y. Backward re-runs f with gradients on, from
+    /// the same random-stream counters, and back-propagates dL/dy through the recomputed graph into the inputs, any other
+    /// value f read from outside, and the parameters f uses; so gradients, dropout masks and the streams' final counters
+    /// are those of a plain f. Outside a graph (<see cref="Graph.NoGrad"/>: inference, decoding, the forward of an
+    /// enclosing checkpoint) it is just f. f must compute the same thing twice (no state it changes, no values it keeps).
+    /// </summary>
+    /// <param name="f">The function: reads its inputs (and may read parameters and other values); never disposes them.</param>
+    /// <param name="inputs">The values f reads (e.g. the hidden states [B, T, C]); kept by the caller's scope as usual.</param>
+    /// <param name="constants">Tensors f reads (masks); the checkpoint holds a view of each until its backward, so the caller may dispose them.</param>
+    public static Variable Run(Func<IReadOnlyList<Variable>, IReadOnlyList<Tensor>, Variable> f, IReadOnlyList<Variable> inputs, IReadOnlyList<Tensor>? constants = null)
+    {
+        constants ??= [];
+        if (!Graph.IsEnabled) return f(inputs, constants);
+        var recording = new Recording(_recording);
+        Tensor output;
+        using (var scope = new GraphScope())
+        {
+            _recording = recording;
+            try
+            {
+                using (Graph.NoGrad())
+                {
+                    var y = f(inputs, constants);
+                    // A view outlives the scope that disposes f's result and every intermediate value.
+                    output = y.Data.Reshape(y.Data.ShapeArray());
+                    // f may hand back a value from outside as it is (no op saw it): its gradient still flows.
+                    if (y.RequiresGrad && !scope.Owned.Contains(y)) Observe([y]);
+                }
+            }
+            finally { _recording = recording.Outer; }
+        }
+        if (!recording.NeedsGrad) return GraphScope.Track(new Variable(output));
+
+        // Values f read from outside belong to the node too, so the outer backward finishes their gradients only after this one.
+        var nodeInputs = inputs.Concat(recording.Captured).Distinct(ReferenceEqualityComparer.Instance).Cast<Variable>().ToArray();
+        var saved = constants.Select(t => t.Reshape(t.ShapeArray())).ToArray();
+        return GraphScope.Track(new Variable(output, new Node(NodeName, nodeInputs, dy => Recompute(f, inputs, saved, recording, nodeInputs, dy), saved)));
+    }
+
+    /// <summary>
+    /// <see cref="Run(Func{IReadOnlyList{Variable}, IReadOnlyList{Tensor}, Variable}, IReadOnlyList{Variable}, IReadOnlyList{Tensor}?)"/>
+    /// for a function of values only.
+    /// </summary>
+    public static Variable Run(Func<IReadOnlyList<Variable>, Variable> f, params Variable[] inputs) => Run((v, _) => f(v), inputs);
+
+    /// <summary>
+    /// Random streams call this before each draw; inside a checkpointed forward (or its recompute) the stream's counter
+    /// is noted the first time, so the recompute can start from it. Elsewhere it does nothing.
+    /// </summary>
+    public static void OnDraw(ISeedState stream)
+    {
+        // Every enclosing checkpoint notes it: an outer recompute must rewind the streams an inner checkpoint draws from too.
+        for (var r = _recording; r != null; r = r.Outer) r.Note(stream);
+    }
+
+    /// <summary>Called by <see cref="Graph.Record"/> with gradients off: notes whether f's ops read a value that needs a gradient.</summary>
+    internal static void Observe(Variable[] inputs)
+    {
+        var r = _recording;
+        if (r == null) return;
+        foreach (var v in inputs)
+        {
+            if (!v.RequiresGrad) continue;
+            // With gradients off, nothing f makes needs a gradient: this is a parameter (leaf) or a value from outside.
+            r.NeedsGrad = true;
+            if (v.Creator != null) r.Captured.Add(v);
+        }
+    }
+
+    static void Recompute(Func<IReadOnlyList<Variable>, IReadOnlyList<Tensor>, Variable> f, IReadOnlyList<Variable> inputs, Tensor[] constants,
+        Recording forward, Variable[] nodeInputs, Tensor dy)
+    {
+        // Rewind the streams to where the forward found them; afterwards every stream goes back to where backward had it.
+        var current = forward.Streams.Select(s => s.Stream.State).ToArray();
+        foreach (var (stream, before) in forward.Streams) stream.State = before;
+        var redo = new Recording(_recording);
+        using var scope = new GraphScope();
+        Variable y;
+        _recording = redo;
+        try
+        {
+            using (Graph.Enabled()) y = f(inputs, constants);
+        }
+        finally
+        {
+            _recording = redo.Outer;
+            foreach (var (stream, before) in redo.Streams) stream.State = before;
+            for (int i = 0; i < current.Length; i++) forward.Streams[i].Stream.State = current[i];
+        }
+        if (!y.Data.Shape.SequenceEqual(dy.Shape))
+            throw new InvalidOperationException($"Activation checkpoint: the recomputed output has shape {y.Data.ShapeString}, the forward's had {ShapeMath.Format(dy.Shape)}; the function must compute the same thing twice.");
+        if (!y.RequiresGrad)
+            throw new InvalidOperationException("Activation checkpoint: the recomputed output needs no gradient although the forward's did; the function must compute the same thing twice.");
+        var inside = new HashSet<Variable>(scope.Owned, ReferenceEqualityComparer.Instance);
+        var seed = dy.Reshape(dy.ShapeArray());
+        if (inside.Contains(y)) Graph.Backward(y, seed, inside, new HashSet<Variable>(nodeInputs, ReferenceEqualityComparer.Instance));
+        else Graph.Accumulate(y, seed);   // f returned an outside value itself
+    }
+}

@@ -1,0 +1,157 @@
+using Nanolora.Autograd;
+using Nanolora.Lora;
+using Nanolora.Tensors;
+using Nanolora.Transformer;
+
+namespace Nanolora.Tests.Transformer;
+
+/// <summary>
+/// GradientCheckpointing on the seq2seq model and BertModel, with dropout everywhere: the loss, every trainable
+/// parameter's gradient and the dropout counters are those of the plain model (full fine-tuning and LoRA); the
+/// activation peak falls; evaluation and decoding do not change.
+/// </summary>
+public class GradientCheckpointingTests
+{
+    static readonly TransformerConfig Dropping = TinyModels.Config with
+    {
+        EncoderLayers = 3, DecoderLayers = 3, Dropout = 0.1f, AttentionDropout = 0.1f, ActivationDropout = 0.2f,
+    };
+
+    static readonly BertConfig BertDropping = new()
+    {
+        VocabSize = 30, HiddenSize = 16, Layers = 3, Heads = 2, IntermediateSize = 32, MaxPositions = 16, HiddenDropout = 0.1f, AttentionDropout = 0.1f,
+    };
+
+    static readonly EncoderBatch BertBatch = EncoderBatch.Pad([[2, 5, 7, 9, 11, 4], [3, 4, 6], [8, 9, 10, 12]], multiple: 1);
+
+    /// <summary>LoRA with dropout on every projection, B random (B = 0 would leave A's gradient zero).</summary>
+    static void InjectLora(Module model, string[] targets)
+    {
+        var lora = LoraModel.Inject(model, new LoraConfig { R = 4, Alpha = 8, Dropout = 0.1f, TargetModules = targets });
+        int seed = 40;
+        foreach (var layer in lora.Layers.Values)
+            foreach (var adapter in layer.Adapters.Values)
+                adapter.B.Data.CopyFrom(Reference.Random((int)adapter.B.Data.Length, seed++).Select(v => 0.1f * v).ToArray());
+    }
+
+    /// <summary>Two training steps' losses and the second step's trainable gradients by name (AdamW between them, so the second step sees moved weights and advanced counters).</summary>
+    static (float[] Losses, Dictionary<string, float[]> Grads) TwoSteps(Module model, Func<Variable> loss)
+    {
+        var trainable = model.TrainableParameters().ToList();
+        using var optimizer = new AdamW(trainable, lr: 1e-2f);
+        var losses = new float[2];
+        for (int step = 0; step < 2; step++)
+        {
+            optimizer.ZeroGrad();
+            using var scope = new GraphScope();
+            var l = loss();
+            losses[step] = l.Data.Item();
+            l.Backward();
+            if (step == 0) optimizer.Step();
+        }
+        var grads = model.NamedParameters().Where(p => p.Parameter.Trainable).ToDictionary(p => p.Name, p => p.Parameter.Grad!.ToArray());
+        return (losses, grads);
+    }
+
+    static void AssertBitwise(float[] expected, float[] actual, string what)
+    {
+        Assert.Equal(expected.Length, actual.Length);
+        for (int i = 0; i < expected.Length; i++)
+            if (BitConverter.SingleToInt32Bits(expected[i]) != BitConverter.SingleToInt32Bits(actual[i]))
+                Assert.Fail($"{what}[{i}]: expected {expected[i]:R}, got {actual[i]:R}");
+    }
+
+    static void AssertSame((float[] Losses, Dictionary<string, float[]> Grads) plain, (float[] Losses, Dictionary<string, float[]> Grads) ckpt)
+    {
+        AssertBitwise(plain.Losses, ckpt.Losses, "loss");
+        Assert.Equal(plain.Grads.Keys.Order(), ckpt.Grads.Keys.Order());
+        foreach (var (name, g) in plain.Grads) AssertBitwise(g, ckpt.Grads[name], name);
+    }
+
+    Seq2SeqTransformer Seq2Seq(bool preNorm, bool lora, bool checkpointing)
+    {
+        var model = new Seq2SeqTransformer(Dropping with { PreNorm = preNorm }, Device.Cpu);
+        if (lora) InjectLora(model, ["q_proj", "k_proj", "v_proj", "o_proj", "fc1", "fc2"]);
+        model.GradientCheckpointing = checkpointing;
+        return model;
+    }
+
+    [Theory]
+    [InlineData(true, false)]
+    [InlineData(false, false)]
+    [InlineData(true, true)]
+    [InlineData(false, true)]
+    public void Seq2SeqGradientsAreBitwiseThoseWithout(bool preNorm, bool lora)
+    {
+        var batch = TinyModels.CopyBatch(new Random(3), 4);
+        using var plain = Seq2Seq(preNorm, lora, checkpointing: false);
+        using var ckpt = Seq2Seq(preNorm, lora, checkpointing: true);
+        var expected = TwoSteps(plain, () => plain.Loss(batch, 0.1f));
+        var actual = TwoSteps(ckpt, () => ckpt.Loss(batch, 0.1f));
+        AssertSame(expected, actual);
+        Assert.Equal(plain.RandomState, ckpt.RandomState);
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void BertGradientsAreBitwiseThoseWithout(bool lora)
+    {
+        BertModel Make(bool checkpointing)
+        {
+            var bert = new BertModel(BertDropping, Device.Cpu, pooler: false);
+            if (lora) InjectLora(bert, ["query", "key", "value", "dense"]);
+            bert.GradientCheckpointing = checkpointing;
+            return bert;
+        }
+        using var plain = Make(false);
+        using var ckpt = Make(true);
+        AssertSame(TwoSteps(plain, () => TinyModels.WeightedSum(plain.Forward(BertBatch))),
+            TwoSteps(ckpt, () => TinyModels.WeightedSum(ckpt.Forward(BertBatch))));
+    }
+
+    /// <summary>The most activation bytes live during one loss + backward, above what was live before.</summary>
+    static long ActivationPeak(Func<Variable> loss)
+    {
+        var ledger = Device.Cpu.Ledger;
+        long before = ledger.Live(MemoryCategory.Activation);
+        ledger.ResetPeaks();
+        using (new GraphScope()) loss().Backward();
+        return ledger.Peak(MemoryCategory.Activation) - before;
+    }
+
+    [Fact]
+    public void ActivationPeakFallsAtLeastTwofoldAtFourLayers()
+    {
+        var config = Dropping with { DModel = 32, DFF = 128, EncoderLayers = 4, DecoderLayers = 4 };
+        var batch = TinyModels.CopyBatch(new Random(5), 8);
+        using var model = new Seq2SeqTransformer(config, Device.Cpu);
+        long plain = ActivationPeak(() => model.Loss(batch, 0.1f));
+        model.GradientCheckpointing = true;
+        long ckpt = ActivationPeak(() => model.Loss(batch, 0.1f));
+        model.ZeroGrad();
+        Assert.True(plain >= 2 * ckpt, $"activation peak {plain} B without checkpointing, {ckpt} B with: expected at least 2× lower");
+
+        using var bert = new BertModel(BertDropping with { HiddenSize = 32, IntermediateSize = 128, Layers = 4 }, Device.Cpu, pooler: false);
+        long bertPlain = ActivationPeak(() => TinyModels.WeightedSum(bert.Forward(BertBatch)));
+        bert.GradientCheckpointing = true;
+        long bertCkpt = ActivationPeak(() => TinyModels.WeightedSum(bert.Forward(BertBatch)));
+        Assert.True(bertPlain >= 2 * bertCkpt, $"BERT activation peak {bertPlain} B without checkpointing, {bertCkpt} B with: expected at least 2× lower");
+    }
+
+    [Fact]
+    public void EvaluationAndDecodingAreUnchanged()
+    {
+        var batch = TinyModels.CopyBatch(new Random(6), 3);
+        using var model = new Seq2SeqTransformer(Dropping, Device.Cpu);
+        model.Eval();
+        var logits = TinyModels.Logits(model, batch);
+        var decoded = SequenceDecoder.Generate(model, batch.SourceIds, batch.BatchSize, batch.SourceLength, new DecodeOptions(MaxLength: 6));
+        var state = model.RandomState;
+        model.GradientCheckpointing = true;
+        AssertBitwise(logits, TinyModels.Logits(model, batch), "logits");
+        var again = SequenceDecoder.Generate(model, batch.SourceIds, batch.BatchSize, batch.SourceLength, new DecodeOptions(MaxLength: 6));
+        for (int i = 0; i < decoded.Count; i++) Assert.Equal(decoded[i], again[i]);
+        Assert.Equal(state, model.RandomState);
+    }
+}
