@@ -58,6 +58,12 @@ public sealed record FineTuneOptions
     public float MaxLossRatio { get; init; } = 20f;
     /// <summary>LoRA+ (PEFT's loraplus_lr_ratio): the B matrices train at this many times the learning rate of the A matrices (null: off, plain LoRA).</summary>
     public float? LoraPlusRatio { get; init; }
+    /// <summary>
+    /// Recompute each layer's forward during backward instead of keeping its activations (Hugging Face's
+    /// gradient_checkpointing): the same losses and gradients bit for bit, several times less activation memory, one more
+    /// forward pass of time.
+    /// </summary>
+    public bool GradientCheckpointing { get; init; }
     /// <summary>Bottleneck adapters: the width is the model width divided by this.</summary>
     public int ReductionFactor { get; init; } = PeftRecipes.DefaultReductionFactor;
     /// <summary>Selective methods: the layer indices that train (selective: whole layers; bitfit: their biases only; null: every layer).</summary>
@@ -167,7 +173,10 @@ public static class Workflows
             CheckpointDirectory = o.CheckpointDirectory, CheckpointEvery = o.CheckpointEvery, Resume = o.Resume,
             ForceResume = o.ForceResume, MaxLossRatio = o.MaxLossRatio,
         };
-        return ConsoleProgress.Train(title, o.Steps, p => new Trainer(model, tokenizer).Train(trainable, loader, validation, options, p));
+        bool wasCheckpointing = model.GradientCheckpointing;
+        model.GradientCheckpointing = o.GradientCheckpointing;
+        try { return ConsoleProgress.Train(title, o.Steps, p => new Trainer(model, tokenizer).Train(trainable, loader, validation, options, p)); }
+        finally { model.GradientCheckpointing = wasCheckpointing; }
     }
 
     /// <summary>Decodes and ROUGE-scores <paramref name="examples"/> with the task's source budget, showing progress under <paramref name="title"/>.</summary>
