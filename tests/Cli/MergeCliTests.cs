@@ -8,13 +8,13 @@ namespace Nanolora.Tests.Cli;
 /// <summary>merge with several adapters (weighted combination) and finetune --loraplus-ratio, run in-process.</summary>
 public class MergeCliTests
 {
-    /// <summary>An adapter on the shipped base with random B, saved to a fresh folder; returns the folder.</summary>
-    static string SavedAdapter(int rank, int seed, string[] targets)
+    /// <summary>An adapter on the shipped base with random B in ±<paramref name="scale"/>, saved to a fresh folder; returns the folder.</summary>
+    internal static string SavedAdapter(int rank, int seed, string[] targets, float scale = 0.05f)
     {
         var (model, _) = Checkpoint.Load(CliTests.ShippedBase(), Device.Cpu);
         using var _ = model;
         var lora = LoraModel.Inject(model, new LoraConfig { R = rank, Alpha = 2 * rank, TargetModules = targets }, "x", (ulong)seed);
-        foreach (var (_, a) in lora.AdapterWeights("x")) a.B.Data.CopyFrom(Reference.Random((int)a.B.Count, seed++, -0.05f, 0.05f));
+        foreach (var (_, a) in lora.AdapterWeights("x")) a.B.Data.CopyFrom(Reference.Random((int)a.B.Count, seed++, -scale, scale));
         var dir = Directory.CreateTempSubdirectory().FullName;
         AdapterFiles.Save(lora, "x", dir);
         return dir;

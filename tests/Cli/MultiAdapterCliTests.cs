@@ -1,24 +1,12 @@
 using System.Text.Json;
-using Nanolora.Lora;
-using Nanolora.Tensors;
-using Nanolora.Transformer;
 
 namespace Nanolora.Tests.Cli;
 
 /// <summary>eval and generate with several adapters on one base: generate per input line (mixed batches), eval each in turn.</summary>
 public class MultiAdapterCliTests
 {
-    /// <summary>An adapter on the shipped base with B large enough to change greedy outputs, saved to a fresh folder.</summary>
-    static string SavedAdapter(int rank, int seed, string[] targets)
-    {
-        var (model, _) = Checkpoint.Load(CliTests.ShippedBase(), Device.Cpu);
-        using var _ = model;
-        var lora = LoraModel.Inject(model, new LoraConfig { R = rank, Alpha = 2 * rank, TargetModules = targets }, "x", (ulong)seed);
-        foreach (var (_, a) in lora.AdapterWeights("x")) a.B.Data.CopyFrom(Reference.Random((int)a.B.Count, seed++, -0.6f, 0.6f));
-        var dir = Directory.CreateTempSubdirectory().FullName;
-        AdapterFiles.Save(lora, "x", dir);
-        return dir;
-    }
+    /// <summary>An adapter on the shipped base with B large enough to change greedy outputs.</summary>
+    static string SavedAdapter(int rank, int seed, string[] targets) => MergeCliTests.SavedAdapter(rank, seed, targets, scale: 0.6f);
 
     static string[] Generate(params string[] args)
     {
