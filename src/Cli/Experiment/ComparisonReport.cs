@@ -14,7 +14,7 @@ internal sealed class ComparisonReport(ExperimentOptions o, IReadOnlyList<Compar
 
     /// <summary>"812 (+4%)": a latency and its change against the base's at the same batch size.</summary>
     static string Latency(double? ms, double? baseMs) => ms is not double v ? TextTable.NotMeasured
-        : baseMs is double b && b > 0 ? $"{v:F0} ({(v / b - 1) * 100:+0;-0}%)" : v.ToString("F0");
+        : baseMs is double b && b > 0 ? $"{v:F0} ({Math.Round((v / b - 1) * 100):+0;-0;+0}%)" : v.ToString("F0");
 
     /// <summary>The comparison as Markdown (empty when nothing was compared yet).</summary>
     public string Markdown()
