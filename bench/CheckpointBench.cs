@@ -87,7 +87,7 @@ public static class CheckpointStepQuick
     static double Ratio(LedgerSnapshot off, LedgerSnapshot on, MemoryCategory c) => (double)off.PeakByCategory[c] / on.PeakByCategory[c];
 
     /// <summary>"small:32x96x16" → (small, 32, 96, 16); a bare preset gets B 32, S 96, T 16.</summary>
-    static (string Preset, int B, int S, int T) Parse(string spec)
+    internal static (string Preset, int B, int S, int T) Parse(string spec)
     {
         var parts = spec.Split(':');
         if (parts.Length == 1) return (parts[0], 32, 96, 16);

@@ -116,6 +116,8 @@ public sealed class TrainStepCase : IDisposable
     public long TotalParameters { get; }
     readonly Batch _batch;
     readonly Device _device;
+    public Batch Batch => _batch;
+    public Device Device => _device;
 
     public TrainStepCase(bool lora, Device device, TransformerConfig? config = null, int batch = 32, int sourceLength = 96, int targetLength = 16)
     {

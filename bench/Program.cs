@@ -7,6 +7,8 @@ var harness = new Dictionary<string, Action<string>>
     ["train-step"] = Nanolora.Bench.TrainStepQuick.Run,
     ["ptx-levels"] = Nanolora.Bench.PtxLevels.Run,
     ["embed-quick"] = Nanolora.Bench.EmbedQuick.Run,
+    ["step-profile"] = device => Nanolora.Bench.StepProfileQuick.Run(device, args.Skip(2).ToArray()),
+    ["lowrank-gemm"] = device => Nanolora.Bench.LowRankGemmQuick.Run(device, args.Skip(2).ToArray()),
     ["ckpt-step"] = device => Nanolora.Bench.CheckpointStepQuick.Run(device, args.Skip(2).ToArray()),
 };
 if (args.Length > 0 && harness.TryGetValue(args[0], out var run)) { run(args.Length > 1 ? args[1] : "cpu"); return; }

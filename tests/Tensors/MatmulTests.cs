@@ -116,6 +116,32 @@ public class MatmulTests
         Close(Expected(ad[..(7 * 9)], bb, null, 4, 7, 5, 9, false, false, sharedA: true), c2.ToArray(), what: $"shared a on {device}");
     }
 
+    // LoRA's rank-r products on the narrow paths (rows × narrow: N ≤ 16, A row-major; outer-product accumulation:
+    // A transposed, B not, M ≤ 16 or N ≤ 16, written transposed), with odd K (vector tails), odd rows (the repeated
+    // last row), column counts off the 4-wide and 16-wide tiles, and alpha/beta over real and NaN-filled C.
+    [Theory]
+    [InlineData(3072, 256, 8, false, true)] [InlineData(301, 77, 13, false, false)] [InlineData(33, 19, 16, false, true)]
+    [InlineData(8, 301, 256, true, false)] [InlineData(5, 517, 41, true, false)] [InlineData(16, 70, 9, true, false)]
+    [InlineData(256, 3072, 8, true, false)] [InlineData(37, 301, 11, true, false)] [InlineData(9, 33, 1, false, false)]
+    public void CpuNarrowPathsMatch(int m, int k, int n, bool ta, bool tb)
+    {
+        var ad = Random(m * k, 41); var bd = Random(k * n, 42); var c0 = Random(m * n, 43);
+        var shape = new GemmShape(1, m, n, k, ta, tb, 0, 0);
+        var pa = GC.AllocateArray<float>(ad.Length, pinned: true); ad.CopyTo(pa, 0);
+        var pb = GC.AllocateArray<float>(bd.Length, pinned: true); bd.CopyTo(pb, 0);
+        foreach (var (alpha, beta) in new[] { (1f, 0f), (0.5f, -2f), (2f, 1f) })
+        {
+            var pc = GC.AllocateArray<float>(m * n, pinned: true);
+            if (beta == 0) Array.Fill(pc, float.NaN); else c0.CopyTo(pc, 0);
+            bool narrow = MatmulCpuNarrow.TryRun(shape, Addr(pa), Addr(pb), Addr(pc), alpha, beta);
+            Assert.Equal(n <= MatmulCpuNarrow.MaxWidth && !ta || ta && !tb && (m <= MatmulCpuNarrow.MaxWidth || n <= MatmulCpuNarrow.MaxWidth), narrow);
+            if (!narrow) return;
+            Close(Expected(ad, bd, c0, 1, m, n, k, ta, tb, alpha: alpha, beta: beta), pc, 1e-4, 1e-4, $"{m}x{k}x{n} tA={ta} tB={tb} alpha={alpha} beta={beta}");
+        }
+    }
+
+    static nint Addr(float[] pinned) => System.Runtime.InteropServices.Marshal.UnsafeAddrOfPinnedArrayElement(pinned, 0);
+
     [Theory, MemberData(nameof(Devices), MemberType = typeof(Reference))]
     public void MatmulIntoAccumulatesWithAlphaBeta(string device)
     {

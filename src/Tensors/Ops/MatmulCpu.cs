@@ -10,8 +10,9 @@ namespace Nanolora.Tensors;
 /// The cpu backend's GEMM, laid out like BLIS/GotoBLAS: B is packed into K×NR column slices, A into
 /// MR-row panels of one MC×KC block at a time (both transpose flags are absorbed by the packing, so
 /// one micro-kernel serves all four cases), and an <see cref="IMicroKernel"/> keeps an MR×NR tile of C
-/// in registers. Work is split over (row block × column chunk) tasks with Parallel.For. Tiny or
-/// skinny products (M or N too small to fill a tile) take a direct vectorized path instead.
+/// in registers. Work is split over (row block × column chunk) tasks with Parallel.For. Products with a
+/// side of at most 16 (LoRA's rank-r factors) take <see cref="MatmulCpuNarrow"/>; tiny ones (M or N too small
+/// to fill a tile) a direct vectorized path.
 /// </summary>
 internal static unsafe class MatmulCpu
 {
@@ -33,6 +34,7 @@ internal static unsafe class MatmulCpu
         if (s.Batch == 0 || s.M == 0 || s.N == 0) return;
         nint pa = Address(a), pb = Address(b), pc = Address(c);
         long work = (long)s.M * s.N * s.K;
+        if (work >= SmallWork && MatmulCpuNarrow.TryRun(s, pa, pb, pc, alpha, beta)) return;
         if (s.K == 0 || s.M < TK.MR / 2 || s.N < 8 || work < SmallWork)
         {
             Direct(s, pa, pb, pc, alpha, beta);

@@ -1,4 +1,5 @@
 using System.Numerics.Tensors;
+using System.Runtime.Intrinsics;
 using ILGPU;
 using ILGPU.Algorithms;
 using ILGPU.Runtime;
@@ -116,7 +117,21 @@ public readonly struct ReluOp : IUnaryOp
     /// <inheritdoc/>
     public bool TryApplyCpu(ReadOnlySpan<float> x, Span<float> y) { TensorPrimitives.Max(x, 0f, y); return true; }
     /// <inheritdoc/>
-    public bool TryBackwardCpu(ReadOnlySpan<float> x, ReadOnlySpan<float> y, ReadOnlySpan<float> dy, Span<float> dx) => false;
+    public bool TryBackwardCpu(ReadOnlySpan<float> x, ReadOnlySpan<float> y, ReadOnlySpan<float> dy, Span<float> dx)
+    {
+        // dx = x > 0 ? dy : 0, eight lanes at a time (the scalar loop cost 20× the forward).
+        int i = 0;
+        ref float x0 = ref System.Runtime.InteropServices.MemoryMarshal.GetReference(x);
+        ref float dy0 = ref System.Runtime.InteropServices.MemoryMarshal.GetReference(dy);
+        ref float dx0 = ref System.Runtime.InteropServices.MemoryMarshal.GetReference(dx);
+        for (; i <= x.Length - Vector256<float>.Count; i += Vector256<float>.Count)
+        {
+            var keep = Vector256.GreaterThan(Vector256.LoadUnsafe(ref x0, (nuint)i), Vector256<float>.Zero);
+            Vector256.BitwiseAnd(keep, Vector256.LoadUnsafe(ref dy0, (nuint)i)).StoreUnsafe(ref dx0, (nuint)i);
+        }
+        for (; i < x.Length; i++) dx[i] = x[i] > 0f ? dy[i] : 0f;
+        return true;
+    }
 }
 /// <summary>SiLU (swish), y = x·sigmoid(x).</summary>
 public readonly struct SiluOp : IUnaryOp

@@ -1,0 +1,93 @@
+using System.Diagnostics;
+using Nanolora.Autograd;
+using Nanolora.Tensors;
+using Nanolora.Transformer;
+
+namespace Nanolora.Bench;
+
+/// <summary>
+/// Where a training step's time goes, full fine-tuning beside LoRA r=8 on q,k,v,o: forward, backward and optimizer
+/// (median of N steps each, the two models' steps alternating), then the per-op table (NANOLORA_PROFILE's counters,
+/// summed over the same N steps) with both methods side by side, so a cut on the frozen path shows op by op.
+/// Run: dotnet bench/bin/Release/net10.0/Nanolora.Bench.dll step-profile [device] [preset:BxSxT ...] [steps=N]
+/// </summary>
+public static class StepProfileQuick
+{
+    public static void Run(string deviceId, string[] rest)
+    {
+        var device = Device.Get(deviceId);
+        int steps = rest.Where(a => a.StartsWith("steps=")).Select(a => int.Parse(a["steps=".Length..])).DefaultIfEmpty(5).First();
+        var cases = rest.Where(a => !a.StartsWith("steps=")).ToList();
+        if (cases.Count == 0) cases = ["small:32x96x16", "transformer-base:8x64x64"];
+        Console.WriteLine($"== training step profile on {device}: vocab 8000, AdamW, medians of {steps} steps after one warm-up step, full and LoRA steps alternating");
+        foreach (var spec in cases)
+        {
+            var (preset, b, s, t) = CheckpointStepQuick.Parse(spec);
+            var config = TransformerConfig.Preset(preset, 8000);
+            using var full = new TrainStepCase(false, device, config, b, s, t);
+            using var lora = new TrainStepCase(true, device, config, b, s, t);
+            var cs = new[] { full, lora };
+            var phases = cs.Select(_ => new List<(double F, double B, double O)>()).ToArray();
+            var ops = new Dictionary<string, (double F, double B, long N)>[2];
+            foreach (var c in cs) Timed(c);   // warm-up: optimizer state, pool
+            for (int k = 0; k < 2; k++)
+            {
+                Profiler.Enabled = true;
+                Profiler.Reset();
+                for (int i = 0; i < steps; i++) Timed(cs[k]);
+                ops[k] = Profiler.Totals();
+                Profiler.Enabled = false;
+            }
+            for (int i = 0; i < steps; i++)
+                for (int k = 0; k < 2; k++) phases[k].Add(Timed(cs[k]));
+            Console.WriteLine($"\n### {preset} (B {b}, S {s}, T {t}): full {full.TrainableParameters:N0} trainable, LoRA {lora.TrainableParameters:N0}");
+            Console.WriteLine("| method | forward ms | backward ms | optimizer ms | step ms |");
+            Console.WriteLine("|---|---:|---:|---:|---:|");
+            var totals = new double[2];
+            for (int k = 0; k < 2; k++)
+            {
+                double f = Median(phases[k].Select(p => p.F)), bw = Median(phases[k].Select(p => p.B)), o = Median(phases[k].Select(p => p.O));
+                totals[k] = Median(phases[k].Select(p => p.F + p.B + p.O));
+                Console.WriteLine($"| {(k == 0 ? "full" : "LoRA")} | {f:F0} | {bw:F0} | {o:F1} | {totals[k]:F0} |");
+            }
+            Console.WriteLine($"   {preset}: LoRA step / full step = {totals[1] / totals[0]:F3}");
+            Console.WriteLine($"\n| op (ms per step) | full forward | full backward | LoRA forward | LoRA backward |");
+            Console.WriteLine("|---|---:|---:|---:|---:|");
+            foreach (var name in ops[0].Keys.Union(ops[1].Keys).OrderByDescending(n => Sum(ops[0], n) + Sum(ops[1], n)))
+            {
+                var a = ops[0].GetValueOrDefault(name); var l = ops[1].GetValueOrDefault(name);
+                Console.WriteLine($"| {name} | {a.F / steps:F1} | {a.B / steps:F1} | {l.F / steps:F1} | {l.B / steps:F1} |");
+            }
+        }
+    }
+
+    static double Sum(Dictionary<string, (double F, double B, long N)> d, string n) => d.TryGetValue(n, out var v) ? v.F + v.B : 0;
+
+    /// <summary>One step split into forward (loss), backward and optimizer (step + zero grad), in milliseconds.</summary>
+    static (double F, double B, double O) Timed(TrainStepCase c)
+    {
+        var clock = Stopwatch.StartNew();
+        double f, b;
+        using (new GraphScope())
+        {
+            Profiler.Mark();
+            var loss = c.Model.Loss(c.Batch, 0f);
+            float value = loss.Data.Item();
+            f = clock.Elapsed.TotalMilliseconds;
+            loss.Backward();
+            b = clock.Elapsed.TotalMilliseconds - f;
+            if (!float.IsFinite(value)) throw new InvalidOperationException($"Training step produced loss {value}.");
+        }
+        double before = clock.Elapsed.TotalMilliseconds;
+        c.Optimizer.Step();
+        c.Optimizer.ZeroGrad();
+        c.Device.Synchronize();
+        return (f, b, clock.Elapsed.TotalMilliseconds - before);
+    }
+
+    static double Median(IEnumerable<double> xs)
+    {
+        var s = xs.Order().ToList();
+        return s.Count % 2 == 1 ? s[s.Count / 2] : (s[s.Count / 2 - 1] + s[s.Count / 2]) / 2;
+    }
+}
