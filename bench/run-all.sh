@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Every comparison in docs/PERFORMANCE.md with its peers, in one go (about 12 minutes on 2 cores), so each session's
+# numbers are comparable: the raw output goes to docs/results/bench-<UTC date-time>-<avx512|avx2>.txt, headed by the
+# CPU model and flags, and the table between the run-all markers of docs/PERFORMANCE.md is regenerated from it
+# (bench/summarize_run_all.py), never edited by hand.
+#   GEMM: Nanolora against OpenBLAS cblas_sgemm, 5 rounds interleaved (median of medians, spread), with the FMA peak
+#         measured on the machine and PyTorch's torch.mm once;
+#   ops, the training step (torch.nn.Transformer dims), LoRA's step against full fine-tuning (per-op profile),
+#   activation checkpointing, LoRA's rank-r GEMMs, LoRA inference latency, sentence embeddings against ONNX Runtime.
+# Usage: bench/run-all.sh [--no-write]   (--no-write: print the table, leave docs/PERFORMANCE.md alone)
+# Installs its peers (python3-torch, OpenBLAS, gcc) with apt when missing; nothing under src/ needs them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+WRITE=1; [ "${1:-}" = "--no-write" ] && WRITE=0
+THREADS=2
+PY="${PYTHON:-/usr/bin/python3}"
+
+need=()
+"$PY" -c 'import torch' 2>/dev/null || need+=(python3-torch)
+dpkg -s libopenblas0-pthread >/dev/null 2>&1 || need+=(libopenblas0-pthread)
+dpkg -s libopenblas-dev >/dev/null 2>&1 || need+=(libopenblas-dev)
+command -v cc >/dev/null 2>&1 || need+=(gcc)
+if [ ${#need[@]} -gt 0 ]; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${need[@]}"
+fi
+
+dotnet build -c Release bench -v q -nologo >/dev/null
+BENCH="dotnet bench/bin/Release/net10.0/Nanolora.Bench.dll"
+BUILD="$(mktemp -d)"; trap 'rm -rf "$BUILD"' EXIT
+cc -O2 -o "$BUILD/sgemm" bench/peers/sgemm.c -I/usr/include/x86_64-linux-gnu -lopenblas
+grep -qw avx512f /proc/cpuinfo && ISA=avx512 || ISA=avx2
+STAMP="$(date -u +%Y-%m-%d-%H%M)"
+OUT="docs/results/bench-$STAMP-$ISA.txt"
+# torch's ops and training step keep blocks up to 32 MiB on the heap, as run-peers.sh explains.
+export MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=4294967296
+
+{
+  echo "== run-all $STAMP UTC, commit $(git rev-parse --short HEAD)$(git diff --quiet && echo '' || echo ' (with uncommitted changes)')"
+  echo "== machine: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cpus, flags: $(grep -m1 -ow -E 'avx2|fma|avx512f|avx512bw|avx512vl|avx512_bf16|amx_tile' /proc/cpuinfo | sort -u | tr '\n' ' ')"
+  echo "== load average at the start: $(cut -d' ' -f1-3 /proc/loadavg); .NET $(dotnet --version), PyTorch $("$PY" -c 'import torch; print(torch.__version__)'), threads $THREADS"
+  $BENCH fma-peak "$THREADS"
+  $BENCH fma-peak 1
+  for round in 1 2 3 4 5; do
+    echo "== GEMM round $round"
+    $BENCH matmul-quick cpu | grep '^nanolora'
+    OPENBLAS_NUM_THREADS="$THREADS" "$BUILD/sgemm"
+  done
+  "$PY" bench/peers/torch_matmul.py "$THREADS"
+  $BENCH ops-quick cpu
+  "$PY" bench/peers/torch_ops.py "$THREADS"
+  $BENCH train-step cpu
+  "$PY" bench/peers/torch_train_step.py "$THREADS"
+  $BENCH step-profile cpu small:32x96x16 transformer-base:8x64x64 steps=5
+  $BENCH lowrank-gemm cpu
+  $BENCH ckpt-step cpu small:32x96x16 transformer-base:4x64x64 steps=3
+  $BENCH lora-quick cpu
+  $BENCH embed-quick cpu
+  echo "== load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
+} 2>&1 | tee "$OUT"
+
+if [ "$WRITE" = 1 ]; then "$PY" bench/summarize_run_all.py "$OUT" --write docs/PERFORMANCE.md; else "$PY" bench/summarize_run_all.py "$OUT"; fi
