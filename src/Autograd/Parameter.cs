@@ -31,6 +31,8 @@ public sealed class Parameter : Variable
         get => base.RequiresGrad;
         set
         {
+            if (value && Data.DType != Nanolora.Tensors.DType.Float32)
+                throw new InvalidOperationException($"Parameter {Name}{Data.ShapeString} is stored in {Data.DType} as a frozen weight and cannot train; load the base in float32 to train it.");
             base.RequiresGrad = value;
             if (!value) ZeroGrad();
         }

@@ -64,6 +64,8 @@ public sealed record FineTuneOptions
     /// forward pass of time.
     /// </summary>
     public bool GradientCheckpointing { get; init; }
+    /// <summary>Store the frozen base's linear weights in bfloat16 (<see cref="FrozenWeights"/>): half their memory, rounded once.</summary>
+    public bool BaseBFloat16 { get; init; }
     /// <summary>Bottleneck adapters: the width is the model width divided by this.</summary>
     public int ReductionFactor { get; init; } = PeftRecipes.DefaultReductionFactor;
     /// <summary>Selective methods: the layer indices that train (selective: whole layers; bitfit: their biases only; null: every layer).</summary>
@@ -173,6 +175,11 @@ public static class Workflows
             CheckpointDirectory = o.CheckpointDirectory, CheckpointEvery = o.CheckpointEvery, Resume = o.Resume,
             ForceResume = o.ForceResume, MaxLossRatio = o.MaxLossRatio,
         };
+        if (o.BaseBFloat16)
+        {
+            long saved = FrozenWeights.ToBFloat16(model);
+            Console.WriteLine($"frozen base in bfloat16: {FrozenWeights.CountBFloat16(model):N0} linear weights, {saved / 1048576.0:F1} MiB less");
+        }
         bool wasCheckpointing = model.GradientCheckpointing;
         model.GradientCheckpointing = o.GradientCheckpointing;
         try { return ConsoleProgress.Train(title, o.Steps, p => new Trainer(model, tokenizer).Train(trainable, loader, validation, options, p)); }

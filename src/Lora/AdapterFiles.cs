@@ -46,6 +46,7 @@ public static class AdapterFiles
         foreach (var (name, _, data) in tensors) NonFinite.Require(Path.Combine(directory, WeightsFile), name, data, "Refusing to write the adapter");
         var metadata = new Dictionary<string, string> { ["format"] = "pt" };
         if ((origin ?? BaseFingerprint.Of(lora, config)) is { } fingerprint) metadata[BaseFingerprint.MetadataKey] = fingerprint.Serialize();
+        if (BaseFingerprint.IsBFloat16(lora)) metadata[BaseFingerprint.DTypeKey] = "bfloat16";
         Safetensors.Write(Path.Combine(directory, WeightsFile), tensors, metadata);
         AtomicFile.WriteAllText(Path.Combine(directory, ConfigFile), ConfigJson(origin != null ? Pissa.ConvertedConfig(config) : config));
     }
@@ -155,7 +156,7 @@ public static class AdapterFiles
         }
         // NaN/Inf adapter weights would make eval return empty predictions and merge write a NaN model: refuse them by name.
         foreach (var e in entries.Values) NonFinite.Require(weightsPath, e.Name, file.ReadFloats(e.Name), "Refusing to load the adapter");
-        CheckBase(lora, config, file.Metadata.GetValueOrDefault(BaseFingerprint.MetadataKey), weightsPath, force, warn ?? Console.Error.WriteLine);
+        CheckBase(lora, config, file.Metadata.GetValueOrDefault(BaseFingerprint.MetadataKey), weightsPath, force, warn ?? Console.Error.WriteLine, file.Metadata.GetValueOrDefault(BaseFingerprint.DTypeKey));
 
         lora.AddAdapter(adapterName, config);
         foreach (var (path, adapter) in lora.AdapterWeights(adapterName))
@@ -188,13 +189,20 @@ public static class AdapterFiles
         }
     }
 
-    internal static void CheckBase(LoraModel lora, LoraConfig config, string? saved, string path, bool force, Action<string> warn)
+    internal static void CheckBase(LoraModel lora, LoraConfig config, string? saved, string path, bool force, Action<string> warn, string? savedDType = null)
     {
         if (saved == null) return;   // written by PEFT or an older Nanolora: nothing to compare
         var expected = BaseFingerprint.Parse(saved) ?? throw new InvalidDataException($"{path}: metadata '{BaseFingerprint.MetadataKey}' is malformed ('{saved}').");
-        var actual = BaseFingerprint.Of(lora, config);
+        bool trainedOn16Bit = savedDType == "bfloat16", here16Bit = BaseFingerprint.IsBFloat16(lora);
+        var actual = BaseFingerprint.Of(lora, config, asBFloat16: trainedOn16Bit && !here16Bit);
         if (actual == null) { warn($"warning: {path}: an adapter is merged into the base, so its fingerprint cannot be checked."); return; }
         if (actual == expected) return;
+        if (here16Bit && !trainedOn16Bit && actual.Structure == expected.Structure)
+        {
+            // Rounding lost the bits the float32 fingerprint hashed: only the names and shapes can be compared.
+            warn($"warning: {path}: the adapter was trained on a float32 base and this base is stored in bfloat16, so only its parameter names and shapes could be checked (they match).");
+            return;
+        }
         string what = actual.Structure != expected.Structure ? "a base with other parameter names or shapes" : "a base with other weights";
         string message = $"{path}: the adapter was trained on another base (its {expected}; this model's {actual}) and this is {what}" +
             (config.BaseModelNameOrPath is { } name ? $"; it names '{name}' as its base" : "") + ".";

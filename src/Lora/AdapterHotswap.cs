@@ -75,7 +75,7 @@ public sealed partial class LoraModel
             foreach (var part in new[] { ".lora_A.weight", ".lora_B.weight" })
                 if (!values.ContainsKey(AdapterFiles.Prefix + path + part))
                     throw new InvalidDataException($"{weightsPath}: no tensor '{AdapterFiles.Prefix}{path}{part}' for '{path}', which slot '{adapterName}' adapts; hotswap needs the same target modules.");
-        AdapterFiles.CheckBase(this, config, file.Metadata.GetValueOrDefault(BaseFingerprint.MetadataKey), weightsPath, force, warn ?? Console.Error.WriteLine);
+        AdapterFiles.CheckBase(this, config, file.Metadata.GetValueOrDefault(BaseFingerprint.MetadataKey), weightsPath, force, warn ?? Console.Error.WriteLine, file.Metadata.GetValueOrDefault(BaseFingerprint.DTypeKey));
 
         foreach (var (path, adapter) in slot)
         {

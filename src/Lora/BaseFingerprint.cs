@@ -16,6 +16,11 @@ public sealed record BaseFingerprint(string Structure, string Weights)
 {
     /// <summary>The safetensors metadata key the fingerprint is stored under.</summary>
     public const string MetadataKey = "nanolora_base_fingerprint";
+    /// <summary>Metadata key present (value "bfloat16") when the base's frozen linear weights were stored in 16 bits.</summary>
+    public const string DTypeKey = "nanolora_base_dtype";
+
+    /// <summary>Whether any of the base's weights are stored in bfloat16 (<see cref="Nanolora.Transformer.FrozenWeights"/>).</summary>
+    public static bool IsBFloat16(LoraModel lora) => lora.Base.Parameters().Any(p => p.Data.DType == Nanolora.Tensors.DType.BFloat16);
 
     /// <summary>The first 12 hex digits of each hash.</summary>
     public override string ToString() => $"structure {Structure[..12]}…, weights {Weights[..12]}…";
@@ -29,9 +34,11 @@ public sealed record BaseFingerprint(string Structure, string Weights)
 
     /// <summary>
     /// The fingerprint of <paramref name="lora"/>'s base as <paramref name="config"/> sees it, or null when an adapter is
-    /// merged into the weights (they are not the base's then).
+    /// merged into the weights (they are not the base's then). With <paramref name="asBFloat16"/>, the frozen linear
+    /// weights still in float32 are hashed rounded to bfloat16, as a 16-bit base holds them: an adapter trained on the
+    /// 16-bit form of a base is then recognised on the float32 form.
     /// </summary>
-    public static BaseFingerprint? Of(LoraModel lora, LoraConfig config)
+    public static BaseFingerprint? Of(LoraModel lora, LoraConfig config, bool asBFloat16 = false)
     {
         if (lora.Layers.Values.Any(l => l.MergedAdapter != null)) return null;
         var linears = AdapterFiles.LinearPaths(lora);
@@ -47,10 +54,17 @@ public sealed record BaseFingerprint(string Structure, string Weights)
             (config.Bias == LoraBias.All || (config.Bias == LoraBias.LoraOnly && AdapterFiles.Adapts(lora, config, name[..^".bias".Length], linears)));
         using var structure = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
         using var weights = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        var roundable = asBFloat16
+            ? lora.Base.NamedModules().Select(m => m.Module).OfType<Nanolora.Transformer.Linear>().Where(l => !l.Weight.Trainable)
+                .Select(l => l.Weight).ToHashSet(ReferenceEqualityComparer.Instance)
+            : [];
         foreach (var (name, p) in frozen)
         {
             structure.AppendData(Encoding.UTF8.GetBytes($"{name}[{string.Join(',', p.Data.ShapeArray())}]\n"));
-            weights.AppendData(MemoryMarshal.AsBytes(p.Data.ToArray().AsSpan()));
+            var values = p.Data.ToArray();
+            if (roundable.Contains(p))
+                for (int i = 0; i < values.Length; i++) values[i] = Nanolora.Tensors.BFloat16.Widen(Nanolora.Tensors.BFloat16.Round(values[i]));
+            weights.AppendData(MemoryMarshal.AsBytes(values.AsSpan()));
         }
         return new BaseFingerprint(Convert.ToHexStringLower(structure.GetHashAndReset()), Convert.ToHexStringLower(weights.GetHashAndReset()));
     }

@@ -209,6 +209,9 @@ public sealed class LoraLinear : Module, ILayer
         if (MergedAdapter != null)
             throw new InvalidOperationException($"Adapter '{MergedAdapter}' is already merged into this layer; merging twice would add it twice. Unmerge first.");
         var a = _adapters.TryGetValue(name, out var ad) ? ad : throw new KeyNotFoundException($"No adapter '{name}' to merge.");
+        if (BaseLayer.Weight.Data.DType != DType.Float32)
+            throw new InvalidOperationException($"Adapter '{name}' cannot be merged: the base weight {BaseLayer.Weight.Data.ShapeString} is stored in {BaseLayer.Weight.Data.DType} " +
+                "(a 16-bit frozen base), and the merged sum would be rounded to its 8-bit mantissa. Load the base in float32 to merge.");
         if (a.Magnitude != null) _mergedNorm = DoraLinear.Merge(BaseLayer.Weight.Data, a.A.Data, a.B.Data, a.Magnitude.Data, a.Scaling);
         else Ops.MatmulInto(BaseLayer.Weight.Data, a.B.Data, a.A.Data, false, false, a.Scaling, 1f);
         MergedAdapter = name;

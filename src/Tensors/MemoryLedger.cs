@@ -15,11 +15,13 @@ public enum MemoryCategory
     Other,
 }
 
-/// <summary>Element type. Only float32 today; the field exists so bf16/fp16 can follow.</summary>
+/// <summary>Element type. Ops compute in float32; bfloat16 is a storage form for frozen weights (see <see cref="Tensor.ToBFloat16"/>).</summary>
 public enum DType
 {
     /// <summary>IEEE 754 single precision, 4 bytes per element.</summary>
     Float32,
+    /// <summary>bfloat16 (float32's upper 16 bits: 8 exponent bits, 7 mantissa bits), 2 bytes per element; widened exactly to float32 where read.</summary>
+    BFloat16,
 }
 
 /// <summary>

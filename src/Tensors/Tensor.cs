@@ -9,7 +9,7 @@ namespace Nanolora.Tensors;
 /// and must dispose; ops never dispose their inputs. <see cref="Reshape"/> returns a view that shares
 /// storage; the storage goes back to the pool when the tensor and all its views are disposed.
 /// </summary>
-public sealed class Tensor : IDisposable
+public sealed partial class Tensor : IDisposable
 {
     readonly Storage _storage;
     readonly int[] _shape;
@@ -17,8 +17,8 @@ public sealed class Tensor : IDisposable
 
     /// <summary>The device holding the elements.</summary>
     public Device Device => _storage.Device;
-    /// <summary>Element type; always float32 today.</summary>
-    public DType DType => DType.Float32;
+    /// <summary>Element type: float32, or bfloat16 for a frozen weight stored in 16 bits (<see cref="ToBFloat16"/>).</summary>
+    public DType DType => _storage.DType;
     /// <summary>Sizes of the axes, outermost first (row-major).</summary>
     public ReadOnlySpan<int> Shape => _shape;
     /// <summary>Number of axes (0 for a scalar).</summary>
@@ -94,13 +94,14 @@ public sealed class Tensor : IDisposable
         get
         {
             ThrowIfDisposed();
+            ThrowIfBFloat16("Span");
             if (_storage.Host == null) throw new InvalidOperationException($"Span is only available on the cpu device; this tensor is on {Device.Id}. Use ToArray().");
             return _storage.Host.AsSpan(0, checked((int)Length));
         }
     }
 
     /// <summary>The pinned backing array (cpu only); elements [0, Length) belong to this tensor.</summary>
-    internal float[] HostArray { get { ThrowIfDisposed(); return _storage.Host!; } }
+    internal float[] HostArray { get { ThrowIfDisposed(); ThrowIfBFloat16("This op"); return _storage.Host!; } }
 
     /// <summary>The ILGPU view of the elements (ILGPU devices only).</summary>
     internal ArrayView<float> View
@@ -108,6 +109,7 @@ public sealed class Tensor : IDisposable
         get
         {
             ThrowIfDisposed();
+            ThrowIfBFloat16("This op");
             if (_storage.Buffer == null) throw new InvalidOperationException($"This tensor is on {Device.Id}, which has no ILGPU view.");
             return _storage.Buffer.View.SubView(0, Length);
         }
@@ -119,6 +121,7 @@ public sealed class Tensor : IDisposable
     public float[] ToArray()
     {
         ThrowIfDisposed();
+        if (DType == DType.BFloat16) return WidenToArray();
         var result = new float[Length];
         if (_storage.Host != null) Array.Copy(_storage.Host, result, Length);
         else if (Length > 0)
@@ -171,6 +174,7 @@ public sealed class Tensor : IDisposable
     {
         ThrowIfDisposed();
         if (source.Length != Length) throw new ArgumentException($"CopyFrom: shapes {source.ShapeString} and {ShapeString} differ in size.");
+        if (source.DType == DType.BFloat16) { CopyFrom(source.ToArray()); return; }
         if (source.Device == Device && _storage.Buffer != null) { source.View.CopyTo(View); return; }
         if (source.Device == Device) { source.Span.CopyTo(Span); return; }
         CopyFrom(source.ToArray());
@@ -184,9 +188,15 @@ public sealed class Tensor : IDisposable
         else Ops.FillGpu(this, value);
     }
 
-    /// <summary>A copy on another device (or the same one).</summary>
+    /// <summary>A copy on another device (or the same one), of the same element type.</summary>
     public Tensor To(Device device, MemoryCategory? category = null)
     {
+        if (DType == DType.BFloat16)
+        {
+            using var wide = ToFloat32(category);
+            using var moved = wide.To(device, category ?? Category);
+            return moved.ToBFloat16();
+        }
         var t = Empty(_shape, device, category ?? Category);
         t.CopyFrom(this);
         return t;

@@ -97,6 +97,9 @@ public static class TrainCommands
         var alpha = new Option<float>("--alpha") { Description = "LoRA alpha: the update B·A is scaled by alpha / rank", DefaultValueFactory = _ => LoraDefaults.Alpha }.Positive(1e6f);
         var gradientCheckpointing = new Option<bool>("--gradient-checkpointing")
             { Description = "recompute each layer's forward in backward instead of keeping its activations: same gradients, several times less activation memory, about a third more time" };
+        var baseDType = new Option<string>("--base-dtype")
+            { Description = "how the frozen base's linear weights are stored: float32, or bfloat16 (half their memory, rounded once; the GEMM widens them, so the arithmetic stays float32). Not for full fine-tuning", DefaultValueFactory = _ => "float32" }
+            .Choices("float32", "bfloat16");
         var loraPlus = new Option<float?>("--loraplus-ratio") { Description = "LoRA+: train the B matrices at R × the learning rate of the A matrices (PEFT's loraplus_lr_ratio; 16 is usual; default off)" }.Positive(1e6f);
         var targets = new Option<string>("--targets") { Description = "comma-separated module names to adapt (name suffixes: q_proj, k_proj, v_proj, o_proj, fc1, fc2)", DefaultValueFactory = _ => LoraDefaults.TargetList };
         var useDora = new Option<bool>("--use-dora") { Description = "lora: DoRA, a learned magnitude per output row on top of the low-rank direction (PEFT's use_dora)" };
@@ -112,7 +115,7 @@ public static class TrainCommands
         var overwrite = Overwrite();
         var json = JsonOutput.Option(TrainingSummary.Schema);
         var cmd = new Command("finetune", "Fine-tune a base checkpoint on a task: all weights (full), LoRA adapters, or another PEFT method (BitFit, chosen layers, LN tuning, (IA)³, Houlsby or Pfeiffer adapters).")
-            { method, baseDir, task, steps, batch, lr, warmup, rank, alpha, loraPlus, gradientCheckpointing, targets, useDora, loraInit, reductionFactor, layers, seed, checkpointEvery, resume, forceResume, maxLossRatio, trainExamples, output, overwrite, json };
+            { method, baseDir, task, steps, batch, lr, warmup, rank, alpha, loraPlus, gradientCheckpointing, baseDType, targets, useDora, loraInit, reductionFactor, layers, seed, checkpointEvery, resume, forceResume, maxLossRatio, trainExamples, output, overwrite, json };
         cmd.SetAction(r => Program.Guard(() =>
         {
             var dev = Workflows.ResolveDevice(r.GetValue(device));
@@ -128,6 +131,8 @@ public static class TrainCommands
             var layerList = r.GetValue(layers) is string text ? ParseLayers(text) : null;
             if (layerList != null && peftRecipe?.UsesLayers != true)
                 throw new ArgumentException($"--layers picks the layers of a selective method; it needs --method selective or bitfit, got {r.GetValue(method)}.");
+            if (r.GetValue(baseDType) == "bfloat16" && r.GetValue(method) == "full")
+                throw new ArgumentException("--base-dtype bfloat16 stores the frozen base in 16 bits, and full fine-tuning trains every weight; use it with lora or a PEFT method.");
             if (peftRecipe != null && r.GetValue(loraPlus) != null) throw new ArgumentException($"--loraplus-ratio needs --method lora, got {r.GetValue(method)}.");
             if (!isResume) RunFolders.RequireFresh(outDir, r.GetValue(overwrite), "finetune");
             if (Path.GetFullPath(outDir) == Path.GetFullPath(r.GetValue(baseDir)!)) throw new ArgumentException($"--out '{outDir}' is the --base folder; write the fine-tuned model elsewhere.");
@@ -146,6 +151,7 @@ public static class TrainCommands
                 Init = r.GetValue(loraInit) switch { "gaussian" => LoraInit.Gaussian, "pissa" => LoraInit.Pissa, _ => LoraInit.KaimingUniform },
                 CheckpointDirectory = checkpointing ? outDir : null, CheckpointEvery = r.GetValue(checkpointEvery), Resume = isResume,
                 ForceResume = r.GetValue(forceResume), MaxLossRatio = r.GetValue(maxLossRatio), LoraPlusRatio = r.GetValue(loraPlus), GradientCheckpointing = r.GetValue(gradientCheckpointing),
+                BaseBFloat16 = r.GetValue(baseDType) == "bfloat16",
                 ReductionFactor = r.GetValue(reductionFactor) ?? PeftRecipes.DefaultReductionFactor, Layers = layerList,
             };
             long baseParameters = model.ParameterCount();   // before any adapter is injected: the trainable-% denominator

@@ -32,9 +32,21 @@ public static partial class Ops
         RunMatmul(device, shape, a, b, c, alpha, beta);
     }
 
+    /// <summary>B may be bfloat16 (a frozen weight): the CPU GEMM widens it while packing, a GPU widens it into a temporary first.</summary>
     static void RunMatmul(Device device, in GemmShape shape, Tensor a, Tensor b, Tensor c, float alpha, float beta)
     {
-        if (device is IlgpuDevice gpu) MatmulGpu(gpu, shape, a, b, c, alpha, beta);
+        if (a.DType != DType.Float32 || c.DType != DType.Float32)
+            throw new ArgumentException($"Matmul: only the B operand may be bfloat16 (a frozen weight); a {a.ShapeString} is {a.DType}, c {c.ShapeString} is {c.DType}.");
+        if (device is IlgpuDevice gpu)
+        {
+            if (b.DType == DType.Float32) MatmulGpu(gpu, shape, a, b, c, alpha, beta);
+            else
+            {
+                using var wide = b.ToFloat32(MemoryCategory.Other);
+                MatmulGpu(gpu, shape, a, wide, c, alpha, beta);
+            }
+        }
+        else if (b.DType == DType.BFloat16) MatmulCpu.Run(shape, a.HostArray, b.Host16, b.Length, c.HostArray, alpha, beta);
         else MatmulCpu.Run(shape, a.HostArray, b.HostArray, c.HostArray, alpha, beta);
     }
 

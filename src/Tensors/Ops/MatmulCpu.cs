@@ -28,33 +28,52 @@ internal static unsafe class MatmulCpu
         else Run<Avx2Kernel>(s, a, b, c, alpha, beta);
     }
 
+    /// <summary>The same with op(B) stored in bfloat16 (a frozen weight): widened while B is packed, or into scratch on the unpacked paths.</summary>
+    public static void Run(in GemmShape s, float[] a, ushort[] b16, long bLength, float[] c, float alpha, float beta)
+    {
+        nint pb = (nint)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(b16));
+        if (Vector512.IsHardwareAccelerated) Run<Avx512Kernel>(s, Address(a), pb, bLength, true, Address(c), alpha, beta);
+        else Run<Avx2Kernel>(s, Address(a), pb, bLength, true, Address(c), alpha, beta);
+    }
+
     /// <summary>The same with a chosen micro-kernel (tests run both on AVX-512 machines).</summary>
-    internal static void Run<TK>(GemmShape s, float[] a, float[] b, float[] c, float alpha, float beta) where TK : struct, IMicroKernel
+    internal static void Run<TK>(GemmShape s, float[] a, float[] b, float[] c, float alpha, float beta) where TK : struct, IMicroKernel =>
+        Run<TK>(s, Address(a), Address(b), b.LongLength, false, Address(c), alpha, beta);
+
+    static void Run<TK>(GemmShape s, nint pa, nint pb, long bLength, bool bf16B, nint pc, float alpha, float beta) where TK : struct, IMicroKernel
     {
         if (s.Batch == 0 || s.M == 0 || s.N == 0) return;
-        nint pa = Address(a), pb = Address(b), pc = Address(c);
         long work = (long)s.M * s.N * s.K;
-        if (work >= SmallWork && MatmulCpuNarrow.TryRun(s, pa, pb, pc, alpha, beta)) return;
-        if (s.K == 0 || s.M < TK.MR / 2 || s.N < 8 || work < SmallWork)
+        bool narrow = work >= SmallWork && MatmulCpuNarrow.Applies(s);
+        bool direct = !narrow && (s.K == 0 || s.M < TK.MR / 2 || s.N < 8 || work < SmallWork);
+        float[]? widened = null;
+        if (bf16B && (narrow || direct))
         {
-            Direct(s, pa, pb, pc, alpha, beta);
-            return;
+            // Only packing widens on the fly; the unpacked paths read a float32 copy.
+            widened = PackBuffers.Rent(bLength);
+            BFloat16.Widen(new ReadOnlySpan<ushort>((void*)pb, checked((int)bLength)), new Span<float>(PackBuffers.Aligned(widened), checked((int)bLength)));
+            pb = (nint)PackBuffers.Aligned(widened);
+            bf16B = false;
         }
-        if (s.Batch > 1 && work < SerialWork)
+        if (narrow) MatmulCpuNarrow.Run(s, pa, pb, pc, alpha, beta);
+        else if (direct) Direct(s, pa, pb, pc, alpha, beta);
+        else if (s.Batch > 1 && work < SerialWork)
         {
             // Many small products (attention heads): one product per task.
-            Parallel.For(0, s.Batch, z => Product<TK>(s, pa + Bytes(z * s.StrideA), pb + Bytes(z * s.StrideB), pc + Bytes(z * s.StrideC), alpha, beta, false));
-            return;
+            Parallel.For(0, s.Batch, z => Product<TK>(s, pa + Bytes(z * s.StrideA), pb + Elements(z * s.StrideB, bf16B), pc + Bytes(z * s.StrideC), bf16B, alpha, beta, false));
         }
-        for (int z = 0; z < s.Batch; z++)
-            Product<TK>(s, pa + Bytes(z * s.StrideA), pb + Bytes(z * s.StrideB), pc + Bytes(z * s.StrideC), alpha, beta, work >= SerialWork);
+        else
+            for (int z = 0; z < s.Batch; z++)
+                Product<TK>(s, pa + Bytes(z * s.StrideA), pb + Elements(z * s.StrideB, bf16B), pc + Bytes(z * s.StrideC), bf16B, alpha, beta, work >= SerialWork);
+        if (widened != null) PackBuffers.Return(widened);
     }
 
     static nint Address(float[] pinned) => (nint)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(pinned));
     static nint Bytes(long elements) => (nint)(elements * sizeof(float));
+    static nint Elements(long elements, bool bf16) => (nint)(elements * (bf16 ? sizeof(ushort) : sizeof(float)));
 
     /// <summary>One [M, K]·[K, N] product with packing; tasks are row blocks × column chunks.</summary>
-    static void Product<TK>(GemmShape s, nint a, nint b, nint c, float alpha, float beta, bool parallel) where TK : struct, IMicroKernel
+    static void Product<TK>(GemmShape s, nint a, nint b, nint c, bool bf16B, float alpha, float beta, bool parallel) where TK : struct, IMicroKernel
     {
         int mr = TK.MR, nr = TK.NR, M = s.M, N = s.N, K = s.K;
         int workers = parallel ? Environment.ProcessorCount : 1;
@@ -69,7 +88,11 @@ internal static unsafe class MatmulCpu
             int perChunk = (slices + chunks - 1) / chunks;
             var packedB = PackBuffers.Rent((long)slices * nr * K);
             float* bp = PackBuffers.Aligned(packedB);
-            For(parallel, slices, sl => PackB(s, (float*)b, jc + sl * nr, Math.Min(nr, N - jc - sl * nr), nr, bp + (long)sl * nr * K));
+            For(parallel, slices, sl =>
+            {
+                if (bf16B) PackB(s, (ushort*)b, jc + sl * nr, Math.Min(nr, N - jc - sl * nr), nr, bp + (long)sl * nr * K);
+                else PackB(s, (float*)b, jc + sl * nr, Math.Min(nr, N - jc - sl * nr), nr, bp + (long)sl * nr * K);
+            });
             For(parallel, rowBlocks * chunks, task =>
             {
                 int ic = task / chunks * mc, mcur = Math.Min(mc, M - ic);
@@ -171,6 +194,35 @@ internal static unsafe class MatmulCpu
             {
                 float* src = b + (long)(j + q) * s.K;
                 for (int p = 0; p < s.K; p++) dst[(long)p * nr + q] = src[p];
+            }
+            for (int q = cols; q < nr; q++)
+                for (int p = 0; p < s.K; p++) dst[(long)p * nr + q] = 0f;
+        }
+    }
+
+    /// <summary><see cref="PackB(in GemmShape, float*, int, int, int, float*)"/> from bfloat16 bits, widened exactly as they are packed.</summary>
+    static void PackB(in GemmShape s, ushort* b, int j, int cols, int nr, float* dst)
+    {
+        if (!s.TransB)
+        {
+            for (int p = 0; p < s.K; p++)
+            {
+                ushort* src = b + (long)p * s.N + j;
+                float* d = dst + (long)p * nr;
+                if (cols == nr) BFloat16.Widen(new ReadOnlySpan<ushort>(src, nr), new Span<float>(d, nr));
+                else
+                {
+                    for (int q = 0; q < cols; q++) d[q] = BFloat16.Widen(src[q]);
+                    for (int q = cols; q < nr; q++) d[q] = 0f;
+                }
+            }
+        }
+        else
+        {
+            for (int q = 0; q < cols; q++)
+            {
+                ushort* src = b + (long)(j + q) * s.K;
+                for (int p = 0; p < s.K; p++) dst[(long)p * nr + q] = BFloat16.Widen(src[p]);
             }
             for (int q = cols; q < nr; q++)
                 for (int p = 0; p < s.K; p++) dst[(long)p * nr + q] = 0f;

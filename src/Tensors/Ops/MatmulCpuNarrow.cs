@@ -21,28 +21,26 @@ internal static unsafe class MatmulCpuNarrow
     public const int MaxWidth = 16;
     const int MinDepth = 16;   // below this the products are tiny and the general paths are fine
 
+    /// <summary>Whether a narrow path takes s.</summary>
+    public static bool Applies(in GemmShape s) =>
+        s.Batch == 1 && s.K >= MinDepth && (!s.TransA && s.N <= MaxWidth || s.TransA && !s.TransB && (s.M <= MaxWidth || s.N <= MaxWidth));
+
     /// <summary>Runs s on a narrow path and returns true, or returns false when no narrow path applies.</summary>
     public static bool TryRun(in GemmShape s, nint a, nint b, nint c, float alpha, float beta)
     {
-        if (s.Batch != 1 || s.K < MinDepth) return false;
-        if (!s.TransA && s.N <= MaxWidth)
-        {
-            RowsTimesNarrow(s, (float*)a, (float*)b, (float*)c, alpha, beta);
-            return true;
-        }
-        if (s.TransA && !s.TransB && s.M <= MaxWidth)
-        {
-            // C[M, N] = Aᵀ·B with A [K, M], B [K, N].
-            OuterAccumulate((float*)a, s.M, (float*)b, s.N, s.K, (float*)c, alpha, beta, transposeOut: false);
-            return true;
-        }
-        if (s.TransA && !s.TransB && s.N <= MaxWidth)
-        {
-            // Cᵀ[N, M] = Bᵀ·A: the narrow side becomes the rows, written back transposed.
-            OuterAccumulate((float*)b, s.N, (float*)a, s.M, s.K, (float*)c, alpha, beta, transposeOut: true);
-            return true;
-        }
-        return false;
+        if (!Applies(s)) return false;
+        Run(s, a, b, c, alpha, beta);
+        return true;
+    }
+
+    /// <summary>Runs s, which <see cref="Applies"/> to.</summary>
+    public static void Run(in GemmShape s, nint a, nint b, nint c, float alpha, float beta)
+    {
+        if (!s.TransA) RowsTimesNarrow(s, (float*)a, (float*)b, (float*)c, alpha, beta);
+        // C[M, N] = Aᵀ·B with A [K, M], B [K, N].
+        else if (s.M <= MaxWidth) OuterAccumulate((float*)a, s.M, (float*)b, s.N, s.K, (float*)c, alpha, beta, transposeOut: false);
+        // Cᵀ[N, M] = Bᵀ·A: the narrow side becomes the rows, written back transposed.
+        else OuterAccumulate((float*)b, s.N, (float*)a, s.M, s.K, (float*)c, alpha, beta, transposeOut: true);
     }
 
     /// <summary>C[M, N] = alpha·A[M, K]·op(B) + beta·C with N ≤ MaxWidth, as dot products of A's rows with op(B)'s columns.</summary>
