@@ -19,9 +19,7 @@ public static class CheckpointStepQuick
     public static void Run(string deviceId, string[] rest)
     {
         var device = Device.Get(deviceId);
-        int steps = rest.Where(a => a.StartsWith("steps=")).Select(a => int.Parse(a["steps=".Length..])).DefaultIfEmpty(3).First();
-        var cases = rest.Where(a => !a.StartsWith("steps=")).ToList();
-        if (cases.Count == 0) cases = ["small:32x96x16", "transformer-base:8x64x64"];
+        var (cases, steps) = StepsAndCases(rest, 3);
         Console.WriteLine($"== activation checkpointing on {device}: vocab 8000, AdamW, peaks of one step after a warm-up step (one model alive); time: the median of {steps} steps, plain and checkpointed models alternating");
         // At the peak: what was live when the total peaked (sums to the total); the activation peak is that category's own maximum.
         Console.WriteLine("| preset (B×S×T) | method | checkpointing | step median (min) | peak total | at the peak: " + string.Join(" | ", Columns) + " | activation peak |");
@@ -85,6 +83,14 @@ public static class CheckpointStepQuick
     }
 
     static double Ratio(LedgerSnapshot off, LedgerSnapshot on, MemoryCategory c) => (double)off.PeakByCategory[c] / on.PeakByCategory[c];
+
+    /// <summary>A training-step bench's arguments: preset:BxSxT cases (default small and transformer-base) and steps=N.</summary>
+    internal static (List<string> Cases, int Steps) StepsAndCases(string[] rest, int defaultSteps)
+    {
+        int steps = rest.Where(a => a.StartsWith("steps=")).Select(a => int.Parse(a["steps=".Length..])).DefaultIfEmpty(defaultSteps).First();
+        var cases = rest.Where(a => !a.StartsWith("steps=")).ToList();
+        return (cases.Count > 0 ? cases : ["small:32x96x16", "transformer-base:8x64x64"], steps);
+    }
 
     /// <summary>"small:32x96x16" → (small, 32, 96, 16); a bare preset gets B 32, S 96, T 16.</summary>
     internal static (string Preset, int B, int S, int T) Parse(string spec)

@@ -16,9 +16,7 @@ public static class StepProfileQuick
     public static void Run(string deviceId, string[] rest)
     {
         var device = Device.Get(deviceId);
-        int steps = rest.Where(a => a.StartsWith("steps=")).Select(a => int.Parse(a["steps=".Length..])).DefaultIfEmpty(5).First();
-        var cases = rest.Where(a => !a.StartsWith("steps=")).ToList();
-        if (cases.Count == 0) cases = ["small:32x96x16", "transformer-base:8x64x64"];
+        var (cases, steps) = CheckpointStepQuick.StepsAndCases(rest, 5);
         Console.WriteLine($"== training step profile on {device}: vocab 8000, AdamW, medians of {steps} steps after one warm-up step, full and LoRA steps alternating");
         foreach (var spec in cases)
         {

@@ -15,16 +15,7 @@ WRITE=1; [ "${1:-}" = "--no-write" ] && WRITE=0
 THREADS=2
 PY="${PYTHON:-/usr/bin/python3}"
 
-need=()
-"$PY" -c 'import torch' 2>/dev/null || need+=(python3-torch)
-dpkg -s libopenblas0-pthread >/dev/null 2>&1 || need+=(libopenblas0-pthread)
-dpkg -s libopenblas-dev >/dev/null 2>&1 || need+=(libopenblas-dev)
-command -v cc >/dev/null 2>&1 || need+=(gcc)
-if [ ${#need[@]} -gt 0 ]; then
-  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-  $SUDO apt-get update -q
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${need[@]}"
-fi
+. bench/peers/install-peers.sh
 
 dotnet build -c Release bench -v q -nologo >/dev/null
 BENCH="dotnet bench/bin/Release/net10.0/Nanolora.Bench.dll"

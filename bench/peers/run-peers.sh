@@ -11,16 +11,7 @@ WHAT="${2:-all}"
 # Debian's python3-torch is installed for the system interpreter, not for a pyenv/venv python3 on PATH.
 PY="${PYTHON:-/usr/bin/python3}"
 
-need=()
-"$PY" -c 'import torch' 2>/dev/null || need+=(python3-torch)
-dpkg -s libopenblas0-pthread >/dev/null 2>&1 || need+=(libopenblas0-pthread)
-dpkg -s libopenblas-dev >/dev/null 2>&1 || need+=(libopenblas-dev)
-command -v cc >/dev/null 2>&1 || need+=(gcc)
-if [ ${#need[@]} -gt 0 ]; then
-  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-  $SUDO apt-get update -q
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${need[@]}"
-fi
+. ./install-peers.sh
 
 echo "== machine: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cpus; threads=$THREADS"
 if [ "$WHAT" = all ] || [ "$WHAT" = matmul ]; then

@@ -19,6 +19,11 @@ public static class ModelCommands
     {
         Description = "a saved PEFT method folder of any kind, dispatched on its adapter_config.json's peft_type: LORA (as --adapter), SELECTIVE (bitfit, selective), LN_TUNING, IA3, BOTTLENECK (adapter-houlsby, adapter-pfeiffer)",
     };
+    static readonly Option<string> BaseDType = new Option<string>("--base-dtype")
+    {
+        Description = "store the model's linear weights in bfloat16 for this run (half their memory, rounded once; the GEMM widens them, so the arithmetic stays float32) or keep float32",
+        DefaultValueFactory = _ => "float32",
+    }.Choices("float32", "bfloat16");
     static readonly Option<bool> Force = new("--force") { Description = "apply --adapter even to a base other than the one it was trained on (its recorded fingerprint differs)" };
     static readonly Option<int> NoRepeatNgram = new Option<int>("--no-repeat-ngram") { Description = "never repeat an n-gram of this many tokens in an output (0: off), as Hugging Face's no_repeat_ngram_size", DefaultValueFactory = _ => 0 }.Range(0, 64);
 
@@ -32,9 +37,18 @@ public static class ModelCommands
         var (model, tokenizer) = Checkpoint.Load(ShippedPaths.Resolve(r.GetValue(ModelDir)!), dev);
         try
         {
-            if (r.GetValue(PeftDir) is not string peft) return (model, tokenizer, AdapterSet.Load(model, r.GetValue(AdapterDir), r.GetValue(Force)));
-            if (r.GetValue(AdapterDir) is { Length: > 0 }) throw new ArgumentException($"--peft '{peft}' and --adapter both name what to apply; give one of them.");
-            return (model, tokenizer, AdapterSet.LoadPeft(model, peft, r.GetValue(Force)));
+            AdapterSet adapters;
+            if (r.GetValue(PeftDir) is not string peft) adapters = AdapterSet.Load(model, r.GetValue(AdapterDir), r.GetValue(Force));
+            else if (r.GetValue(AdapterDir) is { Length: > 0 }) throw new ArgumentException($"--peft '{peft}' and --adapter both name what to apply; give one of them.");
+            else adapters = AdapterSet.LoadPeft(model, peft, r.GetValue(Force));
+            if (r.GetValue(BaseDType) == "bfloat16")
+            {
+                // Nothing trains here: every linear weight of the base (not the adapters' own factors) goes to 16 bits.
+                model.SetTrainable(false);
+                long saved = FrozenWeights.ToBFloat16(model);
+                Terminal.Status($"linear weights in bfloat16: {FrozenWeights.CountBFloat16(model):N0} values, {saved / 1048576.0:F1} MiB less");
+            }
+            return (model, tokenizer, adapters);
         }
         catch { model.Dispose(); throw; }
     }
@@ -50,7 +64,7 @@ public static class ModelCommands
         var predictions = new Option<string?>("--predictions") { Description = "write the predictions to this file, one a line, in split order" };
         var json = JsonOutput.Option("nanolora.eval/1");
         var cmd = new Command("eval", "Score a model (optionally with one or several adapters, each in turn) on a task split: ROUGE beside the lead-8 baseline, or chrF and BLEU beside copying the source for a translation task.")
-            { ModelDir, AdapterDir, PeftDir, Force, task, split, limit, beam, NoRepeatNgram, predictions, json };
+            { ModelDir, AdapterDir, PeftDir, Force, BaseDType, task, split, limit, beam, NoRepeatNgram, predictions, json };
         cmd.SetAction(r => Program.Guard(() =>
         {
             var (model, tokenizer, adapters) = Load(r, device);
@@ -144,7 +158,7 @@ public static class ModelCommands
             { Description = $"each input is ADAPTER<TAB>SOURCE (an --adapter's name, or {MixedBatch.Base}), decoded in mixed-adapter batches; on by itself with several --adapter" };
         var batchSize = new Option<int>("--batch-size") { Description = "sources decoded together in the per-line mode", DefaultValueFactory = _ => 16 }.Range(1, 4096);
         var cmd = new Command("generate", "Generate a target (e.g. a synopsis) for each source text: one output a line on stdout; with several adapters, each line picks its own.")
-            { ModelDir, AdapterDir, PeftDir, Force, text, beam, maxLen, maxSource, noCache, NoRepeatNgram, perLine, batchSize, json };
+            { ModelDir, AdapterDir, PeftDir, Force, BaseDType, text, beam, maxLen, maxSource, noCache, NoRepeatNgram, perLine, batchSize, json };
         cmd.SetAction(r => Program.Guard(() =>
         {
             var (model, tokenizer, adapters) = Load(r, device);
