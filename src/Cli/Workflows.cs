@@ -64,7 +64,7 @@ public sealed record FineTuneOptions
     /// forward pass of time.
     /// </summary>
     public bool GradientCheckpointing { get; init; }
-    /// <summary>Store the frozen base's linear weights in bfloat16 (<see cref="FrozenWeights"/>): half their memory, rounded once.</summary>
+    /// <summary>Store the frozen base's linear weights and embeddings in bfloat16 (<see cref="FrozenWeights"/>): half their memory, rounded once.</summary>
     public bool BaseBFloat16 { get; init; }
     /// <summary>Bottleneck adapters: the width is the model width divided by this.</summary>
     public int ReductionFactor { get; init; } = PeftRecipes.DefaultReductionFactor;
@@ -178,7 +178,7 @@ public static class Workflows
         if (o.BaseBFloat16)
         {
             long saved = FrozenWeights.ToBFloat16(model);
-            Console.WriteLine($"frozen base in bfloat16: {FrozenWeights.CountBFloat16(model):N0} linear weights, {saved / 1048576.0:F1} MiB less");
+            Output.Terminal.Status($"frozen base in bfloat16: {FrozenWeights.CountBFloat16(model):N0} values (linear weights and embeddings), {saved / 1048576.0:F1} MiB less");
         }
         bool wasCheckpointing = model.GradientCheckpointing;
         model.GradientCheckpointing = o.GradientCheckpointing;

@@ -35,7 +35,7 @@ public sealed record BaseFingerprint(string Structure, string Weights)
     /// <summary>
     /// The fingerprint of <paramref name="lora"/>'s base as <paramref name="config"/> sees it, or null when an adapter is
     /// merged into the weights (they are not the base's then). With <paramref name="asBFloat16"/>, the frozen linear
-    /// weights still in float32 are hashed rounded to bfloat16, as a 16-bit base holds them: an adapter trained on the
+    /// weights and embedding tables still in float32 are hashed rounded to bfloat16, as a 16-bit base holds them: an adapter trained on the
     /// 16-bit form of a base is then recognised on the float32 form.
     /// </summary>
     public static BaseFingerprint? Of(LoraModel lora, LoraConfig config, bool asBFloat16 = false)
@@ -55,8 +55,7 @@ public sealed record BaseFingerprint(string Structure, string Weights)
         using var structure = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
         using var weights = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
         var roundable = asBFloat16
-            ? lora.Base.NamedModules().Select(m => m.Module).OfType<Nanolora.Transformer.Linear>().Where(l => !l.Weight.Trainable)
-                .Select(l => l.Weight).ToHashSet(ReferenceEqualityComparer.Instance)
+            ? Nanolora.Transformer.FrozenWeights.Tables(lora.Base).ToHashSet(ReferenceEqualityComparer.Instance)
             : [];
         foreach (var (name, p) in frozen)
         {

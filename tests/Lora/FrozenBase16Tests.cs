@@ -21,7 +21,6 @@ public class FrozenBase16Tests
         return (model, lora);
     }
 
-    static IEnumerable<Linear> FrozenLinears(Module m) => m.NamedModules().Select(x => x.Module).OfType<Linear>().Where(l => !l.Weight.Trainable);
 
     // Widening is exact and the GEMM's arithmetic is unchanged, so a 16-bit base trains exactly as a float32 base whose
     // weights were rounded to bfloat16 beforehand: same losses and adapters, bit for bit, with the weights' bytes halved.
@@ -31,13 +30,17 @@ public class FrozenBase16Tests
         var (rounded, roundedLora) = Adapted(Config);
         var (half, halfLora) = Adapted(Config);
         using var _ = rounded; using var __ = half;
-        foreach (var l in FrozenLinears(rounded))
-            l.Weight.Data.CopyFrom(l.Weight.Data.ToArray().Select(v => BFloat16.Widen(BFloat16.Round(v))).ToArray());
-        long frozenLinearElements = FrozenLinears(half).Sum(l => l.Weight.Count);
+        foreach (var w in FrozenWeights.Convertible(rounded))
+            w.Data.CopyFrom(w.Data.ToArray().Select(v => BFloat16.Widen(BFloat16.Round(v))).ToArray());
+        // Every frozen linear weight and embedding table (the tied output projection among them), nothing else.
+        var converted = FrozenWeights.Convertible(half).ToList();
+        Assert.Equal(half.NamedModules().Count(m => m.Module is Linear l && !l.Weight.Trainable || m.Module is Embedding), converted.Count);
+        long elements = converted.Sum(w => w.Count);
         long saved = FrozenWeights.ToBFloat16(half);
-        Assert.Equal(2 * frozenLinearElements, saved);
-        Assert.Equal(frozenLinearElements, FrozenWeights.CountBFloat16(half));
-        Assert.All(FrozenLinears(half), l => Assert.Equal(DType.BFloat16, l.Weight.Data.DType));
+        Assert.Equal(2 * elements, saved);
+        Assert.Equal(elements, FrozenWeights.CountBFloat16(half));
+        Assert.All(converted, w => Assert.Equal(DType.BFloat16, w.Data.DType));
+        Assert.All(half.Parameters().Where(p => p.Name is "bias" or "weight" && !converted.Contains(p)), p => Assert.Equal(DType.Float32, p.Data.DType));
         Assert.All(halfLora.AdapterWeights("default"), w => Assert.Equal(DType.Float32, w.Adapter.B.Data.DType));
         using var o1 = new AdamW(rounded.TrainableParameters(), 1e-2f);
         using var o2 = new AdamW(half.TrainableParameters(), 1e-2f);
@@ -72,7 +75,7 @@ public class FrozenBase16Tests
         AdapterFiles.Save(halfLora, "default", dir);
         using var full = new Seq2SeqTransformer(Config, Device.Cpu);
         var warnings = new List<string>();
-        AdapterFiles.Load(LoraModel.Inject(full, Lora, "first"), dir, "loaded", warn: warnings.Add);
+        AdapterFiles.Load(LoraModel.For(full), dir, "loaded", warn: warnings.Add);   // as eval loads it: nothing frozen yet
         Assert.Empty(warnings);
         // ...and refused on another base.
         using var other = new Seq2SeqTransformer(Config with { Seed = Config.Seed + 1 }, Device.Cpu);

@@ -101,6 +101,20 @@ public class BFloat16Tests
             }
     }
 
+    [Theory, MemberData(nameof(Devices), MemberType = typeof(Reference))]
+    public void EmbeddingGathersFromABFloat16Table(string device)
+    {
+        var d = Dev(device);
+        var table = Random(37 * 21, 17, -2f, 2f);
+        using var t32 = Tensor.FromArray(table, [37, 21], d);
+        using var t = t32.ToBFloat16();
+        int[] ids = [5, 0, 36, 5, 17, 2];
+        using var y = Ops.Embedding(t, ids, [2, 3]);
+        Assert.Equal([2, 3, 21], y.ShapeArray());
+        var expected = ids.SelectMany(i => table.Skip(i * 21).Take(21)).Select(v => BFloat16.Widen(BFloat16.Round(v))).ToArray();
+        Assert.Equal(expected, y.ToArray());
+    }
+
     [Fact]
     public void OtherReadersRefuseItClearly()
     {

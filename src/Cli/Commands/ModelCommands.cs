@@ -21,7 +21,7 @@ public static class ModelCommands
     };
     static readonly Option<string> BaseDType = new Option<string>("--base-dtype")
     {
-        Description = "store the model's linear weights in bfloat16 for this run (half their memory, rounded once; the GEMM widens them, so the arithmetic stays float32) or keep float32",
+        Description = "store the model's linear weights and embeddings in bfloat16 for this run (half their memory, rounded once; the GEMM and the lookup widen them, so the arithmetic stays float32) or keep float32",
         DefaultValueFactory = _ => "float32",
     }.Choices("float32", "bfloat16");
     static readonly Option<bool> Force = new("--force") { Description = "apply --adapter even to a base other than the one it was trained on (its recorded fingerprint differs)" };
@@ -46,7 +46,7 @@ public static class ModelCommands
                 // Nothing trains here: every linear weight of the base (not the adapters' own factors) goes to 16 bits.
                 model.SetTrainable(false);
                 long saved = FrozenWeights.ToBFloat16(model);
-                Terminal.Status($"linear weights in bfloat16: {FrozenWeights.CountBFloat16(model):N0} values, {saved / 1048576.0:F1} MiB less");
+                Terminal.Status($"base in bfloat16: {FrozenWeights.CountBFloat16(model):N0} values (linear weights and embeddings), {saved / 1048576.0:F1} MiB less");
             }
             return (model, tokenizer, adapters);
         }

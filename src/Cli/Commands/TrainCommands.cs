@@ -98,7 +98,7 @@ public static class TrainCommands
         var gradientCheckpointing = new Option<bool>("--gradient-checkpointing")
             { Description = "recompute each layer's forward in backward instead of keeping its activations: same gradients, several times less activation memory, about a third more time" };
         var baseDType = new Option<string>("--base-dtype")
-            { Description = "how the frozen base's linear weights are stored: float32, or bfloat16 (half their memory, rounded once; the GEMM widens them, so the arithmetic stays float32). Not for full fine-tuning", DefaultValueFactory = _ => "float32" }
+            { Description = "how the frozen base's linear weights and embeddings are stored: float32, or bfloat16 (half their memory, rounded once; the GEMM and the lookup widen them, so the arithmetic stays float32). Not for full fine-tuning", DefaultValueFactory = _ => "float32" }
             .Choices("float32", "bfloat16");
         var loraPlus = new Option<float?>("--loraplus-ratio") { Description = "LoRA+: train the B matrices at R × the learning rate of the A matrices (PEFT's loraplus_lr_ratio; 16 is usual; default off)" }.Positive(1e6f);
         var targets = new Option<string>("--targets") { Description = "comma-separated module names to adapt (name suffixes: q_proj, k_proj, v_proj, o_proj, fc1, fc2)", DefaultValueFactory = _ => LoraDefaults.TargetList };

@@ -28,6 +28,19 @@ public static partial class Ops
             }
         }
 
+        public static readonly Kernel<Action<Index1D, ArrayView<ushort>, ArrayView<int>, ArrayView<float>, int, int>> Forward16 =
+            new(a => a.LoadAutoGroupedStreamKernel<Index1D, ArrayView<ushort>, ArrayView<int>, ArrayView<float>, int, int>(ForwardKernel16));
+
+        // The same from a bfloat16 table (a frozen 16-bit base), widened as it is read.
+        static void ForwardKernel16(Index1D index, ArrayView<ushort> weight, ArrayView<int> ids, ArrayView<float> y, int n, int c)
+        {
+            for (int i = index; i < n; i += GridExtent())
+            {
+                int p = i / c;
+                y[i] = Interop.IntAsFloat((uint)weight[ids[p] * c + (i - p * c)] << 16);
+            }
+        }
+
         // groups = [unique ids (u) | starts (u + 1) | positions]; item (k, col) sums dy over the positions of unique id k.
         static void BackwardKernel(Index1D index, ArrayView<float> dy, ArrayView<int> groups, ArrayView<float> dw, int u, int c)
         {
@@ -58,7 +71,7 @@ public static partial class Ops
         return $" (index [{string.Join(", ", index)}] of shape {ShapeMath.Format(shape)})";
     }
 
-    /// <summary>Rows of weight [V, C] picked by ids (shape <paramref name="idsShape"/>): output [..idsShape, C].</summary>
+    /// <summary>Rows of weight [V, C] picked by ids (shape <paramref name="idsShape"/>): output [..idsShape, C]. The table may be bfloat16 (widened as read).</summary>
     public static Tensor Embedding(Tensor weight, int[] ids, ReadOnlySpan<int> idsShape)
     {
         const string op = "Embedding";
@@ -81,7 +94,17 @@ public static partial class Ops
             GpuLength(weight, op);
             int n = GpuLength(y, op);
             using var dids = new DeviceInts(gpu, ids);
-            EmbeddingKernels.Forward.On(gpu)(LaunchThreads(gpu, n), weight.View, dids.View, y.View, n, c);
+            if (weight.DType == DType.BFloat16) EmbeddingKernels.Forward16.On(gpu)(LaunchThreads(gpu, n), weight.View16, dids.View, y.View, n, c);
+            else EmbeddingKernels.Forward.On(gpu)(LaunchThreads(gpu, n), weight.View, dids.View, y.View, n, c);
+            return y;
+        }
+        if (weight.DType == DType.BFloat16)
+        {
+            var w16 = weight.Host16; var y16 = y.HostArray;
+            CpuParallel.For(ids.Length, RowGrain(c), (p0, p1) =>
+            {
+                for (long p = p0; p < p1; p++) BFloat16.Widen(w16.AsSpan(ids[p] * c, c), y16.AsSpan((int)(p * c), c));
+            });
             return y;
         }
         var w = weight.HostArray; var ys = y.HostArray;
