@@ -119,11 +119,12 @@ public sealed class TrainStepCase : IDisposable
     public Batch Batch => _batch;
     public Device Device => _device;
 
-    public TrainStepCase(bool lora, Device device, TransformerConfig? config = null, int batch = 32, int sourceLength = 96, int targetLength = 16)
+    public TrainStepCase(bool lora, Device device, TransformerConfig? config = null, int batch = 32, int sourceLength = 96, int targetLength = 16, bool base16 = false)
     {
         _device = device;
         Model = new Seq2SeqTransformer(config ?? TransformerConfig.Preset("small", 8000), device);
         if (lora) LoraModel.Inject(Model, BenchModels.AttentionLora);
+        if (base16) FrozenWeights.ToBFloat16(Model);
         TrainableParameters = Model.ParameterCount(trainableOnly: true);
         TotalParameters = Model.ParameterCount();
         Optimizer = new AdamW(Model.TrainableParameters(), lr: 1e-4f);

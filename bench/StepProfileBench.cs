@@ -6,9 +6,10 @@ using Nanolora.Transformer;
 namespace Nanolora.Bench;
 
 /// <summary>
-/// Where a training step's time goes, full fine-tuning beside LoRA r=8 on q,k,v,o: forward, backward and optimizer
-/// (median of N steps each, the two models' steps alternating), then the per-op table (NANOLORA_PROFILE's counters,
-/// summed over the same N steps) with both methods side by side, so a cut on the frozen path shows op by op.
+/// Where a training step's time goes, full fine-tuning beside LoRA r=8 on q,k,v,o, and LoRA on a 16-bit frozen base
+/// (FrozenWeights.ToBFloat16): forward, backward and optimizer (median of N steps each, the models' steps alternating),
+/// the peak ledger bytes of each, then the per-op table (NANOLORA_PROFILE's counters, summed over the same N steps) for
+/// full and LoRA side by side, so a cut on the frozen path shows op by op.
 /// Run: dotnet bench/bin/Release/net10.0/Nanolora.Bench.dll step-profile [device] [preset:BxSxT ...] [steps=N]
 /// </summary>
 public static class StepProfileQuick
@@ -24,10 +25,14 @@ public static class StepProfileQuick
             var config = TransformerConfig.Preset(preset, 8000);
             using var full = new TrainStepCase(false, device, config, b, s, t);
             using var lora = new TrainStepCase(true, device, config, b, s, t);
-            var cs = new[] { full, lora };
+            using var lora16 = new TrainStepCase(true, device, config, b, s, t, base16: true);
+            var cs = new[] { full, lora, lora16 };
+            string[] names = ["full", "LoRA", "LoRA, 16-bit base"];
             var phases = cs.Select(_ => new List<(double F, double B, double O)>()).ToArray();
             var ops = new Dictionary<string, (double F, double B, long N)>[2];
             foreach (var c in cs) Timed(c);   // warm-up: optimizer state, pool
+            // The three models share one ledger, so memory is each model's own parameter bytes (ckpt-step reads whole peaks).
+            var parameterBytes = cs.Select(c => c.Model.Parameters().Sum(p => p.Data.Length * (p.Data.DType == DType.BFloat16 ? 2L : 4L))).ToArray();
             for (int k = 0; k < 2; k++)
             {
                 Profiler.Enabled = true;
@@ -37,18 +42,19 @@ public static class StepProfileQuick
                 Profiler.Enabled = false;
             }
             for (int i = 0; i < steps; i++)
-                for (int k = 0; k < 2; k++) phases[k].Add(Timed(cs[k]));
+                for (int k = 0; k < cs.Length; k++) phases[k].Add(Timed(cs[k]));
             Console.WriteLine($"\n### {preset} (B {b}, S {s}, T {t}): full {full.TrainableParameters:N0} trainable, LoRA {lora.TrainableParameters:N0}");
-            Console.WriteLine("| method | forward ms | backward ms | optimizer ms | step ms |");
-            Console.WriteLine("|---|---:|---:|---:|---:|");
-            var totals = new double[2];
-            for (int k = 0; k < 2; k++)
+            Console.WriteLine("| method | forward ms | backward ms | optimizer ms | step ms | parameter bytes |");
+            Console.WriteLine("|---|---:|---:|---:|---:|---:|");
+            var totals = new double[cs.Length];
+            for (int k = 0; k < cs.Length; k++)
             {
                 double f = Median(phases[k].Select(p => p.F)), bw = Median(phases[k].Select(p => p.B)), o = Median(phases[k].Select(p => p.O));
                 totals[k] = Median(phases[k].Select(p => p.F + p.B + p.O));
-                Console.WriteLine($"| {(k == 0 ? "full" : "LoRA")} | {f:F0} | {bw:F0} | {o:F1} | {totals[k]:F0} |");
+                Console.WriteLine($"| {names[k]} | {f:F0} | {bw:F0} | {o:F1} | {totals[k]:F0} | {BenchModels.Mb(parameterBytes[k])} |");
             }
             Console.WriteLine($"   {preset}: LoRA step / full step = {totals[1] / totals[0]:F3}");
+            Console.WriteLine($"   {preset}: 16-bit base: step {totals[2] / totals[1]:F3}× LoRA's, parameters {(double)parameterBytes[2] / parameterBytes[1]:F3}× LoRA's");
             Console.WriteLine($"\n| op (ms per step) | full forward | full backward | LoRA forward | LoRA backward |");
             Console.WriteLine("|---|---:|---:|---:|---:|");
             foreach (var name in ops[0].Keys.Union(ops[1].Keys).OrderByDescending(n => Sum(ops[0], n) + Sum(ops[1], n)))

@@ -18,8 +18,9 @@ def parse(path):
     r["ops"] = {(m[1], m[2]): float(m[3]) for m in re.finditer(r"^(nanolora|torch)\s+(\S+)\s+median\s+([\d.]+) GB/s", text, re.M)}
     r["train"] = {m[1]: float(m[2]) for m in re.finditer(r"^(nanolora|torch)\s+train-step\s+median\s+([\d.]+) s/step", text, re.M)}
     r["lora_step"] = []
-    for m in re.finditer(r"^### (\S+) \(B (\d+), S (\d+), T (\d+)\).*?\n\| full \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \|\n\| LoRA \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \|", text, re.S | re.M):
-        r["lora_step"].append((f"{m[1]} ({m[2]}×{m[3]}×{m[4]})", float(m[8]), float(m[12])))
+    row = r"\| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) MiB \|"
+    for m in re.finditer(r"^### (\S+) \(B (\d+), S (\d+), T (\d+)\).*?\n\| full " + row + r"\n\| LoRA " + row + r"\n\| LoRA, 16-bit base " + row, text, re.S | re.M):
+        r["lora_step"].append((f"{m[1]} ({m[2]}×{m[3]}×{m[4]})", float(m[8]), float(m[13]), float(m[18]), float(m[14]), float(m[19])))
     r["ckpt"] = re.findall(r"^\s+(\S+) (full|LoRA): activation peak ([\d.]+)× lower, step time ([+-]\d+)%", text, re.M)
     r["ckpt_ratio"] = re.findall(r"^\s+(\S+) checkpointing (on|off): LoRA peak / full peak = ([\d.]+)", text, re.M)
     r["infer"] = {m[1]: float(m[2]) for m in re.finditer(r"^(base|lora-unmerged|lora-merged)\s+median\s+([\d.]+) ms", text, re.M)}
@@ -51,8 +52,9 @@ def render(r):
         out += ["", f"Training step at torch.nn.Transformer dims (B 32, S 96, T 16): Nanolora {n:.3f} s, PyTorch {t:.3f} s"
                 + (f" (PyTorch / Nanolora {t / n:.2f}×)." if n and t else ".")]
     if r["lora_step"]:
-        out += ["", "| LoRA r=8 q,k,v,o vs full fine-tuning | full step ms | LoRA step ms | LoRA / full |", "|---|---:|---:|---:|"]
-        out += [f"| {name} | {f:.0f} | {l:.0f} | {l / f:.3f} |" for name, f, l in r["lora_step"]]
+        out += ["", "| LoRA r=8 q,k,v,o vs full fine-tuning | full step ms | LoRA step ms | LoRA / full | LoRA, 16-bit base: step ms | its parameters / LoRA's |",
+                "|---|---:|---:|---:|---:|---:|"]
+        out += [f"| {name} | {f:.0f} | {l:.0f} | {l / f:.3f} | {l16:.0f} | {p16 / p:.3f} |" for name, f, l, l16, p, p16 in r["lora_step"]]
     if r["ckpt"]:
         out += ["", "| activation checkpointing | activation peak lower by | step time |", "|---|---:|---:|"]
         out += [f"| {p} {m} | {a}× | {t} % |" for p, m, a, t in r["ckpt"]]
