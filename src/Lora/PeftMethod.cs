@@ -51,6 +51,18 @@ public abstract class PeftMethod<TConfig> : IPeftMethod where TConfig : class
     /// <summary>A view of <paramref name="model"/> with no instances yet.</summary>
     protected PeftMethod(Module model) => Base = model;
 
+    /// <summary>Every method's Inject: <paramref name="view"/> with instance <paramref name="name"/> added and made active.</summary>
+    protected static TModel Injected<TModel>(TModel view, string name, TConfig config, ulong seed = 1) where TModel : PeftMethod<TConfig>
+    {
+        view.Add(name, config, seed);
+        view.SetActive(name);
+        return view;
+    }
+
+    /// <summary>The <typeparamref name="TLayer"/> wrappers already in <paramref name="model"/> (another view's), by module path, for a new view to adopt.</summary>
+    protected static Dictionary<string, TLayer> Adopted<TLayer>(Module model) where TLayer : Module =>
+        model.NamedModules().Where(m => m.Module is TLayer).ToDictionary(m => m.Name, m => (TLayer)m.Module);
+
     /// <inheritdoc/>
     public abstract string PeftType { get; }
     /// <inheritdoc/>

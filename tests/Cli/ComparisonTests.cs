@@ -39,7 +39,7 @@ public class ComparisonTests
         var resumed = ExperimentState.Open(o, baseDir, resume: true, overwrite: false);
         Assert.True(resumed.IsDone("lora"));
         Assert.Empty(resumed.Comparison);
-        Assert.Contains(resumed.Recipe, l => l == "compare_methods=ia3,adapter-houlsby-rf16");
+        Assert.Contains(resumed.Recipe, l => l == "compare_methods=bitfit,ia3,adapter-houlsby-rf16,prompt-tuning");
         resumed.Comparison.Add(Row("ia3", null, 10, 100, 9));
         resumed.Complete("compare:ia3", o.OutputDirectory, 20);
 

@@ -43,13 +43,7 @@ public sealed class BottleneckModel : PeftMethod<BottleneckConfig>
     public static BottleneckModel For(Module model) => new(model);
 
     /// <summary>Adds instance <paramref name="name"/> for <paramref name="config"/>, makes it active and freezes everything else.</summary>
-    public static BottleneckModel Inject(Module model, BottleneckConfig config, string name = "default", ulong seed = 1)
-    {
-        var m = new BottleneckModel(model);
-        m.Add(name, config, seed);
-        m.SetActive(name);
-        return m;
-    }
+    public static BottleneckModel Inject(Module model, BottleneckConfig config, string name = "default", ulong seed = 1) => Injected(new BottleneckModel(model), name, config, seed);
 
     /// <summary>Where each adapted sublayer's adapters live: (layer path, sublayer, host path, width C).</summary>
     IEnumerable<(string Layer, string Sublayer, string Host, int Width)> Places(BottleneckConfig config)

@@ -13,7 +13,7 @@ namespace Nanolora.Lora.IA3;
 /// </summary>
 public sealed class IA3Model : PeftMethod<IA3Config>
 {
-    readonly Dictionary<string, IA3Linear> _layers = new();   // module path → wrapper
+    readonly Dictionary<string, IA3Linear> _layers;   // module path → wrapper
 
     /// <summary>PEFT's peft_type for (IA)³.</summary>
     public const string Type = "IA3";
@@ -24,21 +24,14 @@ public sealed class IA3Model : PeftMethod<IA3Config>
 
     IA3Model(Module model) : base(model)
     {
-        foreach (var (name, module) in model.NamedModules())
-            if (module is IA3Linear existing) _layers[name] = existing;
+        _layers = Adopted<IA3Linear>(model);
     }
 
     /// <summary>An (IA)³ view of <paramref name="model"/> with no instances yet.</summary>
     public static IA3Model For(Module model) => new(model);
 
     /// <summary>Adds instance <paramref name="name"/> for <paramref name="config"/>, makes it active and freezes everything else.</summary>
-    public static IA3Model Inject(Module model, IA3Config config, string name = "default", ulong seed = 1)
-    {
-        var m = new IA3Model(model);
-        m.Add(name, config, seed);
-        m.SetActive(name);
-        return m;
-    }
+    public static IA3Model Inject(Module model, IA3Config config, string name = "default", ulong seed = 1) => Injected(new IA3Model(model), name, config, seed);
 
     List<string> Targets(IA3Config config) => Base.NamedModules()
         .Where(m => (m.Module is Linear || m.Module is IA3Linear) && !m.Name.EndsWith(".base_layer") && config.Targets.Matches(m.Name))

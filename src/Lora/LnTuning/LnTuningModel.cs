@@ -13,7 +13,7 @@ namespace Nanolora.Lora.LnTuning;
 /// </summary>
 public sealed class LnTuningModel : PeftMethod<LnTuningConfig>
 {
-    readonly Dictionary<string, LnTuningLayer> _layers = new();   // module path → wrapper
+    readonly Dictionary<string, LnTuningLayer> _layers;   // module path → wrapper
 
     /// <summary>PEFT's peft_type for LN tuning.</summary>
     public const string Type = "LN_TUNING";
@@ -24,21 +24,14 @@ public sealed class LnTuningModel : PeftMethod<LnTuningConfig>
 
     LnTuningModel(Module model) : base(model)
     {
-        foreach (var (name, module) in model.NamedModules())
-            if (module is LnTuningLayer existing) _layers[name] = existing;
+        _layers = Adopted<LnTuningLayer>(model);
     }
 
     /// <summary>An LN tuning view of <paramref name="model"/> with no instances yet.</summary>
     public static LnTuningModel For(Module model) => new(model);
 
     /// <summary>Adds instance <paramref name="name"/> for <paramref name="config"/>, makes it active and freezes everything else.</summary>
-    public static LnTuningModel Inject(Module model, LnTuningConfig config, string name = "default")
-    {
-        var m = new LnTuningModel(model);
-        m.Add(name, config);
-        m.SetActive(name);
-        return m;
-    }
+    public static LnTuningModel Inject(Module model, LnTuningConfig config, string name = "default") => Injected(new LnTuningModel(model), name, config);
 
     List<string> Targets(LnTuningConfig config) => Base.NamedModules()
         .Where(m => (m.Module is LayerNorm || m.Module is LnTuningLayer) && !m.Name.EndsWith(".base_layer") && !m.Name.Contains(".ln_tuning_layers.")

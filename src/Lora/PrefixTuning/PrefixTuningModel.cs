@@ -50,13 +50,7 @@ public sealed class PrefixTuningModel : PeftMethod<PrefixTuningConfig>
     public static PrefixTuningModel For(Module model) => new(model);
 
     /// <summary>Adds instance <paramref name="name"/> for <paramref name="config"/>, makes it active and freezes everything else.</summary>
-    public static PrefixTuningModel Inject(Module model, PrefixTuningConfig config, string name = "default", ulong seed = 1)
-    {
-        var m = new PrefixTuningModel(model);
-        m.Add(name, config, seed);
-        m.SetActive(name);
-        return m;
-    }
+    public static PrefixTuningModel Inject(Module model, PrefixTuningConfig config, string name = "default", ulong seed = 1) => Injected(new PrefixTuningModel(model), name, config, seed);
 
     /// <summary>The sites <paramref name="config"/> names, or the model's all; refused where the model lacks one.</summary>
     IReadOnlyList<string> Sites(PrefixTuningConfig config, bool fromPeftFile = false)

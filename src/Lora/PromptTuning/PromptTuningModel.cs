@@ -54,13 +54,7 @@ public sealed class PromptTuningModel : PeftMethod<PromptTuningConfig>
     public static PromptTuningModel For(Module model, Func<string, IReadOnlyList<int>>? tokenize = null) => new(model, tokenize);
 
     /// <summary>Adds instance <paramref name="name"/> for <paramref name="config"/>, makes it active and freezes everything else.</summary>
-    public static PromptTuningModel Inject(Module model, PromptTuningConfig config, string name = "default", ulong seed = 1, Func<string, IReadOnlyList<int>>? tokenize = null)
-    {
-        var m = new PromptTuningModel(model, tokenize);
-        m.Add(name, config, seed);
-        m.SetActive(name);
-        return m;
-    }
+    public static PromptTuningModel Inject(Module model, PromptTuningConfig config, string name = "default", ulong seed = 1, Func<string, IReadOnlyList<int>>? tokenize = null) => Injected(new PromptTuningModel(model, tokenize), name, config, seed);
 
     int Submodules(PromptTuningConfig c)
     {

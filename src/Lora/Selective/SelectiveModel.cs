@@ -28,13 +28,7 @@ public sealed class SelectiveModel : PeftMethod<SelectiveConfig>
     public static SelectiveModel For(Module model) => new(model);
 
     /// <summary>Adds instance <paramref name="name"/> for <paramref name="config"/>, makes it active and freezes everything else.</summary>
-    public static SelectiveModel Inject(Module model, SelectiveConfig config, string name = "default")
-    {
-        var m = new SelectiveModel(model);
-        m.Add(name, config);
-        m.SetActive(name);
-        return m;
-    }
+    public static SelectiveModel Inject(Module model, SelectiveConfig config, string name = "default") => Injected(new SelectiveModel(model), name, config);
 
     /// <inheritdoc/>
     protected override void AddCore(string name, SelectiveConfig config, ulong seed)
