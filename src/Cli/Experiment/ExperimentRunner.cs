@@ -156,19 +156,39 @@ public sealed class ExperimentRunner(ExperimentOptions o, Device device)
         float fullRate = ChooseRate("full", o.FullLearningRates, recipe, debian, validation, baseDir);
         float loraRate = ChooseRate("lora", o.LoraLearningRates, recipe, debian, validation, baseDir);
 
+        var full = recipe with { Method = "full", LearningRate = fullRate, FullLearningRate = fullRate };
+        string fullDir = Path.Combine(o.OutputDirectory, "full");
         Unit("full", () =>
         {
             var (model, tokenizer) = Checkpoint.Load(baseDir, device);
             using (model)
             {
-                var full = recipe with { Method = "full", LearningRate = fullRate, FullLearningRate = fullRate };
                 var (fullResult, _) = Workflows.FineTune(model, tokenizer, debian, full, baseDir);
                 var fullEval = Save("full", Workflows.Evaluate(model, tokenizer, "debian", test, Decode("debian"), "full: evaluating"));
-                Checkpoint.Save(Path.Combine(o.OutputDirectory, "full"), model, tokenizer);
-                Add("full", "debian", 0, fullEval, fullResult, 0, total, new FileInfo(Path.Combine(o.OutputDirectory, "full", Checkpoint.WeightsFile)).Length, test.Count, o.Steps, fullRate);
+                Checkpoint.Save(fullDir, model, tokenizer);
+                Add("full", "debian", 0, fullEval, fullResult, 0, total, new FileInfo(Path.Combine(fullDir, Checkpoint.WeightsFile)).Length, test.Count, o.Steps, fullRate);
                 _state.Losses["full"] = fullResult.Losses;
             }
         });
+
+        // A progress folder is committed without the 114 MB checkpoint; a later unit that needs it retrains it with the
+        // recorded recipe (deterministic: the same data order, seed and arithmetic give the same weights) and checks that
+        // its losses are the recorded ones.
+        string FullCheckpoint()
+        {
+            if (File.Exists(Path.Combine(fullDir, Checkpoint.WeightsFile))) return fullDir;
+            Output.Terminal.Status($"experiment: the fully fine-tuned checkpoint is not in {fullDir} (a progress folder leaves it out); retraining it with the recorded recipe.");
+            var (model, tokenizer) = Checkpoint.Load(baseDir, device);
+            using (model)
+            {
+                var (again, _) = Workflows.FineTune(model, tokenizer, debian, full, baseDir);
+                if (_state.Losses.TryGetValue("full", out var recorded) && !recorded.SequenceEqual(again.Losses))
+                    throw new InvalidOperationException($"Retraining the full fine-tuning row gave other losses than the recorded run (step 1: {again.Losses.FirstOrDefault()} vs {recorded.FirstOrDefault()}); " +
+                        $"the code or the machine's arithmetic changed since. Rerun the experiment's 'full' unit: remove it from {ExperimentState.File}'s done list.");
+                Checkpoint.Save(fullDir, model, tokenizer);
+            }
+            return fullDir;
+        }
 
         // LoRA r=8 on the attention query and value projections; the same process then learns and swaps a second adapter.
         var loraOptions = recipe with { Method = "lora", LearningRate = loraRate };
@@ -220,7 +240,7 @@ public sealed class ExperimentRunner(ExperimentOptions o, Device device)
 
         // The PEFT comparison: new units after all of the above, so a run begun before it existed resumes into it.
         if (o.Comparison.Count > 0)
-            new PeftComparison(o, device, _state, Unit, Save, Decode("debian")).Run(debian, test, validation, baseDir, recipe, adapterDir);
+            new PeftComparison(o, device, _state, Unit, Save, Decode("debian")).Run(debian, test, validation, baseDir, recipe, adapterDir, FullCheckpoint);
     }
 
     /// <summary>

@@ -15,8 +15,12 @@ namespace Nanolora.Cli;
 internal sealed class PeftComparison(ExperimentOptions o, Device device, ExperimentState state, Action<string, Action> unit,
     Func<string, EvalResult, EvalResult> save, DecodeOptions decode)
 {
-    /// <summary>Runs the comparison's units; <paramref name="loraAdapter"/> is the main LoRA row's saved adapter.</summary>
-    public void Run(TaskData debian, IReadOnlyList<Example> test, IReadOnlyList<Example> validation, string baseDir, FineTuneOptions recipe, string loraAdapter)
+    /// <summary>
+    /// Runs the comparison's units; <paramref name="loraAdapter"/> is the main LoRA row's saved adapter, and
+    /// <paramref name="fullCheckpoint"/> gives the fully fine-tuned checkpoint's folder (rebuilding it when absent).
+    /// </summary>
+    public void Run(TaskData debian, IReadOnlyList<Example> test, IReadOnlyList<Example> validation, string baseDir, FineTuneOptions recipe, string loraAdapter,
+        Func<string> fullCheckpoint)
     {
         long total = state.BaseParameters;
         // The latency inputs: 32 (the largest batch) test sources spread over the split, the same for every row.
@@ -27,7 +31,7 @@ internal sealed class PeftComparison(ExperimentOptions o, Device device, Experim
             Add(Main("base"), null, Latency(model, tokenizer, latencyExamples, maxSource, "base"), null, null)));
         unit("compare:full", () =>
         {
-            string dir = Path.Combine(o.OutputDirectory, "full");
+            string dir = fullCheckpoint();
             var (model, tokenizer) = Checkpoint.Load(dir, device);
             using (model) Add(Main("full"), null, Latency(model, tokenizer, latencyExamples, maxSource, "full"), null, Bytes(Path.Combine(dir, Checkpoint.WeightsFile)));
         });
