@@ -23,6 +23,25 @@ public class ComparisonTests
     static ComparisonRow Row(string method, string? size, double b1, double b32, double? mergedB1 = null) =>
         new(method, size, 0.25, 0.1, 0.2, 1000, 0.5, 8000, 1 << 20, new Dictionary<string, long> { ["activation"] = 1 << 19 }, 42.0, b1, b32, mergedB1, mergedB1 * 4, 4096, 400, 100, 1e-3f);
 
+    // A state written before lora_targets was recorded read as q_proj,v_proj, the only targets those runs used: it resumes
+    // with them and refuses others, naming the setting.
+    [Fact]
+    public void AStateWithoutLoraTargetsMeansQueryAndValue()
+    {
+        var (o, baseDir) = Setup();
+        ExperimentState.Open(o, baseDir, resume: false, overwrite: false).Complete("lora", o.OutputDirectory, 10);
+        string path = Path.Combine(o.OutputDirectory, ExperimentState.File);
+        var old = JsonSerializer.Deserialize<ExperimentState>(File.ReadAllText(path), JsonOutput.Options)!;
+        Assert.Contains(old.Recipe, l => l == "lora_targets=q_proj,v_proj");
+        old.Recipe.RemoveAll(l => l.StartsWith("lora_targets="));
+        File.WriteAllText(path, JsonSerializer.Serialize(old, JsonOutput.Options));
+
+        Assert.True(ExperimentState.Open(o, baseDir, resume: true, overwrite: false).IsDone("lora"));
+        var e = Assert.Throws<ArgumentException>(() => ExperimentState.Open(o with { LoraTargets = ["q_proj", "k_proj", "v_proj", "o_proj"] }, baseDir, resume: true, overwrite: false));
+        Assert.Contains("lora_targets", e.Message);
+        Assert.Contains("q_proj,k_proj,v_proj,o_proj", e.Message);
+    }
+
     [Fact]
     public void AStateWrittenBeforeTheComparisonResumesAndThenHoldsItsSettings()
     {

@@ -32,9 +32,11 @@ public static class ExperimentCommand
             Description = $"the PEFT comparison's methods after base, full and LoRA: comma-separated {string.Join(", ", PeftRecipes.Names)}, adapters as NAME:FACTOR (reduction factor), or none " +
                           $"(default: {string.Join(",", ComparisonEntry.Defaults.Select(c => c.ReductionFactor is int f ? $"{c.Method}:{f}" : c.Method))}, and adapter-pfeiffer:4 in the full run)",
         };
+        var loraTargets = new Option<string?>("--lora-targets")
+            { Description = "comma-separated modules LoRA's main row and the rank ablation adapt (default: q_proj,v_proj; q_proj,k_proj,v_proj,o_proj trains 0.99 % of the base)" };
         var json = JsonOutput.Option(ExperimentJson.SchemaName);
         var cmd = new Command("experiment", "Base vs full fine-tuning vs LoRA on Debian synopses (BERT2BERT base on all-MiniLM-L6-v2), a rank ablation, a translation adapter swapped in, and all-MiniLM-L6-v2 retrieval; writes results.json, results.md and plots.")
-            { quick, output, baseDir, steps, evalExamples, ablationSteps, swapTask, swapSteps, ranks, part, retrievalSteps, sweepSteps, compare, resume, overwrite, json };
+            { quick, output, baseDir, steps, evalExamples, ablationSteps, swapTask, swapSteps, ranks, part, retrievalSteps, sweepSteps, compare, loraTargets, resume, overwrite, json };
         cmd.SetAction(r => Program.Guard(() =>
         {
             Device dev = Workflows.ResolveDevice(r.GetValue(device));
@@ -44,6 +46,12 @@ public static class ExperimentCommand
                 o = o with { EvalExamples = e, AblationEvalExamples = Math.Min(o.AblationEvalExamples, e), SweepValidationExamples = Math.Min(o.SweepValidationExamples, e), SwapEvalExamples = o.SwapEvalExamples == 0 ? e : Math.Min(o.SwapEvalExamples, e) };
             else if (r.GetValue(evalExamples) is 0) o = o with { EvalExamples = 0 };
             if (r.GetValue(sweepSteps) is int ss) o = o with { SweepSteps = ss };
+            if (r.GetValue(loraTargets) is string t)
+            {
+                var targets = t.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+                if (targets.Length == 0) throw new ArgumentException($"--lora-targets: expected comma-separated module names such as q_proj,v_proj, got '{t}'.");
+                o = o with { LoraTargets = targets };
+            }
             if (r.GetValue(ablationSteps) is int a) o = o with { AblationSteps = a };
             o = o with { SwapTask = r.GetValue(swapTask)! };
             if (r.GetValue(swapSteps) is int w) o = o with { SwapSteps = w };

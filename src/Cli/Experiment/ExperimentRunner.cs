@@ -86,8 +86,8 @@ public sealed record ExperimentOptions
                   FullLearningRates = [1e-4f, 3e-4f, 1e-3f], LoraLearningRates = [1e-3f, 3e-3f, 1e-2f], SweepSteps = 200, Retrieval = RetrievalOptions.Defaults(false),
                   Comparison = [.. ComparisonEntry.Defaults, new("adapter-pfeiffer", ReductionFactor: 4)], CompareRateFactors = [1f / 3, 1f, 3f], Latency = new(Steps: 16, Repeats: 7) };
 
-    /// <summary>LoRA's main row: rank 8 on the attention query and value projections (PEFT's default targets).</summary>
-    public static readonly string[] LoraTargets = ["q_proj", "v_proj"];
+    /// <summary>The modules LoRA's main row and the rank ablation adapt: by default the attention query and value projections (PEFT's default targets).</summary>
+    public IReadOnlyList<string> LoraTargets { get; init; } = ["q_proj", "v_proj"];
 }
 
 /// <summary>One learning rate tried for a seq2seq method: validation ROUGE-1 after <see cref="ExperimentOptions.SweepSteps"/> steps.</summary>
@@ -152,7 +152,7 @@ public sealed class ExperimentRunner(ExperimentOptions o, Device device)
         long total = _state.BaseParameters;
 
         // Same data, steps and seed for both methods; each at the rate its own sweep chose on the validation split.
-        var recipe = new FineTuneOptions { Task = "debian", Steps = o.Steps, BatchSize = o.BatchSize, Seed = o.Seed, Rank = 8, Alpha = 16, Targets = ExperimentOptions.LoraTargets };
+        var recipe = new FineTuneOptions { Task = "debian", Steps = o.Steps, BatchSize = o.BatchSize, Seed = o.Seed, Rank = 8, Alpha = 16, Targets = [.. o.LoraTargets] };
         float fullRate = ChooseRate("full", o.FullLearningRates, recipe, debian, validation, baseDir);
         float loraRate = ChooseRate("lora", o.LoraLearningRates, recipe, debian, validation, baseDir);
 

@@ -69,6 +69,8 @@ public sealed class ExperimentState
         // A setting added after the state was written (the comparison's) is taken as given: none of its units ran yet.
         foreach (var line in recipe)
             if (AddedLater.Contains(Key(line)) && !state.Recipe.Any(l => Key(l) == Key(line))) state.Recipe.Add(line);
+        foreach (var (key, implied) in ImpliedBefore)
+            if (!state.Recipe.Any(l => Key(l) == key)) state.Recipe.Add(implied);
         var changed = recipe.Except(state.Recipe).Select(Key).ToList();
         if (changed.Count > 0)
             throw new ArgumentException($"experiment --resume: the settings differ from those '{path}' was made with ({string.Join(", ", changed)}): " +
@@ -81,6 +83,9 @@ public sealed class ExperimentState
     /// <summary>Recipe lines newer than the first state files: a state without them still resumes (and records them then).</summary>
     static readonly HashSet<string> AddedLater = ["compare_methods", "compare_rate_factors", "latency"];
 
+    /// <summary>Recipe lines added later whose absence means the one value every earlier run used: a state without them reads as that value.</summary>
+    static readonly Dictionary<string, string> ImpliedBefore = new() { ["lora_targets"] = "lora_targets=q_proj,v_proj" };
+
     /// <summary>Every setting that changes a number in the table, and a hash of the base's weights.</summary>
     static List<string> RecipeOf(ExperimentOptions o, string baseDirectory)
     {
@@ -90,7 +95,7 @@ public sealed class ExperimentState
         return
         [
             $"quick={o.Quick}", $"base_weights_sha256={hash}", $"steps={o.Steps}", $"batch_size={o.BatchSize}", $"seed={o.Seed}",
-            $"eval_examples={o.EvalExamples}", $"no_repeat_ngram={o.NoRepeatNgram}",
+            $"eval_examples={o.EvalExamples}", $"no_repeat_ngram={o.NoRepeatNgram}", $"lora_targets={string.Join(',', o.LoraTargets)}",
             $"full_learning_rates={F(o.FullLearningRates)}", $"lora_learning_rates={F(o.LoraLearningRates)}", $"sweep_steps={o.SweepSteps}",
             $"sweep_validation_examples={o.SweepValidationExamples}", $"swap_task={o.SwapTask}", $"swap_steps={o.SwapSteps}", $"swap_eval_examples={o.SwapEvalExamples}",
             $"swap_rank={o.SwapRank}", $"swap_targets={string.Join(',', o.SwapTargets)}", $"swap_learning_rate={F([o.SwapLearningRate])}",
