@@ -43,7 +43,8 @@ public static class ModelCommands
             else adapters = AdapterSet.LoadPeft(model, peft, r.GetValue(Force));
             if (r.GetValue(BaseDType) == "bfloat16")
             {
-                // Nothing trains here: every linear weight of the base (not the adapters' own factors) goes to 16 bits.
+                // Nothing trains here: every Linear weight and embedding table goes to 16 bits (LoRA's A and B, which are
+                // not Linear modules, stay float32; a bottleneck adapter's projections are Linear modules and go too).
                 model.SetTrainable(false);
                 long saved = FrozenWeights.ToBFloat16(model);
                 Terminal.Status($"base in bfloat16: {FrozenWeights.CountBFloat16(model):N0} values (linear weights and embeddings), {saved / 1048576.0:F1} MiB less");

@@ -73,8 +73,8 @@ internal static unsafe class MatmulCpu
     static nint Elements(long elements, bool bf16) => (nint)(elements * (bf16 ? sizeof(ushort) : sizeof(float)));
 
     /// <summary>One [M, K]·[K, N] product with packing; tasks are row blocks × column chunks.</summary>
-    // The hot paths are compiled fully optimized from their first call, so a process's first GEMMs do not pack with
-    // tier-0 code (one run-all round, a fresh process each, measured its first round up to 1.7× slower than the others).
+    // The hot paths are compiled fully optimized from their first call, so a process's first GEMMs never pack or loop
+    // in tier-0 code (whether tiering caused the slow first round seen once in run-all was not established).
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void Product<TK>(GemmShape s, nint a, nint b, nint c, bool bf16B, float alpha, float beta, bool parallel) where TK : struct, IMicroKernel
     {
