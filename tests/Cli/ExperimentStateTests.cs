@@ -67,4 +67,45 @@ public class ExperimentStateTests
         var none = Assert.Throws<ArgumentException>(() => ExperimentState.Open(o with { OutputDirectory = o.OutputDirectory + "-new" }, baseDir, resume: true, overwrite: false));
         Assert.Contains("does not exist", none.Message);
     }
+
+    // The main LoRA row's targets can move after the fact: --rerun-changed drops exactly the units that depend on them
+    // (the LoRA sweep, the LoRA row, the swap that reloads its adapter) with their rows, and keeps full fine-tuning and,
+    // with the ablation's targets pinned, the ablation. Without the flag the change is refused, pointing at it.
+    [Fact]
+    public void RerunChangedDropsOnlyTheUnitsThatDependOnTheLoraTargets()
+    {
+        var (o, baseDir) = Setup();
+        Directory.CreateDirectory(o.OutputDirectory);
+        var state = ExperimentState.Open(o, baseDir, resume: false, overwrite: false);
+        state.Rows.Add(ResultRow.Of("full", "debian", 0, Rouge(0.32), null, 0, 100, 0, 3240, 600));
+        state.Rows.Add(ResultRow.Of("lora", "debian", 8, Rouge(0.24), null, 1234, 100, 0, 3240, 600));
+        state.Rows.Add(ResultRow.Of("lora", "translate-en-de", 16, Rouge(0.34), null, 1234, 100, 0, 825, 1000));
+        state.Rows.Add(ResultRow.Of("lora-ablation", "debian", 8, Rouge(0.21), null, 1234, 100, 0, 500, 300) with { Seed = 1 });
+        state.Sweep.Add(new RougeSweepPoint("full", 3e-4f, 0.27, 200, 300));
+        state.Sweep.Add(new RougeSweepPoint("lora", 3e-3f, 0.23, 200, 300));
+        state.Losses["full"] = [5f];
+        state.Losses["lora"] = [6f];
+        foreach (var unit in new[] { "sweep:full:0.0003", "sweep:lora:0.003", "full", "lora", "swap", "ablation:r8:seed1" })
+            state.Complete(unit, o.OutputDirectory, 1);
+
+        var qkvo = o with { LoraTargets = ["q_proj", "k_proj", "v_proj", "o_proj"], AblationTargets = ["q_proj", "v_proj"] };
+        var refused = Assert.Throws<ArgumentException>(() => ExperimentState.Open(qkvo, baseDir, resume: true, overwrite: false));
+        Assert.Contains("lora_targets", refused.Message);
+        Assert.Contains("--rerun-changed", refused.Message);
+        var other = Assert.Throws<ArgumentException>(() => ExperimentState.Open(qkvo with { Steps = 8, RerunChanged = true }, baseDir, resume: true, overwrite: false));
+        Assert.DoesNotContain("--rerun-changed", other.Message);
+
+        var back = ExperimentState.Open(qkvo with { RerunChanged = true }, baseDir, resume: true, overwrite: false);
+        Assert.Equal(["sweep:full:0.0003", "full", "ablation:r8:seed1"], back.Done);
+        Assert.Equal(["full", "lora-ablation"], back.Rows.Select(r => r.Method));
+        Assert.Equal(["full"], back.Sweep.Select(p => p.Method));
+        Assert.Equal(["full"], back.Losses.Keys);
+        Assert.Contains("lora_targets=q_proj,k_proj,v_proj,o_proj", back.Recipe);
+        Assert.Contains("ablation_targets=q_proj,v_proj", back.Recipe);
+
+        // Left to follow the main row, the ablation's targets change with it, and its units go too.
+        var follow = ExperimentState.Open(o with { LoraTargets = ["q_proj", "k_proj", "v_proj", "o_proj"], RerunChanged = true }, baseDir, resume: true, overwrite: false);
+        Assert.Equal(["sweep:full:0.0003", "full"], follow.Done);
+        Assert.Contains("ablation_targets=q_proj,k_proj,v_proj,o_proj", follow.Recipe);
+    }
 }

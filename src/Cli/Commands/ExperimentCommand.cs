@@ -34,9 +34,13 @@ public static class ExperimentCommand
         };
         var loraTargets = new Option<string?>("--lora-targets")
             { Description = "comma-separated modules LoRA's main row and the rank ablation adapt (default: q_proj,v_proj; q_proj,k_proj,v_proj,o_proj trains 0.99 % of the base)" };
+        var ablationTargets = new Option<string?>("--ablation-targets")
+            { Description = "comma-separated modules the rank ablation adapts (default: those of --lora-targets)" };
+        var rerunChanged = new Option<bool>("--rerun-changed")
+            { Description = "with --resume: when --lora-targets or --ablation-targets differ from the recorded ones, rerun the finished units that depend on them (and only those) instead of refusing" };
         var json = JsonOutput.Option(ExperimentJson.SchemaName);
         var cmd = new Command("experiment", "Base vs full fine-tuning vs LoRA on Debian synopses (BERT2BERT base on all-MiniLM-L6-v2), a rank ablation, a translation adapter swapped in, and all-MiniLM-L6-v2 retrieval; writes results.json, results.md and plots.")
-            { quick, output, baseDir, steps, evalExamples, ablationSteps, swapTask, swapSteps, ranks, part, retrievalSteps, sweepSteps, compare, loraTargets, resume, overwrite, json };
+            { quick, output, baseDir, steps, evalExamples, ablationSteps, swapTask, swapSteps, ranks, part, retrievalSteps, sweepSteps, compare, loraTargets, ablationTargets, resume, rerunChanged, overwrite, json };
         cmd.SetAction(r => Program.Guard(() =>
         {
             Device dev = Workflows.ResolveDevice(r.GetValue(device));
@@ -46,12 +50,9 @@ public static class ExperimentCommand
                 o = o with { EvalExamples = e, AblationEvalExamples = Math.Min(o.AblationEvalExamples, e), SweepValidationExamples = Math.Min(o.SweepValidationExamples, e), SwapEvalExamples = o.SwapEvalExamples == 0 ? e : Math.Min(o.SwapEvalExamples, e) };
             else if (r.GetValue(evalExamples) is 0) o = o with { EvalExamples = 0 };
             if (r.GetValue(sweepSteps) is int ss) o = o with { SweepSteps = ss };
-            if (r.GetValue(loraTargets) is string t)
-            {
-                var targets = t.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
-                if (targets.Length == 0) throw new ArgumentException($"--lora-targets: expected comma-separated module names such as q_proj,v_proj, got '{t}'.");
-                o = o with { LoraTargets = targets };
-            }
+            if (r.GetValue(loraTargets) is string t) o = o with { LoraTargets = Targets("--lora-targets", t) };
+            if (r.GetValue(ablationTargets) is string at) o = o with { AblationTargets = Targets("--ablation-targets", at) };
+            if (r.GetValue(rerunChanged) && !r.GetValue(resume)) throw new ArgumentException("--rerun-changed: only with --resume (it decides which finished units of a resumed experiment run again).");
             if (r.GetValue(ablationSteps) is int a) o = o with { AblationSteps = a };
             o = o with { SwapTask = r.GetValue(swapTask)! };
             if (r.GetValue(swapSteps) is int w) o = o with { SwapSteps = w };
@@ -67,7 +68,7 @@ public static class ExperimentCommand
             if (r.GetValue(retrievalSteps) is int rs)
                 o = o with { Retrieval = o.Retrieval with { Steps = rs } };
             // With --json the runner prints results.json (the same bytes as the file) instead of the tables.
-            new ExperimentRunner(o with { Json = r.GetValue(json), Resume = r.GetValue(resume), Overwrite = r.GetValue(overwrite) }, dev).Run();
+            new ExperimentRunner(o with { Json = r.GetValue(json), Resume = r.GetValue(resume), RerunChanged = r.GetValue(rerunChanged), Overwrite = r.GetValue(overwrite) }, dev).Run();
             return 0;
         }));
         return cmd;
@@ -82,6 +83,13 @@ public static class ExperimentCommand
         if (parts.Length == 1) return new ComparisonEntry(recipe.Name, recipe.UsesReductionFactor ? PeftRecipes.DefaultReductionFactor : null);
         if (parts.Length == 2 && recipe.UsesReductionFactor && int.TryParse(parts[1], out int f) && f >= 1) return new ComparisonEntry(recipe.Name, f);
         throw new ArgumentException($"--compare: '{text}': expected NAME, or NAME:FACTOR (an integer ≥ 1) for adapter-houlsby and adapter-pfeiffer.");
+    }
+
+    static string[] Targets(string option, string text)
+    {
+        var targets = text.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+        if (targets.Length == 0) throw new ArgumentException($"{option}: expected comma-separated module names such as q_proj,v_proj, got '{text}'.");
+        return targets;
     }
 
     static int ParseRank(string text) =>

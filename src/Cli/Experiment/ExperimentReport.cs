@@ -78,7 +78,7 @@ public sealed class ExperimentReport(ExperimentOptions o, IReadOnlyList<ResultRo
                       $"Fine-tuning: {o.Steps} steps each (batch {o.BatchSize}), same data order and seed; AdamW, lr {fullRow?.LearningRate:G3} for full fine-tuning and {loraRow?.LearningRate:G3} for LoRA " +
                       $"(r=8, alpha 16, on {string.Join(" and ", o.LoraTargets)}){(sweep is { Count: > 0 } ? $", each chosen on {sweep[0].ValidationExamples} validation examples after {sweep[0].Steps} steps (`sweep` in results.json)" : "")}; " +
                       (o.Ranks.Count > 0 && o.AblationSeeds.Count > 0
-                          ? $"rank ablation {o.AblationSteps} steps per rank and seed ({string.Join(", ", o.AblationSeeds)}; alpha 2r) on {rows.FirstOrDefault(r => r.Method == "lora-ablation")?.EvalExamples ?? 0} test examples. "
+                          ? $"rank ablation {o.AblationSteps} steps per rank and seed ({string.Join(", ", o.AblationSeeds)}; alpha 2r; on {string.Join(" and ", o.AblationTargetsUsed)}) on {rows.FirstOrDefault(r => r.Method == "lora-ablation")?.EvalExamples ?? 0} test examples. "
                           : "no rank ablation in this budget. ") +
                       $"Trainable % is of the base model's {BaseParameters():N0} parameters (adapters not counted). — marks a cost that was not measured (nothing trained). Ran in {elapsed:hh\\:mm\\:ss}.");
         sb.AppendLine();

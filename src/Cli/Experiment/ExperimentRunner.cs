@@ -88,6 +88,13 @@ public sealed record ExperimentOptions
 
     /// <summary>The modules LoRA's main row and the rank ablation adapt: by default the attention query and value projections (PEFT's default targets).</summary>
     public IReadOnlyList<string> LoraTargets { get; init; } = ["q_proj", "v_proj"];
+    /// <summary>The modules the rank ablation adapts (null: <see cref="LoraTargets"/>). The ablation's runs are short, many and
+    /// comparable among themselves, so a study can keep them on the seed's q,v while the main row moves.</summary>
+    public IReadOnlyList<string>? AblationTargets { get; init; }
+    /// <summary>The ablation's targets as used: <see cref="AblationTargets"/>, else <see cref="LoraTargets"/>.</summary>
+    public IReadOnlyList<string> AblationTargetsUsed => AblationTargets ?? LoraTargets;
+    /// <summary>On --resume, rerun the finished units that depend on changed LoRA targets instead of refusing (--rerun-changed).</summary>
+    public bool RerunChanged { get; init; }
 }
 
 /// <summary>One learning rate tried for a seq2seq method: validation ROUGE-1 after <see cref="ExperimentOptions.SweepSteps"/> steps.</summary>
@@ -229,7 +236,7 @@ public sealed class ExperimentRunner(ExperimentOptions o, Device device)
                     var (model, tokenizer) = Checkpoint.Load(baseDir, device);
                     using (model)
                     {
-                        var opt = loraOptions with { Rank = rank, Alpha = 2f * rank, Steps = o.AblationSteps, Seed = seed };
+                        var opt = loraOptions with { Rank = rank, Alpha = 2f * rank, Steps = o.AblationSteps, Seed = seed, Targets = [.. o.AblationTargetsUsed] };
                         var (r, l) = Workflows.FineTune(model, tokenizer, debian, opt, baseDir, adapterName: $"r{rank}", title: $"ablation r={rank} seed {seed}");
                         var e = Workflows.Evaluate(model, tokenizer, "debian", ablationTest, Decode("debian"), $"ablation r={rank} seed {seed}: evaluating");
                         string dir = Path.Combine(o.OutputDirectory, "adapters", $"ablation-r{rank}-seed{seed}");

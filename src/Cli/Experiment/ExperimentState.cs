@@ -70,12 +70,51 @@ public sealed class ExperimentState
         foreach (var line in recipe)
             if (AddedLater.Contains(Key(line)) && !state.Recipe.Any(l => Key(l) == Key(line))) state.Recipe.Add(line);
         foreach (var (key, implied) in ImpliedBefore)
-            if (!state.Recipe.Any(l => Key(l) == key)) state.Recipe.Add(implied);
+            if (!state.Recipe.Any(l => Key(l) == key)) state.Recipe.Add(implied(state.Recipe));
         var changed = recipe.Except(state.Recipe).Select(Key).ToList();
-        if (changed.Count > 0)
-            throw new ArgumentException($"experiment --resume: the settings differ from those '{path}' was made with ({string.Join(", ", changed)}): " +
-                $"expected {string.Join("; ", state.Recipe.Where(l => changed.Contains(l.Split('=')[0])))}, got {string.Join("; ", recipe.Where(l => changed.Contains(l.Split('=')[0])))}.");
+        if (changed.Count == 0) return state;
+        string differ = $"the settings differ from those '{path}' was made with ({string.Join(", ", changed)}): " +
+            $"expected {string.Join("; ", state.Recipe.Where(l => changed.Contains(Key(l))))}, got {string.Join("; ", recipe.Where(l => changed.Contains(Key(l))))}";
+        if (!o.RerunChanged || !changed.All(Rerunnable.ContainsKey))
+            throw new ArgumentException($"experiment --resume: {differ}." + (changed.All(Rerunnable.ContainsKey)
+                ? " Pass --rerun-changed to rerun the finished units that depend on them and keep the rest." : ""));
+        var dropped = state.Done.Where(unit => changed.Any(k => Rerunnable[k].Any(prefix => unit == prefix || unit.StartsWith(prefix + ":")))).ToList();
+        foreach (var unit in dropped) state.Forget(unit);
+        state.Recipe = [.. state.Recipe.Where(l => !changed.Contains(Key(l))), .. recipe.Where(l => changed.Contains(Key(l)))];
+        Output.Terminal.Status($"experiment --resume --rerun-changed: {differ}; rerunning {(dropped.Count == 0 ? "nothing finished" : string.Join(", ", dropped))}.");
         return state;
+    }
+
+    /// <summary>
+    /// The recipe lines --rerun-changed may change, each with the units whose numbers depend on it (a key names a unit or,
+    /// followed by ':', a family of them). Every other line changes numbers too widely to keep any row.
+    /// </summary>
+    static readonly Dictionary<string, string[]> Rerunnable = new()
+    {
+        ["lora_targets"] = ["sweep:lora", "lora", "swap", "compare:lora"],
+        ["ablation_targets"] = ["ablation"],
+    };
+
+    /// <summary>Drops a finished unit and everything it recorded (rows, sweep points, losses), so it runs again.</summary>
+    void Forget(string unit)
+    {
+        Done.Remove(unit);
+        if (unit.StartsWith("sweep:lora:"))
+        {
+            float rate = float.Parse(unit["sweep:lora:".Length..], System.Globalization.CultureInfo.InvariantCulture);
+            Sweep.RemoveAll(p => p.Method == "lora" && p.LearningRate == rate);
+        }
+        else if (unit == "lora") { Rows.RemoveAll(r => r.Method == "lora" && r.Task == "debian"); Losses.Remove("lora"); }
+        else if (unit == "swap") Rows.RemoveAll(r => r.Task != "debian");
+        else if (unit == "compare:lora") Comparison.RemoveAll(r => r.Method == "lora");
+        else if (unit.StartsWith("ablation:"))
+        {
+            var parts = unit.Split(':');   // ablation:r8:seed2
+            int rank = int.Parse(parts[1][1..]);
+            ulong seed = ulong.Parse(parts[2]["seed".Length..]);
+            Rows.RemoveAll(r => r.Method == "lora-ablation" && r.Rank == rank && r.Seed == seed);
+        }
+        else throw new InvalidOperationException($"experiment: no rule to forget unit '{unit}'.");
     }
 
     static string Key(string line) => line.Split('=')[0];
@@ -83,8 +122,15 @@ public sealed class ExperimentState
     /// <summary>Recipe lines newer than the first state files: a state without them still resumes (and records them then).</summary>
     static readonly HashSet<string> AddedLater = ["compare_methods", "compare_rate_factors", "latency"];
 
-    /// <summary>Recipe lines added later whose absence means the one value every earlier run used: a state without them reads as that value.</summary>
-    static readonly Dictionary<string, string> ImpliedBefore = new() { ["lora_targets"] = "lora_targets=q_proj,v_proj" };
+    /// <summary>
+    /// Recipe lines added later whose absence means the one value every earlier run used: a state without them reads as that
+    /// value (the ablation used LoRA's targets until it had its own line).
+    /// </summary>
+    static readonly Dictionary<string, Func<List<string>, string>> ImpliedBefore = new()
+    {
+        ["lora_targets"] = _ => "lora_targets=q_proj,v_proj",
+        ["ablation_targets"] = recipe => "ablation_targets=" + (recipe.FirstOrDefault(l => Key(l) == "lora_targets")?[("lora_targets=".Length)..] ?? "q_proj,v_proj"),
+    };
 
     /// <summary>Every setting that changes a number in the table, and a hash of the base's weights.</summary>
     static List<string> RecipeOf(ExperimentOptions o, string baseDirectory)
@@ -95,7 +141,7 @@ public sealed class ExperimentState
         return
         [
             $"quick={o.Quick}", $"base_weights_sha256={hash}", $"steps={o.Steps}", $"batch_size={o.BatchSize}", $"seed={o.Seed}",
-            $"eval_examples={o.EvalExamples}", $"no_repeat_ngram={o.NoRepeatNgram}", $"lora_targets={string.Join(',', o.LoraTargets)}",
+            $"eval_examples={o.EvalExamples}", $"no_repeat_ngram={o.NoRepeatNgram}", $"lora_targets={string.Join(',', o.LoraTargets)}", $"ablation_targets={string.Join(',', o.AblationTargetsUsed)}",
             $"full_learning_rates={F(o.FullLearningRates)}", $"lora_learning_rates={F(o.LoraLearningRates)}", $"sweep_steps={o.SweepSteps}",
             $"sweep_validation_examples={o.SweepValidationExamples}", $"swap_task={o.SwapTask}", $"swap_steps={o.SwapSteps}", $"swap_eval_examples={o.SwapEvalExamples}",
             $"swap_rank={o.SwapRank}", $"swap_targets={string.Join(',', o.SwapTargets)}", $"swap_learning_rate={F([o.SwapLearningRate])}",
