@@ -33,9 +33,9 @@ public static class ExperimentCommand
                           $"(default: {string.Join(",", ComparisonEntry.Defaults.Select(c => c.ReductionFactor is int f ? $"{c.Method}:{f}" : c.Method))}, and adapter-pfeiffer:4 in the full run)",
         };
         var loraTargets = new Option<string?>("--lora-targets")
-            { Description = "comma-separated modules LoRA's main row and the rank ablation adapt (default: q_proj,v_proj; q_proj,k_proj,v_proj,o_proj trains 0.99 % of the base)" };
+            { Description = "comma-separated modules LoRA's main row adapts (default: q_proj,v_proj quick; q_proj,k_proj,v_proj,o_proj,fc2 full, 1.45 % of the base, chosen on the validation split)" };
         var ablationTargets = new Option<string?>("--ablation-targets")
-            { Description = "comma-separated modules the rank ablation adapts (default: those of --lora-targets)" };
+            { Description = "comma-separated modules the rank ablation adapts (default: q_proj,v_proj full; those of --lora-targets when that is given)" };
         var rerunChanged = new Option<bool>("--rerun-changed")
             { Description = "with --resume: when --lora-targets or --ablation-targets differ from the recorded ones, rerun the finished units that depend on them (and only those) instead of refusing" };
         var json = JsonOutput.Option(ExperimentJson.SchemaName);
@@ -50,7 +50,7 @@ public static class ExperimentCommand
                 o = o with { EvalExamples = e, AblationEvalExamples = Math.Min(o.AblationEvalExamples, e), SweepValidationExamples = Math.Min(o.SweepValidationExamples, e), SwapEvalExamples = o.SwapEvalExamples == 0 ? e : Math.Min(o.SwapEvalExamples, e) };
             else if (r.GetValue(evalExamples) is 0) o = o with { EvalExamples = 0 };
             if (r.GetValue(sweepSteps) is int ss) o = o with { SweepSteps = ss };
-            if (r.GetValue(loraTargets) is string t) o = o with { LoraTargets = Targets("--lora-targets", t) };
+            if (r.GetValue(loraTargets) is string t) o = o with { LoraTargets = Targets("--lora-targets", t), AblationTargets = null };
             if (r.GetValue(ablationTargets) is string at) o = o with { AblationTargets = Targets("--ablation-targets", at) };
             if (r.GetValue(rerunChanged) && !r.GetValue(resume)) throw new ArgumentException("--rerun-changed: only with --resume (it decides which finished units of a resumed experiment run again).");
             if (r.GetValue(ablationSteps) is int a) o = o with { AblationSteps = a };
