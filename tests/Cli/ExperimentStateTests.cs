@@ -81,7 +81,7 @@ public class ExperimentStateTests
         state.Rows.Add(ResultRow.Of("full", "debian", 0, Rouge(0.32), null, 0, 100, 0, 3240, 600));
         state.Rows.Add(ResultRow.Of("lora", "debian", 8, Rouge(0.24), null, 1234, 100, 0, 3240, 600));
         state.Rows.Add(ResultRow.Of("lora", "translate-en-de", 16, Rouge(0.34), null, 1234, 100, 0, 825, 1000));
-        state.Rows.Add(ResultRow.Of("lora-ablation", "debian", 8, Rouge(0.21), null, 1234, 100, 0, 500, 300) with { Seed = 1 });
+        state.Rows.Add(ResultRow.Of("lora-ablation", "debian", 8, Rouge(0.21), null, 1234, 100, 0, 500, 300) with { Seed = 1, LearningRate = 3e-3f });
         state.Sweep.Add(new RougeSweepPoint("full", 3e-4f, 0.27, 200, 300));
         state.Sweep.Add(new RougeSweepPoint("lora", 3e-3f, 0.23, 200, 300));
         state.Losses["full"] = [5f];
@@ -103,6 +103,11 @@ public class ExperimentStateTests
         Assert.Equal(["full"], back.Losses.Keys);
         Assert.Contains("lora_targets=q_proj,k_proj,v_proj,o_proj", back.Recipe);
         Assert.Contains("ablation_targets=q_proj,v_proj", back.Recipe);
+        // The kept ablation trained at LoRA's old rate: if the rerun sweep chooses another, it runs again.
+        Assert.Empty(back.ForgetAblationAtOtherRate(3e-3f));
+        Assert.Equal(["ablation:r8:seed1"], back.ForgetAblationAtOtherRate(1e-3f));
+        Assert.DoesNotContain("ablation:r8:seed1", back.Done);
+        Assert.DoesNotContain(back.Rows, r => r.Method == "lora-ablation");
 
         // Left to follow the main row, the ablation's targets change with it, and its units go too.
         var follow = ExperimentState.Open(o with { LoraTargets = ["q_proj", "k_proj", "v_proj", "o_proj"], RerunChanged = true }, baseDir, resume: true, overwrite: false);

@@ -166,6 +166,8 @@ public sealed class ExperimentRunner(ExperimentOptions o, Device device)
         var recipe = new FineTuneOptions { Task = "debian", Steps = o.Steps, BatchSize = o.BatchSize, Seed = o.Seed, Rank = 8, Alpha = 16, Targets = [.. o.LoraTargets] };
         float fullRate = ChooseRate("full", o.FullLearningRates, recipe, debian, validation, baseDir);
         float loraRate = ChooseRate("lora", o.LoraLearningRates, recipe, debian, validation, baseDir);
+        if (_state.ForgetAblationAtOtherRate(loraRate) is { Count: > 0 } stale)
+            Output.Terminal.Status($"experiment: LoRA's learning rate is now {loraRate:G3}; rerunning the ablation runs trained at another ({string.Join(", ", stale)}).");
 
         var full = recipe with { Method = "full", LearningRate = fullRate, FullLearningRate = fullRate };
         string fullDir = Path.Combine(o.OutputDirectory, "full");

@@ -95,6 +95,17 @@ public sealed class ExperimentState
         ["ablation_targets"] = ["ablation"],
     };
 
+    /// <summary>
+    /// The ablation trains at the rate LoRA's sweep chose. When a rerun sweep (new LoRA targets) chooses another, the ablation
+    /// runs kept from before were trained at the old rate: they are dropped to run again, and their keys returned.
+    /// </summary>
+    public List<string> ForgetAblationAtOtherRate(float loraRate)
+    {
+        var stale = Rows.Where(r => r.Method == "lora-ablation" && r.LearningRate != loraRate).Select(r => $"ablation:r{r.Rank}:seed{r.Seed}").Distinct().ToList();
+        foreach (var unit in stale) Forget(unit);
+        return stale;
+    }
+
     /// <summary>Drops a finished unit and everything it recorded (rows, sweep points, losses), so it runs again.</summary>
     void Forget(string unit)
     {
