@@ -28,7 +28,8 @@ internal sealed class ComparisonReport(ExperimentOptions o, IReadOnlyList<Compar
         sb.AppendLine($"The same base, task (Debian description → synopsis), data order, seed ({o.Seed}) and step budget ({o.Steps} steps of batch {o.BatchSize}) for every method; " +
                       $"ROUGE F on the same {rows.Max(r => r.EvalExamples)} test examples as the table above. Each new method trains at its default learning rate" +
                       (o.CompareRateFactors.Count > 1 ? $" × the factor ({string.Join(", ", o.CompareRateFactors.Select(f => f.ToString("G3")))}) that scored best on validation (`sweep` in results.json)" : " (not swept in this budget)") +
-                      $". Latency: encoding the batch and {o.Latency.Steps} greedy decode steps with the KV cache (always all of them, so every row does the same work), " +
+                      ". Step (ms): the median training step. " +
+                      $"Latency: encoding the batch and {o.Latency.Steps} greedy decode steps with the KV cache (always all of them, so every row does the same work), " +
                       $"on the same {o.Latency.BatchSizes.Max()} test sources (batch 1: the first), median of {o.Latency.Repeats} runs after a warm-up; " +
                       "in brackets the change against the base model's latency in the same run. *Merged*: the method folded into the weights (LoRA, (IA)³, LN tuning); " +
                       "bottleneck adapters cannot merge, and BitFit trains the base's own weights (nothing to fold). " +

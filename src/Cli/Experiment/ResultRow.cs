@@ -21,7 +21,7 @@ public sealed record ResultRow(string Method, string Task, int? Rank, double Rou
     {
         long trainable = train?.TrainableParameters ?? 0;
         return new ResultRow(method, task, rank > 0 ? rank : null, rouge.Rouge1.F, rouge.Rouge2.F, rouge.RougeL.F, trainable,
-            TrainableReport.PercentOfBase(trainable, baseParameters), train?.OptimizerStateBytes, train?.Memory.PeakBytes, train?.MeanStepMilliseconds,
+            TrainableReport.PercentOfBase(trainable, baseParameters), train?.OptimizerStateBytes, train?.Memory.PeakBytes, train?.MedianStepMilliseconds,
             adapterBytes > 0 ? adapterBytes : null, checkpointBytes > 0 ? checkpointBytes : null, examples, steps > 0 ? steps : null,
             train?.Memory.PeakByCategory.ToDictionary(kv => JsonOutput.Snake(kv.Key.ToString()), kv => kv.Value), train?.Memory.PeakReservedBytes,
             train != null ? MemoryReport.PeakRssBytes() : null);

@@ -141,7 +141,7 @@ public sealed class RetrievalExperiment(RetrievalOptions o, string outputDirecto
         }
         _rows.Add(new RetrievalRow(method, rank, targets, bestLr, scores.RecallAt1, scores.RecallAt10, scores.Mrr, scores.Queries, scores.Candidates,
             res.TrainableParameters, TrainableReport.PercentOfBase(res.TrainableParameters, total), res.OptimizerStateBytes, res.Memory.PeakBytes,
-            res.Memory.PeakByCategory.ToDictionary(kv => Output.JsonOutput.Snake(kv.Key.ToString()), kv => kv.Value), res.MeanStepMilliseconds, adapterBytes, o.Steps));
+            res.Memory.PeakByCategory.ToDictionary(kv => Output.JsonOutput.Snake(kv.Key.ToString()), kv => kv.Value), res.MedianStepMilliseconds, adapterBytes, o.Steps));
         Losses[label] = res.Losses;
         m.Dispose();
     }

@@ -18,21 +18,21 @@ internal static class TrainingSummary
         if (json)
         {
             JsonOutput.Write(new TrainJson(Schema, command, method, task, device, output, steps, result.Losses.Count, result.TrainableParameters, baseParameters, percent,
-                result.Losses.Count > 0 ? result.Losses[^1] : null, result.MeanStepMilliseconds, result.OptimizerStateBytes,
+                result.Losses.Count > 0 ? result.Losses[^1] : null, result.MeanStepMilliseconds, result.MedianStepMilliseconds, result.OptimizerStateBytes,
                 result.ValidationLosses.Select(v => new ValidationJson(v.Step, v.Loss)).ToList(), JsonOutput.Memory(result.Memory)) { LoraplusLrRatio = loraPlusRatio });
             return;
         }
         string loss = result.Losses.Count > 0 ? $"final loss {result.Losses[^1]:F3}" : "no steps run";
         string loraPlus = loraPlusRatio is float r ? $" (LoRA+: B at {r:G}× the learning rate)" : "";
         Console.WriteLine($"{command}: trained {result.TrainableParameters:N0} parameters ({percent:F2}% of the base model's {baseParameters:N0}){loraPlus} on {device}, {loss}, " +
-                          $"{result.MeanStepMilliseconds:F0} ms/step, optimizer state {result.OptimizerStateBytes:N0} B → {output}");
+                          $"{result.MedianStepMilliseconds:F0} ms/step (median), optimizer state {result.OptimizerStateBytes:N0} B → {output}");
         Console.WriteLine(MemoryReport.Line(result.Memory));
     }
 }
 
 /// <summary>The summary document of a training command.</summary>
 internal sealed record TrainJson(string Schema, string Command, string Method, string Task, string Device, string Output, int Steps, int StepsRun,
-    long TrainableParameters, long BaseParameters, double TrainablePercent, float? FinalLoss, double MeanStepMs, long OptimizerStateBytes,
+    long TrainableParameters, long BaseParameters, double TrainablePercent, float? FinalLoss, double MeanStepMs, double MedianStepMs, long OptimizerStateBytes,
     IReadOnlyList<ValidationJson> ValidationLosses, MemoryJson Memory)
 {
     /// <summary>LoRA+'s ratio of B's learning rate to A's (PEFT's loraplus_lr_ratio); omitted when the run did not use LoRA+.</summary>

@@ -59,8 +59,8 @@ public static class ContrastiveTrainer
         device.Ledger.ResetPeaks();
         model.Train();
         var losses = new List<float>();
-        double totalMs = 0;
-        int timed = 0, step = 0, epoch = 0;
+        var stepMs = new List<double>();
+        int step = 0, epoch = 0;
         var labels = Enumerable.Range(0, o.BatchSize).ToArray();
         while (step < o.Steps)
         {
@@ -88,7 +88,7 @@ public static class ContrastiveTrainer
                 optimizer.ClipStepAndZero(schedule.At(step), o.ClipNorm);
                 device.Synchronize();
                 double ms = sw.Elapsed.TotalMilliseconds;
-                if (step > 1) { totalMs += ms; timed++; }
+                if (step > 1) stepMs.Add(ms);   // the first compiles kernels and fills the pool
                 losses.Add(loss);
                 // Padded lengths vary by batch, and each shape can leave its own size classes cached (as in Trainer).
                 if (step % Trainer.TrimIdleEvery == 0) device.TrimIdleCache();
@@ -97,7 +97,6 @@ public static class ContrastiveTrainer
             }
             epoch++;
         }
-        return new TrainResult(losses, new List<ValidationPoint>(), timed > 0 ? totalMs / timed : 0, device.Ledger.Snapshot(),
-            trainable.Sum(p => p.Count), optimizer.StateBytes);
+        return TrainResult.FromSteps(losses, new List<ValidationPoint>(), stepMs, device.Ledger.Snapshot(), trainable.Sum(p => p.Count), optimizer.StateBytes);
     }
 }

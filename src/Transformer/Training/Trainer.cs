@@ -59,8 +59,33 @@ public sealed record TrainOptions
 /// <summary>One step's numbers, reported to the progress display.</summary>
 public sealed record StepInfo(int Step, int TotalSteps, float Loss, double StepMilliseconds, double TokensPerSecond, float LearningRate, float? ValidationLoss);
 
-/// <summary>What a training run reports: each step's loss, the validation losses, the mean step time in milliseconds, device memory, the trainable parameter count and the optimizer state's size in bytes.</summary>
-public sealed record TrainResult(List<float> Losses, List<ValidationPoint> ValidationLosses, double MeanStepMilliseconds, LedgerSnapshot Memory, long TrainableParameters, long OptimizerStateBytes);
+/// <summary>
+/// What a training run reports: each step's loss, the validation losses, the mean step time in milliseconds (of the steps
+/// after the first, which compiles kernels and fills the pool; <see cref="MedianStepMilliseconds"/> is their median),
+/// device memory, the trainable parameter count and the optimizer state's size in bytes.
+/// </summary>
+public sealed record TrainResult(List<float> Losses, List<ValidationPoint> ValidationLosses, double MeanStepMilliseconds, LedgerSnapshot Memory, long TrainableParameters, long OptimizerStateBytes)
+{
+    /// <summary>
+    /// The median step time, what the experiment reports: a pause or a burst of other work on a shared machine moves a
+    /// mean (a stopped process's whole wait lands in one step) but barely moves a median.
+    /// </summary>
+    public double MedianStepMilliseconds { get; init; } = MeanStepMilliseconds;
+
+    /// <summary>A result whose mean and median come from the timed steps (none: both 0).</summary>
+    public static TrainResult FromSteps(List<float> losses, List<ValidationPoint> validationLosses, List<double> stepMilliseconds, LedgerSnapshot memory,
+        long trainableParameters, long optimizerStateBytes) =>
+        new(losses, validationLosses, stepMilliseconds.Count > 0 ? stepMilliseconds.Average() : 0, memory, trainableParameters, optimizerStateBytes)
+        { MedianStepMilliseconds = Median(stepMilliseconds) };
+
+    static double Median(List<double> values)
+    {
+        if (values.Count == 0) return 0;
+        var sorted = values.Order().ToList();
+        int mid = sorted.Count / 2;
+        return sorted.Count % 2 == 1 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
+    }
+}
 
 /// <summary>
 /// Teacher-forced training with AdamW, warm-up + cosine decay, clipping, periodic validation and checkpoints that are
@@ -113,8 +138,8 @@ public sealed class Trainer(Seq2SeqTransformer model, ISeq2SeqTokenizer tokenize
         var device = model.Device;
         device.Ledger.ResetPeaks();
         model.Train();
-        double totalMs = 0;
-        int timedSteps = 0, step = state.Step, epoch = state.Epoch, batchInEpoch = 0;
+        var stepMs = new List<double>();
+        int step = state.Step, epoch = state.Epoch, batchInEpoch = 0;
         var losses = state.Losses;
         var validationLosses = state.ValidationLosses ?? new List<ValidationPoint>();
         int lastStep = Math.Min(o.Steps, o.StopAfterStep ?? o.Steps);
@@ -142,7 +167,7 @@ public sealed class Trainer(Seq2SeqTransformer model, ISeq2SeqTokenizer tokenize
                 optimizer.ClipStepAndZero(schedule.At(step), o.ClipNorm);
                 device.Synchronize();
                 double ms = sw.Elapsed.TotalMilliseconds;
-                if (step > 1) { totalMs += ms; timedSteps++; } // the first step compiles kernels and fills the pool
+                if (step > 1) stepMs.Add(ms); // the first step compiles kernels and fills the pool
                 losses.Add(loss);
                 float? valLoss = null;
                 if (validation != null && o.ValidateEvery > 0 && step % o.ValidateEvery == 0)
@@ -165,8 +190,7 @@ public sealed class Trainer(Seq2SeqTransformer model, ISeq2SeqTokenizer tokenize
         if (o.CheckpointDirectory != null && step != savedStep)
             TrainingCheckpoint.Save(o.CheckpointDirectory, model, tokenizer, optimizer, StateAt(step, epoch, batchInEpoch, losses, validationLosses, runOptions));
         var memory = device.Ledger.Snapshot();
-        return new TrainResult(losses, validationLosses, timedSteps > 0 ? totalMs / timedSteps : 0, memory,
-            trainable.Sum(p => p.Count), optimizer.StateBytes);
+        return TrainResult.FromSteps(losses, validationLosses, stepMs, memory, trainable.Sum(p => p.Count), optimizer.StateBytes);
     }
 
     /// <summary>
