@@ -99,8 +99,8 @@ public class ComparisonTests
     [Fact]
     public void LatencyProbeMeasuresEachBatchSizeOnTheSameInputsAndRefusesTooFewSources()
     {
-        Assert.Equal(2.0, LatencyProbe.Median([3.0, 1.0, 2.0]));
-        Assert.Equal(2.5, LatencyProbe.Median([4.0, 1.0, 2.0, 3.0]));
+        Assert.Equal(2.0, Nanolora.Transformer.Stats.Median([3.0, 1.0, 2.0]));
+        Assert.Equal(2.5, Nanolora.Transformer.Stats.Median([4.0, 1.0, 2.0, 3.0]));
         var (model, tokenizer) = Checkpoint.Load(CliTests.ShippedBase(), Device.Get("cpu"));
         using (model)
         {

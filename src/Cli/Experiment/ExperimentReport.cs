@@ -80,7 +80,7 @@ public sealed class ExperimentReport(ExperimentOptions o, IReadOnlyList<ResultRo
                       (o.Ranks.Count > 0 && o.AblationSeeds.Count > 0
                           ? $"rank ablation {o.AblationSteps} steps per rank and seed ({string.Join(", ", o.AblationSeeds)}; alpha 2r; on {string.Join(" and ", o.AblationTargetsUsed)}) on {rows.FirstOrDefault(r => r.Method == "lora-ablation")?.EvalExamples ?? 0} test examples. "
                           : "no rank ablation in this budget. ") +
-                      $"Trainable % is of the base model's {BaseParameters():N0} parameters (adapters not counted). Step (ms) is the median step time (rows recorded before 2026-12-03 hold the mean, which counts any pause of the run). — marks a cost that was not measured (nothing trained). Ran in {elapsed:hh\\:mm\\:ss}.");
+                      $"Trainable % is of the base model's {BaseParameters():N0} parameters (adapters not counted). Step (ms) is the median step time. — marks a cost that was not measured (nothing trained). Ran in {elapsed:hh\\:mm\\:ss}.");
         sb.AppendLine();
         sb.AppendLine("| method | task | rank | ROUGE-1 | ROUGE-2 | ROUGE-L | trainable params | trainable % | optimizer state (MB) | peak memory (MB) | step (ms) | adapter (MB) | checkpoint (MB) |");
         sb.AppendLine("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");

@@ -49,18 +49,9 @@ public static class LatencyProbe
                 Decode(model, ids, batch, length, settings.Steps);
                 times[i] = Stopwatch.GetElapsedTime(start).TotalMilliseconds;
             }
-            result[batch] = Median(times);
+            result[batch] = Stats.Median(times);
         }
         return result;
-    }
-
-    /// <summary>The middle value (the mean of the two middle ones for an even count).</summary>
-    public static double Median(IReadOnlyList<double> values)
-    {
-        if (values.Count == 0) throw new ArgumentException("LatencyProbe.Median: no values.");
-        var sorted = values.Order().ToArray();
-        int mid = sorted.Length / 2;
-        return sorted.Length % 2 == 1 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
     }
 
     /// <summary>The sources as one [B, S] block padded with Pad (0), which the encoder masks.</summary>

@@ -76,15 +76,7 @@ public sealed record TrainResult(List<float> Losses, List<ValidationPoint> Valid
     public static TrainResult FromSteps(List<float> losses, List<ValidationPoint> validationLosses, List<double> stepMilliseconds, LedgerSnapshot memory,
         long trainableParameters, long optimizerStateBytes) =>
         new(losses, validationLosses, stepMilliseconds.Count > 0 ? stepMilliseconds.Average() : 0, memory, trainableParameters, optimizerStateBytes)
-        { MedianStepMilliseconds = Median(stepMilliseconds) };
-
-    static double Median(List<double> values)
-    {
-        if (values.Count == 0) return 0;
-        var sorted = values.Order().ToList();
-        int mid = sorted.Count / 2;
-        return sorted.Count % 2 == 1 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
-    }
+        { MedianStepMilliseconds = stepMilliseconds.Count > 0 ? Stats.Median(stepMilliseconds) : 0 };
 }
 
 /// <summary>
