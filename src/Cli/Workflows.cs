@@ -40,6 +40,8 @@ public sealed record FineTuneOptions
     public bool UseDora { get; init; }
     /// <summary>How the adapters start: Kaiming A (the default), Gaussian A, or PiSSA (the principal part of each weight).</summary>
     public LoraInit Init { get; init; } = LoraInit.KaimingUniform;
+    /// <summary>LoRA: which biases also train and are saved with the adapter (PEFT's bias: none, all, lora_only).</summary>
+    public LoraBias Bias { get; init; } = LoraBias.None;
     /// <summary>Seeds adapter initialization, data order and dropout.</summary>
     public ulong Seed { get; init; } = 1;
     /// <summary>Train on the first this many examples (null: all).</summary>
@@ -108,6 +110,7 @@ public static class Workflows
         TargetModules = o.Targets,
         UseDora = o.UseDora,
         Init = o.Init,
+        Bias = o.Bias,
         BaseModelNameOrPath = baseName,
     };
 

@@ -67,12 +67,20 @@ public static class AdapterFiles
         {
             var clean = name.Replace(".base_layer.", ".");
             int dot = clean.LastIndexOf('.');
-            bool isBias = clean.EndsWith(".bias");
-            bool adapted = dot > 0 && Adapts(lora, config, clean[..dot], linears);
-            if ((config.Bias == LoraBias.All && isBias) || (config.Bias == LoraBias.LoraOnly && isBias && adapted) ||
-                (dot > 0 && config.SavesModule(clean[..dot])))
+            if (IsTrainedBias(lora, config, clean, linears) || (dot > 0 && config.SavesModule(clean[..dot])))
                 yield return (clean, p);
         }
+    }
+
+    /// <summary>
+    /// Whether the parameter <paramref name="cleanName"/> (base_layer removed) is a bias <paramref name="config"/> trains:
+    /// any bias under "all" (<see cref="LoraConfig.IsBias"/>), an adapted layer's under "lora_only".
+    /// </summary>
+    internal static bool IsTrainedBias(LoraModel lora, LoraConfig config, string cleanName, IReadOnlySet<string> linearPaths)
+    {
+        if (!LoraConfig.IsBias(cleanName)) return false;
+        int dot = cleanName.LastIndexOf('.');
+        return config.Bias == LoraBias.All || (config.Bias == LoraBias.LoraOnly && dot > 0 && Adapts(lora, config, cleanName[..dot], linearPaths));
     }
 
     /// <summary>Whether <paramref name="config"/> adapts the layer at <paramref name="path"/>: wrapped already, or (loading onto a fresh base) a Linear it is about to wrap.</summary>

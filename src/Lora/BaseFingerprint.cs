@@ -48,10 +48,8 @@ public sealed record BaseFingerprint(string Structure, string Weights)
         var frozen = lora.Base.NamedParameters()
             .Where(p => !adapterParameters.Contains(p.Parameter) && !ownedBySaves.Contains(p.Parameter))
             .Select(p => (Name: p.Name.Replace(".base_layer.", "."), p.Parameter))
-            .Where(p => !IsTrainedBias(p.Name))
+            .Where(p => !AdapterFiles.IsTrainedBias(lora, config, p.Name, linears))
             .OrderBy(p => p.Name, StringComparer.Ordinal).ToList();
-        bool IsTrainedBias(string name) => name.EndsWith(".bias", StringComparison.Ordinal) &&
-            (config.Bias == LoraBias.All || (config.Bias == LoraBias.LoraOnly && AdapterFiles.Adapts(lora, config, name[..^".bias".Length], linears)));
         using var structure = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
         using var weights = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
         var roundable = asBFloat16

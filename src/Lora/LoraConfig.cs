@@ -113,6 +113,13 @@ public sealed record LoraConfig
         return TargetModules.Any(t => EndsWithModule(moduleName, t));
     }
 
+    /// <summary>
+    /// Whether a parameter is a bias for <see cref="LoraBias.All"/>: its last name segment ends in "bias" — a layer's
+    /// <c>bias</c> and also a model-level <c>logits_bias</c> (BERT's prediction-head bias), so what trains is what is saved.
+    /// </summary>
+    public static bool IsBias(string parameterName) =>
+        parameterName[(parameterName.LastIndexOf('.') + 1)..].EndsWith("bias", StringComparison.Ordinal);
+
     /// <summary>Whether the module at <paramref name="moduleName"/> is in <see cref="ModulesToSave"/> (matched by name suffix).</summary>
     public bool SavesModule(string moduleName) => ModulesToSave.Any(t => EndsWithModule(moduleName, t));
 

@@ -142,7 +142,7 @@ public sealed partial class LoraModel
                 layer.BaseLayer.Bias.Trainable = true;
         }
         foreach (var (pname, p) in Base.NamedParameters())
-            if (config.Bias == LoraBias.All && pname.EndsWith("bias")) p.Trainable = true;
+            if (config.Bias == LoraBias.All && LoraConfig.IsBias(pname)) p.Trainable = true;
         foreach (var (_, p) in SavedModules.Matching(Base, config)) p.Trainable = true;
     }
 

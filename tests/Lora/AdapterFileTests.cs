@@ -43,6 +43,32 @@ public class AdapterFileTests
     }
 
     [Fact]
+    public void BiasAllSavesAndLoadsTheLogitsBiasItTrains()
+    {
+        // bias "all" trains every parameter whose name ends in "bias", the model-level logits_bias included; the file
+        // must hold all of them, or a loaded adapter silently loses what training changed.
+        var config = Config with { LogitsBias = true };
+        var lora = new LoraConfig { R = 4, Alpha = 16, TargetModules = ["q_proj", "v_proj"], Bias = LoraBias.All };
+        using var m = new Seq2SeqTransformer(config, Device.Cpu);
+        var lm = LoraModel.Inject(m, lora, "task");
+        var logitsBias = m.NamedParameters().Single(p => p.Name == "logits_bias").Parameter;
+        Assert.True(logitsBias.Trainable);
+        Assert.Equal(m.NamedParameters().Count(p => p.Name.EndsWith("bias")), m.NamedParameters().Count(p => p.Name.EndsWith("bias") && p.Parameter.Trainable));
+        logitsBias.Data.CopyFrom(Reference.Random((int)logitsBias.Count, 77, -0.5f, 0.5f));
+        var batch = TinyModels.CopyBatch(new Random(4), 5);
+        var expected = TinyModels.Logits(m, batch);
+        var dir = Directory.CreateTempSubdirectory().FullName;
+        AdapterFiles.Save(lm, "task", dir);
+        Assert.Contains("base_model.model.logits_bias", Safetensors.Read(Path.Combine(dir, AdapterFiles.WeightsFile)).Entries.Select(e => e.Name));
+
+        using var fresh = new Seq2SeqTransformer(config, Device.Cpu);
+        var loaded = LoraModel.For(fresh);
+        AdapterFiles.Load(loaded, dir, "loaded");
+        loaded.SetActiveAdapter("loaded");
+        Reference.Close(expected, TinyModels.Logits(fresh, batch), 1e-6, 1e-6, "adapter with its trained logits bias");
+    }
+
+    [Fact]
     public void FileUsesPeftKeysShapesAndConfig()
     {
         var (dir, _, _) = SaveAdapter(new LoraConfig { R = 4, Alpha = 16, TargetModules = ["q_proj", "v_proj"] });

@@ -105,6 +105,8 @@ public static class TrainCommands
         var useDora = new Option<bool>("--use-dora") { Description = "lora: DoRA, a learned magnitude per output row on top of the low-rank direction (PEFT's use_dora)" };
         var loraInit = new Option<string>("--init") { Description = "lora: how adapters start: kaiming (B = 0), gaussian (B = 0), or pissa (the top-r SVD part of each weight; saved converted to a rank-2r LoRA for the base)", DefaultValueFactory = _ => "kaiming" }
             .Choices("kaiming", "gaussian", "pissa");
+        var bias = new Option<string>("--bias") { Description = "lora: biases that also train and are saved with the adapter: none, all (every bias, the logits bias included), or lora_only (those of adapted layers), as PEFT's bias field; trained biases change the base's, so disabling the adapter no longer gives the base's output", DefaultValueFactory = _ => "none" }
+            .Choices("none", "all", "lora_only");
         var seed = Seed();
         var checkpointEvery = CheckpointEvery(0, "full only: save a resumable checkpoint to --out every N steps (and validate)");
         var resume = new Option<bool>("--resume") { Description = "full only: continue the run checkpointed in --out (same schedule and data order)" };
@@ -115,7 +117,7 @@ public static class TrainCommands
         var overwrite = Overwrite();
         var json = JsonOutput.Option(TrainingSummary.Schema);
         var cmd = new Command("finetune", "Fine-tune a base checkpoint on a task: all weights (full), LoRA adapters, or another PEFT method (BitFit, chosen layers, LN tuning, (IA)³, Houlsby or Pfeiffer adapters).")
-            { method, baseDir, task, steps, batch, lr, warmup, rank, alpha, loraPlus, gradientCheckpointing, baseDType, targets, useDora, loraInit, reductionFactor, layers, seed, checkpointEvery, resume, forceResume, maxLossRatio, trainExamples, output, overwrite, json };
+            { method, baseDir, task, steps, batch, lr, warmup, rank, alpha, loraPlus, gradientCheckpointing, baseDType, targets, useDora, loraInit, bias, reductionFactor, layers, seed, checkpointEvery, resume, forceResume, maxLossRatio, trainExamples, output, overwrite, json };
         cmd.SetAction(r => Program.Guard(() =>
         {
             var dev = Workflows.ResolveDevice(r.GetValue(device));
@@ -125,6 +127,8 @@ public static class TrainCommands
                 throw new ArgumentException("--resume and --checkpoint-every need --method full.");
             if ((r.GetValue(useDora) || r.GetValue(loraInit) != "kaiming") && r.GetValue(method) != "lora")
                 throw new ArgumentException("--use-dora and --init shape LoRA adapters; they need --method lora.");
+            if (r.GetValue(bias) != "none" && r.GetValue(method) != "lora")
+                throw new ArgumentException($"--bias {r.GetValue(bias)} picks the biases a LoRA adapter trains; it needs --method lora, got {r.GetValue(method)} (bitfit trains biases alone).");
             var peftRecipe = PeftRecipes.Find(r.GetValue(method)!);
             if (r.GetValue(reductionFactor) != null && peftRecipe?.UsesReductionFactor != true)
                 throw new ArgumentException($"--reduction-factor shapes bottleneck adapters; it needs --method adapter-houlsby or adapter-pfeiffer, got {r.GetValue(method)}.");
@@ -148,6 +152,7 @@ public static class TrainCommands
                 Alpha = r.GetValue(alpha), Seed = r.GetValue(seed), TrainExamples = r.GetValue(trainExamples),
                 Targets = r.GetValue(targets)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries),
                 UseDora = r.GetValue(useDora),
+                Bias = r.GetValue(bias) switch { "all" => LoraBias.All, "lora_only" => LoraBias.LoraOnly, _ => LoraBias.None },
                 Init = r.GetValue(loraInit) switch { "gaussian" => LoraInit.Gaussian, "pissa" => LoraInit.Pissa, _ => LoraInit.KaimingUniform },
                 CheckpointDirectory = checkpointing ? outDir : null, CheckpointEvery = r.GetValue(checkpointEvery), Resume = isResume,
                 ForceResume = r.GetValue(forceResume), MaxLossRatio = r.GetValue(maxLossRatio), LoraPlusRatio = r.GetValue(loraPlus), GradientCheckpointing = r.GetValue(gradientCheckpointing),
