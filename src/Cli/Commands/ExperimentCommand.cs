@@ -29,7 +29,7 @@ public static class ExperimentCommand
         var overwrite = new Option<bool>("--overwrite") { Description = "replace the experiment --out already holds" };
         var compare = new Option<string?>("--compare")
         {
-            Description = $"the PEFT comparison's methods after base, full and LoRA: comma-separated {string.Join(", ", PeftRecipes.Names)}, adapters as NAME:FACTOR (reduction factor), or none " +
+            Description = $"the PEFT comparison's methods after base, full and LoRA (in the seq2seq table, and in the retrieval table, which compares none in the quick run unless given): comma-separated {string.Join(", ", PeftRecipes.Names)}, adapters as NAME:FACTOR (reduction factor), or none " +
                           $"(default: {string.Join(",", ComparisonEntry.Defaults.Select(c => c.ReductionFactor is int f ? $"{c.Method}:{f}" : c.Method))}, and adapter-pfeiffer:4 in the full run)",
         };
         var loraTargets = new Option<string?>("--lora-targets")
@@ -64,7 +64,11 @@ public static class ExperimentCommand
                 "retrieval" => o with { RunSeq2Seq = false },
                 var p => throw new ArgumentException($"--part must be all, seq2seq or retrieval, got '{p}'."),
             };
-            if (r.GetValue(compare) is string c) o = o with { Comparison = c.Trim() == "none" ? [] : c.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(ParseComparison).ToList() };
+            if (r.GetValue(compare) is string c)
+            {
+                List<ComparisonEntry> methods = c.Trim() == "none" ? [] : c.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(ParseComparison).ToList();
+                o = o with { Comparison = methods, Retrieval = o.Retrieval with { Comparison = methods } };
+            }
             if (r.GetValue(retrievalSteps) is int rs)
                 o = o with { Retrieval = o.Retrieval with { Steps = rs } };
             // With --json the runner prints results.json (the same bytes as the file) instead of the tables.

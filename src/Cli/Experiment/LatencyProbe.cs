@@ -34,19 +34,39 @@ public static class LatencyProbe
     /// Median milliseconds per batch for each of <paramref name="settings"/>' batch sizes; the batch of size b is the first
     /// b of <paramref name="sources"/> (token ids, end-of-sequence included), which must hold at least the largest size.
     /// </summary>
-    public static IReadOnlyDictionary<int, double> Measure(Seq2SeqTransformer model, IReadOnlyList<int[]> sources, LatencySettings settings)
+    public static IReadOnlyDictionary<int, double> Measure(Seq2SeqTransformer model, IReadOnlyList<int[]> sources, LatencySettings settings) =>
+        Time(settings, sources.Count, batch =>
+        {
+            var (ids, length) = Pad(sources.Take(batch).ToList());
+            return () => Decode(model, ids, batch, length, settings.Steps);
+        });
+
+    /// <summary>
+    /// The encoder's counterpart: median milliseconds to embed the first b of <paramref name="texts"/> as one batch
+    /// (tokenizing, the forward pass, mean pooling and normalization: what a caller of the sentence encoder waits for),
+    /// for each of <paramref name="settings"/>' batch sizes. <see cref="LatencySettings.Steps"/> does not apply.
+    /// </summary>
+    public static IReadOnlyDictionary<int, double> MeasureEncoder(BertModel model, BertWordPieceTokenizer tokenizer, IReadOnlyList<string> texts, int maxTokens, LatencySettings settings) =>
+        Time(settings, texts.Count, batch =>
+        {
+            var chunk = texts.Take(batch).ToList();
+            return () => SentenceEmbedder.Embed(model, tokenizer, chunk, batch, maxLength: maxTokens);
+        });
+
+    /// <summary>For each batch size: one warm-up run (kernels, pool buffers, caches), then the median of the timed repeats.</summary>
+    static Dictionary<int, double> Time(LatencySettings settings, int available, Func<int, Action> prepare)
     {
         var result = new Dictionary<int, double>();
         foreach (int batch in settings.BatchSizes)
         {
-            if (batch > sources.Count) throw new ArgumentException($"LatencyProbe: batch {batch} needs {batch} sources, got {sources.Count}.");
-            var (ids, length) = Pad(sources.Take(batch).ToList());
-            Decode(model, ids, batch, length, settings.Steps);   // warm-up: kernels, pool buffers, caches
+            if (batch > available) throw new ArgumentException($"LatencyProbe: batch {batch} needs {batch} inputs, got {available}.");
+            var run = prepare(batch);
+            run();
             var times = new double[settings.Repeats];
             for (int i = 0; i < times.Length; i++)
             {
                 long start = Stopwatch.GetTimestamp();
-                Decode(model, ids, batch, length, settings.Steps);
+                run();
                 times[i] = Stopwatch.GetElapsedTime(start).TotalMilliseconds;
             }
             result[batch] = Stats.Median(times);

@@ -1,0 +1,58 @@
+using Nanolora.Cli;
+using Nanolora.Lora;
+using Nanolora.Tensors;
+using Nanolora.Transformer;
+
+namespace Nanolora.Tests.Cli;
+
+/// <summary>
+/// The retrieval table's PEFT comparison on all-MiniLM-L6-v2, end to end at a tiny budget (2 steps of 4 pairs, 8 test
+/// pairs): every method gets a row with its own parameter count, a saved adapter that loads back onto a fresh MiniLM and
+/// gives the trained model's embeddings, latency unmerged and — only where the method merges — merged.
+/// </summary>
+public class RetrievalComparisonTests
+{
+    [Fact]
+    public void EveryMethodGetsARowAnAdapterThatReloadsAndLatencyWhereItApplies()
+    {
+        var dir = Directory.CreateTempSubdirectory().FullName;
+        var o = new RetrievalOptions
+        {
+            Steps = 2, BatchSize = 4, MaxSourceTokens = 16, TestPairs = 8, ValidationPairs = 4, FullLearningRates = [2e-5f], LoraLearningRates = [3e-4f],
+            Comparison = [new("ia3"), new("adapter-pfeiffer", ReductionFactor: 16)], Latency = new(Repeats: 1, Batches: [1, 4]),
+        };
+        var experiment = new RetrievalExperiment(o, dir, Device.Cpu);
+        experiment.Run();
+
+        Assert.Equal(["base", "full", "lora", "lora", "ia3", "adapter-pfeiffer"], experiment.Rows.Select(r => r.Method));
+        var rows = experiment.Rows.ToDictionary(r => r.Method + (r.Targets ?? ""));
+        Assert.True(rows.Values.All(r => r.LatencyMsB1 > 0 && r.LatencyMsB32 == null));   // batch 32 was not asked for
+        Assert.True(rows["ia3"].LatencyMsB1Merged > 0);                   // (IA)³ folds into the weights
+        Assert.Null(rows["adapter-pfeifferfactor 16"].LatencyMsB1Merged);  // a bottleneck adapter cannot
+        Assert.Null(rows["full"].LatencyMsB1Merged);
+        // (IA)³ on BERT rescales key, value and the feed-forward output's input in each of the 6 layers: 384 + 384 + 1536.
+        Assert.Equal(6 * (384 + 384 + 1536), rows["ia3"].TrainableParams);
+        // Pfeiffer: one bottleneck per layer after the feed-forward block, 384 → 24 → 384 with biases.
+        Assert.Equal(6 * (384 * 24 + 24 + 24 * 384 + 384), rows["adapter-pfeifferfactor 16"].TrainableParams);
+        Assert.All(experiment.Rows.Skip(1), r => Assert.True(r.StepMs > 0 && r.PeakBytes > 0));
+
+        // The saved (IA)³ vectors reload onto a fresh MiniLM and change its embeddings (a trained method is not the identity).
+        var (fresh, tokenizer) = PretrainedBert.LoadMiniLm(Device.Cpu);
+        using (fresh)
+        {
+            string[] texts = ["a library for parsing XML", "command line tool to convert images"];
+            var before = SentenceEmbedder.Embed(fresh, tokenizer, texts);
+            var method = PeftRecipes.Load(fresh, Path.Combine(dir, "adapters", "minilm-ia3"), "test");
+            Assert.True(method.CanMerge);
+            var after = SentenceEmbedder.Embed(fresh, tokenizer, texts);
+            Assert.NotEqual(before[0], after[0]);
+        }
+        Assert.True(File.Exists(Path.Combine(dir, "adapters", "minilm-adapter-pfeiffer-rf16", AdapterFiles.WeightsFile)));
+        Assert.True(File.Exists(Path.Combine(dir, "adapters", "minilm-qv-r8", AdapterFiles.WeightsFile)));
+
+        var md = experiment.Markdown();
+        Assert.Contains("| ia3 |", md);
+        Assert.Contains("| adapter-pfeiffer |", md);
+        Assert.Contains("- ia3:", md);
+    }
+}
