@@ -35,7 +35,7 @@ public static class LatencyProbe
     /// b of <paramref name="sources"/> (token ids, end-of-sequence included), which must hold at least the largest size.
     /// </summary>
     public static IReadOnlyDictionary<int, double> Measure(Seq2SeqTransformer model, IReadOnlyList<int[]> sources, LatencySettings settings) =>
-        Time(settings, sources.Count, batch =>
+        Time(settings, sources.Count, "sources", batch =>
         {
             var (ids, length) = Pad(sources.Take(batch).ToList());
             return () => Decode(model, ids, batch, length, settings.Steps);
@@ -47,19 +47,19 @@ public static class LatencyProbe
     /// for each of <paramref name="settings"/>' batch sizes. <see cref="LatencySettings.Steps"/> does not apply.
     /// </summary>
     public static IReadOnlyDictionary<int, double> MeasureEncoder(BertModel model, BertWordPieceTokenizer tokenizer, IReadOnlyList<string> texts, int maxTokens, LatencySettings settings) =>
-        Time(settings, texts.Count, batch =>
+        Time(settings, texts.Count, "texts", batch =>
         {
             var chunk = texts.Take(batch).ToList();
             return () => SentenceEmbedder.Embed(model, tokenizer, chunk, batch, maxLength: maxTokens);
         });
 
     /// <summary>For each batch size: one warm-up run (kernels, pool buffers, caches), then the median of the timed repeats.</summary>
-    static Dictionary<int, double> Time(LatencySettings settings, int available, Func<int, Action> prepare)
+    static Dictionary<int, double> Time(LatencySettings settings, int available, string inputs, Func<int, Action> prepare)
     {
         var result = new Dictionary<int, double>();
         foreach (int batch in settings.BatchSizes)
         {
-            if (batch > available) throw new ArgumentException($"LatencyProbe: batch {batch} needs {batch} inputs, got {available}.");
+            if (batch > available) throw new ArgumentException($"LatencyProbe: batch {batch} needs {batch} {inputs}, got {available}.");
             var run = prepare(batch);
             run();
             var times = new double[settings.Repeats];
