@@ -54,5 +54,23 @@ public class RetrievalComparisonTests
         Assert.Contains("| ia3 |", md);
         Assert.Contains("| adapter-pfeiffer |", md);
         Assert.Contains("- ia3:", md);
+
+        // The folder now holds a retrieval state: a fresh run refuses it, a resume with other settings refuses naming them.
+        Assert.Contains("--resume", Assert.Throws<ArgumentException>(() => new RetrievalExperiment(o, dir, Device.Cpu).Run()).Message);
+        Assert.Contains("retrieval settings differ", Assert.Throws<ArgumentException>(() => new RetrievalExperiment(o with { Steps = 3 }, dir, Device.Cpu, resume: true).Run()).Message);
+
+        // A run stopped inside the last method resumes with the finished ones kept as measured and only that one run again.
+        string statePath = Path.Combine(dir, RetrievalState.File);
+        var state = System.Text.Json.JsonSerializer.Deserialize<RetrievalState>(File.ReadAllText(statePath), Nanolora.Cli.Output.JsonOutput.Options)!;
+        Assert.Equal(["base", "full", "lora r=8 (query,value)", "lora r=8 (all-linear)", "ia3", "adapter-pfeiffer-rf16"], state.Done);
+        state.Done.Remove("adapter-pfeiffer-rf16");
+        state.Rows.RemoveAll(r => r.Method == "adapter-pfeiffer");
+        File.WriteAllText(statePath, System.Text.Json.JsonSerializer.Serialize(state, Nanolora.Cli.Output.JsonOutput.Options));
+        var resumed = new RetrievalExperiment(o, dir, Device.Cpu, resume: true);
+        resumed.Run();
+        Assert.Equal(experiment.Rows.Select(r => r.Method), resumed.Rows.Select(r => r.Method));
+        for (int i = 0; i < 5; i++) Assert.Equal(experiment.Rows[i].LatencyMsB1, resumed.Rows[i].LatencyMsB1);   // kept, not measured again
+        Assert.Equal(experiment.Rows[5].TrainableParams, resumed.Rows[5].TrainableParams);
+        Assert.NotEqual(experiment.Rows[5].LatencyMsB1, resumed.Rows[5].LatencyMsB1);                            // measured again
     }
 }

@@ -25,7 +25,7 @@ public static class ExperimentCommand
             .Choices("all", "seq2seq", "retrieval");
         var retrievalSteps = new Option<int?>("--retrieval-steps") { Description = "training steps per method for the retrieval table (default: 60 quick, 100 full)" }.Range(1);
         var sweepSteps = new Option<int?>("--sweep-steps") { Description = "full only: steps of each learning-rate trial on the validation split (default 200)" }.Range(1);
-        var resume = new Option<bool>("--resume") { Description = $"continue the seq2seq experiment in --out from its last finished unit ({ExperimentState.File}; the same settings and base)" };
+        var resume = new Option<bool>("--resume") { Description = $"continue the experiment in --out from its last finished unit ({ExperimentState.File}, {RetrievalState.File}; the same settings and base)" };
         var overwrite = new Option<bool>("--overwrite") { Description = "replace the experiment --out already holds" };
         var compare = new Option<string?>("--compare")
         {

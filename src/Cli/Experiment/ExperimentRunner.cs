@@ -131,7 +131,7 @@ public sealed class ExperimentRunner(ExperimentOptions o, Device device)
         RetrievalExperiment? retrieval = null;
         if (o.RunRetrieval)
         {
-            retrieval = new RetrievalExperiment(o.Retrieval, o.OutputDirectory, device);
+            retrieval = new RetrievalExperiment(o.Retrieval, o.OutputDirectory, device, o.Resume, o.Overwrite);
             retrieval.Run();
         }
         var report = new ExperimentReport(o, _state.Rows, _state.Losses, TimeSpan.FromSeconds(Elapsed), retrieval, _state.Sweep, _state.Comparison);

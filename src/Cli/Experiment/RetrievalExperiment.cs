@@ -66,21 +66,19 @@ public sealed record RetrievalOptions
 /// learning rate picked on the validation split, each row's embedding latency measured unmerged and (where the method
 /// folds into the weights) merged.
 /// </summary>
-public sealed partial class RetrievalExperiment(RetrievalOptions o, string outputDirectory, Device device)
+public sealed partial class RetrievalExperiment(RetrievalOptions o, string outputDirectory, Device device, bool resume = false, bool overwrite = false)
 {
     /// <summary>Every Linear inside the encoder layers (PEFT's "all-linear" less the pooler, which mean pooling never uses).</summary>
     const string AllLinearRegex = @"encoder\.layer\.\d+\..*(query|key|value|dense)";
 
-    readonly List<RetrievalRow> _rows = new();
-    long _totalParameters;
-    readonly List<SweepPoint> _sweep = new();
+    RetrievalState _state = new();   // rows, sweep, losses and finished methods: written after each method, read by --resume
     List<string> _latencyTexts = [];
     /// <summary>Each trained row's per-step training losses, by row label.</summary>
-    public readonly Dictionary<string, List<float>> Losses = new();
+    public IReadOnlyDictionary<string, List<float>> Losses => _state.Losses;
     /// <summary>The table's rows, filled by <see cref="Run"/>.</summary>
-    public IReadOnlyList<RetrievalRow> Rows => _rows;
+    public IReadOnlyList<RetrievalRow> Rows => _state.Rows;
     /// <summary>Every learning rate tried, filled by <see cref="Run"/>.</summary>
-    public IReadOnlyList<SweepPoint> Sweep => _sweep;
+    public IReadOnlyList<SweepPoint> Sweep => _state.Sweep;
 
     /// <summary>
     /// What a trained method leaves to do: save its files into a folder of adapters/ called <paramref name="Folder"/> (null:
@@ -91,19 +89,27 @@ public sealed partial class RetrievalExperiment(RetrievalOptions o, string outpu
     /// <summary>Scores all-MiniLM-L6-v2 zero-shot, then full fine-tuning, LoRA r=8 (query,value and all-linear) and the comparison's methods, each at its best validation learning rate.</summary>
     public void Run()
     {
+        _state = RetrievalState.Open(o, outputDirectory, resume, overwrite);
         var debian = TaskData.Load("debian");
         var test = TaskData.Spread(debian.Test, o.TestPairs);
         var validation = TaskData.Spread(debian.Validation, o.ValidationPairs);
         // The latency inputs: as many test queries as the largest batch, spread over the split, the same for every row.
         _latencyTexts = TaskData.Spread(debian.Test, o.Latency.BatchSizes.Max()).Select(e => e.Source).ToList();
 
-        var (model, tokenizer) = PretrainedBert.LoadMiniLm(device);
-        long total = _totalParameters = model.ParameterCount();
-        var zeroShot = Score(model, tokenizer, test, "zero-shot: scoring");
-        var baseLatency = Latency(model, tokenizer, "base");
-        _rows.Add(new RetrievalRow("base", null, null, null, zeroShot.RecallAt1, zeroShot.RecallAt10, zeroShot.Mrr, zeroShot.Queries, zeroShot.Candidates,
-            0, 0, null, null, null, null, null, null, At(baseLatency, 1), At(baseLatency, 32)));   // zero-shot: nothing trained, no training cost
-        model.Dispose();
+        if (!Kept("base"))
+        {
+            var (model, tokenizer) = PretrainedBert.LoadMiniLm(device);
+            using (model)
+            {
+                _state.TotalParameters = model.ParameterCount();
+                var zeroShot = Score(model, tokenizer, test, "zero-shot: scoring");
+                var baseLatency = Latency(model, tokenizer, "base");
+                _state.Rows.Add(new RetrievalRow("base", null, null, null, zeroShot.RecallAt1, zeroShot.RecallAt10, zeroShot.Mrr, zeroShot.Queries, zeroShot.Candidates,
+                    0, 0, null, null, null, null, null, null, At(baseLatency, 1), At(baseLatency, 32)));   // zero-shot: nothing trained, no training cost
+            }
+            _state.Complete("base", outputDirectory);
+        }
+        long total = _state.TotalParameters;
 
         Method("full", "full", null, null, o.FullLearningRates, debian.Train, validation, test, total, m =>
         {
@@ -132,6 +138,14 @@ public sealed partial class RetrievalExperiment(RetrievalOptions o, string outpu
         }
     }
 
+    /// <summary>Whether <paramref name="label"/> finished in an earlier chunk (its rows are kept, and it says so).</summary>
+    bool Kept(string label)
+    {
+        if (!_state.Done.Contains(label)) return false;
+        Output.Terminal.Status($"retrieval: '{label}' was done in an earlier run; its rows are kept.");
+        return true;
+    }
+
     RetrievalScores Score(BertModel model, BertWordPieceTokenizer tokenizer, IReadOnlyList<Example> pairs, string title) =>
         ConsoleProgress.Evaluate(title, pairs.Count, p => Retrieval.Evaluate(model, tokenizer, pairs, o.MaxSourceTokens, 64, p));
 
@@ -151,6 +165,8 @@ public sealed partial class RetrievalExperiment(RetrievalOptions o, string outpu
     void Method(string method, string label, int? rank, string? targets, IReadOnlyList<float> rates, IReadOnlyList<Example> train,
         IReadOnlyList<Example> validation, IReadOnlyList<Example> test, long total, Func<BertModel, Applied> apply)
     {
+        if (Kept(label)) return;
+        _state.Sweep.RemoveAll(s => s.Method == label);   // points of a run interrupted inside this method are measured again
         (BertModel Model, BertWordPieceTokenizer Tokenizer, Applied Applied, TrainResult Result, float Lr, double Val)? best = null;
         // With one rate there is nothing to choose: no validation pass.
         foreach (float lr in rates)
@@ -167,12 +183,12 @@ public sealed partial class RetrievalExperiment(RetrievalOptions o, string outpu
             catch (InvalidOperationException e) when (rates.Count > 1)
             {
                 // A rate that diverges is a result of the sweep, not a reason to lose the others.
-                _sweep.Add(new SweepPoint(label, lr, null, e.Message));
+                _state.Sweep.Add(new SweepPoint(label, lr, null, e.Message));
                 model.Dispose();
                 continue;
             }
             double? val = rates.Count > 1 ? Score(model, tokenizer, validation, $"{label} lr {lr:G3}: validation").RecallAt1 : null;
-            _sweep.Add(new SweepPoint(label, lr, val));
+            _state.Sweep.Add(new SweepPoint(label, lr, val));
             if (best == null || (val ?? 0) > best.Value.Val)
             {
                 best?.Model.Dispose();
@@ -197,11 +213,12 @@ public sealed partial class RetrievalExperiment(RetrievalOptions o, string outpu
             done.Merge();
             merged = Latency(m, tok, $"{label} merged");
         }
-        _rows.Add(new RetrievalRow(method, rank, targets, bestLr, scores.RecallAt1, scores.RecallAt10, scores.Mrr, scores.Queries, scores.Candidates,
+        _state.Rows.Add(new RetrievalRow(method, rank, targets, bestLr, scores.RecallAt1, scores.RecallAt10, scores.Mrr, scores.Queries, scores.Candidates,
             res.TrainableParameters, TrainableReport.PercentOfBase(res.TrainableParameters, total), res.OptimizerStateBytes, res.Memory.PeakBytes,
             res.Memory.PeakByCategory.ToDictionary(kv => Output.JsonOutput.Snake(kv.Key.ToString()), kv => kv.Value), res.MedianStepMilliseconds, adapterBytes, o.Steps,
             At(latency, 1), At(latency, 32), At(merged, 1), At(merged, 32)));
-        Losses[label] = res.Losses;
+        _state.Losses[label] = res.Losses;
         m.Dispose();
+        _state.Complete(label, outputDirectory);
     }
 }
