@@ -31,7 +31,10 @@ internal sealed class ComparisonReport(ExperimentOptions o, IReadOnlyList<Compar
                       ". Step (ms): the median training step. " +
                       $"Latency: encoding the batch and {o.Latency.Steps} greedy decode steps with the KV cache (always all of them, so every row does the same work), " +
                       $"on the same {o.Latency.BatchSizes.Max()} test sources (batch 1: the first), median of {o.Latency.Repeats} runs after a warm-up; " +
-                      "in brackets the change against the base model's latency in the same run. *Merged*: the method folded into the weights (LoRA, (IA)³, LN tuning); " +
+                      (rows.Any(r => r.PairedBaseMsB1 != null)
+                          ? "measured again after all methods trained, each method right after the base on a freshly loaded copy (the first rows' base measurement came hours earlier under other load), and in brackets the change against that adjacent base measurement (full fine-tuning: against the base row, measured once). "
+                          : "in brackets the change against the base model's latency in the same run. ") +
+                      "*Merged*: the method folded into the weights (LoRA, (IA)³, LN tuning); " +
                       "bottleneck adapters cannot merge, and BitFit trains the base's own weights (nothing to fold). " +
                       "Wall-clock numbers depend on the machine and on what else ran on it; read them against the base row of the same run.");
         sb.AppendLine();
@@ -39,8 +42,8 @@ internal sealed class ComparisonReport(ExperimentOptions o, IReadOnlyList<Compar
         sb.AppendLine("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         foreach (var r in rows)
             sb.AppendLine($"| {r.Method} | {r.Size ?? ""} | {r.Rouge1:F4} | {r.Rouge2:F4} | {r.RougeL:F4} | {r.TrainableParams:N0} | {r.TrainablePercent:F3} | {Mb(r.OptimizerStateBytes)} | " +
-                          $"{Mb(r.PeakBytes)} | {Ms(r.StepMs)} | {Latency(r.LatencyMsB1, baseRow?.LatencyMsB1)} | {Latency(r.LatencyMsB32, baseRow?.LatencyMsB32)} | " +
-                          $"{Latency(r.LatencyMsB1Merged, baseRow?.LatencyMsB1)} | {Latency(r.LatencyMsB32Merged, baseRow?.LatencyMsB32)} | {(r.FileBytes is long f ? Mb(f) : "")} | {r.LearningRate?.ToString("G3") ?? ""} |");
+                          $"{Mb(r.PeakBytes)} | {Ms(r.StepMs)} | {Latency(r.LatencyMsB1, r.PairedBaseMsB1 ?? baseRow?.LatencyMsB1)} | {Latency(r.LatencyMsB32, r.PairedBaseMsB32 ?? baseRow?.LatencyMsB32)} | " +
+                          $"{Latency(r.LatencyMsB1Merged, r.PairedBaseMsB1 ?? baseRow?.LatencyMsB1)} | {Latency(r.LatencyMsB32Merged, r.PairedBaseMsB32 ?? baseRow?.LatencyMsB32)} | {(r.FileBytes is long f ? Mb(f) : "")} | {r.LearningRate?.ToString("G3") ?? ""} |");
         var trained = rows.Where(r => r.PeakBytesByCategory != null).ToList();
         if (trained.Count > 0)
         {
@@ -67,8 +70,8 @@ internal sealed class ComparisonReport(ExperimentOptions o, IReadOnlyList<Compar
             new TextColumn("b=1 ms", true), new TextColumn("b=32 ms", true), new TextColumn("merged b=1", true), new TextColumn("merged b=32", true), new TextColumn("file MB", true));
         foreach (var r in rows)
             t.AddRow(r.Method, r.Size ?? "", r.Rouge1.ToString("F4"), r.RougeL.ToString("F4"), r.TrainableParams.ToString("N0"), r.TrainablePercent.ToString("F3"),
-                Mb(r.OptimizerStateBytes), Ms(r.StepMs), Latency(r.LatencyMsB1, baseRow?.LatencyMsB1), Latency(r.LatencyMsB32, baseRow?.LatencyMsB32),
-                Latency(r.LatencyMsB1Merged, baseRow?.LatencyMsB1), Latency(r.LatencyMsB32Merged, baseRow?.LatencyMsB32), r.FileBytes is long f ? Mb(f) : "");
+                Mb(r.OptimizerStateBytes), Ms(r.StepMs), Latency(r.LatencyMsB1, r.PairedBaseMsB1 ?? baseRow?.LatencyMsB1), Latency(r.LatencyMsB32, r.PairedBaseMsB32 ?? baseRow?.LatencyMsB32),
+                Latency(r.LatencyMsB1Merged, r.PairedBaseMsB1 ?? baseRow?.LatencyMsB1), Latency(r.LatencyMsB32Merged, r.PairedBaseMsB32 ?? baseRow?.LatencyMsB32), r.FileBytes is long f ? Mb(f) : "");
         return t;
     }
 }

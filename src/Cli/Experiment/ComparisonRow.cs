@@ -7,10 +7,13 @@ namespace Nanolora.Cli;
 /// LoRA r=8 and every <see cref="ExperimentOptions.Comparison"/> entry on the same base, task, data order, step budget and
 /// seed — quality, what training cost, inference latency (unmerged and, where the method merges, merged) and the size of
 /// what it saves. Null where not measured or not applicable (the base trains nothing; adapters cannot merge).
+/// <c>PairedBaseMsB1</c>/<c>B32</c>: the base's latency measured right before this row's in the paired re-measurement
+/// (<see cref="ExperimentOptions.PairedLatency"/>), which its change is computed against; null when not re-measured.
 /// </summary>
 public sealed record ComparisonRow(string Method, string? Size, double Rouge1, double Rouge2, [property: JsonPropertyName("rougeL")] double RougeL,
     long TrainableParams, double TrainablePercent, long? OptimizerStateBytes, long? PeakBytes, IReadOnlyDictionary<string, long>? PeakBytesByCategory, double? StepMs,
-    double? LatencyMsB1, double? LatencyMsB32, double? LatencyMsB1Merged, double? LatencyMsB32Merged, long? FileBytes, int EvalExamples, int? Steps, float? LearningRate)
+    double? LatencyMsB1, double? LatencyMsB32, double? LatencyMsB1Merged, double? LatencyMsB32Merged, long? FileBytes, int EvalExamples, int? Steps, float? LearningRate,
+    double? PairedBaseMsB1 = null, double? PairedBaseMsB32 = null)
 {
     /// <summary>A comparison row from a seq2seq table row and the latencies measured for it (batch size → median ms).</summary>
     public static ComparisonRow From(ResultRow r, string? size, IReadOnlyDictionary<int, double> latency, IReadOnlyDictionary<int, double>? merged, long? fileBytes) =>

@@ -69,7 +69,53 @@ internal sealed class PeftComparison(ExperimentOptions o, Device device, Experim
                 Add(row, entry.Size, unmerged, merged, Bytes(Path.Combine(dir, AdapterFiles.WeightsFile)));
             }));
         }
+        if (o.PairedLatency)
+            unit("compare:latency-paired", () => PairedLatency(baseDir, loraAdapter, latencyExamples, maxSource));
     }
+
+    /// <summary>
+    /// Re-measures every trained row's latency (LoRA and the comparison's methods, loaded from their saved files) each
+    /// right after the base's on the same fresh load, and records that base measurement beside it: the difference is then
+    /// the method's, not the machine's load an hour apart. Full fine-tuning keeps its one measurement (its checkpoint has
+    /// the base's shape, and rebuilding a missing one would retrain it).
+    /// </summary>
+    void PairedLatency(string baseDir, string loraAdapter, IReadOnlyList<Example> examples, int maxSource)
+    {
+        for (int i = 0; i < state.Comparison.Count; i++)
+        {
+            var row = state.Comparison[i];
+            if (row.Method is "base" or "full") continue;
+            WithBase(baseDir, (model, tokenizer) =>
+            {
+                var paired = Latency(model, tokenizer, examples, maxSource, $"base, before {row.Method}");
+                Action? merge;
+                if (row.Method == "lora")
+                {
+                    var lora = LoraModel.For(model);
+                    AdapterFiles.Load(lora, loraAdapter, "debian");
+                    lora.SetActiveAdapter("debian");
+                    merge = () => lora.Merge();
+                }
+                else
+                {
+                    var key = o.Comparison.FirstOrDefault(e => e.Method == row.Method && e.Size == row.Size)?.Key
+                        ?? throw new InvalidOperationException($"experiment: comparison row {row.Method} {row.Size} has no entry in the comparison's methods.");
+                    var method = PeftRecipes.Load(model, Path.Combine(o.OutputDirectory, "adapters", $"compare-{key}"), "experiment");
+                    merge = method.CanMerge && method is not SelectiveModel ? () => method.Merge() : null;
+                }
+                var unmerged = Latency(model, tokenizer, examples, maxSource, $"{row.Method} {row.Size} unmerged (paired)");
+                IReadOnlyDictionary<int, double>? merged = null;
+                if (merge != null) { merge(); merged = Latency(model, tokenizer, examples, maxSource, $"{row.Method} {row.Size} merged (paired)"); }
+                state.Comparison[i] = row with
+                {
+                    LatencyMsB1 = At(unmerged, 1), LatencyMsB32 = At(unmerged, 32), LatencyMsB1Merged = At(merged, 1), LatencyMsB32Merged = At(merged, 32),
+                    PairedBaseMsB1 = At(paired, 1), PairedBaseMsB32 = At(paired, 32),
+                };
+            });
+        }
+    }
+
+    static double? At(IReadOnlyDictionary<int, double>? ms, int batch) => ms != null && ms.TryGetValue(batch, out var v) ? v : null;
 
     /// <summary>The rate among the method's default × <see cref="ExperimentOptions.CompareRateFactors"/> whose short run scores best ROUGE-1 on validation.</summary>
     float ChooseRate(ComparisonEntry entry, PeftRecipe spec, FineTuneOptions options, TaskData data, IReadOnlyList<Example> validation, string baseDir)
