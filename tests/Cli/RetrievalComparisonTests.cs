@@ -27,6 +27,8 @@ public class RetrievalComparisonTests
         Assert.Equal(["base", "full", "lora", "lora", "ia3", "adapter-pfeiffer"], experiment.Rows.Select(r => r.Method));
         var rows = experiment.Rows.ToDictionary(r => r.Method + (r.Targets ?? ""));
         Assert.True(rows.Values.All(r => r.LatencyMsB1 > 0 && r.LatencyMsB32 == null));   // batch 32 was not asked for
+        Assert.True(rows.Values.Where(r => r.Method != "base").All(r => r.PairedBaseMsB1 > 0));   // the base measured beside each row
+        Assert.Null(rows["base"].PairedBaseMsB1);
         Assert.True(rows["ia3"].LatencyMsB1Merged > 0);                   // (IA)³ folds into the weights
         Assert.Null(rows["adapter-pfeifferfactor 16"].LatencyMsB1Merged);  // a bottleneck adapter cannot
         Assert.Null(rows["full"].LatencyMsB1Merged);

@@ -26,14 +26,14 @@ public sealed partial class RetrievalExperiment
                       $"{o.Steps} steps of batch {o.BatchSize} for each method, same data order and seed; AdamW with 10% warm-up then linear decay. " +
                       $"LoRA: r=8, alpha 16, dropout 0.1. Trainable % is of the model's {_state.TotalParameters:N0} parameters; full fine-tuning trains all but the pooler, which mean pooling never uses. " +
                       $"Latency: embedding {string.Join(" and ", o.Latency.BatchSizes.Select(b => b == 1 ? "one query" : $"{b} queries"))} as one batch (tokenizing included), " +
-                      $"median of {o.Latency.Repeats} after a warm-up, the change against the base in brackets; *merged*: the method folded into the weights.");
+                      $"median of {o.Latency.Repeats} after a warm-up; in brackets the change against the untouched model measured right before each row (a fresh load), so load that drifts over the run cancels; *merged*: the method folded into the weights.");
         sb.AppendLine();
         sb.AppendLine("| method | rank | targets / size | lr | recall@1 | recall@10 | MRR | trainable params | trainable % | optimizer state (MB) | peak memory (MB) | step (ms) | latency b=1 (ms) | latency b=32 (ms) | merged b=1 (ms) | merged b=32 (ms) | adapter (MB) |");
         sb.AppendLine("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         foreach (var r in _state.Rows)
             sb.AppendLine($"| {r.Method} | {r.Rank?.ToString() ?? "—"} | {r.Targets ?? "—"} | {(r.LearningRate is float lr ? lr.ToString("G3") : "—")} | {r.RecallAt1:F4} | {r.RecallAt10:F4} | {r.Mrr:F4} | " +
                           $"{r.TrainableParams:N0} | {r.TrainablePercent:F2} | {Mb(r.OptimizerStateBytes)} | {Mb(r.PeakBytes)} | {(r.StepMs is double ms ? ms.ToString("F0") : "—")} | " +
-                          $"{Ms(r.LatencyMsB1, baseRow?.LatencyMsB1)} | {Ms(r.LatencyMsB32, baseRow?.LatencyMsB32)} | {Ms(r.LatencyMsB1Merged, baseRow?.LatencyMsB1)} | {Ms(r.LatencyMsB32Merged, baseRow?.LatencyMsB32)} | {Mb(r.AdapterBytes)} |");
+                          $"{Ms(r.LatencyMsB1, r.PairedBaseMsB1 ?? baseRow?.LatencyMsB1)} | {Ms(r.LatencyMsB32, r.PairedBaseMsB32 ?? baseRow?.LatencyMsB32)} | {Ms(r.LatencyMsB1Merged, r.PairedBaseMsB1 ?? baseRow?.LatencyMsB1)} | {Ms(r.LatencyMsB32Merged, r.PairedBaseMsB32 ?? baseRow?.LatencyMsB32)} | {Mb(r.AdapterBytes)} |");
         var full = _state.Rows.FirstOrDefault(r => r.Method == "full");
         if (baseRow != null && full != null)
         {

@@ -15,12 +15,15 @@ public sealed record SweepPoint(string Method, float LearningRate, double? Valid
 /// One row of the retrieval table: a method's test scores and costs. <c>Targets</c> holds LoRA's targets or a PEFT method's
 /// size ("factor 16"; null for base and full). Latency: median milliseconds to embed 1 and 32 queries
 /// (<see cref="LatencyProbe.MeasureEncoder"/>), the method as trained and, where it folds into the weights (LoRA, (IA)³,
-/// LN tuning), merged; null where not measured.
+/// LN tuning), merged; null where not measured. <c>PairedBaseMsB1</c>/<c>B32</c>: the untouched MiniLM's latency measured
+/// right before the row's own (on a fresh load), which the row's change is computed against, so that load drifting over a
+/// long run does not pass for a method's cost.
 /// </summary>
 public sealed record RetrievalRow(string Method, int? Rank, string? Targets, float? LearningRate, double RecallAt1, double RecallAt10, double Mrr,
     int Queries, int Candidates, long TrainableParams, double TrainablePercent, long? OptimizerStateBytes, long? PeakBytes,
     IReadOnlyDictionary<string, long>? PeakBytesByCategory, double? StepMs, long? AdapterBytes, int? Steps,
-    double? LatencyMsB1 = null, double? LatencyMsB32 = null, double? LatencyMsB1Merged = null, double? LatencyMsB32Merged = null);
+    double? LatencyMsB1 = null, double? LatencyMsB32 = null, double? LatencyMsB1Merged = null, double? LatencyMsB32Merged = null,
+    double? PairedBaseMsB1 = null, double? PairedBaseMsB32 = null);
 
 /// <summary>Settings of <see cref="RetrievalExperiment"/>.</summary>
 public sealed record RetrievalOptions
@@ -206,6 +209,9 @@ public sealed partial class RetrievalExperiment(RetrievalOptions o, string outpu
             save(dir);
             adapterBytes = new FileInfo(Path.Combine(dir, AdapterFiles.WeightsFile)).Length;
         }
+        IReadOnlyDictionary<int, double> paired;
+        var (untouched, untouchedTokenizer) = PretrainedBert.LoadMiniLm(device);
+        using (untouched) paired = Latency(untouched, untouchedTokenizer, $"base, before {label}");
         var latency = Latency(m, tok, $"{label} unmerged");
         IReadOnlyDictionary<int, double>? merged = null;
         if (done.Merge != null)
@@ -216,7 +222,7 @@ public sealed partial class RetrievalExperiment(RetrievalOptions o, string outpu
         _state.Rows.Add(new RetrievalRow(method, rank, targets, bestLr, scores.RecallAt1, scores.RecallAt10, scores.Mrr, scores.Queries, scores.Candidates,
             res.TrainableParameters, TrainableReport.PercentOfBase(res.TrainableParameters, total), res.OptimizerStateBytes, res.Memory.PeakBytes,
             res.Memory.PeakByCategory.ToDictionary(kv => Output.JsonOutput.Snake(kv.Key.ToString()), kv => kv.Value), res.MedianStepMilliseconds, adapterBytes, o.Steps,
-            At(latency, 1), At(latency, 32), At(merged, 1), At(merged, 32)));
+            At(latency, 1), At(latency, 32), At(merged, 1), At(merged, 32), At(paired, 1), At(paired, 32)));
         _state.Losses[label] = res.Losses;
         m.Dispose();
         _state.Complete(label, outputDirectory);
