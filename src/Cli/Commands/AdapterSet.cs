@@ -49,9 +49,13 @@ internal sealed class AdapterSet
             if (!folders.TryAdd(name, folder)) throw new ArgumentException($"--adapter '{spec}': the name '{name}' is given twice; name them NAME=FOLDER.");
             names.Add(name);
         }
+        // One folder of another PEFT method loads as --peft would: the folder's config says what it is, as in PEFT's
+        // from_pretrained. Several can only be LoRA adapters, switched by name.
+        if (names.Count == 1 && PeftRecipes.PeftTypeOf(folders[names[0]]) is string single && PeftRecipes.LoadableTypes.Contains(single))
+            return LoadPeft(model, folders[names[0]], force);
         foreach (var name in names)
             if (PeftRecipes.PeftTypeOf(folders[name]) is string type && PeftRecipes.LoadableTypes.Contains(type))
-                throw new ArgumentException($"--adapter '{folders[name]}' holds a {type} adapter, not LoRA; load it with --peft {folders[name]}.");
+                throw new ArgumentException($"--adapter '{folders[name]}' holds a {type} adapter, not LoRA; several --adapter folders must all be LoRA (switched by name); load it alone, or with --peft {folders[name]}.");
         var lora = LoraModel.For(model);
         foreach (var name in names) AdapterFiles.Load(lora, folders[name], name, force, Terminal.Status);
         lora.SetActiveAdapter(names[0]);

@@ -12,7 +12,7 @@ public static class ModelCommands
     static readonly Option<string> ModelDir = SharedOptions.Model();
     static readonly Option<string[]> AdapterDir = new("--adapter")
     {
-        Description = "a PEFT-format LoRA adapter folder to apply (adapter_config.json + adapter_model.safetensors), or NAME=FOLDER; repeat it to load several onto one base",
+        Description = "a PEFT-format adapter folder to apply (adapter_config.json + adapter_model.safetensors), or NAME=FOLDER; repeat it to load several LoRA adapters onto one base (a single folder of another method loads as --peft does)",
         Arity = ArgumentArity.ZeroOrMore,
     };
     static readonly Option<string?> PeftDir = new("--peft")
