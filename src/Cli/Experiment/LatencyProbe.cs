@@ -24,6 +24,7 @@ public sealed record LatencySettings(int Steps = 16, int Repeats = 5, int[]? Bat
 /// run. Every configuration decodes the same inputs for the same number of steps, so the difference between two of
 /// them is the extra work the method puts in the path (LoRA's unmerged B·A, (IA)³'s rescaling, an adapter's
 /// bottleneck), not a difference in output length.
+/// <see cref="MeasureEncoder"/> does the same for a sentence encoder (embedding a batch of queries), for the retrieval table.
 /// <para>This is a benchmark-style measurement for the experiment's comparison table, not a test: it depends on the
 /// machine and on whatever else runs on it, and nothing asserts on it. A row's numbers say which machine and load
 /// they came from only through the README's account of the run.</para>
