@@ -18,9 +18,8 @@ public sealed record ComparisonRow(string Method, string? Size, double Rouge1, d
     /// <summary>A comparison row from a seq2seq table row and the latencies measured for it (batch size → median ms).</summary>
     public static ComparisonRow From(ResultRow r, string? size, IReadOnlyDictionary<int, double> latency, IReadOnlyDictionary<int, double>? merged, long? fileBytes) =>
         new(r.Method, size, r.Rouge1, r.Rouge2, r.RougeL, r.TrainableParams, r.TrainablePercent, r.OptimizerStateBytes, r.PeakBytes, r.PeakBytesByCategory, r.StepMs,
-            At(latency, 1), At(latency, 32), At(merged, 1), At(merged, 32), fileBytes, r.EvalExamples, r.Steps, r.LearningRate);
+            LatencyProbe.At(latency, 1), LatencyProbe.At(latency, 32), LatencyProbe.At(merged, 1), LatencyProbe.At(merged, 32), fileBytes, r.EvalExamples, r.Steps, r.LearningRate);
 
-    static double? At(IReadOnlyDictionary<int, double>? latency, int batch) => latency != null && latency.TryGetValue(batch, out double ms) ? ms : null;
 }
 
 /// <summary>

@@ -54,6 +54,9 @@ public static class LatencyProbe
             return () => SentenceEmbedder.Embed(model, tokenizer, chunk, batch, maxLength: maxTokens);
         });
 
+    /// <summary>The median at <paramref name="batch"/> in a measurement, or null when it was not measured.</summary>
+    public static double? At(IReadOnlyDictionary<int, double>? ms, int batch) => ms != null && ms.TryGetValue(batch, out var v) ? v : null;
+
     /// <summary>For each batch size: one warm-up run (kernels, pool buffers, caches), then the median of the timed repeats.</summary>
     static Dictionary<int, double> Time(LatencySettings settings, int available, string inputs, Func<int, Action> prepare)
     {

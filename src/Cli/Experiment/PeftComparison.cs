@@ -108,14 +108,13 @@ internal sealed class PeftComparison(ExperimentOptions o, Device device, Experim
                 if (merge != null) { merge(); merged = Latency(model, tokenizer, examples, maxSource, $"{row.Method} {row.Size} merged (paired)"); }
                 state.Comparison[i] = row with
                 {
-                    LatencyMsB1 = At(unmerged, 1), LatencyMsB32 = At(unmerged, 32), LatencyMsB1Merged = At(merged, 1), LatencyMsB32Merged = At(merged, 32),
-                    PairedBaseMsB1 = At(paired, 1), PairedBaseMsB32 = At(paired, 32),
+                    LatencyMsB1 = LatencyProbe.At(unmerged, 1), LatencyMsB32 = LatencyProbe.At(unmerged, 32), LatencyMsB1Merged = LatencyProbe.At(merged, 1), LatencyMsB32Merged = LatencyProbe.At(merged, 32),
+                    PairedBaseMsB1 = LatencyProbe.At(paired, 1), PairedBaseMsB32 = LatencyProbe.At(paired, 32),
                 };
             });
         }
     }
 
-    static double? At(IReadOnlyDictionary<int, double>? ms, int batch) => ms != null && ms.TryGetValue(batch, out var v) ? v : null;
 
     /// <summary>The rate among the method's default × <see cref="ExperimentOptions.CompareRateFactors"/> whose short run scores best ROUGE-1 on validation.</summary>
     float ChooseRate(ComparisonEntry entry, PeftRecipe spec, FineTuneOptions options, TaskData data, IReadOnlyList<Example> validation, string baseDir)

@@ -108,7 +108,7 @@ public sealed partial class RetrievalExperiment(RetrievalOptions o, string outpu
                 var zeroShot = Score(model, tokenizer, test, "zero-shot: scoring");
                 var baseLatency = Latency(model, tokenizer, "base");
                 _state.Rows.Add(new RetrievalRow("base", null, null, null, zeroShot.RecallAt1, zeroShot.RecallAt10, zeroShot.Mrr, zeroShot.Queries, zeroShot.Candidates,
-                    0, 0, null, null, null, null, null, null, At(baseLatency, 1), At(baseLatency, 32)));   // zero-shot: nothing trained, no training cost
+                    0, 0, null, null, null, null, null, null, LatencyProbe.At(baseLatency, 1), LatencyProbe.At(baseLatency, 32)));   // zero-shot: nothing trained, no training cost
             }
             _state.Complete("base", outputDirectory);
         }
@@ -152,7 +152,6 @@ public sealed partial class RetrievalExperiment(RetrievalOptions o, string outpu
     RetrievalScores Score(BertModel model, BertWordPieceTokenizer tokenizer, IReadOnlyList<Example> pairs, string title) =>
         ConsoleProgress.Evaluate(title, pairs.Count, p => Retrieval.Evaluate(model, tokenizer, pairs, o.MaxSourceTokens, 64, p));
 
-    static double? At(IReadOnlyDictionary<int, double>? ms, int batch) => ms != null && ms.TryGetValue(batch, out var v) ? v : null;
 
     IReadOnlyDictionary<int, double> Latency(BertModel model, BertWordPieceTokenizer tokenizer, string what)
     {
@@ -222,7 +221,7 @@ public sealed partial class RetrievalExperiment(RetrievalOptions o, string outpu
         _state.Rows.Add(new RetrievalRow(method, rank, targets, bestLr, scores.RecallAt1, scores.RecallAt10, scores.Mrr, scores.Queries, scores.Candidates,
             res.TrainableParameters, TrainableReport.PercentOfBase(res.TrainableParameters, total), res.OptimizerStateBytes, res.Memory.PeakBytes,
             res.Memory.PeakByCategory.ToDictionary(kv => Output.JsonOutput.Snake(kv.Key.ToString()), kv => kv.Value), res.MedianStepMilliseconds, adapterBytes, o.Steps,
-            At(latency, 1), At(latency, 32), At(merged, 1), At(merged, 32), At(paired, 1), At(paired, 32)));
+            LatencyProbe.At(latency, 1), LatencyProbe.At(latency, 32), LatencyProbe.At(merged, 1), LatencyProbe.At(merged, 32), LatencyProbe.At(paired, 1), LatencyProbe.At(paired, 32)));
         _state.Losses[label] = res.Losses;
         m.Dispose();
         _state.Complete(label, outputDirectory);
