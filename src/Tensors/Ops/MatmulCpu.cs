@@ -3,6 +3,7 @@ using System.Numerics.Tensors;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 
 namespace Nanolora.Tensors;
 
@@ -81,9 +82,11 @@ internal static unsafe class MatmulCpu
         int mr = TK.MR, nr = TK.NR, M = s.M, N = s.N, K = s.K;
         int workers = parallel ? Environment.ProcessorCount : 1;
         int nc = Math.Min(RoundUp(N, nr), Math.Max(nr, MaxPackedB / K / nr * nr));
-        // Row blocks of at most 128 rows, but at least two tasks per worker when M allows.
-        int mc = Math.Min(128 / mr * mr, RoundUp((M + 2 * workers - 1) / (2 * workers), mr));
-        int rowBlocks = (M + mc - 1) / mc;
+        // Row blocks of at most 128 rows, at least two per worker and a multiple of the workers when M allows, cut in
+        // whole MR panels as evenly as they divide: 17 blocks of 126 rows (M 2048, MR 6) left one thread 9 and the other 8.
+        int panels = (M + mr - 1) / mr, maxPanels = 128 / mr;
+        int rowBlocks = (panels + maxPanels - 1) / maxPanels;
+        if (parallel) rowBlocks = Math.Min(panels, RoundUp(Math.Max(rowBlocks, 2 * workers), workers));
         for (int jc = 0; jc < N; jc += nc)
         {
             int ncur = Math.Min(nc, N - jc), slices = (ncur + nr - 1) / nr;
@@ -98,7 +101,8 @@ internal static unsafe class MatmulCpu
             });
             For(parallel, rowBlocks * chunks, task =>
             {
-                int ic = task / chunks * mc, mcur = Math.Min(mc, M - ic);
+                int block = task / chunks;
+                int ic = (int)((long)block * panels / rowBlocks) * mr, mcur = Math.Min(M, (int)((long)(block + 1) * panels / rowBlocks) * mr) - ic;
                 int sl0 = task % chunks * perChunk, sl1 = Math.Min(slices, sl0 + perChunk);
                 if (sl0 < sl1) Block<TK>(s, (float*)a, bp, (float*)c, ic, mcur, jc, ncur, sl0, sl1, alpha, beta);
             });
@@ -156,13 +160,15 @@ internal static unsafe class MatmulCpu
             int rows = Math.Min(mr, mcur - ir);
             if (!s.TransA)
             {
+                // Rows of A become columns of the panel: 8×8 transposes in registers, then the scalar remainder.
+                int p0 = Avx.IsSupported && mr <= 8 ? PackTranspose.Panel8(a + (long)(ic + ir) * s.K + pc, s.K, rows, kc, mr, d) : 0;
                 for (int i = 0; i < rows; i++)
                 {
                     float* src = a + (long)(ic + ir + i) * s.K + pc;
-                    for (int p = 0; p < kc; p++) d[p * mr + i] = src[p];
+                    for (int p = p0; p < kc; p++) d[p * mr + i] = src[p];
                 }
                 for (int i = rows; i < mr; i++)
-                    for (int p = 0; p < kc; p++) d[p * mr + i] = 0f;
+                    for (int p = p0; p < kc; p++) d[p * mr + i] = 0f;
             }
             else
             {

@@ -1,5 +1,6 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 
 namespace Nanolora.Tensors;
 
@@ -104,5 +105,59 @@ internal readonly struct Avx2Kernel : IMicroKernel
         var v = acc * alpha;
         if (accumulate) v = Vector256.FusedMultiplyAdd(Vector256.Load(c), Vector256.Create(beta), v);
         v.Store(c);
+    }
+}
+
+/// <summary>
+/// Packing of a row-major A panel (MR ≤ 8 rows of length kc) into k-major order (row p holds A[0..MR)[p]), eight
+/// columns at a time through an 8×8 register transpose; the scalar loop it replaces stored one float at a time with
+/// stride MR and cost 4–8 % of a GEMM's time.
+/// </summary>
+internal static unsafe class PackTranspose
+{
+    /// <summary>Packs columns [0, kc - kc % 8) and returns that count; rows beyond <paramref name="rows"/> are zero-filled.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static int Panel8(float* src, nint lda, int rows, int kc, int mr, float* dst)
+    {
+        int full = kc & ~7;
+        var mask = mr == 8 ? Vector256<float>.AllBitsSet : Vector256.LessThan(Vector256.Create(0, 1, 2, 3, 4, 5, 6, 7), Vector256.Create(mr)).AsSingle();
+        for (int p = 0; p < full; p += 8)
+        {
+            float* s = src + p;
+            var r0 = rows > 0 ? Avx.LoadVector256(s) : default;
+            var r1 = rows > 1 ? Avx.LoadVector256(s + lda) : default;
+            var r2 = rows > 2 ? Avx.LoadVector256(s + 2 * lda) : default;
+            var r3 = rows > 3 ? Avx.LoadVector256(s + 3 * lda) : default;
+            var r4 = rows > 4 ? Avx.LoadVector256(s + 4 * lda) : default;
+            var r5 = rows > 5 ? Avx.LoadVector256(s + 5 * lda) : default;
+            var r6 = rows > 6 ? Avx.LoadVector256(s + 6 * lda) : default;
+            var r7 = rows > 7 ? Avx.LoadVector256(s + 7 * lda) : default;
+            var t0 = Avx.UnpackLow(r0, r1); var t1 = Avx.UnpackHigh(r0, r1);
+            var t2 = Avx.UnpackLow(r2, r3); var t3 = Avx.UnpackHigh(r2, r3);
+            var t4 = Avx.UnpackLow(r4, r5); var t5 = Avx.UnpackHigh(r4, r5);
+            var t6 = Avx.UnpackLow(r6, r7); var t7 = Avx.UnpackHigh(r6, r7);
+            var s0 = Avx.Shuffle(t0, t2, 0x44); var s1 = Avx.Shuffle(t0, t2, 0xEE);
+            var s2 = Avx.Shuffle(t1, t3, 0x44); var s3 = Avx.Shuffle(t1, t3, 0xEE);
+            var s4 = Avx.Shuffle(t4, t6, 0x44); var s5 = Avx.Shuffle(t4, t6, 0xEE);
+            var s6 = Avx.Shuffle(t5, t7, 0x44); var s7 = Avx.Shuffle(t5, t7, 0xEE);
+            float* d = dst + p * mr;
+            Store(d + 0 * mr, Avx.Permute2x128(s0, s4, 0x20), mask, mr);
+            Store(d + 1 * mr, Avx.Permute2x128(s1, s5, 0x20), mask, mr);
+            Store(d + 2 * mr, Avx.Permute2x128(s2, s6, 0x20), mask, mr);
+            Store(d + 3 * mr, Avx.Permute2x128(s3, s7, 0x20), mask, mr);
+            Store(d + 4 * mr, Avx.Permute2x128(s0, s4, 0x31), mask, mr);
+            Store(d + 5 * mr, Avx.Permute2x128(s1, s5, 0x31), mask, mr);
+            Store(d + 6 * mr, Avx.Permute2x128(s2, s6, 0x31), mask, mr);
+            Store(d + 7 * mr, Avx.Permute2x128(s3, s7, 0x31), mask, mr);
+        }
+        return full;
+    }
+
+    // An MR-wide row of the panel: a plain store for MR 8, a masked one (lanes ≥ MR untouched) below that.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void Store(float* d, Vector256<float> v, Vector256<float> mask, int mr)
+    {
+        if (mr == 8) Avx.Store(d, v);
+        else Avx.MaskStore(d, mask, v);
     }
 }
