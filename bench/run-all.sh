@@ -4,7 +4,8 @@
 # CPU model and flags, and the table between the run-all markers of docs/PERFORMANCE.md is regenerated from it
 # (bench/summarize_run_all.py), never edited by hand.
 #   GEMM: Nanolora against OpenBLAS cblas_sgemm, 5 rounds interleaved (median of medians, spread), with the FMA peak
-#         measured on the machine and PyTorch's torch.mm once;
+#         measured on the machine and PyTorch's torch.mm once; on an AVX-512 host also the AVX2 path (AVX-512 off in
+#         .NET, OpenBLAS's Haswell kernels, the 256-bit FMA peak), so both instruction sets are measured every session;
 #   ops, the training step (torch.nn.Transformer dims), LoRA's step against full fine-tuning (per-op profile),
 #   activation checkpointing, LoRA's rank-r GEMMs, LoRA inference latency, sentence embeddings against ONNX Runtime.
 # Usage: bench/run-all.sh [--no-write]   (--no-write: print the table, leave docs/PERFORMANCE.md alone)
@@ -38,6 +39,17 @@ export MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=4294967296
     $BENCH matmul-quick cpu | grep '^nanolora'
     OPENBLAS_NUM_THREADS="$THREADS" "$BUILD/sgemm"
   done
+  if [ "$ISA" = avx512 ]; then
+    # The AVX2 path too, on the same host: .NET without AVX-512 (Vector512 off, so the 6×16 AVX2 micro-kernel runs) against
+    # OpenBLAS held to its Haswell kernels, with the 256-bit FMA peak. Lines are prefixed "avx2 " for the summary.
+    echo "== AVX2 pass: DOTNET_EnableAVX512=0, OPENBLAS_CORETYPE=Haswell"
+    DOTNET_EnableAVX512=0 $BENCH fma-peak "$THREADS" | sed 's/^/avx2 /'
+    for round in 1 2 3 4 5; do
+      echo "== AVX2 GEMM round $round"
+      DOTNET_EnableAVX512=0 $BENCH matmul-quick cpu | grep '^nanolora' | sed 's/^/avx2 /'
+      OPENBLAS_CORETYPE=Haswell OPENBLAS_NUM_THREADS="$THREADS" "$BUILD/sgemm" | sed 's/^/avx2 /'
+    done
+  fi
   "$PY" bench/peers/torch_matmul.py "$THREADS"
   $BENCH ops-quick cpu
   "$PY" bench/peers/torch_ops.py "$THREADS"
