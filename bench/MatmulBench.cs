@@ -78,14 +78,14 @@ public class MatmulBench
 /// A Stopwatch harness timed the same way as bench/peers (3 warm-ups, 7 samples of ~2 GFLOP each,
 /// median and best), after validating against the reference. Besides wall-clock GFLOP/s it prints
 /// GFLOP per CPU-second of this process, which stays meaningful when the machine is shared.
-/// Run: dotnet run -c Release --project bench -- matmul-quick [device]
+/// Run: dotnet run -c Release --project bench -- matmul-quick [device] [MxKxN ...] (default: MatmulBench's four shapes)
 /// </summary>
 public static class MatmulQuick
 {
-    public static void Run(string device)
+    public static void Run(string device, string[] shapes)
     {
         Console.WriteLine($"== Nanolora Ops.MatmulInto on {Nanolora.Tensors.Device.Get(device)}");
-        foreach (var shape in new[] { "256x256x256", "512x512x512", "1024x1024x1024", "2048x512x2048" })
+        foreach (var shape in shapes.Length > 0 ? shapes : ["256x256x256", "512x512x512", "1024x1024x1024", "2048x512x2048"])
         {
             var bench = new MatmulBench { Shape = shape, Device = device };
             bench.Setup();

@@ -1,7 +1,7 @@
 // Harness modes (Stopwatch, quick tables); anything else goes to BenchmarkDotNet's switcher.
 var harness = new Dictionary<string, Action<string>>
 {
-    ["matmul-quick"] = Nanolora.Bench.MatmulQuick.Run,
+    ["matmul-quick"] = device => Nanolora.Bench.MatmulQuick.Run(device, args.Skip(2).ToArray()),
     ["ops-quick"] = Nanolora.Bench.OpsQuick.Run,
     ["lora-quick"] = Nanolora.Bench.LoraQuick.Run,
     ["train-step"] = Nanolora.Bench.TrainStepQuick.Run,

@@ -8,10 +8,17 @@
 static double now(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return t.tv_sec + 1e-9 * t.tv_nsec; }
 static int cmp(const void *x, const void *y) { double a = *(const double *)x, b = *(const double *)y; return (a > b) - (a < b); }
 
-int main(void) {
-    int sizes[4][3] = {{256, 256, 256}, {512, 512, 512}, {1024, 1024, 1024}, {2048, 512, 2048}};
+/* sgemm [MxKxN ...]: those shapes instead of the four defaults. */
+int main(int argc, char **argv) {
+    int sizes[16][3] = {{256, 256, 256}, {512, 512, 512}, {1024, 1024, 1024}, {2048, 512, 2048}}, count = 4;
+    if (argc > 1) {
+        count = 0;
+        for (int i = 1; i < argc && count < 16; i++)
+            if (sscanf(argv[i], "%dx%dx%d", &sizes[count][0], &sizes[count][1], &sizes[count][2]) == 3) count++;
+            else { fprintf(stderr, "sgemm: shape %s is not MxKxN\n", argv[i]); return 2; }
+    }
     srand(0);
-    for (int s = 0; s < 4; s++) {
+    for (int s = 0; s < count; s++) {
         int m = sizes[s][0], k = sizes[s][1], n = sizes[s][2];
         float *a = malloc(sizeof(float) * m * k), *b = malloc(sizeof(float) * k * n), *c = malloc(sizeof(float) * m * n);
         for (long i = 0; i < (long)m * k; i++) a[i] = rand() / (float)RAND_MAX - 0.5f;

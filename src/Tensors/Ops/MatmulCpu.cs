@@ -11,7 +11,7 @@ namespace Nanolora.Tensors;
 /// The cpu backend's GEMM, laid out like BLIS/GotoBLAS: B is packed into K×NR column slices, A into
 /// MR-row panels of one MC×KC block at a time (both transpose flags are absorbed by the packing, so
 /// one micro-kernel serves all four cases), and an <see cref="IMicroKernel"/> keeps an MR×NR tile of C
-/// in registers. Work is split over (row block × column chunk) tasks with Parallel.For. Products with a
+/// in registers. Work is split over (row block × column chunk) tasks run by <see cref="GemmWorkers"/>. Products with a
 /// side of at most 16 (LoRA's rank-r factors) take <see cref="MatmulCpuNarrow"/>; tiny ones (M or N too small
 /// to fill a tile) a direct vectorized path.
 /// </summary>
@@ -291,7 +291,7 @@ internal static unsafe class MatmulCpu
 
     static void For(bool parallel, int count, Action<int> body)
     {
-        if (parallel && count > 1) Parallel.For(0, count, body);
+        if (parallel && count > 1) GemmWorkers.For(count, body);
         else for (int i = 0; i < count; i++) body(i);
     }
 }
