@@ -50,13 +50,18 @@ public class MatmulTests
     public void MatchesDoubleReference(string device, int m, int k, int n, bool ta, bool tb) => Check(device, m, k, n, ta, tb);
 
     public static IEnumerable<object[]> CpuLargeGrid() =>
-        from s in new[] { (257, 300, 129), (130, 513, 70), (8, 256, 32), (600, 40, 700) }
+        from s in new[] { (257, 300, 129), (130, 513, 70), (8, 256, 32), (600, 40, 700), (70, 2100, 40) }
         from ta in new[] { false, true } from tb in new[] { false, true }
         select new object[] { s.Item1, s.Item2, s.Item3, ta, tb };
 
-    // Row and column edges of the packed panels, K beyond one KC block, several row blocks and column chunks.
+    // Row and column edges of the packed panels, K beyond one KC block (256, 512 or 1024 by the L2: K 2100 passes all),
+    // several row blocks and column chunks.
     [Theory, MemberData(nameof(CpuLargeGrid))]
     public void CpuPackedPathMatches(int m, int k, int n, bool ta, bool tb) => Check("cpu", m, k, n, ta, tb, 1e-4);
+
+    [Theory]
+    [InlineData(0, 256)] [InlineData(256, 256)] [InlineData(512, 512)] [InlineData(1000, 512)] [InlineData(1024, 1024)] [InlineData(2048, 1024)]
+    public void PackedDepthFollowsTheL2(int l2Kilobytes, int kc) => Assert.Equal(kc, MatmulCpu.PackedDepth(l2Kilobytes));
 
     // Both micro-kernels, whatever this machine's SIMD width, with alpha/beta over a NaN-free and a NaN-filled C.
     [Theory]
