@@ -164,7 +164,7 @@ internal static unsafe class MatmulCpu
             if (!s.TransA)
             {
                 // Rows of A become columns of the panel: 8×8 transposes in registers, then the scalar remainder.
-                int p0 = Avx.IsSupported && mr <= 8 ? PackTranspose.Panel8(a + (long)(ic + ir) * s.K + pc, s.K, rows, kc, mr, d) : 0;
+                int p0 = Avx.IsSupported && mr <= 8 ? PackTranspose.Panel8(a + (long)(ic + ir) * s.K + pc, s.K, rows, kc, mr, mr, d) : 0;
                 for (int i = 0; i < rows; i++)
                 {
                     float* src = a + (long)(ic + ir + i) * s.K + pc;
@@ -173,6 +173,7 @@ internal static unsafe class MatmulCpu
                 for (int i = rows; i < mr; i++)
                     for (int p = p0; p < kc; p++) d[p * mr + i] = 0f;
             }
+            else if (Avx.IsSupported && mr <= 8) PackTranspose.Runs(a + (long)pc * s.M + ic + ir, s.M, rows, kc, mr, d);
             else
             {
                 for (int p = 0; p < kc; p++)
@@ -205,10 +206,15 @@ internal static unsafe class MatmulCpu
         }
         else
         {
+            // Columns of op(B) are rows of B: transposed eight at a time (columns up to the next multiple of 8 zeroed).
+            int p0 = 0;
+            if (Avx.IsSupported)
+                for (int q0 = 0; q0 < cols; q0 += 8)
+                    p0 = PackTranspose.Panel8(b + (long)(j + q0) * s.K, s.K, Math.Min(8, cols - q0), s.K, 8, nr, dst + q0);
             for (int q = 0; q < cols; q++)
             {
                 float* src = b + (long)(j + q) * s.K;
-                for (int p = 0; p < s.K; p++) dst[(long)p * nr + q] = src[p];
+                for (int p = p0; p < s.K; p++) dst[(long)p * nr + q] = src[p];
             }
             for (int q = cols; q < nr; q++)
                 for (int p = 0; p < s.K; p++) dst[(long)p * nr + q] = 0f;

@@ -109,18 +109,22 @@ internal readonly struct Avx2Kernel : IMicroKernel
 }
 
 /// <summary>
-/// Packing of a row-major A panel (MR ≤ 8 rows of length kc) into k-major order (row p holds A[0..MR)[p]), eight
-/// columns at a time through an 8×8 register transpose; the scalar loop it replaces stored one float at a time with
-/// stride MR and cost 4–8 % of a GEMM's time.
+/// The packing loops' vector paths: an 8×8 register transpose turns up to eight rows of length kc (rows of A, or the
+/// columns of a transposed B) into k-major rows of a packed panel; a masked copy moves short contiguous runs (rows of a
+/// transposed A). The scalar loops they replace stored one float at a time with a stride and cost 7–13 % of a training
+/// step (perf, `train-step`, 2026-12-05).
 /// </summary>
 internal static unsafe class PackTranspose
 {
-    /// <summary>Packs columns [0, kc - kc % 8) and returns that count; rows beyond <paramref name="rows"/> are zero-filled.</summary>
+    /// <summary>
+    /// For p in [0, kc − kc % 8): dst[p·dstStride + i] = src[i·lda + p] for lanes i &lt; width, with rows at or beyond
+    /// <paramref name="rows"/> read as zero. Returns the count of p done; the caller finishes the rest.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static int Panel8(float* src, nint lda, int rows, int kc, int mr, float* dst)
+    public static int Panel8(float* src, nint lda, int rows, int kc, int width, nint dstStride, float* dst)
     {
         int full = kc & ~7;
-        var mask = mr == 8 ? Vector256<float>.AllBitsSet : Vector256.LessThan(Vector256.Create(0, 1, 2, 3, 4, 5, 6, 7), Vector256.Create(mr)).AsSingle();
+        var mask = Lanes(width);
         for (int p = 0; p < full; p += 8)
         {
             float* s = src + p;
@@ -140,24 +144,37 @@ internal static unsafe class PackTranspose
             var s2 = Avx.Shuffle(t1, t3, 0x44); var s3 = Avx.Shuffle(t1, t3, 0xEE);
             var s4 = Avx.Shuffle(t4, t6, 0x44); var s5 = Avx.Shuffle(t4, t6, 0xEE);
             var s6 = Avx.Shuffle(t5, t7, 0x44); var s7 = Avx.Shuffle(t5, t7, 0xEE);
-            float* d = dst + p * mr;
-            Store(d + 0 * mr, Avx.Permute2x128(s0, s4, 0x20), mask, mr);
-            Store(d + 1 * mr, Avx.Permute2x128(s1, s5, 0x20), mask, mr);
-            Store(d + 2 * mr, Avx.Permute2x128(s2, s6, 0x20), mask, mr);
-            Store(d + 3 * mr, Avx.Permute2x128(s3, s7, 0x20), mask, mr);
-            Store(d + 4 * mr, Avx.Permute2x128(s0, s4, 0x31), mask, mr);
-            Store(d + 5 * mr, Avx.Permute2x128(s1, s5, 0x31), mask, mr);
-            Store(d + 6 * mr, Avx.Permute2x128(s2, s6, 0x31), mask, mr);
-            Store(d + 7 * mr, Avx.Permute2x128(s3, s7, 0x31), mask, mr);
+            float* d = dst + p * dstStride;
+            Store(d, Avx.Permute2x128(s0, s4, 0x20), mask, width);
+            Store(d + dstStride, Avx.Permute2x128(s1, s5, 0x20), mask, width);
+            Store(d + 2 * dstStride, Avx.Permute2x128(s2, s6, 0x20), mask, width);
+            Store(d + 3 * dstStride, Avx.Permute2x128(s3, s7, 0x20), mask, width);
+            Store(d + 4 * dstStride, Avx.Permute2x128(s0, s4, 0x31), mask, width);
+            Store(d + 5 * dstStride, Avx.Permute2x128(s1, s5, 0x31), mask, width);
+            Store(d + 6 * dstStride, Avx.Permute2x128(s2, s6, 0x31), mask, width);
+            Store(d + 7 * dstStride, Avx.Permute2x128(s3, s7, 0x31), mask, width);
         }
         return full;
     }
 
-    // An MR-wide row of the panel: a plain store for MR 8, a masked one (lanes ≥ MR untouched) below that.
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static void Store(float* d, Vector256<float> v, Vector256<float> mask, int mr)
+    /// <summary>For p in [0, count): dst[p·width + i] = src[p·lda + i] for i &lt; rows, zero for rows ≤ i &lt; width (≤ 8).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void Runs(float* src, nint lda, int rows, int count, int width, float* dst)
     {
-        if (mr == 8) Avx.Store(d, v);
+        var load = Lanes(rows);
+        var store = Lanes(width);
+        for (int p = 0; p < count; p++)
+            Store(dst + p * width, Avx.MaskLoad(src + p * lda, load), store, width);
+    }
+
+    static Vector256<float> Lanes(int n) =>
+        n >= 8 ? Vector256<float>.AllBitsSet : Vector256.LessThan(Vector256.Create(0, 1, 2, 3, 4, 5, 6, 7), Vector256.Create(n)).AsSingle();
+
+    // A plain store for eight lanes, a masked one (lanes ≥ width untouched) below that.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void Store(float* d, Vector256<float> v, Vector256<float> mask, int width)
+    {
+        if (width == 8) Avx.Store(d, v);
         else Avx.MaskStore(d, mask, v);
     }
 }
