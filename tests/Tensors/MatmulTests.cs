@@ -59,6 +59,30 @@ public class MatmulTests
     [Theory, MemberData(nameof(CpuLargeGrid))]
     public void CpuPackedPathMatches(int m, int k, int n, bool ta, bool tb) => Check("cpu", m, k, n, ta, tb, 1e-4);
 
+    // A row's result is the same whether it sits in a full MR-row panel or in the edge panel, over several KC passes and
+    // with beta: the edge tiles merge with the kernel's fused multiply-add. Rows 8–12 of M 13 are an edge panel for
+    // both kernels (MR 8 and 6); in M 24 they are not.
+    [Theory]
+    [InlineData(false)] [InlineData(true)]
+    public void RowsInTheEdgePanelMatchFullPanelsBitForBit(bool avx2)
+    {
+        int k = 2100, n = 70;
+        var ad = Random(24 * k, 51); var bd = Random(k * n, 52); var c0 = Random(24 * n, 53);
+        float[] Run(int m)
+        {
+            var pa = GC.AllocateArray<float>(m * k, pinned: true); Array.Copy(ad, pa, m * k);
+            var pb = GC.AllocateArray<float>(bd.Length, pinned: true); bd.CopyTo(pb, 0);
+            var pc = GC.AllocateArray<float>(m * n, pinned: true); Array.Copy(c0, pc, m * n);
+            var shape = new GemmShape(1, m, n, k, false, false, 0, 0);
+            if (avx2 || !Vector512.IsHardwareAccelerated) MatmulCpu.Run<Avx2Kernel>(shape, pa, pb, pc, 0.5f, 1.5f);
+            else MatmulCpu.Run<Avx512Kernel>(shape, pa, pb, pc, 0.5f, 1.5f);
+            return pc;
+        }
+        var edge = Run(13);
+        var full = Run(24);
+        for (int i = 0; i < 13 * n; i++) Assert.True(edge[i] == full[i], $"row {i / n}, column {i % n}: {edge[i]} vs {full[i]}");
+    }
+
     [Theory]
     [InlineData(0, 256)] [InlineData(256, 256)] [InlineData(512, 512)] [InlineData(1000, 512)] [InlineData(1024, 1024)] [InlineData(2048, 1024)]
     public void PackedDepthFollowsTheL2(int l2Kilobytes, int kc) => Assert.Equal(kc, MatmulCpu.PackedDepth(l2Kilobytes));

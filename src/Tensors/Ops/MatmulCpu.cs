@@ -143,11 +143,12 @@ internal static unsafe class MatmulCpu
                         TK.Run(kc, ap + ir * kc, bslice, ctile, N, alpha, blockBeta, accumulate);
                         continue;
                     }
-                    // Edge tile: full tile into scratch, then merge the valid part.
+                    // Edge tile: full tile into scratch, then merge the valid part with the same fused multiply-add as the
+                    // kernel's store, so a row's result does not depend on whether it falls in an edge panel.
                     TK.Run(kc, ap + ir * kc, bslice, edge, nr, alpha, 0f, false);
                     for (int r = 0; r < rows; r++)
                         for (int q = 0; q < cols; q++)
-                            ctile[(long)r * N + q] = edge[r * nr + q] + (accumulate ? blockBeta * ctile[(long)r * N + q] : 0f);
+                            ctile[(long)r * N + q] = accumulate ? MathF.FusedMultiplyAdd(ctile[(long)r * N + q], blockBeta, edge[r * nr + q]) : edge[r * nr + q];
                 }
             }
         }
