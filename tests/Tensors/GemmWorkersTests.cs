@@ -28,6 +28,37 @@ public class GemmWorkersTests
         }
     }
 
+    // The workers really take tasks, also after they have gone to sleep between jobs: two tasks that each wait for the
+    // other can only both finish if two threads run them at once (the caller alone would time out at the barrier).
+    [Fact]
+    public void WorkersWakeAndRunTasksBesideTheCaller()
+    {
+        if (Environment.ProcessorCount < 2) return;
+        for (int job = 0; job < 3; job++)
+        {
+            Thread.Sleep(5);                      // past the workers' 50 µs spin: they are blocked now
+            using var both = new Barrier(2);
+            var met = new bool[2];
+            GemmWorkers.For(2, i => met[i] = both.SignalAndWait(TimeSpan.FromSeconds(10)));
+            Assert.True(met[0] && met[1], $"job {job}: the two tasks did not run at the same time");
+        }
+    }
+
+    // A GEMM task that itself calls For (nothing does today) must not publish over the running job: it runs on Parallel.For.
+    [Fact]
+    public void NestedCallsRunTheirWholeJob()
+    {
+        var outer = new int[4];
+        var inner = new int[4, 16];
+        GemmWorkers.For(4, i =>
+        {
+            GemmWorkers.For(16, j => Interlocked.Increment(ref inner[i, j]));
+            Interlocked.Increment(ref outer[i]);
+        });
+        Assert.All(outer, h => Assert.Equal(1, h));
+        Assert.All(inner.Cast<int>(), h => Assert.Equal(1, h));
+    }
+
     // GEMMs started from several threads at once (tests, user code): one job owns the workers, the others take
     // Parallel.For; none may lose or repeat an index.
     [Fact]

@@ -60,8 +60,8 @@ public class MatmulTests
     public void CpuPackedPathMatches(int m, int k, int n, bool ta, bool tb) => Check("cpu", m, k, n, ta, tb, 1e-4);
 
     // A row's result is the same whether it sits in a full MR-row panel or in the edge panel, over several KC passes and
-    // with beta: the edge tiles merge with the kernel's fused multiply-add. Rows 8–12 of M 13 are an edge panel for
-    // both kernels (MR 8 and 6); in M 24 they are not.
+    // with beta: the edge tiles merge with the kernel's fused multiply-add. Of M 13, rows 8–12 are the edge panel with
+    // MR 8 and row 12 with MR 6; in M 24 every panel is full.
     [Theory]
     [InlineData(false)] [InlineData(true)]
     public void RowsInTheEdgePanelMatchFullPanelsBitForBit(bool avx2)
@@ -81,6 +81,63 @@ public class MatmulTests
         var edge = Run(13);
         var full = Run(24);
         for (int i = 0; i < 13 * n; i++) Assert.True(edge[i] == full[i], $"row {i / n}, column {i % n}: {edge[i]} vs {full[i]}");
+    }
+
+    // Every row in exactly one block, blocks of whole MR panels and at most 128 rows (the packed A buffer), a multiple of
+    // the workers whenever there are panels enough, and no block more than one panel larger than another.
+    [Fact]
+    public void RowBlocksCoverEveryRowOnceEvenly()
+    {
+        foreach (int mr in new[] { 6, 8 })
+            for (int workers = 1; workers <= 16; workers++)
+                for (int m = 1; m <= 700; m++)
+                {
+                    int blocks = MatmulCpu.RowBlocks(m, mr, workers), panels = (m + mr - 1) / mr, next = 0;
+                    int smallest = int.MaxValue, largest = 0;
+                    for (int b = 0; b < blocks; b++)
+                    {
+                        var (start, rows) = MatmulCpu.RowBlock(b, blocks, m, mr);
+                        Assert.True(start == next && rows > 0 && rows <= 128 && start % mr == 0, $"M {m} MR {mr} workers {workers} block {b}: rows [{start}, {start + rows})");
+                        next = start + rows;
+                        int blockPanels = (rows + mr - 1) / mr;
+                        smallest = Math.Min(smallest, blockPanels); largest = Math.Max(largest, blockPanels);
+                    }
+                    Assert.Equal(m, next);
+                    Assert.True(largest - smallest <= 1, $"M {m} MR {mr} workers {workers}: blocks of {smallest} to {largest} panels");
+                    if (workers > 1 && panels >= 2 * workers) Assert.True(blocks % workers == 0, $"M {m} MR {mr} workers {workers}: {blocks} blocks");
+                }
+    }
+
+    // The packing's vector paths against the scalar loops they replace: every row count up to 8 (missing rows zero),
+    // panel widths 6 and 8, a wider destination stride (B's slices), and lengths with and without a remainder.
+    [Fact]
+    public unsafe void PackTransposeMatchesScalarPacking()
+    {
+        if (!System.Runtime.Intrinsics.X86.Avx.IsSupported) return;
+        var src = Random(8 * 40, 61);
+        foreach (int kc in new[] { 0, 7, 8, 17, 40 })
+            foreach (int width in new[] { 6, 8 })
+                foreach (int stride in new[] { width, 32 })
+                    for (int rows = 0; rows <= Math.Min(8, width); rows++)
+                    {
+                        var got = Enumerable.Repeat(float.NaN, kc * stride + 8).ToArray();
+                        int done;
+                        fixed (float* s = src) fixed (float* d = got) done = PackTranspose.Panel8(s, 40, rows, kc, width, stride, d);
+                        Assert.Equal(kc & ~7, done);
+                        for (int p = 0; p < done; p++)
+                            for (int i = 0; i < stride; i++)
+                            {
+                                float expected = i >= width ? float.NaN : i < rows ? src[i * 40 + p] : 0f;
+                                Assert.True(expected.Equals(got[p * stride + i]), $"Panel8 kc {kc} width {width} stride {stride} rows {rows} at ({p}, {i})");
+                            }
+                        // Runs: contiguous runs of `rows` floats, lda 40 apart, into rows of `width` floats.
+                        var runs = Enumerable.Repeat(float.NaN, kc * width + 8).ToArray();
+                        fixed (float* s = src) fixed (float* d = runs) PackTranspose.Runs(s, 40, rows, Math.Min(kc, 8), width, d);
+                        for (int p = 0; p < Math.Min(kc, 8); p++)
+                            for (int i = 0; i < width; i++)
+                                Assert.True((i < rows ? src[p * 40 + i] : 0f).Equals(runs[p * width + i]), $"Runs rows {rows} width {width} at ({p}, {i})");
+                        Assert.True(float.IsNaN(runs[Math.Min(kc, 8) * width]), "Runs wrote past its rows");
+                    }
     }
 
     [Theory]

@@ -53,10 +53,15 @@ internal static class GemmWorkers
             var job = new Job(count, body);
             Volatile.Write(ref _job, job);
             Interlocked.Increment(ref _generation);
-            lock (Sleep) Monitor.PulseAll(Sleep);
-            job.Work();
-            var wait = new SpinWait();
-            while (Volatile.Read(ref job.Finished) < count) wait.SpinOnce(sleep1Threshold: -1);
+            try { lock (Sleep) Monitor.PulseAll(Sleep); }
+            finally
+            {
+                // Whatever happens above, the job is finished before the workers are released: its tasks write into
+                // buffers the caller hands back to the pool as soon as this returns.
+                job.Work();
+                var wait = new SpinWait();
+                while (Volatile.Read(ref job.Finished) < count) wait.SpinOnce(sleep1Threshold: -1);
+            }
             if (job.Error != null) throw new AggregateException(job.Error);
         }
         finally { Volatile.Write(ref _busy, 0); }

@@ -85,11 +85,7 @@ internal static unsafe class MatmulCpu
         int mr = TK.MR, nr = TK.NR, M = s.M, N = s.N, K = s.K;
         int workers = parallel ? Environment.ProcessorCount : 1;
         int nc = Math.Min(RoundUp(N, nr), Math.Max(nr, MaxPackedB / K / nr * nr));
-        // Row blocks of at most 128 rows, at least two per worker and a multiple of the workers when M allows, cut in
-        // whole MR panels as evenly as they divide: 17 blocks of 126 rows (M 2048, MR 6) left one thread 9 and the other 8.
-        int panels = (M + mr - 1) / mr, maxPanels = 128 / mr;
-        int rowBlocks = (panels + maxPanels - 1) / maxPanels;
-        if (parallel) rowBlocks = Math.Min(panels, RoundUp(Math.Max(rowBlocks, 2 * workers), workers));
+        int rowBlocks = RowBlocks(M, mr, workers);
         for (int jc = 0; jc < N; jc += nc)
         {
             int ncur = Math.Min(nc, N - jc), slices = (ncur + nr - 1) / nr;
@@ -104,8 +100,7 @@ internal static unsafe class MatmulCpu
             });
             For(parallel, rowBlocks * chunks, task =>
             {
-                int block = task / chunks;
-                int ic = (int)((long)block * panels / rowBlocks) * mr, mcur = Math.Min(M, (int)((long)(block + 1) * panels / rowBlocks) * mr) - ic;
+                var (ic, mcur) = RowBlock(task / chunks, rowBlocks, M, mr);
                 int sl0 = task % chunks * perChunk, sl1 = Math.Min(slices, sl0 + perChunk);
                 if (sl0 < sl1) Block<TK>(s, (float*)a, bp, (float*)c, ic, mcur, jc, ncur, sl0, sl1, alpha, beta);
             });
@@ -298,6 +293,28 @@ internal static unsafe class MatmulCpu
     }
 
     static int RoundUp(int x, int m) => (x + m - 1) / m * m;
+
+    /// <summary>
+    /// How many row blocks an [M, ·] product is cut into: blocks of at most 128 rows (the packed A buffer's size), at least
+    /// two per worker and a multiple of the workers when M allows, so that no thread is left a block more than the other.
+    /// </summary>
+    internal static int RowBlocks(int M, int mr, int workers)
+    {
+        int panels = (M + mr - 1) / mr, maxPanels = 128 / mr;
+        int blocks = (panels + maxPanels - 1) / maxPanels;
+        return workers > 1 ? Math.Min(panels, RoundUp(Math.Max(blocks, 2 * workers), workers)) : blocks;
+    }
+
+    /// <summary>
+    /// Rows [ic, ic + mcur) of row block <paramref name="block"/>: whole MR panels, split as evenly as they divide (17
+    /// blocks of 126 rows at M 2048, MR 6, had left one thread 9 and the other 8).
+    /// </summary>
+    internal static (int Start, int Rows) RowBlock(int block, int blocks, int M, int mr)
+    {
+        int panels = (M + mr - 1) / mr;
+        int start = (int)((long)block * panels / blocks) * mr;
+        return (start, Math.Min(M, (int)((long)(block + 1) * panels / blocks) * mr) - start);
+    }
 
     internal static int PackedDepth(int l2Kilobytes) => l2Kilobytes >= 1024 ? 1024 : l2Kilobytes >= 512 ? 512 : 256;
 
