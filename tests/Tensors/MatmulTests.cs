@@ -130,6 +130,16 @@ public class MatmulTests
                                 float expected = i >= width ? float.NaN : i < rows ? src[i * 40 + p] : 0f;
                                 Assert.True(expected.Equals(got[p * stride + i]), $"Panel8 kc {kc} width {width} stride {stride} rows {rows} at ({p}, {i})");
                             }
+                        // The bfloat16 overload widens exactly as BFloat16.Widen does.
+                        var bits = Array.ConvertAll(src, BFloat16.Round);
+                        var wide = Enumerable.Repeat(float.NaN, kc * stride + 8).ToArray();
+                        fixed (ushort* s = bits) fixed (float* d = wide) PackTranspose.Panel8(s, 40, rows, kc, width, stride, d);
+                        for (int p = 0; p < done; p++)
+                            for (int i = 0; i < stride; i++)
+                            {
+                                float expected = i >= width ? float.NaN : i < rows ? BFloat16.Widen(bits[i * 40 + p]) : 0f;
+                                Assert.True(expected.Equals(wide[p * stride + i]), $"Panel8 (bfloat16) kc {kc} width {width} stride {stride} rows {rows} at ({p}, {i})");
+                            }
                         // Runs: contiguous runs of `rows` floats, lda 40 apart, into rows of `width` floats.
                         var runs = Enumerable.Repeat(float.NaN, kc * width + 8).ToArray();
                         fixed (float* s = src) fixed (float* d = runs) PackTranspose.Runs(s, 40, rows, Math.Min(kc, 8), width, d);

@@ -237,10 +237,14 @@ internal static unsafe class MatmulCpu
         }
         else
         {
+            int p0 = 0;
+            if (Avx2.IsSupported)
+                for (int q0 = 0; q0 < cols; q0 += 8)
+                    p0 = PackTranspose.Panel8(b + (long)(j + q0) * s.K, s.K, Math.Min(8, cols - q0), s.K, 8, nr, dst + q0);
             for (int q = 0; q < cols; q++)
             {
                 ushort* src = b + (long)(j + q) * s.K;
-                for (int p = 0; p < s.K; p++) dst[(long)p * nr + q] = BFloat16.Widen(src[p]);
+                for (int p = p0; p < s.K; p++) dst[(long)p * nr + q] = BFloat16.Widen(src[p]);
             }
             for (int q = cols; q < nr; q++)
                 for (int p = 0; p < s.K; p++) dst[(long)p * nr + q] = 0f;

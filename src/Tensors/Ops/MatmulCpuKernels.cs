@@ -128,33 +128,57 @@ internal static unsafe class PackTranspose
         for (int p = 0; p < full; p += 8)
         {
             float* s = src + p;
-            var r0 = rows > 0 ? Avx.LoadVector256(s) : default;
-            var r1 = rows > 1 ? Avx.LoadVector256(s + lda) : default;
-            var r2 = rows > 2 ? Avx.LoadVector256(s + 2 * lda) : default;
-            var r3 = rows > 3 ? Avx.LoadVector256(s + 3 * lda) : default;
-            var r4 = rows > 4 ? Avx.LoadVector256(s + 4 * lda) : default;
-            var r5 = rows > 5 ? Avx.LoadVector256(s + 5 * lda) : default;
-            var r6 = rows > 6 ? Avx.LoadVector256(s + 6 * lda) : default;
-            var r7 = rows > 7 ? Avx.LoadVector256(s + 7 * lda) : default;
-            var t0 = Avx.UnpackLow(r0, r1); var t1 = Avx.UnpackHigh(r0, r1);
-            var t2 = Avx.UnpackLow(r2, r3); var t3 = Avx.UnpackHigh(r2, r3);
-            var t4 = Avx.UnpackLow(r4, r5); var t5 = Avx.UnpackHigh(r4, r5);
-            var t6 = Avx.UnpackLow(r6, r7); var t7 = Avx.UnpackHigh(r6, r7);
-            var s0 = Avx.Shuffle(t0, t2, 0x44); var s1 = Avx.Shuffle(t0, t2, 0xEE);
-            var s2 = Avx.Shuffle(t1, t3, 0x44); var s3 = Avx.Shuffle(t1, t3, 0xEE);
-            var s4 = Avx.Shuffle(t4, t6, 0x44); var s5 = Avx.Shuffle(t4, t6, 0xEE);
-            var s6 = Avx.Shuffle(t5, t7, 0x44); var s7 = Avx.Shuffle(t5, t7, 0xEE);
-            float* d = dst + p * dstStride;
-            Store(d, Avx.Permute2x128(s0, s4, 0x20), mask, width);
-            Store(d + dstStride, Avx.Permute2x128(s1, s5, 0x20), mask, width);
-            Store(d + 2 * dstStride, Avx.Permute2x128(s2, s6, 0x20), mask, width);
-            Store(d + 3 * dstStride, Avx.Permute2x128(s3, s7, 0x20), mask, width);
-            Store(d + 4 * dstStride, Avx.Permute2x128(s0, s4, 0x31), mask, width);
-            Store(d + 5 * dstStride, Avx.Permute2x128(s1, s5, 0x31), mask, width);
-            Store(d + 6 * dstStride, Avx.Permute2x128(s2, s6, 0x31), mask, width);
-            Store(d + 7 * dstStride, Avx.Permute2x128(s3, s7, 0x31), mask, width);
+            Transpose(rows > 0 ? Avx.LoadVector256(s) : default, rows > 1 ? Avx.LoadVector256(s + lda) : default,
+                rows > 2 ? Avx.LoadVector256(s + 2 * lda) : default, rows > 3 ? Avx.LoadVector256(s + 3 * lda) : default,
+                rows > 4 ? Avx.LoadVector256(s + 4 * lda) : default, rows > 5 ? Avx.LoadVector256(s + 5 * lda) : default,
+                rows > 6 ? Avx.LoadVector256(s + 6 * lda) : default, rows > 7 ? Avx.LoadVector256(s + 7 * lda) : default,
+                dst + p * dstStride, dstStride, mask, width);
         }
         return full;
+    }
+
+    /// <summary>The same from bfloat16 bits (a frozen 16-bit weight), widened exactly (bits « 16) as they are loaded; needs AVX2.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static int Panel8(ushort* src, nint lda, int rows, int kc, int width, nint dstStride, float* dst)
+    {
+        int full = kc & ~7;
+        var mask = Lanes(width);
+        for (int p = 0; p < full; p += 8)
+        {
+            ushort* s = src + p;
+            Transpose(rows > 0 ? Widen(s) : default, rows > 1 ? Widen(s + lda) : default,
+                rows > 2 ? Widen(s + 2 * lda) : default, rows > 3 ? Widen(s + 3 * lda) : default,
+                rows > 4 ? Widen(s + 4 * lda) : default, rows > 5 ? Widen(s + 5 * lda) : default,
+                rows > 6 ? Widen(s + 6 * lda) : default, rows > 7 ? Widen(s + 7 * lda) : default,
+                dst + p * dstStride, dstStride, mask, width);
+        }
+        return full;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static Vector256<float> Widen(ushort* s) => Avx2.ShiftLeftLogical(Avx2.ConvertToVector256Int32(s), 16).AsSingle();
+
+    /// <summary>Row i of the input is column i of the output: output row j (r0[j] … r7[j]) goes to d + j·stride.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void Transpose(Vector256<float> r0, Vector256<float> r1, Vector256<float> r2, Vector256<float> r3,
+        Vector256<float> r4, Vector256<float> r5, Vector256<float> r6, Vector256<float> r7, float* d, nint stride, Vector256<float> mask, int width)
+    {
+        var t0 = Avx.UnpackLow(r0, r1); var t1 = Avx.UnpackHigh(r0, r1);
+        var t2 = Avx.UnpackLow(r2, r3); var t3 = Avx.UnpackHigh(r2, r3);
+        var t4 = Avx.UnpackLow(r4, r5); var t5 = Avx.UnpackHigh(r4, r5);
+        var t6 = Avx.UnpackLow(r6, r7); var t7 = Avx.UnpackHigh(r6, r7);
+        var s0 = Avx.Shuffle(t0, t2, 0x44); var s1 = Avx.Shuffle(t0, t2, 0xEE);
+        var s2 = Avx.Shuffle(t1, t3, 0x44); var s3 = Avx.Shuffle(t1, t3, 0xEE);
+        var s4 = Avx.Shuffle(t4, t6, 0x44); var s5 = Avx.Shuffle(t4, t6, 0xEE);
+        var s6 = Avx.Shuffle(t5, t7, 0x44); var s7 = Avx.Shuffle(t5, t7, 0xEE);
+        Store(d, Avx.Permute2x128(s0, s4, 0x20), mask, width);
+        Store(d + stride, Avx.Permute2x128(s1, s5, 0x20), mask, width);
+        Store(d + 2 * stride, Avx.Permute2x128(s2, s6, 0x20), mask, width);
+        Store(d + 3 * stride, Avx.Permute2x128(s3, s7, 0x20), mask, width);
+        Store(d + 4 * stride, Avx.Permute2x128(s0, s4, 0x31), mask, width);
+        Store(d + 5 * stride, Avx.Permute2x128(s1, s5, 0x31), mask, width);
+        Store(d + 6 * stride, Avx.Permute2x128(s2, s6, 0x31), mask, width);
+        Store(d + 7 * stride, Avx.Permute2x128(s3, s7, 0x31), mask, width);
     }
 
     /// <summary>For p in [0, count): dst[p·width + i] = src[p·lda + i] for i &lt; rows, zero for rows ≤ i &lt; width (≤ 8).</summary>
