@@ -120,43 +120,37 @@ internal static unsafe class PackTranspose
     /// For p in [0, kc − kc % 8): dst[p·dstStride + i] = src[i·lda + p] for lanes i &lt; width, with rows at or beyond
     /// <paramref name="rows"/> read as zero. Returns the count of p done; the caller finishes the rest.
     /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static int Panel8(float* src, nint lda, int rows, int kc, int width, nint dstStride, float* dst)
-    {
-        int full = kc & ~7;
-        var mask = Lanes(width);
-        for (int p = 0; p < full; p += 8)
-        {
-            float* s = src + p;
-            Transpose(rows > 0 ? Avx.LoadVector256(s) : default, rows > 1 ? Avx.LoadVector256(s + lda) : default,
-                rows > 2 ? Avx.LoadVector256(s + 2 * lda) : default, rows > 3 ? Avx.LoadVector256(s + 3 * lda) : default,
-                rows > 4 ? Avx.LoadVector256(s + 4 * lda) : default, rows > 5 ? Avx.LoadVector256(s + 5 * lda) : default,
-                rows > 6 ? Avx.LoadVector256(s + 6 * lda) : default, rows > 7 ? Avx.LoadVector256(s + 7 * lda) : default,
-                dst + p * dstStride, dstStride, mask, width);
-        }
-        return full;
-    }
+    public static int Panel8(float* src, nint lda, int rows, int kc, int width, nint dstStride, float* dst) =>
+        Panel8<FloatRows>((byte*)src, lda * sizeof(float), sizeof(float), rows, kc, width, dstStride, dst);
 
     /// <summary>The same from bfloat16 bits (a frozen 16-bit weight), widened exactly (bits « 16) as they are loaded; needs AVX2.</summary>
+    public static int Panel8(ushort* src, nint lda, int rows, int kc, int width, nint dstStride, float* dst) =>
+        Panel8<BFloat16Rows>((byte*)src, lda * sizeof(ushort), sizeof(ushort), rows, kc, width, dstStride, dst);
+
+    interface IRowLoad { static abstract Vector256<float> Load(byte* p); }
+    readonly struct FloatRows : IRowLoad { public static Vector256<float> Load(byte* p) => Avx.LoadVector256((float*)p); }
+    readonly struct BFloat16Rows : IRowLoad
+    {
+        public static Vector256<float> Load(byte* p) => Avx2.ShiftLeftLogical(Avx2.ConvertToVector256Int32((ushort*)p), 16).AsSingle();
+    }
+
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static int Panel8(ushort* src, nint lda, int rows, int kc, int width, nint dstStride, float* dst)
+    static int Panel8<TRows>(byte* src, nint ldaBytes, int elementBytes, int rows, int kc, int width, nint dstStride, float* dst)
+        where TRows : struct, IRowLoad
     {
         int full = kc & ~7;
         var mask = Lanes(width);
         for (int p = 0; p < full; p += 8)
         {
-            ushort* s = src + p;
-            Transpose(rows > 0 ? Widen(s) : default, rows > 1 ? Widen(s + lda) : default,
-                rows > 2 ? Widen(s + 2 * lda) : default, rows > 3 ? Widen(s + 3 * lda) : default,
-                rows > 4 ? Widen(s + 4 * lda) : default, rows > 5 ? Widen(s + 5 * lda) : default,
-                rows > 6 ? Widen(s + 6 * lda) : default, rows > 7 ? Widen(s + 7 * lda) : default,
+            byte* s = src + (nint)p * elementBytes;
+            Transpose(rows > 0 ? TRows.Load(s) : default, rows > 1 ? TRows.Load(s + ldaBytes) : default,
+                rows > 2 ? TRows.Load(s + 2 * ldaBytes) : default, rows > 3 ? TRows.Load(s + 3 * ldaBytes) : default,
+                rows > 4 ? TRows.Load(s + 4 * ldaBytes) : default, rows > 5 ? TRows.Load(s + 5 * ldaBytes) : default,
+                rows > 6 ? TRows.Load(s + 6 * ldaBytes) : default, rows > 7 ? TRows.Load(s + 7 * ldaBytes) : default,
                 dst + p * dstStride, dstStride, mask, width);
         }
         return full;
     }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static Vector256<float> Widen(ushort* s) => Avx2.ShiftLeftLogical(Avx2.ConvertToVector256Int32(s), 16).AsSingle();
 
     /// <summary>Row i of the input is column i of the output: output row j (r0[j] … r7[j]) goes to d + j·stride.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
