@@ -89,4 +89,35 @@ public class ExperimentReportTests
         Assert.Equal(3, Nanolora.Cli.Plots.SmoothingWindow(150, 50));
         Assert.Equal([1.0, 2.0, 4.0], Nanolora.Cli.Plots.MovingAverage([1f, 3f, 5f], 2));
     }
+
+    /// <summary>The shipped full run's results.json (a checkout's file, found among the test binary's parent folders).</summary>
+    static ExperimentJson ShippedFullRun()
+    {
+        for (var d = new DirectoryInfo(AppContext.BaseDirectory); d != null; d = d.Parent)
+        {
+            var path = Path.Combine(d.FullName, "docs", "results", "full-progress", ExperimentJson.File);
+            if (File.Exists(path)) return JsonSerializer.Deserialize<ExperimentJson>(File.ReadAllText(path), JsonOutput.Options)!;
+        }
+        throw new FileNotFoundException("docs/results/full-progress/results.json not found above " + AppContext.BaseDirectory);
+    }
+
+    [Fact]
+    public void TheComparisonGetsItsPlotOnlyWhenSomethingWasCompared()
+    {
+        var shipped = ShippedFullRun();
+        Assert.True(shipped.Comparison!.Count >= 8);   // base, full, LoRA and the families of the seed
+        var dir = Directory.CreateTempSubdirectory().FullName;
+        var o = ExperimentOptions.Defaults(false, dir);
+        var report = new ExperimentReport(o, shipped.Rows, new Dictionary<string, List<float>>(), TimeSpan.FromHours(1), sweep: shipped.Sweep, comparison: shipped.Comparison);
+        report.Write();
+        Assert.True(new FileInfo(Path.Combine(dir, ExperimentReport.ComparisonPlotFile)).Length > 20_000);
+        Assert.Contains(ExperimentReport.ComparisonPlotFile, File.ReadAllText(Path.Combine(dir, "results.md")));
+
+        // Only the base compared: nothing to plot, and results.md does not name a plot that is not there.
+        var lone = Directory.CreateTempSubdirectory().FullName;
+        new ExperimentReport(ExperimentOptions.Defaults(false, lone), shipped.Rows, new Dictionary<string, List<float>>(), TimeSpan.FromHours(1),
+            comparison: shipped.Comparison.Take(1).ToList()).Write();
+        Assert.False(File.Exists(Path.Combine(lone, ExperimentReport.ComparisonPlotFile)));
+        Assert.DoesNotContain(ExperimentReport.ComparisonPlotFile, File.ReadAllText(Path.Combine(lone, "results.md")));
+    }
 }

@@ -56,6 +56,9 @@ public class RetrievalComparisonTests
         Assert.Contains("| ia3 |", md);
         Assert.Contains("| adapter-pfeiffer |", md);
         Assert.Contains("- ia3:", md);
+        Assert.Contains(ExperimentReport.RetrievalPlotFile, md);
+        new ExperimentReport(ExperimentOptions.Defaults(true, dir), [], new Dictionary<string, List<float>>(), TimeSpan.Zero, retrieval: experiment).Write();
+        Assert.True(new FileInfo(Path.Combine(dir, ExperimentReport.RetrievalPlotFile)).Length > 10_000);
 
         // The folder now holds a retrieval state: a fresh run refuses it, a resume with other settings refuses naming them.
         Assert.Contains("--resume", Assert.Throws<ArgumentException>(() => new RetrievalExperiment(o, dir, Device.Cpu).Run()).Message);

@@ -4,7 +4,7 @@ using ScottPlot;
 namespace Nanolora.Cli;
 
 /// <summary>
-/// The experiment's two PNGs. Legends sit outside the data area (inside, they covered curves), a smoothed curve says its
+/// The experiment's PNGs. Legends sit outside the data area (inside, they covered curves), a smoothed curve says its
 /// window, a log axis says it is one, and a line measured on another budget than the points says which.
 /// </summary>
 internal static class ExperimentPlots
@@ -66,5 +66,57 @@ internal static class ExperimentPlots
         plot.YLabel("ROUGE-1 F");
         plot.ShowLegend(Edge.Bottom);
         Plots.SaveAtomically(plot, path, height: 640);
+    }
+
+    /// <summary>A point of <see cref="QualityVsParameters"/>: one method and size, its trainable share and its score.</summary>
+    public sealed record MethodPoint(string Label, double TrainablePercent, double Score);
+
+    /// <summary>A horizontal reference line of <see cref="QualityVsParameters"/>; dashed for what trains nothing.</summary>
+    public sealed record ReferenceLine(string Label, double Score, bool Dashed);
+
+    /// <summary>
+    /// The seed's trade-off in one picture: each method's score against the share of the base's parameters it trains, on a
+    /// log axis (prompt tuning's 0.05 % and full fine-tuning's 100 % are four decades apart), each point named beside it.
+    /// The methods that train nothing (lead-8, the base) are lines, so every gain reads as height above them.
+    /// </summary>
+    public static void QualityVsParameters(IReadOnlyList<MethodPoint> points, IReadOnlyList<ReferenceLine> lines, string title, string yLabel, string path)
+    {
+        var plot = new Plot();
+        var trained = points.Where(p => p.TrainablePercent > 0).ToList();
+        // Neutral colours for the lines (the palette's belong to the methods' points), one shade per line.
+        Color[] shades = [Colors.Gray, Colors.Black, Colors.DarkGray, Colors.DimGray];
+        for (int i = 0; i < lines.Count; i++)
+        {
+            var h = plot.Add.HorizontalLine(lines[i].Score);
+            h.LegendText = lines[i].Label;
+            h.LinePattern = lines[i].Dashed ? LinePattern.Dashed : LinePattern.Solid;
+            h.Color = shades[i % shades.Length];
+        }
+        foreach (var p in trained)
+        {
+            double x = Math.Log10(p.TrainablePercent);
+            var marker = plot.Add.Marker(x, p.Score);
+            marker.MarkerSize = 9;
+            var text = plot.Add.Text(p.Label, x, p.Score);
+            text.LabelFontSize = 11;
+            text.LabelOffsetX = 7;
+            text.LabelOffsetY = -7;
+            text.LabelFontColor = marker.Color;
+        }
+        if (trained.Count > 0)
+        {
+            // Decade ticks over the points' range, labelled as percentages, and room on the right for the last label.
+            int low = (int)Math.Floor(trained.Min(p => Math.Log10(p.TrainablePercent))), high = (int)Math.Ceiling(trained.Max(p => Math.Log10(p.TrainablePercent)));
+            var decades = Enumerable.Range(low, high - low + 1).Select(d => (double)d).ToArray();
+            plot.Axes.Bottom.SetTicks(decades, decades.Select(d => Math.Pow(10, d).ToString("0.###") + " %").ToArray());
+            var scores = trained.Select(p => p.Score).Concat(lines.Select(l => l.Score)).ToList();
+            double pad = Math.Max(0.01, (scores.Max() - scores.Min()) * 0.08);
+            plot.Axes.SetLimits(low - 0.1, high + 0.6, scores.Min() - pad, scores.Max() + pad);
+        }
+        plot.Title(title);
+        plot.XLabel("trainable parameters, % of the base model (log₁₀ scale)");
+        plot.YLabel(yLabel);
+        plot.ShowLegend(Edge.Bottom);
+        Plots.SaveAtomically(plot, path, width: 1000, height: 660);
     }
 }

@@ -39,6 +39,37 @@ public sealed class ExperimentReport(ExperimentOptions o, IReadOnlyList<ResultRo
             ExperimentPlots.Loss(losses, o, Path.Combine(dir, "loss_full_vs_lora.png"));
             ExperimentPlots.Rank(rows, o, Path.Combine(dir, "rouge1_vs_rank.png"));
         }
+        if (comparison is { Count: > 1 }) ComparisonPlot(comparison, Path.Combine(dir, ComparisonPlotFile));
+        if (retrieval != null && retrieval.Rows.Count(r => r.TrainablePercent > 0) > 0) RetrievalPlot(retrieval.Rows, Path.Combine(dir, RetrievalPlotFile));
+    }
+
+    /// <summary>The PEFT comparison's plot: ROUGE-1 against trainable %, one point per method and size.</summary>
+    public const string ComparisonPlotFile = "peft_comparison.png";
+
+    /// <summary>The retrieval comparison's plot: recall@1 against trainable %.</summary>
+    public const string RetrievalPlotFile = "retrieval_comparison.png";
+
+    void ComparisonPlot(IReadOnlyList<ComparisonRow> compared, string path)
+    {
+        var points = compared.Select(r => new ExperimentPlots.MethodPoint(r.Size != null ? $"{r.Method} {r.Size}" : r.Method, r.TrainablePercent, r.Rouge1)).ToList();
+        var lines = new List<ExperimentPlots.ReferenceLine>();
+        if (rows.FirstOrDefault(r => r.Method == "lead-8" && r.Task == "debian") is { } lead) lines.Add(new("lead-8 (first 8 words of the source)", lead.Rouge1, true));
+        if (compared.FirstOrDefault(r => r.Method == "base") is { } b) lines.Add(new("base model, not fine-tuned", b.Rouge1, true));
+        if (compared.FirstOrDefault(r => r.Method == "full") is { } f) lines.Add(new("full fine-tuning", f.Rouge1, false));
+        var examples = compared.Max(r => r.EvalExamples);
+        ExperimentPlots.QualityVsParameters(points, lines, $"PEFT methods on Debian synopses: {o.Steps} steps of batch {o.BatchSize}, {examples} test examples",
+            "ROUGE-1 F", path);
+    }
+
+    static void RetrievalPlot(IReadOnlyList<RetrievalRow> retrievalRows, string path)
+    {
+        var points = retrievalRows.Select(r => new ExperimentPlots.MethodPoint(RetrievalExperiment.Label(r), r.TrainablePercent, r.RecallAt1)).ToList();
+        var lines = new List<ExperimentPlots.ReferenceLine>();
+        if (retrievalRows.FirstOrDefault(r => r.Method == "base") is { } b) lines.Add(new("all-MiniLM-L6-v2, not fine-tuned", b.RecallAt1, true));
+        if (retrievalRows.FirstOrDefault(r => r.Method == "full") is { } f) lines.Add(new("full fine-tuning", f.RecallAt1, false));
+        var steps = retrievalRows.FirstOrDefault(r => r.Steps != null)?.Steps;
+        ExperimentPlots.QualityVsParameters(points, lines, $"PEFT methods on all-MiniLM-L6-v2, description → synopsis retrieval: {steps} steps, {retrievalRows[0].Queries} queries",
+            "recall@1", path);
     }
 
     /// <summary>The tables on stdout (or, with --json, results.json); where the files went on stderr.</summary>
@@ -122,7 +153,7 @@ public sealed class ExperimentReport(ExperimentOptions o, IReadOnlyList<ResultRo
                 sb.AppendLine($"| {r.Method} | {r.Task} | {r.Chrf:F2} | {r.Bleu:F2} | {r.ChrfUncased:F2} | {r.BleuUncased:F2} | {r.EvalExamples} | {r.Steps?.ToString() ?? TextTable.NotMeasured} |");
         }
         sb.AppendLine();
-        sb.AppendLine("Plots: `loss_full_vs_lora.png` (training loss), `rouge1_vs_rank.png` (rank ablation).");
+        sb.AppendLine($"Plots: `loss_full_vs_lora.png` (training loss), `rouge1_vs_rank.png` (rank ablation){(comparison is { Count: > 1 } ? $", `{ComparisonPlotFile}` (the PEFT comparison: ROUGE-1 against trainable %)" : "")}.");
         return sb.ToString();
     }
 

@@ -12,7 +12,7 @@ public sealed partial class RetrievalExperiment
         : baseMs is double b && b > 0 ? $"{v:F1} ({100 * (v - b) / b:+0;-0}%)" : v.ToString("F1");
 
     /// <summary>A row's name in the tables: the method, with LoRA's targets or a PEFT method's size.</summary>
-    static string Label(RetrievalRow r) => r.Targets != null ? $"{r.Method} {r.Targets}" : r.Method;
+    internal static string Label(RetrievalRow r) => r.Targets != null ? $"{r.Method} {r.Targets}" : r.Method;
 
     /// <summary>The retrieval table and its sweep as Markdown for results.md.</summary>
     public string Markdown()
@@ -56,6 +56,11 @@ public sealed partial class RetrievalExperiment
                 long Get(string k) => r.PeakBytesByCategory!.TryGetValue(k, out var v) ? v : 0;
                 sb.AppendLine($"| {Label(r)} | {Mb(Get("parameter"))} | {Mb(Get("gradient"))} | {Mb(Get("optimizer_state"))} | {Mb(Get("activation"))} | {Mb(Get("other"))} | {Mb(r.PeakBytes)} |");
             }
+        }
+        if (_state.Rows.Any(r => r.TrainablePercent > 0))
+        {
+            sb.AppendLine();
+            sb.AppendLine($"Plot: `{ExperimentReport.RetrievalPlotFile}` (recall@1 against trainable %, one point per method).");
         }
         if (_state.Sweep.Any(s => s.ValidationRecallAt1 != null || s.Note != null))
         {
