@@ -73,6 +73,72 @@ public class ComparisonTests
     }
 
     [Fact]
+    public void MethodsAddedToTheComparisonResumeKeepingTheRowsAndRemeasuringPairedLatency()
+    {
+        var (o, baseDir) = Setup();
+        o = o with { Comparison = [new("bitfit"), new("ia3")] };
+        var state = ExperimentState.Open(o, baseDir, resume: false, overwrite: false);
+        state.Comparison.Add(Row("bitfit", null, 10, 100));
+        state.Complete("compare:bitfit", o.OutputDirectory, 10);
+        state.Complete("compare:ia3", o.OutputDirectory, 20);
+        state.Complete(ExperimentState.PairedLatencyUnit, o.OutputDirectory, 30);
+
+        // A method added between and one after the recorded ones: both run, the finished rows stay, the paired unit runs again.
+        var grown = o with { Comparison = [new("bitfit"), new("selective", Layers: [5]), new("ia3"), new("adapter-pfeiffer", ReductionFactor: 4)] };
+        var resumed = ExperimentState.Open(grown, baseDir, resume: true, overwrite: false);
+        Assert.True(resumed.IsDone("compare:bitfit") && resumed.IsDone("compare:ia3"));
+        Assert.False(resumed.IsDone("compare:selective-layers5"));
+        Assert.False(resumed.IsDone(ExperimentState.PairedLatencyUnit));
+        Assert.Equal(10, resumed.Comparison.Single().LatencyMsB1);
+        Assert.Contains(resumed.Recipe, l => l == "compare_methods=bitfit,selective-layers5,ia3,adapter-pfeiffer-rf4");
+        resumed.Complete("compare:selective-layers5", o.OutputDirectory, 40);
+
+        // Dropping or reordering a recorded method is a change of settings, refused as before.
+        foreach (var other in new List<ComparisonEntry>[] { [new("bitfit")], [new("ia3"), new("bitfit"), new("selective", Layers: [5]), new("adapter-pfeiffer", ReductionFactor: 4)] })
+            Assert.Contains("compare_methods", Assert.Throws<ArgumentException>(() => ExperimentState.Open(o with { Comparison = other }, baseDir, resume: true, overwrite: false)).Message);
+        Assert.True(ExperimentState.Open(grown, baseDir, resume: true, overwrite: false).IsDone("compare:selective-layers5"));
+    }
+
+    [Theory]
+    [InlineData("selective:5", "selective", null, "5")]
+    [InlineData("selective:4_5", "selective", null, "4,5")]
+    [InlineData("adapter-pfeiffer:4", "adapter-pfeiffer", 4, null)]
+    [InlineData("ia3", "ia3", null, null)]
+    public void CompareSpellsEachMethodAndSize(string text, string method, int? factor, string? layers)
+    {
+        var entry = ExperimentCommand.ParseComparison(text);
+        Assert.Equal(method, entry.Method);
+        Assert.Equal(factor, entry.ReductionFactor);
+        Assert.Equal(layers, entry.Layers == null ? null : string.Join(',', entry.Layers));
+        Assert.Equal(text, entry.Option);
+    }
+
+    [Theory]
+    [InlineData("selective", "selective:LAYERS")]
+    [InlineData("selective:x", "integers ≥ 0")]
+    [InlineData("selective:-1", "integers ≥ 0")]
+    [InlineData("ia3:4", "NAME:FACTOR")]
+    public void CompareRefusesAMalformedEntryNamingIt(string text, string expected)
+    {
+        var e = Assert.Throws<ArgumentException>(() => ExperimentCommand.ParseComparison(text));
+        Assert.Contains($"'{text}'", e.Message);
+        Assert.Contains(expected, e.Message);
+    }
+
+    [Fact]
+    public void TheDefaultComparisonNamesEveryFamilyAndEachSpellingParsesBack()
+    {
+        Assert.Contains(ComparisonEntry.Defaults, e => e.Method == "selective" && e.Layers is [5]);
+        foreach (var entry in ComparisonEntry.Defaults) Assert.Equal(entry, ExperimentCommand.ParseComparison(entry.Option), new EntryComparer());
+    }
+
+    sealed class EntryComparer : IEqualityComparer<ComparisonEntry>
+    {
+        public bool Equals(ComparisonEntry? a, ComparisonEntry? b) => a!.Key == b!.Key;
+        public int GetHashCode(ComparisonEntry e) => e.Key.GetHashCode();
+    }
+
+    [Fact]
     public void ResultsJsonAndMarkdownCarryTheComparisonWithLatencyAgainstTheBase()
     {
         var (o, _) = Setup();

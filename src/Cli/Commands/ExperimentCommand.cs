@@ -29,8 +29,8 @@ public static class ExperimentCommand
         var overwrite = new Option<bool>("--overwrite") { Description = "replace the experiment --out already holds" };
         var compare = new Option<string?>("--compare")
         {
-            Description = $"the PEFT comparison's methods after base, full and LoRA (in the seq2seq table, and in the retrieval table, which compares none in the quick run unless given): comma-separated {string.Join(", ", PeftRecipes.Names)}, adapters as NAME:FACTOR (reduction factor), or none " +
-                          $"(default: {string.Join(",", ComparisonEntry.Defaults.Select(c => c.ReductionFactor is int f ? $"{c.Method}:{f}" : c.Method))}, and adapter-pfeiffer:4 in the full run)",
+            Description = $"the PEFT comparison's methods after base, full and LoRA (in the seq2seq table, and in the retrieval table, which compares none in the quick run unless given): comma-separated {string.Join(", ", PeftRecipes.Names)}, adapters as NAME:FACTOR (reduction factor), chosen layers as selective:LAYERS (indices joined by '_'), or none " +
+                          $"(default: {string.Join(",", ComparisonEntry.Defaults.Select(c => c.Option))}, and adapter-pfeiffer:4 in the full run)",
         };
         var loraTargets = new Option<string?>("--lora-targets")
             { Description = "comma-separated modules LoRA's main row adapts (default: q_proj,v_proj quick; q_proj,k_proj,v_proj,o_proj,fc2 full, 1.45 % of the base, chosen on the validation split)" };
@@ -78,12 +78,18 @@ public static class ExperimentCommand
         return cmd;
     }
 
-    /// <summary>NAME or NAME:FACTOR (bottleneck adapters' reduction factor).</summary>
-    static ComparisonEntry ParseComparison(string text)
+    /// <summary>NAME, NAME:FACTOR (bottleneck adapters' reduction factor) or selective:LAYERS (layer indices joined by '_', as in the unit's key).</summary>
+    internal static ComparisonEntry ParseComparison(string text)
     {
         var parts = text.Split(':');
         var recipe = PeftRecipes.Find(parts[0]) ?? throw new ArgumentException($"--compare: '{parts[0]}' is not a method; expected one of {string.Join(", ", PeftRecipes.Names)} (or none).");
-        if (recipe.Name == "selective") throw new ArgumentException("--compare: 'selective' needs --layers, which --compare does not take; add it to ExperimentOptions.Comparison with its layers instead.");
+        if (recipe.Name == "selective")
+        {
+            var layers = parts.Length == 2 ? parts[1].Split('_').Select(l => int.TryParse(l, out int i) && i >= 0 ? i : -1).ToList() : [];
+            if (layers.Count == 0 || layers.Contains(-1))
+                throw new ArgumentException($"--compare: '{text}': expected selective:LAYERS, layer indices (integers ≥ 0) joined by '_', such as selective:5 or selective:4_5.");
+            return new ComparisonEntry(recipe.Name, Layers: layers);
+        }
         if (parts.Length == 1) return new ComparisonEntry(recipe.Name, recipe.UsesReductionFactor ? PeftRecipes.DefaultReductionFactor : null);
         if (parts.Length == 2 && recipe.UsesReductionFactor && int.TryParse(parts[1], out int f) && f >= 1) return new ComparisonEntry(recipe.Name, f);
         throw new ArgumentException($"--compare: '{text}': expected NAME, or NAME:FACTOR (an integer ≥ 1) for adapter-houlsby and adapter-pfeiffer.");

@@ -34,6 +34,9 @@ public sealed record ComparisonEntry(string Method, int? ReductionFactor = null,
     /// <summary>The unit key's and folder's name: the method, with its size when it has one (<c>adapter-houlsby-rf16</c>).</summary>
     public string Key => Method + (ReductionFactor is int f ? $"-rf{f}" : "") + (Layers != null ? $"-layers{string.Join('_', Layers)}" : "");
 
+    /// <summary>How <c>experiment --compare</c> spells it: <c>ia3</c>, <c>adapter-pfeiffer:4</c>, <c>selective:4_5</c>.</summary>
+    public string Option => Method + (ReductionFactor is int f ? $":{f}" : "") + (Layers != null ? $":{string.Join('_', Layers)}" : "");
+
     /// <summary>The size column: "factor 16", "layers 0,2", or null.</summary>
     public string? Size => ReductionFactor is int f ? $"factor {f}" : Layers != null ? $"layers {string.Join(',', Layers)}" : null;
 
@@ -47,6 +50,9 @@ public sealed record ComparisonEntry(string Method, int? ReductionFactor = null,
         new("adapter-pfeiffer", ReductionFactor: 16),
         new("prompt-tuning"),
         new("prefix-tuning"),
+        // Chosen layers (layers_to_transform) at index 5: the top layer of a 6-layer encoder (MiniLM, and the seq2seq
+        // base's encoder, whose decoder has only 3 layers, so none of them). A run begun before it resumes into it (its rows kept).
+        new("selective", Layers: [5]),
     ];
 
     /// <summary>

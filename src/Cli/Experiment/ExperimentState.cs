@@ -71,6 +71,7 @@ public sealed class ExperimentState
             if (AddedLater.Contains(Key(line)) && !state.Recipe.Any(l => Key(l) == Key(line))) state.Recipe.Add(line);
         foreach (var (key, implied) in ImpliedBefore)
             if (!state.Recipe.Any(l => Key(l) == key)) state.Recipe.Add(implied(state.Recipe));
+        state.AcceptAddedMethods(recipe);
         var changed = recipe.Except(state.Recipe).Select(Key).ToList();
         if (changed.Count == 0) return state;
         string differ = $"the settings differ from those '{path}' was made with ({string.Join(", ", changed)}): " +
@@ -84,6 +85,28 @@ public sealed class ExperimentState
         Output.Terminal.Status($"experiment --resume --rerun-changed: {differ}; rerunning {(dropped.Count == 0 ? "nothing finished" : string.Join(", ", dropped))}.");
         return state;
     }
+
+    /// <summary>
+    /// Methods added to the comparison change no finished number: each is a unit of its own, and the finished ones are kept.
+    /// So a resume whose comparison list is the recorded one (same order) with more methods in it takes it, and — where the paired latency
+    /// re-measurement already ran — drops that unit so it runs again over every row, the new ones included.
+    /// </summary>
+    void AcceptAddedMethods(List<string> recipe)
+    {
+        const string key = "compare_methods";
+        string? now = recipe.FirstOrDefault(l => Key(l) == key), before = Recipe.FirstOrDefault(l => Key(l) == key);
+        if (now == null || before == null || now == before) return;
+        static string[] Methods(string line) => line[(key.Length + 1)..].Split(',', StringSplitOptions.RemoveEmptyEntries);
+        string[] old = Methods(before), all = Methods(now);
+        if (all.Length <= old.Length || !all.Where(old.Contains).SequenceEqual(old)) return;
+        Recipe[Recipe.IndexOf(before)] = now;
+        bool remeasure = Done.Remove(PairedLatencyUnit);
+        Output.Terminal.Status($"experiment --resume: the comparison gained {string.Join(", ", all.Except(old))}; the finished rows are kept" +
+            (remeasure ? ", and the paired latency runs again over every row." : "."));
+    }
+
+    /// <summary>The unit that re-measures every comparison row's latency right after the base's.</summary>
+    public const string PairedLatencyUnit = "compare:latency-paired";
 
     /// <summary>
     /// The recipe lines --rerun-changed may change, each with the units whose numbers depend on it (a key names a unit or,

@@ -70,7 +70,7 @@ internal sealed class PeftComparison(ExperimentOptions o, Device device, Experim
             }));
         }
         if (o.PairedLatency)
-            unit("compare:latency-paired", () => PairedLatency(baseDir, loraAdapter, latencyExamples, maxSource));
+            unit(ExperimentState.PairedLatencyUnit, () => PairedLatency(baseDir, loraAdapter, latencyExamples, maxSource));
     }
 
     /// <summary>
