@@ -46,7 +46,7 @@ public static class PeftRecipes
             (m, o) => SelectiveModel.Inject(m, SelectiveConfig.Layers([.. o.Layers ?? throw new ArgumentException("--method selective needs --layers (e.g. --layers 0,2), got none.")]))),
         new("ln-tuning", "a copy of every LayerNorm's gain and shift (PEFT's LN_TUNING)", 3e-3f, LnTuningModel.Type,
             (m, o) => LnTuningModel.Inject(m, new LnTuningConfig())),
-        new("ia3", "(IA)³ vectors rescaling k_proj, v_proj and fc2's input (PEFT's IA3 defaults; on BERT key, value and output.dense's input)", 3e-3f, IA3Model.Type,
+        new("ia3", "(IA)³ vectors rescaling k_proj, v_proj and fc2's input (the paper's sites; on BERT key, value and output.dense's input, PEFT's bert mapping)", 3e-3f, IA3Model.Type,
             (m, o) => IA3Model.Inject(m, m is Nanolora.Transformer.BertModel ? IA3Config.ForBert() : new IA3Config(), seed: o.Seed)),
         new("adapter-houlsby", "bottleneck adapters after attention and the feed-forward block, swish", 1e-3f, BottleneckModel.Type,
             (m, o) => BottleneckModel.Inject(m, BottleneckConfig.Houlsby(o.ReductionFactor), seed: o.Seed)),

@@ -65,6 +65,8 @@ public abstract class PeftMethod<TConfig> : IPeftMethod where TConfig : class
 
     /// <inheritdoc/>
     public abstract string PeftType { get; }
+    /// <summary>PEFT's task_type for the base, written into adapter_config.json: SEQ_2_SEQ_LM, FEATURE_EXTRACTION (BERT), or null for another module.</summary>
+    protected string? TaskType => Base switch { Nanolora.Transformer.Seq2SeqTransformer => "SEQ_2_SEQ_LM", Nanolora.Transformer.BertModel => "FEATURE_EXTRACTION", _ => null };
     /// <inheritdoc/>
     public Module Base { get; }
     /// <summary>The instances with their configs.</summary>

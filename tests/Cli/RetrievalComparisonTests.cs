@@ -59,6 +59,12 @@ public class RetrievalComparisonTests
         Assert.Contains(ExperimentReport.RetrievalPlotFile, md);
         new ExperimentReport(ExperimentOptions.Defaults(true, dir), [], new Dictionary<string, List<float>>(), TimeSpan.Zero, retrieval: experiment).Write();
         Assert.True(new FileInfo(Path.Combine(dir, ExperimentReport.RetrievalPlotFile)).Length > 10_000);
+        // results.json names the retrieval rows' fields as the seq2seq comparison does (docs/cli-json.md).
+        var jsonRows = System.Text.Json.JsonDocument.Parse(File.ReadAllText(Path.Combine(dir, ExperimentJson.File))).RootElement.GetProperty("retrieval").GetProperty("rows").EnumerateArray().ToList();
+        Assert.Equal(["base", "full", "lora", "lora", "ia3", "adapter-pfeiffer"], jsonRows.Select(r => r.GetProperty("method").GetString()));
+        Assert.All(jsonRows, r => Assert.True(r.GetProperty("latency_ms_b1").GetDouble() > 0));
+        Assert.True(jsonRows[4].GetProperty("latency_ms_b1_merged").GetDouble() > 0);
+        Assert.Equal(System.Text.Json.JsonValueKind.Null, jsonRows[5].GetProperty("latency_ms_b1_merged").ValueKind);
 
         // The folder now holds a retrieval state: a fresh run refuses it, a resume with other settings refuses naming them.
         Assert.Contains("--resume", Assert.Throws<ArgumentException>(() => new RetrievalExperiment(o, dir, Device.Cpu).Run()).Message);

@@ -41,6 +41,35 @@ public class BottleneckTests
         Assert.Equal(kind == "bert" ? 2 : 3, pfeifferHosts.Count);   // the decoder's cross-attention gets one too
     }
 
+    // The layout of our own (PEFT has no bottleneck adapters), after the adapters library's names: the config fields its
+    // loader reads, and each adapter's four tensors under its host's path.
+    [Theory, MemberData(nameof(TinySubject.Both), MemberType = typeof(TinySubject))]
+    public void FileHasTheDocumentedLayout(string kind)
+    {
+        using var s = TinySubject.Make(kind);
+        var adapters = BottleneckModel.Inject(s.Model, BottleneckConfig.Pfeiffer(4));
+        var dir = Directory.CreateTempSubdirectory("nanolora-bottleneck-").FullName;
+        try
+        {
+            adapters.Save("default", dir);
+            var file = Safetensors.Read(Path.Combine(dir, "adapter_model.safetensors"));
+            string host = kind == "bert" ? "encoder.layer.0.output.adapters" : "decoder.layers.0.output_adapters.adapters";
+            foreach (var (tensor, shape) in new (string, int[])[] { ("adapter_down.0.weight", [4, 16]), ("adapter_down.0.bias", [4]), ("adapter_up.weight", [16, 4]), ("adapter_up.bias", [16]) })
+                Assert.Equal(shape, file.Entry($"base_model.model.{host}.{tensor}").Shape);
+            // One adapter after each layer's feed-forward block: BERT's 2 layers, or the seq2seq model's encoder and decoder layer.
+            Assert.Equal(4 * 2, file.Entries.Count);
+            Assert.All(file.Entries, e => Assert.DoesNotContain(".default.", e.Name));   // the instance name is not in the keys, as PEFT does
+            var config = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "adapter_config.json")))!;
+            Assert.Equal("BOTTLENECK", (string?)config["peft_type"]);
+            Assert.Equal(kind == "bert" ? "FEATURE_EXTRACTION" : "SEQ_2_SEQ_LM", (string?)config["task_type"]);
+            Assert.Equal(4, (int)config["reduction_factor"]!);
+            Assert.Equal("relu", (string?)config["non_linearity"]);
+            Assert.False((bool)config["mh_adapter"]!);
+            Assert.True((bool)config["output_adapter"]!);
+        }
+        finally { Directory.Delete(dir, recursive: true); }
+    }
+
     [Theory, MemberData(nameof(TinySubject.Both), MemberType = typeof(TinySubject))]
     public void GradientsMatchFiniteDifferences(string kind)
     {

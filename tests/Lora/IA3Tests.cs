@@ -137,7 +137,7 @@ public class IA3Tests
             Assert.Equal([16, 1], file.Entry("base_model.model.encoder.layers.0.self_attn.k_proj.ia3_l").Shape);
             Assert.Equal([1, 32], file.Entry("base_model.model.decoder.layers.0.ffn.fc2.ia3_l").Shape);
             var config = File.ReadAllText(Path.Combine(dir, "adapter_config.json"));
-            foreach (var field in new[] { "\"peft_type\": \"IA3\"", "\"target_modules\"", "\"feedforward_modules\"", "\"init_ia3_weights\": true" })
+            foreach (var field in new[] { "\"peft_type\": \"IA3\"", "\"target_modules\"", "\"feedforward_modules\"", "\"init_ia3_weights\": true", "\"task_type\": \"SEQ_2_SEQ_LM\"" })
                 Assert.Contains(field, config);
             File.WriteAllText(Path.Combine(dir, "adapter_config.json"), config.Replace("\"fan_in_fan_out\": false", "\"fan_in_fan_out\": true"));
             var e = Assert.Throws<InvalidDataException>(() => IA3Model.For(s.Model).Load(dir, "x"));

@@ -63,6 +63,7 @@ public class LnTuningTests
                 "base_model.model.encoder.layers.0.ffn_norm.ln_tuning_layers.bias", "base_model.model.encoder.layers.0.ffn_norm.ln_tuning_layers.weight"], keys);
             var config = File.ReadAllText(Path.Combine(dir, "adapter_config.json"));
             Assert.Contains("\"peft_type\": \"LN_TUNING\"", config);
+            Assert.Contains("\"task_type\": \"SEQ_2_SEQ_LM\"", config);
             File.WriteAllText(Path.Combine(dir, "adapter_config.json"), config.Replace("\"modules_to_save\": null", "\"modules_to_save\": [\"lm_head\"]"));
             var e = Assert.Throws<InvalidDataException>(() => LnTuningModel.For(s.Model).Load(dir, "x"));
             Assert.Contains("modules_to_save", e.Message);

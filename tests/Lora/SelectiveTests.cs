@@ -45,6 +45,31 @@ public class SelectiveTests
         Assert.Equal(bert.GetModule("encoder.layer.0").ParameterCount(), bert.ParameterCount(trainableOnly: true));
     }
 
+    // Nanolora's layout (PEFT has no such method): the config fields Load reads, and each trained parameter under PEFT's
+    // key for it, nothing else.
+    [Fact]
+    public void FileHasTheDocumentedLayout()
+    {
+        using var model = new Seq2SeqTransformer(TinyModels.Config with { EncoderLayers = 2, DecoderLayers = 2 }, Nanolora.Tensors.Device.Cpu);
+        var selective = SelectiveModel.Inject(model, new SelectiveConfig { BiasOnly = true, LayersToTransform = [1] });
+        var dir = Directory.CreateTempSubdirectory("nanolora-selective-").FullName;
+        try
+        {
+            selective.Save("default", dir);
+            var file = Nanolora.Transformer.Safetensors.Read(Path.Combine(dir, "adapter_model.safetensors"));
+            var expected = model.NamedParameters().Where(p => p.Parameter.Trainable).Select(p => "base_model.model." + p.Name).Order().ToList();
+            Assert.Contains("base_model.model.decoder.layers.1.cross_attn.v_proj.bias", expected);
+            Assert.Equal(expected, file.Entries.Select(e => e.Name).Order());
+            Assert.Equal([16], file.Entry("base_model.model.encoder.layers.1.self_attn.q_proj.bias").Shape);
+            var config = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "adapter_config.json")))!;
+            Assert.Equal("SELECTIVE", (string?)config["peft_type"]);
+            Assert.Equal("SEQ_2_SEQ_LM", (string?)config["task_type"]);
+            Assert.True((bool)config["bias_only"]!);
+            Assert.Equal("[1]", config["layers_to_transform"]!.ToJsonString());
+        }
+        finally { Directory.Delete(dir, recursive: true); }
+    }
+
     [Fact]
     public void MergeAndUnloadKeepsTheActiveValuesAndUnloadPutsTheBaseBack()
     {

@@ -137,6 +137,7 @@ public sealed class BottleneckModel : PeftMethod<BottleneckConfig>
         var json = new JsonObject
         {
             ["peft_type"] = Type,
+            ["task_type"] = TaskType,
             ["mh_adapter"] = c.MhAdapter,
             ["output_adapter"] = c.OutputAdapter,
             ["cross_adapter"] = c.CrossAdapter,

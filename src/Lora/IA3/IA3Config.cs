@@ -3,8 +3,9 @@ namespace Nanolora.Lora.IA3;
 /// <summary>
 /// PEFT's IA3Config ((IA)³, Liu et al., 2022): a learned vector per targeted Linear that rescales its output (keys,
 /// values) or, for a feed-forward module, its input (the activation between fc1 and fc2). Field names are PEFT's:
-/// target_modules, feedforward_modules (a subset of the targets), exclude_modules, init_ia3_weights. The defaults
-/// are PEFT's for BART-style models (this seq2seq model's names); <see cref="ForBert"/> gives BERT's.
+/// target_modules, feedforward_modules (a subset of the targets), exclude_modules, init_ia3_weights. The defaults are
+/// the paper's sites (keys, values, the feed-forward activation) under this seq2seq model's BART-style names; PEFT's own
+/// BART mapping rescales q_proj where the paper rescales keys. <see cref="ForBert"/> gives BERT's (PEFT's bert mapping).
 /// </summary>
 public sealed record IA3Config
 {

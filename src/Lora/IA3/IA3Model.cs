@@ -111,6 +111,7 @@ public sealed class IA3Model : PeftMethod<IA3Config>
         var json = new JsonObject
         {
             ["peft_type"] = Type,
+            ["task_type"] = TaskType,
             ["target_modules"] = c.Targets.TargetsJson(),
             ["feedforward_modules"] = c.Feedforward.TargetsJson(),
             ["exclude_modules"] = c.Targets.ExcludeJson(),

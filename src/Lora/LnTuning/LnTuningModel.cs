@@ -102,6 +102,7 @@ public sealed class LnTuningModel : PeftMethod<LnTuningConfig>
         var json = new JsonObject
         {
             ["peft_type"] = Type,
+            ["task_type"] = TaskType,
             ["target_modules"] = config.TargetRegex != null ? JsonValue.Create(config.TargetRegex) : config.TargetModules.Count == 0 ? null : PeftFiles.Names(config.TargetModules),
             ["exclude_modules"] = config.Selector.ExcludeJson(),
             ["modules_to_save"] = null,

@@ -65,6 +65,7 @@ public sealed class SelectiveModel : PeftMethod<SelectiveConfig>
         var json = new JsonObject
         {
             ["peft_type"] = Type,
+            ["task_type"] = TaskType,
             ["bias_only"] = config.BiasOnly,
             ["layers_to_transform"] = config.LayersToTransform == null ? null : new JsonArray(config.LayersToTransform.Select(i => (JsonNode)JsonValue.Create(i)!).ToArray()),
             ["layers_pattern"] = config.LayersPattern.Count == 0 ? null : PeftFiles.Names(config.LayersPattern),
