@@ -162,6 +162,24 @@ public class ComparisonTests
         Assert.Contains("| 110 (+10%) | 1050 (+5%) | 100 (+0%) | 400 (-60%) |", md);
     }
 
+    // Runs take turns: after one warm-up each, every round times each run once, the order rotating, so no run always
+    // follows the same other one; each run gets Repeats samples per batch size, and Medians pools several measurements.
+    [Fact]
+    public void InterleavedRunsTakeTurnsRoundByRound()
+    {
+        var log = new List<string>();
+        LatencyRun Run(string name, int available) => new(available, "texts", batch => () => log.Add($"{name}{batch}"));
+        var samples = LatencyProbe.Interleaved(new LatencySettings(Repeats: 3, Batches: [1, 2]), [Run("a", 2), Run("b", 2), Run("c", 2)]);
+        Assert.Equal(["a1", "b1", "c1", "a1", "b1", "c1", "b1", "c1", "a1", "c1", "a1", "b1",
+                      "a2", "b2", "c2", "a2", "b2", "c2", "b2", "c2", "a2", "c2", "a2", "b2"], log);
+        Assert.All(samples, s => Assert.Equal([3, 3], new[] { s[1].Count, s[2].Count }));
+        var e = Assert.Throws<ArgumentException>(() => LatencyProbe.Interleaved(new LatencySettings(Repeats: 1, Batches: [2]), [Run("a", 2), Run("b", 1)]));
+        Assert.Contains("batch 2 needs 2 texts, got 1", e.Message);
+
+        var pooled = LatencyProbe.Medians(new Dictionary<int, List<double>> { [1] = [1, 9, 2] }, null, new Dictionary<int, List<double>> { [1] = [3, 4] });
+        Assert.Equal(3.0, pooled[1]);   // the median of 1, 2, 3, 4, 9
+    }
+
     [Fact]
     public void LatencyProbeMeasuresEachBatchSizeOnTheSameInputsAndRefusesTooFewSources()
     {

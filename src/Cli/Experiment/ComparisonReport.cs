@@ -32,7 +32,7 @@ internal sealed class ComparisonReport(ExperimentOptions o, IReadOnlyList<Compar
                       $"Latency: encoding the batch and {o.Latency.Steps} greedy decode steps with the KV cache (always all of them, so every row does the same work), " +
                       $"on the same {o.Latency.BatchSizes.Max()} test sources (batch 1: the first), median of {o.Latency.Repeats} runs after a warm-up; " +
                       (rows.Any(r => r.PairedBaseMsB1 != null)
-                          ? "measured again after all methods trained, each method right after the base on a freshly loaded copy (the first rows' base measurement came hours earlier under other load), and in brackets the change against that adjacent base measurement (full fine-tuning: against the base row, measured once). "
+                          ? "each row interleaved with a freshly loaded base (the two take turns run by run, so load that drifts falls on both), and in brackets the change against that base's median; rows whose base is not recorded: against the base row. "
                           : "in brackets the change against the base model's latency in the same run. ") +
                       "*Merged*: the method folded into the weights (LoRA, (IA)³, LN tuning); " +
                       "bottleneck adapters cannot merge, and BitFit trains the base's own weights (nothing to fold). " +

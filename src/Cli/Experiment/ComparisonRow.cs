@@ -7,8 +7,8 @@ namespace Nanolora.Cli;
 /// LoRA r=8 and every <see cref="ExperimentOptions.Comparison"/> entry on the same base, task, data order, step budget and
 /// seed — quality, what training cost, inference latency (unmerged and, where the method merges, merged) and the size of
 /// what it saves. Null where not measured or not applicable (the base trains nothing; adapters cannot merge).
-/// <c>PairedBaseMsB1</c>/<c>B32</c>: the base's latency measured right before this row's in the paired re-measurement
-/// (<see cref="ExperimentOptions.PairedLatency"/>), which its change is computed against; null when not re-measured.
+/// <c>PairedBaseMsB1</c>/<c>B32</c>: a freshly loaded base's latency measured interleaved with this row's, which its change
+/// is computed against; null for the base row and for rows of runs older than that measurement.
 /// </summary>
 public sealed record ComparisonRow(string Method, string? Size, double Rouge1, double Rouge2, [property: JsonPropertyName("rougeL")] double RougeL,
     long TrainableParams, double TrainablePercent, long? OptimizerStateBytes, long? PeakBytes, IReadOnlyDictionary<string, long>? PeakBytesByCategory, double? StepMs,

@@ -75,8 +75,8 @@ public sealed record ExperimentOptions
     /// <summary>How the comparison measures inference latency.</summary>
     public LatencySettings Latency { get; init; } = new();
     /// <summary>
-    /// After the comparison's methods, measure each one's latency again right after the base's on a fresh load (unit
-    /// <c>compare:latency-paired</c>), so load that drifts over a run of hours does not pass for a method's cost.
+    /// After the comparison's methods, measure each one's latency again interleaved with a freshly loaded base (unit
+    /// <c>compare:latency-paired</c>), for rows of a run begun before each unit measured its row that way.
     /// </summary>
     public bool PairedLatency { get; init; }
 

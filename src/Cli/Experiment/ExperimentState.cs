@@ -105,7 +105,7 @@ public sealed class ExperimentState
             (remeasure ? ", and the paired latency runs again over every row." : "."));
     }
 
-    /// <summary>The unit that re-measures every comparison row's latency right after the base's.</summary>
+    /// <summary>The unit that re-measures every comparison row's latency interleaved with a fresh base's.</summary>
     public const string PairedLatencyUnit = "compare:latency-paired";
 
     /// <summary>

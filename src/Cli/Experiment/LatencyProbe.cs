@@ -5,6 +5,9 @@ using Nanolora.Transformer;
 
 namespace Nanolora.Cli;
 
+/// <summary>One configuration to time: how many inputs it holds, what they are called in errors, and the work for a batch size.</summary>
+public sealed record LatencyRun(int Available, string Inputs, Func<int, Action> Prepare);
+
 /// <summary>How <see cref="LatencyProbe"/> measures: decode steps per run, batch sizes, timed repeats after a warm-up.</summary>
 /// <param name="Steps">Greedy decode steps per run, always all of them (no early stop at end-of-sequence).</param>
 /// <param name="Repeats">Timed runs per batch size; the median is reported.</param>
@@ -23,8 +26,10 @@ public sealed record LatencySettings(int Steps = 16, int Repeats = 5, int[]? Bat
 /// sources and decoding a fixed number of greedy steps with the KV cache, median of several repeats after one warm-up
 /// run. Every configuration decodes the same inputs for the same number of steps, so the difference between two of
 /// them is the extra work the method puts in the path (LoRA's unmerged B·A, (IA)³'s rescaling, an adapter's
-/// bottleneck), not a difference in output length.
-/// <see cref="MeasureEncoder"/> does the same for a sentence encoder (embedding a batch of queries), for the retrieval table.
+/// bottleneck), not a difference in output length. <see cref="EncoderRun"/> does the same for a sentence encoder
+/// (embedding a batch of queries), for the retrieval table.
+/// <para>Comparisons are measured <see cref="Interleaved"/>: the configurations take turns repeat by repeat, so load from
+/// other processes that drifts over seconds falls on all of them alike instead of on whichever ran in the bad minute.</para>
 /// <para>This is a benchmark-style measurement for the experiment's comparison table, not a test: it depends on the
 /// machine and on whatever else runs on it, and nothing asserts on it. A row's numbers say which machine and load
 /// they came from only through the README's account of the run.</para>
@@ -36,19 +41,25 @@ public static class LatencyProbe
     /// b of <paramref name="sources"/> (token ids, end-of-sequence included), which must hold at least the largest size.
     /// </summary>
     public static IReadOnlyDictionary<int, double> Measure(Seq2SeqTransformer model, IReadOnlyList<int[]> sources, LatencySettings settings) =>
-        Time(settings, sources.Count, "sources", batch =>
+        Medians(Interleaved(settings, [DecoderRun(model, sources, settings)])[0]);
+
+    /// <summary>
+    /// The work timed for a seq2seq model: for batch size b, encoding the first b of <paramref name="sources"/> and
+    /// <see cref="LatencySettings.Steps"/> cached greedy steps.
+    /// </summary>
+    public static LatencyRun DecoderRun(Seq2SeqTransformer model, IReadOnlyList<int[]> sources, LatencySettings settings) =>
+        new(sources.Count, "sources", batch =>
         {
             var (ids, length) = Pad(sources.Take(batch).ToList());
             return () => Decode(model, ids, batch, length, settings.Steps);
         });
 
     /// <summary>
-    /// The encoder's counterpart: median milliseconds to embed the first b of <paramref name="texts"/> as one batch
-    /// (tokenizing, the forward pass, mean pooling and normalization: what a caller of the sentence encoder waits for),
-    /// for each of <paramref name="settings"/>' batch sizes. <see cref="LatencySettings.Steps"/> does not apply.
+    /// The encoder's counterpart: embedding the first b of <paramref name="texts"/> as one batch (tokenizing, the forward
+    /// pass, mean pooling and normalization: what a caller of the sentence encoder waits for). <see cref="LatencySettings.Steps"/> does not apply.
     /// </summary>
-    public static IReadOnlyDictionary<int, double> MeasureEncoder(BertModel model, BertWordPieceTokenizer tokenizer, IReadOnlyList<string> texts, int maxTokens, LatencySettings settings) =>
-        Time(settings, texts.Count, "texts", batch =>
+    public static LatencyRun EncoderRun(BertModel model, BertWordPieceTokenizer tokenizer, IReadOnlyList<string> texts, int maxTokens) =>
+        new(texts.Count, "texts", batch =>
         {
             var chunk = texts.Take(batch).ToList();
             return () => SentenceEmbedder.Embed(model, tokenizer, chunk, batch, maxLength: maxTokens);
@@ -57,26 +68,35 @@ public static class LatencyProbe
     /// <summary>The median at <paramref name="batch"/> in a measurement, or null when it was not measured.</summary>
     public static double? At(IReadOnlyDictionary<int, double>? ms, int batch) => ms != null && ms.TryGetValue(batch, out var v) ? v : null;
 
-    /// <summary>For each batch size: one warm-up run (kernels, pool buffers, caches), then the median of the timed repeats.</summary>
-    static Dictionary<int, double> Time(LatencySettings settings, int available, string inputs, Func<int, Action> prepare)
+    /// <summary>
+    /// Times every run at each batch size: one warm-up of each, then <see cref="LatencySettings.Repeats"/> rounds in which
+    /// each run is timed once, the order rotating from round to round (no run always first after another's cache traffic).
+    /// Returns each run's samples (ms) by batch size, in the order given.
+    /// </summary>
+    public static List<Dictionary<int, List<double>>> Interleaved(LatencySettings settings, IReadOnlyList<LatencyRun> runs)
     {
-        var result = new Dictionary<int, double>();
+        var samples = runs.Select(_ => new Dictionary<int, List<double>>()).ToList();
         foreach (int batch in settings.BatchSizes)
         {
-            if (batch > available) throw new ArgumentException($"LatencyProbe: batch {batch} needs {batch} {inputs}, got {available}.");
-            var run = prepare(batch);
-            run();
-            var times = new double[settings.Repeats];
-            for (int i = 0; i < times.Length; i++)
-            {
-                long start = Stopwatch.GetTimestamp();
-                run();
-                times[i] = Stopwatch.GetElapsedTime(start).TotalMilliseconds;
-            }
-            result[batch] = Stats.Median(times);
+            var prepared = runs.Select(r => batch <= r.Available ? r.Prepare(batch)
+                : throw new ArgumentException($"LatencyProbe: batch {batch} needs {batch} {r.Inputs}, got {r.Available}.")).ToList();
+            foreach (var run in prepared) run();
+            for (int i = 0; i < runs.Count; i++) samples[i][batch] = new List<double>(settings.Repeats);
+            for (int round = 0; round < settings.Repeats; round++)
+                for (int k = 0; k < runs.Count; k++)
+                {
+                    int i = (round + k) % runs.Count;
+                    long start = Stopwatch.GetTimestamp();
+                    prepared[i]();
+                    samples[i][batch].Add(Stopwatch.GetElapsedTime(start).TotalMilliseconds);
+                }
         }
-        return result;
+        return samples;
     }
+
+    /// <summary>The median per batch size over all the samples of <paramref name="measurements"/> (one run measured in several interleavings pools them).</summary>
+    public static IReadOnlyDictionary<int, double> Medians(params Dictionary<int, List<double>>?[] measurements) =>
+        measurements.Where(m => m != null).SelectMany(m => m!).GroupBy(kv => kv.Key).ToDictionary(g => g.Key, g => Stats.Median(g.SelectMany(kv => kv.Value).ToArray()));
 
     /// <summary>The sources as one [B, S] block padded with Pad (0), which the encoder masks.</summary>
     static (int[] Ids, int Length) Pad(IReadOnlyList<int[]> sources)

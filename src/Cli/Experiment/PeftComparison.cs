@@ -33,17 +33,15 @@ internal sealed class PeftComparison(ExperimentOptions o, Device device, Experim
         {
             string dir = fullCheckpoint();
             var (model, tokenizer) = Checkpoint.Load(dir, device);
-            using (model) Add(Main("full"), null, Latency(model, tokenizer, latencyExamples, maxSource, "full"), null, Bytes(Path.Combine(dir, Checkpoint.WeightsFile)));
+            using (model) Add(Main("full"), null, Paired(baseDir, model, tokenizer, latencyExamples, maxSource, "full", null), Bytes(Path.Combine(dir, Checkpoint.WeightsFile)));
         });
         unit("compare:lora", () => WithBase(baseDir, (model, tokenizer) =>
         {
             var lora = LoraModel.For(model);
             AdapterFiles.Load(lora, loraAdapter, "debian");
             lora.SetActiveAdapter("debian");
-            var unmerged = Latency(model, tokenizer, latencyExamples, maxSource, "LoRA r=8 unmerged");
-            lora.Merge();
-            var merged = Latency(model, tokenizer, latencyExamples, maxSource, "LoRA r=8 merged");
-            Add(Main("lora"), $"r={Main("lora").Rank}", unmerged, merged, Bytes(Path.Combine(loraAdapter, AdapterFiles.WeightsFile)));
+            Add(Main("lora"), $"r={Main("lora").Rank}", Paired(baseDir, model, tokenizer, latencyExamples, maxSource, "LoRA r=8", () => lora.Merge()),
+                Bytes(Path.Combine(loraAdapter, AdapterFiles.WeightsFile)));
         }));
 
         foreach (var entry in o.Comparison)
@@ -57,16 +55,9 @@ internal sealed class PeftComparison(ExperimentOptions o, Device device, Experim
                 var eval = save($"compare-{entry.Key}", Workflows.Evaluate(model, tokenizer, "debian", test, decode, $"{entry.Key}: evaluating"));
                 string dir = Path.Combine(o.OutputDirectory, "adapters", $"compare-{entry.Key}");
                 method.Save("default", dir);
-                var unmerged = Latency(model, tokenizer, latencyExamples, maxSource, $"{entry.Key} unmerged");
-                // Selective methods train the base's own weights: merged is the same graph, nothing to measure twice.
-                IReadOnlyDictionary<int, double>? merged = null;
-                if (method.CanMerge && method is not SelectiveModel)
-                {
-                    method.Merge();
-                    merged = Latency(model, tokenizer, latencyExamples, maxSource, $"{entry.Key} merged");
-                }
+                var latency = Paired(baseDir, model, tokenizer, latencyExamples, maxSource, entry.Key, MergeOf(method));
                 var row = ResultRow.Of(entry.Method, "debian", 0, eval.Rouge, result, 0, total, 0, test.Count, options.Steps) with { LearningRate = rate };
-                Add(row, entry.Size, unmerged, merged, Bytes(Path.Combine(dir, AdapterFiles.WeightsFile)));
+                Add(row, entry.Size, latency, Bytes(Path.Combine(dir, AdapterFiles.WeightsFile)));
             }));
         }
         if (o.PairedLatency)
@@ -74,10 +65,9 @@ internal sealed class PeftComparison(ExperimentOptions o, Device device, Experim
     }
 
     /// <summary>
-    /// Re-measures every trained row's latency (LoRA and the comparison's methods, loaded from their saved files) each
-    /// right after the base's on the same fresh load, and records that base measurement beside it: the difference is then
-    /// the method's, not the machine's load an hour apart. Full fine-tuning keeps its one measurement (its checkpoint has
-    /// the base's shape, and rebuilding a missing one would retrain it).
+    /// Re-measures every trained row's latency (LoRA and the comparison's methods, loaded from their saved files) as
+    /// <see cref="Paired"/> does, for rows of a run begun before each unit measured its row that way (their base came
+    /// hours earlier, under other load). Full fine-tuning keeps its measurement (rebuilding a missing checkpoint would retrain it).
     /// </summary>
     void PairedLatency(string baseDir, string loraAdapter, IReadOnlyList<Example> examples, int maxSource)
     {
@@ -87,7 +77,6 @@ internal sealed class PeftComparison(ExperimentOptions o, Device device, Experim
             if (row.Method is "base" or "full") continue;
             WithBase(baseDir, (model, tokenizer) =>
             {
-                var paired = Latency(model, tokenizer, examples, maxSource, $"base, before {row.Method}");
                 Action? merge;
                 if (row.Method == "lora")
                 {
@@ -100,21 +89,50 @@ internal sealed class PeftComparison(ExperimentOptions o, Device device, Experim
                 {
                     var key = o.Comparison.FirstOrDefault(e => e.Method == row.Method && e.Size == row.Size)?.Key
                         ?? throw new InvalidOperationException($"experiment: comparison row {row.Method} {row.Size} has no entry in the comparison's methods.");
-                    var method = PeftRecipes.Load(model, Path.Combine(o.OutputDirectory, "adapters", $"compare-{key}"), "experiment");
-                    merge = method.CanMerge && method is not SelectiveModel ? () => method.Merge() : null;
+                    merge = MergeOf(PeftRecipes.Load(model, Path.Combine(o.OutputDirectory, "adapters", $"compare-{key}"), "experiment"));
                 }
-                var unmerged = Latency(model, tokenizer, examples, maxSource, $"{row.Method} {row.Size} unmerged (paired)");
-                IReadOnlyDictionary<int, double>? merged = null;
-                if (merge != null) { merge(); merged = Latency(model, tokenizer, examples, maxSource, $"{row.Method} {row.Size} merged (paired)"); }
+                var m = Paired(baseDir, model, tokenizer, examples, maxSource, $"{row.Method} {row.Size}".Trim(), merge);
                 state.Comparison[i] = row with
                 {
-                    LatencyMsB1 = LatencyProbe.At(unmerged, 1), LatencyMsB32 = LatencyProbe.At(unmerged, 32), LatencyMsB1Merged = LatencyProbe.At(merged, 1), LatencyMsB32Merged = LatencyProbe.At(merged, 32),
-                    PairedBaseMsB1 = LatencyProbe.At(paired, 1), PairedBaseMsB32 = LatencyProbe.At(paired, 32),
+                    LatencyMsB1 = LatencyProbe.At(m.Unmerged, 1), LatencyMsB32 = LatencyProbe.At(m.Unmerged, 32), LatencyMsB1Merged = LatencyProbe.At(m.Merged, 1),
+                    LatencyMsB32Merged = LatencyProbe.At(m.Merged, 32), PairedBaseMsB1 = LatencyProbe.At(m.Base, 1), PairedBaseMsB32 = LatencyProbe.At(m.Base, 32),
                 };
             });
         }
     }
 
+    /// <summary>How a trained method folds into the weights for the merged latency; null where it cannot, or (selective methods) where merged is the same graph.</summary>
+    static Action? MergeOf(IPeftMethod method) => method.CanMerge && method is not SelectiveModel ? () => method.Merge() : null;
+
+    /// <summary>A row's latency: the model as it stands, merged (null where it does not merge), and the base measured interleaved with them.</summary>
+    sealed record RowLatency(IReadOnlyDictionary<int, double> Unmerged, IReadOnlyDictionary<int, double>? Merged, IReadOnlyDictionary<int, double> Base);
+
+    /// <summary>
+    /// Measures <paramref name="model"/> interleaved with a freshly loaded base (<see cref="LatencyProbe.Interleaved"/>), then,
+    /// after <paramref name="merge"/>, merged, interleaved with the same base again; the base's samples from both give the
+    /// latency each change is computed against.
+    /// </summary>
+    RowLatency Paired(string baseDir, Seq2SeqTransformer model, ISeq2SeqTokenizer tokenizer, IReadOnlyList<Example> examples, int maxSource, string what, Action? merge)
+    {
+        var sources = examples.Select(e => tokenizer.EncodeSource(e.Source, maxSource)).ToList();
+        var (baseModel, _) = Checkpoint.Load(baseDir, device);
+        using (baseModel)
+        {
+            var baseRun = LatencyProbe.DecoderRun(baseModel, sources, o.Latency);
+            var unmerged = LatencyProbe.Interleaved(o.Latency, [baseRun, LatencyProbe.DecoderRun(model, sources, o.Latency)]);
+            List<Dictionary<int, List<double>>>? merged = null;
+            if (merge != null)
+            {
+                merge();
+                merged = LatencyProbe.Interleaved(o.Latency, [baseRun, LatencyProbe.DecoderRun(model, sources, o.Latency)]);
+            }
+            var result = new RowLatency(LatencyProbe.Medians(unmerged[1]), merged == null ? null : LatencyProbe.Medians(merged[1]), LatencyProbe.Medians(unmerged[0], merged?[0]));
+            static string Ms(IReadOnlyDictionary<int, double> ms) => string.Join(", ", ms.Select(kv => $"batch {kv.Key} {kv.Value:F0} ms"));
+            Output.Terminal.Status($"latency {what}: {Ms(result.Unmerged)}{(result.Merged is { } mm ? $"; merged {Ms(mm)}" : "")}; base beside it {Ms(result.Base)} " +
+                                   $"(medians of {o.Latency.Repeats} interleaved runs, {o.Latency.Steps} greedy steps)");
+            return result;
+        }
+    }
 
     /// <summary>The rate among the method's default × <see cref="ExperimentOptions.CompareRateFactors"/> whose short run scores best ROUGE-1 on validation.</summary>
     float ChooseRate(ComparisonEntry entry, PeftRecipe spec, FineTuneOptions options, TaskData data, IReadOnlyList<Example> validation, string baseDir)
@@ -153,6 +171,10 @@ internal sealed class PeftComparison(ExperimentOptions o, Device device, Experim
 
     void Add(ResultRow row, string? size, IReadOnlyDictionary<int, double> latency, IReadOnlyDictionary<int, double>? merged, long? fileBytes) =>
         state.Comparison.Add(ComparisonRow.From(row, size, latency, merged, fileBytes));
+
+    void Add(ResultRow row, string? size, RowLatency latency, long? fileBytes) =>
+        state.Comparison.Add(ComparisonRow.From(row, size, latency.Unmerged, latency.Merged, fileBytes) with
+            { PairedBaseMsB1 = LatencyProbe.At(latency.Base, 1), PairedBaseMsB32 = LatencyProbe.At(latency.Base, 32) });
 
     static long Bytes(string path) => new FileInfo(path).Length;
 }

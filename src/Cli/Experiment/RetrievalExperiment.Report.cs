@@ -26,7 +26,7 @@ public sealed partial class RetrievalExperiment
                       $"{o.Steps} steps of batch {o.BatchSize} for each method, same data order and seed; AdamW with 10% warm-up then linear decay. " +
                       $"LoRA: r=8, alpha 16, dropout 0.1. Trainable % is of the model's {_state.TotalParameters:N0} parameters; full fine-tuning trains all but the pooler, which mean pooling never uses. " +
                       $"Latency: embedding {string.Join(" and ", o.Latency.BatchSizes.Select(b => b == 1 ? "one query" : $"{b} queries"))} as one batch (tokenizing included), " +
-                      $"median of {o.Latency.Repeats} after a warm-up; in brackets the change against the untouched model measured right before each row (a fresh load), so load that drifts over the run cancels; *merged*: the method folded into the weights.");
+                      $"median of {o.Latency.Repeats} after a warm-up; in brackets the change against the untouched model measured interleaved with each row (a fresh load, the two taking turns run by run), so load that drifts cancels; *merged*: the method folded into the weights.");
         sb.AppendLine();
         sb.AppendLine("| method | rank | targets / size | lr | recall@1 | recall@10 | MRR | trainable params | trainable % | optimizer state (MB) | peak memory (MB) | step (ms) | latency b=1 (ms) | latency b=32 (ms) | merged b=1 (ms) | merged b=32 (ms) | adapter (MB) |");
         sb.AppendLine("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");

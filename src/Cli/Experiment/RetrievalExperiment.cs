@@ -14,10 +14,10 @@ public sealed record SweepPoint(string Method, float LearningRate, double? Valid
 /// <summary>
 /// One row of the retrieval table: a method's test scores and costs. <c>Targets</c> holds LoRA's targets or a PEFT method's
 /// size ("factor 16"; null for base and full). Latency: median milliseconds to embed 1 and 32 queries
-/// (<see cref="LatencyProbe.MeasureEncoder"/>), the method as trained and, where it folds into the weights (LoRA, (IA)³,
+/// (<see cref="LatencyProbe.EncoderRun"/>), the method as trained and, where it folds into the weights (LoRA, (IA)³,
 /// LN tuning), merged; null where not measured. <c>PairedBaseMsB1</c>/<c>B32</c>: the untouched MiniLM's latency measured
-/// right before the row's own (on a fresh load), which the row's change is computed against, so that load drifting over a
-/// long run does not pass for a method's cost.
+/// interleaved with the row's own (a fresh load, the two taking turns run by run), which the row's change is computed
+/// against, so that load drifting over a long run does not pass for a method's cost.
 /// </summary>
 public sealed record RetrievalRow(string Method, int? Rank, string? Targets, float? LearningRate, double RecallAt1, double RecallAt10, double Mrr,
     int Queries, int Candidates, long TrainableParams, double TrainablePercent, long? OptimizerStateBytes, long? PeakBytes,
@@ -155,7 +155,7 @@ public sealed partial class RetrievalExperiment(RetrievalOptions o, string outpu
 
     IReadOnlyDictionary<int, double> Latency(BertModel model, BertWordPieceTokenizer tokenizer, string what)
     {
-        var ms = LatencyProbe.MeasureEncoder(model, tokenizer, _latencyTexts, o.MaxSourceTokens, o.Latency);
+        var ms = LatencyProbe.Medians(LatencyProbe.Interleaved(o.Latency, [LatencyProbe.EncoderRun(model, tokenizer, _latencyTexts, o.MaxSourceTokens)])[0]);
         Output.Terminal.Status($"latency {what}: {string.Join(", ", ms.Select(kv => $"batch {kv.Key} {kv.Value:F0} ms"))} (median of {o.Latency.Repeats})");
         return ms;
     }
@@ -208,16 +208,27 @@ public sealed partial class RetrievalExperiment(RetrievalOptions o, string outpu
             save(dir);
             adapterBytes = new FileInfo(Path.Combine(dir, AdapterFiles.WeightsFile)).Length;
         }
-        IReadOnlyDictionary<int, double> paired;
-        var (untouched, untouchedTokenizer) = PretrainedBert.LoadMiniLm(device);
-        using (untouched) paired = Latency(untouched, untouchedTokenizer, $"base, before {label}");
-        var latency = Latency(m, tok, $"{label} unmerged");
+        // The method interleaved with an untouched MiniLM, then merged (where it can) interleaved with it again: load that
+        // drifts during the measurement falls on both alike, and the base's samples from both give the row's comparison.
+        IReadOnlyDictionary<int, double> paired, latency;
         IReadOnlyDictionary<int, double>? merged = null;
-        if (done.Merge != null)
+        var (untouched, untouchedTokenizer) = PretrainedBert.LoadMiniLm(device);
+        using (untouched)
         {
-            done.Merge();
-            merged = Latency(m, tok, $"{label} merged");
+            var baseRun = LatencyProbe.EncoderRun(untouched, untouchedTokenizer, _latencyTexts, o.MaxSourceTokens);
+            var first = LatencyProbe.Interleaved(o.Latency, [baseRun, LatencyProbe.EncoderRun(m, tok, _latencyTexts, o.MaxSourceTokens)]);
+            List<Dictionary<int, List<double>>>? second = null;
+            if (done.Merge != null)
+            {
+                done.Merge();
+                second = LatencyProbe.Interleaved(o.Latency, [baseRun, LatencyProbe.EncoderRun(m, tok, _latencyTexts, o.MaxSourceTokens)]);
+            }
+            paired = LatencyProbe.Medians(first[0], second?[0]);
+            latency = LatencyProbe.Medians(first[1]);
+            merged = second == null ? null : LatencyProbe.Medians(second[1]);
         }
+        static string Ms(IReadOnlyDictionary<int, double> ms) => string.Join(", ", ms.Select(kv => $"batch {kv.Key} {kv.Value:F1} ms"));
+        Output.Terminal.Status($"latency {label}: {Ms(latency)}{(merged != null ? $"; merged {Ms(merged)}" : "")}; untouched model beside it {Ms(paired)} (medians of {o.Latency.Repeats} interleaved runs)");
         _state.Rows.Add(new RetrievalRow(method, rank, targets, bestLr, scores.RecallAt1, scores.RecallAt10, scores.Mrr, scores.Queries, scores.Candidates,
             res.TrainableParameters, TrainableReport.PercentOfBase(res.TrainableParameters, total), res.OptimizerStateBytes, res.Memory.PeakBytes,
             res.Memory.PeakByCategory.ToDictionary(kv => Output.JsonOutput.Snake(kv.Key.ToString()), kv => kv.Value), res.MedianStepMilliseconds, adapterBytes, o.Steps,
