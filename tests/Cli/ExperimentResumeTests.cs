@@ -49,16 +49,21 @@ public class ExperimentResumeTests
     public void PairedLatencyRemeasuresEveryTrainedRowBesideTheBase()
     {
         var dir = Directory.CreateTempSubdirectory().FullName;
-        new ExperimentRunner(Options(dir, resume: false) with { Comparison = [new("bitfit"), new("ia3")], PairedLatency = true }, Device.Cpu).Run();
+        new ExperimentRunner(Options(dir, resume: false) with { Comparison = [new("bitfit"), new("ia3")], PairedLatency = true, StepTimeSteps = 2 }, Device.Cpu).Run();
         var state = JsonSerializer.Deserialize<ExperimentState>(File.ReadAllText(Path.Combine(dir, ExperimentState.File)), JsonOutput.Options)!;
-        Assert.Equal("compare:latency-paired", state.Done[^1]);
+        Assert.Equal(["compare:latency-paired", "compare:step-time"], state.Done[^2..]);
         var rows = state.Comparison.ToDictionary(r => r.Method);
         Assert.Equal(["base", "full", "lora", "bitfit", "ia3"], state.Comparison.Select(r => r.Method));
         foreach (var m in new[] { "full", "lora", "bitfit", "ia3" }) Assert.True(rows[m].PairedBaseMsB1 > 0 && rows[m].LatencyMsB1 > 0, m);
         Assert.Null(rows["base"].PairedBaseMsB1);
+        // Every trained row timed again in one sitting (2 steps, the first not counted, twice over), the base not.
+        foreach (var m in new[] { "full", "lora", "bitfit", "ia3" }) Assert.True(rows[m].StepMsSameSitting > 0, m);
+        Assert.Null(rows["base"].StepMsSameSitting);
         Assert.True(rows["lora"].LatencyMsB1Merged > 0);
         Assert.True(rows["ia3"].LatencyMsB1Merged > 0);
         Assert.Null(rows["bitfit"].LatencyMsB1Merged);
-        Assert.Contains("interleaved with a freshly loaded base", File.ReadAllText(Path.Combine(dir, "results.md")));
+        var md = File.ReadAllText(Path.Combine(dir, "results.md"));
+        Assert.Contains("interleaved with a freshly loaded base", md);
+        Assert.Contains("| step, one sitting (ms) |", md);
     }
 }

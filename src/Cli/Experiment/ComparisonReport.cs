@@ -28,7 +28,8 @@ internal sealed class ComparisonReport(ExperimentOptions o, IReadOnlyList<Compar
         sb.AppendLine($"The same base, task (Debian description → synopsis), data order, seed ({o.Seed}) and step budget ({o.Steps} steps of batch {o.BatchSize}) for every method; " +
                       $"ROUGE F on the same {rows.Max(r => r.EvalExamples)} test examples as the table above. Each new method trains at its default learning rate" +
                       (o.CompareRateFactors.Count > 1 ? $" × the factor ({string.Join(", ", o.CompareRateFactors.Select(f => f.ToString("G3")))}) that scored best on validation (`sweep` in results.json)" : " (not swept in this budget)") +
-                      ". Step (ms): the median training step. " +
+                      ". Step (ms): the median training step of the row's own run" +
+                      (rows.Any(r => r.StepMsSameSitting != null) ? $"; *step, one sitting*: every row timed again one after another, {o.StepTimeSteps} steps each (the first not counted), the list run forward then backward — the column to compare rows by, since a long run's rows trained on different days and machines. " : ". ") +
                       $"Latency: encoding the batch and {o.Latency.Steps} greedy decode steps with the KV cache (always all of them, so every row does the same work), " +
                       $"on the same {o.Latency.BatchSizes.Max()} test sources (batch 1: the first), median of {o.Latency.Repeats} runs after a warm-up; " +
                       (rows.Any(r => r.PairedBaseMsB1 != null)
@@ -38,11 +39,12 @@ internal sealed class ComparisonReport(ExperimentOptions o, IReadOnlyList<Compar
                       "bottleneck adapters cannot merge, and BitFit trains the base's own weights (nothing to fold). " +
                       "Wall-clock numbers depend on the machine and on what else ran on it; read them against the base row of the same run.");
         sb.AppendLine();
-        sb.AppendLine("| method | size | ROUGE-1 | ROUGE-2 | ROUGE-L | trainable params | trainable % | optimizer state (MB) | peak memory (MB) | step (ms) | latency b=1 (ms) | latency b=32 (ms) | merged b=1 (ms) | merged b=32 (ms) | file (MB) | lr |");
-        sb.AppendLine("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        bool sitting = rows.Any(r => r.StepMsSameSitting != null);
+        sb.AppendLine($"| method | size | ROUGE-1 | ROUGE-2 | ROUGE-L | trainable params | trainable % | optimizer state (MB) | peak memory (MB) | step (ms) | {(sitting ? "step, one sitting (ms) | " : "")}latency b=1 (ms) | latency b=32 (ms) | merged b=1 (ms) | merged b=32 (ms) | file (MB) | lr |");
+        sb.AppendLine($"|---|---|---:|---:|---:|---:|---:|---:|---:|---:|{(sitting ? "---:|" : "")}---:|---:|---:|---:|---:|---:|");
         foreach (var r in rows)
             sb.AppendLine($"| {r.Method} | {r.Size ?? ""} | {r.Rouge1:F4} | {r.Rouge2:F4} | {r.RougeL:F4} | {r.TrainableParams:N0} | {r.TrainablePercent:F3} | {Mb(r.OptimizerStateBytes)} | " +
-                          $"{Mb(r.PeakBytes)} | {Ms(r.StepMs)} | {Latency(r.LatencyMsB1, r.PairedBaseMsB1 ?? baseRow?.LatencyMsB1)} | {Latency(r.LatencyMsB32, r.PairedBaseMsB32 ?? baseRow?.LatencyMsB32)} | " +
+                          $"{Mb(r.PeakBytes)} | {Ms(r.StepMs)} | {(sitting ? Ms(r.StepMsSameSitting) + " | " : "")}{Latency(r.LatencyMsB1, r.PairedBaseMsB1 ?? baseRow?.LatencyMsB1)} | {Latency(r.LatencyMsB32, r.PairedBaseMsB32 ?? baseRow?.LatencyMsB32)} | " +
                           $"{Latency(r.LatencyMsB1Merged, r.PairedBaseMsB1 ?? baseRow?.LatencyMsB1)} | {Latency(r.LatencyMsB32Merged, r.PairedBaseMsB32 ?? baseRow?.LatencyMsB32)} | {(r.FileBytes is long f ? Mb(f) : "")} | {r.LearningRate?.ToString("G3") ?? ""} |");
         var trained = rows.Where(r => r.PeakBytesByCategory != null).ToList();
         if (trained.Count > 0)

@@ -8,12 +8,14 @@ namespace Nanolora.Cli;
 /// seed — quality, what training cost, inference latency (unmerged and, where the method merges, merged) and the size of
 /// what it saves. Null where not measured or not applicable (the base trains nothing; adapters cannot merge).
 /// <c>PairedBaseMsB1</c>/<c>B32</c>: a freshly loaded base's latency measured interleaved with this row's, which its change
-/// is computed against; null for the base row and for rows of runs older than that measurement.
+/// is computed against; null for the base row and for rows of runs older than that measurement. <c>StepMsSameSitting</c>:
+/// the median training step timed again for every row in one sitting (<see cref="ExperimentOptions.StepTimeSteps"/>), where
+/// <c>StepMs</c> comes from the row's own training run; null when not re-timed.
 /// </summary>
 public sealed record ComparisonRow(string Method, string? Size, double Rouge1, double Rouge2, [property: JsonPropertyName("rougeL")] double RougeL,
     long TrainableParams, double TrainablePercent, long? OptimizerStateBytes, long? PeakBytes, IReadOnlyDictionary<string, long>? PeakBytesByCategory, double? StepMs,
     double? LatencyMsB1, double? LatencyMsB32, double? LatencyMsB1Merged, double? LatencyMsB32Merged, long? FileBytes, int EvalExamples, int? Steps, float? LearningRate,
-    double? PairedBaseMsB1 = null, double? PairedBaseMsB32 = null)
+    double? PairedBaseMsB1 = null, double? PairedBaseMsB32 = null, double? StepMsSameSitting = null)
 {
     /// <summary>A comparison row from a seq2seq table row and the latencies measured for it (batch size → median ms).</summary>
     public static ComparisonRow From(ResultRow r, string? size, IReadOnlyDictionary<int, double> latency, IReadOnlyDictionary<int, double>? merged, long? fileBytes) =>

@@ -79,6 +79,11 @@ public sealed record ExperimentOptions
     /// <c>compare:latency-paired</c>), for rows of a run begun before each unit measured its row that way.
     /// </summary>
     public bool PairedLatency { get; init; }
+    /// <summary>
+    /// When above 0, the comparison ends by timing every trained row's training step again in one sitting, this many steps
+    /// per row, twice over (unit <c>compare:step-time</c>): a long run's own step times come from different days and machines.
+    /// </summary>
+    public int StepTimeSteps { get; init; }
 
     /// <summary>The main job's budget on a 2-core CPU (≤ 15 minutes) and the full experiment's.</summary>
     public static ExperimentOptions Defaults(bool quick, string output) => quick
@@ -89,7 +94,7 @@ public sealed record ExperimentOptions
                   Comparison = ComparisonEntry.Quick, Latency = new(Steps: 8, Repeats: 3) }
         : new() { Quick = false, OutputDirectory = output, Steps = 600, BatchSize = 32, AblationSteps = 300, SwapSteps = 1000, SwapEvalExamples = 0, EvalExamples = 0, AblationEvalExamples = 500,
                   FullLearningRates = [1e-4f, 3e-4f, 1e-3f], LoraLearningRates = [1e-3f, 3e-3f, 1e-2f], SweepSteps = 200, Retrieval = RetrievalOptions.Defaults(false),
-                  Comparison = [.. ComparisonEntry.Defaults, new("adapter-pfeiffer", ReductionFactor: 4)], CompareRateFactors = [1f / 3, 1f, 3f], Latency = new(Steps: 16, Repeats: 7), PairedLatency = true,
+                  Comparison = [.. ComparisonEntry.Defaults, new("adapter-pfeiffer", ReductionFactor: 4)], CompareRateFactors = [1f / 3, 1f, 3f], Latency = new(Steps: 16, Repeats: 7), PairedLatency = true, StepTimeSteps = 8,
                   // Chosen on the validation split (docs/results/full-progress/probe-lora-targets): r=8 on attention and fc2 is
                   // 1.45 % of the base and scored 0.256 against q,v's 0.238; the ablation keeps the seed's q,v.
                   LoraTargets = ["q_proj", "k_proj", "v_proj", "o_proj", "fc2"], AblationTargets = ["q_proj", "v_proj"] };

@@ -100,13 +100,16 @@ public sealed class ExperimentState
         string[] old = Methods(before), all = Methods(now);
         if (all.Length <= old.Length || !all.Where(old.Contains).SequenceEqual(old)) return;
         Recipe[Recipe.IndexOf(before)] = now;
-        bool remeasure = Done.Remove(PairedLatencyUnit);
+        bool remeasure = Done.Remove(PairedLatencyUnit) | Done.Remove(StepTimeUnit);
         Output.Terminal.Status($"experiment --resume: the comparison gained {string.Join(", ", all.Except(old))}; the finished rows are kept" +
-            (remeasure ? ", and the paired latency runs again over every row." : "."));
+            (remeasure ? ", and the re-measurements over every row (paired latency, step time) run again." : "."));
     }
 
     /// <summary>The unit that re-measures every comparison row's latency interleaved with a fresh base's.</summary>
     public const string PairedLatencyUnit = "compare:latency-paired";
+
+    /// <summary>The unit that times every comparison row's training step again, all in one sitting.</summary>
+    public const string StepTimeUnit = "compare:step-time";
 
     /// <summary>
     /// The recipe lines --rerun-changed may change, each with the units whose numbers depend on it (a key names a unit or,

@@ -62,6 +62,47 @@ internal sealed class PeftComparison(ExperimentOptions o, Device device, Experim
         }
         if (o.PairedLatency)
             unit(ExperimentState.PairedLatencyUnit, () => PairedLatency(baseDir, loraAdapter, latencyExamples, maxSource));
+        if (o.StepTimeSteps > 0)
+            unit(ExperimentState.StepTimeUnit, () => StepTimes(debian, baseDir, recipe));
+    }
+
+    /// <summary>
+    /// Times every trained row's training step again in one sitting — full fine-tuning, LoRA and each method, in turn on a
+    /// fresh load, <see cref="ExperimentOptions.StepTimeSteps"/> steps of the same batches at the row's rate, the whole list
+    /// twice (forward, then backward, so drift in the machine's load falls on both ends alike) — and records the median of
+    /// each row's steps as <c>step_ms_same_sitting</c>. The rows' own step times come from their training runs, which a long
+    /// experiment spreads over days and machines; these are comparable with each other.
+    /// </summary>
+    void StepTimes(TaskData debian, string baseDir, FineTuneOptions recipe)
+    {
+        var trained = Enumerable.Range(0, state.Comparison.Count).Where(i => state.Comparison[i].Method != "base").ToList();
+        var samples = trained.ToDictionary(i => i, _ => new List<double>());
+        foreach (int i in trained.Concat(Enumerable.Reverse(trained)))
+        {
+            var row = state.Comparison[i];
+            var options = recipe with { Steps = o.StepTimeSteps, LearningRate = row.LearningRate ?? recipe.LearningRate, WarmupSteps = 1 };
+            WithBase(baseDir, (model, tokenizer) =>
+            {
+                string title = $"step time {row.Method} {row.Size}".Trim();
+                TrainResult result = row.Method switch
+                {
+                    "full" => Workflows.FineTune(model, tokenizer, debian, options with { Method = "full", FullLearningRate = options.LearningRate }, baseDir, title: title).Result,
+                    "lora" => Workflows.FineTune(model, tokenizer, debian, options with { Method = "lora" }, baseDir, title: title).Result,
+                    _ => Workflows.FineTunePeft(model, tokenizer, debian, EntryOptions(row, options), title).Result,
+                };
+                samples[i].AddRange(result.StepMilliseconds);   // the first step (the pool's buffers being built) is not among them
+            });
+        }
+        foreach (int i in trained)
+            state.Comparison[i] = state.Comparison[i] with { StepMsSameSitting = Nanolora.Transformer.Stats.Median(samples[i]) };
+    }
+
+    /// <summary>The fine-tuning options of the comparison entry a row came from (its method and size).</summary>
+    FineTuneOptions EntryOptions(ComparisonRow row, FineTuneOptions options)
+    {
+        var entry = o.Comparison.FirstOrDefault(e => e.Method == row.Method && e.Size == row.Size)
+            ?? throw new InvalidOperationException($"experiment: comparison row {row.Method} {row.Size} has no entry in the comparison's methods.");
+        return options with { Method = entry.Method, ReductionFactor = entry.ReductionFactor ?? PeftRecipes.DefaultReductionFactor, Layers = entry.Layers };
     }
 
     /// <summary>

@@ -72,11 +72,14 @@ public sealed record TrainResult(List<float> Losses, List<ValidationPoint> Valid
     /// </summary>
     public double MedianStepMilliseconds { get; init; } = MeanStepMilliseconds;
 
+    /// <summary>Each timed step's milliseconds (the first step not among them), in order.</summary>
+    public IReadOnlyList<double> StepMilliseconds { get; init; } = [];
+
     /// <summary>A result whose mean and median come from the timed steps (none: both 0).</summary>
     public static TrainResult FromSteps(List<float> losses, List<ValidationPoint> validationLosses, List<double> stepMilliseconds, LedgerSnapshot memory,
         long trainableParameters, long optimizerStateBytes) =>
         new(losses, validationLosses, stepMilliseconds.Count > 0 ? stepMilliseconds.Average() : 0, memory, trainableParameters, optimizerStateBytes)
-        { MedianStepMilliseconds = stepMilliseconds.Count > 0 ? Stats.Median(stepMilliseconds) : 0 };
+        { MedianStepMilliseconds = stepMilliseconds.Count > 0 ? Stats.Median(stepMilliseconds) : 0, StepMilliseconds = stepMilliseconds };
 }
 
 /// <summary>
