@@ -95,10 +95,10 @@ public class ExperimentReportTests
     {
         for (var d = new DirectoryInfo(AppContext.BaseDirectory); d != null; d = d.Parent)
         {
-            var path = Path.Combine(d.FullName, "docs", "results", "full-progress", ExperimentJson.File);
+            var path = Path.Combine(d.FullName, "docs", "results", "full", ExperimentJson.File);
             if (File.Exists(path)) return JsonSerializer.Deserialize<ExperimentJson>(File.ReadAllText(path), JsonOutput.Options)!;
         }
-        throw new FileNotFoundException("docs/results/full-progress/results.json not found above " + AppContext.BaseDirectory);
+        throw new FileNotFoundException("docs/results/full/results.json not found above " + AppContext.BaseDirectory);
     }
 
     [Fact]

@@ -95,7 +95,7 @@ public sealed record ExperimentOptions
         : new() { Quick = false, OutputDirectory = output, Steps = 600, BatchSize = 32, AblationSteps = 300, SwapSteps = 1000, SwapEvalExamples = 0, EvalExamples = 0, AblationEvalExamples = 500,
                   FullLearningRates = [1e-4f, 3e-4f, 1e-3f], LoraLearningRates = [1e-3f, 3e-3f, 1e-2f], SweepSteps = 200, Retrieval = RetrievalOptions.Defaults(false),
                   Comparison = [.. ComparisonEntry.Defaults, new("adapter-pfeiffer", ReductionFactor: 4)], CompareRateFactors = [1f / 3, 1f, 3f], Latency = new(Steps: 16, Repeats: 7), PairedLatency = true, StepTimeSteps = 8,
-                  // Chosen on the validation split (docs/results/full-progress/probe-lora-targets): r=8 on attention and fc2 is
+                  // Chosen on the validation split (docs/results/full/probe-lora-targets): r=8 on attention and fc2 is
                   // 1.45 % of the base and scored 0.256 against q,v's 0.238; the ablation keeps the seed's q,v.
                   LoraTargets = ["q_proj", "k_proj", "v_proj", "o_proj", "fc2"], AblationTargets = ["q_proj", "v_proj"] };
 
