@@ -41,9 +41,9 @@ public static class PeftRecipes
     public static readonly IReadOnlyList<PeftRecipe> All =
     [
         new("bitfit", "every bias (BitFit; with --layers only those layers' biases)", 1e-3f, SelectiveModel.Type,
-            (m, o) => SelectiveModel.Inject(m, SelectiveConfig.BitFit() with { LayersToTransform = o.Layers })),
+            (m, o) => SelectiveModel.Inject(m, SelectiveConfig.BitFit() with { LayersToTransform = o.Layers, LayersPattern = o.LayersPattern })),
         new("selective", "whole layers chosen with --layers, in the encoder and the decoder", 1e-3f, SelectiveModel.Type,
-            (m, o) => SelectiveModel.Inject(m, SelectiveConfig.Layers([.. o.Layers ?? throw new ArgumentException("--method selective needs --layers (e.g. --layers 0,2), got none.")]))),
+            (m, o) => SelectiveModel.Inject(m, SelectiveConfig.Layers([.. o.Layers ?? throw new ArgumentException("--method selective needs --layers (e.g. --layers 0,2), got none.")]) with { LayersPattern = o.LayersPattern })),
         new("ln-tuning", "a copy of every LayerNorm's gain and shift (PEFT's LN_TUNING)", 3e-3f, LnTuningModel.Type,
             (m, o) => LnTuningModel.Inject(m, new LnTuningConfig())),
         new("ia3", "(IA)³ vectors rescaling k_proj, v_proj and fc2's input (the paper's sites; on BERT key, value and output.dense's input, PEFT's bert mapping)", 3e-3f, IA3Model.Type,

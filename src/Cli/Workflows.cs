@@ -72,6 +72,8 @@ public sealed record FineTuneOptions
     public int ReductionFactor { get; init; } = PeftRecipes.DefaultReductionFactor;
     /// <summary>Selective methods: the layer indices that train (selective: whole layers; bitfit: their biases only; null: every layer).</summary>
     public IReadOnlyList<int>? Layers { get; init; }
+    /// <summary>Selective methods: the layer lists <see cref="Layers"/> count in (PEFT's layers_pattern, e.g. "decoder.layers"); empty: every stack's.</summary>
+    public IReadOnlyList<string> LayersPattern { get; init; } = [];
 }
 
 /// <summary>The steps the commands and the experiment share: pretraining, fine-tuning (full or LoRA), evaluation.</summary>

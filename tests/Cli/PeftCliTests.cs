@@ -105,6 +105,24 @@ public class PeftCliTests
         OneErrorLine([.. common, "--method", "selective", "--out", Out()], "--layers");
         OneErrorLine([.. common, "--method", "selective", "--layers", "0,9", "--out", Out()], "--layers", "layer 9", "0 to 1");
         OneErrorLine([.. common, "--method", "bitfit", "--layers", "0,x", "--out", Out()], "--layers", "'x'");
+        OneErrorLine([.. common, "--method", "selective", "--layers-pattern", "decoder.layers", "--out", Out()], "--layers-pattern", "--layers");
+        OneErrorLine([.. common, "--method", "selective", "--layers", "0", "--layers-pattern", "middle.layers", "--out", Out()], "selects no parameter");
+    }
+
+    // --layers-pattern picks one stack, as PEFT's layers_pattern: decoder.layers 0 trains that layer of the decoder alone,
+    // and the saved file says so and loads back to the same selection.
+    [Fact]
+    public void LayersPatternPicksOneStack()
+    {
+        var dir = FineTune("selective", "--layers", "0", "--layers-pattern", "decoder.layers");
+        var names = Nanolora.Transformer.Safetensors.Read(Path.Combine(dir, AdapterFiles.WeightsFile)).Entries.Select(e => e.Name).ToList();
+        Assert.NotEmpty(names);
+        Assert.All(names, n => Assert.StartsWith("base_model.model.decoder.layers.0.", n));
+        Assert.Contains("base_model.model.decoder.layers.0.cross_attn.q_proj.weight", names);
+        Assert.Contains("\"decoder.layers\"", File.ReadAllText(Path.Combine(dir, AdapterFiles.ConfigFile)));
+        var (model, _) = Checkpoint.Load(CliTests.ShippedBase(), Device.Get("cpu"));
+        using (model)
+            Assert.All(PeftRecipes.Load(model, dir, "--peft").InstanceParameters("default"), p => Assert.StartsWith("decoder.layers.0.", p.Name));
     }
 
     [Fact]

@@ -83,6 +83,7 @@ public static class TrainCommands
         var reductionFactor = new Option<int?>("--reduction-factor")
             { Description = $"adapter-houlsby, adapter-pfeiffer: the bottleneck is the model width divided by this (default {PeftRecipes.DefaultReductionFactor})" }.Range(1, 65_536);
         var layers = new Option<string?>("--layers") { Description = "selective: comma-separated layer indices that train whole (e.g. 0,2; encoder and decoder alike); bitfit: only these layers' biases" };
+        var layersPattern = new Option<string?>("--layers-pattern") { Description = "with --layers: the layer list the indices count in, as PEFT's layers_pattern — encoder.layers or decoder.layers for one stack (default: both)" };
         var baseDir = SharedOptions.Model("base checkpoint folder to fine-tune; the default is the shipped base, found beside the program when not in the current directory");
         var task = SharedOptions.Task();
         var steps = Steps(600);
@@ -117,7 +118,7 @@ public static class TrainCommands
         var overwrite = Overwrite();
         var json = JsonOutput.Option(TrainingSummary.Schema);
         var cmd = new Command("finetune", "Fine-tune a base checkpoint on a task: all weights (full), LoRA adapters, or another PEFT method (BitFit, chosen layers, LN tuning, (IA)³, Houlsby or Pfeiffer adapters).")
-            { method, baseDir, task, steps, batch, lr, warmup, rank, alpha, loraPlus, gradientCheckpointing, baseDType, targets, useDora, loraInit, bias, reductionFactor, layers, seed, checkpointEvery, resume, forceResume, maxLossRatio, trainExamples, output, overwrite, json };
+            { method, baseDir, task, steps, batch, lr, warmup, rank, alpha, loraPlus, gradientCheckpointing, baseDType, targets, useDora, loraInit, bias, reductionFactor, layers, layersPattern, seed, checkpointEvery, resume, forceResume, maxLossRatio, trainExamples, output, overwrite, json };
         cmd.SetAction(r => Program.Guard(() =>
         {
             var dev = Workflows.ResolveDevice(r.GetValue(device));
@@ -135,6 +136,9 @@ public static class TrainCommands
             var layerList = r.GetValue(layers) is string text ? ParseLayers(text) : null;
             if (layerList != null && peftRecipe?.UsesLayers != true)
                 throw new ArgumentException($"--layers picks the layers of a selective method; it needs --method selective or bitfit, got {r.GetValue(method)}.");
+            string[] pattern = r.GetValue(layersPattern) is string lp ? lp.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries) : [];
+            if (pattern.Length > 0 && layerList == null)
+                throw new ArgumentException($"--layers-pattern '{r.GetValue(layersPattern)}' names the layer list --layers counts in; give --layers too.");
             if (r.GetValue(baseDType) == "bfloat16" && r.GetValue(method) == "full")
                 throw new ArgumentException("--base-dtype bfloat16 stores the frozen base in 16 bits, and full fine-tuning trains every weight; use it with lora or a PEFT method.");
             if (peftRecipe != null && r.GetValue(loraPlus) != null) throw new ArgumentException($"--loraplus-ratio needs --method lora, got {r.GetValue(method)}.");
@@ -157,7 +161,7 @@ public static class TrainCommands
                 CheckpointDirectory = checkpointing ? outDir : null, CheckpointEvery = r.GetValue(checkpointEvery), Resume = isResume,
                 ForceResume = r.GetValue(forceResume), MaxLossRatio = r.GetValue(maxLossRatio), LoraPlusRatio = r.GetValue(loraPlus), GradientCheckpointing = r.GetValue(gradientCheckpointing),
                 BaseBFloat16 = r.GetValue(baseDType) == "bfloat16",
-                ReductionFactor = r.GetValue(reductionFactor) ?? PeftRecipes.DefaultReductionFactor, Layers = layerList,
+                ReductionFactor = r.GetValue(reductionFactor) ?? PeftRecipes.DefaultReductionFactor, Layers = layerList, LayersPattern = pattern,
             };
             long baseParameters = model.ParameterCount();   // before any adapter is injected: the trainable-% denominator
             int layerCount = Math.Max(model.Config.EncoderLayers, model.Config.DecoderLayers);
