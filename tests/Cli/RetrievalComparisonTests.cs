@@ -83,5 +83,20 @@ public class RetrievalComparisonTests
         for (int i = 0; i < 5; i++) Assert.Equal(experiment.Rows[i].LatencyMsB1, resumed.Rows[i].LatencyMsB1);   // kept, not measured again
         Assert.Equal(experiment.Rows[5].TrainableParams, resumed.Rows[5].TrainableParams);
         Assert.NotEqual(experiment.Rows[5].LatencyMsB1, resumed.Rows[5].LatencyMsB1);                            // measured again
+
+        // The paired re-measurement is no setting of any row's training: a finished run resumes into it, and it measures
+        // every saved method again from its files (full fine-tuning saves no model and keeps its numbers).
+        var again = new RetrievalExperiment(o with { PairedLatency = true }, dir, Device.Cpu, resume: true);
+        again.Run();
+        var final = System.Text.Json.JsonSerializer.Deserialize<RetrievalState>(File.ReadAllText(statePath), Nanolora.Cli.Output.JsonOutput.Options)!;
+        Assert.Equal(RetrievalExperiment.PairedLatencyUnit, final.Done[^1]);
+        Assert.Equal(resumed.Rows[1].LatencyMsB1, again.Rows[1].LatencyMsB1);   // full: kept
+        for (int i = 2; i < 6; i++)
+        {
+            Assert.NotEqual(resumed.Rows[i].LatencyMsB1, again.Rows[i].LatencyMsB1);
+            Assert.True(again.Rows[i].PairedBaseMsB1 > 0);
+        }
+        Assert.True(again.Rows[4].LatencyMsB1Merged > 0);   // (IA)³ merges; the adapter row does not
+        Assert.Null(again.Rows[5].LatencyMsB1Merged);
     }
 }

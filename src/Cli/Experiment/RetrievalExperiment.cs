@@ -50,6 +50,13 @@ public sealed record RetrievalOptions
     public LatencySettings Latency { get; init; } = new(Repeats: 3);
     /// <summary>Seeds data order and dropout for every method.</summary>
     public ulong Seed { get; init; } = 1;
+    /// <summary>
+    /// After the last method, measure every saved method's latency again beside an untouched model (unit
+    /// <c>latency-paired</c>), all in one sitting. Not part of the recipe a resume checks: it trains nothing, and a run begun
+    /// without it takes it on.
+    /// </summary>
+    [System.Text.Json.Serialization.JsonIgnore]
+    public bool PairedLatency { get; init; }
 
     /// <summary>
     /// The quick budget trains each method once at the learning rate the full run's sweep chose, and leaves the PEFT
@@ -59,7 +66,7 @@ public sealed record RetrievalOptions
     public static RetrievalOptions Defaults(bool quick) => quick
         ? new() { Steps = 60, BatchSize = 16, MaxSourceTokens = 64, TestPairs = 500, ValidationPairs = 300, FullLearningRates = [2e-5f], LoraLearningRates = [3e-4f] }
         : new() { Steps = 100, BatchSize = 32, MaxSourceTokens = 64, TestPairs = 0, ValidationPairs = 300, FullLearningRates = [2e-5f, 5e-5f, 1e-4f], LoraLearningRates = [3e-4f, 1e-3f, 3e-3f],
-                  Comparison = ComparisonEntry.Defaults, CompareRateFactors = [1f / 3, 1f, 3f], Latency = new(Repeats: 7) };
+                  Comparison = ComparisonEntry.Defaults, CompareRateFactors = [1f / 3, 1f, 3f], Latency = new(Repeats: 7), PairedLatency = true };
 }
 
 /// <summary>
@@ -139,6 +146,52 @@ public sealed partial class RetrievalExperiment(RetrievalOptions o, string outpu
                 return new Applied($"minilm-{entry.Key}", dir => method.Save("default", dir), method.CanMerge && method is not SelectiveModel ? () => method.Merge() : null);
             });
         }
+        if (o.PairedLatency && !Kept(PairedLatencyUnit)) PairedLatencyAgain();
+    }
+
+    /// <summary>The unit that re-measures every saved method's latency in one sitting.</summary>
+    public const string PairedLatencyUnit = "latency-paired";
+
+    /// <summary>
+    /// Loads each trained row's saved method (LoRA and the comparison's; full fine-tuning saves no model and runs the
+    /// untouched model's graph) onto a fresh MiniLM and measures it again as <see cref="Paired"/> does, one row after
+    /// another: rows measured hours apart, or while something else ran, become comparable.
+    /// </summary>
+    void PairedLatencyAgain()
+    {
+        for (int i = 0; i < _state.Rows.Count; i++)
+        {
+            var row = _state.Rows[i];
+            if (row.Method is "base" or "full") continue;
+            string folder = row.Method == "lora" ? $"minilm-{(row.Targets == "all-linear" ? "all-linear" : "qv")}-r{row.Rank}"
+                : "minilm-" + (o.Comparison.FirstOrDefault(e => e.Method == row.Method && e.Size == row.Targets)?.Key
+                    ?? throw new InvalidOperationException($"retrieval: row {row.Method} {row.Targets} has no entry in the comparison's methods."));
+            string dir = Path.Combine(outputDirectory, "adapters", folder);
+            var (model, tokenizer) = PretrainedBert.LoadMiniLm(device);
+            using (model)
+            {
+                Action? merge;
+                if (row.Method == "lora")
+                {
+                    var lora = LoraModel.For(model);
+                    AdapterFiles.Load(lora, dir, "debian");
+                    lora.SetActiveAdapter("debian");
+                    merge = () => lora.Merge();
+                }
+                else
+                {
+                    var method = PeftRecipes.Load(model, dir, "retrieval");
+                    merge = method.CanMerge && method is not SelectiveModel ? () => method.Merge() : null;
+                }
+                var (latency, merged, paired) = Paired(model, tokenizer, Label(row) + " (again)", merge);
+                _state.Rows[i] = row with
+                {
+                    LatencyMsB1 = LatencyProbe.At(latency, 1), LatencyMsB32 = LatencyProbe.At(latency, 32), LatencyMsB1Merged = LatencyProbe.At(merged, 1),
+                    LatencyMsB32Merged = LatencyProbe.At(merged, 32), PairedBaseMsB1 = LatencyProbe.At(paired, 1), PairedBaseMsB32 = LatencyProbe.At(paired, 32),
+                };
+            }
+        }
+        _state.Complete(PairedLatencyUnit, outputDirectory);
     }
 
     /// <summary>Whether <paramref name="label"/> finished in an earlier chunk (its rows are kept, and it says so).</summary>
@@ -158,6 +211,32 @@ public sealed partial class RetrievalExperiment(RetrievalOptions o, string outpu
         var ms = LatencyProbe.Medians(LatencyProbe.Interleaved(o.Latency, [LatencyProbe.EncoderRun(model, tokenizer, _latencyTexts, o.MaxSourceTokens)])[0]);
         Output.Terminal.Status($"latency {what}: {string.Join(", ", ms.Select(kv => $"batch {kv.Key} {kv.Value:F0} ms"))} (median of {o.Latency.Repeats})");
         return ms;
+    }
+
+    /// <summary>
+    /// The model as it stands interleaved with an untouched MiniLM, then merged (where <paramref name="merge"/> is given)
+    /// interleaved with it again: load that drifts during the measurement falls on both alike, and the untouched model's
+    /// samples from both give the latency the row is compared with.
+    /// </summary>
+    (IReadOnlyDictionary<int, double> Latency, IReadOnlyDictionary<int, double>? Merged, IReadOnlyDictionary<int, double> Untouched) Paired(
+        BertModel m, BertWordPieceTokenizer tok, string label, Action? merge)
+    {
+        var (untouched, untouchedTokenizer) = PretrainedBert.LoadMiniLm(device);
+        using (untouched)
+        {
+            var baseRun = LatencyProbe.EncoderRun(untouched, untouchedTokenizer, _latencyTexts, o.MaxSourceTokens);
+            var first = LatencyProbe.Interleaved(o.Latency, [baseRun, LatencyProbe.EncoderRun(m, tok, _latencyTexts, o.MaxSourceTokens)]);
+            List<Dictionary<int, List<double>>>? second = null;
+            if (merge != null)
+            {
+                merge();
+                second = LatencyProbe.Interleaved(o.Latency, [baseRun, LatencyProbe.EncoderRun(m, tok, _latencyTexts, o.MaxSourceTokens)]);
+            }
+            var result = (LatencyProbe.Medians(first[1]), second == null ? null : LatencyProbe.Medians(second[1]), LatencyProbe.Medians(first[0], second?[0]));
+            static string Ms(IReadOnlyDictionary<int, double> ms) => string.Join(", ", ms.Select(kv => $"batch {kv.Key} {kv.Value:F1} ms"));
+            Output.Terminal.Status($"latency {label}: {Ms(result.Item1)}{(result.Item2 is { } mm ? $"; merged {Ms(mm)}" : "")}; untouched model beside it {Ms(result.Item3)} (medians of {o.Latency.Repeats} interleaved runs)");
+            return result;
+        }
     }
 
     /// <summary>
@@ -208,27 +287,7 @@ public sealed partial class RetrievalExperiment(RetrievalOptions o, string outpu
             save(dir);
             adapterBytes = new FileInfo(Path.Combine(dir, AdapterFiles.WeightsFile)).Length;
         }
-        // The method interleaved with an untouched MiniLM, then merged (where it can) interleaved with it again: load that
-        // drifts during the measurement falls on both alike, and the base's samples from both give the row's comparison.
-        IReadOnlyDictionary<int, double> paired, latency;
-        IReadOnlyDictionary<int, double>? merged = null;
-        var (untouched, untouchedTokenizer) = PretrainedBert.LoadMiniLm(device);
-        using (untouched)
-        {
-            var baseRun = LatencyProbe.EncoderRun(untouched, untouchedTokenizer, _latencyTexts, o.MaxSourceTokens);
-            var first = LatencyProbe.Interleaved(o.Latency, [baseRun, LatencyProbe.EncoderRun(m, tok, _latencyTexts, o.MaxSourceTokens)]);
-            List<Dictionary<int, List<double>>>? second = null;
-            if (done.Merge != null)
-            {
-                done.Merge();
-                second = LatencyProbe.Interleaved(o.Latency, [baseRun, LatencyProbe.EncoderRun(m, tok, _latencyTexts, o.MaxSourceTokens)]);
-            }
-            paired = LatencyProbe.Medians(first[0], second?[0]);
-            latency = LatencyProbe.Medians(first[1]);
-            merged = second == null ? null : LatencyProbe.Medians(second[1]);
-        }
-        static string Ms(IReadOnlyDictionary<int, double> ms) => string.Join(", ", ms.Select(kv => $"batch {kv.Key} {kv.Value:F1} ms"));
-        Output.Terminal.Status($"latency {label}: {Ms(latency)}{(merged != null ? $"; merged {Ms(merged)}" : "")}; untouched model beside it {Ms(paired)} (medians of {o.Latency.Repeats} interleaved runs)");
+        var (latency, merged, paired) = Paired(m, tok, label, done.Merge);
         _state.Rows.Add(new RetrievalRow(method, rank, targets, bestLr, scores.RecallAt1, scores.RecallAt10, scores.Mrr, scores.Queries, scores.Candidates,
             res.TrainableParameters, TrainableReport.PercentOfBase(res.TrainableParameters, total), res.OptimizerStateBytes, res.Memory.PeakBytes,
             res.Memory.PeakByCategory.ToDictionary(kv => Output.JsonOutput.Snake(kv.Key.ToString()), kv => kv.Value), res.MedianStepMilliseconds, adapterBytes, o.Steps,
