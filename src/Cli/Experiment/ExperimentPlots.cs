@@ -82,7 +82,7 @@ internal static class ExperimentPlots
     public static void QualityVsParameters(IReadOnlyList<MethodPoint> points, IReadOnlyList<ReferenceLine> lines, string title, string yLabel, string path)
     {
         var plot = new Plot();
-        plot.Add.Palette = new ScottPlot.Palettes.Category20();   // a dozen methods: ten colours would repeat
+        plot.Add.Palette = new ScottPlot.Palettes.Tsitsulin();   // a dozen methods: 25 saturated colours, none repeated
         var trained = points.Where(p => p.TrainablePercent > 0).ToList();
         // Neutral colours for the lines (the palette's belong to the methods' points), one shade per line.
         Color[] shades = [Colors.Gray, Colors.Black, Colors.DarkGray, Colors.DimGray];
