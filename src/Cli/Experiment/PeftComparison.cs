@@ -118,20 +118,9 @@ internal sealed class PeftComparison(ExperimentOptions o, Device device, Experim
             if (row.Method is "base" or "full") continue;
             WithBase(baseDir, (model, tokenizer) =>
             {
-                Action? merge;
-                if (row.Method == "lora")
-                {
-                    var lora = LoraModel.For(model);
-                    AdapterFiles.Load(lora, loraAdapter, "debian");
-                    lora.SetActiveAdapter("debian");
-                    merge = () => lora.Merge();
-                }
-                else
-                {
-                    var key = o.Comparison.FirstOrDefault(e => e.Method == row.Method && e.Size == row.Size)?.Key
-                        ?? throw new InvalidOperationException($"experiment: comparison row {row.Method} {row.Size} has no entry in the comparison's methods.");
-                    merge = MergeOf(PeftRecipes.Load(model, Path.Combine(o.OutputDirectory, "adapters", $"compare-{key}"), "experiment"));
-                }
+                string dir = row.Method == "lora" ? loraAdapter : Path.Combine(o.OutputDirectory, "adapters", "compare-" + (o.Comparison.FirstOrDefault(e => e.Method == row.Method && e.Size == row.Size)?.Key
+                    ?? throw new InvalidOperationException($"experiment: comparison row {row.Method} {row.Size} has no entry in the comparison's methods.")));
+                var merge = LoadSaved(model, row.Method == "lora", dir, "experiment");
                 var m = Paired(baseDir, model, tokenizer, examples, maxSource, $"{row.Method} {row.Size}".Trim(), merge);
                 state.Comparison[i] = row with
                 {
@@ -143,7 +132,20 @@ internal sealed class PeftComparison(ExperimentOptions o, Device device, Experim
     }
 
     /// <summary>How a trained method folds into the weights for the merged latency; null where it cannot, or (selective methods) where merged is the same graph.</summary>
-    static Action? MergeOf(IPeftMethod method) => method.CanMerge && method is not SelectiveModel ? () => method.Merge() : null;
+    internal static Action? MergeOf(IPeftMethod method) => method.CanMerge && method is not SelectiveModel ? () => method.Merge() : null;
+
+    /// <summary>
+    /// Puts a saved method back on <paramref name="model"/> for a latency re-measurement — a LoRA adapter (as instance
+    /// "debian", active) or any other method by its peft_type — and returns how to merge it (<see cref="MergeOf"/>).
+    /// </summary>
+    internal static Action? LoadSaved(Nanolora.Autograd.Module model, bool lora, string dir, string option)
+    {
+        if (!lora) return MergeOf(PeftRecipes.Load(model, dir, option));
+        var adapters = LoraModel.For(model);
+        AdapterFiles.Load(adapters, dir, "debian");
+        adapters.SetActiveAdapter("debian");
+        return () => adapters.Merge();
+    }
 
     /// <summary>A row's latency: the model as it stands, merged (null where it does not merge), and the base measured interleaved with them.</summary>
     sealed record RowLatency(IReadOnlyDictionary<int, double> Unmerged, IReadOnlyDictionary<int, double>? Merged, IReadOnlyDictionary<int, double> Base);

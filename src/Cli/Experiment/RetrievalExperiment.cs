@@ -4,7 +4,6 @@ using Nanolora.Autograd;
 using Nanolora.Lora;
 using Nanolora.Tensors;
 using Nanolora.Transformer;
-using Nanolora.Lora.Selective;
 
 namespace Nanolora.Cli;
 
@@ -143,7 +142,7 @@ public sealed partial class RetrievalExperiment(RetrievalOptions o, string outpu
             {
                 var method = recipe.Inject(m, options);
                 // Selective methods train the base's own weights: merged is the same graph, nothing to measure twice.
-                return new Applied($"minilm-{entry.Key}", dir => method.Save("default", dir), method.CanMerge && method is not SelectiveModel ? () => method.Merge() : null);
+                return new Applied($"minilm-{entry.Key}", dir => method.Save("default", dir), PeftComparison.MergeOf(method));
             });
         }
         if (o.PairedLatency && !Kept(PairedLatencyUnit)) PairedLatencyAgain();
@@ -170,19 +169,7 @@ public sealed partial class RetrievalExperiment(RetrievalOptions o, string outpu
             var (model, tokenizer) = PretrainedBert.LoadMiniLm(device);
             using (model)
             {
-                Action? merge;
-                if (row.Method == "lora")
-                {
-                    var lora = LoraModel.For(model);
-                    AdapterFiles.Load(lora, dir, "debian");
-                    lora.SetActiveAdapter("debian");
-                    merge = () => lora.Merge();
-                }
-                else
-                {
-                    var method = PeftRecipes.Load(model, dir, "retrieval");
-                    merge = method.CanMerge && method is not SelectiveModel ? () => method.Merge() : null;
-                }
+                var merge = PeftComparison.LoadSaved(model, row.Method == "lora", dir, "retrieval");
                 var (latency, merged, paired) = Paired(model, tokenizer, Label(row) + " (again)", merge);
                 _state.Rows[i] = row with
                 {
