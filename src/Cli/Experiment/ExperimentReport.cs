@@ -40,7 +40,7 @@ public sealed class ExperimentReport(ExperimentOptions o, IReadOnlyList<ResultRo
             ExperimentPlots.Rank(rows, o, Path.Combine(dir, "rouge1_vs_rank.png"));
         }
         if (comparison is { Count: > 1 }) ComparisonPlot(comparison, Path.Combine(dir, ComparisonPlotFile));
-        if (retrieval != null && retrieval.Rows.Count(r => r.TrainablePercent > 0) > 0) RetrievalPlot(retrieval.Rows, Path.Combine(dir, RetrievalPlotFile));
+        if (retrieval != null && retrieval.Rows.Any(r => r.TrainablePercent > 0)) RetrievalPlot(retrieval.Rows, Path.Combine(dir, RetrievalPlotFile));
     }
 
     /// <summary>The PEFT comparison's plot: ROUGE-1 against trainable %, one point per method and size.</summary>

@@ -8,6 +8,17 @@ namespace Nanolora.Cli;
 /// <summary>One configuration to time: how many inputs it holds, what they are called in errors, and the work for a batch size.</summary>
 public sealed record LatencyRun(int Available, string Inputs, Func<int, Action> Prepare);
 
+/// <summary>A method's median latency by batch size, merged (null where it does not merge), and the base measured interleaved with them.</summary>
+public sealed record PairedLatency(IReadOnlyDictionary<int, double> Unmerged, IReadOnlyDictionary<int, double>? Merged, IReadOnlyDictionary<int, double> Base)
+{
+    /// <summary>The three as one log line: "batch 1 12.0 ms, …; merged …; base beside it …".</summary>
+    public override string ToString()
+    {
+        static string Ms(IReadOnlyDictionary<int, double> ms) => string.Join(", ", ms.Select(kv => $"batch {kv.Key} {kv.Value:F1} ms"));
+        return $"{Ms(Unmerged)}{(Merged is { } m ? $"; merged {Ms(m)}" : "")}; base beside it {Ms(Base)}";
+    }
+}
+
 /// <summary>How <see cref="LatencyProbe"/> measures: decode steps per run, batch sizes, timed repeats after a warm-up.</summary>
 /// <param name="Steps">Greedy decode steps per run, always all of them (no early stop at end-of-sequence).</param>
 /// <param name="Repeats">Timed runs per batch size; the median is reported.</param>
@@ -92,6 +103,23 @@ public static class LatencyProbe
                 }
         }
         return samples;
+    }
+
+    /// <summary>
+    /// A method's latency beside a base: <paramref name="run"/> interleaved with <paramref name="baseRun"/>, then, after
+    /// <paramref name="merge"/> (when given; it changes the weights <paramref name="run"/> uses), merged, interleaved with the
+    /// base again. The base's samples from both interleavings give the latency each change is computed against.
+    /// </summary>
+    public static PairedLatency Paired(LatencySettings settings, LatencyRun baseRun, LatencyRun run, Action? merge)
+    {
+        var unmerged = Interleaved(settings, [baseRun, run]);
+        List<Dictionary<int, List<double>>>? merged = null;
+        if (merge != null)
+        {
+            merge();
+            merged = Interleaved(settings, [baseRun, run]);
+        }
+        return new PairedLatency(Medians(unmerged[1]), merged == null ? null : Medians(merged[1]), Medians(unmerged[0], merged?[0]));
     }
 
     /// <summary>The median per batch size over all the samples of <paramref name="measurements"/> (one run measured in several interleavings pools them).</summary>

@@ -97,11 +97,14 @@ internal sealed class PeftComparison(ExperimentOptions o, Device device, Experim
             state.Comparison[i] = state.Comparison[i] with { StepMsSameSitting = Nanolora.Transformer.Stats.Median(samples[i]) };
     }
 
-    /// <summary>The fine-tuning options of the comparison entry a row came from (its method and size).</summary>
+    /// <summary>The comparison entry a row came from (its method and size).</summary>
+    ComparisonEntry EntryOf(ComparisonRow row) => o.Comparison.FirstOrDefault(e => e.Method == row.Method && e.Size == row.Size)
+        ?? throw new InvalidOperationException($"experiment: comparison row {row.Method} {row.Size} has no entry in the comparison's methods.");
+
+    /// <summary>The fine-tuning options of the comparison entry a row came from.</summary>
     FineTuneOptions EntryOptions(ComparisonRow row, FineTuneOptions options)
     {
-        var entry = o.Comparison.FirstOrDefault(e => e.Method == row.Method && e.Size == row.Size)
-            ?? throw new InvalidOperationException($"experiment: comparison row {row.Method} {row.Size} has no entry in the comparison's methods.");
+        var entry = EntryOf(row);
         return options with { Method = entry.Method, ReductionFactor = entry.ReductionFactor ?? PeftRecipes.DefaultReductionFactor, Layers = entry.Layers };
     }
 
@@ -118,8 +121,7 @@ internal sealed class PeftComparison(ExperimentOptions o, Device device, Experim
             if (row.Method is "base" or "full") continue;
             WithBase(baseDir, (model, tokenizer) =>
             {
-                string dir = row.Method == "lora" ? loraAdapter : Path.Combine(o.OutputDirectory, "adapters", "compare-" + (o.Comparison.FirstOrDefault(e => e.Method == row.Method && e.Size == row.Size)?.Key
-                    ?? throw new InvalidOperationException($"experiment: comparison row {row.Method} {row.Size} has no entry in the comparison's methods.")));
+                string dir = row.Method == "lora" ? loraAdapter : Path.Combine(o.OutputDirectory, "adapters", "compare-" + EntryOf(row).Key);
                 var merge = LoadSaved(model, row.Method == "lora", dir, "experiment");
                 var m = Paired(baseDir, model, tokenizer, examples, maxSource, $"{row.Method} {row.Size}".Trim(), merge);
                 state.Comparison[i] = row with
@@ -147,32 +149,18 @@ internal sealed class PeftComparison(ExperimentOptions o, Device device, Experim
         return () => adapters.Merge();
     }
 
-    /// <summary>A row's latency: the model as it stands, merged (null where it does not merge), and the base measured interleaved with them.</summary>
-    sealed record RowLatency(IReadOnlyDictionary<int, double> Unmerged, IReadOnlyDictionary<int, double>? Merged, IReadOnlyDictionary<int, double> Base);
-
     /// <summary>
-    /// Measures <paramref name="model"/> interleaved with a freshly loaded base (<see cref="LatencyProbe.Interleaved"/>), then,
-    /// after <paramref name="merge"/>, merged, interleaved with the same base again; the base's samples from both give the
-    /// latency each change is computed against.
+    /// Measures <paramref name="model"/> beside a freshly loaded base (<see cref="LatencyProbe.Paired"/>), unmerged and,
+    /// after <paramref name="merge"/>, merged.
     /// </summary>
-    RowLatency Paired(string baseDir, Seq2SeqTransformer model, ISeq2SeqTokenizer tokenizer, IReadOnlyList<Example> examples, int maxSource, string what, Action? merge)
+    PairedLatency Paired(string baseDir, Seq2SeqTransformer model, ISeq2SeqTokenizer tokenizer, IReadOnlyList<Example> examples, int maxSource, string what, Action? merge)
     {
         var sources = examples.Select(e => tokenizer.EncodeSource(e.Source, maxSource)).ToList();
         var (baseModel, _) = Checkpoint.Load(baseDir, device);
         using (baseModel)
         {
-            var baseRun = LatencyProbe.DecoderRun(baseModel, sources, o.Latency);
-            var unmerged = LatencyProbe.Interleaved(o.Latency, [baseRun, LatencyProbe.DecoderRun(model, sources, o.Latency)]);
-            List<Dictionary<int, List<double>>>? merged = null;
-            if (merge != null)
-            {
-                merge();
-                merged = LatencyProbe.Interleaved(o.Latency, [baseRun, LatencyProbe.DecoderRun(model, sources, o.Latency)]);
-            }
-            var result = new RowLatency(LatencyProbe.Medians(unmerged[1]), merged == null ? null : LatencyProbe.Medians(merged[1]), LatencyProbe.Medians(unmerged[0], merged?[0]));
-            static string Ms(IReadOnlyDictionary<int, double> ms) => string.Join(", ", ms.Select(kv => $"batch {kv.Key} {kv.Value:F0} ms"));
-            Output.Terminal.Status($"latency {what}: {Ms(result.Unmerged)}{(result.Merged is { } mm ? $"; merged {Ms(mm)}" : "")}; base beside it {Ms(result.Base)} " +
-                                   $"(medians of {o.Latency.Repeats} interleaved runs, {o.Latency.Steps} greedy steps)");
+            var result = LatencyProbe.Paired(o.Latency, LatencyProbe.DecoderRun(baseModel, sources, o.Latency), LatencyProbe.DecoderRun(model, sources, o.Latency), merge);
+            Output.Terminal.Status($"latency {what}: {result} (medians of {o.Latency.Repeats} interleaved runs, {o.Latency.Steps} greedy steps)");
             return result;
         }
     }
@@ -215,7 +203,7 @@ internal sealed class PeftComparison(ExperimentOptions o, Device device, Experim
     void Add(ResultRow row, string? size, IReadOnlyDictionary<int, double> latency, IReadOnlyDictionary<int, double>? merged, long? fileBytes) =>
         state.Comparison.Add(ComparisonRow.From(row, size, latency, merged, fileBytes));
 
-    void Add(ResultRow row, string? size, RowLatency latency, long? fileBytes) =>
+    void Add(ResultRow row, string? size, PairedLatency latency, long? fileBytes) =>
         state.Comparison.Add(ComparisonRow.From(row, size, latency.Unmerged, latency.Merged, fileBytes) with
             { PairedBaseMsB1 = LatencyProbe.At(latency.Base, 1), PairedBaseMsB32 = LatencyProbe.At(latency.Base, 32) });
 

@@ -200,28 +200,15 @@ public sealed partial class RetrievalExperiment(RetrievalOptions o, string outpu
         return ms;
     }
 
-    /// <summary>
-    /// The model as it stands interleaved with an untouched MiniLM, then merged (where <paramref name="merge"/> is given)
-    /// interleaved with it again: load that drifts during the measurement falls on both alike, and the untouched model's
-    /// samples from both give the latency the row is compared with.
-    /// </summary>
-    (IReadOnlyDictionary<int, double> Latency, IReadOnlyDictionary<int, double>? Merged, IReadOnlyDictionary<int, double> Untouched) Paired(
-        BertModel m, BertWordPieceTokenizer tok, string label, Action? merge)
+    /// <summary>The model as it stands beside an untouched MiniLM (<see cref="LatencyProbe.Paired"/>), unmerged and, after <paramref name="merge"/>, merged.</summary>
+    PairedLatency Paired(BertModel m, BertWordPieceTokenizer tok, string label, Action? merge)
     {
         var (untouched, untouchedTokenizer) = PretrainedBert.LoadMiniLm(device);
         using (untouched)
         {
-            var baseRun = LatencyProbe.EncoderRun(untouched, untouchedTokenizer, _latencyTexts, o.MaxSourceTokens);
-            var first = LatencyProbe.Interleaved(o.Latency, [baseRun, LatencyProbe.EncoderRun(m, tok, _latencyTexts, o.MaxSourceTokens)]);
-            List<Dictionary<int, List<double>>>? second = null;
-            if (merge != null)
-            {
-                merge();
-                second = LatencyProbe.Interleaved(o.Latency, [baseRun, LatencyProbe.EncoderRun(m, tok, _latencyTexts, o.MaxSourceTokens)]);
-            }
-            var result = (LatencyProbe.Medians(first[1]), second == null ? null : LatencyProbe.Medians(second[1]), LatencyProbe.Medians(first[0], second?[0]));
-            static string Ms(IReadOnlyDictionary<int, double> ms) => string.Join(", ", ms.Select(kv => $"batch {kv.Key} {kv.Value:F1} ms"));
-            Output.Terminal.Status($"latency {label}: {Ms(result.Item1)}{(result.Item2 is { } mm ? $"; merged {Ms(mm)}" : "")}; untouched model beside it {Ms(result.Item3)} (medians of {o.Latency.Repeats} interleaved runs)");
+            var result = LatencyProbe.Paired(o.Latency, LatencyProbe.EncoderRun(untouched, untouchedTokenizer, _latencyTexts, o.MaxSourceTokens),
+                LatencyProbe.EncoderRun(m, tok, _latencyTexts, o.MaxSourceTokens), merge);
+            Output.Terminal.Status($"latency {label}: {result} (medians of {o.Latency.Repeats} interleaved runs)");
             return result;
         }
     }
