@@ -1,4 +1,5 @@
 using Nanolora.Autograd;
+using Nanolora.Lora;
 using Nanolora.Tensors;
 using Nanolora.Transformer;
 
@@ -29,7 +30,17 @@ public sealed record Bert2BertPretrainOptions
     public bool ForceResume { get; init; }
     /// <summary>Steps between resumable checkpoints.</summary>
     public int CheckpointEvery { get; init; } = 250;
+    /// <summary>
+    /// 0: the encoder stays MiniLM's. Otherwise the encoder changes too, through LoRA adapters of this rank on every
+    /// linear layer (with its LayerNorms and biases), so the shipped base stores the encoder's change as a low-rank product.
+    /// </summary>
+    public int EncoderRank { get; init; }
+    /// <summary>The encoder adapters' learning rate as a multiple of <see cref="LearningRate"/> (LoRA wants a higher rate than full training).</summary>
+    public float EncoderLearningRateScale { get; init; } = 4f;
 }
+
+/// <summary>A trained BERT2BERT base; <see cref="EncoderDelta"/> holds the encoder's adapters when the encoder trained.</summary>
+public sealed record Bert2BertRun(Seq2SeqTransformer Model, ISeq2SeqTokenizer Tokenizer, TrainResult Result, LoraModel? EncoderDelta);
 
 /// <summary>
 /// The seq2seq base that does the summarization task somewhat before fine-tuning: BERT2BERT on all-MiniLM-L6-v2
@@ -41,7 +52,10 @@ public sealed record Bert2BertPretrainOptions
 /// half with the sentence masked, half with it left in place;</item>
 /// <item>man page DESCRIPTION paragraph → NAME line: a related summarization task (training split, repeated).</item>
 /// </list>
-/// Freezing the encoder keeps MiniLM's reading of the text and lets the shipped base store only the decoder.
+/// Freezing the encoder keeps MiniLM's reading of the text and lets the shipped base store only the decoder. With
+/// <see cref="Bert2BertPretrainOptions.EncoderRank"/> the encoder learns too, through LoRA adapters (plus its LayerNorms
+/// and biases), and the shipped base stores the encoder's change as the adapters' low-rank product (<see cref="Finish"/>):
+/// a few MB where the whole encoder in F16 would be ~21 MB.
 /// </summary>
 public static class Bert2BertPretraining
 {
@@ -67,15 +81,38 @@ public static class Bert2BertPretraining
     public static bool IsDecoderSide(string name) =>
         name.StartsWith("decoder.", StringComparison.Ordinal) || name.StartsWith("decoder_", StringComparison.Ordinal) || name == "logits_bias";
 
-    /// <summary>Builds BERT2BERT from MiniLM, trains only its decoder side (<see cref="IsDecoderSide"/>) on the <see cref="Mixture"/>, and checkpoints into <paramref name="runDirectory"/>.</summary>
-    public static (Seq2SeqTransformer Model, ISeq2SeqTokenizer Tokenizer, TrainResult Result) Run(Bert2BertPretrainOptions o, Device device, string runDirectory)
+    /// <summary>Name of the encoder's LoRA adapter during pretraining.</summary>
+    public const string EncoderAdapter = "delta";
+
+    /// <summary>Every linear layer of the encoder (attention projections and feed-forward).</summary>
+    const string EncoderLinear = @"encoder\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|ffn\.fc[12])";
+
+    /// <summary>
+    /// Builds BERT2BERT from MiniLM, trains its decoder side (<see cref="IsDecoderSide"/>) — and with
+    /// <see cref="Bert2BertPretrainOptions.EncoderRank"/> the encoder through adapters — on the <see cref="Mixture"/>,
+    /// checkpointing into <paramref name="runDirectory"/>.
+    /// </summary>
+    public static Bert2BertRun Run(Bert2BertPretrainOptions o, Device device, string runDirectory)
     {
         var (model, tokenizer) = Bert2Bert.FromMiniLm(o.DecoderLayers, o.Seed, device);
         try
         {
             model.SetTrainable(false);
-            var trainable = model.NamedParameters().Where(p => IsDecoderSide(p.Name)).Select(p => p.Parameter).ToList();
-            foreach (var p in trainable) p.Trainable = true;
+            LoraModel? encoderDelta = null;
+            var encoder = new List<Parameter>();
+            if (o.EncoderRank > 0)
+            {
+                var config = new LoraConfig { R = o.EncoderRank, Alpha = 2 * o.EncoderRank, TargetRegex = EncoderLinear };
+                encoderDelta = LoraModel.Inject(model, config, EncoderAdapter, o.Seed);   // freezes all but the adapters
+                // The encoder's LayerNorms and biases are a few thousand numbers: train them in full beside the adapters.
+                encoder.AddRange(model.NamedParameters().Where(p => p.Name.StartsWith("encoder.layers.", StringComparison.Ordinal)
+                    && (p.Parameter.Trainable || p.Name.EndsWith(".bias", StringComparison.Ordinal) || p.Name.Contains("_norm.", StringComparison.Ordinal))).Select(p => p.Parameter));
+                foreach (var p in encoder) p.Trainable = true;
+            }
+            var decoder = model.NamedParameters().Where(p => IsDecoderSide(p.Name)).Select(p => p.Parameter).ToList();
+            foreach (var p in decoder) p.Trainable = true;
+            IReadOnlyList<ParameterGroup> groups = encoder.Count == 0 ? [new("decoder", decoder)]
+                : [new("decoder", decoder), new("encoder", encoder, o.EncoderLearningRateScale)];
             var examples = Mixture(o);
             var (maxSource, maxTarget) = Lengths.For("debian");
             var loader = new BatchLoader(examples, tokenizer, maxSource, maxTarget, o.BatchSize, o.Seed);
@@ -87,10 +124,36 @@ public static class Bert2BertPretraining
                 CheckpointDirectory = runDirectory, CheckpointEvery = o.CheckpointEvery, Resume = o.Resume, ForceResume = o.ForceResume,
                 StopAfterStep = o.StopAfterStep, ValidateEvery = o.CheckpointEvery, ValidationBatches = 4,
             };
-            var result = ConsoleProgress.Train($"BERT2BERT decoder on all-MiniLM-L6-v2 ({examples.Count:N0} examples)", o.Steps,
-                p => new Trainer(model, tokenizer).Train(trainable, loader, validation, options, p));
-            return (model, tokenizer, result);
+            string what = o.EncoderRank > 0 ? $"decoder and encoder (LoRA r={o.EncoderRank})" : "decoder";
+            var result = ConsoleProgress.Train($"BERT2BERT {what} on all-MiniLM-L6-v2 ({examples.Count:N0} examples)", o.Steps,
+                p => new Trainer(model, tokenizer).Train(groups, loader, validation, options, p));
+            return new Bert2BertRun(model, tokenizer, result, encoderDelta);
         }
         catch { model.Dispose(); throw; }
+    }
+
+    /// <summary>
+    /// Ends a finished run: the encoder's adapters (if any) are folded into their layers, the run folder's model becomes
+    /// a plain seq2seq checkpoint that every command loads (the step folders keep the adapters, for resuming), and with
+    /// <paramref name="shipDirectory"/> the base is also written compactly there: F16, only what differs from MiniLM.
+    /// Either way the encoder's weights are stored as the low-rank change scaling·B·A the adapters make, not in full.
+    /// </summary>
+    public static void Finish(Bert2BertRun run, string runDirectory, string? shipDirectory)
+    {
+        Dictionary<string, LowRankDelta>? deltas = null;
+        if (run.EncoderDelta is { } lora)
+        {
+            deltas = [];
+            foreach (var (path, layer) in lora.Layers)
+            {
+                var adapter = layer.Adapters[EncoderAdapter];
+                var up = adapter.B.Data.ToArray();
+                for (int i = 0; i < up.Length; i++) up[i] *= adapter.Scaling;
+                deltas[path + ".weight"] = new LowRankDelta(up, adapter.A.Data.ToArray(), adapter.Rank);
+            }
+            lora.MergeAndUnload();
+            Checkpoint.Save(runDirectory, run.Model, run.Tokenizer, lowRank: deltas);
+        }
+        if (shipDirectory != null) Checkpoint.Save(shipDirectory, run.Model, run.Tokenizer, halfPrecision: true, lowRank: deltas);
     }
 }

@@ -32,9 +32,11 @@ public static class TrainCommands
         var stopAfter = new Option<int?>("--stop-after") { Description = "minilm: end this process after step N (checkpointed), to train in chunks" }.Range(1);
         var resume = new Option<bool>("--resume") { Description = "minilm: continue the run checkpointed in --out" };
         var forceResume = ForceResume();
+        var encoderRank = new Option<int>("--encoder-rank") { Description = "minilm: 0 keeps MiniLM's encoder; R trains it too through LoRA adapters of rank R on every linear layer, shipped as a low-rank change", DefaultValueFactory = _ => 0 }.Range(0, 384);
+        var encoderLrScale = new Option<float>("--encoder-lr-scale") { Description = "minilm with --encoder-rank: the encoder adapters' learning rate as a multiple of --lr", DefaultValueFactory = _ => 4f };
         var ship = new Option<string?>("--ship") { Description = "minilm: when the run has finished, also write the base there compactly (F16, only what differs from MiniLM)" };
         var cmd = new Command("pretrain", "Pretrain a base encoder-decoder: T5-style span corruption on Debian descriptions and man pages (plus man page → synopsis), or (--init minilm) a BERT2BERT decoder on all-MiniLM-L6-v2.")
-            { preset, steps, batch, lr, vocab, seed, output, overwrite, init, decoderLayers, stopAfter, resume, forceResume, ship, json };
+            { preset, steps, batch, lr, vocab, seed, output, overwrite, init, decoderLayers, encoderRank, encoderLrScale, stopAfter, resume, forceResume, ship, json };
         cmd.SetAction(r => Program.Guard(() =>
         {
             var dev = Workflows.ResolveDevice(r.GetValue(device));
@@ -47,16 +49,23 @@ public static class TrainCommands
                 {
                     DecoderLayers = r.GetValue(decoderLayers), Steps = r.GetValue(steps), LearningRate = r.GetResult(lr) is { Implicit: false } ? r.GetValue(lr) : 3e-4f,
                     BatchSize = r.GetResult(batch) is { Implicit: false } ? r.GetValue(batch) : 16, Seed = r.GetValue(seed), StopAfterStep = r.GetValue(stopAfter), Resume = r.GetValue(resume), ForceResume = r.GetValue(forceResume),
+                    EncoderRank = r.GetValue(encoderRank), EncoderLearningRateScale = r.GetValue(encoderLrScale),
                 };
-                var (b2b, tok, res) = Bert2BertPretraining.Run(bo, dev, outDir);
-                using (b2b)
+                if (bo.EncoderLearningRateScale is not (> 0 and < 1000))
+                    throw new ArgumentException($"--encoder-lr-scale must be a positive multiple of --lr, got {bo.EncoderLearningRateScale}.");
+                var shipDir = r.GetValue(ship);
+                // Refused before hours of training, not after them.
+                if (shipDir != null) RunFolders.RequireFresh(shipDir, r.GetValue(overwrite), "pretrain --ship");
+                var run = Bert2BertPretraining.Run(bo, dev, outDir);
+                using (run.Model)
                 {
-                    TrainingSummary.Write(r.GetValue(json), "pretrain", "decoder", "gap-sentences+manpages", dev.Id, outDir, bo.Steps, b2b.ParameterCount(), res);
-                    if (r.GetValue(ship) is string shipDir && res.Losses.Count >= bo.Steps)
+                    var res = run.Result;
+                    long baseParameters = run.EncoderDelta?.Report().BaseParameters ?? run.Model.ParameterCount();
+                    TrainingSummary.Write(r.GetValue(json), "pretrain", bo.EncoderRank > 0 ? "decoder+encoder-lora" : "decoder", "gap-sentences+manpages", dev.Id, outDir, bo.Steps, baseParameters, res);
+                    if (res.Losses.Count >= bo.Steps)
                     {
-                        RunFolders.RequireFresh(shipDir, r.GetValue(overwrite), "pretrain --ship");
-                        Checkpoint.Save(shipDir, b2b, tok, halfPrecision: true);
-                        Terminal.Status($"shipped the base (F16) → {shipDir}");
+                        Bert2BertPretraining.Finish(run, outDir, shipDir);
+                        if (shipDir != null) Terminal.Status($"shipped the base (F16) → {shipDir}");
                     }
                 }
                 return 0;

@@ -47,6 +47,15 @@ public static class Bert2Bert
         return (model, tokenizer);
     }
 
+    /// <summary>Suffixes of a weight stored as a low-rank change to MiniLM's: W = W_MiniLM + up·down (see <see cref="SaveOnMiniLm"/>).</summary>
+    public const string DeltaUp = ".delta_up", DeltaDown = ".delta_down";
+
+    /// <summary>
+    /// The MiniLM initialization's name for a model parameter: a LoRA wrapper's frozen <c>base_layer</c> (PEFT's naming)
+    /// is the layer it wraps, so a run with adapters on the encoder checkpoints and resumes like any other.
+    /// </summary>
+    static string InitName(string name) => name.Replace(".base_layer.", ".", StringComparison.Ordinal);
+
     /// <summary>Loads a checkpoint that stores only what differs from the MiniLM initialization.</summary>
     internal static void LoadOnMiniLm(Seq2SeqTransformer model, ISeq2SeqTokenizer tokenizer, string weightsPath)
     {
@@ -55,32 +64,79 @@ public static class Bert2Bert
         var (_, weights, _, source) = ReadMiniLm();
         var init = Initialization(model.Config, weights, wordPiece);
         var file = Safetensors.Read(weightsPath);
-        var stored = file.Entries.ToDictionary(e => e.Name, e => (e.Shape, (Func<float[]>)(() => file.ReadFloats(e.Name))));
+        var stored = file.Entries.Where(e => !e.Name.EndsWith(DeltaUp, StringComparison.Ordinal) && !e.Name.EndsWith(DeltaDown, StringComparison.Ordinal))
+            .ToDictionary(e => e.Name, e => (e.Shape, (Func<float[]>)(() => file.ReadFloats(e.Name))));
+        // A weight stored as a low-rank change is MiniLM's plus up·down.
+        foreach (var up in file.Entries.Where(e => e.Name.EndsWith(DeltaUp, StringComparison.Ordinal)))
+        {
+            var name = up.Name[..^DeltaUp.Length];
+            var down = file.Entries.FirstOrDefault(e => e.Name == name + DeltaDown)
+                ?? throw new InvalidDataException($"{weightsPath}: tensor '{up.Name}' has no partner '{name}{DeltaDown}'.");
+            if (!init.TryGetValue(name, out var w))
+                throw new InvalidDataException($"{weightsPath}: '{up.Name}' is a change to '{name}', which all-MiniLM-L6-v2 does not supply.");
+            if (w.Shape.Length != 2 || up.Shape.Length != 2 || down.Shape.Length != 2 || up.Shape[0] != w.Shape[0] || down.Shape[1] != w.Shape[1] || up.Shape[1] != down.Shape[0])
+                throw new InvalidDataException($"{weightsPath}: '{up.Name}' [{string.Join(", ", up.Shape)}] · '{down.Name}' [{string.Join(", ", down.Shape)}] does not give '{name}' [{string.Join(", ", w.Shape)}].");
+            stored[name] = (w.Shape, () => AddLowRank(w.Read(), file.ReadFloats(up.Name), file.ReadFloats(down.Name), up.Shape[1]));
+        }
+        if (file.Entries.FirstOrDefault(e => e.Name.EndsWith(DeltaDown, StringComparison.Ordinal) && !stored.ContainsKey(e.Name[..^DeltaDown.Length])) is { } lone)
+            throw new InvalidDataException($"{weightsPath}: tensor '{lone.Name}' has no partner '{lone.Name[..^DeltaDown.Length]}{DeltaUp}'.");
         // Every parameter comes from exactly one place: the file where it has changed, else MiniLM.
         var names = model.NamedParameters().Select(p => p.Name).ToHashSet();
         if (stored.Keys.FirstOrDefault(k => !names.Contains(k)) is string unexpected)
             throw new InvalidDataException($"{weightsPath}: tensor '{unexpected}' has no place in the model; the file is for a different configuration.");
-        if (names.FirstOrDefault(n => !stored.ContainsKey(n) && !init.ContainsKey(n)) is string missing)
-            throw new InvalidDataException($"{weightsPath}: no tensor '{missing}', and all-MiniLM-L6-v2 does not supply it (cross-attention and the logits bias are trained, so they must be stored).");
-        var merged = new Dictionary<string, (int[] Shape, Func<float[]> Read)>(init);
-        foreach (var (k, v) in stored) merged[k] = v;
+        var merged = new Dictionary<string, (int[] Shape, Func<float[]> Read)>();
+        foreach (var name in names)
+            merged[name] = stored.TryGetValue(name, out var s) ? s : init.TryGetValue(InitName(name), out var i) ? i
+                : throw new InvalidDataException($"{weightsPath}: no tensor '{name}', and all-MiniLM-L6-v2 does not supply it (cross-attention and the logits bias are trained, so they must be stored).");
         StateDictLoader.Load(model, merged, $"{weightsPath} on {source}");
+    }
+
+    /// <summary>w [out, in] + up [out, r] · down [r, in], accumulated row by row (w is a copy, changed in place).</summary>
+    internal static float[] AddLowRank(float[] w, float[] up, float[] down, int rank)
+    {
+        int width = down.Length / rank, rows = w.Length / width;
+        var result = (float[])w.Clone();
+        Parallel.For(0, rows, o =>
+        {
+            var row = result.AsSpan(o * width, width);
+            for (int k = 0; k < rank; k++)
+                System.Numerics.Tensors.TensorPrimitives.MultiplyAdd(down.AsSpan(k * width, width), up[o * rank + k], row, row);
+        });
+        return result;
     }
 
     /// <summary>
     /// Writes the parameters that differ from the MiniLM initialization (after training: the decoder, the logits
-    /// bias, and whatever else training changed), in F16 with <paramref name="half"/>.
+    /// bias, and whatever else training changed), in F16 with <paramref name="half"/>. A weight named in
+    /// <paramref name="lowRank"/> is written as its change up [out, r] · down [r, in] (tensors <c>NAME.delta_up</c>,
+    /// <c>NAME.delta_down</c>) instead of in full, after checking that MiniLM's weight plus that product is the model's.
     /// </summary>
-    internal static void SaveOnMiniLm(Seq2SeqTransformer model, WordPieceSeq2SeqTokenizer tokenizer, string path, IReadOnlyDictionary<string, string> metadata, bool half)
+    internal static void SaveOnMiniLm(Seq2SeqTransformer model, WordPieceSeq2SeqTokenizer tokenizer, string path, IReadOnlyDictionary<string, string> metadata, bool half,
+        IReadOnlyDictionary<string, LowRankDelta>? lowRank = null)
     {
         var (_, weights, _, _) = ReadMiniLm();
         var init = Initialization(model.Config, weights, tokenizer);
         var changed = new List<(string Name, int[] Shape, float[] Data)>();
+        var names = model.NamedParameters().Select(p => p.Name).ToHashSet();
+        if (lowRank?.Keys.FirstOrDefault(k => !names.Contains(k) || !init.ContainsKey(k)) is string stray)
+            throw new ArgumentException($"Low-rank change for '{stray}', which is not a MiniLM weight of this model.");
         foreach (var (name, p) in model.NamedParameters())
         {
             var data = p.Data.ToArray();
             NonFinite.Require(path, name, data, "Refusing to write");
-            if (init.TryGetValue(name, out var t) && t.Read().AsSpan().SequenceEqual(data)) continue;
+            if (lowRank != null && lowRank.TryGetValue(name, out var delta))
+            {
+                var rebuilt = AddLowRank(init[name].Read(), delta.Up, delta.Down, delta.Rank);
+                double worst = 0, scale = 0;
+                for (int i = 0; i < data.Length; i++) { worst = Math.Max(worst, Math.Abs(rebuilt[i] - data[i])); scale = Math.Max(scale, Math.Abs(data[i])); }
+                if (worst > 1e-4 * Math.Max(scale, 1))
+                    throw new ArgumentException($"The low-rank change for '{name}' does not rebuild the model's weight (largest difference {worst:G3}).");
+                int width = data.Length / (delta.Up.Length / delta.Rank);
+                changed.Add((name + DeltaUp, [delta.Up.Length / delta.Rank, delta.Rank], delta.Up));
+                changed.Add((name + DeltaDown, [delta.Rank, width], delta.Down));
+                continue;
+            }
+            if (init.TryGetValue(InitName(name), out var t) && t.Read().AsSpan().SequenceEqual(data)) continue;
             changed.Add((name, p.Data.ShapeArray(), data));
         }
         var meta = new Dictionary<string, string>(metadata) { ["init"] = MiniLmInit, ["init_source"] = $"{MiniLmPackage.PackageId} {MiniLmPackage.Version}" };
@@ -176,3 +232,6 @@ public static class Bert2Bert
         return map;
     }
 }
+
+/// <summary>A weight's change as a product: ΔW [out, in] = Up [out, Rank] · Down [Rank, in], both row-major.</summary>
+public sealed record LowRankDelta(float[] Up, float[] Down, int Rank);

@@ -33,15 +33,17 @@ public static class Checkpoint
     /// <summary>
     /// Writes a checkpoint directory. A model on all-MiniLM-L6-v2 (a WordPiece tokenizer with MiniLM's vocabulary)
     /// stores only the parameters that differ from its MiniLM initialization (<see cref="Bert2Bert"/>); with
-    /// <paramref name="halfPrecision"/> they are stored in F16 (for a base that ships in the repository).
+    /// <paramref name="halfPrecision"/> they are stored in F16 (for a base that ships in the repository), and the weights
+    /// named in <paramref name="lowRank"/> as their low-rank change to MiniLM's.
     /// </summary>
     public static void Save(string directory, Seq2SeqTransformer model, ISeq2SeqTokenizer tokenizer, Optimizer? optimizer = null, TrainerState? state = null,
-        bool halfPrecision = false)
+        bool halfPrecision = false, IReadOnlyDictionary<string, LowRankDelta>? lowRank = null)
     {
         Directory.CreateDirectory(directory);
         var meta = new Dictionary<string, string> { ["config"] = CheckpointConfig.Serialize(model.Config), ["format"] = "nanolora-seq2seq" };
         var weightsPath = Path.Combine(directory, WeightsFile);
-        if (tokenizer is WordPieceSeq2SeqTokenizer wordPiece && Bert2Bert.IsMiniLmVocabulary(wordPiece)) Bert2Bert.SaveOnMiniLm(model, wordPiece, weightsPath, meta, halfPrecision);
+        if (tokenizer is WordPieceSeq2SeqTokenizer wordPiece && Bert2Bert.IsMiniLmVocabulary(wordPiece)) Bert2Bert.SaveOnMiniLm(model, wordPiece, weightsPath, meta, halfPrecision, lowRank);
+        else if (lowRank != null) throw new ArgumentException("Low-rank changes are written only for models on all-MiniLM-L6-v2.");
         else if (halfPrecision) throw new ArgumentException("F16 checkpoints are written only for models on all-MiniLM-L6-v2 (their shipped bases).");
         else SaveWeights(model, weightsPath, meta);
         CheckpointConfig.Write(directory, model.Config);   // readable without parsing the weights
