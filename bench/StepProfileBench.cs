@@ -78,7 +78,7 @@ public static class StepProfileQuick
             var loss = c.Model.Loss(c.Batch, 0f);
             float value = loss.Data.Item();
             f = clock.Elapsed.TotalMilliseconds;
-            loss.Backward();
+            loss.Backward(freeValues: true);   // as the Trainer does
             b = clock.Elapsed.TotalMilliseconds - f;
             if (!float.IsFinite(value)) throw new InvalidOperationException($"Training step produced loss {value}.");
         }

@@ -69,14 +69,14 @@ public static class Graph
         }
     }
 
-    internal static void Backward(Variable root)
+    internal static void Backward(Variable root, bool freeValues = false)
     {
         if (root.Data.Length != 1)
             throw new InvalidOperationException($"Backward() starts from a scalar; this value has shape {root.Data.ShapeString}.");
         if (!root.RequiresGrad) throw new InvalidOperationException("Backward(): the value does not depend on anything that requires a gradient.");
         var order = TopologicalOrder(root, null, null);
         Accumulate(root, Tensor.Full(root.Data.Shape, 1f, root.Device));
-        RunRules(order);
+        RunRules(order, freeValues, keep: root);
     }
 
     /// <summary>
@@ -94,9 +94,10 @@ public static class Graph
 
     /// <summary>
     /// Runs each node's rule, newest first. With <paramref name="freeValues"/> (a recompute, whose values nobody else
-    /// holds) a value is freed right after its own rule: every user of it is newer, so its rule ran already.
+    /// holds, or a training step that reads nothing but the loss afterwards) a value other than <paramref name="keep"/>
+    /// is freed right after its own rule: every user of it is newer, so its rule ran already.
     /// </summary>
-    static void RunRules(List<Variable> order, bool freeValues = false)
+    static void RunRules(List<Variable> order, bool freeValues = false, Variable? keep = null)
     {
         for (int i = order.Count - 1; i >= 0; i--)
         {
@@ -117,7 +118,7 @@ public static class Graph
                 v.Grad = null;
             }
             node.ReleaseSaved();
-            if (freeValues) v.Data.Dispose();
+            if (freeValues && !ReferenceEquals(v, keep)) v.Data.Dispose();
         }
     }
 

@@ -5,7 +5,7 @@ namespace Nanolora.Autograd;
 /// <summary>
 /// A differentiable value: a tensor plus the graph node that made it (micrograd's Value, for tensors).
 /// Op results are owned by the innermost <see cref="GraphScope"/> (disposed with it); without a scope
-/// the caller disposes them. <see cref="Grad"/> is filled by <see cref="Backward"/>; gradients accumulate with +=.
+/// the caller disposes them. <see cref="Grad"/> is filled by <see cref="Backward()"/>; gradients accumulate with +=.
 /// </summary>
 public class Variable : IDisposable
 {
@@ -61,6 +61,14 @@ public class Variable : IDisposable
 
     /// <summary>Reverse-mode pass from a scalar: dL/dL = 1, then each node once in reverse topological order.</summary>
     public void Backward() => Graph.Backward(this);
+
+    /// <summary>
+    /// <see cref="Backward()"/> that, with <paramref name="freeValues"/>, frees every intermediate value (this one excepted)
+    /// as soon as its own rule has run — PyTorch frees a graph's buffers the same way. For a training step that reads
+    /// nothing but the loss afterwards: backward's memory then shrinks as it goes, which lowers the peak of a checkpointed
+    /// model, whose recompute of the first layers comes last. Reading a freed intermediate value afterwards throws.
+    /// </summary>
+    public void Backward(bool freeValues) => Graph.Backward(this, freeValues);
 
     /// <summary>The same tensor as a constant: no gradient flows through it. Shares storage (a view).</summary>
     public Variable Detach() => GraphScope.Track(new Variable(Data.Reshape(Data.ShapeArray())));

@@ -36,7 +36,7 @@ public class CheckpointTests
     }
 
     /// <summary>Three blocks on x, checkpointed or not; returns the loss, dL/dx and every parameter gradient, and the stream's final counter.</summary>
-    static (float Loss, float[] Dx, float[][] Grads, ulong Stream) Run(bool checkpoint, bool inputNeedsGrad = true)
+    static (float Loss, float[] Dx, float[][] Grads, ulong Stream) Run(bool checkpoint, bool inputNeedsGrad = true, bool freeValues = false)
     {
         var stream = new Stream(7);
         var blocks = Enumerable.Range(0, 3).Select(i => new Block(10 * i + 1, stream)).ToArray();
@@ -48,7 +48,13 @@ public class CheckpointTests
             foreach (var b in blocks) h = checkpoint ? ActivationCheckpoint.Run(v => b.Forward(v[0]), h) : b.Forward(h);
             var l = F.Sum(F.Mul(h, h));
             loss = l.Data.Item();
-            l.Backward();
+            l.Backward(freeValues);
+            if (freeValues)
+            {
+                // Every intermediate value is gone once backward has passed it; the loss stays readable.
+                Assert.True(h.Data.IsDisposed);
+                Assert.Equal(loss, l.Data.Item());
+            }
         }
         var grads = blocks.SelectMany(b => new[] { b.W.Grad!.ToArray(), b.B.Grad!.ToArray() }).ToArray();
         var dx = inputNeedsGrad ? x.Grad!.ToArray() : [];
@@ -62,6 +68,17 @@ public class CheckpointTests
         for (int i = 0; i < expected.Length; i++)
             if (BitConverter.SingleToInt32Bits(expected[i]) != BitConverter.SingleToInt32Bits(actual[i]))
                 Assert.Fail($"{what}[{i}]: expected {expected[i]:R}, got {actual[i]:R}");
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void FreeingValuesDuringBackwardChangesNoGradient(bool checkpoint)
+    {
+        var kept = Run(checkpoint);
+        var freed = Run(checkpoint, freeValues: true);
+        AssertBitwise(kept.Dx, freed.Dx, "dx");
+        for (int i = 0; i < kept.Grads.Length; i++) AssertBitwise(kept.Grads[i], freed.Grads[i], $"grad {i}");
     }
 
     [Fact]

@@ -83,7 +83,7 @@ public static class ContrastiveTrainer
                     loss = lossVar.Data.Item();
                     if (!float.IsFinite(loss))
                         throw new InvalidOperationException($"The contrastive loss became {loss} at step {step}; try a lower learning rate (now {optimizer.LearningRate}).");
-                    lossVar.Backward();
+                    lossVar.Backward(freeValues: true);
                 }
                 optimizer.ClipStepAndZero(schedule.At(step), o.ClipNorm);
                 device.Synchronize();

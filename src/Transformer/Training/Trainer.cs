@@ -157,7 +157,7 @@ public sealed class Trainer(Seq2SeqTransformer model, ISeq2SeqTokenizer tokenize
                     if (!float.IsFinite(loss))
                         throw new InvalidOperationException($"The loss became {loss} at step {step} (epoch {epoch}); training stopped and no checkpoint was written for it{LastCheckpoint(o, savedStep)}. Try a lower learning rate (now {optimizer.LearningRate}).");
                     CheckForSpike(loss, losses, step, o, savedStep);
-                    lossVar.Backward();
+                    lossVar.Backward(freeValues: true);
                 }
                 optimizer.ClipStepAndZero(schedule.At(step), o.ClipNorm);
                 device.Synchronize();
@@ -199,7 +199,7 @@ public sealed class Trainer(Seq2SeqTransformer model, ISeq2SeqTokenizer tokenize
         {
             var l = model.Loss(batch, labelSmoothing);
             loss = l.Data.Item();
-            l.Backward();
+            l.Backward(freeValues: true);
         }
         optimizer.Step();
         optimizer.ZeroGrad();
