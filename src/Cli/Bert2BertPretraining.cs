@@ -35,8 +35,8 @@ public sealed record Bert2BertPretrainOptions
     /// linear layer (with its LayerNorms and biases), so the shipped base stores the encoder's change as a low-rank product.
     /// </summary>
     public int EncoderRank { get; init; }
-    /// <summary>The encoder adapters' learning rate as a multiple of <see cref="LearningRate"/> (LoRA wants a higher rate than full training).</summary>
-    public float EncoderLearningRateScale { get; init; } = 4f;
+    /// <summary>The encoder adapters' learning rate as a multiple of <see cref="LearningRate"/>. With alpha = 2r a rank-64 update moves far more per step than a rank-8 one: 4× the decoder's rate left the man-page validation loss at 5.38 after 750 steps, 1× at 4.58.</summary>
+    public float EncoderLearningRateScale { get; init; } = 1f;
 }
 
 /// <summary>A trained BERT2BERT base; <see cref="EncoderDelta"/> holds the encoder's adapters when the encoder trained.</summary>

@@ -33,7 +33,7 @@ public static class TrainCommands
         var resume = new Option<bool>("--resume") { Description = "minilm: continue the run checkpointed in --out" };
         var forceResume = ForceResume();
         var encoderRank = new Option<int>("--encoder-rank") { Description = "minilm: 0 keeps MiniLM's encoder; R trains it too through LoRA adapters of rank R on every linear layer, shipped as a low-rank change", DefaultValueFactory = _ => 0 }.Range(0, 384);
-        var encoderLrScale = new Option<float>("--encoder-lr-scale") { Description = "minilm with --encoder-rank: the encoder adapters' learning rate as a multiple of --lr", DefaultValueFactory = _ => 4f };
+        var encoderLrScale = new Option<float>("--encoder-lr-scale") { Description = "minilm with --encoder-rank: the encoder adapters' learning rate as a multiple of --lr", DefaultValueFactory = _ => 1f };
         var ship = new Option<string?>("--ship") { Description = "minilm: when the run has finished, also write the base there compactly (F16, only what differs from MiniLM)" };
         var cmd = new Command("pretrain", "Pretrain a base encoder-decoder: T5-style span corruption on Debian descriptions and man pages (plus man page → synopsis), or (--init minilm) a BERT2BERT decoder on all-MiniLM-L6-v2.")
             { preset, steps, batch, lr, vocab, seed, output, overwrite, init, decoderLayers, encoderRank, encoderLrScale, stopAfter, resume, forceResume, ship, json };
