@@ -32,7 +32,8 @@ public sealed record Bert2BertPretrainOptions
     public int CheckpointEvery { get; init; } = 250;
     /// <summary>
     /// 0: the encoder stays MiniLM's. Otherwise the encoder changes too, through LoRA adapters of this rank on every
-    /// linear layer (with its LayerNorms and biases), so the shipped base stores the encoder's change as a low-rank product.
+    /// linear layer (with its layers' LayerNorms and biases; the embedding LayerNorm stays), so the shipped base stores
+    /// the encoder's change as a low-rank product.
     /// </summary>
     public int EncoderRank { get; init; }
     /// <summary>The encoder adapters' learning rate as a multiple of <see cref="LearningRate"/>. With alpha = 2r a rank-64 update moves far more per step than a rank-8 one: 4× the decoder's rate left the man-page validation loss at 5.38 after 750 steps, 1× at 4.58.</summary>
@@ -77,7 +78,7 @@ public static class Bert2BertPretraining
         return gaps.Concat(Enumerable.Repeat(manpages.Train, o.ManpageRepeats).SelectMany(x => x)).ToList();
     }
 
-    /// <summary>Parameters the base's training changes: the decoder side and the logits bias.</summary>
+    /// <summary>The decoder side and the logits bias: what the base's training changes in full (with <see cref="Bert2BertPretrainOptions.EncoderRank"/> the encoder changes too, through adapters).</summary>
     public static bool IsDecoderSide(string name) =>
         name.StartsWith("decoder.", StringComparison.Ordinal) || name.StartsWith("decoder_", StringComparison.Ordinal) || name == "logits_bias";
 

@@ -12,7 +12,8 @@ public sealed class Bert2BertPretrainingTests
 
     static Bert2BertPretrainOptions Options(int? stopAfter = null, bool resume = false) => new()
     {
-        DecoderLayers = 1, Steps = 2, BatchSize = 2, GapExamples = 8, ManpageRepeats = 0, EncoderRank = 4, CheckpointEvery = 1,
+        // A large rate, so that two steps move the encoder far more than F16 rounding does.
+        DecoderLayers = 1, Steps = 2, BatchSize = 2, GapExamples = 8, ManpageRepeats = 0, EncoderRank = 4, CheckpointEvery = 1, LearningRate = 1e-2f,
         StopAfterStep = stopAfter, Resume = resume,
     };
 
@@ -24,6 +25,15 @@ public sealed class Bert2BertPretrainingTests
         int[] target = [SubwordTokenizer.Bos, .. tokenizer.EncodeTarget("tool to convert images", 16)];
         var (memory, mask) = model.Encode(source, 1, source.Length);
         using (mask) return model.Logits(model.Decode(target, 1, target.Length, memory, mask)).Data.ToArray();
+    }
+
+    static float[] EncoderOutput(Seq2SeqTransformer model, ISeq2SeqTokenizer tokenizer)
+    {
+        model.Eval();
+        using var noGrad = Graph.NoGrad();
+        var source = tokenizer.EncodeSource("Command-line tool to convert PNG images to PDF, with libpng support.", 32);
+        var (memory, mask) = model.Encode(source, 1, source.Length);
+        using (mask) return memory.Data.ToArray();
     }
 
     static double WorstDifference(float[] a, float[] b)
@@ -47,12 +57,20 @@ public sealed class Bert2BertPretrainingTests
             Assert.Contains("encoder.layers.5.self_attn_norm.weight", trainable);
             Assert.DoesNotContain(trainable, n => n.EndsWith("base_layer.weight") || n == "shared.weight");
             var reference = Logits(whole.Model, whole.Tokenizer);
+            var encoded = EncoderOutput(whole.Model, whole.Tokenizer);
+            var (miniLm, _) = Bert2Bert.FromMiniLm(decoderLayers: 1, device: Cpu);
+            using (miniLm) Assert.True(WorstDifference(encoded, EncoderOutput(miniLm, whole.Tokenizer)) > 0.5, "the encoder barely moved: the test could not tell a dropped change");
 
             // Stopped after step 1 and resumed: the run checkpoints its adapters under their own names and continues bit for bit.
             Bert2BertPretraining.Run(Options(stopAfter: 1), Cpu, chunked).Model.Dispose();
             var resumed = Bert2BertPretraining.Run(Options(resume: true), Cpu, chunked);
             Assert.Equal(whole.Result.Losses, resumed.Result.Losses);
             Assert.Equal(reference, Logits(resumed.Model, resumed.Tokenizer));
+
+            // A resume that would train other parameters, or at another rate, is refused by name.
+            var another = Assert.Throws<InvalidOperationException>(() => Bert2BertPretraining.Run(Options(resume: true) with { EncoderLearningRateScale = 2f, Steps = 3 }, Cpu, chunked));
+            Assert.Contains("trained parameters", another.Message);
+            Assert.Contains("encoder", another.Message);
 
             Bert2BertPretraining.Finish(resumed, chunked, ship);
             resumed.Model.Dispose();
@@ -73,6 +91,8 @@ public sealed class Bert2BertPretrainingTests
                     Assert.DoesNotContain(model.NamedParameters(), p => p.Name.Contains("lora_"));
                     double worst = WorstDifference(reference, Logits(model, tokenizer));
                     Assert.True(worst < tolerance, $"{dir}: max |Δ logit| {worst}");
+                    worst = WorstDifference(encoded, EncoderOutput(model, tokenizer));
+                    Assert.True(worst < tolerance, $"{dir}: max |Δ encoder output| {worst}");
                 }
             }
         }
@@ -112,10 +132,21 @@ public sealed class Bert2BertPretrainingTests
                 using (loaded) Assert.True(WorstDifference(changed, loaded.NamedParameters().First(p => p.Name == name).Parameter.Data.ToArray()) < 1e-5);
 
                 // A factor without its partner is named.
-                var entries = file.Entries.Where(e => e.Name != name + Bert2Bert.DeltaDown).Select(e => (e.Name, e.Shape, file.ReadFloats(e.Name))).ToList();
+                var all = file.Entries.Select(e => (e.Name, e.Shape, Data: file.ReadFloats(e.Name))).ToList();
+                var entries = all.Where(e => e.Name != name + Bert2Bert.DeltaDown).ToList();
                 Safetensors.Write(Path.Combine(dir, Checkpoint.WeightsFile), entries, file.Metadata);
                 var lone = Assert.Throws<InvalidDataException>(() => Checkpoint.Load(dir, Cpu));
                 Assert.Contains($"'{name}{Bert2Bert.DeltaUp}' has no partner", lone.Message);
+
+                // A weight stored both in full and as a change is ambiguous.
+                var both = all.Append((name, new[] { 384, 384 }, changed)).ToList();
+                Safetensors.Write(Path.Combine(dir, Checkpoint.WeightsFile), both, file.Metadata);
+                var twice = Assert.Throws<InvalidDataException>(() => Checkpoint.Load(dir, Cpu));
+                Assert.Contains($"'{name}' is stored both in full and as a change", twice.Message);
+
+                // Factors that do not fit the weight are refused before anything is written.
+                var misfit = new Dictionary<string, LowRankDelta> { [name] = new(up, down[..384], 2) };
+                Assert.Contains("expected 384·r and r·384", Assert.Throws<ArgumentException>(() => Checkpoint.Save(dir + "-misfit", model, tokenizer, lowRank: misfit)).Message);
             }
         }
         finally { Directory.Delete(dir, recursive: true); }

@@ -72,18 +72,22 @@ public static class Bert2Bert
             var name = up.Name[..^DeltaUp.Length];
             var down = file.Entries.FirstOrDefault(e => e.Name == name + DeltaDown)
                 ?? throw new InvalidDataException($"{weightsPath}: tensor '{up.Name}' has no partner '{name}{DeltaDown}'.");
+            if (stored.ContainsKey(name))
+                throw new InvalidDataException($"{weightsPath}: '{name}' is stored both in full and as a change ('{up.Name}'); expected one of them.");
             if (!init.TryGetValue(name, out var w))
                 throw new InvalidDataException($"{weightsPath}: '{up.Name}' is a change to '{name}', which all-MiniLM-L6-v2 does not supply.");
-            if (w.Shape.Length != 2 || up.Shape.Length != 2 || down.Shape.Length != 2 || up.Shape[0] != w.Shape[0] || down.Shape[1] != w.Shape[1] || up.Shape[1] != down.Shape[0])
+            if (w.Shape.Length != 2 || up.Shape.Length != 2 || down.Shape.Length != 2 || up.Shape[0] != w.Shape[0] || down.Shape[1] != w.Shape[1] || up.Shape[1] != down.Shape[0] || up.Shape[1] < 1)
                 throw new InvalidDataException($"{weightsPath}: '{up.Name}' [{string.Join(", ", up.Shape)}] · '{down.Name}' [{string.Join(", ", down.Shape)}] does not give '{name}' [{string.Join(", ", w.Shape)}].");
             stored[name] = (w.Shape, () => AddLowRank(w.Read(), file.ReadFloats(up.Name), file.ReadFloats(down.Name), up.Shape[1]));
         }
-        if (file.Entries.FirstOrDefault(e => e.Name.EndsWith(DeltaDown, StringComparison.Ordinal) && !stored.ContainsKey(e.Name[..^DeltaDown.Length])) is { } lone)
+        if (file.Entries.FirstOrDefault(e => e.Name.EndsWith(DeltaDown, StringComparison.Ordinal) && !file.Entries.Any(u => u.Name == e.Name[..^DeltaDown.Length] + DeltaUp)) is { } lone)
             throw new InvalidDataException($"{weightsPath}: tensor '{lone.Name}' has no partner '{lone.Name[..^DeltaDown.Length]}{DeltaUp}'.");
         // Every parameter comes from exactly one place: the file where it has changed, else MiniLM.
         var names = model.NamedParameters().Select(p => p.Name).ToHashSet();
         if (stored.Keys.FirstOrDefault(k => !names.Contains(k)) is string unexpected)
-            throw new InvalidDataException($"{weightsPath}: tensor '{unexpected}' has no place in the model; the file is for a different configuration.");
+            throw new InvalidDataException(unexpected.Contains(".lora_", StringComparison.Ordinal)
+                ? $"{weightsPath}: tensor '{unexpected}' is an adapter of an unfinished `pretrain --encoder-rank` run; finish it (--resume), or load a finished run's folder or its --ship copy."
+                : $"{weightsPath}: tensor '{unexpected}' has no place in the model; the file is for a different configuration.");
         var merged = new Dictionary<string, (int[] Shape, Func<float[]> Read)>();
         foreach (var name in names)
             merged[name] = stored.TryGetValue(name, out var s) ? s : init.TryGetValue(InitName(name), out var i) ? i
@@ -91,7 +95,7 @@ public static class Bert2Bert
         StateDictLoader.Load(model, merged, $"{weightsPath} on {source}");
     }
 
-    /// <summary>w [out, in] + up [out, r] · down [r, in], accumulated row by row (w is a copy, changed in place).</summary>
+    /// <summary>A new array w [out, in] + up [out, r] · down [r, in], accumulated row by row; <paramref name="w"/> (often MiniLM's cached weight) is not changed.</summary>
     internal static float[] AddLowRank(float[] w, float[] up, float[] down, int rank)
     {
         int width = down.Length / rank, rows = w.Length / width;
@@ -126,14 +130,16 @@ public static class Bert2Bert
             NonFinite.Require(path, name, data, "Refusing to write");
             if (lowRank != null && lowRank.TryGetValue(name, out var delta))
             {
+                var shape = p.Data.ShapeArray();
+                if (delta.Rank < 1 || delta.Up.Length != shape[0] * delta.Rank || delta.Down.Length != delta.Rank * shape[1])
+                    throw new ArgumentException($"The low-rank change for '{name}' [{shape[0]}, {shape[1]}] has factors of {delta.Up.Length} and {delta.Down.Length} values at rank {delta.Rank}; expected {shape[0]}·r and r·{shape[1]} with r ≥ 1.");
                 var rebuilt = AddLowRank(init[name].Read(), delta.Up, delta.Down, delta.Rank);
                 double worst = 0, scale = 0;
                 for (int i = 0; i < data.Length; i++) { worst = Math.Max(worst, Math.Abs(rebuilt[i] - data[i])); scale = Math.Max(scale, Math.Abs(data[i])); }
-                if (worst > 1e-4 * Math.Max(scale, 1))
+                if (!(worst <= 1e-4 * Math.Max(scale, 1)))   // NaN fails too
                     throw new ArgumentException($"The low-rank change for '{name}' does not rebuild the model's weight (largest difference {worst:G3}).");
-                int width = data.Length / (delta.Up.Length / delta.Rank);
-                changed.Add((name + DeltaUp, [delta.Up.Length / delta.Rank, delta.Rank], delta.Up));
-                changed.Add((name + DeltaDown, [delta.Rank, width], delta.Down));
+                changed.Add((name + DeltaUp, [shape[0], delta.Rank], delta.Up));
+                changed.Add((name + DeltaDown, [delta.Rank, shape[1]], delta.Down));
                 continue;
             }
             if (init.TryGetValue(InitName(name), out var t) && t.Read().AsSpan().SequenceEqual(data)) continue;

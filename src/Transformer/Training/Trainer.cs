@@ -119,7 +119,7 @@ public sealed class Trainer(Seq2SeqTransformer model, ISeq2SeqTokenizer tokenize
         if (o.Resume && o.CheckpointDirectory == null) throw new ArgumentException("Resume needs the checkpoint directory of the run.");
         var schedule = o.CosineDecay ? LearningRateSchedule.WarmupCosine(o.LearningRate, o.WarmupSteps, o.Steps) : LearningRateSchedule.WarmupLinear(o.LearningRate, o.WarmupSteps, o.Steps);
         using var optimizer = new AdamW(groups, o.LearningRate, weightDecay: o.WeightDecay);
-        var runOptions = RunOptions.Of(o, train);
+        var runOptions = RunOptions.Of(o, train, groups);
         var state = new TrainerState(0, 0, 0, new List<float>(), new List<ValidationPoint>());
         if (o.CheckpointDirectory != null)
         {
