@@ -37,6 +37,13 @@ public class ExperimentReportTests
         return (new ExperimentReport(o, rows, losses, TimeSpan.FromSeconds(83)), dir);
     }
 
+    [Theory]
+    [InlineData(0.054, 0.0836, "65% of full's gain")]
+    [InlineData(-0.0218, 0.0003, "full fine-tuning gained 0.0003, too little for a share")]
+    [InlineData(-0.0075, -0.0035, "full fine-tuning did not gain")]
+    public void LorasShareIsGivenOnlyOfAGainAboveTheNoise(double lora, double full, string expected) =>
+        Assert.Equal(expected, ExperimentReport.ShareOfFullGain(lora, full));
+
     [Fact]
     public void ResultsJsonLeavesWhatWasNotMeasuredNull()
     {
