@@ -95,18 +95,18 @@ public static class Bert2Bert
         StateDictLoader.Load(model, merged, $"{weightsPath} on {source}");
     }
 
-    /// <summary>A new array w [out, in] + up [out, r] · down [r, in], accumulated row by row; <paramref name="w"/> (often MiniLM's cached weight) is not changed.</summary>
+    /// <summary>
+    /// A new array w [out, in] + up [out, r] · down [r, in] (the product LoRA's merge adds, through the same GEMM);
+    /// <paramref name="w"/> (often MiniLM's cached weight) is not changed.
+    /// </summary>
     internal static float[] AddLowRank(float[] w, float[] up, float[] down, int rank)
     {
         int width = down.Length / rank, rows = w.Length / width;
-        var result = (float[])w.Clone();
-        Parallel.For(0, rows, o =>
-        {
-            var row = result.AsSpan(o * width, width);
-            for (int k = 0; k < rank; k++)
-                System.Numerics.Tensors.TensorPrimitives.MultiplyAdd(down.AsSpan(k * width, width), up[o * rank + k], row, row);
-        });
-        return result;
+        using var sum = Tensor.FromArray(w, [rows, width], Device.Cpu);   // a copy
+        using var u = Tensor.FromArray(up, [rows, rank], Device.Cpu);
+        using var d = Tensor.FromArray(down, [rank, width], Device.Cpu);
+        Ops.MatmulInto(sum, u, d, beta: 1f);
+        return sum.ToArray();
     }
 
     /// <summary>
