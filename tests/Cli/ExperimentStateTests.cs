@@ -114,4 +114,40 @@ public class ExperimentStateTests
         Assert.Equal(["sweep:full:0.0003", "full"], follow.Done);
         Assert.Contains("ablation_targets=q_proj,k_proj,v_proj,o_proj", follow.Recipe);
     }
+
+    // A run of the main rows only (no ranks, no swap) can be extended by a resume: nothing finished depends on the ablation's
+    // rank list or on the swap, so no flag is needed. Taking a rank away drops only that rank's runs, and asks for the flag.
+    [Fact]
+    public void AResumeMayAddRanksAndASwapThatNothingFinishedDependsOn()
+    {
+        var (full, baseDir) = Setup();
+        var mainRows = full with { Ranks = [], SwapSteps = 0 };
+        Directory.CreateDirectory(mainRows.OutputDirectory);
+        var state = ExperimentState.Open(mainRows, baseDir, resume: false, overwrite: false);
+        state.Rows.Add(ResultRow.Of("lora", "debian", 8, Rouge(0.3), null, 1234, 100, 0, 3240, 600));
+        foreach (var unit in new[] { "base", "full", "lora" }) state.Complete(unit, mainRows.OutputDirectory, 1);
+
+        var extended = mainRows with { Ranks = [1, 2], SwapSteps = 5 };
+        var back = ExperimentState.Open(extended, baseDir, resume: true, overwrite: false);
+        Assert.Equal(["base", "full", "lora"], back.Done);
+        Assert.Contains("ranks=1,2", back.Recipe);
+        Assert.Contains("swap_steps=5", back.Recipe);
+        back.Rows.Add(ResultRow.Of("lora-ablation", "debian", 1, Rouge(0.2), null, 1, 100, 0, 500, 300) with { Seed = 1 });
+        back.Rows.Add(ResultRow.Of("lora-ablation", "debian", 2, Rouge(0.21), null, 1, 100, 0, 500, 300) with { Seed = 1 });
+        back.Complete("ablation:r1:seed1", extended.OutputDirectory, 2);
+        back.Complete("ablation:r2:seed1", extended.OutputDirectory, 3);
+
+        var fewer = extended with { Ranks = [2] };
+        var refused = Assert.Throws<ArgumentException>(() => ExperimentState.Open(fewer, baseDir, resume: true, overwrite: false));
+        Assert.Contains("expected ranks=1,2, got ranks=2", refused.Message);
+        Assert.Contains("--rerun-changed", refused.Message);
+        var rerun = ExperimentState.Open(fewer with { RerunChanged = true }, baseDir, resume: true, overwrite: false);
+        Assert.Equal(["base", "full", "lora", "ablation:r2:seed1"], rerun.Done);
+        Assert.Equal([8, 2], rerun.Rows.Select(r => r.Rank));
+        // The steps of a swap that already ran change its numbers: it runs again, the rest stays.
+        rerun.Complete("swap", fewer.OutputDirectory, 4);
+        var longerSwap = ExperimentState.Open(fewer with { SwapSteps = 9, RerunChanged = true }, baseDir, resume: true, overwrite: false);
+        Assert.DoesNotContain("swap", longerSwap.Done);
+        Assert.Contains("ablation:r2:seed1", longerSwap.Done);
+    }
 }

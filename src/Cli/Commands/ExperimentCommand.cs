@@ -25,7 +25,7 @@ public static class ExperimentCommand
             .Choices("all", "seq2seq", "retrieval");
         var retrievalSteps = new Option<int?>("--retrieval-steps") { Description = "training steps per method for the retrieval table (default: 60 quick, 100 full)" }.Range(1);
         var sweepSteps = new Option<int?>("--sweep-steps") { Description = "full only: steps of each learning-rate trial on the validation split (default 200)" }.Range(1);
-        var resume = new Option<bool>("--resume") { Description = $"continue the experiment in --out from its last finished unit ({ExperimentState.File}, {RetrievalState.File}; the same settings and base)" };
+        var resume = new Option<bool>("--resume") { Description = $"continue the experiment in --out from its last finished unit ({ExperimentState.File}, {RetrievalState.File}; the same settings and base, except that --ranks, the ablation's steps and seeds, --swap-steps and the targets may change when no finished unit depends on them: a run of the main rows only can be extended with the ablation and the swap)" };
         var overwrite = new Option<bool>("--overwrite") { Description = "replace the experiment --out already holds" };
         var compare = new Option<string?>("--compare")
         {
@@ -37,7 +37,7 @@ public static class ExperimentCommand
         var ablationTargets = new Option<string?>("--ablation-targets")
             { Description = "comma-separated modules the rank ablation adapts (default: q_proj,v_proj full; those of --lora-targets when that is given)" };
         var rerunChanged = new Option<bool>("--rerun-changed")
-            { Description = "with --resume: when --lora-targets or --ablation-targets differ from the recorded ones, rerun the finished units that depend on them (and only those) instead of refusing" };
+            { Description = "with --resume: when --lora-targets, --ablation-targets, --ranks, --ablation-steps or --swap-steps differ from the recorded ones, rerun the finished units that depend on them (and only those: the LoRA sweep, row and swap; the ablation runs of ranks no longer listed) instead of refusing" };
         var json = JsonOutput.Option(ExperimentJson.SchemaName);
         var cmd = new Command("experiment", "Base vs full fine-tuning vs LoRA on Debian synopses (BERT2BERT base on all-MiniLM-L6-v2), a rank ablation, a translation adapter swapped in, and all-MiniLM-L6-v2 retrieval; writes results.json, results.md and plots.")
             { quick, output, baseDir, steps, evalExamples, ablationSteps, swapTask, swapSteps, ranks, part, retrievalSteps, sweepSteps, compare, loraTargets, ablationTargets, resume, rerunChanged, overwrite, json };

@@ -76,13 +76,17 @@ public sealed class ExperimentState
         if (changed.Count == 0) return state;
         string differ = $"the settings differ from those '{path}' was made with ({string.Join(", ", changed)}): " +
             $"expected {string.Join("; ", state.Recipe.Where(l => changed.Contains(Key(l))))}, got {string.Join("; ", recipe.Where(l => changed.Contains(Key(l))))}";
-        if (!o.RerunChanged || !changed.All(Rerunnable.ContainsKey))
-            throw new ArgumentException($"experiment --resume: {differ}." + (changed.All(Rerunnable.ContainsKey)
-                ? " Pass --rerun-changed to rerun the finished units that depend on them and keep the rest." : ""));
-        var dropped = state.Done.Where(unit => changed.Any(k => Rerunnable[k].Any(prefix => unit == prefix || unit.StartsWith(prefix + ":")))).ToList();
+        if (!changed.All(Rerunnable.ContainsKey))
+            throw new ArgumentException($"experiment --resume: {differ}.");
+        // Only the finished units that depend on a changed line go; a change nothing finished depends on (more ranks for the
+        // ablation, a swap added to a run that had none) is taken without --rerun-changed.
+        var dropped = state.Done.Where(unit => changed.Any(k => Rerunnable[k](unit, o))).ToList();
+        if (dropped.Count > 0 && !o.RerunChanged)
+            throw new ArgumentException($"experiment --resume: {differ}. Pass --rerun-changed to rerun the finished units that depend on them " +
+                $"({string.Join(", ", dropped)}) and keep the rest.");
         foreach (var unit in dropped) state.Forget(unit);
         state.Recipe = [.. state.Recipe.Where(l => !changed.Contains(Key(l))), .. recipe.Where(l => changed.Contains(Key(l)))];
-        Output.Terminal.Status($"experiment --resume --rerun-changed: {differ}; rerunning {(dropped.Count == 0 ? "nothing finished" : string.Join(", ", dropped))}.");
+        Output.Terminal.Status($"experiment --resume: {differ}; rerunning {(dropped.Count == 0 ? "nothing finished" : string.Join(", ", dropped))}.");
         return state;
     }
 
@@ -112,14 +116,25 @@ public sealed class ExperimentState
     public const string StepTimeUnit = "compare:step-time";
 
     /// <summary>
-    /// The recipe lines --rerun-changed may change, each with the units whose numbers depend on it (a key names a unit or,
-    /// followed by ':', a family of them). Every other line changes numbers too widely to keep any row.
+    /// The recipe lines a resume may change, each with the test for the finished units whose numbers depend on it. Every
+    /// other line changes numbers too widely to keep any row.
     /// </summary>
-    static readonly Dictionary<string, string[]> Rerunnable = new()
+    static readonly Dictionary<string, Func<string, ExperimentOptions, bool>> Rerunnable = new()
     {
-        ["lora_targets"] = ["sweep:lora", "lora", "swap", "compare:lora"],
-        ["ablation_targets"] = ["ablation"],
+        ["lora_targets"] = (unit, _) => unit is "lora" or "swap" or "compare:lora" || unit.StartsWith("sweep:lora:"),
+        ["ablation_targets"] = (unit, _) => IsAblation(unit),
+        ["ablation_steps"] = (unit, _) => IsAblation(unit),
+        ["ablation_eval_examples"] = (unit, _) => IsAblation(unit),
+        // Each ablation unit is one rank and one seed: only those no longer listed go.
+        ["ranks"] = (unit, o) => IsAblation(unit) && !o.Ranks.Contains(AblationRank(unit)),
+        ["ablation_seeds"] = (unit, o) => IsAblation(unit) && !o.AblationSeeds.Contains(AblationSeed(unit)),
+        ["swap_steps"] = (unit, _) => unit == "swap",
+        ["swap_eval_examples"] = (unit, _) => unit == "swap",
     };
+
+    static bool IsAblation(string unit) => unit.StartsWith("ablation:");
+    static int AblationRank(string unit) => int.Parse(unit.Split(':')[1][1..]);                        // ablation:r8:seed2
+    static ulong AblationSeed(string unit) => ulong.Parse(unit.Split(':')[2]["seed".Length..]);
 
     /// <summary>
     /// The ablation trains at the rate LoRA's sweep chose. When a rerun sweep (new LoRA targets) chooses another, the ablation
@@ -146,9 +161,8 @@ public sealed class ExperimentState
         else if (unit == "compare:lora") Comparison.RemoveAll(r => r.Method == "lora");
         else if (unit.StartsWith("ablation:"))
         {
-            var parts = unit.Split(':');   // ablation:r8:seed2
-            int rank = int.Parse(parts[1][1..]);
-            ulong seed = ulong.Parse(parts[2]["seed".Length..]);
+            int rank = AblationRank(unit);
+            ulong seed = AblationSeed(unit);
             Rows.RemoveAll(r => r.Method == "lora-ablation" && r.Rank == rank && r.Seed == seed);
         }
         else throw new InvalidOperationException($"experiment: no rule to forget unit '{unit}'.");
