@@ -40,6 +40,10 @@ public sealed record FineTuneOptions
     public bool UseDora { get; init; }
     /// <summary>How the adapters start: Kaiming A (the default), Gaussian A, or PiSSA (the principal part of each weight).</summary>
     public LoraInit Init { get; init; } = LoraInit.KaimingUniform;
+    /// <summary>LoRA-GA: stable_gamma γ (the initial factors are scaled by out^¼/√γ).</summary>
+    public float LoraGaStableGamma { get; init; } = 16f;
+    /// <summary>LoRA-GA: how many of the run's first batches the initialising gradient is averaged over.</summary>
+    public int LoraGaBatches { get; init; } = 4;
     /// <summary>LoRA: which biases also train and are saved with the adapter (PEFT's bias: none, all, lora_only).</summary>
     public LoraBias Bias { get; init; } = LoraBias.None;
     /// <summary>Seeds adapter initialization, data order and dropout.</summary>
@@ -112,6 +116,7 @@ public static class Workflows
         TargetModules = o.Targets,
         UseDora = o.UseDora,
         Init = o.Init,
+        LoraGaStableGamma = o.LoraGaStableGamma,
         Bias = o.Bias,
         BaseModelNameOrPath = baseName,
     };
@@ -140,14 +145,39 @@ public static class Workflows
         else if (o.Method == "lora")
         {
             var config = LoraConfigFor(o, baseName);
-            if (lora == null) lora = LoraModel.Inject(model, config, adapterName, o.Seed);
-            else { lora.AddAdapter(adapterName, config, o.Seed); lora.SetActiveAdapter(adapterName); }
+            var gradients = config.Init == LoraInit.LoraGa ? LoraGaGradients(model, tokenizer, data, o, config) : null;
+            try
+            {
+                if (lora == null) lora = LoraModel.Inject(model, config, adapterName, o.Seed, gradients);
+                else { lora.AddAdapter(adapterName, config, o.Seed, gradients); lora.SetActiveAdapter(adapterName); }
+            }
+            finally { if (gradients != null) foreach (var g in gradients.Values) g.Dispose(); }
             trainable = o.LoraPlusRatio is float r ? LoraPlus.Groups(model, r) : [new ParameterGroup("all", model.TrainableParameters().ToList())];
         }
         else throw new ArgumentException($"Unknown method '{o.Method}'; expected full, lora or one of {string.Join(", ", PeftRecipes.Names)}.");
         title ??= o.Method == "full" ? $"full fine-tuning ({data.Name})"
             : $"LoRA{(o.LoraPlusRatio is float lp ? $"+ (B lr ×{lp:G})" : "")} r={o.Rank} ({data.Name}, adapter '{adapterName}')";
         return (Train(model, tokenizer, data, o, trainable, title), lora);
+    }
+
+    /// <summary>
+    /// LoRA-GA's initialising gradients: the mean over the first <see cref="FineTuneOptions.LoraGaBatches"/> batches of the
+    /// run's own data order (the batches its first steps train on), with the training loss (label smoothing included).
+    /// </summary>
+    static Dictionary<string, Tensor> LoraGaGradients(Seq2SeqTransformer model, ISeq2SeqTokenizer tokenizer, TaskData data, FineTuneOptions o, LoraConfig config)
+    {
+        var (maxSource, maxTarget) = Lengths.For(data.Name);
+        var train = o.TrainExamples is int n ? data.Train.Take(n).ToList() : data.Train;
+        var batches = new BatchLoader(train, tokenizer, maxSource, maxTarget, o.BatchSize, o.Seed).Epoch(0).Take(o.LoraGaBatches).ToList();
+        var smoothing = new TrainOptions().LabelSmoothing;
+        bool training = model.Training;
+        model.Train();
+        try
+        {
+            Output.Terminal.Status($"LoRA-GA: estimating the targets' gradients on {batches.Count} batches of {o.BatchSize}");
+            return LoraGa.EstimateGradients(model, config, batches.Count, i => model.Loss(batches[i], smoothing));
+        }
+        finally { model.Train(training); }
     }
 
     /// <summary>

@@ -15,7 +15,7 @@ public static class AdapterConfigJson
     static readonly HashSet<string> Bookkeeping =
     [
         "peft_type", "task_type", "base_model_name_or_path", "revision", "inference_mode", "auto_mapping",
-        "loftq_config", "eva_config", "corda_config", "megatron_config", "megatron_core", "runtime_config", "qalora_group_size",
+        "loftq_config", "eva_config", "corda_config", "lora_ga_config", "megatron_config", "megatron_core", "runtime_config", "qalora_group_size",
         "ensure_weight_tying", "peft_version",
     ];
 
@@ -67,7 +67,7 @@ public static class AdapterConfigJson
             ["exclude_modules"] = c.ExcludeRegex != null ? JsonValue.Create(c.ExcludeRegex) : c.ExcludeModules.Count == 0 ? null : Names(c.ExcludeModules),
             ["bias"] = c.Bias switch { LoraBias.All => "all", LoraBias.LoraOnly => "lora_only", _ => "none" },
             ["modules_to_save"] = c.ModulesToSave.Count == 0 ? null : Names(c.ModulesToSave),
-            ["init_lora_weights"] = c.Init switch { LoraInit.Gaussian => "gaussian", LoraInit.Pissa => "pissa", _ => true },
+            ["init_lora_weights"] = c.Init == LoraInit.KaimingUniform ? true : LoraConfig.InitName(c.Init),
             ["use_rslora"] = c.UseRsLora,
             ["layers_to_transform"] = c.LayersToTransform == null ? null : new JsonArray(c.LayersToTransform.Select(i => (JsonNode)JsonValue.Create(i)!).ToArray()),
             ["layers_pattern"] = c.LayersPattern.Count == 0 ? null : Names(c.LayersPattern),
@@ -78,6 +78,7 @@ public static class AdapterConfigJson
             ["inference_mode"] = true,
             ["base_model_name_or_path"] = c.BaseModelNameOrPath,
         };
+        if (c.Init == LoraInit.LoraGa) json["lora_ga_config"] = new JsonObject { ["direction"] = "ArB2r", ["scale"] = "stable", ["stable_gamma"] = c.LoraGaStableGamma };
         return json.ToJsonString(new JsonSerializerOptions { WriteIndented = true });
     }
 
@@ -158,7 +159,8 @@ public static class AdapterConfigJson
 
     /// <summary>
     /// init_lora_weights: true/false (Kaiming A), "gaussian", "pissa" or PEFT's "pissa_niter_N" (read as "pissa": Nanolora
-    /// runs the exact SVD, said in one warning line). OLoRA and CorDA, which change the base in ways not rebuilt here, are
+    /// runs the exact SVD, said in one warning line). OLoRA, CorDA and LoRA-GA, which change the base in ways not rebuilt here
+    /// (LoRA-GA's from gradients of training data the file does not hold), are
     /// refused: such a file only works on the base PEFT left behind. Other names only set the adapter's starting values,
     /// which loading replaces, and read as the default.
     /// </summary>
@@ -173,7 +175,7 @@ public static class AdapterConfigJson
             warn($"warning: {path}: init_lora_weights \"{name}\" asks for PEFT's randomized SVD ({iterations} iterations); Nanolora runs the exact SVD instead.");
             return LoraInit.Pissa;
         }
-        if (name is "olora" or "corda")
+        if (name is "olora" or "corda" or "lora_ga")
             throw new InvalidDataException($"{path}: 'init_lora_weights' is {node.ToJsonString()}: such an adapter belongs to a base that initialisation changed; " +
                 "save it converted to plain LoRA (PEFT's path_initial_model_for_weight_conversion) and load that.");
         return LoraInit.KaimingUniform;

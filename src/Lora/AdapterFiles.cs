@@ -18,7 +18,7 @@ public static class AdapterFiles
 
     /// <summary>
     /// Writes adapter <paramref name="adapterName"/> to <paramref name="directory"/> (created if needed); refuses non-finite
-    /// weights. A PiSSA adapter is written converted to a plain rank-2r LoRA for the original base (<see cref="Pissa.ConvertToLora"/>,
+    /// weights. A PiSSA or LoRA-GA adapter is written converted to a plain rank-2r LoRA for the original base (<see cref="Pissa.ConvertToLora"/>,
     /// <see cref="Pissa.ConvertedConfig"/>) with that base's fingerprint, so it loads onto the base on disk like any adapter.
     /// </summary>
     public static void Save(LoraModel lora, string adapterName, string directory)
@@ -26,10 +26,10 @@ public static class AdapterFiles
         if (!lora.Adapters.TryGetValue(adapterName, out var config)) throw new KeyNotFoundException($"No adapter '{adapterName}' to save.");
         Directory.CreateDirectory(directory);
         var tensors = new List<(string, int[], float[])>();
-        var origin = lora.PissaOrigin(adapterName);
+        var origin = lora.ResidualOrigin(adapterName);
         foreach (var (path, adapter) in lora.AdapterWeights(adapterName))
         {
-            if (origin != null && lora.Layers[path].Pissa is { } residual)
+            if (origin != null && lora.Layers[path].Residual is { } residual)
             {
                 // A PiSSA adapter is saved as plain LoRA on the original base (PEFT's path_initial_model_for_weight_conversion).
                 var (a, b) = Pissa.ConvertToLora(adapter, residual);

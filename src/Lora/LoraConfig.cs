@@ -25,6 +25,14 @@ public enum LoraInit
     /// the residual W − scaling·B·A, so the output is unchanged but training moves the principal directions.
     /// </summary>
     Pissa,
+    /// <summary>
+    /// LoRA-GA (Wang et al. 2024; PEFT's init_lora_weights="lora_ga" with LoraGAConfig's defaults, direction "ArB2r" and
+    /// scale "stable"): from the SVD of the loss gradient G = U·S·Vᵀ of W on a few training batches, A = ζ·Vᵀ[0:r] and
+    /// B = ζ·U[:, r:2r] with ζ = out^¼/√γ, so the first steps of B·A follow the best rank-2r approximation of full
+    /// fine-tuning's; the base weight becomes W − scaling·B·A, so the output is unchanged. Needs the gradients
+    /// (<see cref="LoraGa.EstimateGradients"/>) when the adapter is added.
+    /// </summary>
+    LoraGa,
 }
 
 /// <summary>
@@ -49,6 +57,11 @@ public sealed record LoraConfig
     public IReadOnlyList<string> ModulesToSave { get; init; } = [];
     /// <summary>How A is initialized.</summary>
     public LoraInit Init { get; init; } = LoraInit.KaimingUniform;
+    /// <summary>LoRA-GA's stable_gamma γ: the initial factors are scaled by out^¼/√γ (PEFT's default 16).</summary>
+    public float LoraGaStableGamma { get; init; } = 16f;
+    /// <summary>Whether the initialisation moves part of the base weight into the adapter (PiSSA, LoRA-GA): the layer then keeps
+    /// the residual, the adapter is saved converted to plain LoRA on the original base, and it needs a model of its own.</summary>
+    public bool RewritesBase => Init is LoraInit.Pissa or LoraInit.LoraGa;
     /// <summary>rsLoRA: scaling alpha/√r instead of alpha/r.</summary>
     public bool UseRsLora { get; init; }
     /// <summary>
@@ -93,8 +106,16 @@ public sealed record LoraConfig
         if (TargetRegex == null && TargetModules.Count == 0) throw new ArgumentException("LoRA config names no target modules.");
         // PiSSA's save converts the adapter to plain LoRA on the original base (A' = [A; A0], B' = [B, −B0]); a magnitude
         // vector has no such conversion, so the pair would save an adapter that does not reproduce the model.
-        if (UseDora && Init == LoraInit.Pissa) throw new ArgumentException("use_dora with init_lora_weights \"pissa\" is not supported: a PiSSA adapter is saved converted to plain LoRA, which a DoRA magnitude cannot follow.");
+        if (UseDora && RewritesBase) throw new ArgumentException($"use_dora with init_lora_weights \"{InitName(Init)}\" is not supported: such an adapter is saved converted to plain LoRA, which a DoRA magnitude cannot follow.");
+        if (Init == LoraInit.LoraGa && !(LoraGaStableGamma > 0 && float.IsFinite(LoraGaStableGamma)))
+            throw new ArgumentException($"lora_ga_config.stable_gamma is {LoraGaStableGamma}, expected a finite number > 0 (PEFT's default: 16).");
     }
+
+    /// <summary>init_lora_weights as PEFT writes it for <paramref name="init"/>.</summary>
+    public static string InitName(LoraInit init) => init switch
+    {
+        LoraInit.Gaussian => "gaussian", LoraInit.Pissa => "pissa", LoraInit.LoraGa => "lora_ga", _ => "true",
+    };
 
     /// <summary>Whether the Linear layer at <paramref name="moduleName"/> gets this adapter.</summary>
     public bool Targets(string moduleName)

@@ -47,8 +47,8 @@ public sealed class LoraAdapter : Module
 /// <summary>
 /// loralib's layer: a frozen base Linear (W [out, in], b) plus named low-rank adapters.
 /// y = x·Wᵀ + b + dropout(x)·Aᵀ·Bᵀ·scaling for the active adapter (<see cref="DoraLinear"/> for a DoRA adapter). Merging
-/// folds the update into W so inference costs exactly what the base layer costs. After a PiSSA initialisation W holds the
-/// residual and <see cref="Pissa"/> the principal part, which the layer adds back whenever that adapter is not applied.
+/// folds the update into W so inference costs exactly what the base layer costs. After a PiSSA or LoRA-GA initialisation W
+/// holds the residual and <see cref="Residual"/> what was taken out, which the layer adds back whenever that adapter is not applied.
 /// </summary>
 public sealed class LoraLinear : Module, ILayer
 {
@@ -64,8 +64,8 @@ public sealed class LoraLinear : Module, ILayer
     public string? MergedAdapter { get; private set; }
     /// <summary>Inside <see cref="LoraModel.MixedBatch"/>: the adapter of each sequence of the batch (null or "__base__": none).</summary>
     public IReadOnlyList<string?>? SequenceAdapters { get; internal set; }
-    /// <summary>Set after a PiSSA initialisation: W is then the residual, and this holds what was taken out.</summary>
-    public PissaResidual? Pissa { get; private set; }
+    /// <summary>Set after a PiSSA or LoRA-GA initialisation: W is then the residual, and this holds what was taken out.</summary>
+    public InitResidual? Residual { get; private set; }
     Tensor? _mergedNorm;   // DoRA: ‖W + s·B·A‖ before the merge, which unmerging divides by
 
     /// <summary>Wraps <paramref name="baseLayer"/> with no adapters yet; <paramref name="seed"/> seeds the adapters' dropout masks.</summary>
@@ -78,16 +78,20 @@ public sealed class LoraLinear : Module, ILayer
     /// <summary>The adapters on this layer by name.</summary>
     public IReadOnlyDictionary<string, LoraAdapter> Adapters => _adapters;
 
-    internal LoraAdapter AddAdapter(string name, int rank, float scaling, float dropout, LoraInit init, ulong seed, bool useDora = false)
+    internal LoraAdapter AddAdapter(string name, int rank, float scaling, float dropout, LoraInit init, ulong seed, bool useDora = false,
+        Tensor? gradient = null, float stableGamma = 16f)
     {
         if (_adapters.ContainsKey(name)) throw new ArgumentException($"Adapter '{name}' already exists on this layer.");
-        if (Pissa != null) throw new InvalidOperationException($"This layer's weight is adapter '{Pissa.Adapter}''s PiSSA residual; another adapter would be trained against the wrong base.");
-        if (init == LoraInit.Pissa && _adapters.Count > 0)
-            throw new InvalidOperationException($"PiSSA adapter '{name}' would replace the weight that adapter(s) {string.Join(", ", _adapters.Keys)} on this layer were made for.");
+        if (Residual != null) throw new InvalidOperationException($"This layer's weight is adapter '{Residual.Adapter}''s residual (its initialisation took part of it); another adapter would be trained against the wrong base.");
+        bool rewrites = init is LoraInit.Pissa or LoraInit.LoraGa;
+        if (rewrites && _adapters.Count > 0)
+            throw new InvalidOperationException($"Adapter '{name}' (init {LoraConfig.InitName(init)}) would replace the weight that adapter(s) {string.Join(", ", _adapters.Keys)} on this layer were made for.");
         var adapter = new LoraAdapter(BaseLayer.InFeatures, BaseLayer.OutFeatures, rank, scaling, dropout, init, seed, BaseLayer.Weight.Device);
         try
         {
-            if (init == LoraInit.Pissa) Pissa = Nanolora.Lora.Pissa.Initialize(name, BaseLayer.Weight.Data, adapter);
+            if (init == LoraInit.Pissa) Residual = Nanolora.Lora.Pissa.Initialize(name, BaseLayer.Weight.Data, adapter);
+            if (init == LoraInit.LoraGa)
+                Residual = LoraGa.Initialize(name, BaseLayer.Weight.Data, gradient ?? throw new ArgumentException($"LoRA-GA adapter '{name}': no gradient for this layer."), adapter, stableGamma);
             // PEFT's DoRA init: m = ‖W + s·B·A‖ per row, so the fresh DoRA layer computes exactly the LoRA layer.
             if (useDora) adapter.AddMagnitude(DoraLinear.WeightNorm(BaseLayer.Weight.Data, adapter.A.Data, adapter.B.Data, scaling));
         }
@@ -108,14 +112,14 @@ public sealed class LoraLinear : Module, ILayer
         RemoveModule(name);
         adapter.Dispose();
         if (ActiveAdapter == name) ActiveAdapter = null;
-        if (Pissa?.Adapter == name) DropPissa(restore: true);
+        if (Residual?.Adapter == name) DropResidual(restore: true);
     }
 
-    void DropPissa(bool restore)
+    void DropResidual(bool restore)
     {
-        if (restore) Pissa!.Restore(BaseLayer.Weight.Data);
-        Pissa!.Dispose();
-        Pissa = null;
+        if (restore) Residual!.Restore(BaseLayer.Weight.Data);
+        Residual!.Dispose();
+        Residual = null;
     }
 
     /// <summary>x [..., in] → [..., out]: the base output plus the active adapter's update (none when disabled, or when that adapter is merged).</summary>
@@ -131,8 +135,8 @@ public sealed class LoraLinear : Module, ILayer
         if (AdaptersDisabled || ActiveAdapter == null || MergedAdapter == ActiveAdapter)
         {
             // The base behaviour of a PiSSA layer is the original W = W_res + s·B0·A0, not the residual alone.
-            return Pissa == null || (MergedAdapter != null && MergedAdapter == ActiveAdapter && !AdaptersDisabled) ? BaseLayer.Forward(x)
-                : LowRankLinear(x, null, BaseLayer.Weight, BaseLayer.Bias, Pissa.InitialA, Pissa.InitialB, Pissa.Scaling);
+            return Residual == null || (MergedAdapter != null && MergedAdapter == ActiveAdapter && !AdaptersDisabled) ? BaseLayer.Forward(x)
+                : LowRankLinear(x, null, BaseLayer.Weight, BaseLayer.Bias, Residual.InitialA, Residual.InitialB, Residual.Scaling);
         }
         var adapter = _adapters[ActiveAdapter];
         var h = adapter.Dropout > 0 && Training ? F.Dropout(x, adapter.Dropout, _dropoutSeeds.Next(), Training) : null;
@@ -236,7 +240,7 @@ public sealed class LoraLinear : Module, ILayer
     internal Linear Unload()
     {
         // Unloading without the PiSSA adapter merged gives the original base back, not the residual.
-        if (Pissa != null) DropPissa(restore: MergedAdapter != Pissa.Adapter);
+        if (Residual != null) DropResidual(restore: MergedAdapter != Residual.Adapter);
         _mergedNorm?.Dispose();
         _mergedNorm = null;
         foreach (var (name, adapter) in _adapters) { RemoveModule(name); adapter.Dispose(); }

@@ -1,4 +1,5 @@
 using Nanolora.Autograd;
+using Nanolora.Tensors;
 using Nanolora.Transformer;
 
 namespace Nanolora.Lora;
@@ -31,7 +32,7 @@ public sealed partial class LoraModel
 {
     readonly Dictionary<string, LoraConfig> _configs = new();
     readonly Dictionary<string, LoraLinear> _layers = new();   // module path → wrapper
-    readonly Dictionary<string, BaseFingerprint> _pissaOrigins = new();   // PiSSA adapter → the base before its residual
+    readonly Dictionary<string, BaseFingerprint> _residualOrigins = new();   // PiSSA or LoRA-GA adapter → the base before its residual
     internal SavedModules SavedModules { get; private set; } = new();
     bool _disabled;   // inside a DisableAdapters() block
 
@@ -61,42 +62,55 @@ public sealed partial class LoraModel
     /// <summary>A LoRA view of a model with no adapters yet (add or load them next).</summary>
     public static LoraModel For(Module model) => new(model);
 
-    /// <summary>Wraps the config's target layers with a new adapter <paramref name="adapterName"/> and freezes the rest.</summary>
-    public static LoraModel Inject(Module model, LoraConfig config, string adapterName = "default", ulong seed = 1)
+    /// <summary>Wraps the config's target layers with a new adapter <paramref name="adapterName"/> and freezes the rest.
+    /// LoRA-GA needs <paramref name="gradients"/> (<see cref="LoraGa.EstimateGradients"/>).</summary>
+    public static LoraModel Inject(Module model, LoraConfig config, string adapterName = "default", ulong seed = 1, IReadOnlyDictionary<string, Tensor>? gradients = null)
     {
         var lora = new LoraModel(model);
-        lora.AddAdapter(adapterName, config, seed);
+        lora.AddAdapter(adapterName, config, seed, gradients);
         lora.SetActiveAdapter(adapterName);
         return lora;
     }
 
-    /// <summary>Adds adapter <paramref name="name"/> to every layer <paramref name="config"/> targets (wrapping them where needed); it does not become active.</summary>
-    public void AddAdapter(string name, LoraConfig config, ulong seed = 1)
+    /// <summary>The paths of the Linear layers <paramref name="config"/> targets in <paramref name="model"/> (wrapped or not).</summary>
+    public static List<string> TargetPaths(Module model, LoraConfig config) => model.NamedModules()
+        .Where(m => (m.Module is Linear || m.Module is LoraLinear) && !m.Name.EndsWith(".base_layer") && config.Targets(m.Name))
+        .Select(m => m.Name).ToList();
+
+    /// <summary>
+    /// Adds adapter <paramref name="name"/> to every layer <paramref name="config"/> targets (wrapping them where needed); it
+    /// does not become active. A LoRA-GA adapter needs <paramref name="gradients"/>: the loss gradient of each target's weight, by path.
+    /// </summary>
+    public void AddAdapter(string name, LoraConfig config, ulong seed = 1, IReadOnlyDictionary<string, Tensor>? gradients = null)
     {
         config.Validate();
         if (_configs.ContainsKey(name)) throw new ArgumentException($"An adapter named '{name}' already exists.");
-        var targets = Base.NamedModules()
-            .Where(m => (m.Module is Linear || m.Module is LoraLinear) && !m.Name.EndsWith(".base_layer") && config.Targets(m.Name))
-            .Select(m => m.Name).ToList();
+        var targets = TargetPaths(Base, config);
         if (targets.Count == 0)
             throw new ArgumentException($"LoRA targets [{string.Join(", ", config.TargetModules)}]{(config.TargetRegex != null ? " / regex " + config.TargetRegex : "")} match no Linear layer of the model.");
-        // PiSSA rewrites the base weights, so it cannot share a model with other adapters (they were made for the
-        // original weights, or would be trained on the residual): one PiSSA adapter, alone.
-        if (config.Init == LoraInit.Pissa && _layers.Values.FirstOrDefault(l => l.Adapters.Count > 0) is { } used)
-            throw new InvalidOperationException($"PiSSA adapter '{name}' replaces the base weights by a residual, but adapter(s) {string.Join(", ", used.Adapters.Keys)} already live on this model; PiSSA needs a model of its own.");
-        if (_layers.Values.FirstOrDefault(l => l.Pissa != null) is { } pissaLayer)
-            throw new InvalidOperationException($"Adapter '{name}' cannot join PiSSA adapter '{pissaLayer.Pissa!.Adapter}': the base weights are its residual, not the base.");
-        if (config.Init == LoraInit.Pissa)
-            foreach (var path in targets)
-            {
-                var linear = Base.GetModule(path) as Linear ?? ((LoraLinear)Base.GetModule(path)).BaseLayer;
-                int most = Math.Min(linear.InFeatures, linear.OutFeatures);
-                // Checked for every layer before any is changed: a refusal halfway would leave some weights residual.
-                if (config.RankFor(path) > most)
-                    throw new ArgumentException($"PiSSA: rank {config.RankFor(path)} for '{path}' exceeds min(out, in) = {most} of its {linear.OutFeatures} × {linear.InFeatures} weight.");
-            }
+        string init = LoraConfig.InitName(config.Init);
+        // PiSSA and LoRA-GA rewrite the base weights, so they cannot share a model with other adapters (they were made for
+        // the original weights, or would be trained on the residual): one such adapter, alone.
+        if (config.RewritesBase && _layers.Values.FirstOrDefault(l => l.Adapters.Count > 0) is { } used)
+            throw new InvalidOperationException($"Adapter '{name}' (init {init}) replaces the base weights by a residual, but adapter(s) {string.Join(", ", used.Adapters.Keys)} already live on this model; it needs a model of its own.");
+        if (_layers.Values.FirstOrDefault(l => l.Residual != null) is { } rewritten)
+            throw new InvalidOperationException($"Adapter '{name}' cannot join adapter '{rewritten.Residual!.Adapter}', whose initialisation left the base weights a residual, not the base.");
+        // Checked for every layer before any is changed: a refusal halfway would leave some weights residual.
+        foreach (var path in config.RewritesBase ? targets : [])
+        {
+            var linear = Base.GetModule(path) as Linear ?? ((LoraLinear)Base.GetModule(path)).BaseLayer;
+            int most = Math.Min(linear.InFeatures, linear.OutFeatures), r = config.RankFor(path), needed = config.Init == LoraInit.LoraGa ? 2 * r : r;
+            // PiSSA takes the top r singular directions of W; LoRA-GA the top 2r of the gradient (r for A, the next r for B).
+            if (needed > most)
+                throw new ArgumentException($"{init}: rank {r} for '{path}' needs {needed} singular directions, but its {linear.OutFeatures} × {linear.InFeatures} weight has min(out, in) = {most}.");
+            if (config.Init != LoraInit.LoraGa) continue;
+            if (gradients == null || !gradients.TryGetValue(path, out var g))
+                throw new ArgumentException($"lora_ga: no gradient for '{path}'; estimate them first (LoraGa.EstimateGradients) for the same targets.");
+            if (g.Dim(0) != linear.OutFeatures || g.Dim(1) != linear.InFeatures)
+                throw new ArgumentException($"lora_ga: the gradient for '{path}' is {g.ShapeString}, expected [{linear.OutFeatures}, {linear.InFeatures}] like its weight.");
+        }
         // The fingerprint the saved (converted) adapter names is the base's as it is on disk, taken before any residual.
-        if (config.Init == LoraInit.Pissa && BaseFingerprint.Of(this, config) is { } origin) _pissaOrigins[name] = origin;
+        if (config.RewritesBase && BaseFingerprint.Of(this, config) is { } origin) _residualOrigins[name] = origin;
         var seeds = new SeedSequence(seed);
         foreach (var path in targets)
         {
@@ -106,7 +120,8 @@ public sealed partial class LoraModel
                 Base.ReplaceModule(path, layer);
                 _layers[path] = layer;
             }
-            layer.AddAdapter(name, config.RankFor(path), config.ScalingFor(path), config.Dropout, config.Init, seeds.Next(), config.UseDora);
+            layer.AddAdapter(name, config.RankFor(path), config.ScalingFor(path), config.Dropout, config.Init, seeds.Next(), config.UseDora,
+                gradients?.GetValueOrDefault(path), config.LoraGaStableGamma);
         }
         _configs[name] = config;
         SavedModules.Add(name, config, Base);
@@ -207,7 +222,7 @@ public sealed partial class LoraModel
         if (_layers.Values.Any(l => l.MergedAdapter == name))
             throw new InvalidOperationException($"Adapter '{name}' is merged; unmerge it before deleting.");
         _configs.Remove(name);
-        _pissaOrigins.Remove(name);
+        _residualOrigins.Remove(name);
         SavedModules.Remove(name);
         foreach (var layer in _layers.Values) if (layer.Adapters.ContainsKey(name)) layer.DeleteAdapter(name);
         if (ActiveAdapter == name) ActiveAdapter = null;
@@ -239,7 +254,7 @@ public sealed partial class LoraModel
         foreach (var (path, layer) in _layers) Base.ReplaceModule(path, layer.Unload());
         _layers.Clear();
         _configs.Clear();
-        _pissaOrigins.Clear();
+        _residualOrigins.Clear();
         SavedModules = new SavedModules();   // the active adapter's saved modules stay in the model, as merged weights do
         ActiveAdapter = null;
         return Base;
@@ -253,7 +268,7 @@ public sealed partial class LoraModel
     /// For a PiSSA adapter: the fingerprint of the base as it was before the adapter replaced its weights by the residual
     /// (the base on disk, which the saved, converted adapter belongs to); null for any other adapter.
     /// </summary>
-    public BaseFingerprint? PissaOrigin(string name) => _pissaOrigins.GetValueOrDefault(name);
+    public BaseFingerprint? ResidualOrigin(string name) => _residualOrigins.GetValueOrDefault(name);
 
     /// <summary>Adapter parameters of <paramref name="name"/>: (module path, adapter).</summary>
     public IEnumerable<(string Path, LoraAdapter Adapter)> AdapterWeights(string name) =>

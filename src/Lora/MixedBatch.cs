@@ -56,9 +56,9 @@ public static class MixedBatch
             if (name == null || name == Base) continue;
             if (!lora.Adapters.TryGetValue(name, out var config))
                 throw new KeyNotFoundException($"Mixed batch: no adapter '{name}'. Adapters: {string.Join(", ", lora.Adapters.Keys)}; \"{Base}\" for the base model.");
-            // DoRA rescales the base output per adapter, and PiSSA's base weight is a residual: neither is "base + low-rank row update".
-            if (config.UseDora || config.Init == LoraInit.Pissa)
-                throw new ArgumentException($"Mixed batch: adapter '{name}' is {(config.UseDora ? "a DoRA adapter" : "a PiSSA adapter")}, which a per-sequence low-rank update cannot express; use it alone.");
+            // DoRA rescales the base output per adapter, and PiSSA's or LoRA-GA's base weight is a residual: neither is "base + low-rank row update".
+            if (config.UseDora || config.RewritesBase)
+                throw new ArgumentException($"Mixed batch: adapter '{name}' is {(config.UseDora ? "a DoRA adapter" : $"an adapter initialised with {LoraConfig.InitName(config.Init)}")}, which a per-sequence low-rank update cannot express; use it alone.");
             // Those change weights outside the wrapped layers (a bias, a whole module), which a per-row update cannot express.
             if (config.ModulesToSave.Count > 0 || config.Bias != LoraBias.None)
                 throw new ArgumentException($"Mixed batch: adapter '{name}' also trains {(config.ModulesToSave.Count > 0 ? "modules_to_save" : $"biases (bias: {config.Bias})")}, which cannot differ per sequence; use it alone.");

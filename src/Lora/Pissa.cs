@@ -4,41 +4,6 @@ using Nanolora.Tensors;
 namespace Nanolora.Lora;
 
 /// <summary>
-/// What PiSSA took out of a base weight: W = W_res + s·B0·A0, with A0 [R, in] and B0 [out, R] the adapter's initial
-/// factors. The layer keeps them (frozen, not parameters of the model) so that its base behaviour stays the original W
-/// (adapters disabled or inactive), the adapter can be saved converted to plain LoRA on the original base, and deleting
-/// the adapter puts W back (to fp32 rounding).
-/// </summary>
-public sealed class PissaResidual : IDisposable
-{
-    /// <summary>The adapter whose initialisation made the residual.</summary>
-    public string Adapter { get; }
-    /// <summary>A0 [R, in]: the adapter's lora_A at initialisation.</summary>
-    public Variable InitialA { get; }
-    /// <summary>B0 [out, R]: the adapter's lora_B at initialisation.</summary>
-    public Variable InitialB { get; }
-    /// <summary>The adapter's scaling s.</summary>
-    public float Scaling { get; }
-
-    internal PissaResidual(string adapter, Tensor a0, Tensor b0, float scaling)
-    {
-        Adapter = adapter; Scaling = scaling;
-        InitialA = new Variable(a0);
-        InitialB = new Variable(b0);
-    }
-
-    /// <summary>W += s·B0·A0: the residual back to the original weight (to fp32 rounding).</summary>
-    internal void Restore(Tensor w) => Ops.MatmulInto(w, InitialB.Data, InitialA.Data, false, false, Scaling, 1f);
-
-    /// <summary>Frees A0 and B0.</summary>
-    public void Dispose()
-    {
-        InitialA.Dispose();
-        InitialB.Dispose();
-    }
-}
-
-/// <summary>
 /// PiSSA (Meng et al. 2024, PEFT's <c>init_lora_weights="pissa"</c>): the adapter starts on W's principal subspace and the
 /// base keeps the rest. With W = U·S·Vᵀ (exact, <see cref="Svd"/> in double): A = diag(√(S_r/s))·Vᵀ_r, B = U_r·diag(√(S_r/s)),
 /// W_res = W − s·B·A, so s·B·A = U_r·S_r·Vᵀ_r and the model's output is unchanged at initialisation.
@@ -49,7 +14,7 @@ public static class Pissa
     /// Sets <paramref name="adapter"/>'s A and B from the SVD of <paramref name="w"/> and replaces W by its residual, in
     /// place; returns what the layer must keep. Refused when the rank exceeds min(out, in) (there are only that many singular values).
     /// </summary>
-    public static PissaResidual Initialize(string adapterName, Tensor w, LoraAdapter adapter)
+    public static InitResidual Initialize(string adapterName, Tensor w, LoraAdapter adapter)
     {
         int outF = w.Dim(0), inF = w.Dim(1), r = adapter.Rank;
         if (r > Math.Min(outF, inF))
@@ -68,14 +33,14 @@ public static class Pissa
         adapter.B.Data.CopyFrom(b);
         // The residual is formed from the fp32 factors actually stored, so W_res + s·B·A is W to fp32 rounding.
         Ops.MatmulInto(w, adapter.B.Data, adapter.A.Data, false, false, -adapter.Scaling, 1f);
-        return new PissaResidual(adapterName, adapter.A.Data.Clone(), adapter.B.Data.Clone(), adapter.Scaling);
+        return new InitResidual(adapterName, adapter.A.Data.Clone(), adapter.B.Data.Clone(), adapter.Scaling);
     }
 
     /// <summary>
     /// PEFT's <c>path_initial_model_for_weight_conversion</c>: the trained update on the original base is
     /// s·(B·A − B0·A0) = s·[B, −B0]·[A; A0], a rank-2r LoRA: A' = [A; A0] [2R, in], B' = [B, −B0] [out, 2R] (row-major).
     /// </summary>
-    public static (float[] A, float[] B) ConvertToLora(LoraAdapter adapter, PissaResidual residual)
+    public static (float[] A, float[] B) ConvertToLora(LoraAdapter adapter, InitResidual residual)
     {
         int r = adapter.Rank, inF = adapter.A.Data.Dim(1), outF = adapter.B.Data.Dim(0);
         float[] a = adapter.A.Data.ToArray(), a0 = residual.InitialA.Data.ToArray();

@@ -111,4 +111,86 @@ public static class Svd
             for (int j = 0; j < columns; j++) t[(long)j * rows + i] = m[(long)i * columns + j];
         return t;
     }
+
+    /// <summary>
+    /// The leading <paramref name="k"/> singular triplets only, by randomized subspace iteration (Halko, Martinsson and Tropp
+    /// 2011; what PEFT's LoRA-GA runs through torch.svd_lowrank): a Gaussian sketch of q = min(2k + oversampling, …)
+    /// columns, <paramref name="iterations"/> power iterations re-orthonormalized each half step, then the exact SVD of the
+    /// q × n projection. The leading values converge like (σ_{q+1}/σ_i)^(2·iterations+1): for a gradient whose spectrum
+    /// decays that is double rounding, at a tiny fraction of a full decomposition's cost on a 384 × 1536 matrix.
+    /// Deterministic for a given <paramref name="seed"/>.
+    /// </summary>
+    public static Result Leading(ReadOnlySpan<float> m, int rows, int columns, int k, int iterations = 4, ulong seed = 1)
+    {
+        int most = Math.Min(rows, columns);
+        if (k < 1 || k > most) throw new ArgumentException($"SVD: {k} leading singular values asked of a {rows} × {columns} matrix, which has {most}.");
+        int q = Math.Min(most, 2 * k);
+        var a = new double[m.Length];
+        for (int i = 0; i < a.Length; i++)
+            a[i] = double.IsFinite(m[i]) ? m[i] : throw new ArgumentException("SVD: the matrix holds a NaN or an infinity.");
+        var rng = new Random((int)(seed % int.MaxValue));
+        var omega = new double[(long)columns * q];
+        for (int i = 0; i < omega.Length; i++) omega[i] = Math.Sqrt(-2 * Math.Log(1 - rng.NextDouble())) * Math.Cos(2 * Math.PI * rng.NextDouble());
+        var y = Multiply(a, rows, columns, omega, q, transposeA: false);           // rows × q
+        Orthonormalize(y, rows, q);
+        for (int it = 0; it < iterations; it++)
+        {
+            var z = Multiply(a, rows, columns, y, q, transposeA: true);             // columns × q
+            Orthonormalize(z, columns, q);
+            y = Multiply(a, rows, columns, z, q, transposeA: false);
+            Orthonormalize(y, rows, q);
+        }
+        // B = Qᵀ·M (q × columns), decomposed exactly: M ≈ Q·B = (Q·U_B)·S·Vᵀ.
+        var b = new double[(long)q * columns];
+        for (int i = 0; i < rows; i++)
+            for (int c = 0; c < q; c++)
+            {
+                double qi = y[(long)i * q + c];
+                if (qi == 0) continue;
+                for (int j = 0; j < columns; j++) b[(long)c * columns + j] += qi * a[(long)i * columns + j];
+            }
+        var small = Decompose(b, q, columns);
+        var u = new double[(long)rows * k];
+        for (int i = 0; i < rows; i++)
+            for (int t = 0; t < k; t++)
+            {
+                double sum = 0;
+                for (int c = 0; c < q; c++) sum += y[(long)i * q + c] * small.U[(long)c * small.K + t];
+                u[(long)i * k + t] = sum;
+            }
+        return new Result(u, small.S[..k], small.Vt.AsSpan(0, k * columns).ToArray(), rows, columns);
+    }
+
+    /// <summary>M·X (M rows × columns, X columns × q) or, with <paramref name="transposeA"/>, Mᵀ·X (X rows × q); row-major.</summary>
+    static double[] Multiply(double[] a, int rows, int columns, double[] x, int q, bool transposeA)
+    {
+        var result = new double[(long)(transposeA ? columns : rows) * q];
+        for (int i = 0; i < rows; i++)
+            for (int j = 0; j < columns; j++)
+            {
+                double aij = a[(long)i * columns + j];
+                long from = transposeA ? (long)i * q : (long)j * q, to = transposeA ? (long)j * q : (long)i * q;
+                for (int c = 0; c < q; c++) result[to + c] += aij * x[from + c];
+            }
+        return result;
+    }
+
+    /// <summary>Modified Gram–Schmidt on the q columns of the row-major n × q matrix, twice (once is not enough in floating point).</summary>
+    static void Orthonormalize(double[] m, int n, int q)
+    {
+        for (int pass = 0; pass < 2; pass++)
+            for (int c = 0; c < q; c++)
+            {
+                for (int p = 0; p < c; p++)
+                {
+                    double dot = 0;
+                    for (int i = 0; i < n; i++) dot += m[(long)i * q + c] * m[(long)i * q + p];
+                    for (int i = 0; i < n; i++) m[(long)i * q + c] -= dot * m[(long)i * q + p];
+                }
+                double norm = 0;
+                for (int i = 0; i < n; i++) norm += m[(long)i * q + c] * m[(long)i * q + c];
+                norm = Math.Sqrt(norm);
+                for (int i = 0; i < n; i++) m[(long)i * q + c] = norm > 0 ? m[(long)i * q + c] / norm : 0;
+            }
+    }
 }

@@ -55,7 +55,7 @@ public class PissaTests
                 }
             Reference.Close(top, lowRank, 1e-4, 1e-4, $"{path}: s·B·A vs the top-{r} SVD part");
             Reference.Close(w, residual.Zip(lowRank, (x, y) => x + y).ToArray(), 1e-5, 1e-5, $"{path}: W_res + s·B·A vs W");
-            Assert.True(layer.Pissa is { } p && p.Adapter == "default");
+            Assert.True(layer.Residual is { } p && p.Adapter == "default");
         }
         // Adapters off: the original base, not the residual.
         using (lora.DisableAdapters()) Assert.True(MaxRelativeDifference(before, TinyModels.Logits(model, batch)) <= 1e-4, "disabled PiSSA is not the base");
@@ -92,7 +92,7 @@ public class PissaTests
         Assert.Equal(BaseFingerprint.Of(plain, config)!.Serialize(), file.Metadata[BaseFingerprint.MetadataKey]);
         AdapterFiles.Load(plain, dir, "task");
         plain.SetActiveAdapter("task");
-        Assert.All(plain.Layers.Values, l => Assert.Null(l.Pissa));
+        Assert.All(plain.Layers.Values, l => Assert.Null(l.Residual));
         Assert.True(MaxRelativeDifference(trained, TinyModels.Logits(fresh, batch)) <= 1e-4, "converted adapter on the original base differs");
     }
 

@@ -115,8 +115,10 @@ public static class TrainCommands
         var loraPlus = new Option<float?>("--loraplus-ratio") { Description = "LoRA+: train the B matrices at R × the learning rate of the A matrices (PEFT's loraplus_lr_ratio; 16 is usual; default off)" }.Positive(1e6f);
         var targets = new Option<string>("--targets") { Description = "comma-separated module names to adapt (name suffixes: q_proj, k_proj, v_proj, o_proj, fc1, fc2)", DefaultValueFactory = _ => LoraDefaults.TargetList };
         var useDora = new Option<bool>("--use-dora") { Description = "lora: DoRA, a learned magnitude per output row on top of the low-rank direction (PEFT's use_dora)" };
-        var loraInit = new Option<string>("--init") { Description = "lora: how adapters start: kaiming (B = 0), gaussian (B = 0), or pissa (the top-r SVD part of each weight; saved converted to a rank-2r LoRA for the base)", DefaultValueFactory = _ => "kaiming" }
-            .Choices("kaiming", "gaussian", "pissa");
+        var loraInit = new Option<string>("--init") { Description = "lora: how adapters start: kaiming (B = 0), gaussian (B = 0), pissa (the top-r SVD part of each weight) or lora-ga (the top-2r SVD directions of each weight's loss gradient on the first --lora-ga-batches batches, PEFT's lora_ga); pissa and lora-ga adapters are saved converted to a rank-2r LoRA for the base", DefaultValueFactory = _ => "kaiming" }
+            .Choices("kaiming", "gaussian", "pissa", "lora-ga");
+        var loraGaGamma = new Option<float>("--lora-ga-gamma") { Description = "lora-ga: stable_gamma γ, the initial factors are scaled by out^¼/√γ (PEFT's default)", DefaultValueFactory = _ => 16f }.Positive(1e9f);
+        var loraGaBatches = new Option<int>("--lora-ga-batches") { Description = "lora-ga: training batches whose mean gradient initialises the adapters", DefaultValueFactory = _ => 4 }.Range(1, 1000);
         var bias = new Option<string>("--bias") { Description = "lora: biases that also train and are saved with the adapter: none, all (every bias, the logits bias included), or lora_only (those of adapted layers), as PEFT's bias field; trained biases change the base's, so disabling the adapter no longer gives the base's output", DefaultValueFactory = _ => "none" }
             .Choices("none", "all", "lora_only");
         var seed = Seed();
@@ -129,7 +131,7 @@ public static class TrainCommands
         var overwrite = Overwrite();
         var json = JsonOutput.Option(TrainingSummary.Schema);
         var cmd = new Command("finetune", "Fine-tune a base checkpoint on a task: all weights (full), LoRA adapters, or another PEFT method (BitFit, chosen layers, LN tuning, (IA)³, Houlsby or Pfeiffer adapters).")
-            { method, baseDir, task, steps, batch, lr, warmup, rank, alpha, loraPlus, gradientCheckpointing, baseDType, targets, useDora, loraInit, bias, reductionFactor, layers, layersPattern, seed, checkpointEvery, resume, forceResume, maxLossRatio, trainExamples, output, overwrite, json };
+            { method, baseDir, task, steps, batch, lr, warmup, rank, alpha, loraPlus, gradientCheckpointing, baseDType, targets, useDora, loraInit, loraGaGamma, loraGaBatches, bias, reductionFactor, layers, layersPattern, seed, checkpointEvery, resume, forceResume, maxLossRatio, trainExamples, output, overwrite, json };
         cmd.SetAction(r => Program.Guard(() =>
         {
             var dev = Workflows.ResolveDevice(r.GetValue(device));
@@ -168,7 +170,8 @@ public static class TrainCommands
                 Targets = r.GetValue(targets)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries),
                 UseDora = r.GetValue(useDora),
                 Bias = r.GetValue(bias) switch { "all" => LoraBias.All, "lora_only" => LoraBias.LoraOnly, _ => LoraBias.None },
-                Init = r.GetValue(loraInit) switch { "gaussian" => LoraInit.Gaussian, "pissa" => LoraInit.Pissa, _ => LoraInit.KaimingUniform },
+                Init = r.GetValue(loraInit) switch { "gaussian" => LoraInit.Gaussian, "pissa" => LoraInit.Pissa, "lora-ga" => LoraInit.LoraGa, _ => LoraInit.KaimingUniform },
+                LoraGaStableGamma = r.GetValue(loraGaGamma), LoraGaBatches = r.GetValue(loraGaBatches),
                 CheckpointDirectory = checkpointing ? outDir : null, CheckpointEvery = r.GetValue(checkpointEvery), Resume = isResume,
                 ForceResume = r.GetValue(forceResume), MaxLossRatio = r.GetValue(maxLossRatio), LoraPlusRatio = r.GetValue(loraPlus), GradientCheckpointing = r.GetValue(gradientCheckpointing),
                 BaseBFloat16 = r.GetValue(baseDType) == "bfloat16",
