@@ -109,6 +109,11 @@ public class ExperimentStateTests
         Assert.DoesNotContain("ablation:r8:seed1", back.Done);
         Assert.DoesNotContain(back.Rows, r => r.Method == "lora-ablation");
 
+        // Another initialisation for LoRA (LoRA-GA) reruns every LoRA unit, the ablation included; full fine-tuning stays.
+        var ga = ExperimentState.Open(qkvo with { LoraInit = Nanolora.Lora.LoraInit.LoraGa, RerunChanged = true }, baseDir, resume: true, overwrite: false);
+        Assert.Equal(["sweep:full:0.0003", "full"], ga.Done);
+        Assert.Contains("lora_init=lora_ga", ga.Recipe);
+
         // Left to follow the main row, the ablation's targets change with it, and its units go too.
         var follow = ExperimentState.Open(o with { LoraTargets = ["q_proj", "k_proj", "v_proj", "o_proj"], RerunChanged = true }, baseDir, resume: true, overwrite: false);
         Assert.Equal(["sweep:full:0.0003", "full"], follow.Done);

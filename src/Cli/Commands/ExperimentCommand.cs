@@ -36,11 +36,14 @@ public static class ExperimentCommand
             { Description = "comma-separated modules LoRA's main row adapts (default: q_proj,v_proj quick; q_proj,k_proj,v_proj,o_proj,fc2 full, 1.45 % of the base, chosen on the validation split)" };
         var ablationTargets = new Option<string?>("--ablation-targets")
             { Description = "comma-separated modules the rank ablation adapts (default: q_proj,v_proj full; those of --lora-targets when that is given)" };
+        var loraInit = new Option<string>("--lora-init")
+            { Description = "how the LoRA row's and the ablation's adapters start: kaiming (B = 0) or lora-ga (the leading directions of each weight's loss gradient on the first 4 batches, PEFT's lora_ga)", DefaultValueFactory = _ => "kaiming" }
+            .Choices("kaiming", "lora-ga");
         var rerunChanged = new Option<bool>("--rerun-changed")
-            { Description = "with --resume: when --lora-targets, --ablation-targets, --ranks, --ablation-steps or --swap-steps differ from the recorded ones, rerun the finished units that depend on them (and only those: the LoRA sweep, row and swap; the ablation runs of ranks no longer listed) instead of refusing" };
+            { Description = "with --resume: when --lora-targets, --lora-init, --ablation-targets, --ranks, --ablation-steps or --swap-steps differ from the recorded ones, rerun the finished units that depend on them (and only those: the LoRA sweep, row and swap; the ablation runs of ranks no longer listed) instead of refusing" };
         var json = JsonOutput.Option(ExperimentJson.SchemaName);
         var cmd = new Command("experiment", "Base vs full fine-tuning vs LoRA on Debian synopses (BERT2BERT base on all-MiniLM-L6-v2), a rank ablation, a translation adapter swapped in, and all-MiniLM-L6-v2 retrieval; writes results.json, results.md and plots.")
-            { quick, output, baseDir, steps, evalExamples, ablationSteps, swapTask, swapSteps, ranks, part, retrievalSteps, sweepSteps, compare, loraTargets, ablationTargets, resume, rerunChanged, overwrite, json };
+            { quick, output, baseDir, steps, evalExamples, ablationSteps, swapTask, swapSteps, ranks, part, retrievalSteps, sweepSteps, compare, loraTargets, ablationTargets, loraInit, resume, rerunChanged, overwrite, json };
         cmd.SetAction(r => Program.Guard(() =>
         {
             Device dev = Workflows.ResolveDevice(r.GetValue(device));
@@ -52,6 +55,7 @@ public static class ExperimentCommand
             if (r.GetValue(sweepSteps) is int ss) o = o with { SweepSteps = ss };
             if (r.GetValue(loraTargets) is string t) o = o with { LoraTargets = Targets("--lora-targets", t), AblationTargets = null };
             if (r.GetValue(ablationTargets) is string at) o = o with { AblationTargets = Targets("--ablation-targets", at) };
+            if (r.GetValue(loraInit) is "lora-ga") o = o with { LoraInit = Nanolora.Lora.LoraInit.LoraGa };
             if (r.GetValue(rerunChanged) && !r.GetValue(resume)) throw new ArgumentException("--rerun-changed: only with --resume (it decides which finished units of a resumed experiment run again).");
             if (r.GetValue(ablationSteps) is int a) o = o with { AblationSteps = a };
             o = o with { SwapTask = r.GetValue(swapTask)! };

@@ -107,7 +107,7 @@ public sealed class ExperimentReport(ExperimentOptions o, IReadOnlyList<ResultRo
         var loraRow = rows.FirstOrDefault(r => r.Method == "lora" && r.Task == "debian");
         sb.AppendLine($"Debian description → synopsis, test split ({rows.FirstOrDefault(r => r.Method == "base")?.EvalExamples ?? 0} examples spread over it), greedy decoding{(o.NoRepeatNgram > 0 ? $" never repeating a {o.NoRepeatNgram}-gram" : "")}. " +
                       $"Fine-tuning: {o.Steps} steps each (batch {o.BatchSize}), same data order and seed; AdamW, lr {fullRow?.LearningRate:G3} for full fine-tuning and {loraRow?.LearningRate:G3} for LoRA " +
-                      $"(r=8, alpha 16, on {string.Join(" and ", o.LoraTargets)}){(sweep is { Count: > 0 } ? $", each chosen on {sweep[0].ValidationExamples} validation examples after {sweep[0].Steps} steps (`sweep` in results.json)" : "")}; " +
+                      $"(r=8, alpha 16, on {string.Join(" and ", o.LoraTargets)}{(o.LoraInit == Nanolora.Lora.LoraInit.LoraGa ? ", started by LoRA-GA from the gradients of the first 4 batches" : "")}){(sweep is { Count: > 0 } ? $", each chosen on {sweep[0].ValidationExamples} validation examples after {sweep[0].Steps} steps (`sweep` in results.json)" : "")}; " +
                       (o.Ranks.Count > 0 && o.AblationSeeds.Count > 0
                           ? $"rank ablation {o.AblationSteps} steps per rank and seed ({string.Join(", ", o.AblationSeeds)}; alpha 2r; on {string.Join(" and ", o.AblationTargetsUsed)}) on {rows.FirstOrDefault(r => r.Method == "lora-ablation")?.EvalExamples ?? 0} test examples. "
                           : "no rank ablation in this budget. ") +

@@ -103,6 +103,8 @@ public sealed record ExperimentOptions
     /// <summary>The modules LoRA's main row (and, unless <see cref="AblationTargets"/> says otherwise, the rank ablation) adapts: by
     /// default the attention query and value projections (PEFT's default targets); the full run's defaults add k, o and fc2.</summary>
     public IReadOnlyList<string> LoraTargets { get; init; } = ["q_proj", "v_proj"];
+    /// <summary>How the LoRA row's and the ablation's adapters start (Kaiming A and B = 0, or LoRA-GA).</summary>
+    public Nanolora.Lora.LoraInit LoraInit { get; init; } = Nanolora.Lora.LoraInit.KaimingUniform;
     /// <summary>The modules the rank ablation adapts (null: <see cref="LoraTargets"/>). The ablation's runs are short, many and
     /// comparable among themselves, so a study can keep them on the seed's q,v while the main row moves.</summary>
     public IReadOnlyList<string>? AblationTargets { get; init; }
@@ -174,7 +176,7 @@ public sealed class ExperimentRunner(ExperimentOptions o, Device device)
         long total = _state.BaseParameters;
 
         // Same data, steps and seed for both methods; each at the rate its own sweep chose on the validation split.
-        var recipe = new FineTuneOptions { Task = "debian", Steps = o.Steps, BatchSize = o.BatchSize, Seed = o.Seed, Rank = 8, Alpha = 16, Targets = [.. o.LoraTargets] };
+        var recipe = new FineTuneOptions { Task = "debian", Steps = o.Steps, BatchSize = o.BatchSize, Seed = o.Seed, Rank = 8, Alpha = 16, Targets = [.. o.LoraTargets], Init = o.LoraInit };
         float fullRate = ChooseRate("full", o.FullLearningRates, recipe, debian, validation, baseDir);
         float loraRate = ChooseRate("lora", o.LoraLearningRates, recipe, debian, validation, baseDir);
         if (_state.ForgetAblationAtOtherRate(loraRate) is { Count: > 0 } stale)

@@ -122,6 +122,7 @@ public sealed class ExperimentState
     static readonly Dictionary<string, Func<string, ExperimentOptions, bool>> Rerunnable = new()
     {
         ["lora_targets"] = (unit, _) => unit is "lora" or "swap" or "compare:lora" || unit.StartsWith("sweep:lora:"),
+        ["lora_init"] = (unit, _) => unit is "lora" or "swap" or "compare:lora" || unit.StartsWith("sweep:lora:") || IsAblation(unit),
         ["ablation_targets"] = (unit, _) => IsAblation(unit),
         ["ablation_steps"] = (unit, _) => IsAblation(unit),
         ["ablation_eval_examples"] = (unit, _) => IsAblation(unit),
@@ -180,6 +181,7 @@ public sealed class ExperimentState
     static readonly Dictionary<string, Func<List<string>, string>> ImpliedBefore = new()
     {
         ["lora_targets"] = _ => "lora_targets=q_proj,v_proj",
+        ["lora_init"] = _ => "lora_init=true",
         ["ablation_targets"] = recipe => "ablation_targets=" + (recipe.FirstOrDefault(l => Key(l) == "lora_targets")?[("lora_targets=".Length)..] ?? "q_proj,v_proj"),
     };
 
@@ -192,7 +194,7 @@ public sealed class ExperimentState
         return
         [
             $"quick={o.Quick}", $"base_weights_sha256={hash}", $"steps={o.Steps}", $"batch_size={o.BatchSize}", $"seed={o.Seed}",
-            $"eval_examples={o.EvalExamples}", $"no_repeat_ngram={o.NoRepeatNgram}", $"lora_targets={string.Join(',', o.LoraTargets)}", $"ablation_targets={string.Join(',', o.AblationTargetsUsed)}",
+            $"eval_examples={o.EvalExamples}", $"no_repeat_ngram={o.NoRepeatNgram}", $"lora_targets={string.Join(',', o.LoraTargets)}", $"lora_init={Nanolora.Lora.LoraConfig.InitName(o.LoraInit)}", $"ablation_targets={string.Join(',', o.AblationTargetsUsed)}",
             $"full_learning_rates={F(o.FullLearningRates)}", $"lora_learning_rates={F(o.LoraLearningRates)}", $"sweep_steps={o.SweepSteps}",
             $"sweep_validation_examples={o.SweepValidationExamples}", $"swap_task={o.SwapTask}", $"swap_steps={o.SwapSteps}", $"swap_eval_examples={o.SwapEvalExamples}",
             $"swap_rank={o.SwapRank}", $"swap_targets={string.Join(',', o.SwapTargets)}", $"swap_learning_rate={F([o.SwapLearningRate])}",
