@@ -25,12 +25,6 @@ public class DoraTests
         }
     }
 
-    static double MaxRelativeDifference(float[] expected, float[] actual)
-    {
-        double scale = expected.Max(x => Math.Abs((double)x));
-        return expected.Zip(actual).Max(p => Math.Abs(p.First - p.Second)) / scale;
-    }
-
     static void AssertRelative(float[] expected, float[] actual, double rel, string what)
     {
         double scale = expected.Max(x => Math.Abs((double)x));
@@ -125,7 +119,7 @@ public class DoraTests
             var norms = Enumerable.Range(0, w.Length / inF).Select(o => Math.Sqrt(w.Skip(o * inF).Take(inF).Sum(v => (double)v * v))).ToArray();
             Reference.Close(norms, adapter.Magnitude!.Data.ToArray(), 1e-6, 1e-6, $"{path} m = ‖W‖");
         }
-        Assert.True(MaxRelativeDifference(before, TinyModels.Logits(model, batch)) <= 1e-6, "a fresh DoRA adapter changed the output");
+        Assert.True(ResidualChecks.MaxRelativeDifference(before, TinyModels.Logits(model, batch)) <= 1e-6, "a fresh DoRA adapter changed the output");
         long expected = lora.AdapterWeights("default").Sum(a => a.Adapter.A.Count + a.Adapter.B.Count + a.Adapter.Magnitude!.Count);
         Assert.Equal(expected, lora.Report().Trainable);
     }
@@ -139,7 +133,7 @@ public class DoraTests
         var lora = LoraModel.Inject(model, Dora);
         Perturb(lora, "default");
         var adapted = TinyModels.Logits(model, batch);
-        Assert.True(MaxRelativeDifference(baseOut, adapted) > 1e-3, "the perturbed adapter changes nothing: vacuous comparison");
+        Assert.True(ResidualChecks.MaxRelativeDifference(baseOut, adapted) > 1e-3, "the perturbed adapter changes nothing: vacuous comparison");
         var weights = lora.Layers.ToDictionary(l => l.Key, l => l.Value.BaseLayer.Weight.Data.ToArray());
         lora.Merge();
         AssertRelative(adapted, TinyModels.Logits(model, batch), 1e-4, "merged");

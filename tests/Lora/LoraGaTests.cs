@@ -13,12 +13,6 @@ public class LoraGaTests
     static readonly TransformerConfig Config = TinyModels.Config;
     static readonly LoraConfig Gradient = new() { R = 3, Alpha = 6, Init = LoraInit.LoraGa, LoraGaStableGamma = 9, TargetModules = ["q_proj", "v_proj", "fc1"] };
 
-    static double MaxRelativeDifference(float[] expected, float[] actual)
-    {
-        double scale = expected.Max(x => Math.Abs((double)x));
-        return expected.Zip(actual).Max(p => Math.Abs(p.First - p.Second)) / scale;
-    }
-
     static Dictionary<string, Tensor> Gradients(Seq2SeqTransformer model, int batches = 2)
     {
         var data = Enumerable.Range(0, batches).Select(i => TinyModels.CopyBatch(new Random(10 + i), 6)).ToList();
@@ -78,7 +72,7 @@ public class LoraGaTests
         Assert.Equal(LoraModel.TargetPaths(model, Gradient), gradients.Keys);   // q, v of every attention and fc1 of every layer: 8
         Assert.Equal(8, gradients.Count);
         var lora = LoraModel.Inject(model, Gradient, gradients: gradients);
-        Assert.True(MaxRelativeDifference(before, TinyModels.Logits(model, batch)) <= 1e-4, "LoRA-GA init changed the output");
+        Assert.True(ResidualChecks.MaxRelativeDifference(before, TinyModels.Logits(model, batch)) <= 1e-4, "LoRA-GA init changed the output");
         foreach (var (path, adapter) in lora.AdapterWeights("default"))
         {
             var layer = lora.Layers[path];
@@ -110,20 +104,10 @@ public class LoraGaTests
                     best[i * inF + j] = zeta * zeta * t;
                 }
             Reference.Close(best, direction.Select(x => (float)x).ToArray(), 1e-4, 1e-4, $"{path}: B·Bᵀ·G + G·Aᵀ·A vs ζ²·(G's rank-2r part)");
-            var w = original[path + ".weight"];
-            var residual = layer.BaseLayer.Weight.Data.ToArray();
-            var product = new float[outF * inF];
-            for (int i = 0; i < outF; i++)
-                for (int j = 0; j < inF; j++)
-                {
-                    double ba = 0;
-                    for (int k = 0; k < r; k++) ba += b[i * r + k] * a[k * inF + j];
-                    product[i * inF + j] = (float)(adapter.Scaling * ba);
-                }
-            Reference.Close(w, residual.Zip(product, (x, y) => x + y).ToArray(), 1e-5, 1e-5, $"{path}: W_res + s·B·A vs W");
+            ResidualChecks.ResidualRebuilds(original[path + ".weight"], layer, adapter, path);
             Assert.True(layer.Residual is { } res && res.Adapter == "default");
         }
-        using (lora.DisableAdapters()) Assert.True(MaxRelativeDifference(before, TinyModels.Logits(model, batch)) <= 1e-4, "disabled LoRA-GA is not the base");
+        using (lora.DisableAdapters()) Assert.True(ResidualChecks.MaxRelativeDifference(before, TinyModels.Logits(model, batch)) <= 1e-4, "disabled LoRA-GA is not the base");
     }
 
     [Fact]
@@ -133,24 +117,17 @@ public class LoraGaTests
         var batch = TinyModels.CopyBatch(new Random(4), 5);
         var baseOut = TinyModels.Logits(model, batch);
         var lora = LoraModel.Inject(model, Gradient, "task", gradients: Gradients(model));
-        using (var optimizer = new AdamW(model.TrainableParameters(), 1e-2f))
-        {
-            var rng = new Random(2);
-            for (int i = 0; i < 3; i++) TinyModels.Step(model, optimizer, TinyModels.CopyBatch(rng, 8));
-        }
+        ResidualChecks.Train(model, 3);
         var trained = TinyModels.Logits(model, batch);
-        Assert.True(MaxRelativeDifference(baseOut, trained) > 1e-3, "training changed nothing: vacuous comparison");
+        Assert.True(ResidualChecks.MaxRelativeDifference(baseOut, trained) > 1e-3, "training changed nothing: vacuous comparison");
         var dir = Directory.CreateTempSubdirectory().FullName;
         AdapterFiles.Save(lora, "task", dir);
         var json = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, AdapterFiles.ConfigFile)))!;
         Assert.Equal(6, (int)json["r"]!);
         Assert.True((bool)json["init_lora_weights"]!);
 
-        using var fresh = new Seq2SeqTransformer(Config, Device.Cpu);
-        var plain = LoraModel.For(fresh);
-        AdapterFiles.Load(plain, dir, "task");
-        plain.SetActiveAdapter("task");
-        Assert.True(MaxRelativeDifference(trained, TinyModels.Logits(fresh, batch)) <= 1e-4, "converted LoRA-GA adapter on the original base differs");
+        var onBase = ResidualChecks.OnAFreshBase(Config, dir, "task", batch);
+        Assert.True(ResidualChecks.MaxRelativeDifference(trained, onBase) <= 1e-4, "converted LoRA-GA adapter on the original base differs");
     }
 
     [Fact]

@@ -13,18 +13,7 @@ public class PissaTests
     static readonly TransformerConfig Config = TinyModels.Config;
     static readonly LoraConfig Principal = new() { R = 4, Alpha = 8, Init = LoraInit.Pissa, TargetModules = ["q_proj", "v_proj", "fc1"] };
 
-    static double MaxRelativeDifference(float[] expected, float[] actual)
-    {
-        double scale = expected.Max(x => Math.Abs((double)x));
-        return expected.Zip(actual).Max(p => Math.Abs(p.First - p.Second)) / scale;
-    }
-
-    static void Train(Seq2SeqTransformer model, int steps)
-    {
-        using var optimizer = new AdamW(model.TrainableParameters(), 1e-2f);
-        var rng = new Random(2);
-        for (int i = 0; i < steps; i++) TinyModels.Step(model, optimizer, TinyModels.CopyBatch(rng, 8));
-    }
+    static void Train(Seq2SeqTransformer model, int steps) => ResidualChecks.Train(model, steps);
 
     [Fact]
     public void InitSplitsWIntoItsTopRankPartAndTheResidualAndKeepsTheOutput()
@@ -34,7 +23,7 @@ public class PissaTests
         var before = TinyModels.Logits(model, batch);
         var original = model.NamedParameters().Where(p => p.Name.EndsWith(".weight")).ToDictionary(p => p.Name, p => p.Parameter.Data.ToArray());
         var lora = LoraModel.Inject(model, Principal);
-        Assert.True(MaxRelativeDifference(before, TinyModels.Logits(model, batch)) <= 1e-4, "PiSSA init changed the output");
+        Assert.True(ResidualChecks.MaxRelativeDifference(before, TinyModels.Logits(model, batch)) <= 1e-4, "PiSSA init changed the output");
         foreach (var (path, adapter) in lora.AdapterWeights("default"))
         {
             var layer = lora.Layers[path];
@@ -42,23 +31,16 @@ public class PissaTests
             var w = original[path + ".weight"];
             // s·B·A must be the rank-r truncation U_r·S_r·V_rᵀ of W, and the base now holds the rest.
             var svd = Svd.Decompose(w, outF, inF);
-            float[] a = adapter.A.Data.ToArray(), b = adapter.B.Data.ToArray(), residual = layer.BaseLayer.Weight.Data.ToArray();
             var top = new double[outF * inF];
-            var lowRank = new float[outF * inF];
             for (int i = 0; i < outF; i++)
                 for (int j = 0; j < inF; j++)
-                {
-                    double t = 0, ba = 0;
-                    for (int k = 0; k < r; k++) { t += svd.U[i * svd.K + k] * svd.S[k] * svd.Vt[k * inF + j]; ba += b[i * r + k] * a[k * inF + j]; }
-                    top[i * inF + j] = t;
-                    lowRank[i * inF + j] = (float)(adapter.Scaling * ba);
-                }
-            Reference.Close(top, lowRank, 1e-4, 1e-4, $"{path}: s·B·A vs the top-{r} SVD part");
-            Reference.Close(w, residual.Zip(lowRank, (x, y) => x + y).ToArray(), 1e-5, 1e-5, $"{path}: W_res + s·B·A vs W");
+                    for (int k = 0; k < r; k++) top[i * inF + j] += svd.U[i * svd.K + k] * svd.S[k] * svd.Vt[k * inF + j];
+            Reference.Close(top, ResidualChecks.Product(adapter), 1e-4, 1e-4, $"{path}: s·B·A vs the top-{r} SVD part");
+            ResidualChecks.ResidualRebuilds(w, layer, adapter, path);
             Assert.True(layer.Residual is { } p && p.Adapter == "default");
         }
         // Adapters off: the original base, not the residual.
-        using (lora.DisableAdapters()) Assert.True(MaxRelativeDifference(before, TinyModels.Logits(model, batch)) <= 1e-4, "disabled PiSSA is not the base");
+        using (lora.DisableAdapters()) Assert.True(ResidualChecks.MaxRelativeDifference(before, TinyModels.Logits(model, batch)) <= 1e-4, "disabled PiSSA is not the base");
     }
 
     [Theory]
@@ -73,7 +55,7 @@ public class PissaTests
         var lora = LoraModel.Inject(model, config, "task");
         Train(model, 3);
         var trained = TinyModels.Logits(model, batch);
-        Assert.True(MaxRelativeDifference(baseOut, trained) > 1e-3, "training changed nothing: vacuous comparison");
+        Assert.True(ResidualChecks.MaxRelativeDifference(baseOut, trained) > 1e-3, "training changed nothing: vacuous comparison");
         var dir = Directory.CreateTempSubdirectory().FullName;
         AdapterFiles.Save(lora, "task", dir);
 
@@ -93,7 +75,7 @@ public class PissaTests
         AdapterFiles.Load(plain, dir, "task");
         plain.SetActiveAdapter("task");
         Assert.All(plain.Layers.Values, l => Assert.Null(l.Residual));
-        Assert.True(MaxRelativeDifference(trained, TinyModels.Logits(fresh, batch)) <= 1e-4, "converted adapter on the original base differs");
+        Assert.True(ResidualChecks.MaxRelativeDifference(trained, TinyModels.Logits(fresh, batch)) <= 1e-4, "converted adapter on the original base differs");
     }
 
     [Fact]
@@ -107,17 +89,17 @@ public class PissaTests
         Train(model, 3);
         var trained = TinyModels.Logits(model, batch);
         lora.Merge();
-        Assert.True(MaxRelativeDifference(trained, TinyModels.Logits(model, batch)) <= 1e-4, "merged");
-        using (lora.DisableAdapters()) Assert.True(MaxRelativeDifference(baseOut, TinyModels.Logits(model, batch)) <= 1e-4, "disabled while merged");
+        Assert.True(ResidualChecks.MaxRelativeDifference(trained, TinyModels.Logits(model, batch)) <= 1e-4, "merged");
+        using (lora.DisableAdapters()) Assert.True(ResidualChecks.MaxRelativeDifference(baseOut, TinyModels.Logits(model, batch)) <= 1e-4, "disabled while merged");
         lora.Unmerge();
-        Assert.True(MaxRelativeDifference(trained, TinyModels.Logits(model, batch)) <= 1e-4, "unmerged");
+        Assert.True(ResidualChecks.MaxRelativeDifference(trained, TinyModels.Logits(model, batch)) <= 1e-4, "unmerged");
 
         // Another adapter cannot share the residual base.
         Assert.Throws<InvalidOperationException>(() => lora.AddAdapter("other", new LoraConfig { R = 2 }));
         lora.DeleteAdapter("default");
         foreach (var (name, p) in model.NamedParameters().Select(p => (p.Name.Replace(".base_layer.", "."), p.Parameter)))
             Reference.Close(weights[name], p.Data.ToArray(), 1e-5, 1e-5, $"{name} after deleting the PiSSA adapter");
-        Assert.True(MaxRelativeDifference(baseOut, TinyModels.Logits(model, batch)) <= 1e-4, "deleted");
+        Assert.True(ResidualChecks.MaxRelativeDifference(baseOut, TinyModels.Logits(model, batch)) <= 1e-4, "deleted");
 
         // A new PiSSA adapter on the restored base; merge-and-unload leaves the fine-tuned model with no LoRA in it.
         lora.AddAdapter("again", Principal);
@@ -126,7 +108,7 @@ public class PissaTests
         var again = TinyModels.Logits(model, batch);
         lora.MergeAndUnload();
         Assert.DoesNotContain(model.NamedModules(), m => m.Module is LoraLinear);
-        Assert.True(MaxRelativeDifference(again, TinyModels.Logits(model, batch)) <= 1e-4, "merged and unloaded");
+        Assert.True(ResidualChecks.MaxRelativeDifference(again, TinyModels.Logits(model, batch)) <= 1e-4, "merged and unloaded");
     }
 
     [Fact]
@@ -153,7 +135,7 @@ public class PissaTests
         AdapterFiles.Load(loaded, dir, "peft", warn: warnings.Add);
         loaded.SetActiveAdapter("peft");
         Assert.Contains(warnings, w => w.Contains("pissa_niter_4") && w.Contains("exact SVD"));
-        Assert.True(MaxRelativeDifference(trained, TinyModels.Logits(fresh, batch)) <= 1e-4, "unconverted PiSSA adapter on the rebuilt residual");
+        Assert.True(ResidualChecks.MaxRelativeDifference(trained, TinyModels.Logits(fresh, batch)) <= 1e-4, "unconverted PiSSA adapter on the rebuilt residual");
     }
 
     [Fact]
