@@ -75,7 +75,7 @@ public class ExperimentStateTests
     public void RerunChangedDropsOnlyTheUnitsThatDependOnTheLoraTargets()
     {
         var (full, baseDir) = Setup();
-        var o = full with { LoraTargets = ["q_proj", "v_proj"], AblationTargets = null };
+        var o = full with { LoraTargets = ["q_proj", "v_proj"], AblationTargets = null, LoraInit = Nanolora.Lora.LoraInit.KaimingUniform };
         Directory.CreateDirectory(o.OutputDirectory);
         var state = ExperimentState.Open(o, baseDir, resume: false, overwrite: false);
         state.Rows.Add(ResultRow.Of("full", "debian", 0, Rouge(0.32), null, 0, 100, 0, 3240, 600));

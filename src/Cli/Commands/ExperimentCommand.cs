@@ -37,7 +37,7 @@ public static class ExperimentCommand
         var ablationTargets = new Option<string?>("--ablation-targets")
             { Description = "comma-separated modules the rank ablation adapts (default: q_proj,v_proj full; those of --lora-targets when that is given)" };
         var loraInit = new Option<string>("--lora-init")
-            { Description = "how the LoRA row's and the ablation's adapters start: kaiming (B = 0) or lora-ga (the leading directions of each weight's loss gradient on the first 4 batches, PEFT's lora_ga)", DefaultValueFactory = _ => "kaiming" }
+            { Description = "how the LoRA row's and the ablation's adapters start: lora-ga (the leading directions of each weight's loss gradient on the first 4 batches, PEFT's lora_ga; the default, chosen on the validation split) or kaiming (B = 0)", DefaultValueFactory = _ => "lora-ga" }
             .Choices("kaiming", "lora-ga");
         var rerunChanged = new Option<bool>("--rerun-changed")
             { Description = "with --resume: when --lora-targets, --lora-init, --ablation-targets, --ranks, --ablation-steps or --swap-steps differ from the recorded ones, rerun the finished units that depend on them (and only those: the LoRA sweep, row and swap; the ablation runs of ranks no longer listed) instead of refusing" };
@@ -55,7 +55,7 @@ public static class ExperimentCommand
             if (r.GetValue(sweepSteps) is int ss) o = o with { SweepSteps = ss };
             if (r.GetValue(loraTargets) is string t) o = o with { LoraTargets = Targets("--lora-targets", t), AblationTargets = null };
             if (r.GetValue(ablationTargets) is string at) o = o with { AblationTargets = Targets("--ablation-targets", at) };
-            if (r.GetValue(loraInit) is "lora-ga") o = o with { LoraInit = Nanolora.Lora.LoraInit.LoraGa };
+            o = o with { LoraInit = r.GetValue(loraInit) == "kaiming" ? Nanolora.Lora.LoraInit.KaimingUniform : Nanolora.Lora.LoraInit.LoraGa };
             if (r.GetValue(rerunChanged) && !r.GetValue(resume)) throw new ArgumentException("--rerun-changed: only with --resume (it decides which finished units of a resumed experiment run again).");
             if (r.GetValue(ablationSteps) is int a) o = o with { AblationSteps = a };
             o = o with { SwapTask = r.GetValue(swapTask)! };

@@ -18,7 +18,9 @@ internal static class ExperimentPlots
             int window = Plots.SmoothingWindow(series.Count, 50);
             var smooth = Plots.MovingAverage(series, window);
             var line = plot.Add.Scatter(Enumerable.Range(1, smooth.Length).Select(i => (double)i).ToArray(), smooth);
-            string method = name == "full" ? "full fine-tuning" : $"LoRA r={LoraDefaults.Rank} ({string.Join(", ", LoraDefaults.TargetModules)})";
+            // The row's own targets and start (the legend once named the library default, q_proj and v_proj, whatever ran).
+            string method = name == "full" ? "full fine-tuning"
+                : $"LoRA r={LoraDefaults.Rank} ({string.Join(", ", o.LoraTargets)}{(o.LoraInit == LoraInit.LoraGa ? "; LoRA-GA start" : "")})";
             line.LegendText = window > 1 ? $"{method}, moving average over {window} steps" : method;
             line.MarkerSize = 0;
         }
