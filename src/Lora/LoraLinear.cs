@@ -236,6 +236,19 @@ public sealed class LoraLinear : Module, ILayer
         MergedAdapter = null;
     }
 
+    /// <summary>
+    /// Disposes the adapters and the base layer, and what is held outside them: the initial factors a PiSSA or LoRA-GA
+    /// adapter keeps beside its residual, and a merged DoRA adapter's norm (they stayed in the ledger until the GC ran).
+    /// </summary>
+    public override void Dispose()
+    {
+        Residual?.Dispose();
+        Residual = null;
+        _mergedNorm?.Dispose();
+        _mergedNorm = null;
+        base.Dispose();
+    }
+
     /// <summary>Detaches the base layer so it can replace this wrapper (merge-and-unload); adapters are disposed.</summary>
     internal Linear Unload()
     {

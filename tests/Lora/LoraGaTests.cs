@@ -108,6 +108,10 @@ public class LoraGaTests
             Assert.True(layer.Residual is { } res && res.Adapter == "default");
         }
         using (lora.DisableAdapters()) Assert.True(ResidualChecks.MaxRelativeDifference(before, TinyModels.Logits(model, batch)) <= 1e-4, "disabled LoRA-GA is not the base");
+        // Disposing the model frees the initial factors kept beside the residual too (they are not parameters of the model).
+        var kept = lora.Layers.Values.Select(l => l.Residual!.InitialA.Data).ToList();
+        model.Dispose();
+        Assert.All(kept, t => Assert.True(t.IsDisposed));
     }
 
     [Fact]
