@@ -154,6 +154,11 @@ public abstract class Device : IDisposable
 /// <summary>The managed CPU backend: pinned float arrays from a caching pool.</summary>
 public sealed class CpuDevice : Device
 {
+    /// <summary>
+    /// NANOLORA_POISON_BUFFERS=1: every new tensor's values start as NaN instead of whatever the pool's buffer held, so
+    /// an op that reads memory it never wrote shows as a NaN rather than as results that depend on what ran before.
+    /// </summary>
+    static readonly bool PoisonNewBuffers = Environment.GetEnvironmentVariable("NANOLORA_POISON_BUFFERS") == "1";
     readonly BufferPool<float[]> _pool = new(n => GC.AllocateUninitializedArray<float>(checked((int)n), pinned: true), _ => { });
     /// <inheritdoc/>
     public override string Name => $"managed CPU, {Environment.ProcessorCount} threads, {SimdDescription()}";
@@ -164,6 +169,7 @@ public sealed class CpuDevice : Device
     {
         if (elements > Array.MaxLength) throw new ArgumentException($"A CPU tensor holds at most {Array.MaxLength} elements; {elements} were asked for.");
         var array = _pool.Rent(elements, out long capacity);
+        if (PoisonNewBuffers) array.AsSpan(0, (int)elements).Fill(float.NaN);
         Ledger.SetReserved(_pool.ReservedBytes);
         return new Storage(this, elements, capacity, category, array, null);
     }
