@@ -30,13 +30,14 @@ public static class LoraGa
             LoraLinear w => w.BaseLayer.Weight,
             var m => throw new InvalidOperationException($"'{p}' is a {m.GetType().Name}, not a Linear layer."),
         });
-        if (weights.Count == 0) throw new ArgumentException($"LoRA targets [{string.Join(", ", config.TargetModules)}] match no Linear layer of the model.");
+        if (weights.Count == 0)
+            throw new ArgumentException($"LoRA targets [{string.Join(", ", config.TargetModules)}]{(config.TargetRegex != null ? " / regex " + config.TargetRegex : "")} match no Linear layer of the model.");
         var trainable = model.Parameters().Where(p => p.Trainable).ToList();
         var sums = weights.ToDictionary(kv => kv.Key, kv => new double[kv.Value.Data.Length]);
         try
         {
             model.SetTrainable(false);
-            foreach (var w in weights.Values) w.Trainable = true;
+            foreach (var w in weights.Values) { w.Trainable = true; w.ZeroGrad(); }   // a gradient left from before would join batch 0
             for (int i = 0; i < batches; i++)
             {
                 using (new GraphScope()) loss(i).Backward(freeValues: true);
@@ -51,6 +52,7 @@ public static class LoraGa
         }
         finally
         {
+            foreach (var w in weights.Values) w.ZeroGrad();
             model.SetTrainable(false);
             foreach (var p in trainable) p.Trainable = true;
         }

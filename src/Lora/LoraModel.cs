@@ -108,6 +108,8 @@ public sealed partial class LoraModel
                 throw new ArgumentException($"lora_ga: no gradient for '{path}'; estimate them first (LoraGa.EstimateGradients) for the same targets.");
             if (g.Dim(0) != linear.OutFeatures || g.Dim(1) != linear.InFeatures)
                 throw new ArgumentException($"lora_ga: the gradient for '{path}' is {g.ShapeString}, expected [{linear.OutFeatures}, {linear.InFeatures}] like its weight.");
+            if (g.ToArray().Any(v => !float.IsFinite(v)))
+                throw new ArgumentException($"lora_ga: the gradient for '{path}' holds NaN or infinity: the loss of the batches it was estimated on was not finite.");
         }
         // The fingerprint the saved (converted) adapter names is the base's as it is on disk, taken before any residual.
         if (config.RewritesBase && BaseFingerprint.Of(this, config) is { } origin) _residualOrigins[name] = origin;

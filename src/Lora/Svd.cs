@@ -114,8 +114,8 @@ public static class Svd
 
     /// <summary>
     /// The leading <paramref name="k"/> singular triplets only, by randomized subspace iteration (Halko, Martinsson and Tropp
-    /// 2011; what PEFT's LoRA-GA runs through torch.svd_lowrank): a Gaussian sketch of q = min(2k + oversampling, …)
-    /// columns, <paramref name="iterations"/> power iterations re-orthonormalized each half step, then the exact SVD of the
+    /// 2011; what PEFT's LoRA-GA runs through torch.svd_lowrank): a Gaussian sketch of q = min(2k, min(rows, columns))
+    /// columns (PEFT's q = 4r for k = 2r), <paramref name="iterations"/> power iterations re-orthonormalized each half step, then the exact SVD of the
     /// q × n projection. The leading values converge like (σ_{q+1}/σ_i)^(2·iterations+1): for a gradient whose spectrum
     /// decays that is double rounding, at a tiny fraction of a full decomposition's cost on a 384 × 1536 matrix.
     /// Deterministic for a given <paramref name="seed"/>.

@@ -89,6 +89,13 @@ public class ExperimentStateTests
         foreach (var unit in new[] { "sweep:full:0.0003", "sweep:lora:0.003", "full", "lora", "swap", "ablation:r8:seed1" })
             state.Complete(unit, o.OutputDirectory, 1);
 
+        // Another start for LoRA alone (LoRA-GA) reruns every LoRA unit and the ablation, not full fine-tuning; the refusal says
+        // which option gives back the recorded start.
+        var gaOnly = Assert.Throws<ArgumentException>(() => ExperimentState.Open(o with { LoraInit = Nanolora.Lora.LoraInit.LoraGa }, baseDir, resume: true, overwrite: false));
+        Assert.Contains("--lora-init kaiming", gaOnly.Message);
+        var startedByGa = ExperimentState.Open(o with { LoraInit = Nanolora.Lora.LoraInit.LoraGa, RerunChanged = true }, baseDir, resume: true, overwrite: false);
+        Assert.Equal(["sweep:full:0.0003", "full"], startedByGa.Done);
+
         var qkvo = o with { LoraTargets = ["q_proj", "k_proj", "v_proj", "o_proj"], AblationTargets = ["q_proj", "v_proj"] };
         var refused = Assert.Throws<ArgumentException>(() => ExperimentState.Open(qkvo, baseDir, resume: true, overwrite: false));
         Assert.Contains("lora_targets", refused.Message);
@@ -154,5 +161,21 @@ public class ExperimentStateTests
         var longerSwap = ExperimentState.Open(fewer with { SwapSteps = 9, RerunChanged = true }, baseDir, resume: true, overwrite: false);
         Assert.DoesNotContain("swap", longerSwap.Done);
         Assert.Contains("ablation:r2:seed1", longerSwap.Done);
+    }
+
+    // A state written before the start of LoRA became a setting has no lora_init line: it reads as the start every run
+    // had then (Kaiming), so it resumes with --lora-init kaiming and reruns its LoRA units with LoRA-GA only when asked.
+    [Fact]
+    public void AStateWithoutALoraInitLineReadsAsKaiming()
+    {
+        var (full, baseDir) = Setup();
+        var kaiming = full with { LoraInit = Nanolora.Lora.LoraInit.KaimingUniform };
+        Directory.CreateDirectory(kaiming.OutputDirectory);
+        ExperimentState.Open(kaiming, baseDir, resume: false, overwrite: false).Complete("lora", kaiming.OutputDirectory, 1);
+        string path = Path.Combine(kaiming.OutputDirectory, ExperimentState.File);
+        File.WriteAllLines(path, File.ReadAllLines(path).Where(l => !l.Contains("lora_init=")));
+        Assert.DoesNotContain("lora_init", File.ReadAllText(path));
+        Assert.Equal(["lora"], ExperimentState.Open(kaiming, baseDir, resume: true, overwrite: false).Done);
+        Assert.Throws<ArgumentException>(() => ExperimentState.Open(full with { LoraInit = Nanolora.Lora.LoraInit.LoraGa }, baseDir, resume: true, overwrite: false));
     }
 }

@@ -141,9 +141,19 @@ public class LoraGaTests
         var none = Assert.Throws<ArgumentException>(() => LoraModel.Inject(model, Gradient));
         Assert.Contains("no gradient for 'encoder.layers.0.self_attn.q_proj'", none.Message);
         var gradients = Gradients(model);
-        var wide = Assert.Throws<ArgumentException>(() => LoraModel.Inject(model, Gradient with { R = 9 }, gradients: gradients));
+        var weights = model.NamedParameters().ToDictionary(p => p.Name, p => p.Parameter.Data.ToArray());
+        // Only fc1, the last target of each layer, is too wide: refused before q and v (which pass) are rewritten.
+        var wide = Assert.Throws<ArgumentException>(() => LoraModel.Inject(model, Gradient with { RankPattern = new Dictionary<string, int> { ["fc1"] = 9 } }, gradients: gradients));
         Assert.Contains("needs 18 singular directions", wide.Message);
-        Assert.DoesNotContain(model.NamedModules(), m => m.Module is LoraLinear l && l.Residual != null);
+        Assert.Contains("fc1", wide.Message);
+        var nan = new Dictionary<string, Tensor>(gradients);
+        string last = LoraModel.TargetPaths(model, Gradient).Last();
+        nan[last] = Tensor.FromArray(Enumerable.Repeat(float.NaN, (int)gradients[last].Length).ToArray(), gradients[last].ShapeArray(), Device.Cpu);
+        var notFinite = Assert.Throws<ArgumentException>(() => LoraModel.Inject(model, Gradient, gradients: nan));
+        Assert.Contains($"'{last}' holds NaN", notFinite.Message);
+        Assert.DoesNotContain(model.NamedModules(), m => m.Module is LoraLinear);
+        foreach (var (name, p) in model.NamedParameters()) Assert.Equal(weights[name], p.Data.ToArray());
+        nan[last].Dispose();
         var gamma = Assert.Throws<ArgumentException>(() => (Gradient with { LoraGaStableGamma = 0 }).Validate());
         Assert.Contains("stable_gamma", gamma.Message);
 

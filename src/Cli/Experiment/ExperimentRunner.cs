@@ -227,8 +227,21 @@ public sealed class ExperimentRunner(ExperimentOptions o, Device device)
             using (model)
             {
                 var (loraResult, lora) = Workflows.FineTune(model, tokenizer, debian, loraOptions, baseDir, adapterName: "debian");
-                var loraEval = Save("lora-r8", Workflows.Evaluate(model, tokenizer, "debian", test, Decode("debian"), "LoRA r=8: evaluating"));
                 AdapterFiles.Save(lora!, "debian", adapterDir);
+                // An initialisation that rewrote the base (LoRA-GA) is saved converted to plain LoRA on the original base, which
+                // equals the trained model only to fp32 rounding: the row scores the file, as the swap reloads it and users get it.
+                var scored = model;
+                Seq2SeqTransformer? reloaded = null;
+                if (loraOptions.Init is LoraInit.Pissa or LoraInit.LoraGa)
+                {
+                    (reloaded, _) = Checkpoint.Load(baseDir, device);
+                    var fromFile = LoraModel.For(reloaded);
+                    AdapterFiles.Load(fromFile, adapterDir, "debian");
+                    fromFile.SetActiveAdapter("debian");
+                    scored = reloaded;
+                }
+                EvalResult loraEval;
+                using (reloaded) loraEval = Save("lora-r8", Workflows.Evaluate(scored, tokenizer, "debian", test, Decode("debian"), "LoRA r=8: evaluating"));
                 Add("lora", "debian", 8, loraEval, loraResult, new FileInfo(Path.Combine(adapterDir, AdapterFiles.WeightsFile)).Length, total, 0, test.Count, o.Steps, loraRate);
                 _state.Losses["lora"] = loraResult.Losses;
             }

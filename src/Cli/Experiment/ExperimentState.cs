@@ -76,6 +76,8 @@ public sealed class ExperimentState
         if (changed.Count == 0) return state;
         string differ = $"the settings differ from those '{path}' was made with ({string.Join(", ", changed)}): " +
             $"expected {string.Join("; ", state.Recipe.Where(l => changed.Contains(Key(l))))}, got {string.Join("; ", recipe.Where(l => changed.Contains(Key(l))))}";
+        if (changed.Contains("lora_init"))
+            differ += " (lora_init=true is --lora-init kaiming, the start before LoRA-GA became the default)";
         if (!changed.All(Rerunnable.ContainsKey))
             throw new ArgumentException($"experiment --resume: {differ}.");
         // Only the finished units that depend on a changed line go; a change nothing finished depends on (more ranks for the
@@ -121,8 +123,8 @@ public sealed class ExperimentState
     /// </summary>
     static readonly Dictionary<string, Func<string, ExperimentOptions, bool>> Rerunnable = new()
     {
-        ["lora_targets"] = (unit, _) => unit is "lora" or "swap" or "compare:lora" || unit.StartsWith("sweep:lora:"),
-        ["lora_init"] = (unit, _) => unit is "lora" or "swap" or "compare:lora" || unit.StartsWith("sweep:lora:") || IsAblation(unit),
+        ["lora_targets"] = (unit, _) => DependsOnLoraRow(unit),
+        ["lora_init"] = (unit, _) => DependsOnLoraRow(unit) || IsAblation(unit),
         ["ablation_targets"] = (unit, _) => IsAblation(unit),
         ["ablation_steps"] = (unit, _) => IsAblation(unit),
         ["ablation_eval_examples"] = (unit, _) => IsAblation(unit),
@@ -133,6 +135,9 @@ public sealed class ExperimentState
         ["swap_eval_examples"] = (unit, _) => unit == "swap",
     };
 
+    // The LoRA sweep and row, the swap that reloads its adapter, its comparison row and the two re-measurements over every row.
+    static bool DependsOnLoraRow(string unit) =>
+        unit is "lora" or "swap" or "compare:lora" or PairedLatencyUnit or StepTimeUnit || unit.StartsWith("sweep:lora:");
     static bool IsAblation(string unit) => unit.StartsWith("ablation:");
     static int AblationRank(string unit) => int.Parse(unit.Split(':')[1][1..]);                        // ablation:r8:seed2
     static ulong AblationSeed(string unit) => ulong.Parse(unit.Split(':')[2]["seed".Length..]);
@@ -160,6 +165,7 @@ public sealed class ExperimentState
         else if (unit == "lora") { Rows.RemoveAll(r => r.Method == "lora" && r.Task == "debian"); Losses.Remove("lora"); }
         else if (unit == "swap") Rows.RemoveAll(r => r.Task != "debian");
         else if (unit == "compare:lora") Comparison.RemoveAll(r => r.Method == "lora");
+        else if (unit is PairedLatencyUnit or StepTimeUnit) { }   // re-measurements: their numbers are rewritten when they run again
         else if (unit.StartsWith("ablation:"))
         {
             int rank = AblationRank(unit);
