@@ -169,7 +169,7 @@ public sealed class CpuDevice : Device
     {
         if (elements > Array.MaxLength) throw new ArgumentException($"A CPU tensor holds at most {Array.MaxLength} elements; {elements} were asked for.");
         var array = _pool.Rent(elements, out long capacity);
-        if (PoisonNewBuffers) array.AsSpan(0, (int)elements).Fill(float.NaN);
+        if (PoisonNewBuffers) array.AsSpan().Fill(float.NaN);   // the whole buffer: an op reading past its length shows too
         Ledger.SetReserved(_pool.ReservedBytes);
         return new Storage(this, elements, capacity, category, array, null);
     }
