@@ -27,6 +27,19 @@ public sealed class InitResidual : IDisposable
         InitialB = new Variable(b0);
     }
 
+    /// <summary>
+    /// Starts <paramref name="adapter"/> at A = <paramref name="a"/>, B = <paramref name="b"/> and takes s·B·A out of
+    /// <paramref name="w"/> in place; returns what the layer must keep. The residual is formed from the fp32 factors
+    /// actually stored, so W_res + s·B·A is W to fp32 rounding.
+    /// </summary>
+    public static InitResidual Take(string adapterName, Tensor w, LoraAdapter adapter, float[] a, float[] b)
+    {
+        adapter.A.Data.CopyFrom(a);
+        adapter.B.Data.CopyFrom(b);
+        Ops.MatmulInto(w, adapter.B.Data, adapter.A.Data, false, false, -adapter.Scaling, 1f);
+        return new InitResidual(adapterName, adapter.A.Data.Clone(), adapter.B.Data.Clone(), adapter.Scaling);
+    }
+
     /// <summary>W += s·B0·A0: the residual back to the original weight (to fp32 rounding).</summary>
     internal void Restore(Tensor w) => Ops.MatmulInto(w, InitialB.Data, InitialA.Data, false, false, Scaling, 1f);
 

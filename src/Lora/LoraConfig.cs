@@ -61,7 +61,9 @@ public sealed record LoraConfig
     public float LoraGaStableGamma { get; init; } = 16f;
     /// <summary>Whether the initialisation moves part of the base weight into the adapter (PiSSA, LoRA-GA): the layer then keeps
     /// the residual, the adapter is saved converted to plain LoRA on the original base, and it needs a model of its own.</summary>
-    public bool RewritesBase => Init is LoraInit.Pissa or LoraInit.LoraGa;
+    public bool RewritesBase => Rewrites(Init);
+    /// <summary>Whether <paramref name="init"/> moves part of the base weight into the adapter (PiSSA, LoRA-GA).</summary>
+    public static bool Rewrites(LoraInit init) => init is LoraInit.Pissa or LoraInit.LoraGa;
     /// <summary>rsLoRA: scaling alpha/√r instead of alpha/r.</summary>
     public bool UseRsLora { get; init; }
     /// <summary>

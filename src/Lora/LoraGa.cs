@@ -86,10 +86,6 @@ public static class LoraGa
             for (int j = 0; j < inF; j++) a[(long)k * inF + j] = (float)(zeta * svd.Vt[(long)k * inF + j]);
             for (int i = 0; i < outF; i++) b[(long)i * r + k] = (float)(zeta * svd.U[(long)i * svd.K + r + k]);
         }
-        adapter.A.Data.CopyFrom(a);
-        adapter.B.Data.CopyFrom(b);
-        // The residual is formed from the fp32 factors actually stored, so W_res + s·B·A is W to fp32 rounding.
-        Ops.MatmulInto(w, adapter.B.Data, adapter.A.Data, false, false, -adapter.Scaling, 1f);
-        return new InitResidual(adapterName, adapter.A.Data.Clone(), adapter.B.Data.Clone(), adapter.Scaling);
+        return InitResidual.Take(adapterName, w, adapter, a, b);
     }
 }

@@ -83,7 +83,7 @@ public sealed class LoraLinear : Module, ILayer
     {
         if (_adapters.ContainsKey(name)) throw new ArgumentException($"Adapter '{name}' already exists on this layer.");
         if (Residual != null) throw new InvalidOperationException($"This layer's weight is adapter '{Residual.Adapter}''s residual (its initialisation took part of it); another adapter would be trained against the wrong base.");
-        bool rewrites = init is LoraInit.Pissa or LoraInit.LoraGa;
+        bool rewrites = LoraConfig.Rewrites(init);
         if (rewrites && _adapters.Count > 0)
             throw new InvalidOperationException($"Adapter '{name}' (init {LoraConfig.InitName(init)}) would replace the weight that adapter(s) {string.Join(", ", _adapters.Keys)} on this layer were made for.");
         var adapter = new LoraAdapter(BaseLayer.InFeatures, BaseLayer.OutFeatures, rank, scaling, dropout, init, seed, BaseLayer.Weight.Device);

@@ -232,7 +232,7 @@ public sealed class ExperimentRunner(ExperimentOptions o, Device device)
                 // equals the trained model only to fp32 rounding: the row scores the file, as the swap reloads it and users get it.
                 var scored = model;
                 Seq2SeqTransformer? reloaded = null;
-                if (loraOptions.Init is LoraInit.Pissa or LoraInit.LoraGa)
+                if (LoraConfig.Rewrites(loraOptions.Init))
                 {
                     (reloaded, _) = Checkpoint.Load(baseDir, device);
                     var fromFile = LoraModel.For(reloaded);
