@@ -49,10 +49,19 @@ public static class ActivationCheckpoint
     /// <param name="f">The function: reads its inputs (and may read parameters and other values); never disposes them.</param>
     /// <param name="inputs">The values f reads (e.g. the hidden states [B, T, C]); kept by the caller's scope as usual.</param>
     /// <param name="constants">Tensors f reads (masks); the checkpoint holds a view of each until its backward, so the caller may dispose them.</param>
-    public static Variable Run(Func<IReadOnlyList<Variable>, IReadOnlyList<Tensor>, Variable> f, IReadOnlyList<Variable> inputs, IReadOnlyList<Tensor>? constants = null)
+    public static Variable Run(Func<IReadOnlyList<Variable>, IReadOnlyList<Tensor>, Variable> f, IReadOnlyList<Variable> inputs, IReadOnlyList<Tensor>? constants = null) =>
+        Run((v, t, _) => f(v, t), inputs, constants);
+
+    /// <summary>
+    /// <see cref="Run(Func{IReadOnlyList{Variable}, IReadOnlyList{Tensor}, Variable}, IReadOnlyList{Variable}, IReadOnlyList{Tensor}?)"/>
+    /// telling f when it runs as the recompute (its third argument true). There f's output value is never read (backward
+    /// starts from dL/dy), so f may skip computing the value of a final op whose own backward does not read it (a
+    /// pre-LN layer's last linear), as long as it records the same graph.
+    /// </summary>
+    public static Variable Run(Func<IReadOnlyList<Variable>, IReadOnlyList<Tensor>, bool, Variable> f, IReadOnlyList<Variable> inputs, IReadOnlyList<Tensor>? constants = null)
     {
         constants ??= [];
-        if (!Graph.IsEnabled) return f(inputs, constants);
+        if (!Graph.IsEnabled) return f(inputs, constants, false);
         var recording = new Recording(_recording);
         Tensor output;
         using (var scope = new GraphScope())
@@ -62,7 +71,7 @@ public static class ActivationCheckpoint
             {
                 using (Graph.NoGrad())
                 {
-                    var y = f(inputs, constants);
+                    var y = f(inputs, constants, false);
                     // A view outlives the scope that disposes f's result and every intermediate value.
                     output = y.Data.Reshape(y.Data.ShapeArray());
                     // f may hand back a value from outside as it is (no op saw it): its gradient still flows.
@@ -109,7 +118,7 @@ public static class ActivationCheckpoint
         }
     }
 
-    static void Recompute(Func<IReadOnlyList<Variable>, IReadOnlyList<Tensor>, Variable> f, IReadOnlyList<Variable> inputs, Tensor[] constants,
+    static void Recompute(Func<IReadOnlyList<Variable>, IReadOnlyList<Tensor>, bool, Variable> f, IReadOnlyList<Variable> inputs, Tensor[] constants,
         Recording forward, Variable[] nodeInputs, Tensor dy)
     {
         // Rewind the streams to where the forward found them; afterwards every stream goes back to where backward had it.
@@ -121,7 +130,7 @@ public static class ActivationCheckpoint
         _recording = redo;
         try
         {
-            using (Graph.Enabled()) y = f(inputs, constants);
+            using (Graph.Enabled()) y = f(inputs, constants, true);
         }
         finally
         {

@@ -223,4 +223,38 @@ public class CheckpointTests
         }
         AssertBitwise(Dw(false), Dw(true), "dw");
     }
+    /// <summary>
+    /// The recompute is told it is one (its output's value goes unread), and a last linear left unevaluated there
+    /// (<c>valueUnread</c>) changes no gradient: its backward reads x and W, never y. The forward's value is the real one.
+    /// </summary>
+    [Fact]
+    public void ARecomputeMaySkipItsUnreadLastProduct()
+    {
+        using var w = new Parameter("w", Random(20, 6, 8));
+        using var w2 = new Parameter("w2", Random(21, 8, 6));
+        using var b2 = new Parameter("b2", Random(22, 8));
+        using var x = new Variable(Random(23, 5, 8), requiresGrad: true);
+        var seen = new List<bool>();
+        Variable G(Variable h, bool unread) => F.Add(h, F.Linear(F.Tanh(F.Linear(h, w, null)), w2, b2, valueUnread: unread));
+        (float[] Y, float[][] Grads) Step(bool checkpoint)
+        {
+            float[] y;
+            using (new GraphScope())
+            {
+                var v = checkpoint ? ActivationCheckpoint.Run((v, _, recompute) => { seen.Add(recompute); return G(v[0], recompute); }, [x]) : G(x, false);
+                y = v.Data.ToArray();
+                F.Sum(F.Mul(v, v)).Backward();
+            }
+            var grads = new[] { x.Grad!.ToArray(), w.Grad!.ToArray(), w2.Grad!.ToArray(), b2.Grad!.ToArray() };
+            x.ZeroGrad(); w.ZeroGrad(); w2.ZeroGrad(); b2.ZeroGrad();
+            return (y, grads);
+        }
+        var plain = Step(false);
+        var ckpt = Step(true);
+        Assert.Equal([false, true], seen);
+        AssertBitwise(plain.Y, ckpt.Y, "y");
+        for (int i = 0; i < plain.Grads.Length; i++) AssertBitwise(plain.Grads[i], ckpt.Grads[i], $"grad {i}");
+        // And the skip is real: the unread product's value is left zero.
+        using (new GraphScope()) Assert.All(F.Linear(x, w, null, valueUnread: true).Data.ToArray(), v => Assert.Equal(0f, v));
+    }
 }

@@ -68,10 +68,12 @@ public class GradientCheckpointingTests
         foreach (var (name, g) in plain.Grads) AssertBitwise(g, ckpt.Grads[name], name);
     }
 
-    Seq2SeqTransformer Seq2Seq(bool preNorm, bool lora, bool checkpointing)
+    static readonly string[] AllLinears = ["q_proj", "k_proj", "v_proj", "o_proj", "fc1", "fc2"];
+
+    Seq2SeqTransformer Seq2Seq(bool preNorm, bool lora, bool checkpointing, string[]? targets = null)
     {
         var model = new Seq2SeqTransformer(Dropping with { PreNorm = preNorm }, Device.Cpu);
-        if (lora) InjectLora(model, ["q_proj", "k_proj", "v_proj", "o_proj", "fc1", "fc2"]);
+        if (lora) InjectLora(model, targets ?? AllLinears);
         model.GradientCheckpointing = checkpointing;
         return model;
     }
@@ -90,6 +92,34 @@ public class GradientCheckpointingTests
         var actual = TwoSteps(ckpt, () => ckpt.Loss(batch, 0.1f));
         AssertSame(expected, actual);
         Assert.Equal(plain.RandomState, ckpt.RandomState);
+    }
+
+    /// <summary>
+    /// LoRA on attention only leaves fc2 a plain frozen linear, whose product a pre-LN layer's recompute skips (its
+    /// output is never read): gradients stay bit for bit the plain model's, and the skip happens once per layer.
+    /// </summary>
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public void RecomputeSkipsOnlyTheUnreadLastProduct(bool preNorm)
+    {
+        string[] attention = ["q_proj", "k_proj", "v_proj", "o_proj"];
+        var batch = TinyModels.CopyBatch(new Random(5), 4);
+        using var plain = Seq2Seq(preNorm, lora: true, checkpointing: false, attention);
+        using var ckpt = Seq2Seq(preNorm, lora: true, checkpointing: true, attention);
+        var expected = TwoSteps(plain, () => plain.Loss(batch, 0.1f));
+        bool wasProfiling = Profiler.Enabled;
+        Profiler.Enabled = true;
+        Profiler.Reset();
+        try
+        {
+            var actual = TwoSteps(ckpt, () => ckpt.Loss(batch, 0.1f));
+            AssertSame(expected, actual);
+            // Two steps, each recomputing every encoder and decoder layer once; post-LN's final LayerNorm reads the sum, so no skip.
+            long skipped = Profiler.Totals().GetValueOrDefault("linear_unread").N;
+            Assert.Equal(preNorm ? 2 * (Dropping.EncoderLayers + Dropping.DecoderLayers) : 0, skipped);
+        }
+        finally { Profiler.Enabled = wasProfiling; }
     }
 
     [Theory]

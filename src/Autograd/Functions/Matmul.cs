@@ -39,7 +39,14 @@ public static partial class F
     /// y = x·Wᵀ + b with W [out, in] as in PyTorch; x [..., in]. Backward: dx = dy·W, dW = dyᵀ·x, db = Σ dy.
     /// With W frozen (LoRA's base weight) only dx is computed: that skip is LoRA's compute saving.
     /// </summary>
-    public static Variable Linear(Variable x, Variable weight, Variable? bias)
+    /// <param name="x">The input [..., in].</param>
+    /// <param name="weight">W [out, in].</param>
+    /// <param name="bias">b [out], or null.</param>
+    /// <param name="valueUnread">
+    /// Record the node but leave y zero, without the product: for a value nothing will read, only back-propagate through
+    /// (an activation checkpoint's recompute of a pre-LN layer's last linear; its backward reads x and W, never y).
+    /// </param>
+    public static Variable Linear(Variable x, Variable weight, Variable? bias, bool valueUnread = false)
     {
         int inFeatures = weight.Dim(1), outFeatures = weight.Dim(0);
         if (x.Dim(-1) != inFeatures)
@@ -47,14 +54,17 @@ public static partial class F
         var outShape = x.Data.ShapeArray();
         outShape[^1] = outFeatures;
         using var x2 = x.Data.Reshape(-1, inFeatures);
-        var y = Tensor.Empty(outShape, x.Device);
-        using (var y2 = y.Reshape(-1, outFeatures))
+        Tensor y;
+        if (valueUnread) y = Tensor.Zeros(outShape, x.Device);
+        else
         {
+            y = Tensor.Empty(outShape, x.Device);
+            using var y2 = y.Reshape(-1, outFeatures);
             if (bias != null) Ops.BroadcastRowsInto(y2, bias.Data);
             Ops.MatmulInto(y2, x2, weight.Data, false, true, 1f, bias != null ? 1f : 0f);
         }
         var inputs = bias != null ? new[] { x, weight, bias } : new[] { x, weight };
-        return Graph.Record("linear", y, inputs, dy =>
+        return Graph.Record(valueUnread ? "linear_unread" : "linear", y, inputs, dy =>
         {
             using var dy2 = dy.Reshape(-1, outFeatures);
             if (x.RequiresGrad)

@@ -52,14 +52,26 @@ public abstract class ResidualBlock : Module
     }
 
     /// <summary>Position-wise feed-forward: fc2(act(fc1(x))), with dropout after the activation.</summary>
-    protected Variable FeedForward(Variable x, string fc1, string fc2)
+    /// <param name="x">The input [B, T, C].</param>
+    /// <param name="fc1">The first linear's child path.</param>
+    /// <param name="fc2">The second linear's child path.</param>
+    /// <param name="outputUnread">Nothing will read the output's value (see <see cref="OutputUnread"/>): a plain fc2 skips its product.</param>
+    protected Variable FeedForward(Variable x, string fc1, string fc2, bool outputUnread = false)
     {
         var h = Layer(fc1).Forward(x);
         h = _activation == "gelu" ? F.Gelu(h) : F.Relu(h);
         // Only training draws a seed: validation and decoding must not shift the masks a later training step gets.
         if (Training && _activationDropout > 0) h = F.Dropout(h, _activationDropout, Seeds.Next(), Training);
-        return Layer(fc2).Forward(h);
+        // fc2's backward reads h and its weight, never its output: an unread output needs no product. A wrapped fc2 (an
+        // adapter, (IA)³) may read its own values, so it runs as usual.
+        return outputUnread && Layer(fc2) is Linear plain ? F.Linear(h, plain.Weight, plain.Bias, valueUnread: true) : Layer(fc2).Forward(h);
     }
+
+    /// <summary>
+    /// Whether a layer asked for a value-free output (an activation checkpoint's recompute) may skip its feed-forward's
+    /// last product: only pre-LN (post-LN's final LayerNorm reads the sum) and with no sublayer hook reading the output.
+    /// </summary>
+    protected bool OutputUnread(bool recompute) => recompute && PreNorm && SublayerOutputHook == null;
 
     /// <summary>One residual sublayer: pre-LN x + drop(f(LN(x))) or post-LN LN(x + drop(f(x))), with <see cref="SublayerOutputHook"/> applied to f's output.</summary>
     /// <param name="x">The input [B, T, C].</param>
@@ -100,11 +112,12 @@ public sealed class EncoderLayer : ResidualBlock
     /// <summary>Self-attention then feed-forward over <paramref name="x"/> [B, T, C]; returns [B, T, C].</summary>
     /// <param name="x">The hidden states [B, T, C].</param>
     /// <param name="sourceMask">Masks padded key positions (null: none).</param>
-    public Variable Forward(Variable x, Tensor? sourceMask)
+    /// <param name="recompute">An activation checkpoint's recompute: the output's value is never read, only back-propagated through.</param>
+    public Variable Forward(Variable x, Tensor? sourceMask, bool recompute = false)
     {
         var attn = (MultiHeadAttention)Child(_names.Attention);
         x = Residual(x, "self_attn", _names.AttentionNorm, h => attn.Forward(h, h, false, sourceMask));
-        return Residual(x, "ffn", _names.FfnNorm, h => FeedForward(h, _names.Fc1, _names.Fc2));
+        return Residual(x, "ffn", _names.FfnNorm, h => FeedForward(h, _names.Fc1, _names.Fc2, OutputUnread(recompute)));
     }
 }
 
@@ -140,13 +153,14 @@ public sealed class DecoderLayer : ResidualBlock
     /// <param name="memory">The encoder output [B, S, C].</param>
     /// <param name="sourceMask">Masks padded source positions (null: none).</param>
     /// <param name="cache">Keys and values of earlier steps when decoding incrementally (null: the whole target at once).</param>
-    public Variable Forward(Variable x, Variable memory, Tensor? sourceMask, LayerCache? cache = null)
+    /// <param name="recompute">An activation checkpoint's recompute: the output's value is never read, only back-propagated through.</param>
+    public Variable Forward(Variable x, Variable memory, Tensor? sourceMask, LayerCache? cache = null, bool recompute = false)
     {
         var self = (MultiHeadAttention)Child("self_attn");
         var cross = (MultiHeadAttention)Child("cross_attn");
         x = Residual(x, "self_attn", "self_attn_norm", h => self.Forward(h, h, true, null, cache?.Self));
         x = Residual(x, "cross_attn", "cross_attn_norm", h => cross.Forward(h, memory, false, sourceMask, cache?.Cross, isCross: true));
-        return Residual(x, "ffn", "ffn_norm", h => FeedForward(h, "ffn.fc1", "ffn.fc2"));
+        return Residual(x, "ffn", "ffn_norm", h => FeedForward(h, "ffn.fc1", "ffn.fc2", OutputUnread(recompute)));
     }
 }
 

@@ -238,7 +238,7 @@ public sealed class EncoderStack : Module
         for (int i = 0; i < Layers.Count; i++)
         {
             var layer = (EncoderLayer)Layers[i];
-            x = GradientCheckpointing ? ActivationCheckpoint.Run((v, t) => layer.Forward(v[0], t[0]), [x], [mask]) : layer.Forward(x, mask);
+            x = GradientCheckpointing ? ActivationCheckpoint.Run((v, t, recompute) => layer.Forward(v[0], t[0], recompute), [x], [mask]) : layer.Forward(x, mask);
         }
         return _preNorm ? ((ILayer)Child("final_norm")).Forward(x) : x;
     }
@@ -250,7 +250,7 @@ public sealed class EncoderStack : Module
             var layer = (DecoderLayer)Layers[i];
             // A KV cache is decoding state the forward changes, so cached decoding never recomputes (it runs without a graph anyway).
             y = GradientCheckpointing && caches == null
-                ? ActivationCheckpoint.Run((v, t) => layer.Forward(v[0], v[1], t[0]), [y, memory], [mask])
+                ? ActivationCheckpoint.Run((v, t, recompute) => layer.Forward(v[0], v[1], t[0], recompute: recompute), [y, memory], [mask])
                 : layer.Forward(y, memory, mask, caches?[i]);
         }
         return _preNorm ? ((ILayer)Child("final_norm")).Forward(y) : y;
