@@ -178,4 +178,48 @@ public class ExperimentStateTests
         Assert.Equal(["lora"], ExperimentState.Open(kaiming, baseDir, resume: true, overwrite: false).Done);
         Assert.Throws<ArgumentException>(() => ExperimentState.Open(full with { LoraInit = Nanolora.Lora.LoraInit.LoraGa }, baseDir, resume: true, overwrite: false));
     }
+    // A sweep whose best rate is at its grid's edge tries one grid step beyond it (rounded to two digits); inside, nothing.
+    [Theory]
+    [InlineData(new[] { 1e-3f, 3e-3f, 1e-2f }, new[] { 0.31, 0.29, 0.14 }, 3.3e-4f)]
+    [InlineData(new[] { 1e-4f, 3e-4f, 1e-3f }, new[] { 0.30, 0.32, 0.28 }, null)]
+    [InlineData(new[] { 1e-4f, 3e-4f, 1e-3f }, new[] { 0.28, 0.29, 0.30 }, 3.3e-3f)]
+    [InlineData(new[] { 3.3e-4f, 1e-3f, 3e-3f }, new[] { 0.32, 0.31, 0.29 }, 1.1e-4f)]
+    [InlineData(new[] { 1e-3f }, new[] { 0.31 }, null)]
+    public void ASweepBestAtItsEdgeTriesOneStepBeyond(float[] rates, double[] scores, float? expected)
+    {
+        var beyond = SweepEdge.Beyond(rates.Zip(scores).Reverse().ToList());
+        if (expected == null) Assert.Null(beyond);
+        else Assert.Equal(expected.Value, beyond!.Value, 1e-9f);
+    }
+
+    // When the sweep, extended past its edge on a resume, chooses another rate than a finished row was trained at, that row
+    // and what was measured from it run again (LoRA's: the swap, its comparison row, the re-measurements); its sweep stays.
+    [Fact]
+    public void ARowTrainedAtARateTheSweepNoLongerChoosesRunsAgain()
+    {
+        var (o, baseDir) = Setup();
+        Directory.CreateDirectory(o.OutputDirectory);
+        var state = ExperimentState.Open(o, baseDir, resume: false, overwrite: false);
+        state.Rows.Add(ResultRow.Of("full", "debian", 0, Rouge(0.34), null, 0, 100, 0, 3240, 600) with { LearningRate = 3e-4f });
+        state.Rows.Add(ResultRow.Of("lora", "debian", 8, Rouge(0.33), null, 1234, 100, 0, 3240, 600) with { LearningRate = 1e-3f });
+        state.Rows.Add(ResultRow.Of("lora", "translate-en-de", 8, Rouge(0.2), null, 1234, 100, 0, 200, 1000));
+        state.Sweep.Add(new RougeSweepPoint("lora", 1e-3f, 0.31, 200, 300));
+        state.Losses["lora"] = [5f];
+        state.Losses["full"] = [4f];
+        foreach (var unit in new[] { "sweep:lora:0.001", "full", "lora", "swap", "compare:full", "compare:lora", ExperimentState.PairedLatencyUnit })
+            state.Complete(unit, o.OutputDirectory, 1);
+
+        Assert.Empty(state.ForgetRowAtOtherRate("full", 3e-4f));
+        Assert.Empty(state.ForgetRowAtOtherRate("lora", 1e-3f));
+        Assert.Equal(["lora", "swap", "compare:lora", ExperimentState.PairedLatencyUnit], state.ForgetRowAtOtherRate("lora", 3.3e-4f));
+        Assert.Equal(["sweep:lora:0.001", "full", "compare:full"], state.Done);
+        Assert.Equal(["full"], state.Rows.Select(r => r.Method));
+        Assert.Single(state.Sweep);
+        Assert.False(state.Losses.ContainsKey("lora"));
+
+        Assert.Equal(["full", "compare:full"], state.ForgetRowAtOtherRate("full", 1e-4f));
+        Assert.Equal(["sweep:lora:0.001"], state.Done);
+        Assert.Empty(state.Rows);
+        Assert.False(state.Losses.ContainsKey("full"));
+    }
 }

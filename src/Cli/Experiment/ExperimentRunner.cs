@@ -50,6 +50,11 @@ public sealed record ExperimentOptions
     public IReadOnlyList<float> LoraLearningRates { get; init; } = [1e-3f];
     /// <summary>Training steps per learning rate in the sweep.</summary>
     public int SweepSteps { get; init; }
+    /// <summary>
+    /// How many more rates the sweep may try past an edge of its grid while the edge scores best (a best rate at the edge
+    /// says the grid missed the optimum): each a grid step beyond the current edge.
+    /// </summary>
+    public int SweepEdgeExtensions { get; init; }
     /// <summary>Validation examples scored per learning rate in the sweep.</summary>
     public int SweepValidationExamples { get; init; } = 300;
     /// <summary>Decoding never repeats an n-gram of this size (0: off), for every row alike.</summary>
@@ -96,7 +101,7 @@ public sealed record ExperimentOptions
                   Ranks = [], AblationSeeds = [], FullLearningRates = [1e-4f], LoraLearningRates = [1e-3f], Retrieval = RetrievalOptions.Defaults(true),
                   Comparison = ComparisonEntry.Quick, Latency = new(Steps: 8, Repeats: 3), LoraInit = Nanolora.Lora.LoraInit.LoraGa }
         : new() { Quick = false, OutputDirectory = output, Steps = 600, BatchSize = 32, AblationSteps = 300, SwapSteps = 1000, SwapEvalExamples = 0, EvalExamples = 0, AblationEvalExamples = 500,
-                  FullLearningRates = [1e-4f, 3e-4f, 1e-3f], LoraLearningRates = [1e-3f, 3e-3f, 1e-2f], SweepSteps = 200, Retrieval = RetrievalOptions.Defaults(false),
+                  FullLearningRates = [1e-4f, 3e-4f, 1e-3f], LoraLearningRates = [1e-3f, 3e-3f, 1e-2f], SweepSteps = 200, SweepEdgeExtensions = 2, Retrieval = RetrievalOptions.Defaults(false),
                   Comparison = [.. ComparisonEntry.Defaults, new("adapter-pfeiffer", ReductionFactor: 4)], CompareRateFactors = [1f / 3, 1f, 3f], Latency = new(Steps: 16, Repeats: 7), PairedLatency = true, StepTimeSteps = 8,
                   // Chosen on the validation split (docs/results/full/probe-lora-targets): r=8 on attention and fc2 is
                   // 1.45 % of the base and scored 0.256 against q,v's 0.238; the ablation keeps the seed's q,v.
@@ -298,12 +303,13 @@ public sealed class ExperimentRunner(ExperimentOptions o, Device device)
 
     /// <summary>
     /// The rate of <paramref name="rates"/> whose short run scores best ROUGE-1 on the validation sample (one rate: no
-    /// sweep). The test split is never looked at here.
+    /// sweep). While the best is the lowest or highest rate tried, one grid step beyond it is tried too, up to
+    /// <see cref="ExperimentOptions.SweepEdgeExtensions"/> times. The test split is never looked at here.
     /// </summary>
     float ChooseRate(string method, IReadOnlyList<float> rates, FineTuneOptions recipe, TaskData data, IReadOnlyList<Example> validation, string baseDir)
     {
         if (rates.Count == 1) return rates[0];
-        foreach (float rate in rates)
+        void Try(float rate) =>
             Unit($"sweep:{method}:{rate.ToString("R", System.Globalization.CultureInfo.InvariantCulture)}", () =>
             {
                 var (model, tokenizer) = Checkpoint.Load(baseDir, device);
@@ -315,9 +321,22 @@ public sealed class ExperimentRunner(ExperimentOptions o, Device device)
                     _state.Sweep.Add(new RougeSweepPoint(method, rate, e.Rouge.Rouge1.F, o.SweepSteps, validation.Count));
                 }
             });
-        var scored = _state.Sweep.Where(p => p.Method == method).Select(p => (Rate: p.LearningRate, Rouge1: p.ValidationRouge1)).ToList();
-        var best = scored.MaxBy(x => x.Rouge1);
-        Output.Terminal.Status($"{method}: learning rate {best.Rate:G3} (validation ROUGE-1 {best.Rouge1:F4}; tried {string.Join(", ", scored.Select(x => $"{x.Rate:G3} → {x.Rouge1:F4}"))})");
+        List<(float Rate, double Rouge1)> Scored() =>
+            _state.Sweep.Where(p => p.Method == method).Select(p => (Rate: p.LearningRate, Rouge1: p.ValidationRouge1)).OrderBy(x => x.Rate).ToList();
+        foreach (float rate in rates) Try(rate);
+        for (int extension = 0; extension < o.SweepEdgeExtensions; extension++)
+        {
+            var scored = Scored();
+            float? beyond = SweepEdge.Beyond(scored);
+            if (beyond == null) break;
+            Output.Terminal.Status($"{method}: the best rate so far is the sweep's edge; trying {beyond.Value:G3} too.");
+            Try(beyond.Value);
+        }
+        var all = Scored();
+        var best = all.MaxBy(x => x.Rouge1);
+        Output.Terminal.Status($"{method}: learning rate {best.Rate:G3} (validation ROUGE-1 {best.Rouge1:F4}; tried {string.Join(", ", all.Select(x => $"{x.Rate:G3} → {x.Rouge1:F4}"))})");
+        if (_state.ForgetRowAtOtherRate(method, best.Rate) is { Count: > 0 } stale)
+            Output.Terminal.Status($"experiment: {method}'s learning rate is now {best.Rate:G3}; rerunning what was trained at another ({string.Join(", ", stale)}).");
         return best.Rate;
     }
 

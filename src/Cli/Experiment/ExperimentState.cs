@@ -153,6 +153,22 @@ public sealed class ExperimentState
         return stale;
     }
 
+    /// <summary>
+    /// When the sweep now chooses another rate for <paramref name="method"/> (full or lora) than its finished row was
+    /// trained at (a resumed sweep tried rates past its grid's edge), that row and what was measured from it are dropped
+    /// to run again; their keys are returned. Its sweep points stay.
+    /// </summary>
+    public List<string> ForgetRowAtOtherRate(string method, float rate)
+    {
+        var row = Rows.FirstOrDefault(r => r.Method == method && r.Task == "debian");
+        if (row == null || row.LearningRate == rate) return [];
+        var stale = Done.Where(unit => unit == method || unit == $"compare:{method}" || unit is PairedLatencyUnit or StepTimeUnit
+                                       || (method == "lora" && unit == "swap")).ToList();
+        if (!stale.Contains(method)) stale.Add(method);   // a row without its unit (an older state): it goes all the same
+        foreach (var unit in stale) Forget(unit);
+        return stale;
+    }
+
     /// <summary>Drops a finished unit and everything it recorded (rows, sweep points, losses), so it runs again.</summary>
     void Forget(string unit)
     {
@@ -162,9 +178,9 @@ public sealed class ExperimentState
             float rate = float.Parse(unit["sweep:lora:".Length..], System.Globalization.CultureInfo.InvariantCulture);
             Sweep.RemoveAll(p => p.Method == "lora" && p.LearningRate == rate);
         }
-        else if (unit == "lora") { Rows.RemoveAll(r => r.Method == "lora" && r.Task == "debian"); Losses.Remove("lora"); }
+        else if (unit is "lora" or "full") { Rows.RemoveAll(r => r.Method == unit && r.Task == "debian"); Losses.Remove(unit); }
         else if (unit == "swap") Rows.RemoveAll(r => r.Task != "debian");
-        else if (unit == "compare:lora") Comparison.RemoveAll(r => r.Method == "lora");
+        else if (unit is "compare:lora" or "compare:full") Comparison.RemoveAll(r => r.Method == unit["compare:".Length..]);
         else if (unit is PairedLatencyUnit or StepTimeUnit) { }   // re-measurements: their numbers are rewritten when they run again
         else if (unit.StartsWith("ablation:"))
         {
