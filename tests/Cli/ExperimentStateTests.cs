@@ -192,8 +192,26 @@ public class ExperimentStateTests
         else Assert.Equal(expected.Value, beyond!.Value, 1e-9f);
     }
 
+    // The rates a sweep tries come from the grid and the scores alone: with the best always at the low edge it stops after
+    // its extensions, and a resumed sweep whose state holds rates from elsewhere asks for exactly the same ones.
+    [Fact]
+    public void ASweepTriesTheSameRatesWhateverAnEarlierRunTried()
+    {
+        float[] grid = [1e-3f, 3e-3f, 1e-2f];
+        var asked = new List<float>();
+        double Lower(float rate) { asked.Add(rate); return -Math.Log10(rate); }   // lower is always better
+        var tried = SweepEdge.Run(grid, Lower, extensions: 2);
+        Assert.Equal([1e-3f, 3e-3f, 1e-2f, 3.3e-4f, 1.1e-4f], tried.Select(t => t.Rate));
+        Assert.Equal(tried.Select(t => t.Rate), asked);
+        Assert.Equal(grid, SweepEdge.Run(grid, Lower, extensions: 0).Select(t => t.Rate));
+        // An interior best needs no extension.
+        Assert.Equal(grid, SweepEdge.Run(grid, r => r == 3e-3f ? 1 : 0, extensions: 2).Select(t => t.Rate));
+    }
+
     // When the sweep, extended past its edge on a resume, chooses another rate than a finished row was trained at, that row
-    // and what was measured from it run again (LoRA's: the swap, its comparison row, the re-measurements); its sweep stays.
+    // and what was measured from it are to run again (LoRA's: the swap, its comparison row, both re-measurements; full
+    // fine-tuning's: its comparison row and the step-time re-measurement, not the paired latency, which skips it); the
+    // sweep points stay.
     [Fact]
     public void ARowTrainedAtARateTheSweepNoLongerChoosesRunsAgain()
     {
@@ -206,20 +224,34 @@ public class ExperimentStateTests
         state.Sweep.Add(new RougeSweepPoint("lora", 1e-3f, 0.31, 200, 300));
         state.Losses["lora"] = [5f];
         state.Losses["full"] = [4f];
-        foreach (var unit in new[] { "sweep:lora:0.001", "full", "lora", "swap", "compare:full", "compare:lora", ExperimentState.PairedLatencyUnit })
+        foreach (var unit in new[] { "sweep:lora:0.001", "full", "lora", "swap", "compare:full", "compare:lora", ExperimentState.PairedLatencyUnit, ExperimentState.StepTimeUnit })
             state.Complete(unit, o.OutputDirectory, 1);
 
-        Assert.Empty(state.ForgetRowAtOtherRate("full", 3e-4f));
-        Assert.Empty(state.ForgetRowAtOtherRate("lora", 1e-3f));
-        Assert.Equal(["lora", "swap", "compare:lora", ExperimentState.PairedLatencyUnit], state.ForgetRowAtOtherRate("lora", 3.3e-4f));
+        Assert.Empty(state.UnitsAtOtherRate("full", 3e-4f));
+        Assert.Empty(state.UnitsAtOtherRate("lora", 1e-3f));
+        Assert.Equal(["full", "compare:full", ExperimentState.StepTimeUnit], state.UnitsAtOtherRate("full", 1e-4f));
+        var lora = state.UnitsAtOtherRate("lora", 3.3e-4f);
+        Assert.Equal(["lora", "swap", "compare:lora", ExperimentState.PairedLatencyUnit, ExperimentState.StepTimeUnit], lora);
+        state.Forget(lora);
         Assert.Equal(["sweep:lora:0.001", "full", "compare:full"], state.Done);
         Assert.Equal(["full"], state.Rows.Select(r => r.Method));
         Assert.Single(state.Sweep);
         Assert.False(state.Losses.ContainsKey("lora"));
+    }
 
-        Assert.Equal(["full", "compare:full"], state.ForgetRowAtOtherRate("full", 1e-4f));
-        Assert.Equal(["sweep:lora:0.001"], state.Done);
-        Assert.Empty(state.Rows);
-        Assert.False(state.Losses.ContainsKey("full"));
+    // A state from before the sweep could pass its edge reads as no extensions, and a resume may allow them without
+    // --rerun-changed: nothing finished is dropped up front (a row goes only if the sweep then chooses another rate).
+    [Fact]
+    public void AResumeMayAllowTheSweepPastItsEdge()
+    {
+        var (o, baseDir) = Setup();
+        Directory.CreateDirectory(o.OutputDirectory);
+        var state = ExperimentState.Open(o with { SweepEdgeExtensions = 0 }, baseDir, resume: false, overwrite: false);
+        Assert.Contains("sweep_edge_extensions=0", state.Recipe);
+        state.Recipe.Remove("sweep_edge_extensions=0");   // as a state written before the line existed
+        state.Complete("sweep:lora:0.001", o.OutputDirectory, 1);
+        var back = ExperimentState.Open(o, baseDir, resume: true, overwrite: false);
+        Assert.Contains("sweep_edge_extensions=2", back.Recipe);
+        Assert.Equal(["sweep:lora:0.001"], back.Done);
     }
 }

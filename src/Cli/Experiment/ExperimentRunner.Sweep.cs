@@ -25,22 +25,25 @@ public sealed partial class ExperimentRunner
                     _state.Sweep.Add(new RougeSweepPoint(method, rate, e.Rouge.Rouge1.F, o.SweepSteps, validation.Count));
                 }
             });
-        List<(float Rate, double Rouge1)> Scored() =>
-            _state.Sweep.Where(p => p.Method == method).Select(p => (Rate: p.LearningRate, Rouge1: p.ValidationRouge1)).OrderBy(x => x.Rate).ToList();
-        foreach (float rate in rates) Try(rate);
-        for (int extension = 0; extension < o.SweepEdgeExtensions; extension++)
+        double Score(float rate)
         {
-            var scored = Scored();
-            float? beyond = SweepEdge.Beyond(scored);
-            if (beyond == null) break;
-            Output.Terminal.Status($"{method}: the best rate so far is the sweep's edge; trying {beyond.Value:G3} too.");
-            Try(beyond.Value);
+            if (!rates.Contains(rate)) Output.Terminal.Status($"{method}: the best rate so far is the sweep's edge; trying {rate:G3} too.");
+            Try(rate);
+            return _state.Sweep.First(p => p.Method == method && p.LearningRate == rate).ValidationRouge1;
         }
-        var all = Scored();
-        var best = all.MaxBy(x => x.Rouge1);
-        Output.Terminal.Status($"{method}: learning rate {best.Rate:G3} (validation ROUGE-1 {best.Rouge1:F4}; tried {string.Join(", ", all.Select(x => $"{x.Rate:G3} → {x.Rouge1:F4}"))})");
-        if (_state.ForgetRowAtOtherRate(method, best.Rate) is { Count: > 0 } stale)
+        var all = SweepEdge.Run(rates, Score, o.SweepEdgeExtensions);
+        var best = all.MaxBy(x => x.Rouge1);   // ties: the grid's order, then the extensions'
+        Output.Terminal.Status($"{method}: learning rate {best.Rate:G3} (validation ROUGE-1 {best.Rouge1:F4}; tried {string.Join(", ", all.OrderBy(x => x.Rate).Select(x => $"{x.Rate:G3} → {x.Rouge1:F4}"))})");
+        var stale = _state.UnitsAtOtherRate(method, best.Rate);
+        if (stale.Count > 0)
+        {
+            // Only a changed sweep (more extensions allowed on a resume) gets here: finished rows go only with consent.
+            if (!o.RerunChanged)
+                throw new ArgumentException($"experiment --resume: {method}'s sweep now chooses learning rate {best.Rate:G3}, not the rate its finished row was trained at; " +
+                    $"pass --rerun-changed to rerun {string.Join(", ", stale)} at the new rate and keep the rest.");
+            _state.Forget(stale);
             Output.Terminal.Status($"experiment: {method}'s learning rate is now {best.Rate:G3}; rerunning what was trained at another ({string.Join(", ", stale)}).");
+        }
         return best.Rate;
     }
 }

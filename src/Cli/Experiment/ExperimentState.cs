@@ -131,6 +131,9 @@ public sealed class ExperimentState
         // Each ablation unit is one rank and one seed: only those no longer listed go.
         ["ranks"] = (unit, o) => IsAblation(unit) && !o.Ranks.Contains(AblationRank(unit)),
         ["ablation_seeds"] = (unit, o) => IsAblation(unit) && !o.AblationSeeds.Contains(AblationSeed(unit)),
+        // More (or fewer) rates past the sweep's edge drop nothing up front: a row goes only if the sweep then chooses another
+        // rate, which the runner asks --rerun-changed for (ExperimentRunner.ChooseRate).
+        ["sweep_edge_extensions"] = (_, _) => false,
         ["swap_steps"] = (unit, _) => unit == "swap",
         ["swap_eval_examples"] = (unit, _) => unit == "swap",
     };
@@ -154,19 +157,26 @@ public sealed class ExperimentState
     }
 
     /// <summary>
-    /// When the sweep now chooses another rate for <paramref name="method"/> (full or lora) than its finished row was
-    /// trained at (a resumed sweep tried rates past its grid's edge), that row and what was measured from it are dropped
-    /// to run again; their keys are returned. Its sweep points stay.
+    /// The finished units to rerun when the sweep now chooses another rate for <paramref name="method"/> (full or lora)
+    /// than its finished row was trained at (a resume allowed the sweep more extensions past its edge): the row, its
+    /// comparison row and the step-time re-measurement, and for LoRA also the swap that reloads its adapter and the paired
+    /// latency (which measures LoRA's row, not full fine-tuning's). Empty when the row is missing or at that rate. Its
+    /// sweep points stay.
     /// </summary>
-    public List<string> ForgetRowAtOtherRate(string method, float rate)
+    public List<string> UnitsAtOtherRate(string method, float rate)
     {
         var row = Rows.FirstOrDefault(r => r.Method == method && r.Task == "debian");
         if (row == null || row.LearningRate == rate) return [];
-        var stale = Done.Where(unit => unit == method || unit == $"compare:{method}" || unit is PairedLatencyUnit or StepTimeUnit
-                                       || (method == "lora" && unit == "swap")).ToList();
+        var stale = Done.Where(unit => unit == method || unit == $"compare:{method}" || unit == StepTimeUnit
+                                       || (method == "lora" && unit is "swap" or PairedLatencyUnit)).ToList();
         if (!stale.Contains(method)) stale.Add(method);   // a row without its unit (an older state): it goes all the same
-        foreach (var unit in stale) Forget(unit);
         return stale;
+    }
+
+    /// <summary>Drops finished units and everything they recorded, so they run again.</summary>
+    public void Forget(IEnumerable<string> units)
+    {
+        foreach (var unit in units.ToList()) Forget(unit);
     }
 
     /// <summary>Drops a finished unit and everything it recorded (rows, sweep points, losses), so it runs again.</summary>
@@ -204,6 +214,7 @@ public sealed class ExperimentState
     {
         ["lora_targets"] = _ => "lora_targets=q_proj,v_proj",
         ["lora_init"] = _ => "lora_init=true",
+        ["sweep_edge_extensions"] = _ => "sweep_edge_extensions=0",
         ["ablation_targets"] = recipe => "ablation_targets=" + (recipe.FirstOrDefault(l => Key(l) == "lora_targets")?[("lora_targets=".Length)..] ?? "q_proj,v_proj"),
     };
 
@@ -218,7 +229,7 @@ public sealed class ExperimentState
             $"quick={o.Quick}", $"base_weights_sha256={hash}", $"steps={o.Steps}", $"batch_size={o.BatchSize}", $"seed={o.Seed}",
             $"eval_examples={o.EvalExamples}", $"no_repeat_ngram={o.NoRepeatNgram}", $"lora_targets={string.Join(',', o.LoraTargets)}", $"lora_init={Nanolora.Lora.LoraConfig.InitName(o.LoraInit)}", $"ablation_targets={string.Join(',', o.AblationTargetsUsed)}",
             $"full_learning_rates={F(o.FullLearningRates)}", $"lora_learning_rates={F(o.LoraLearningRates)}", $"sweep_steps={o.SweepSteps}",
-            $"sweep_validation_examples={o.SweepValidationExamples}", $"swap_task={o.SwapTask}", $"swap_steps={o.SwapSteps}", $"swap_eval_examples={o.SwapEvalExamples}",
+            $"sweep_validation_examples={o.SweepValidationExamples}", $"sweep_edge_extensions={o.SweepEdgeExtensions}", $"swap_task={o.SwapTask}", $"swap_steps={o.SwapSteps}", $"swap_eval_examples={o.SwapEvalExamples}",
             $"swap_rank={o.SwapRank}", $"swap_targets={string.Join(',', o.SwapTargets)}", $"swap_learning_rate={F([o.SwapLearningRate])}",
             $"ablation_steps={o.AblationSteps}", $"ablation_eval_examples={o.AblationEvalExamples}", $"ranks={string.Join(',', o.Ranks)}",
             $"ablation_seeds={string.Join(',', o.AblationSeeds)}",

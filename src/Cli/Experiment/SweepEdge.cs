@@ -24,6 +24,19 @@ public static class SweepEdge
         return null;
     }
 
+    /// <summary>
+    /// The rates a sweep tries: the grid, then while its best is at an edge one step beyond it, at most
+    /// <paramref name="extensions"/> times. <paramref name="score"/> runs (or looks up) one rate's validation score. The
+    /// sequence depends only on the grid and the scores, so a resumed sweep asks for exactly the rates an uninterrupted
+    /// one would, whatever an earlier run tried.
+    /// </summary>
+    public static List<(float Rate, double Rouge1)> Run(IReadOnlyList<float> grid, Func<float, double> score, int extensions)
+    {
+        var tried = grid.Select(rate => (Rate: rate, Rouge1: score(rate))).ToList();
+        for (int i = 0; i < extensions && Beyond(tried) is float beyond; i++) tried.Add((beyond, score(beyond)));
+        return tried;
+    }
+
     static float RoundTwoDigits(double x)
     {
         double scale = Math.Pow(10, Math.Floor(Math.Log10(x)) - 1);
