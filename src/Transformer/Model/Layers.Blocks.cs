@@ -112,7 +112,9 @@ public sealed class EncoderLayer : ResidualBlock
     /// <summary>Self-attention then feed-forward over <paramref name="x"/> [B, T, C]; returns [B, T, C].</summary>
     /// <param name="x">The hidden states [B, T, C].</param>
     /// <param name="sourceMask">Masks padded key positions (null: none).</param>
-    /// <param name="recompute">An activation checkpoint's recompute: the output's value is never read, only back-propagated through.</param>
+    /// <param name="recompute">An activation checkpoint's recompute of this layer alone: its output's value is never read, only
+    /// back-propagated through. Pass it only when this layer's output is the checkpointed function's result (a function
+    /// checkpointing several layers must not: the next layer reads this one's output).</param>
     public Variable Forward(Variable x, Tensor? sourceMask, bool recompute = false)
     {
         var attn = (MultiHeadAttention)Child(_names.Attention);
@@ -153,7 +155,9 @@ public sealed class DecoderLayer : ResidualBlock
     /// <param name="memory">The encoder output [B, S, C].</param>
     /// <param name="sourceMask">Masks padded source positions (null: none).</param>
     /// <param name="cache">Keys and values of earlier steps when decoding incrementally (null: the whole target at once).</param>
-    /// <param name="recompute">An activation checkpoint's recompute: the output's value is never read, only back-propagated through.</param>
+    /// <param name="recompute">An activation checkpoint's recompute of this layer alone: its output's value is never read, only
+    /// back-propagated through. Pass it only when this layer's output is the checkpointed function's result (a function
+    /// checkpointing several layers must not: the next layer reads this one's output).</param>
     public Variable Forward(Variable x, Variable memory, Tensor? sourceMask, LayerCache? cache = null, bool recompute = false)
     {
         var self = (MultiHeadAttention)Child("self_attn");
