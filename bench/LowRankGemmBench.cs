@@ -53,5 +53,8 @@ public static class LowRankGemmQuick
         Time("dx += dlow·A", n, c, r, () => Ops.MatmulInto(y, dlow, a, false, false, 1f, 1f));
         Time("dB = s·dyᵀ·low", c, r, n, () => Ops.MatmulInto(dB, y, low, true, false, 2f, 0f));
         Time("dA = dlowᵀ·h", r, c, n, () => Ops.MatmulInto(dA, dlow, x, true, false, 1f, 0f));
+        // The two products LoRA runs as one GEMM (Ops.MatmulSumInto): the rank-R term as R more reduction steps.
+        Time("fused y = x·Wᵀ + s·low·Bᵀ", n, c, c + r, () => Ops.MatmulSumInto(y, x, w, true, low, b, true, 2f, 0f));
+        Time("fused dx = dy·W + dlow·A", n, c, c + r, () => Ops.MatmulSumInto(y, x, w, false, dlow, a, false, 1f, 0f));
     }
 }

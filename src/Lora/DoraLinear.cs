@@ -55,21 +55,21 @@ public static class DoraLinear
         {
             float beta = b != null ? 1f : 0f;
             if (b != null) Ops.BroadcastRowsInto(y2, b.Data);
+            low = Ops.Matmul(h2, a.Data, false, true);                      // [N, R]
+            bScaled = Ops.Mul(bMatrix.Data, gColumn);                       // diag(g)·B [out, R]
             if (h == null)
             {
-                using var scaledW = Ops.Mul(w.Data, gColumn);                // diag(g)·W
-                Ops.MatmulInto(y2, x2, scaledW, false, true, 1f, beta);
+                // y = x·(diag(g)·W)ᵀ + s·low·(diag(g)·B)ᵀ in one GEMM.
+                using var scaledW = Ops.Mul(w.Data, gColumn);
+                Ops.MatmulSumInto(y2, x2, scaledW, true, low, bScaled, true, s, beta);
             }
             else
             {
                 Ops.MatmulInto(y2, x2, w.Data, false, true, 1f, beta);
                 using var gMinusOne = Ops.AddScalar(gColumn, -1f);
                 using var shiftedW = Ops.Mul(w.Data, gMinusOne);            // diag(g − 1)·W
-                Ops.MatmulInto(y2, h2, shiftedW, false, true, 1f, 1f);
+                Ops.MatmulSumInto(y2, h2, shiftedW, true, low, bScaled, true, s, 1f);   // + s·low·(diag(g)·B)ᵀ
             }
-            low = Ops.Matmul(h2, a.Data, false, true);                      // [N, R]
-            bScaled = Ops.Mul(bMatrix.Data, gColumn);                       // diag(g)·B [out, R]
-            Ops.MatmulInto(y2, low, bScaled, false, true, s, 1f);           // y += s·low·(diag(g)·B)ᵀ
         }
         var inputs = new List<Variable> { x, w, a, bMatrix, magnitude };
         if (h != null) inputs.Add(h);
@@ -90,8 +90,7 @@ public static class DoraLinear
                     if (h == null)
                     {
                         using var scaledW = Ops.Mul(w.Data, gColumn);
-                        Ops.MatmulInto(dx2, dy2, scaledW);
-                        Ops.MatmulInto(dx2, dlow, a.Data, false, false, 1f, 1f);
+                        Ops.MatmulSumInto(dx2, dy2, scaledW, false, dlow, a.Data, false);
                     }
                     else Ops.MatmulInto(dx2, dy2, w.Data);
                 }
@@ -104,8 +103,7 @@ public static class DoraLinear
                 using (var gMinusOne = Ops.AddScalar(gColumn, -1f))
                 using (var shiftedW = Ops.Mul(w.Data, gMinusOne))
                 {
-                    Ops.MatmulInto(dh2, dy2, shiftedW);
-                    Ops.MatmulInto(dh2, dlow, a.Data, false, false, 1f, 1f);
+                    Ops.MatmulSumInto(dh2, dy2, shiftedW, false, dlow, a.Data, false);
                 }
                 Graph.Accumulate(h, dh);
             }

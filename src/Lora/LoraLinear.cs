@@ -150,7 +150,9 @@ public sealed class LoraLinear : Module, ILayer
     /// y = x·Wᵀ + b + s·(h·Aᵀ)·Bᵀ as one graph node (h = dropout(x), or x itself when null). Only the rank-R
     /// product h·Aᵀ is kept for backward, and the low-rank term is accumulated straight into y, so an adapted
     /// layer costs one [N, R] activation more than the base layer, not three [N, out] ones.
-    /// Backward: dlow = s·dy·B; dx = dy·W (+ dlow·A); dB = s·dyᵀ·low; dA = dlowᵀ·h; dW, db only if trainable.
+    /// Backward: dlow = s·dy·B; dx = dy·W (+ dlow·A); dB = s·dyᵀ·low; dA = dlowᵀ·h; dW, db only if trainable. The
+    /// base product and the rank-R one share a GEMM (<see cref="Ops.MatmulSumInto"/>) both ways, so y and dx are
+    /// written once.
     /// </summary>
     public static Variable LowRankLinear(Variable x, Variable? h, Variable w, Variable? b, Variable a, Variable bMatrix, float s)
     {
@@ -165,9 +167,9 @@ public sealed class LoraLinear : Module, ILayer
         using (var y2 = y.Reshape(-1, outF))
         {
             if (b != null) Ops.BroadcastRowsInto(y2, b.Data);
-            Ops.MatmulInto(y2, x2, w.Data, false, true, 1f, b != null ? 1f : 0f);
             low = Ops.Matmul(h2, a.Data, false, true);                      // [N, R]
-            Ops.MatmulInto(y2, low, bMatrix.Data, false, true, s, 1f);      // y += s·low·Bᵀ
+            // y = x·Wᵀ + s·low·Bᵀ (+ b) in one GEMM: the rank-R term rides along as R more reduction steps.
+            Ops.MatmulSumInto(y2, x2, w.Data, true, low, bMatrix.Data, true, s, b != null ? 1f : 0f);
         }
         var inputs = new List<Variable> { x, w, a, bMatrix };
         if (h != null) inputs.Add(h);
@@ -184,8 +186,9 @@ public sealed class LoraLinear : Module, ILayer
                 var dx = Tensor.Empty(x.Shape, x.Device);
                 using (var dx2 = dx.Reshape(-1, inF))
                 {
-                    Ops.MatmulInto(dx2, dy2, w.Data);
-                    if (h == null) Ops.MatmulInto(dx2, dlow, a.Data, false, false, 1f, 1f);
+                    // dx = dy·W + dlow·A in one GEMM when the adapter reads x itself (no dropout).
+                    if (h == null) Ops.MatmulSumInto(dx2, dy2, w.Data, false, dlow, a.Data, false);
+                    else Ops.MatmulInto(dx2, dy2, w.Data);
                 }
                 Graph.Accumulate(x, dx);
             }

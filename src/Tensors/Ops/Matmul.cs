@@ -32,6 +32,39 @@ public static partial class Ops
         RunMatmul(device, shape, a, b, c, alpha, beta);
     }
 
+    /// <summary>
+    /// c = a1·op(b1) + scale2·a2·op(b2) + beta·c: a weight's product and a second one summed into one output, as a layer
+    /// that adds a low-rank term does (LoRA: y = x·Wᵀ + s·low·Bᵀ, dx = dy·W + dlow·A). a1 [M, K1] and a2 [M, K2] are
+    /// row-major, b1 may be bfloat16 (a frozen weight), b2 is float32. On the CPU both run in one packed GEMM (the K2
+    /// steps follow K1 in each packed panel), so c is read and written once, not twice; elsewhere as two products.
+    /// </summary>
+    public static void MatmulSumInto(Tensor c, Tensor a1, Tensor b1, bool transposeB1, Tensor a2, Tensor b2, bool transposeB2, float scale2 = 1f, float beta = 0f)
+    {
+        var device = MatmulDevice("MatmulSumInto", a1, b1, a2, b2, c);
+        foreach (var t in new[] { c, a1, b1, a2, b2 })
+            if (t.Rank != 2) throw new ArgumentException($"MatmulSumInto: every operand must be rank 2 ([rows, cols]); got {t.ShapeString}.");
+        var first = PlanMatmul("MatmulSumInto", a1, b1, false, transposeB1, out var outFirst);
+        var second = PlanMatmul("MatmulSumInto", a2, b2, false, transposeB2, out var outSecond);
+        if (!c.Shape.SequenceEqual(outFirst) || !c.Shape.SequenceEqual(outSecond))
+            throw new ArgumentException($"MatmulSumInto: c has shape {c.ShapeString} but a1·b1 gives {ShapeMath.Format(outFirst)} and a2·b2 {ShapeMath.Format(outSecond)}.");
+        foreach (var t in new[] { a1, b1, a2, b2 })
+            if (ReferenceEquals(c.Storage, t.Storage))
+                throw new ArgumentException($"MatmulSumInto: c {c.ShapeString} shares storage with an input; write to a separate tensor.");
+        if (device is IlgpuDevice || b2.DType != DType.Float32 || a2.DType != DType.Float32)
+        {
+            RunMatmul(device, first, a1, b1, c, 1f, beta);
+            RunMatmul(device, second, a2, b2, c, scale2, 1f);
+            return;
+        }
+        if (a1.DType != DType.Float32 || c.DType != DType.Float32)
+            throw new ArgumentException($"MatmulSumInto: only b1 may be bfloat16 (a frozen weight); a1 {a1.ShapeString} is {a1.DType}, c {c.ShapeString} is {c.DType}.");
+        var term = new GemmTerm(second, MatmulCpu.Address(a2.HostArray), MatmulCpu.Address(b2.HostArray), scale2);
+        if (b1.DType == DType.BFloat16) MatmulCpu.Run(first, a1.HostArray, b1.Host16, b1.Length, c.HostArray, 1f, beta, term);
+        else MatmulCpu.Run(first, a1.HostArray, b1.HostArray, c.HostArray, 1f, beta, term);
+        GC.KeepAlive(a2);
+        GC.KeepAlive(b2);
+    }
+
     /// <summary>B may be bfloat16 (a frozen weight): the CPU GEMM widens it while packing, a GPU widens it into a temporary first.</summary>
     static void RunMatmul(Device device, in GemmShape shape, Tensor a, Tensor b, Tensor c, float alpha, float beta)
     {

@@ -20,36 +20,46 @@ internal static unsafe class MatmulCpu
     // Depth of one packed block, chosen so that the A block (≤ 128 rows × KC) fills about half of a core's L2, as BLIS
     // sizes it: 1024 with a 1 MB L2. Deeper blocks mean fewer read-modify-write passes over C; on a 2-vCPU Zen 5 host
     // (1 MB L2) KC 1024 ran 5–20 % faster than 256 with two threads (docs/PERFORMANCE.md, 2026-12-05).
-    static readonly int KC = PackedDepth(L2Kilobytes());
+    internal static readonly int KC = PackedDepth(L2Kilobytes());
     const int MaxPackedB = 1 << 22;           // floats of packed B per column pass (16 MB)
     const long SmallWork = 32 * 32 * 32;      // below this many multiply-adds packing costs more than it saves
     const long SerialWork = 1 << 18;          // below this a product runs on one thread
 
-    /// <summary>C = alpha·op(A)·op(B) + beta·C on pinned host arrays (beta 0: C is not read).</summary>
-    public static void Run(in GemmShape s, float[] a, float[] b, float[] c, float alpha, float beta)
+    /// <summary>
+    /// C = alpha·op(A)·op(B) + beta·C on pinned host arrays (beta 0: C is not read); with a <paramref name="term"/>,
+    /// alpha·(op(A)·op(B) + term) + beta·C in one pass over C.
+    /// </summary>
+    public static void Run(in GemmShape s, float[] a, float[] b, float[] c, float alpha, float beta, in GemmTerm term = default)
     {
-        if (Vector512.IsHardwareAccelerated) Run<Avx512Kernel>(s, a, b, c, alpha, beta);
-        else Run<Avx2Kernel>(s, a, b, c, alpha, beta);
+        if (Vector512.IsHardwareAccelerated) Run<Avx512Kernel>(s, Address(a), Address(b), b.LongLength, false, Address(c), alpha, beta, term);
+        else Run<Avx2Kernel>(s, Address(a), Address(b), b.LongLength, false, Address(c), alpha, beta, term);
     }
 
     /// <summary>The same with op(B) stored in bfloat16 (a frozen weight): widened while B is packed, or into scratch on the unpacked paths.</summary>
-    public static void Run(in GemmShape s, float[] a, ushort[] b16, long bLength, float[] c, float alpha, float beta)
+    public static void Run(in GemmShape s, float[] a, ushort[] b16, long bLength, float[] c, float alpha, float beta, in GemmTerm term = default)
     {
         nint pb = (nint)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(b16));
-        if (Vector512.IsHardwareAccelerated) Run<Avx512Kernel>(s, Address(a), pb, bLength, true, Address(c), alpha, beta);
-        else Run<Avx2Kernel>(s, Address(a), pb, bLength, true, Address(c), alpha, beta);
+        if (Vector512.IsHardwareAccelerated) Run<Avx512Kernel>(s, Address(a), pb, bLength, true, Address(c), alpha, beta, term);
+        else Run<Avx2Kernel>(s, Address(a), pb, bLength, true, Address(c), alpha, beta, term);
     }
 
     /// <summary>The same with a chosen micro-kernel (tests run both on AVX-512 machines).</summary>
-    internal static void Run<TK>(GemmShape s, float[] a, float[] b, float[] c, float alpha, float beta) where TK : struct, IMicroKernel =>
-        Run<TK>(s, Address(a), Address(b), b.LongLength, false, Address(c), alpha, beta);
+    internal static void Run<TK>(GemmShape s, float[] a, float[] b, float[] c, float alpha, float beta, in GemmTerm term = default) where TK : struct, IMicroKernel =>
+        Run<TK>(s, Address(a), Address(b), b.LongLength, false, Address(c), alpha, beta, term);
 
-    static void Run<TK>(GemmShape s, nint pa, nint pb, long bLength, bool bf16B, nint pc, float alpha, float beta) where TK : struct, IMicroKernel
+    static void Run<TK>(GemmShape s, nint pa, nint pb, long bLength, bool bf16B, nint pc, float alpha, float beta, in GemmTerm term) where TK : struct, IMicroKernel
     {
         if (s.Batch == 0 || s.M == 0 || s.N == 0) return;
         long work = (long)s.M * s.N * s.K;
         bool narrow = work >= SmallWork && MatmulCpuNarrow.Applies(s);
         bool direct = !narrow && (s.K == 0 || s.M < TK.MR / 2 || s.N < 8 || work < SmallWork);
+        if (term.Present && (narrow || direct || s.Batch != 1 || s.TransA))
+        {
+            // Shapes the packed path does not take: the two products one after the other.
+            Run<TK>(s, pa, pb, bLength, bf16B, pc, alpha, beta, default);
+            Run<TK>(term.Shape, term.A, term.B, term.Shape.N * (long)term.Shape.K, false, pc, alpha * term.Scale, 1f, default);
+            return;
+        }
         float[]? widened = null;
         if (bf16B && (narrow || direct))
         {
@@ -61,18 +71,19 @@ internal static unsafe class MatmulCpu
         }
         if (narrow) MatmulCpuNarrow.Run(s, pa, pb, pc, alpha, beta);
         else if (direct) Direct(s, pa, pb, pc, alpha, beta);
+        else if (term.Present) Product<TK>(s, pa, pb, pc, bf16B, alpha, beta, work + (long)s.M * s.N * term.Shape.K >= SerialWork, term);
         else if (s.Batch > 1 && work < SerialWork)
         {
             // Many small products (attention heads): one product per task.
-            Parallel.For(0, s.Batch, z => Product<TK>(s, pa + Bytes(z * s.StrideA), pb + Elements(z * s.StrideB, bf16B), pc + Bytes(z * s.StrideC), bf16B, alpha, beta, false));
+            Parallel.For(0, s.Batch, z => Product<TK>(s, pa + Bytes(z * s.StrideA), pb + Elements(z * s.StrideB, bf16B), pc + Bytes(z * s.StrideC), bf16B, alpha, beta, false, default));
         }
         else
             for (int z = 0; z < s.Batch; z++)
-                Product<TK>(s, pa + Bytes(z * s.StrideA), pb + Elements(z * s.StrideB, bf16B), pc + Bytes(z * s.StrideC), bf16B, alpha, beta, work >= SerialWork);
+                Product<TK>(s, pa + Bytes(z * s.StrideA), pb + Elements(z * s.StrideB, bf16B), pc + Bytes(z * s.StrideC), bf16B, alpha, beta, work >= SerialWork, default);
         if (widened != null) PackBuffers.Return(widened);
     }
 
-    static nint Address(float[] pinned) => (nint)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(pinned));
+    internal static nint Address(float[] pinned) => (nint)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(pinned));
     static nint Bytes(long elements) => (nint)(elements * sizeof(float));
     static nint Elements(long elements, bool bf16) => (nint)(elements * (bf16 ? sizeof(ushort) : sizeof(float)));
 
@@ -80,9 +91,10 @@ internal static unsafe class MatmulCpu
     // The hot paths are compiled fully optimized from their first call, so a process's first GEMMs never pack or loop
     // in tier-0 code (whether tiering caused the slow first round seen once in run-all was not established).
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    static void Product<TK>(GemmShape s, nint a, nint b, nint c, bool bf16B, float alpha, float beta, bool parallel) where TK : struct, IMicroKernel
+    static void Product<TK>(GemmShape s, nint a, nint b, nint c, bool bf16B, float alpha, float beta, bool parallel, GemmTerm term) where TK : struct, IMicroKernel
     {
-        int mr = TK.MR, nr = TK.NR, M = s.M, N = s.N, K = s.K;
+        // A term's K2 steps follow the product's K in every packed B slice and A panel: the reduction runs over K + K2.
+        int mr = TK.MR, nr = TK.NR, M = s.M, N = s.N, K = s.K + term.Shape.K;
         int workers = parallel ? Environment.ProcessorCount : 1;
         int nc = Math.Min(RoundUp(N, nr), Math.Max(nr, MaxPackedB / K / nr * nr));
         int rowBlocks = RowBlocks(M, mr, workers);
@@ -95,14 +107,17 @@ internal static unsafe class MatmulCpu
             float* bp = PackBuffers.Aligned(packedB);
             For(parallel, slices, sl =>
             {
-                if (bf16B) PackB(s, (ushort*)b, jc + sl * nr, Math.Min(nr, N - jc - sl * nr), nr, bp + (long)sl * nr * K);
-                else PackB(s, (float*)b, jc + sl * nr, Math.Min(nr, N - jc - sl * nr), nr, bp + (long)sl * nr * K);
+                int j = jc + sl * nr, cols = Math.Min(nr, N - j);
+                float* slice = bp + (long)sl * nr * K;
+                if (bf16B) PackB(s, (ushort*)b, j, cols, nr, slice);
+                else PackB(s, (float*)b, j, cols, nr, slice);
+                if (term.Present) PackTermB(term, j, cols, nr, slice + (long)s.K * nr);
             });
             For(parallel, rowBlocks * chunks, task =>
             {
                 var (ic, mcur) = RowBlock(task / chunks, rowBlocks, M, mr);
                 int sl0 = task % chunks * perChunk, sl1 = Math.Min(slices, sl0 + perChunk);
-                if (sl0 < sl1) Block<TK>(s, (float*)a, bp, (float*)c, ic, mcur, jc, ncur, sl0, sl1, alpha, beta);
+                if (sl0 < sl1) Block<TK>(s, (float*)a, bp, (float*)c, ic, mcur, jc, ncur, sl0, sl1, alpha, beta, term);
             });
             PackBuffers.Return(packedB);
         }
@@ -113,16 +128,19 @@ internal static unsafe class MatmulCpu
     /// <summary>Rows [ic, ic+mcur) × slices [sl0, sl1) of one column pass, over all of K in KC steps.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void Block<TK>(in GemmShape s, float* a, float* bp, float* c, int ic, int mcur, int jc, int ncur, int sl0, int sl1,
-        float alpha, float beta) where TK : struct, IMicroKernel
+        float alpha, float beta, in GemmTerm term) where TK : struct, IMicroKernel
     {
-        int mr = TK.MR, nr = TK.NR, N = s.N, K = s.K;
+        int mr = TK.MR, nr = TK.NR, N = s.N, K = s.K + term.Shape.K;
         t_packedA ??= GC.AllocateUninitializedArray<float>(128 * KC + 16, pinned: true);
         float* ap = PackBuffers.Aligned(t_packedA);
         float* edge = stackalloc float[mr * nr];
         for (int pc = 0; pc < K; pc += KC)
         {
             int kc = Math.Min(KC, K - pc);
-            PackA(s, a, ic, mcur, pc, kc, mr, ap);
+            // Steps before s.K come from A, the rest from the term's A2, each into its columns of the same panels.
+            int kcA = Math.Clamp(s.K - pc, 0, kc);
+            if (kcA > 0) PackA(s, a, ic, mcur, pc, kcA, mr, ap, kc);
+            if (kcA < kc) PackA(term.Shape, (float*)term.A, ic, mcur, pc + kcA - s.K, kc - kcA, mr, ap + kcA * mr, kc);
             bool accumulate = pc > 0 || beta != 0f;
             float blockBeta = pc > 0 ? 1f : beta;
             for (int sl = sl0; sl < sl1; sl++)
@@ -149,13 +167,13 @@ internal static unsafe class MatmulCpu
         }
     }
 
-    /// <summary>op(A)[ic.., pc..] into MR-row panels (panel of row ir at ir·kc), zero-padded to MR rows.</summary>
+    /// <summary>op(A)[ic.., pc..pc+kc) into MR-row panels (panel of row ir at ir·panelDepth), zero-padded to MR rows.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    static void PackA(in GemmShape s, float* a, int ic, int mcur, int pc, int kc, int mr, float* dst)
+    static void PackA(in GemmShape s, float* a, int ic, int mcur, int pc, int kc, int mr, float* dst, int panelDepth)
     {
         for (int ir = 0; ir < mcur; ir += mr)
         {
-            float* d = dst + ir * kc;
+            float* d = dst + ir * panelDepth;
             int rows = Math.Min(mr, mcur - ir);
             if (!s.TransA)
             {
@@ -214,6 +232,17 @@ internal static unsafe class MatmulCpu
             }
             for (int q = cols; q < nr; q++)
                 for (int p = 0; p < s.K; p++) dst[(long)p * nr + q] = 0f;
+        }
+    }
+
+    /// <summary>A term's op(B2) columns [j, j+cols), its K2 steps, as the tail of a K×NR slice, multiplied by its scale.</summary>
+    static void PackTermB(in GemmTerm term, int j, int cols, int nr, float* dst)
+    {
+        PackB(term.Shape, (float*)term.B, j, cols, nr, dst);
+        if (term.Scale != 1f)
+        {
+            var packed = new Span<float>(dst, term.Shape.K * nr);
+            TensorPrimitives.Multiply(packed, term.Scale, packed);
         }
     }
 
@@ -335,37 +364,4 @@ internal static unsafe class MatmulCpu
         if (parallel && count > 1) GemmWorkers.For(count, body);
         else for (int i = 0; i < count; i++) body(i);
     }
-}
-
-/// <summary>Pinned scratch arrays for packed panels, reused across calls (packed B of a 1024² product is 4 MB).</summary>
-internal static unsafe class PackBuffers
-{
-    static readonly List<float[]> Free = new();
-
-    public static float[] Rent(long floats)
-    {
-        long need = floats + 16;
-        lock (Free)
-        {
-            int best = -1;
-            for (int i = 0; i < Free.Count; i++)
-                if (Free[i].Length >= need && (best < 0 || Free[i].Length < Free[best].Length)) best = i;
-            if (best >= 0)
-            {
-                var found = Free[best];
-                Free.RemoveAt(best);
-                return found;
-            }
-        }
-        return GC.AllocateUninitializedArray<float>(checked((int)BitOperations.RoundUpToPowerOf2((ulong)need)), pinned: true);
-    }
-
-    public static void Return(float[] buffer)
-    {
-        lock (Free) if (Free.Count < 8) Free.Add(buffer);
-    }
-
-    /// <summary>The first 64-byte-aligned element of a pinned array (Rent leaves 16 floats of slack).</summary>
-    public static float* Aligned(float[] pinned) =>
-        (float*)(((nint)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(pinned)) + 63) & ~(nint)63);
 }

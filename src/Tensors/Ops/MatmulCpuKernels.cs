@@ -15,6 +15,16 @@ internal readonly record struct GemmShape(int Batch, int M, int N, int K, bool T
 }
 
 /// <summary>
+/// A second product added to a GEMM in the same pass over C: Scale·A2·op(B2), A2 row-major [M, K2] and B2 float32
+/// (Shape: M and N those of the GEMM, K = K2, TransA false). Its K2 steps are packed after the GEMM's own K, so C is
+/// read and written once for both (LoRA's y = x·Wᵀ + s·low·Bᵀ and dx = dy·W + dlow·A); default: none.
+/// </summary>
+internal readonly record struct GemmTerm(GemmShape Shape, nint A, nint B, float Scale)
+{
+    public bool Present => Shape.K > 0;
+}
+
+/// <summary>
 /// An MR×NR register-blocked micro-kernel over packed panels: Ap holds MR rows per k step, Bp NR
 /// columns per k step. Writes C = alpha·Ap·Bp + (accumulate ? beta·C : 0); C never read otherwise, so
 /// uninitialized (even NaN) output buffers are fine.
