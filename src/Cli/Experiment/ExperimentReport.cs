@@ -126,7 +126,7 @@ public sealed class ExperimentReport(ExperimentOptions o, IReadOnlyList<ResultRo
             double fullGain = full.Rouge1 - baseRow.Rouge1, loraGain = lora.Rouge1 - baseRow.Rouge1;
             sb.AppendLine();
             sb.AppendLine($"ROUGE-1 gain over base: full {fullGain:+0.0000;-0.0000}, LoRA r={lora.Rank} {loraGain:+0.0000;-0.0000} " +
-                          $"({ShareOfFullGain(loraGain, fullGain)}) with {lora.TrainablePercent:F2}% of the base model's parameters trainable.");
+                          $"({ShareOfFullGain(loraGain, fullGain)}) with {lora.TrainablePercent:F2}% of the base model's parameters trainable.{ShareIntervalText(lora)}");
             sb.AppendLine();
             sb.AppendLine("Peak memory by category during training (MB, from the device ledger):");
             sb.AppendLine();
@@ -183,6 +183,16 @@ public sealed class ExperimentReport(ExperimentOptions o, IReadOnlyList<ResultRo
                 r.Mrr.ToString("F4"), r.TrainableParams.ToString("N0"), r.TrainablePercent.ToString("F2"), r.StepMs is double ms ? ms.ToString("F0") : null);
         return t;
     }
+
+    /// <summary>" The share's 95 % interval: …" from the prediction files, or nothing when they are not all there.</summary>
+    string ShareIntervalText(ResultRow lora)
+    {
+        var interval = GainShareInterval.FromPredictions(Path.Combine(o.OutputDirectory, "predictions"), $"lora-r{lora.Rank}");
+        return interval == null ? "" : $" The share's {interval.Level:P0} interval by a paired bootstrap over the {interval.Pairs:N0} test pairs " +
+            $"({interval.Resamples:N0} resamples, seed 1): {Percent(interval.Low)} to {Percent(interval.High)}.";
+    }
+
+    static string Percent(double share) => double.IsNegativeInfinity(share) ? "undefined (full gained nothing)" : $"{100 * share:F0}%";
 
     /// <summary>LoRA's gain as a share of full fine-tuning's, or why there is none: a share of a gain that is nil or
     /// inside the noise of a few hundred pairs (under 0.005 ROUGE-1) would read as a huge, meaningless percentage.</summary>
