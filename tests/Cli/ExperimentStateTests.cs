@@ -50,6 +50,11 @@ public class ExperimentStateTests
 
         var steps = Assert.Throws<ArgumentException>(() => ExperimentState.Open(o with { Steps = 8 }, baseDir, resume: true, overwrite: false));
         Assert.Contains("expected steps=7, got steps=8", steps.Message);
+        // A run made when the sweep scored 300 validation pairs is told which option continues it.
+        int other = o.SweepValidationExamples == 0 ? 300 : 0;
+        var sweep = Assert.Throws<ArgumentException>(() => ExperimentState.Open(o with { SweepValidationExamples = other }, baseDir, resume: true, overwrite: false));
+        Assert.Contains($"expected sweep_validation_examples={o.SweepValidationExamples}, got sweep_validation_examples={other}", sweep.Message);
+        Assert.Contains("--sweep-validation-examples", sweep.Message);
         File.WriteAllBytes(Path.Combine(baseDir, Checkpoint.WeightsFile), [1, 2, 4]);
         var weights = Assert.Throws<ArgumentException>(() => ExperimentState.Open(o, baseDir, resume: true, overwrite: false));
         Assert.Contains("base_weights_sha256", weights.Message);

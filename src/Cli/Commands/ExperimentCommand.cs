@@ -25,6 +25,7 @@ public static class ExperimentCommand
             .Choices("all", "seq2seq", "retrieval");
         var retrievalSteps = new Option<int?>("--retrieval-steps") { Description = "training steps per method for the retrieval table (default: 60 quick, 100 full)" }.Range(1);
         var sweepSteps = new Option<int?>("--sweep-steps") { Description = "full only: steps of each learning-rate trial on the validation split (default 200)" }.Range(1);
+        var sweepExamples = new Option<int?>("--sweep-validation-examples") { Description = "full only: validation pairs each learning-rate trial is scored on, spread over the split (0: the whole split, the default; runs made before it was the default used 300)" }.Range(0);
         var resume = new Option<bool>("--resume") { Description = $"continue the experiment in --out from its last finished unit ({ExperimentState.File}, {RetrievalState.File}; the same settings and base, except that --ranks, the ablation's steps and seeds, --swap-steps and the targets may change when no finished unit depends on them: a run of the main rows only can be extended with the ablation and the swap)" };
         var overwrite = new Option<bool>("--overwrite") { Description = "replace the experiment --out already holds" };
         var compare = new Option<string?>("--compare")
@@ -43,16 +44,17 @@ public static class ExperimentCommand
             { Description = "with --resume: when --lora-targets, --lora-init, --ablation-targets, --ranks, --ablation-steps or --swap-steps differ from the recorded ones, rerun the finished units that depend on them (and only those: the LoRA sweep, row and swap; the ablation runs of ranks no longer listed) instead of refusing" };
         var json = JsonOutput.Option(ExperimentJson.SchemaName);
         var cmd = new Command("experiment", "Base vs full fine-tuning vs LoRA on Debian synopses (BERT2BERT base on all-MiniLM-L6-v2), a rank ablation, a translation adapter swapped in, and all-MiniLM-L6-v2 retrieval; writes results.json, results.md and plots.")
-            { quick, output, baseDir, steps, evalExamples, ablationSteps, swapTask, swapSteps, ranks, part, retrievalSteps, sweepSteps, compare, loraTargets, ablationTargets, loraInit, resume, rerunChanged, overwrite, json };
+            { quick, output, baseDir, steps, evalExamples, ablationSteps, swapTask, swapSteps, ranks, part, retrievalSteps, sweepSteps, sweepExamples, compare, loraTargets, ablationTargets, loraInit, resume, rerunChanged, overwrite, json };
         cmd.SetAction(r => Program.Guard(() =>
         {
             Device dev = Workflows.ResolveDevice(r.GetValue(device));
             var o = ExperimentOptions.Defaults(r.GetValue(quick), r.GetValue(output)!) with { BaseDirectory = ShippedPaths.Resolve(r.GetValue(baseDir)!) };
             if (r.GetValue(steps) is int s) o = o with { Steps = s };
             if (r.GetValue(evalExamples) is int e && e > 0)
-                o = o with { EvalExamples = e, AblationEvalExamples = Math.Min(o.AblationEvalExamples, e), SweepValidationExamples = Math.Min(o.SweepValidationExamples, e), SwapEvalExamples = o.SwapEvalExamples == 0 ? e : Math.Min(o.SwapEvalExamples, e) };
+                o = o with { EvalExamples = e, AblationEvalExamples = Math.Min(o.AblationEvalExamples, e), SweepValidationExamples = o.SweepValidationExamples == 0 ? e : Math.Min(o.SweepValidationExamples, e), SwapEvalExamples = o.SwapEvalExamples == 0 ? e : Math.Min(o.SwapEvalExamples, e) };
             else if (r.GetValue(evalExamples) is 0) o = o with { EvalExamples = 0 };
             if (r.GetValue(sweepSteps) is int ss) o = o with { SweepSteps = ss };
+            if (r.GetValue(sweepExamples) is int sv) o = o with { SweepValidationExamples = sv };
             if (r.GetValue(loraTargets) is string t) o = o with { LoraTargets = Targets("--lora-targets", t), AblationTargets = null };
             if (r.GetValue(ablationTargets) is string at) o = o with { AblationTargets = Targets("--ablation-targets", at) };
             o = o with { LoraInit = r.GetValue(loraInit) == "kaiming" ? Nanolora.Lora.LoraInit.KaimingUniform : Nanolora.Lora.LoraInit.LoraGa };

@@ -78,6 +78,8 @@ public sealed class ExperimentState
             $"expected {string.Join("; ", state.Recipe.Where(l => changed.Contains(Key(l))))}, got {string.Join("; ", recipe.Where(l => changed.Contains(Key(l))))}";
         if (changed.Contains("lora_init"))
             differ += " (lora_init=true is --lora-init kaiming, the start before LoRA-GA became the default)";
+        if (changed.Contains("sweep_validation_examples"))
+            differ += " (--sweep-validation-examples sets it; the full budget's sweep scored 300 validation pairs before the whole split became its default)";
         if (!changed.All(Rerunnable.ContainsKey))
             throw new ArgumentException($"experiment --resume: {differ}.");
         // Only the finished units that depend on a changed line go; a change nothing finished depends on (more ranks for the

@@ -8,8 +8,9 @@ namespace Nanolora.Tensors;
 /// slices are mostly zero padding when N is 8, and a tall reduction runs through one tile. These are LoRA's products
 /// at rank r: h·Aᵀ and dy·B (N = r), dlowᵀ·h (M = r) and dyᵀ·low (N = r, reduced over all rows). Two direct kernels:
 /// <list type="bullet">
-/// <item>rows × narrow (op(A) row-major, N small): each output is a dot product over K, two rows × four columns at a time
-/// with the K axis in vectors; A streams through once, op(B) (N×K, transposed into scratch when needed) stays in L1.</item>
+/// <item>rows × narrow (op(A) row-major, N small): each row of C accumulates A[i, p]·op(B)[p, :] over p, op(B)'s rows
+/// padded to one or two vectors (copied into scratch) in L1, eight or four rows of A at a time; A streams through once
+/// and no horizontal sums are needed.</item>
 /// <item>outer-product accumulation (op(A) = Aᵀ, B row-major, M or N small): C[i, :] += A[k, i]·B[k, :] over k, four
 /// rows × sixteen columns in registers; each 16-column strip of B streams through once per four rows (from L2 after
 /// the first). For N small the roles swap and the result is written transposed.</item>
@@ -43,65 +44,81 @@ internal static unsafe class MatmulCpuNarrow
         else OuterAccumulate((float*)b, s.N, (float*)a, s.M, s.K, (float*)c, alpha, beta, transposeOut: true);
     }
 
-    /// <summary>C[M, N] = alpha·A[M, K]·op(B) + beta·C with N ≤ MaxWidth, as dot products of A's rows with op(B)'s columns.</summary>
+    /// <summary>
+    /// C[M, N] = alpha·A[M, K]·op(B) + beta·C with N ≤ MaxWidth: each row of C is Σ_p A[i, p]·op(B)[p, :], with op(B)'s rows
+    /// (zero-padded to 8 or 16 wide) in L1 and eight accumulators in flight, so one load of op(B)[p, :] feeds several rows.
+    /// </summary>
     static void RowsTimesNarrow(GemmShape s, float* a, float* b, float* c, float alpha, float beta)
     {
         int M = s.M, N = s.N, K = s.K;
-        // op(B)'s columns as contiguous rows: B itself when transposed ([N, K]), else a transposed copy.
-        float[]? scratch = null;
-        float* bt = b;
-        if (!s.TransB)
+        bool wide = N > 8;
+        int width = wide ? 16 : 8, rowsPerGroup = wide ? 4 : 8;
+        // op(B) as K rows of `width` floats: B's rows, or B [N, K] read down its columns; the padding columns are zero.
+        var scratch = PackBuffers.Rent((long)K * width);
+        float* bs = PackBuffers.Aligned(scratch);
+        for (int p = 0; p < K; p++)
         {
-            scratch = PackBuffers.Rent((long)N * K);
-            bt = PackBuffers.Aligned(scratch);
-            for (int p = 0; p < K; p++)
-                for (int j = 0; j < N; j++) bt[(long)j * K + p] = b[(long)p * N + j];
+            float* row = bs + (long)p * width;
+            for (int j = 0; j < N; j++) row[j] = s.TransB ? b[(long)j * K + p] : b[(long)p * N + j];
+            for (int j = N; j < width; j++) row[j] = 0f;
         }
-        int pairs = (M + 1) / 2;
-        CpuParallel.For(pairs, Math.Max(1, (1 << 16) / ((long)N * K)), (p0, p1) =>
+        int groups = (M + rowsPerGroup - 1) / rowsPerGroup;
+        CpuParallel.For(groups, Math.Max(1, (1 << 15) / ((long)rowsPerGroup * K)), (g0, g1) =>
         {
-            for (long pair = p0; pair < p1; pair++)
+            float* tile = stackalloc float[8 * 16];
+            for (long g = g0; g < g1; g++)
             {
-                int i = (int)pair * 2;
-                bool two = i + 1 < M;
-                float* a0 = a + (long)i * K, a1 = two ? a0 + K : a0;
-                for (int j = 0; j < N; j += 4)
-                    DotTile(a0, a1, bt, j, Math.Min(4, N - j), K, c + (long)i * N + j, two ? c + (long)(i + 1) * N + j : null, alpha, beta);
+                int i = (int)g * rowsPerGroup, rows = Math.Min(rowsPerGroup, M - i);
+                if (wide) FourRowsSixteenWide(a, i, rows, K, bs, tile);
+                else EightRowsEightWide(a, i, rows, K, bs, tile);
+                for (int r = 0; r < rows; r++)
+                {
+                    float* dst = c + (long)(i + r) * N;
+                    for (int j = 0; j < N; j++) dst[j] = alpha * tile[r * 16 + j] + (beta == 0f ? 0f : beta * dst[j]);
+                }
             }
         });
-        if (scratch != null) PackBuffers.Return(scratch);
+        PackBuffers.Return(scratch);
     }
 
-    /// <summary>Two rows (a1 may repeat a0; then c1 is null) × up to four columns of Bt, summed over K.</summary>
+    /// <summary>Row r of A (rows ≤ 8 from i; missing rows repeat the last, their sums dropped).</summary>
+    static float* Row(float* a, int i, int r, int rows, int K) => a + (long)(i + Math.Min(r, rows - 1)) * K;
+
+    /// <summary>Rows i..i+rows of A times op(B) padded to 8 columns, into tile rows of 16.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    static void DotTile(float* a0, float* a1, float* bt, int j, int cols, int K, float* c0, float* c1, float alpha, float beta)
+    static void EightRowsEightWide(float* a, int i, int rows, int K, float* bs, float* tile)
     {
-        // Missing columns repeat the last one; their sums are computed and dropped.
-        float* b0 = bt + (long)j * K, b1 = bt + (long)(j + Math.Min(1, cols - 1)) * K;
-        float* b2 = bt + (long)(j + Math.Min(2, cols - 1)) * K, b3 = bt + (long)(j + Math.Min(3, cols - 1)) * K;
-        Vector256<float> s00 = default, s01 = default, s02 = default, s03 = default, s10 = default, s11 = default, s12 = default, s13 = default;
-        int p = 0;
-        for (; p <= K - 8; p += 8)
+        float* a0 = Row(a, i, 0, rows, K), a1 = Row(a, i, 1, rows, K), a2 = Row(a, i, 2, rows, K), a3 = Row(a, i, 3, rows, K);
+        float* a4 = Row(a, i, 4, rows, K), a5 = Row(a, i, 5, rows, K), a6 = Row(a, i, 6, rows, K), a7 = Row(a, i, 7, rows, K);
+        Vector256<float> t0 = default, t1 = default, t2 = default, t3 = default, t4 = default, t5 = default, t6 = default, t7 = default;
+        for (int p = 0; p < K; p++)
         {
-            var x0 = Vector256.Load(a0 + p); var x1 = Vector256.Load(a1 + p);
-            var w = Vector256.Load(b0 + p); s00 = Vector256.FusedMultiplyAdd(x0, w, s00); s10 = Vector256.FusedMultiplyAdd(x1, w, s10);
-            w = Vector256.Load(b1 + p); s01 = Vector256.FusedMultiplyAdd(x0, w, s01); s11 = Vector256.FusedMultiplyAdd(x1, w, s11);
-            w = Vector256.Load(b2 + p); s02 = Vector256.FusedMultiplyAdd(x0, w, s02); s12 = Vector256.FusedMultiplyAdd(x1, w, s12);
-            w = Vector256.Load(b3 + p); s03 = Vector256.FusedMultiplyAdd(x0, w, s03); s13 = Vector256.FusedMultiplyAdd(x1, w, s13);
+            var w = Vector256.Load(bs + (long)p * 8);
+            t0 = Vector256.FusedMultiplyAdd(Vector256.Create(a0[p]), w, t0); t1 = Vector256.FusedMultiplyAdd(Vector256.Create(a1[p]), w, t1);
+            t2 = Vector256.FusedMultiplyAdd(Vector256.Create(a2[p]), w, t2); t3 = Vector256.FusedMultiplyAdd(Vector256.Create(a3[p]), w, t3);
+            t4 = Vector256.FusedMultiplyAdd(Vector256.Create(a4[p]), w, t4); t5 = Vector256.FusedMultiplyAdd(Vector256.Create(a5[p]), w, t5);
+            t6 = Vector256.FusedMultiplyAdd(Vector256.Create(a6[p]), w, t6); t7 = Vector256.FusedMultiplyAdd(Vector256.Create(a7[p]), w, t7);
         }
-        Span<float> sums = stackalloc float[8];
-        sums[0] = Vector256.Sum(s00); sums[1] = Vector256.Sum(s01); sums[2] = Vector256.Sum(s02); sums[3] = Vector256.Sum(s03);
-        sums[4] = Vector256.Sum(s10); sums[5] = Vector256.Sum(s11); sums[6] = Vector256.Sum(s12); sums[7] = Vector256.Sum(s13);
-        for (; p < K; p++)
+        t0.Store(tile); t1.Store(tile + 16); t2.Store(tile + 32); t3.Store(tile + 48);
+        t4.Store(tile + 64); t5.Store(tile + 80); t6.Store(tile + 96); t7.Store(tile + 112);
+    }
+
+    /// <summary>Rows i..i+rows (≤ 4) of A times op(B) padded to 16 columns, into tile rows of 16.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    static void FourRowsSixteenWide(float* a, int i, int rows, int K, float* bs, float* tile)
+    {
+        float* a0 = Row(a, i, 0, rows, K), a1 = Row(a, i, 1, rows, K), a2 = Row(a, i, 2, rows, K), a3 = Row(a, i, 3, rows, K);
+        Vector256<float> l0 = default, l1 = default, l2 = default, l3 = default, h0 = default, h1 = default, h2 = default, h3 = default;
+        for (int p = 0; p < K; p++)
         {
-            sums[0] += a0[p] * b0[p]; sums[1] += a0[p] * b1[p]; sums[2] += a0[p] * b2[p]; sums[3] += a0[p] * b3[p];
-            sums[4] += a1[p] * b0[p]; sums[5] += a1[p] * b1[p]; sums[6] += a1[p] * b2[p]; sums[7] += a1[p] * b3[p];
+            var wl = Vector256.Load(bs + (long)p * 16); var wh = Vector256.Load(bs + (long)p * 16 + 8);
+            var x = Vector256.Create(a0[p]); l0 = Vector256.FusedMultiplyAdd(x, wl, l0); h0 = Vector256.FusedMultiplyAdd(x, wh, h0);
+            x = Vector256.Create(a1[p]); l1 = Vector256.FusedMultiplyAdd(x, wl, l1); h1 = Vector256.FusedMultiplyAdd(x, wh, h1);
+            x = Vector256.Create(a2[p]); l2 = Vector256.FusedMultiplyAdd(x, wl, l2); h2 = Vector256.FusedMultiplyAdd(x, wh, h2);
+            x = Vector256.Create(a3[p]); l3 = Vector256.FusedMultiplyAdd(x, wl, l3); h3 = Vector256.FusedMultiplyAdd(x, wh, h3);
         }
-        for (int q = 0; q < cols; q++)
-        {
-            c0[q] = alpha * sums[q] + (beta == 0f ? 0f : beta * c0[q]);
-            if (c1 != null) c1[q] = alpha * sums[4 + q] + (beta == 0f ? 0f : beta * c1[q]);
-        }
+        l0.Store(tile); h0.Store(tile + 8); l1.Store(tile + 16); h1.Store(tile + 24);
+        l2.Store(tile + 32); h2.Store(tile + 40); l3.Store(tile + 48); h3.Store(tile + 56);
     }
 
     /// <summary>
