@@ -44,6 +44,29 @@ public class ExperimentReportTests
     public void LorasShareIsGivenOnlyOfAGainAboveTheNoise(double lora, double full, string expected) =>
         Assert.Equal(expected, ExperimentReport.ShareOfFullGain(lora, full));
 
+    // With the three rows' prediction files (named as the runner saves them), results.md gives the share's bootstrap
+    // interval; without them it gives the share alone.
+    [Fact]
+    public void ResultsMdGivesTheSharesIntervalFromThePredictionFiles()
+    {
+        var (report, dir) = Synthetic();
+        report.Write();
+        Assert.DoesNotContain("paired bootstrap", File.ReadAllText(Path.Combine(dir, "results.md")));
+        var predictions = Directory.CreateDirectory(Path.Combine(dir, "predictions")).FullName;
+        string[] refs = ["terminal file manager", "library for parsing json", "command line tool for images", "python bindings for the library", "fast web server"];
+        void Save(string name, string[] lines)
+        {
+            File.WriteAllText(Path.Combine(predictions, name + ".txt"), string.Join('\n', lines) + "\n");
+            File.WriteAllText(Path.Combine(predictions, name + ".references.txt"), string.Join('\n', refs) + "\n");
+        }
+        Save("base", ["a program", "json", "tool", "bindings", "server"]);
+        Save("full", ["terminal file manager", "library for json", "command line tool", "python bindings for the library", "web server"]);
+        Save("lora-r8", ["file manager", "library for json", "tool for images", "python bindings", "web server"]);
+        report.Write();
+        var md = File.ReadAllText(Path.Combine(dir, "results.md"));
+        Assert.Contains("interval by a paired bootstrap over the 5 test pairs (2,000 resamples, seed 1):", md);
+    }
+
     [Fact]
     public void ResultsJsonLeavesWhatWasNotMeasuredNull()
     {

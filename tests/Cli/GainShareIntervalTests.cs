@@ -58,6 +58,22 @@ public class GainShareIntervalTests
         Assert.Contains("50, 49 and 50", e.Message);
     }
 
+    // Full's gain barely above the 0.005 floor: many resamples fall under it and have no share; the interval's low end
+    // is then −∞ (reported as undefined), never NaN.
+    [Fact]
+    public void ResamplesWithoutAShareMakeTheLowEndUndefinedNotNaN()
+    {
+        var b = Noisy(400, 6, (_, u) => u * 0.5);
+        // Full's per-pair gain alternates 0.0065 ± 0.04: exactly 0.0065 over all pairs, a resample's mean gain has a spread
+        // of 0.002, so about a fifth of the resamples fall under 0.005.
+        var f = b.Select((v, i) => v + 0.0065 + (i % 2 == 0 ? 0.04 : -0.04)).ToArray();
+        var l = b.Select((v, i) => v + 0.003 + (i % 2 == 0 ? 0.02 : -0.02)).ToArray();
+        var interval = GainShareInterval.Compute(b, f, l);
+        Assert.NotNull(interval);
+        Assert.True(double.IsNegativeInfinity(interval.Low), $"low end {interval.Low}");
+        Assert.False(double.IsNaN(interval.High));
+    }
+
     [Fact]
     public void ReadsTheExperimentsPredictionFiles()
     {

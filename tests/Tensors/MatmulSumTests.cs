@@ -91,6 +91,21 @@ public class MatmulSumTests
         GC.KeepAlive(pa2); GC.KeepAlive(pb2);
     }
 
+    // The first product ends part-way through the second packed block (K1 = KC + 10), with beta over a real c: the
+    // term's steps share that block with K1's last ones, and the blocks after the first accumulate.
+    [Fact]
+    public void TheTermSharesABlockWithTheFirstProductsLastSteps()
+    {
+        int m = 21, n = 35, k1 = MatmulCpu.KC + 10, k2 = 6;
+        var a1d = Random(m * k1, 81); var b1d = Random(k1 * n, 82); var a2d = Random(m * k2, 83); var b2d = Random(k2 * n, 84);
+        var c0 = Random(m * n, 85);
+        using var a1 = Tensor.FromArray(a1d, [m, k1]); using var b1 = Tensor.FromArray(b1d, [k1, n]);
+        using var a2 = Tensor.FromArray(a2d, [m, k2]); using var b2 = Tensor.FromArray(b2d, [k2, n]);
+        using var c = Tensor.FromArray(c0, [m, n]);
+        Ops.MatmulSumInto(c, a1, b1, false, a2, b2, false, -1.25f, 0.5f);
+        Close(Expected(a1d, b1d, false, k1, a2d, b2d, false, k2, m, n, -1.25, c0, 0.5), c.ToArray(), 1e-4, 1e-4, "K1 = KC + 10");
+    }
+
     static float[] Pinned(float[] values)
     {
         var pinned = GC.AllocateArray<float>(values.Length, pinned: true);

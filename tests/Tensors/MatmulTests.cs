@@ -214,7 +214,7 @@ public class MatmulTests
 
     // LoRA's rank-r products on the narrow paths (rows × narrow: N ≤ 16, A row-major; outer-product accumulation:
     // A transposed, B not, M ≤ 16 or N ≤ 16, written transposed), with odd K (vector tails), odd rows (the repeated
-    // last row), column counts off the 4-wide and 16-wide tiles, and alpha/beta over real and NaN-filled C.
+    // last row), column counts off the 8- and 16-wide vectors and the 16-wide strips, and alpha/beta over real and NaN-filled C.
     [Theory]
     [InlineData(3072, 256, 8, false, true)] [InlineData(301, 77, 13, false, false)] [InlineData(33, 19, 16, false, true)]
     [InlineData(8, 301, 256, true, false)] [InlineData(5, 517, 41, true, false)] [InlineData(16, 70, 9, true, false)]

@@ -25,7 +25,7 @@ public static class ExperimentCommand
             .Choices("all", "seq2seq", "retrieval");
         var retrievalSteps = new Option<int?>("--retrieval-steps") { Description = "training steps per method for the retrieval table (default: 60 quick, 100 full)" }.Range(1);
         var sweepSteps = new Option<int?>("--sweep-steps") { Description = "full only: steps of each learning-rate trial on the validation split (default 200)" }.Range(1);
-        var sweepExamples = new Option<int?>("--sweep-validation-examples") { Description = "full only: validation pairs each learning-rate trial is scored on, spread over the split (0: the whole split, the default; runs made before it was the default used 300)" }.Range(0);
+        var sweepExamples = new Option<int?>("--sweep-validation-examples") { Description = "validation pairs each learning-rate trial (the sweep's and the comparison's) is scored on, spread over the split (0: the whole split, the full budget's default; full runs made before 2026-12-05 used 300)" }.Range(0);
         var resume = new Option<bool>("--resume") { Description = $"continue the experiment in --out from its last finished unit ({ExperimentState.File}, {RetrievalState.File}; the same settings and base, except that --ranks, the ablation's steps and seeds, --swap-steps and the targets may change when no finished unit depends on them: a run of the main rows only can be extended with the ablation and the swap)" };
         var overwrite = new Option<bool>("--overwrite") { Description = "replace the experiment --out already holds" };
         var compare = new Option<string?>("--compare")

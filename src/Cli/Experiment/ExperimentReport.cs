@@ -185,14 +185,14 @@ public sealed class ExperimentReport(ExperimentOptions o, IReadOnlyList<ResultRo
     }
 
     /// <summary>" The share's 95 % interval: …" from the prediction files, or nothing when they are not all there.</summary>
-    string ShareIntervalText(ResultRow lora)
+    internal string ShareIntervalText(ResultRow lora)
     {
         var interval = GainShareInterval.FromPredictions(Path.Combine(o.OutputDirectory, "predictions"), $"lora-r{lora.Rank}");
         return interval == null ? "" : $" The share's {interval.Level:P0} interval by a paired bootstrap over the {interval.Pairs:N0} test pairs " +
             $"({interval.Resamples:N0} resamples, seed 1): {Percent(interval.Low)} to {Percent(interval.High)}.";
     }
 
-    static string Percent(double share) => double.IsNegativeInfinity(share) ? "undefined (full gained nothing)" : $"{100 * share:F0}%";
+    static string Percent(double share) => double.IsNegativeInfinity(share) ? "undefined (full gained under 0.005 in that many resamples)" : $"{100 * share:F0}%";
 
     /// <summary>LoRA's gain as a share of full fine-tuning's, or why there is none: a share of a gain that is nil or
     /// inside the noise of a few hundred pairs (under 0.005 ROUGE-1) would read as a huge, meaningless percentage.</summary>

@@ -102,8 +102,9 @@ public sealed record ExperimentOptions
                   Comparison = ComparisonEntry.Quick, Latency = new(Steps: 8, Repeats: 3), LoraInit = Nanolora.Lora.LoraInit.LoraGa }
         : new() { Quick = false, OutputDirectory = output, Steps = 600, BatchSize = 32, AblationSteps = 300, SwapSteps = 1000, SwapEvalExamples = 0, EvalExamples = 0, AblationEvalExamples = 500,
                   FullLearningRates = [1e-4f, 3e-4f, 1e-3f], LoraLearningRates = [1e-3f, 3e-3f, 1e-2f], SweepSteps = 200, SweepEdgeExtensions = 2, Retrieval = RetrievalOptions.Defaults(false),
-                  // The whole validation split (3,026 pairs, ~75 s a point here): 300 of them ranked three LoRA recipes
-                  // against their test order, the whole split as the test split did (probes-600.md, fifth round).
+                  // The whole validation split (3,026 pairs, ~75 s a point here, for the PEFT comparison's sweep too): 300 of
+                  // them ranked three LoRA recipes against their test order, the whole split as the test split did
+                  // (probes-600.md, fifth round).
                   SweepValidationExamples = 0,
                   Comparison = [.. ComparisonEntry.Defaults, new("adapter-pfeiffer", ReductionFactor: 4)], CompareRateFactors = [1f / 3, 1f, 3f], Latency = new(Steps: 16, Repeats: 7), PairedLatency = true, StepTimeSteps = 8,
                   // Chosen on the validation split (docs/results/full/probe-lora-targets): r=8 on attention and fc2 is

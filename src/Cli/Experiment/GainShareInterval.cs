@@ -80,11 +80,13 @@ public static class GainShareInterval
         return fullGain < 0.005 ? double.NaN : (l - b) / n / fullGain;
     }
 
-    /// <summary>The q-quantile of sorted values, linearly interpolated between neighbours.</summary>
+    /// <summary>The q-quantile of sorted values, linearly interpolated between finite neighbours (an infinite one is returned as is).</summary>
     static double Quantile(double[] sorted, double q)
     {
         double at = q * (sorted.Length - 1);
         int lo = (int)Math.Floor(at), hi = Math.Min(lo + 1, sorted.Length - 1);
+        // Only −∞ occurs (a resample without a share), sorted first: an infinite hi means an infinite lo.
+        if (at == lo || double.IsInfinity(sorted[lo])) return sorted[lo];
         return sorted[lo] + (at - lo) * (sorted[hi] - sorted[lo]);
     }
 }
