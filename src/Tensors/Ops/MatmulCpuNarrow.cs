@@ -104,22 +104,8 @@ internal static unsafe class MatmulCpuNarrow
     }
 
     /// <summary>Rows i..i+rows (≤ 4) of A times op(B) padded to 16 columns, into tile rows of 16.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    static void FourRowsSixteenWide(float* a, int i, int rows, int K, float* bs, float* tile)
-    {
-        float* a0 = Row(a, i, 0, rows, K), a1 = Row(a, i, 1, rows, K), a2 = Row(a, i, 2, rows, K), a3 = Row(a, i, 3, rows, K);
-        Vector256<float> l0 = default, l1 = default, l2 = default, l3 = default, h0 = default, h1 = default, h2 = default, h3 = default;
-        for (int p = 0; p < K; p++)
-        {
-            var wl = Vector256.Load(bs + (long)p * 16); var wh = Vector256.Load(bs + (long)p * 16 + 8);
-            var x = Vector256.Create(a0[p]); l0 = Vector256.FusedMultiplyAdd(x, wl, l0); h0 = Vector256.FusedMultiplyAdd(x, wh, h0);
-            x = Vector256.Create(a1[p]); l1 = Vector256.FusedMultiplyAdd(x, wl, l1); h1 = Vector256.FusedMultiplyAdd(x, wh, h1);
-            x = Vector256.Create(a2[p]); l2 = Vector256.FusedMultiplyAdd(x, wl, l2); h2 = Vector256.FusedMultiplyAdd(x, wh, h2);
-            x = Vector256.Create(a3[p]); l3 = Vector256.FusedMultiplyAdd(x, wl, l3); h3 = Vector256.FusedMultiplyAdd(x, wh, h3);
-        }
-        l0.Store(tile); h0.Store(tile + 8); l1.Store(tile + 16); h1.Store(tile + 24);
-        l2.Store(tile + 32); h2.Store(tile + 40); l3.Store(tile + 48); h3.Store(tile + 56);
-    }
+    static void FourRowsSixteenWide(float* a, int i, int rows, int K, float* bs, float* tile) =>
+        FourScalarsBySixteen(Row(a, i, 0, rows, K), Row(a, i, 1, rows, K), Row(a, i, 2, rows, K), Row(a, i, 3, rows, K), 1, bs, 16, K, tile);
 
     /// <summary>
     /// T[i, j] = Σ_k A[k, i]·B[k, j] for A [K, m] (m ≤ MaxWidth) and B [K, n]; C = alpha·T + beta·C, or, with
@@ -152,19 +138,24 @@ internal static unsafe class MatmulCpuNarrow
     }
 
     /// <summary>Rows i..i+rows of T (rows ≤ 4; missing rows repeat the last) × 16 columns from j, into tile [4, 16].</summary>
+    static void OuterTile(float* a, int m, int i, int rows, float* b, int n, int j, int K, float* tile) =>
+        FourScalarsBySixteen(a + i, a + i + Math.Min(1, rows - 1), a + i + Math.Min(2, rows - 1), a + i + Math.Min(3, rows - 1), m, b + j, n, K, tile);
+
+    /// <summary>
+    /// tile[q, 0..16) = Σ_k s_q[k·scalarStride]·w[k·wStride + 0..16) for q = 0..3: four scalar streams against one 16-wide
+    /// one, eight accumulators (both narrow paths' inner loop: rows of A against op(B)'s rows, or Aᵀ's columns against B's).
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    static void OuterTile(float* a, int m, int i, int rows, float* b, int n, int j, int K, float* tile)
+    static void FourScalarsBySixteen(float* s0, float* s1, float* s2, float* s3, long scalarStride, float* w, long wStride, int K, float* tile)
     {
-        int i1 = i + Math.Min(1, rows - 1), i2 = i + Math.Min(2, rows - 1), i3 = i + Math.Min(3, rows - 1);
         Vector256<float> t00 = default, t01 = default, t10 = default, t11 = default, t20 = default, t21 = default, t30 = default, t31 = default;
-        float* ak = a, bk = b + j;
-        for (int k = 0; k < K; k++, ak += m, bk += n)
+        for (int k = 0; k < K; k++, s0 += scalarStride, s1 += scalarStride, s2 += scalarStride, s3 += scalarStride, w += wStride)
         {
-            var w0 = Vector256.Load(bk); var w1 = Vector256.Load(bk + 8);
-            var x = Vector256.Create(ak[i]); t00 = Vector256.FusedMultiplyAdd(x, w0, t00); t01 = Vector256.FusedMultiplyAdd(x, w1, t01);
-            x = Vector256.Create(ak[i1]); t10 = Vector256.FusedMultiplyAdd(x, w0, t10); t11 = Vector256.FusedMultiplyAdd(x, w1, t11);
-            x = Vector256.Create(ak[i2]); t20 = Vector256.FusedMultiplyAdd(x, w0, t20); t21 = Vector256.FusedMultiplyAdd(x, w1, t21);
-            x = Vector256.Create(ak[i3]); t30 = Vector256.FusedMultiplyAdd(x, w0, t30); t31 = Vector256.FusedMultiplyAdd(x, w1, t31);
+            var w0 = Vector256.Load(w); var w1 = Vector256.Load(w + 8);
+            var x = Vector256.Create(*s0); t00 = Vector256.FusedMultiplyAdd(x, w0, t00); t01 = Vector256.FusedMultiplyAdd(x, w1, t01);
+            x = Vector256.Create(*s1); t10 = Vector256.FusedMultiplyAdd(x, w0, t10); t11 = Vector256.FusedMultiplyAdd(x, w1, t11);
+            x = Vector256.Create(*s2); t20 = Vector256.FusedMultiplyAdd(x, w0, t20); t21 = Vector256.FusedMultiplyAdd(x, w1, t21);
+            x = Vector256.Create(*s3); t30 = Vector256.FusedMultiplyAdd(x, w0, t30); t31 = Vector256.FusedMultiplyAdd(x, w1, t31);
         }
         t00.Store(tile); t01.Store(tile + 8); t10.Store(tile + 16); t11.Store(tile + 24);
         t20.Store(tile + 32); t21.Store(tile + 40); t30.Store(tile + 48); t31.Store(tile + 56);
