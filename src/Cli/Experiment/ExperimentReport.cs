@@ -189,15 +189,15 @@ public sealed class ExperimentReport(ExperimentOptions o, IReadOnlyList<ResultRo
     {
         var interval = GainShareInterval.FromPredictions(Path.Combine(o.OutputDirectory, "predictions"), $"lora-r{lora.Rank}");
         return interval == null ? "" : $" The share's {interval.Level:P0} interval by a paired bootstrap over the {interval.Pairs:N0} test pairs " +
-            $"({interval.Resamples:N0} resamples, seed 1): {Percent(interval.Low)} to {Percent(interval.High)}.";
+            $"({interval.Resamples:N0} resamples, seed {interval.Seed}): {Percent(interval.Low)} to {Percent(interval.High)}.";
     }
 
-    static string Percent(double share) => double.IsNegativeInfinity(share) ? "undefined (full gained under 0.005 in that many resamples)" : $"{100 * share:F0}%";
+    static string Percent(double share) => double.IsNegativeInfinity(share) ? $"undefined (full gained under {GainShareInterval.MinFullGain} in that many resamples)" : $"{100 * share:F0}%";
 
-    /// <summary>LoRA's gain as a share of full fine-tuning's, or why there is none: a share of a gain that is nil or
-    /// inside the noise of a few hundred pairs (under 0.005 ROUGE-1) would read as a huge, meaningless percentage.</summary>
+    /// <summary>LoRA's gain as a share of full fine-tuning's, or why there is none (a gain that is nil or under
+    /// <see cref="GainShareInterval.MinFullGain"/>).</summary>
     internal static string ShareOfFullGain(double loraGain, double fullGain) =>
         fullGain <= 0 ? "full fine-tuning did not gain"
-        : fullGain < 0.005 ? $"full fine-tuning gained {fullGain:0.0000}, too little for a share"
+        : fullGain < GainShareInterval.MinFullGain ? $"full fine-tuning gained {fullGain:0.0000}, too little for a share"
         : $"{100 * loraGain / fullGain:F0}% of full's gain";
 }

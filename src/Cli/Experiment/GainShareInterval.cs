@@ -10,8 +10,14 @@ namespace Nanolora.Cli;
 /// </summary>
 public static class GainShareInterval
 {
+    /// <summary>
+    /// Full fine-tuning's ROUGE-1 gain below which no share is given: a share of a gain inside the noise of a few hundred
+    /// pairs would read as a huge, meaningless percentage (the report's text and the bootstrap both use it).
+    /// </summary>
+    public const double MinFullGain = 0.005;
+
     /// <summary>The point estimate and the central <see cref="Level"/> interval of the share (fractions, not percent).</summary>
-    public sealed record Interval(double Share, double Low, double High, double Level, int Resamples, int Pairs);
+    public sealed record Interval(double Share, double Low, double High, double Level, int Resamples, int Seed, int Pairs);
 
     /// <summary>
     /// The share and its bootstrap interval from per-pair scores (same pairs, same order), or null when full fine-tuning
@@ -38,7 +44,7 @@ public static class GainShareInterval
         }
         Array.Sort(shares);
         double tail = (1 - level) / 2;
-        return new Interval(share, Quantile(shares, tail), Quantile(shares, 1 - tail), level, resamples, n);
+        return new Interval(share, Quantile(shares, tail), Quantile(shares, 1 - tail), level, resamples, seed, n);
     }
 
     /// <summary>
@@ -66,7 +72,7 @@ public static class GainShareInterval
         return Compute(Scores(predictions[0]), Scores(predictions[1]), Scores(predictions[2]));
     }
 
-    /// <summary>The share over the pairs <paramref name="draw"/> picks (all pairs when null); NaN when full's gain is under 0.005.</summary>
+    /// <summary>The share over the pairs <paramref name="draw"/> picks (all pairs when null); NaN when full's gain is under <see cref="MinFullGain"/>.</summary>
     static double Share(IReadOnlyList<double> baseScores, IReadOnlyList<double> full, IReadOnlyList<double> lora, int[]? draw)
     {
         int n = draw?.Length ?? baseScores.Count;
@@ -77,7 +83,7 @@ public static class GainShareInterval
             b += baseScores[i]; f += full[i]; l += lora[i];
         }
         double fullGain = (f - b) / n;
-        return fullGain < 0.005 ? double.NaN : (l - b) / n / fullGain;
+        return fullGain < MinFullGain ? double.NaN : (l - b) / n / fullGain;
     }
 
     /// <summary>The q-quantile of sorted values, linearly interpolated between finite neighbours (an infinite one is returned as is).</summary>
