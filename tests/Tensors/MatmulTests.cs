@@ -272,6 +272,33 @@ public class MatmulTests
     }
 
     [Fact]
+    public void CpuBatchOfHeadsRunsWholeProductsPerTaskAndMatchesEachProductAlone()
+    {
+        // 17 products of 70·72·66 multiply-adds each: above the size a lone product splits across threads, and enough of
+        // them that the batch is spread as whole products instead (17 over 16 tasks: runs of one and two).
+        var d = Dev("cpu");
+        const int batch = 17, m = 70, k = 66, n = 72;
+        foreach (var (ta, tb) in new[] { (false, true), (false, false), (true, false) })
+        {
+            var ad = Random(batch * m * k, 73); var bd = Random(batch * k * n, 74);
+            using var a = Tensor.FromArray(ad, ta ? [batch, k, m] : [batch, m, k], d);
+            using var b = Tensor.FromArray(bd, tb ? [batch, n, k] : [batch, k, n], d);
+            using var c = Ops.Matmul(a, b, ta, tb);
+            var got = c.ToArray();
+            Close(Expected(ad, bd, null, batch, m, n, k, ta, tb), got, 1e-4, 1e-4, $"[{batch}] {m}x{k}x{n} tA={ta} tB={tb}");
+            for (int z = 0; z < batch; z += 8)
+            {
+                using var az = Tensor.FromArray(ad.AsSpan(z * m * k, m * k).ToArray(), ta ? [k, m] : [m, k], d);
+                using var bz = Tensor.FromArray(bd.AsSpan(z * k * n, k * n).ToArray(), tb ? [n, k] : [k, n], d);
+                using var cz = Ops.Matmul(az, bz, ta, tb);
+                var alone = cz.ToArray();
+                for (int i = 0; i < alone.Length; i++)
+                    Assert.True(alone[i] == got[z * m * n + i], $"product {z} tA={ta} tB={tb} [{i}]: alone {alone[i]} vs in the batch {got[z * m * n + i]}");
+            }
+        }
+    }
+
+    [Fact]
     public void EmptyInnerDimensionGivesBetaTimesC()
     {
         var d = Dev("cpu");

@@ -72,10 +72,18 @@ internal static unsafe class MatmulCpu
         if (narrow) MatmulCpuNarrow.Run(s, pa, pb, pc, alpha, beta);
         else if (direct) Direct(s, pa, pb, pc, alpha, beta);
         else if (term.Present) Product<TK>(s, pa, pb, pc, bf16B, alpha, beta, work + (long)s.M * s.N * term.Shape.K >= SerialWork, term);
-        else if (s.Batch > 1 && work < SerialWork)
+        else if (s.Batch > 1 && (work < SerialWork || s.Batch >= 4 * Environment.ProcessorCount))
         {
-            // Many small products (attention heads): one product per task.
-            Parallel.For(0, s.Batch, z => Product<TK>(s, pa + Bytes(z * s.StrideA), pb + Elements(z * s.StrideB, bf16B), pc + Bytes(z * s.StrideC), bf16B, alpha, beta, false, default));
+            // Many small products (attention heads), or at least four per worker: whole products on the GEMM's workers, a
+            // run of them per task. Splitting each 64×64×64 head across both threads (it is not below SerialWork) handed
+            // work off 512 times a call and ran attention's products at a quarter of this speed.
+            var shape = s;
+            int workers = Environment.ProcessorCount, tasks = Math.Min(s.Batch, 8 * workers);
+            GemmWorkers.For(tasks, t =>
+            {
+                for (int z = (int)((long)t * shape.Batch / tasks), z1 = (int)((long)(t + 1) * shape.Batch / tasks); z < z1; z++)
+                    Product<TK>(shape, pa + Bytes(z * shape.StrideA), pb + Elements(z * shape.StrideB, bf16B), pc + Bytes(z * shape.StrideC), bf16B, alpha, beta, false, default);
+            });
         }
         else
             for (int z = 0; z < s.Batch; z++)
@@ -103,7 +111,11 @@ internal static unsafe class MatmulCpu
             int ncur = Math.Min(nc, N - jc), slices = (ncur + nr - 1) / nr;
             int chunks = Math.Min(slices, Math.Max(1, (2 * workers + rowBlocks - 1) / rowBlocks));
             int perChunk = (slices + chunks - 1) / chunks;
-            var packedB = PackBuffers.Rent((long)slices * nr * K);
+            long packedFloats = (long)slices * nr * K;
+            // A serial product (one of a batch's, on a worker) packs into its thread's own buffer: a pooled one last
+            // written on the other core arrives line by line from that core's cache.
+            bool own = !parallel && packedFloats <= SerialPackedB;
+            var packedB = own ? (t_packedB ??= GC.AllocateUninitializedArray<float>(SerialPackedB + 16, pinned: true)) : PackBuffers.Rent(packedFloats);
             float* bp = PackBuffers.Aligned(packedB);
             For(parallel, slices, sl =>
             {
@@ -119,11 +131,12 @@ internal static unsafe class MatmulCpu
                 int sl0 = task % chunks * perChunk, sl1 = Math.Min(slices, sl0 + perChunk);
                 if (sl0 < sl1) Block<TK>(s, (float*)a, bp, (float*)c, ic, mcur, jc, ncur, sl0, sl1, alpha, beta, term);
             });
-            PackBuffers.Return(packedB);
+            if (!own) PackBuffers.Return(packedB);
         }
     }
 
-    [ThreadStatic] static float[]? t_packedA;
+    const int SerialPackedB = 1 << 16;   // floats (256 KB): a serial product's packed B up to this stays in its thread's buffer
+    [ThreadStatic] static float[]? t_packedA, t_packedB;
 
     /// <summary>Rows [ic, ic+mcur) × slices [sl0, sl1) of one column pass, over all of K in KC steps.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
