@@ -219,6 +219,10 @@ public class MatmulTests
     [InlineData(3072, 256, 8, false, true)] [InlineData(301, 77, 13, false, false)] [InlineData(33, 19, 16, false, true)]
     [InlineData(8, 301, 256, true, false)] [InlineData(5, 517, 41, true, false)] [InlineData(16, 70, 9, true, false)]
     [InlineData(256, 3072, 8, true, false)] [InlineData(37, 301, 11, true, false)] [InlineData(9, 33, 1, false, false)]
+    // N ≤ 8 (dot products along K on 512-bit machines: K off 16, an odd last row, N below 8) and M ≤ 8 outer products
+    // (eight rows × 32 columns: m below 8, n off the 32-wide strips with a 16-wide and a narrower remainder, written transposed)
+    [InlineData(301, 77, 7, false, true)] [InlineData(5, 40, 3, false, false)] [InlineData(3072, 256, 8, false, false)]
+    [InlineData(3, 50, 91, true, false)] [InlineData(8, 301, 64, true, false)] [InlineData(100, 50, 5, true, false)]
     public void CpuNarrowPathsMatch(int m, int k, int n, bool ta, bool tb)
     {
         var ad = Random(m * k, 41); var bd = Random(k * n, 42); var c0 = Random(m * n, 43);
