@@ -27,6 +27,8 @@ public class GradientTests
         ["matmul_tB"] = (v => F.Matmul(v[0], v[1], transposeB: true), [[3, 5], [4, 5]]),
         ["matmul_tAB"] = (v => F.Matmul(v[0], v[1], true, true), [[5, 3], [4, 5]]),
         ["matmul_batched"] = (v => F.Matmul(v[0], v[1]), [[2, 3, 5], [2, 5, 4]]),
+        ["matmul_alpha_tB"] = (v => F.Matmul(v[0], v[1], false, true, 0.35f), [[2, 3, 5], [2, 4, 5]]),
+        ["relu_dropout"] = (v => F.ReluDropout(v[0], 0.4f, 12UL, training: true), [[5, 9]]),
         ["matmul_shared_b"] = (v => F.Matmul(v[0], v[1]), [[2, 3, 5], [5, 4]]),
         ["linear"] = (v => F.Linear(v[0], v[1], v[2]), [[2, 3, 5], [4, 5], [4]]),
         ["softmax"] = (v => F.Softmax(v[0]), [[3, 6]]),

@@ -88,4 +88,36 @@ public class DropoutTests
         Assert.Throws<ArgumentException>(() => Ops.Dropout(x, -0.1f, 1UL, out _));
         Assert.Throws<ArgumentException>(() => Ops.Dropout(x, 1.5f, 1UL, out _));
     }
+
+    // The fused feed-forward activation: the same values as Relu then Dropout with the seed, and one mask for both
+    // derivatives (0 where x ≤ 0 or dropped), at a length off the 16-wide vectors, zeros included, and p = 0.
+    [Theory, MemberData(nameof(Devices), MemberType = typeof(Reference))]
+    public void ReluDropoutIsReluThenDropoutInOnePass(string device)
+    {
+        var d = Dev(device);
+        var data = Random(37 * 29, 55);
+        for (int i = 0; i < data.Length; i += 7) data[i] = 0f;
+        using var x = Tensor.FromArray(data, [37, 29], d);
+        using var dy = RandomTensor(d, 56, 37, 29);
+        var g = dy.ToArray();
+        foreach (var p in new[] { 0.3f, 0f })
+        {
+            using var relu = Ops.Map(x, new ReluOp());
+            using var expected = Ops.Dropout(relu, p, 77UL, out var dropMask);
+            using var y = Ops.ReluDropout(x, p, 77UL, out var mask);
+            using (dropMask) using (mask)
+            {
+                var got = y.ToArray(); var want = expected.ToArray(); var m = mask.ToArray(); var dm = dropMask.ToArray();
+                for (int i = 0; i < data.Length; i++)
+                {
+                    Assert.True(got[i] == want[i], $"p={p} on {device} [{i}]: x {data[i]}, fused {got[i]}, Relu then Dropout {want[i]}");
+                    float derivative = data[i] > 0f ? dm[i] : 0f;
+                    Assert.True(m[i] == derivative, $"p={p} on {device} [{i}]: mask {m[i]}, expected {derivative} (x {data[i]})");
+                }
+                using var dx = Ops.Mul(dy, mask);
+                Close(g.Select((v, i) => data[i] > 0f ? (double)v * dm[i] : 0.0).ToArray(), dx.ToArray(), 0, 1e-7, $"backward p={p} on {device}");
+            }
+        }
+        Assert.Throws<ArgumentException>(() => Ops.ReluDropout(x, 1.5f, 1UL, out _));
+    }
 }

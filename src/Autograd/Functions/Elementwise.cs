@@ -130,6 +130,20 @@ public static partial class F
         }, mask);
     }
 
+    /// <summary>
+    /// Dropout(Relu(x)) as one node in training (p &gt; 0; the same values and gradients as the two, seeded alike), Relu
+    /// otherwise. Backward is one multiply by a mask that holds both derivatives; x is not kept.
+    /// </summary>
+    public static Variable ReluDropout(Variable x, float p, ulong seed, bool training)
+    {
+        if (!training || p <= 0f) return Relu(x);
+        var y = Ops.ReluDropout(x.Data, p, seed, out var mask);
+        return Graph.Record("relu_dropout", y, [x], dy =>
+        {
+            if (x.RequiresGrad) Graph.Accumulate(x, Ops.Mul(dy, mask));
+        }, mask);
+    }
+
     /// <summary>A new node with the same values (a view); lets a module return its input as a fresh value.</summary>
     public static Variable Identity(Variable x)
     {

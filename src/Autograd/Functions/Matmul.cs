@@ -5,24 +5,25 @@ namespace Nanolora.Autograd;
 public static partial class F
 {
     /// <summary>
-    /// C = op(A)·op(B), batched. Backward (for C = A·B): dA = dC·Bᵀ, dB = Aᵀ·dC, with the transpose flags
-    /// folded in so no transposed copy is ever made. A frozen operand gets no work at all.
+    /// C = alpha·op(A)·op(B), batched. Backward (for C = alpha·A·B): dA = alpha·dC·Bᵀ, dB = alpha·Aᵀ·dC, with the
+    /// transpose flags folded in so no transposed copy is ever made. A frozen operand gets no work at all. The scale
+    /// rides in the products (attention's 1/√D), so it costs no pass of its own either way.
     /// </summary>
-    public static Variable Matmul(Variable a, Variable b, bool transposeA = false, bool transposeB = false)
+    public static Variable Matmul(Variable a, Variable b, bool transposeA = false, bool transposeB = false, float alpha = 1f)
     {
-        var y = Ops.Matmul(a.Data, b.Data, transposeA, transposeB);
+        var y = Ops.Matmul(a.Data, b.Data, transposeA, transposeB, alpha);
         return Graph.Record("matmul", y, [a, b], dy =>
         {
             if (a.RequiresGrad)
             {
                 // A·B: dA = dy·Bᵀ.  Aᵀ·B: dA = B·dyᵀ.  A·Bᵀ: dA = dy·B.  Aᵀ·Bᵀ: dA = Bᵀ·dyᵀ.
-                var da = transposeA ? Ops.Matmul(b.Data, dy, transposeB, true) : Ops.Matmul(dy, b.Data, false, !transposeB);
+                var da = transposeA ? Ops.Matmul(b.Data, dy, transposeB, true, alpha) : Ops.Matmul(dy, b.Data, false, !transposeB, alpha);
                 Graph.Accumulate(a, ReduceBatch(da, a.Data));
             }
             if (b.RequiresGrad)
             {
                 // A·B: dB = Aᵀ·dy.  Aᵀ·B: dB = A·dy.  A·Bᵀ: dB = dyᵀ·A.  Aᵀ·Bᵀ: dB = dyᵀ·Aᵀ.
-                var db = transposeB ? Ops.Matmul(dy, a.Data, true, transposeA) : Ops.Matmul(a.Data, dy, !transposeA, false);
+                var db = transposeB ? Ops.Matmul(dy, a.Data, true, transposeA, alpha) : Ops.Matmul(a.Data, dy, !transposeA, false, alpha);
                 Graph.Accumulate(b, ReduceBatch(db, b.Data));
             }
         });

@@ -5,9 +5,9 @@ using System.Runtime.Intrinsics;
 namespace Nanolora.Tensors;
 
 /// <summary>Dropout's launch parameters: the hash key of the seed, the drop threshold on 24-bit draws, the keep scale.</summary>
-internal readonly struct DropoutParams(int n, ulong key, int threshold, float scale)
+internal readonly struct DropoutParams(int n, ulong key, int threshold, float scale, int relu)
 {
-    public readonly int N = n, Threshold = threshold;
+    public readonly int N = n, Threshold = threshold, Relu = relu;
     public readonly ulong Key = key;
     public readonly float Scale = scale;
 
@@ -24,9 +24,10 @@ public static partial class Ops
     {
         for (int i = index; i < p.N; i += GridExtent())
         {
-            float m = p.MaskAt(i);
+            float m = p.MaskAt(i), v = x[i];
+            if (p.Relu != 0 && !(v > 0f)) { mask[i] = 0f; y[i] = 0f; continue; }
             mask[i] = m;
-            y[i] = x[i] * m;
+            y[i] = v * m;
         }
     }
 
@@ -35,17 +36,26 @@ public static partial class Ops
     /// 1/(1−p). The mask (0 or 1/(1−p)) comes from a counter-based hash of (seed, element index), so cpu
     /// and every GPU draw the same mask. Backward: Mul(dy, mask). p = 0 gives a copy and a mask of ones.
     /// </summary>
-    public static Tensor Dropout(Tensor x, float p, ulong seed, out Tensor mask)
+    public static Tensor Dropout(Tensor x, float p, ulong seed, out Tensor mask) => Dropout(nameof(Dropout), x, p, seed, false, out mask);
+
+    /// <summary>
+    /// Dropout(Relu(x)) in one pass, the same values as the two ops with this seed. The mask it returns already holds
+    /// ReLU's derivative (0 where x ≤ 0), so the backward of both is Mul(dy, mask) and x itself need not be kept. A
+    /// feed-forward block's hidden layer, the widest activation, is read and written once each way instead of twice.
+    /// </summary>
+    public static Tensor ReluDropout(Tensor x, float p, ulong seed, out Tensor mask) => Dropout(nameof(ReluDropout), x, p, seed, true, out mask);
+
+    static Tensor Dropout(string op, Tensor x, float p, ulong seed, bool relu, out Tensor mask)
     {
-        var device = SameDevice(nameof(Dropout), x);
-        if (!(p >= 0f && p <= 1f)) throw new ArgumentException($"Dropout: p must be in [0, 1], got {p}.");
-        if (p == 0f)
+        var device = SameDevice(op, x);
+        if (!(p >= 0f && p <= 1f)) throw new ArgumentException($"{op}: p must be in [0, 1], got {p}.");
+        if (p == 0f && !relu)
         {
             mask = Tensor.Full(x.Shape, 1f, device);
             return x.Clone(MemoryCategory.Activation);
         }
-        int n = GpuLength(x, nameof(Dropout));
-        var prm = new DropoutParams(n, CounterHash.Key(seed), (int)Math.Round(p * (double)(1 << 24)), p == 1f ? 0f : (float)(1.0 / (1.0 - p)));
+        int n = GpuLength(x, op);
+        var prm = new DropoutParams(n, CounterHash.Key(seed), (int)Math.Round(p * (double)(1 << 24)), p == 1f ? 0f : (float)(1.0 / (1.0 - p)), relu ? 1 : 0);
         var y = Tensor.Empty(x.Shape, device);
         mask = Tensor.Empty(x.Shape, device);
         if (n == 0) return y;
@@ -68,15 +78,24 @@ public static partial class Ops
                 {
                     var bits = Vector512.Narrow(CounterHash.Bits24x8(prm.Key, (ulong)i), CounterHash.Bits24x8(prm.Key, (ulong)i + 8)).AsInt32();
                     var m = Vector512.ConditionalSelect(Vector512.GreaterThanOrEqual(bits, threshold).AsSingle(), scale, Vector512<float>.Zero);
+                    var v = Vector512.LoadUnsafe(ref xs[i]);
+                    if (relu)
+                    {
+                        // Where x ≤ 0 (or NaN) both the mask and y are +0, as ReLU's derivative and value are.
+                        var positive = Vector512.GreaterThan(v, Vector512<float>.Zero);
+                        m = Vector512.BitwiseAnd(m, positive);
+                        v = Vector512.BitwiseAnd(v, positive);
+                    }
                     m.StoreUnsafe(ref ms[i]);
-                    (Vector512.LoadUnsafe(ref xs[i]) * m).StoreUnsafe(ref ys[i]);
+                    (v * m).StoreUnsafe(ref ys[i]);
                 }
             }
             for (; i < end; i++)
             {
-                float m = prm.MaskAt(i);
+                float m = prm.MaskAt(i), v = xs[i];
+                if (relu && !(v > 0f)) m = v = 0f;
                 ms[i] = m;
-                ys[i] = xs[i] * m;
+                ys[i] = v * m;
             }
         });
         return y;

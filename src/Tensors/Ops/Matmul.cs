@@ -7,12 +7,12 @@ public static partial class Ops
     /// <paramref name="b"/>: [..., K, N] (or [..., N, K] when <paramref name="transposeB"/>). Batch dimensions
     /// are equal, or one operand is rank 2 and shared across the other's batch. Returns [..., M, N].
     /// </summary>
-    public static Tensor Matmul(Tensor a, Tensor b, bool transposeA = false, bool transposeB = false)
+    public static Tensor Matmul(Tensor a, Tensor b, bool transposeA = false, bool transposeB = false, float alpha = 1f)
     {
         var device = MatmulDevice("Matmul", a, b);
         var shape = PlanMatmul("Matmul", a, b, transposeA, transposeB, out var outShape);
         var c = Tensor.Empty(outShape, device);
-        RunMatmul(device, shape, a, b, c, 1f, 0f);
+        RunMatmul(device, shape, a, b, c, alpha, 0f);
         return c;
     }
 

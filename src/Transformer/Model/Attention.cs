@@ -89,7 +89,7 @@ public sealed class MultiHeadAttention : Module
     public Variable Forward(Variable query, Variable keyValueSource, bool causal, Tensor? keyMask, AttentionCache? cache = null, bool isCross = false)
     {
         int b = query.Dim(0), t = query.Dim(1);
-        var q = SplitHeads(F.Scale(Layer(_names.Query).Forward(query), 1f / MathF.Sqrt(HeadWidth)));   // [B,H,T,D]
+        var q = SplitHeads(Layer(_names.Query).Forward(query));                                        // [B,H,T,D]
         Variable k, v;
         if (cache != null && isCross && cache.Keys != null)
         {
@@ -126,7 +126,9 @@ public sealed class MultiHeadAttention : Module
         }
 
         int s = k.Dim(2);
-        var scores = F.Matmul(F.Reshape(q, b * Heads, t, HeadWidth), F.Reshape(k, b * Heads, s, HeadWidth), false, true); // [B·H,T,S]
+        // q·kᵀ/√D: the scale is the product's alpha, not a pass over q (exact either way when D is a power of 4).
+        var scores = F.Matmul(F.Reshape(q, b * Heads, t, HeadWidth), F.Reshape(k, b * Heads, s, HeadWidth), false, true,
+            1f / MathF.Sqrt(HeadWidth));                                                                    // [B·H,T,S]
         var probs = F.Softmax(F.Reshape(scores, b, Heads, t, s), causal, keyMask);
         if (Training && _probsDropout > 0) probs = F.Dropout(probs, _probsDropout, _seeds.Next(), Training);
         ownedMask?.Dispose();

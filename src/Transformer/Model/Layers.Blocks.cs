@@ -59,9 +59,15 @@ public abstract class ResidualBlock : Module
     protected Variable FeedForward(Variable x, string fc1, string fc2, bool outputUnread = false)
     {
         var h = Layer(fc1).Forward(x);
-        h = _activation == "gelu" ? F.Gelu(h) : F.Relu(h);
         // Only training draws a seed: validation and decoding must not shift the masks a later training step gets.
-        if (Training && _activationDropout > 0) h = F.Dropout(h, _activationDropout, Seeds.Next(), Training);
+        bool dropout = Training && _activationDropout > 0;
+        if (_activation == "gelu")
+        {
+            h = F.Gelu(h);
+            if (dropout) h = F.Dropout(h, _activationDropout, Seeds.Next(), Training);
+        }
+        // ReLU and its dropout in one pass each way (the same values and gradients as the two ops).
+        else h = dropout ? F.ReluDropout(h, _activationDropout, Seeds.Next(), Training) : F.Relu(h);
         // fc2's backward reads h and its weight, never its output: an unread output needs no product. A wrapped fc2 (an
         // adapter, (IA)³) may read its own values, so it runs as usual.
         return outputUnread && Layer(fc2) is Linear plain ? F.Linear(h, plain.Weight, plain.Bias, valueUnread: true) : Layer(fc2).Forward(h);
