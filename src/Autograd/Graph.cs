@@ -69,6 +69,23 @@ public static class Graph
         }
     }
 
+    [ThreadStatic] static Tensor? t_passed;
+
+    /// <summary>
+    /// Hands the incoming gradient <paramref name="dy"/> itself to <paramref name="v"/> (a rule whose input gets dy
+    /// unchanged, as an add's does), instead of a copy: it becomes v's gradient when v has none yet, else it is added
+    /// in. Backward then does not free dy after the rule. At most one input may take dy; call it before others copy it.
+    /// </summary>
+    public static void Pass(Variable v, Tensor dy)
+    {
+        if (!v.Data.Shape.SequenceEqual(dy.Shape))
+            throw new InvalidOperationException($"Backward passed a gradient of shape {dy.ShapeString} to a value of shape {v.Data.ShapeString}.");
+        if (v.Grad != null) { Ops.AddInPlace(v.Grad, dy); return; }
+        dy.Category = v.Creator == null ? MemoryCategory.Gradient : MemoryCategory.Activation;
+        v.Grad = dy;
+        t_passed = dy;
+    }
+
     internal static void Backward(Variable root, bool freeValues = false)
     {
         if (root.Data.Length != 1)
@@ -105,16 +122,19 @@ public static class Graph
             var node = v.Creator!;
             if (v.Grad != null)
             {
+                var dy = v.Grad;
+                t_passed = null;
                 // A checkpoint's rule is its recompute, whose ops the profiler times one by one already.
                 if (Profiler.Enabled && node.Name != ActivationCheckpoint.NodeName)
                 {
                     long start = System.Diagnostics.Stopwatch.GetTimestamp();
-                    node.BackwardRule(v.Grad);
+                    node.BackwardRule(dy);
                     Profiler.Backward(node.Name, System.Diagnostics.Stopwatch.GetElapsedTime(start).TotalMilliseconds);
                 }
-                else node.BackwardRule(v.Grad);
-                // An intermediate's gradient is dead once its rule has run (leaves keep theirs).
-                v.Grad.Dispose();
+                else node.BackwardRule(dy);
+                // An intermediate's gradient is dead once its rule has run (leaves keep theirs), unless the rule passed it on.
+                if (!ReferenceEquals(t_passed, dy)) dy.Dispose();
+                t_passed = null;
                 v.Grad = null;
             }
             node.ReleaseSaved();

@@ -12,6 +12,9 @@ public class GradientTests
     static readonly Dictionary<string, (Func<Variable[], Variable> F, int[][] Shapes)> Names = new()
     {
         ["add_broadcast"] = (v => F.Add(v[0], v[1]), [[3, 4], [4]]),
+        // Add hands dy itself to one input: the same value on both sides, a residual stream read by two adds and a tanh.
+        ["add_same_input"] = (v => F.Mul(F.Add(v[0], v[0]), v[1]), [[3, 4], [3, 4]]),
+        ["add_residual_chain"] = (v => F.Mul(F.Add(F.Add(v[0], F.Tanh(v[0])), F.Mul(v[0], v[1])), v[1]), [[2, 5], [2, 5]]),
         ["sub_broadcast"] = (v => F.Sub(v[0], v[1]), [[3, 4], [3, 1]]),
         ["mul_broadcast"] = (v => F.Mul(v[0], v[1]), [[2, 3, 4], [3, 1]]),
         ["div"] = (v => F.Div(v[0], F.AddScalar(F.Mul(v[1], v[1]), 1f)), [[3, 4], [3, 4]]),

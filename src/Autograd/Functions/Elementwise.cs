@@ -52,8 +52,18 @@ public static partial class F
         var y = Ops.Add(a.Data, b.Data);
         return Graph.Record("add", y, [a, b], dy =>
         {
-            if (a.RequiresGrad) Graph.Accumulate(a, Ops.SumTo(dy, a.Shape));
-            if (b.RequiresGrad) Graph.Accumulate(b, Ops.SumTo(dy, b.Shape));
+            // A residual's two inputs both get dy: one takes dy itself, so only the other needs a copy.
+            bool passed = false;
+            if (a.RequiresGrad)
+            {
+                if (a.Data.Shape.SequenceEqual(dy.Shape)) { Graph.Pass(a, dy); passed = true; }
+                else Graph.Accumulate(a, Ops.SumTo(dy, a.Shape));
+            }
+            if (b.RequiresGrad)
+            {
+                if (!passed && b.Data.Shape.SequenceEqual(dy.Shape)) Graph.Pass(b, dy);
+                else Graph.Accumulate(b, Ops.SumTo(dy, b.Shape));
+            }
         });
     }
 
