@@ -31,6 +31,7 @@ public class GradientTests
         ["matmul_tAB"] = (v => F.Matmul(v[0], v[1], true, true), [[5, 3], [4, 5]]),
         ["matmul_batched"] = (v => F.Matmul(v[0], v[1]), [[2, 3, 5], [2, 5, 4]]),
         ["matmul_alpha_tB"] = (v => F.Matmul(v[0], v[1], false, true, 0.35f), [[2, 3, 5], [2, 4, 5]]),
+        ["dropout_add"] = (v => F.Mul(F.DropoutAdd(v[0], F.Tanh(v[1]), 0.3f, 13UL, training: true), v[0]), [[4, 7], [4, 7]]),
         ["relu_dropout"] = (v => F.ReluDropout(v[0], 0.4f, 12UL, training: true), [[5, 9]]),
         ["matmul_shared_b"] = (v => F.Matmul(v[0], v[1]), [[2, 3, 5], [5, 4]]),
         ["linear"] = (v => F.Linear(v[0], v[1], v[2]), [[2, 3, 5], [4, 5], [4]]),

@@ -120,4 +120,29 @@ public class DropoutTests
         }
         Assert.Throws<ArgumentException>(() => Ops.ReluDropout(x, 1.5f, 1UL, out _));
     }
+
+    // A residual connection's sum in one pass: bit for bit Dropout then Add with the seed (same mask), off the vector width.
+    [Theory, MemberData(nameof(Devices), MemberType = typeof(Reference))]
+    public void DropoutAddIsDropoutThenAddInOnePass(string device)
+    {
+        var d = Dev(device);
+        using var residual = RandomTensor(d, 57, 23, 41);
+        using var x = RandomTensor(d, 58, 23, 41);
+        foreach (var p in new[] { 0.1f, 0f })
+        {
+            using var dropped = Ops.Dropout(x, p, 91UL, out var dropMask);
+            using var expected = Ops.Add(residual, dropped);
+            using var y = Ops.DropoutAdd(residual, x, p, 91UL, out var mask);
+            using (dropMask) using (mask)
+            {
+                Assert.Equal(dropMask.ToArray(), mask.ToArray());
+                var got = y.ToArray(); var want = expected.ToArray();
+                for (int i = 0; i < got.Length; i++)
+                    Assert.True(got[i] == want[i], $"p={p} on {device} [{i}]: fused {got[i]}, Dropout then Add {want[i]}");
+            }
+        }
+        using var wrong = RandomTensor(d, 59, 23, 40);
+        var e = Assert.Throws<ArgumentException>(() => Ops.DropoutAdd(residual, wrong, 0.1f, 1UL, out _));
+        Assert.Contains("DropoutAdd", e.Message);
+    }
 }

@@ -154,6 +154,23 @@ public static partial class F
         }, mask);
     }
 
+    /// <summary>
+    /// residual + Dropout(x) as one node in training (the same values and gradients as the two ops, seeded alike),
+    /// residual + x otherwise: a residual connection's sum in one pass. Backward passes dy itself to the residual and
+    /// gives x Mul(dy, mask).
+    /// </summary>
+    public static Variable DropoutAdd(Variable residual, Variable x, float p, ulong seed, bool training)
+    {
+        if (!training || p <= 0f) return Add(residual, x);
+        var y = Ops.DropoutAdd(residual.Data, x.Data, p, seed, out var mask);
+        return Graph.Record("dropout_add", y, [residual, x], dy =>
+        {
+            var dx = x.RequiresGrad ? Ops.Mul(dy, mask) : null;
+            if (residual.RequiresGrad) Graph.Pass(residual, dy);
+            if (dx != null) Graph.Accumulate(x, dx);
+        }, mask);
+    }
+
     /// <summary>A new node with the same values (a view); lets a module return its input as a fresh value.</summary>
     public static Variable Identity(Variable x)
     {

@@ -20,6 +20,20 @@ public static partial class Ops
     static readonly Kernel<Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, DropoutParams>> DropoutKernel =
         new(acc => acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, DropoutParams>(DropoutGpu));
 
+    static readonly Kernel<Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, DropoutParams>> DropoutAddKernel =
+        new(acc => acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, DropoutParams>(DropoutAddGpu));
+
+    static void DropoutAddGpu(Index1D index, ArrayView<float> residual, ArrayView<float> x, ArrayView<float> y, ArrayView<float> mask, DropoutParams p)
+    {
+        for (int i = index; i < p.N; i += GridExtent())
+        {
+            float m = p.MaskAt(i);
+            mask[i] = m;
+            float dropped = x[i] * m;
+            y[i] = residual[i] + dropped;
+        }
+    }
+
     static void DropoutGpu(Index1D index, ArrayView<float> x, ArrayView<float> y, ArrayView<float> mask, DropoutParams p)
     {
         for (int i = index; i < p.N; i += GridExtent())
@@ -36,20 +50,31 @@ public static partial class Ops
     /// 1/(1−p). The mask (0 or 1/(1−p)) comes from a counter-based hash of (seed, element index), so cpu
     /// and every GPU draw the same mask. Backward: Mul(dy, mask). p = 0 gives a copy and a mask of ones.
     /// </summary>
-    public static Tensor Dropout(Tensor x, float p, ulong seed, out Tensor mask) => Dropout(nameof(Dropout), x, p, seed, false, out mask);
+    public static Tensor Dropout(Tensor x, float p, ulong seed, out Tensor mask) => Dropout(nameof(Dropout), x, p, seed, false, null, out mask);
+
+    /// <summary>
+    /// residual + Dropout(x) in one pass, the same values as the two ops with this seed (a residual connection's
+    /// sublayer output): x and the residual are read once and the sum written once, with no dropped copy in between.
+    /// Backward: the residual gets dy, x gets Mul(dy, mask).
+    /// </summary>
+    public static Tensor DropoutAdd(Tensor residual, Tensor x, float p, ulong seed, out Tensor mask)
+    {
+        SameShape(nameof(DropoutAdd), residual, x);
+        return Dropout(nameof(DropoutAdd), x, p, seed, false, residual, out mask);
+    }
 
     /// <summary>
     /// Dropout(Relu(x)) in one pass, the same values as the two ops with this seed. The mask it returns already holds
     /// ReLU's derivative (0 where x ≤ 0), so the backward of both is Mul(dy, mask) and x itself need not be kept. A
     /// feed-forward block's hidden layer, the widest activation, is read and written once each way instead of twice.
     /// </summary>
-    public static Tensor ReluDropout(Tensor x, float p, ulong seed, out Tensor mask) => Dropout(nameof(ReluDropout), x, p, seed, true, out mask);
+    public static Tensor ReluDropout(Tensor x, float p, ulong seed, out Tensor mask) => Dropout(nameof(ReluDropout), x, p, seed, true, null, out mask);
 
-    static Tensor Dropout(string op, Tensor x, float p, ulong seed, bool relu, out Tensor mask)
+    static Tensor Dropout(string op, Tensor x, float p, ulong seed, bool relu, Tensor? residual, out Tensor mask)
     {
-        var device = SameDevice(op, x);
+        var device = residual is null ? SameDevice(op, x) : SameDevice(op, x, residual);
         if (!(p >= 0f && p <= 1f)) throw new ArgumentException($"{op}: p must be in [0, 1], got {p}.");
-        if (p == 0f && !relu)
+        if (p == 0f && !relu && residual is null)
         {
             mask = Tensor.Full(x.Shape, 1f, device);
             return x.Clone(MemoryCategory.Activation);
@@ -61,10 +86,11 @@ public static partial class Ops
         if (n == 0) return y;
         if (device is IlgpuDevice gpu)
         {
-            DropoutKernel.On(gpu)(LaunchThreads(gpu, n), x.View, y.View, mask.View, prm);
+            if (residual is null) DropoutKernel.On(gpu)(LaunchThreads(gpu, n), x.View, y.View, mask.View, prm);
+            else DropoutAddKernel.On(gpu)(LaunchThreads(gpu, n), residual.View, x.View, y.View, mask.View, prm);
             return y;
         }
-        var xs = x.HostArray; var ys = y.HostArray; var ms = mask.HostArray;
+        var xs = x.HostArray; var ys = y.HostArray; var ms = mask.HostArray; var rs = residual?.HostArray;
         bool vectorized = Vector512.IsHardwareAccelerated;
         CpuParallel.For(n, 1 << 14, (start, end) =>
         {
@@ -87,7 +113,9 @@ public static partial class Ops
                         v = Vector512.BitwiseAnd(v, positive);
                     }
                     m.StoreUnsafe(ref ms[i]);
-                    (v * m).StoreUnsafe(ref ys[i]);
+                    // Rounded product, then the add: the same two roundings as Dropout followed by Add.
+                    if (rs != null) (Vector512.LoadUnsafe(ref rs[i]) + v * m).StoreUnsafe(ref ys[i]);
+                    else (v * m).StoreUnsafe(ref ys[i]);
                 }
             }
             for (; i < end; i++)
@@ -95,7 +123,8 @@ public static partial class Ops
                 float m = prm.MaskAt(i), v = xs[i];
                 if (relu && !(v > 0f)) m = v = 0f;
                 ms[i] = m;
-                ys[i] = v * m;
+                float dropped = v * m;
+                ys[i] = rs != null ? rs[i] + dropped : dropped;
             }
         });
         return y;

@@ -90,9 +90,9 @@ public abstract class ResidualBlock : Module
         var input = PreNorm ? ln.Forward(x) : x;
         var y = f(input);
         if (SublayerOutputHook != null) y = SublayerOutputHook(sublayer, y);
-        // Only training draws a seed, so validating (at any interval) leaves the training masks as they were.
-        if (Training) y = F.Dropout(y, DropoutRate, Seeds.Next(), Training);
-        var sum = F.Add(x, y);
+        // Only training draws a seed, so validating (at any interval) leaves the training masks as they were. The dropout
+        // and the residual add are one pass (the same values as the two).
+        var sum = Training ? F.DropoutAdd(x, y, DropoutRate, Seeds.Next(), Training) : F.Add(x, y);
         return PreNorm ? sum : ln.Forward(sum);
     }
 }
