@@ -134,11 +134,15 @@ public static partial class F
     {
         if (!training || p <= 0f) return Identity(x);
         var y = Ops.Dropout(x.Data, p, seed, out var mask);
-        return Graph.Record("dropout", y, [x], dy =>
+        return Masked("dropout", x, y, mask);
+    }
+
+    /// <summary>A node y of x whose backward is dx = dy ⊙ mask (the mask kept until then).</summary>
+    static Variable Masked(string name, Variable x, Tensor y, Tensor mask) =>
+        Graph.Record(name, y, [x], dy =>
         {
             if (x.RequiresGrad) Graph.Accumulate(x, Ops.Mul(dy, mask));
         }, mask);
-    }
 
     /// <summary>
     /// Dropout(Relu(x)) as one node in training (p &gt; 0; the same values and gradients as the two, seeded alike), Relu
@@ -148,10 +152,7 @@ public static partial class F
     {
         if (!training || p <= 0f) return Relu(x);
         var y = Ops.ReluDropout(x.Data, p, seed, out var mask);
-        return Graph.Record("relu_dropout", y, [x], dy =>
-        {
-            if (x.RequiresGrad) Graph.Accumulate(x, Ops.Mul(dy, mask));
-        }, mask);
+        return Masked("relu_dropout", x, y, mask);
     }
 
     /// <summary>
