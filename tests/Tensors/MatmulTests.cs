@@ -278,10 +278,11 @@ public class MatmulTests
     [Fact]
     public void CpuBatchOfHeadsRunsWholeProductsPerTaskAndMatchesEachProductAlone()
     {
-        // 17 products of 70·72·66 multiply-adds each: above the size a lone product splits across threads, and enough of
-        // them that the batch is spread as whole products instead (17 over 16 tasks: runs of one and two).
+        // Products of 70·72·66 multiply-adds each: above the size a lone product splits across threads, and more than four
+        // per worker, so the batch is spread as whole products instead (17 over 16 tasks on two cores: runs of one and two).
         var d = Dev("cpu");
-        const int batch = 17, m = 70, k = 66, n = 72;
+        int batch = Math.Max(17, 4 * Environment.ProcessorCount + 1);
+        const int m = 70, k = 66, n = 72;
         foreach (var (ta, tb) in new[] { (false, true), (false, false), (true, false) })
         {
             var ad = Random(batch * m * k, 73); var bd = Random(batch * k * n, 74);

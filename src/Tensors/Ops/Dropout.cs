@@ -55,6 +55,7 @@ public static partial class Ops
     /// <summary>
     /// residual + Dropout(x) in one pass, the same values as the two ops with this seed (a residual connection's
     /// sublayer output): x and the residual are read once and the sum written once, with no dropped copy in between.
+    /// (A GPU compiler may fuse the kernel's multiply and add into one rounding: then within an ulp of the two ops.)
     /// Backward: the residual gets dy, x gets Mul(dy, mask).
     /// </summary>
     public static Tensor DropoutAdd(Tensor residual, Tensor x, float p, ulong seed, out Tensor mask)
@@ -107,10 +108,10 @@ public static partial class Ops
                     var v = Vector512.LoadUnsafe(ref xs[i]);
                     if (relu)
                     {
-                        // Where x ≤ 0 (or NaN) both the mask and y are +0, as ReLU's derivative and value are.
-                        var positive = Vector512.GreaterThan(v, Vector512<float>.Zero);
-                        m = Vector512.BitwiseAnd(m, positive);
-                        v = Vector512.BitwiseAnd(v, positive);
+                        // ReLU's derivative (0 where x ≤ 0 or NaN) goes into the mask; its value is max(x, 0), which keeps a
+                        // NaN as the CPU's ReLU does, so a NaN out of fc1 still reaches the loss.
+                        m = Vector512.BitwiseAnd(m, Vector512.GreaterThan(v, Vector512<float>.Zero));
+                        v = Vector512.Max(v, Vector512<float>.Zero);
                     }
                     m.StoreUnsafe(ref ms[i]);
                     // Rounded product, then the add: the same two roundings as Dropout followed by Add.
@@ -121,7 +122,7 @@ public static partial class Ops
             for (; i < end; i++)
             {
                 float m = prm.MaskAt(i), v = xs[i];
-                if (relu && !(v > 0f)) m = v = 0f;
+                if (relu) { if (!(v > 0f)) m = 0f; v = MathF.Max(v, 0f); }
                 ms[i] = m;
                 float dropped = v * m;
                 ys[i] = rs != null ? rs[i] + dropped : dropped;
