@@ -53,20 +53,7 @@ public static class Graph
     /// <summary>Adds g into v's gradient (takes ownership of g). Frozen inputs never get here.</summary>
     public static void Accumulate(Variable v, Tensor g)
     {
-        if (!v.Data.Shape.SequenceEqual(g.Shape))
-            throw new InvalidOperationException($"Backward produced a gradient of shape {g.ShapeString} for a value of shape {v.Data.ShapeString}.");
-        if (v.Grad == null)
-        {
-            // Only leaves' (parameters') gradients count as "gradient" in the ledger; the gradients of
-            // intermediate values are backward's working memory and die as it moves on.
-            g.Category = v.Creator == null ? MemoryCategory.Gradient : MemoryCategory.Activation;
-            v.Grad = g;
-        }
-        else
-        {
-            Ops.AddInPlace(v.Grad, g);
-            g.Dispose();
-        }
+        if (!Adopt(v, g)) g.Dispose();
     }
 
     [ThreadStatic] static Tensor? t_passed;
@@ -78,12 +65,24 @@ public static class Graph
     /// </summary>
     public static void Pass(Variable v, Tensor dy)
     {
-        if (!v.Data.Shape.SequenceEqual(dy.Shape))
-            throw new InvalidOperationException($"Backward passed a gradient of shape {dy.ShapeString} to a value of shape {v.Data.ShapeString}.");
-        if (v.Grad != null) { Ops.AddInPlace(v.Grad, dy); return; }
-        dy.Category = v.Creator == null ? MemoryCategory.Gradient : MemoryCategory.Activation;
-        v.Grad = dy;
-        t_passed = dy;
+        if (Adopt(v, dy)) t_passed = dy;
+    }
+
+    /// <summary>g becomes v's gradient when v has none (returns true), else it is added into v's (returns false; g unchanged).</summary>
+    static bool Adopt(Variable v, Tensor g)
+    {
+        if (!v.Data.Shape.SequenceEqual(g.Shape))
+            throw new InvalidOperationException($"Backward produced a gradient of shape {g.ShapeString} for a value of shape {v.Data.ShapeString}.");
+        if (v.Grad != null)
+        {
+            Ops.AddInPlace(v.Grad, g);
+            return false;
+        }
+        // Only leaves' (parameters') gradients count as "gradient" in the ledger; the gradients of
+        // intermediate values are backward's working memory and die as it moves on.
+        g.Category = v.Creator == null ? MemoryCategory.Gradient : MemoryCategory.Activation;
+        v.Grad = g;
+        return true;
     }
 
     internal static void Backward(Variable root, bool freeValues = false)
