@@ -35,6 +35,8 @@ public static class AdapterFiles
                 var (a, b) = Pissa.ConvertToLora(adapter, residual);
                 tensors.Add(($"{Prefix}{path}.lora_A.weight", [2 * adapter.Rank, adapter.A.Data.Dim(1)], a));
                 tensors.Add(($"{Prefix}{path}.lora_B.weight", [adapter.B.Data.Dim(0), 2 * adapter.Rank], b));
+                // DoRA's direction W_res + s·B·A is W + s·B'·A' exactly, so its norm, and the magnitude m, carry over unchanged.
+                if (adapter.Magnitude is { } converted) tensors.Add(($"{Prefix}{path}.{MagnitudeKey}", converted.Data.ShapeArray(), converted.Data.ToArray()));
                 continue;
             }
             tensors.Add(($"{Prefix}{path}.lora_A.weight", adapter.A.Data.ShapeArray(), adapter.A.Data.ToArray()));

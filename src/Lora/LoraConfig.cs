@@ -106,9 +106,6 @@ public sealed record LoraConfig
         foreach (var (name, a) in AlphaPattern) if (!float.IsFinite(a)) throw new ArgumentException($"alpha_pattern['{name}'] must be finite, got {a}.");
         if (Dropout is < 0 or >= 1) throw new ArgumentException($"LoRA dropout {Dropout} must be in [0, 1).");
         if (TargetRegex == null && TargetModules.Count == 0) throw new ArgumentException("LoRA config names no target modules.");
-        // PiSSA's save converts the adapter to plain LoRA on the original base (A' = [A; A0], B' = [B, −B0]); a magnitude
-        // vector has no such conversion, so the pair would save an adapter that does not reproduce the model.
-        if (UseDora && RewritesBase) throw new ArgumentException($"use_dora with init_lora_weights \"{InitName(Init)}\" is not supported: such an adapter is saved converted to plain LoRA, which a DoRA magnitude cannot follow.");
         if (Init == LoraInit.LoraGa && !(LoraGaStableGamma > 0 && float.IsFinite(LoraGaStableGamma)))
             throw new ArgumentException($"lora_ga_config.stable_gamma is {LoraGaStableGamma}, expected a finite number > 0 (PEFT's default: 16).");
     }

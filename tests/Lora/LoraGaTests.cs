@@ -114,13 +114,18 @@ public class LoraGaTests
         Assert.All(kept, t => Assert.True(t.IsDisposed));
     }
 
-    [Fact]
-    public void SavedAdapterIsConvertedToPlainLoraThatReproducesTheModelOnTheOriginalBase()
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void SavedAdapterIsConvertedToPlainLoraThatReproducesTheModelOnTheOriginalBase(bool dora)
     {
         using var model = new Seq2SeqTransformer(Config, Device.Cpu);
         var batch = TinyModels.CopyBatch(new Random(4), 5);
         var baseOut = TinyModels.Logits(model, batch);
-        var lora = LoraModel.Inject(model, Gradient, "task", gradients: Gradients(model));
+        var config = Gradient with { UseDora = dora };
+        var lora = LoraModel.Inject(model, config, "task", gradients: Gradients(model));
+        // DoRA's magnitude starts at the row norms of the original W (the residual plus the initial product).
+        if (dora) Assert.True(ResidualChecks.MaxRelativeDifference(baseOut, TinyModels.Logits(model, batch)) <= 1e-4, "DoRA + LoRA-GA init changed the output");
         ResidualChecks.Train(model, 3);
         var trained = TinyModels.Logits(model, batch);
         Assert.True(ResidualChecks.MaxRelativeDifference(baseOut, trained) > 1e-3, "training changed nothing: vacuous comparison");
@@ -129,6 +134,7 @@ public class LoraGaTests
         var json = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, AdapterFiles.ConfigFile)))!;
         Assert.Equal(6, (int)json["r"]!);
         Assert.True((bool)json["init_lora_weights"]!);
+        Assert.Equal(dora, (bool)json["use_dora"]!);
 
         var onBase = ResidualChecks.OnAFreshBase(Config, dir, "task", batch);
         Assert.True(ResidualChecks.MaxRelativeDifference(trained, onBase) <= 1e-4, "converted LoRA-GA adapter on the original base differs");

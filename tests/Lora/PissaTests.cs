@@ -44,14 +44,15 @@ public class PissaTests
     }
 
     [Theory]
-    [InlineData(false)]
-    [InlineData(true)]
-    public void SavedAdapterIsConvertedAndReproducesTheModelOnTheOriginalBase(bool rsLora)
+    [InlineData(false, false)]
+    [InlineData(true, false)]
+    [InlineData(false, true)]
+    public void SavedAdapterIsConvertedAndReproducesTheModelOnTheOriginalBase(bool rsLora, bool dora)
     {
         using var model = new Seq2SeqTransformer(Config, Device.Cpu);
         var batch = TinyModels.CopyBatch(new Random(4), 5);
         var baseOut = TinyModels.Logits(model, batch);
-        var config = Principal with { UseRsLora = rsLora, RankPattern = new Dictionary<string, int> { ["fc1"] = 2 } };
+        var config = Principal with { UseRsLora = rsLora, UseDora = dora, RankPattern = new Dictionary<string, int> { ["fc1"] = 2 } };
         var lora = LoraModel.Inject(model, config, "task");
         Train(model, 3);
         var trained = TinyModels.Logits(model, batch);
@@ -67,6 +68,8 @@ public class PissaTests
         var file = Safetensors.Read(Path.Combine(dir, AdapterFiles.WeightsFile));
         Assert.Equal([8, Config.DModel], file.Entries.First(e => e.Name == "base_model.model.encoder.layers.0.self_attn.q_proj.lora_A.weight").Shape.ToArray());
         Assert.Equal([Config.DFF, 4], file.Entries.First(e => e.Name == "base_model.model.encoder.layers.0.ffn.fc1.lora_B.weight").Shape.ToArray());
+        Assert.Equal(dora, (bool)json["use_dora"]!);
+        Assert.Equal(dora, file.Entries.Any(e => e.Name == "base_model.model.encoder.layers.0.ffn.fc1.lora_magnitude_vector"));
 
         // Onto the base as it is on disk, without --force: its fingerprint is the one the file names.
         using var fresh = new Seq2SeqTransformer(Config, Device.Cpu);
@@ -156,8 +159,7 @@ public class PissaTests
         Assert.Equal("pissa", (string?)JsonNode.Parse(AdapterFiles.ConfigJson(new LoraConfig { Init = LoraInit.Pissa }))!["init_lora_weights"]);
         File.WriteAllText(path, """{"peft_type": "LORA", "r": 2, "target_modules": ["q_proj"], "use_dora": "yes"}""");
         Assert.Contains("use_dora", Assert.Throws<InvalidDataException>(() => AdapterFiles.ReadConfig(dir)).Message);
-        var both = Assert.Throws<ArgumentException>(() => new LoraConfig { UseDora = true, Init = LoraInit.Pissa }.Validate());
-        Assert.Contains("use_dora", both.Message);
+        new LoraConfig { UseDora = true, Init = LoraInit.Pissa }.Validate();   // DoRA's magnitude survives the conversion
     }
 
     [Fact]
