@@ -27,6 +27,11 @@ public static class ActivationCheckpoint
         public readonly List<(ISeedState Stream, ulong Before)> Streams = new();
         public readonly HashSet<Variable> Captured = new(ReferenceEqualityComparer.Instance);
         public bool NeedsGrad;
+        /// <summary>Tensors the forward kept for the recompute (<see cref="Keep"/>), in order; owned by the checkpoint node.</summary>
+        public readonly List<Tensor> Kept = new();
+        /// <summary>In a recompute: the forward's kept tensors, handed out in order by <see cref="TakeKept"/>.</summary>
+        public List<Tensor>? Replay;
+        public int NextKept;
 
         public void Note(ISeedState stream)
         {
@@ -80,11 +85,15 @@ public static class ActivationCheckpoint
             }
             finally { _recording = recording.Outer; }
         }
-        if (!recording.NeedsGrad) return GraphScope.Track(new Variable(output));
+        if (!recording.NeedsGrad)
+        {
+            foreach (var t in recording.Kept) t.Dispose();
+            return GraphScope.Track(new Variable(output));
+        }
 
         // Values f read from outside belong to the node too, so the outer backward finishes their gradients only after this one.
         var nodeInputs = inputs.Concat(recording.Captured).Distinct(ReferenceEqualityComparer.Instance).Cast<Variable>().ToArray();
-        var saved = constants.Select(t => t.Reshape(t.ShapeArray())).ToArray();
+        var saved = constants.Select(t => t.Reshape(t.ShapeArray())).Concat(recording.Kept).ToArray();
         return GraphScope.Track(new Variable(output, new Node(NodeName, nodeInputs, dy => Recompute(f, inputs, saved, recording, nodeInputs, dy), saved)));
     }
 
@@ -102,6 +111,32 @@ public static class ActivationCheckpoint
     {
         // Every enclosing checkpoint notes it: an outer recompute must rewind the streams an inner checkpoint draws from too.
         for (var r = _recording; r != null; r = r.Outer) r.Note(stream);
+    }
+
+    /// <summary>
+    /// True inside a checkpointed function's forward (not its recompute), where <see cref="Keep"/> takes tensors over.
+    /// </summary>
+    public static bool IsForwardOfCheckpoint => _recording is { Replay: null } && !Graph.IsEnabled;
+
+    /// <summary>
+    /// Inside a checkpointed forward (<see cref="IsForwardOfCheckpoint"/>): keeps <paramref name="t"/>, a small value the
+    /// recompute would otherwise rebuild at a cost (a feed-forward block's ReLU mask as bits), and takes it over: the
+    /// checkpoint node disposes it with its own saved values. The recompute gets it back from <see cref="TakeKept"/>, in the
+    /// order kept. Returns false, keeping nothing, anywhere else (the caller still owns <paramref name="t"/>).
+    /// </summary>
+    public static bool Keep(Tensor t)
+    {
+        if (!IsForwardOfCheckpoint) return false;
+        _recording!.Kept.Add(t);
+        return true;
+    }
+
+    /// <summary>In a recompute: the next tensor its forward kept (<see cref="Keep"/>), or null when none is left (or outside one).</summary>
+    public static Tensor? TakeKept()
+    {
+        var r = _recording;
+        if (r?.Replay == null || r.NextKept >= r.Replay.Count) return null;
+        return r.Replay[r.NextKept++];
     }
 
     /// <summary>Called by <see cref="Graph.Record"/> with gradients off: notes whether f's ops read a value that needs a gradient.</summary>
@@ -124,7 +159,7 @@ public static class ActivationCheckpoint
         // Rewind the streams to where the forward found them; afterwards every stream goes back to where backward had it.
         var current = forward.Streams.Select(s => s.Stream.State).ToArray();
         foreach (var (stream, before) in forward.Streams) stream.State = before;
-        var redo = new Recording(_recording);
+        var redo = new Recording(_recording) { Replay = forward.Kept };
         using var scope = new GraphScope();
         Variable y;
         _recording = redo;

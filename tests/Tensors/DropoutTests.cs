@@ -152,4 +152,43 @@ public class DropoutTests
         var e = Assert.Throws<ArgumentException>(() => Ops.DropoutAdd(residual, wrong, 0.1f, 1UL, out _));
         Assert.Contains("DropoutAdd", e.Message);
     }
+    // A ReLU(-dropout) mask as bits: set exactly where the hidden value is not zero, and the backward through the bits is
+    // bit for bit the float mask's (Mul(dy, mask) after ReLU-dropout, ReLU's select without dropout), at lengths off 8 and 32.
+    [Theory, MemberData(nameof(Devices), MemberType = typeof(Reference))]
+    public void MaskBitsGiveTheFloatMasksBackwardBitForBit(string device)
+    {
+        var d = Dev(device);
+        foreach (int n in new[] { 1, 31, 33, 8 * 37 + 5, 4099 })
+        {
+            var data = Random(n, 60 + n);
+            for (int i = 0; i < n; i += 5) data[i] = 0f;
+            using var x = Tensor.FromArray(data, [n], d);
+            using var dy = RandomTensor(d, 61 + n, n);
+            var g = dy.ToArray();
+            foreach (var p in new[] { 0.3f, 0f })
+            {
+                using var y = Ops.ReluDropout(x, p, 78UL, out var mask);
+                using var bits = Ops.PackNonzero(y);
+                Assert.Equal((n + 31) / 32, bits.Length);
+                var hidden = y.ToArray(); var m = mask.ToArray();
+                var words = bits.ToArray().Select(BitConverter.SingleToUInt32Bits).ToArray();
+                for (int i = 0; i < n; i++)
+                    Assert.True(((words[i / 32] >> (i % 32)) & 1) == (hidden[i] != 0f ? 1u : 0u), $"n={n} p={p} on {device}: bit {i}, hidden {hidden[i]}");
+                using (mask)
+                {
+                    bool select = p == 0f;
+                    float scale = p == 0f ? 1f : (float)(1.0 / (1.0 - p));
+                    using var dx = Ops.MulByBits(dy, bits, scale, select);
+                    var got = dx.ToArray();
+                    for (int i = 0; i < n; i++)
+                    {
+                        float want = select ? (data[i] > 0f ? g[i] : 0f) : g[i] * m[i];
+                        Assert.True(BitConverter.SingleToInt32Bits(want) == BitConverter.SingleToInt32Bits(got[i]), $"n={n} p={p} on {device} [{i}]: {got[i]:R}, expected {want:R}");
+                    }
+                }
+            }
+            using var tooFew = Tensor.Zeros([Math.Max(1, (n + 31) / 32 - 1)], d);
+            if (tooFew.Length != (n + 31) / 32) Assert.Throws<ArgumentException>(() => Ops.MulByBits(dy, tooFew, 1f, true));
+        }
+    }
 }

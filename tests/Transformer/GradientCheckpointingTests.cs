@@ -95,18 +95,21 @@ public class GradientCheckpointingTests
     }
 
     /// <summary>
-    /// LoRA on attention only leaves fc2 a plain frozen linear, whose product a pre-LN layer's recompute skips (its
-    /// output is never read): gradients stay bit for bit the plain model's, and the skip happens once per layer.
+    /// A pre-LN layer's recompute never reads its output. LoRA on attention only leaves the feed-forward block frozen:
+    /// the checkpoint's forward keeps its ReLU mask as bits and the recompute multiplies nothing in it
+    /// (feed_forward_unread). With fc1 adapted the block runs, but fc2's product is skipped (linear_unread). Post-LN's
+    /// final LayerNorm reads the sum, so neither. Gradients stay bit for bit the plain model's; one skip per layer and step.
     /// </summary>
     [Theory]
-    [InlineData(true)]
-    [InlineData(false)]
-    public void RecomputeSkipsOnlyTheUnreadLastProduct(bool preNorm)
+    [InlineData(true, false)]
+    [InlineData(false, false)]
+    [InlineData(true, true)]
+    public void RecomputeSkipsOnlyWhatNothingReads(bool preNorm, bool adaptFc1)
     {
-        string[] attention = ["q_proj", "k_proj", "v_proj", "o_proj"];
+        string[] targets = adaptFc1 ? ["q_proj", "v_proj", "fc1"] : ["q_proj", "k_proj", "v_proj", "o_proj"];
         var batch = TinyModels.CopyBatch(new Random(5), 4);
-        using var plain = Seq2Seq(preNorm, lora: true, checkpointing: false, attention);
-        using var ckpt = Seq2Seq(preNorm, lora: true, checkpointing: true, attention);
+        using var plain = Seq2Seq(preNorm, lora: true, checkpointing: false, targets);
+        using var ckpt = Seq2Seq(preNorm, lora: true, checkpointing: true, targets);
         var expected = TwoSteps(plain, () => plain.Loss(batch, 0.1f));
         bool wasProfiling = Profiler.Enabled;
         Profiler.Enabled = true;
@@ -115,11 +118,32 @@ public class GradientCheckpointingTests
         {
             var actual = TwoSteps(ckpt, () => ckpt.Loss(batch, 0.1f));
             AssertSame(expected, actual);
-            // Two steps, each recomputing every encoder and decoder layer once; post-LN's final LayerNorm reads the sum, so no skip.
-            long skipped = Profiler.Totals().GetValueOrDefault("linear_unread").N;
-            Assert.Equal(preNorm ? 2 * (Dropping.EncoderLayers + Dropping.DecoderLayers) : 0, skipped);
+            Assert.Equal(plain.RandomState, ckpt.RandomState);
+            int layerRecomputes = preNorm ? 2 * (Dropping.EncoderLayers + Dropping.DecoderLayers) : 0;
+            var totals = Profiler.Totals();
+            Assert.Equal(adaptFc1 ? layerRecomputes : 0, totals.GetValueOrDefault("linear_unread").N);
+            Assert.Equal(adaptFc1 ? 0 : layerRecomputes, totals.GetValueOrDefault("feed_forward_unread").N);
         }
         finally { Profiler.Enabled = wasProfiling; }
+    }
+
+    /// <summary>The same skip without dropout: ReLU's own mask (select, not multiply) gives the plain gradients bit for bit.</summary>
+    [Fact]
+    public void FrozenFeedForwardSkipWithoutDropoutKeepsTheGradients()
+    {
+        string[] attention = ["q_proj", "v_proj"];
+        var config = Dropping with { ActivationDropout = 0f };
+        var batch = TinyModels.CopyBatch(new Random(6), 4);
+        Seq2SeqTransformer Make(bool checkpointing)
+        {
+            var model = new Seq2SeqTransformer(config, Device.Cpu);
+            InjectLora(model, attention);
+            model.GradientCheckpointing = checkpointing;
+            return model;
+        }
+        using var plain = Make(false);
+        using var ckpt = Make(true);
+        AssertSame(TwoSteps(plain, () => plain.Loss(batch, 0.1f)), TwoSteps(ckpt, () => ckpt.Loss(batch, 0.1f)));
     }
 
     [Theory]

@@ -55,12 +55,21 @@ public abstract class ResidualBlock : Module
     /// <param name="x">The input [B, T, C].</param>
     /// <param name="fc1">The first linear's child path.</param>
     /// <param name="fc2">The second linear's child path.</param>
-    /// <param name="outputUnread">Nothing will read the output's value (see <see cref="OutputUnread"/>): a plain fc2 skips its product.</param>
-    protected Variable FeedForward(Variable x, string fc1, string fc2, bool outputUnread = false)
+    /// <param name="recompute">An activation checkpoint's recompute of this layer (see <see cref="OutputUnread"/>).</param>
+    protected Variable FeedForward(Variable x, string fc1, string fc2, bool recompute = false)
     {
-        var h = Layer(fc1).Forward(x);
         // Only training draws a seed: validation and decoding must not shift the masks a later training step gets.
         bool dropout = Training && _activationDropout > 0;
+        var frozen = FrozenReluFeedForward(fc1, fc2);
+        // A frozen ReLU block's backward needs only where its hidden layer is not zero: the checkpoint's forward kept that
+        // as bits, so the recompute multiplies nothing forward (the seed is still drawn, for the dropouts after it).
+        if (frozen != null && OutputUnread(recompute) && ActivationCheckpoint.TakeKept() is { } bits)
+        {
+            if (dropout) Seeds.Next();
+            return F.FrozenFeedForwardUnread(x, frozen.Value.Fc1.Weight, frozen.Value.Fc2.Weight, bits,
+                dropout ? DropoutScale(_activationDropout) : 1f, select: !dropout);
+        }
+        var h = Layer(fc1).Forward(x);
         if (_activation == "gelu")
         {
             h = F.Gelu(h);
@@ -68,10 +77,21 @@ public abstract class ResidualBlock : Module
         }
         // ReLU and its dropout in one pass each way (the same values and gradients as the two ops).
         else h = dropout ? F.ReluDropout(h, _activationDropout, Seeds.Next(), Training) : F.Relu(h);
+        if (frozen != null && OutputUnread(true) && ActivationCheckpoint.IsForwardOfCheckpoint)
+            ActivationCheckpoint.Keep(Ops.PackNonzero(h.Data));
         // fc2's backward reads h and its weight, never its output: an unread output needs no product. A wrapped fc2 (an
         // adapter, (IA)³) may read its own values, so it runs as usual.
-        return outputUnread && Layer(fc2) is Linear plain ? F.Linear(h, plain.Weight, plain.Bias, valueUnread: true) : Layer(fc2).Forward(h);
+        return OutputUnread(recompute) && Layer(fc2) is Linear plain ? F.Linear(h, plain.Weight, plain.Bias, valueUnread: true) : Layer(fc2).Forward(h);
     }
+
+    /// <summary>Dropout's keep scale 1/(1 − p), computed as the dropout op computes it.</summary>
+    static float DropoutScale(float p) => p == 1f ? 0f : (float)(1.0 / (1.0 - p));
+
+    /// <summary>fc1 and fc2 when the block is ReLU between two plain linears with nothing trainable (LoRA on attention only); else null.</summary>
+    (Linear Fc1, Linear Fc2)? FrozenReluFeedForward(string fc1, string fc2) =>
+        _activation != "gelu" && Layer(fc1) is Linear a && Layer(fc2) is Linear b && Frozen(a) && Frozen(b) ? (a, b) : null;
+
+    static bool Frozen(Linear l) => !l.Weight.RequiresGrad && l.Bias?.RequiresGrad != true;
 
     /// <summary>
     /// Whether a layer asked for a value-free output (an activation checkpoint's recompute) may skip its feed-forward's
@@ -125,7 +145,7 @@ public sealed class EncoderLayer : ResidualBlock
     {
         var attn = (MultiHeadAttention)Child(_names.Attention);
         x = Residual(x, "self_attn", _names.AttentionNorm, h => attn.Forward(h, h, false, sourceMask));
-        return Residual(x, "ffn", _names.FfnNorm, h => FeedForward(h, _names.Fc1, _names.Fc2, OutputUnread(recompute)));
+        return Residual(x, "ffn", _names.FfnNorm, h => FeedForward(h, _names.Fc1, _names.Fc2, recompute));
     }
 }
 
@@ -170,7 +190,7 @@ public sealed class DecoderLayer : ResidualBlock
         var cross = (MultiHeadAttention)Child("cross_attn");
         x = Residual(x, "self_attn", "self_attn_norm", h => self.Forward(h, h, true, null, cache?.Self));
         x = Residual(x, "cross_attn", "cross_attn_norm", h => cross.Forward(h, memory, false, sourceMask, cache?.Cross, isCross: true));
-        return Residual(x, "ffn", "ffn_norm", h => FeedForward(h, "ffn.fc1", "ffn.fc2", OutputUnread(recompute)));
+        return Residual(x, "ffn", "ffn_norm", h => FeedForward(h, "ffn.fc1", "ffn.fc2", recompute));
     }
 }
 
