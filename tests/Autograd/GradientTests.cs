@@ -52,6 +52,56 @@ public class GradientTests
         ["lora_linear_with_dropout_input"] = (v => Nanolora.Lora.LoraLinear.LowRankLinear(v[0], F.Tanh(v[0]), v[1], null, v[2], v[3], 2f), [[3, 5], [4, 5], [2, 5], [4, 2]]),
     };
 
+    static Variable Constant(Variable like, int seed, params int[] shape) =>
+        Variable.Constant(Tensor.FromArray(Reference.Random((int)ShapeMath.Numel(shape), seed), shape, like.Device));
+
+    /// <summary>fc2(ReLU-dropout(fc1(x))) with fc1 [9, 5] (a hidden width off the 32-bit mask words) and fc2 [5, 9] frozen.</summary>
+    static Variable FrozenFeedForward(Variable x, bool dropout) =>
+        F.FrozenReluFeedForward(x, Constant(x, 31, 9, 5), Constant(x, 32, 9), Constant(x, 33, 5, 9), dropout ? Constant(x, 34, 5) : null, 0.3f, 15UL, dropout);
+
+    /// <summary>
+    /// The frozen block's input gradient by finite differences (fc1, fc2 constants: x gets the gradient, through the hidden
+    /// mask's bits); a step of 1e-3, as ReLU's kinks sit among the 9 hidden values of each row.
+    /// </summary>
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public void FrozenReluFeedForwardMatchesFiniteDifferences(bool dropout) =>
+        GradCheck.Check("cpu", v => FrozenFeedForward(v[0], dropout), [[2, 3, 5]], eps: 1e-3);
+
+    /// <summary>
+    /// The fused frozen block computes the values and the input gradient of Linear → ReluDropout (or Relu) → Linear bit for
+    /// bit (on a GPU device, up to the sign of a zero: the ReLU kernel's backward multiplies by 0 where the fused one selects).
+    /// </summary>
+    [Theory, MemberData(nameof(Reference.Devices), MemberType = typeof(Reference))]
+    public void FrozenReluFeedForwardIsTheThreeNodesBitForBit(string device)
+    {
+        var d = Device.Get(device);
+        foreach (bool dropout in new[] { true, false })
+        {
+            (float[] Y, float[] Dx) Run(bool fused)
+            {
+                using var scope = new GraphScope();
+                var x = new Variable(Tensor.FromArray(Reference.Random(4 * 7 * 24, 41), [4, 7, 24], d), true);
+                Variable w1 = Constant(x, 42, 70, 24), b1 = Constant(x, 43, 70), w2 = Constant(x, 44, 24, 70), b2 = Constant(x, 45, 24);
+                var y = fused ? F.FrozenReluFeedForward(x, w1, b1, w2, b2, 0.25f, 16UL, dropout)
+                    : F.Linear(dropout ? F.ReluDropout(F.Linear(x, w1, b1), 0.25f, 16UL, training: true) : F.Relu(F.Linear(x, w1, b1)), w2, b2);
+                F.Sum(F.Mul(y, Constant(x, 46, 4, 7, 24))).Backward();
+                var result = (y.Data.ToArray(), x.Grad!.ToArray());
+                x.Dispose();
+                return result;
+            }
+            var (plainY, plainDx) = Run(false);
+            var (fusedY, fusedDx) = Run(true);
+            for (int i = 0; i < plainY.Length; i++)
+            {
+                Assert.True(BitConverter.SingleToInt32Bits(plainY[i]) == BitConverter.SingleToInt32Bits(fusedY[i]), $"{device} dropout={dropout}: y[{i}] {fusedY[i]:R}, expected {plainY[i]:R}");
+                Assert.True(device == "cpu" ? BitConverter.SingleToInt32Bits(plainDx[i]) == BitConverter.SingleToInt32Bits(fusedDx[i]) : plainDx[i] == fusedDx[i],
+                    $"{device} dropout={dropout}: dx[{i}] {fusedDx[i]:R}, expected {plainDx[i]:R}");
+            }
+        }
+    }
+
     [Theory, MemberData(nameof(Cases))]
     public void MatchesFiniteDifferencesOnCpu(string name)
     {

@@ -83,30 +83,4 @@ public static partial class F
             if (bias != null && bias.RequiresGrad) Graph.Accumulate(bias, Ops.SumTo(dy2, bias.Shape));
         });
     }
-    /// <summary>
-    /// fc2(ReLU-dropout(fc1(x))) with both linears frozen, recorded for backward only: for an activation checkpoint's
-    /// recompute of a pre-LN layer, whose output nothing reads, so y is zeros and nothing is multiplied forward. The
-    /// hidden layer's derivative comes from <paramref name="bits"/> (<see cref="Ops.PackNonzero"/> of the hidden values
-    /// the checkpoint's forward computed), so fc1 is not recomputed either. Backward runs exactly the three nodes' ops:
-    /// dh = dy·W2, dh ⊙ mask (<see cref="Ops.MulByBits"/>: scale and multiply after ReLU-dropout, select after ReLU),
-    /// dx = dh·W1. <paramref name="bits"/> stays the caller's.
-    /// </summary>
-    public static Variable FrozenFeedForwardUnread(Variable x, Variable w1, Variable w2, Tensor bits, float scale, bool select)
-    {
-        int inFeatures = w1.Dim(1), hidden = w1.Dim(0);
-        if (x.Dim(-1) != inFeatures || w2.Dim(1) != hidden || w2.Dim(0) != inFeatures)
-            throw new ArgumentException($"Frozen feed-forward: input {x.Data.ShapeString}, fc1 {w1.Data.ShapeString}, fc2 {w2.Data.ShapeString} do not chain.");
-        var y = Tensor.Zeros(x.Data.ShapeArray(), x.Device);
-        return Graph.Record("feed_forward_unread", y, [x], dy =>
-        {
-            if (!x.RequiresGrad) return;
-            using var dy2 = dy.Reshape(-1, inFeatures);
-            using var dh = Tensor.Empty([dy2.Dim(0), hidden], dy.Device);
-            Ops.MatmulInto(dh, dy2, w2.Data);
-            using var masked = Ops.MulByBits(dh, bits, scale, select);
-            var dx = Tensor.Empty(x.Shape, x.Device);
-            using (var dx2 = dx.Reshape(-1, inFeatures)) Ops.MatmulInto(dx2, masked, w1.Data);
-            Graph.Accumulate(x, dx);
-        });
-    }
 }

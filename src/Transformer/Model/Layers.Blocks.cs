@@ -60,14 +60,19 @@ public abstract class ResidualBlock : Module
     {
         // Only training draws a seed: validation and decoding must not shift the masks a later training step gets.
         bool dropout = Training && _activationDropout > 0;
-        var frozen = FrozenReluFeedForward(fc1, fc2);
-        // A frozen ReLU block's backward needs only where its hidden layer is not zero: the checkpoint's forward kept that
-        // as bits, so the recompute multiplies nothing forward (the seed is still drawn, for the dropouts after it).
-        if (frozen != null && OutputUnread(recompute) && ActivationCheckpoint.TakeKept() is { } bits)
+        if (FrozenReluFeedForward(fc1, fc2) is { } frozen)
         {
-            if (dropout) Seeds.Next();
-            return F.FrozenFeedForwardUnread(x, frozen.Value.Fc1.Weight, frozen.Value.Fc2.Weight, bits,
-                dropout ? DropoutScale(_activationDropout) : 1f, select: !dropout);
+            // A frozen ReLU block's backward needs only where its hidden layer is not zero. The checkpoint's forward kept
+            // that as bits, so its recompute multiplies nothing (the seed is still drawn, for the dropouts after it).
+            if (OutputUnread(recompute) && ActivationCheckpoint.TakeKept() is { } kept)
+            {
+                if (dropout) Seeds.Next();
+                return F.FrozenReluFeedForwardUnread(x, frozen.Fc1.Weight, frozen.Fc2.Weight, kept, _activationDropout, dropout);
+            }
+            // Training with a graph: one node keeping the bits, not the hidden values and their mask.
+            if (Graph.IsEnabled && x.RequiresGrad)
+                return F.FrozenReluFeedForward(x, frozen.Fc1.Weight, frozen.Fc1.Bias, frozen.Fc2.Weight, frozen.Fc2.Bias,
+                    _activationDropout, dropout ? Seeds.Next() : 0, dropout);
         }
         var h = Layer(fc1).Forward(x);
         if (_activation == "gelu")
@@ -77,15 +82,12 @@ public abstract class ResidualBlock : Module
         }
         // ReLU and its dropout in one pass each way (the same values and gradients as the two ops).
         else h = dropout ? F.ReluDropout(h, _activationDropout, Seeds.Next(), Training) : F.Relu(h);
-        if (frozen != null && OutputUnread(true) && ActivationCheckpoint.IsForwardOfCheckpoint)
+        if (OutputUnread(true) && ActivationCheckpoint.IsForwardOfCheckpoint && FrozenReluFeedForward(fc1, fc2) != null)
             ActivationCheckpoint.Keep(Ops.PackNonzero(h.Data));
         // fc2's backward reads h and its weight, never its output: an unread output needs no product. A wrapped fc2 (an
         // adapter, (IA)³) may read its own values, so it runs as usual.
         return OutputUnread(recompute) && Layer(fc2) is Linear plain ? F.Linear(h, plain.Weight, plain.Bias, valueUnread: true) : Layer(fc2).Forward(h);
     }
-
-    /// <summary>Dropout's keep scale 1/(1 − p), computed as the dropout op computes it.</summary>
-    static float DropoutScale(float p) => p == 1f ? 0f : (float)(1.0 / (1.0 - p));
 
     /// <summary>fc1 and fc2 when the block is ReLU between two plain linears with nothing trainable (LoRA on attention only); else null.</summary>
     (Linear Fc1, Linear Fc2)? FrozenReluFeedForward(string fc1, string fc2) =>
