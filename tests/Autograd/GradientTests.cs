@@ -55,51 +55,61 @@ public class GradientTests
     static Variable Constant(Variable like, int seed, params int[] shape) =>
         Variable.Constant(Tensor.FromArray(Reference.Random((int)ShapeMath.Numel(shape), seed), shape, like.Device));
 
-    /// <summary>fc2(ReLU-dropout(fc1(x))) with fc1 [9, 5] (a hidden width off the 32-bit mask words) and fc2 [5, 9] frozen.</summary>
-    static Variable FrozenFeedForward(Variable x, bool dropout) =>
-        F.FrozenReluFeedForward(x, Constant(x, 31, 9, 5), Constant(x, 32, 9), Constant(x, 33, 5, 9), dropout ? Constant(x, 34, 5) : null, 0.3f, 15UL, dropout);
+    /// <summary>fc2(dropout(act(fc1(x)))) with fc1 [9, 5] (a hidden width off the 32-bit mask words) and fc2 [5, 9] frozen.</summary>
+    static Variable FrozenFeedForward(Variable x, bool gelu, bool dropout) =>
+        F.FrozenFeedForward(x, Constant(x, 31, 9, 5), Constant(x, 32, 9), Constant(x, 33, 5, 9), dropout ? Constant(x, 34, 5) : null, gelu, 0.3f, 15UL, dropout);
 
     /// <summary>
     /// The frozen block's input gradient by finite differences (fc1, fc2 constants: x gets the gradient, through the hidden
-    /// mask's bits); a step of 1e-3, as ReLU's kinks sit among the 9 hidden values of each row.
+    /// mask's bits and GELU's input); a step of 1e-3, as ReLU's kinks sit among the 9 hidden values of each row.
     /// </summary>
     [Theory]
-    [InlineData(true)]
-    [InlineData(false)]
-    public void FrozenReluFeedForwardMatchesFiniteDifferences(bool dropout) =>
-        GradCheck.Check("cpu", v => FrozenFeedForward(v[0], dropout), [[2, 3, 5]], eps: 1e-3);
+    [InlineData(false, true)]
+    [InlineData(false, false)]
+    [InlineData(true, true)]
+    [InlineData(true, false)]
+    public void FrozenFeedForwardMatchesFiniteDifferences(bool gelu, bool dropout) =>
+        GradCheck.Check("cpu", v => FrozenFeedForward(v[0], gelu, dropout), [[2, 3, 5]], eps: 1e-3);
 
     /// <summary>
-    /// The fused frozen block computes the values and the input gradient of Linear → ReluDropout (or Relu) → Linear bit for
-    /// bit (on a GPU device, up to the sign of a zero: the ReLU kernel's backward multiplies by 0 where the fused one selects).
+    /// The fused frozen block computes the values and the input gradient of Linear → ReluDropout/Relu or Gelu(→ Dropout) →
+    /// Linear bit for bit (on a GPU device, up to the sign of a zero: the ReLU kernel's backward multiplies by 0 where the
+    /// fused one selects); with the value unread, y is zeros and the gradient the same.
     /// </summary>
     [Theory, MemberData(nameof(Reference.Devices), MemberType = typeof(Reference))]
-    public void FrozenReluFeedForwardIsTheThreeNodesBitForBit(string device)
+    public void FrozenFeedForwardIsTheThreeNodesBitForBit(string device)
     {
         var d = Device.Get(device);
-        foreach (bool dropout in new[] { true, false })
-        {
-            (float[] Y, float[] Dx) Run(bool fused)
+        foreach (bool gelu in new[] { false, true })
+            foreach (bool dropout in new[] { true, false })
             {
-                using var scope = new GraphScope();
-                var x = new Variable(Tensor.FromArray(Reference.Random(4 * 7 * 24, 41), [4, 7, 24], d), true);
-                Variable w1 = Constant(x, 42, 70, 24), b1 = Constant(x, 43, 70), w2 = Constant(x, 44, 24, 70), b2 = Constant(x, 45, 24);
-                var y = fused ? F.FrozenReluFeedForward(x, w1, b1, w2, b2, 0.25f, 16UL, dropout)
-                    : F.Linear(dropout ? F.ReluDropout(F.Linear(x, w1, b1), 0.25f, 16UL, training: true) : F.Relu(F.Linear(x, w1, b1)), w2, b2);
-                F.Sum(F.Mul(y, Constant(x, 46, 4, 7, 24))).Backward();
-                var result = (y.Data.ToArray(), x.Grad!.ToArray());
-                x.Dispose();
-                return result;
+                (float[] Y, float[] Dx) Run(int how)   // 0: three nodes, 1: fused, 2: fused with the value unread
+                {
+                    using var scope = new GraphScope();
+                    var x = new Variable(Tensor.FromArray(Reference.Random(4 * 7 * 24, 41), [4, 7, 24], d), true);
+                    Variable w1 = Constant(x, 42, 70, 24), b1 = Constant(x, 43, 70), w2 = Constant(x, 44, 24, 70), b2 = Constant(x, 45, 24);
+                    Variable Hidden(Variable pre) => gelu ? (dropout ? F.Dropout(F.Gelu(pre), 0.25f, 16UL, training: true) : F.Gelu(pre))
+                        : dropout ? F.ReluDropout(pre, 0.25f, 16UL, training: true) : F.Relu(pre);
+                    var y = how == 0 ? F.Linear(Hidden(F.Linear(x, w1, b1)), w2, b2)
+                        : F.FrozenFeedForward(x, w1, b1, w2, b2, gelu, 0.25f, 16UL, dropout, valueUnread: how == 2);
+                    F.Sum(F.Mul(y, Constant(x, 46, 4, 7, 24))).Backward();
+                    var result = (y.Data.ToArray(), x.Grad!.ToArray());
+                    x.Dispose();
+                    return result;
+                }
+                var (plainY, plainDx) = Run(0);
+                var (fusedY, fusedDx) = Run(1);
+                var (unreadY, unreadDx) = Run(2);
+                string what = $"{device} gelu={gelu} dropout={dropout}";
+                Assert.All(unreadY, v => Assert.Equal(0f, v));
+                for (int i = 0; i < plainY.Length; i++)
+                {
+                    Assert.True(BitConverter.SingleToInt32Bits(plainY[i]) == BitConverter.SingleToInt32Bits(fusedY[i]), $"{what}: y[{i}] {fusedY[i]:R}, expected {plainY[i]:R}");
+                    foreach (var dx in new[] { fusedDx, unreadDx })
+                        Assert.True(device == "cpu" ? BitConverter.SingleToInt32Bits(plainDx[i]) == BitConverter.SingleToInt32Bits(dx[i]) : plainDx[i] == dx[i],
+                            $"{what}: dx[{i}] {dx[i]:R}, expected {plainDx[i]:R}");
+                }
             }
-            var (plainY, plainDx) = Run(false);
-            var (fusedY, fusedDx) = Run(true);
-            for (int i = 0; i < plainY.Length; i++)
-            {
-                Assert.True(BitConverter.SingleToInt32Bits(plainY[i]) == BitConverter.SingleToInt32Bits(fusedY[i]), $"{device} dropout={dropout}: y[{i}] {fusedY[i]:R}, expected {plainY[i]:R}");
-                Assert.True(device == "cpu" ? BitConverter.SingleToInt32Bits(plainDx[i]) == BitConverter.SingleToInt32Bits(fusedDx[i]) : plainDx[i] == fusedDx[i],
-                    $"{device} dropout={dropout}: dx[{i}] {fusedDx[i]:R}, expected {plainDx[i]:R}");
-            }
-        }
     }
 
     [Theory, MemberData(nameof(Cases))]

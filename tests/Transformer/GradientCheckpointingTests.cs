@@ -127,12 +127,20 @@ public class GradientCheckpointingTests
         finally { Profiler.Enabled = wasProfiling; }
     }
 
-    /// <summary>The same skip without dropout: ReLU's own mask (select, not multiply) gives the plain gradients bit for bit.</summary>
-    [Fact]
-    public void FrozenFeedForwardSkipWithoutDropoutKeepsTheGradients()
+    /// <summary>
+    /// LoRA on q and v with a frozen feed-forward block: without activation dropout (ReLU's own mask: select, not multiply),
+    /// and with GELU (whose recompute runs fc1 and keeps its output, skipping fc2), pre- and post-LN: gradients and dropout
+    /// counters bit for bit the plain model's.
+    /// </summary>
+    [Theory]
+    [InlineData("relu", 0f, true)]
+    [InlineData("gelu", 0.2f, true)]
+    [InlineData("gelu", 0f, true)]
+    [InlineData("gelu", 0.2f, false)]
+    public void FrozenFeedForwardKeepsTheGradients(string activation, float activationDropout, bool preNorm)
     {
         string[] attention = ["q_proj", "v_proj"];
-        var config = Dropping with { ActivationDropout = 0f };
+        var config = Dropping with { Activation = activation, ActivationDropout = activationDropout, PreNorm = preNorm };
         var batch = TinyModels.CopyBatch(new Random(6), 4);
         Seq2SeqTransformer Make(bool checkpointing)
         {
@@ -144,6 +152,7 @@ public class GradientCheckpointingTests
         using var plain = Make(false);
         using var ckpt = Make(true);
         AssertSame(TwoSteps(plain, () => plain.Loss(batch, 0.1f)), TwoSteps(ckpt, () => ckpt.Loss(batch, 0.1f)));
+        Assert.Equal(plain.RandomState, ckpt.RandomState);
     }
 
     [Theory]

@@ -60,19 +60,20 @@ public abstract class ResidualBlock : Module
     {
         // Only training draws a seed: validation and decoding must not shift the masks a later training step gets.
         bool dropout = Training && _activationDropout > 0;
-        if (FrozenReluFeedForward(fc1, fc2) is { } frozen)
+        if (FrozenFeedForward(fc1, fc2) is { } frozen)
         {
+            bool gelu = _activation == "gelu";
             // A frozen ReLU block's backward needs only where its hidden layer is not zero. The checkpoint's forward kept
             // that as bits, so its recompute multiplies nothing (the seed is still drawn, for the dropouts after it).
-            if (OutputUnread(recompute) && ActivationCheckpoint.TakeKept() is { } kept)
+            if (!gelu && OutputUnread(recompute) && ActivationCheckpoint.TakeKept() is { } kept)
             {
                 if (dropout) Seeds.Next();
                 return F.FrozenReluFeedForwardUnread(x, frozen.Fc1.Weight, frozen.Fc2.Weight, kept, _activationDropout, dropout);
             }
-            // Training with a graph: one node keeping the bits, not the hidden values and their mask.
+            // Training with a graph: one node keeping only what its backward reads, not the hidden values and a float mask.
             if (Graph.IsEnabled && x.RequiresGrad)
-                return F.FrozenReluFeedForward(x, frozen.Fc1.Weight, frozen.Fc1.Bias, frozen.Fc2.Weight, frozen.Fc2.Bias,
-                    _activationDropout, dropout ? Seeds.Next() : 0, dropout);
+                return F.FrozenFeedForward(x, frozen.Fc1.Weight, frozen.Fc1.Bias, frozen.Fc2.Weight, frozen.Fc2.Bias, gelu,
+                    _activationDropout, dropout ? Seeds.Next() : 0, dropout, valueUnread: OutputUnread(recompute));
         }
         var h = Layer(fc1).Forward(x);
         if (_activation == "gelu")
@@ -82,16 +83,16 @@ public abstract class ResidualBlock : Module
         }
         // ReLU and its dropout in one pass each way (the same values and gradients as the two ops).
         else h = dropout ? F.ReluDropout(h, _activationDropout, Seeds.Next(), Training) : F.Relu(h);
-        if (OutputUnread(true) && ActivationCheckpoint.IsForwardOfCheckpoint && FrozenReluFeedForward(fc1, fc2) != null)
+        if (_activation != "gelu" && OutputUnread(true) && ActivationCheckpoint.IsForwardOfCheckpoint && FrozenFeedForward(fc1, fc2) != null)
             ActivationCheckpoint.Keep(Ops.PackNonzero(h.Data));
         // fc2's backward reads h and its weight, never its output: an unread output needs no product. A wrapped fc2 (an
         // adapter, (IA)³) may read its own values, so it runs as usual.
         return OutputUnread(recompute) && Layer(fc2) is Linear plain ? F.Linear(h, plain.Weight, plain.Bias, valueUnread: true) : Layer(fc2).Forward(h);
     }
 
-    /// <summary>fc1 and fc2 when the block is ReLU between two plain linears with nothing trainable (LoRA on attention only); else null.</summary>
-    (Linear Fc1, Linear Fc2)? FrozenReluFeedForward(string fc1, string fc2) =>
-        _activation != "gelu" && Layer(fc1) is Linear a && Layer(fc2) is Linear b && Frozen(a) && Frozen(b) ? (a, b) : null;
+    /// <summary>fc1 and fc2 when both are plain linears with nothing trainable (LoRA on attention only); else null.</summary>
+    (Linear Fc1, Linear Fc2)? FrozenFeedForward(string fc1, string fc2) =>
+        Layer(fc1) is Linear a && Layer(fc2) is Linear b && Frozen(a) && Frozen(b) ? (a, b) : null;
 
     static bool Frozen(Linear l) => !l.Weight.RequiresGrad && l.Bias?.RequiresGrad != true;
 
