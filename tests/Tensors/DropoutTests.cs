@@ -191,4 +191,45 @@ public class DropoutTests
             if (tooFew.Length != (n + 31) / 32) Assert.Throws<ArgumentException>(() => Ops.MulByBits(dy, tooFew, 1f, true));
         }
     }
+    // Backward without a kept mask: the mask drawn again from the seed (dropout, dropout-add) or read off ReLU-dropout's
+    // output gives Mul(dy, mask) bit for bit, and the forwards that write no mask give the same values, at lengths off the
+    // 16-lane steps and the parallel chunks, negative dy included (signed zeros).
+    [Theory, MemberData(nameof(Devices), MemberType = typeof(Reference))]
+    public void BackwardWithoutAKeptMaskIsMulByTheMaskBitForBit(string device)
+    {
+        var d = Dev(device);
+        foreach (int n in new[] { 1, 17, 16 * 1024 + 9, 40_000 })
+            foreach (var p in new[] { 0.1f, 0.5f, 0f })
+            {
+                var data = Random(n, 70 + n);
+                for (int i = 0; i < n; i += 6) data[i] = 0f;
+                using var x = Tensor.FromArray(data, [n], d);
+                using var residual = RandomTensor(d, 71 + n, n);
+                using var dy = RandomTensor(d, 72 + n, n);
+                ulong seed = 90UL + (ulong)n;
+                using var withMask = Ops.Dropout(x, p, seed, out var mask);
+                using var without = Ops.Dropout(x, p, seed);
+                using var summed = Ops.DropoutAdd(residual, x, p, seed, out var addMask);
+                using var summedWithout = Ops.DropoutAdd(residual, x, p, seed);
+                using var relu = Ops.ReluDropout(x, p, seed, out var reluMask);
+                using var reluWithout = Ops.ReluDropout(x, p, seed);
+                using (mask) using (addMask) using (reluMask)
+                {
+                    string what = $"n={n} p={p} on {device}";
+                    AssertBits(withMask, without, $"dropout values, {what}");
+                    AssertBits(summed, summedWithout, $"dropout-add values, {what}");
+                    AssertBits(relu, reluWithout, $"relu-dropout values, {what}");
+                    using (var want = Ops.Mul(dy, mask)) using (var got = Ops.DropoutBackward(dy, p, seed)) AssertBits(want, got, $"dropout backward, {what}");
+                    using (var want = Ops.Mul(dy, reluMask)) using (var got = Ops.ReluDropoutBackward(dy, relu, p)) AssertBits(want, got, $"relu-dropout backward, {what}");
+                }
+            }
+    }
+
+    static void AssertBits(Tensor expected, Tensor actual, string what)
+    {
+        var e = expected.ToArray(); var a = actual.ToArray();
+        Assert.Equal(e.Length, a.Length);
+        for (int i = 0; i < e.Length; i++)
+            Assert.True(BitConverter.SingleToInt32Bits(e[i]) == BitConverter.SingleToInt32Bits(a[i]), $"{what} [{i}]: {a[i]:R}, expected {e[i]:R}");
+    }
 }

@@ -129,47 +129,50 @@ public static partial class F
         });
     }
 
-    /// <summary>Dropout in training (p &gt; 0); identity otherwise. The mask is seeded, so runs repeat.</summary>
+    /// <summary>
+    /// Dropout in training (p &gt; 0); identity otherwise. The mask is seeded, so runs repeat, and backward draws it again
+    /// from the seed (<see cref="Ops.DropoutBackward"/>) rather than keeping it: a dropout keeps nothing of its own.
+    /// </summary>
     public static Variable Dropout(Variable x, float p, ulong seed, bool training)
     {
         if (!training || p <= 0f) return Identity(x);
-        var y = Ops.Dropout(x.Data, p, seed, out var mask);
-        return Masked("dropout", x, y, mask);
-    }
-
-    /// <summary>A node y of x whose backward is dx = dy ⊙ mask (the mask kept until then).</summary>
-    static Variable Masked(string name, Variable x, Tensor y, Tensor mask) =>
-        Graph.Record(name, y, [x], dy =>
+        var y = Ops.Dropout(x.Data, p, seed);
+        return Graph.Record("dropout", y, [x], dy =>
         {
-            if (x.RequiresGrad) Graph.Accumulate(x, Ops.Mul(dy, mask));
-        }, mask);
+            if (x.RequiresGrad) Graph.Accumulate(x, Ops.DropoutBackward(dy, p, seed));
+        });
+    }
 
     /// <summary>
     /// Dropout(Relu(x)) as one node in training (p &gt; 0; the same values and gradients as the two, seeded alike), Relu
-    /// otherwise. Backward is one multiply by a mask that holds both derivatives; x is not kept.
+    /// otherwise. Backward reads both derivatives off the output (<see cref="Ops.ReluDropoutBackward"/>: 1/(1 − p) where
+    /// y ≠ 0), so neither x nor a mask is kept.
     /// </summary>
     public static Variable ReluDropout(Variable x, float p, ulong seed, bool training)
     {
         if (!training || p <= 0f) return Relu(x);
-        var y = Ops.ReluDropout(x.Data, p, seed, out var mask);
-        return Masked("relu_dropout", x, y, mask);
+        var y = Ops.ReluDropout(x.Data, p, seed);
+        return Graph.Record("relu_dropout", y, [x], dy =>
+        {
+            if (x.RequiresGrad) Graph.Accumulate(x, Ops.ReluDropoutBackward(dy, y, p));
+        });
     }
 
     /// <summary>
     /// residual + Dropout(x) as one node in training (the same values and gradients as the two ops, seeded alike),
     /// residual + x otherwise: a residual connection's sum in one pass. Backward passes dy itself to the residual and
-    /// gives x Mul(dy, mask).
+    /// gives x dy ⊙ mask, the mask drawn again from the seed.
     /// </summary>
     public static Variable DropoutAdd(Variable residual, Variable x, float p, ulong seed, bool training)
     {
         if (!training || p <= 0f) return Add(residual, x);
-        var y = Ops.DropoutAdd(residual.Data, x.Data, p, seed, out var mask);
+        var y = Ops.DropoutAdd(residual.Data, x.Data, p, seed);
         return Graph.Record("dropout_add", y, [residual, x], dy =>
         {
-            var dx = x.RequiresGrad ? Ops.Mul(dy, mask) : null;
+            var dx = x.RequiresGrad ? Ops.DropoutBackward(dy, p, seed) : null;
             if (residual.RequiresGrad) Graph.Pass(residual, dy);
             if (dx != null) Graph.Accumulate(x, dx);
-        }, mask);
+        });
     }
 
     /// <summary>A new node with the same values (a view); lets a module return its input as a fresh value.</summary>

@@ -7,10 +7,10 @@ public static partial class F
     /// <summary>
     /// fc2(dropout(act(fc1(x)))) with both linears frozen (LoRA on attention only, prompt and prefix tuning, a frozen
     /// layer) as one node that keeps only what its backward reads: after ReLU, where the hidden layer is not zero, as bits
-    /// (<see cref="Ops.PackNonzero"/>); after GELU, fc1's output and the dropout mask as bits. The three nodes it replaces
-    /// keep the hidden values and a float mask besides (ReLU: 8 bytes per hidden element a layer saved of 8, GELU: 4 or 8
-    /// of 8 or 12). Values and input gradient are bit for bit those of Linear, ReluDropout/Relu or Gelu(+Dropout), Linear:
-    /// the same ops run both ways.
+    /// (<see cref="Ops.PackNonzero"/>); after GELU, fc1's output (the dropout mask is drawn again from the seed). The
+    /// three nodes it replaces keep the hidden values for fc2 (ReLU: 4 bytes per hidden element a layer, against 1 bit),
+    /// and GELU's output besides (GELU: 8 or 12 bytes against 4). Values and input gradient are bit for bit those of
+    /// Linear, ReluDropout/Relu or Gelu(+Dropout), Linear: the same ops run both ways.
     /// </summary>
     /// <param name="x">The input [..., C].</param>
     /// <param name="w1">fc1's weight [H, C].</param>
@@ -32,7 +32,7 @@ public static partial class F
         var hiddenShape = x.Data.ShapeArray();
         hiddenShape[^1] = hidden;
         var pre = Tensor.Empty(hiddenShape, x.Device);
-        Tensor? bits = null, kept = null, h = null, mask = null;
+        Tensor? bits = null, kept = null, h = null;
         var y = valueUnread ? Tensor.Zeros(x.Data.ShapeArray(), x.Device) : Tensor.Empty(x.Data.ShapeArray(), x.Device);
         try
         {
@@ -41,17 +41,13 @@ public static partial class F
             if (gelu)
             {
                 var g = Ops.Map(pre, new GeluErfOp());
-                if (dropout)
-                {
-                    using (g) h = Ops.Dropout(g, p, seed, out mask);
-                    bits = Ops.PackNonzero(mask);
-                }
+                if (dropout) using (g) h = Ops.Dropout(g, p, seed);   // its mask is drawn again from the seed in backward
                 else h = g;
                 kept = pre;   // GELU's derivative reads its input
             }
             else
             {
-                h = dropout ? Ops.ReluDropout(pre, p, seed, out mask) : Ops.Map(pre, new ReluOp());
+                h = dropout ? Ops.ReluDropout(pre, p, seed) : Ops.Map(pre, new ReluOp());
                 bits = Ops.PackNonzero(h);
                 pre.Dispose();
             }
@@ -65,12 +61,9 @@ public static partial class F
             pre.Dispose(); bits?.Dispose(); y.Dispose();
             throw;
         }
-        finally
-        {
-            h?.Dispose(); mask?.Dispose();
-        }
+        finally { h?.Dispose(); }
         var saved = new[] { bits, kept }.OfType<Tensor>().ToArray();
-        return RecordFrozenFeedForward(valueUnread ? "feed_forward_unread" : "frozen_feed_forward", y, x, w1, w2, bits, kept, DropoutScale(dropout, p), dropout, saved);
+        return RecordFrozenFeedForward(valueUnread ? "feed_forward_unread" : "frozen_feed_forward", y, x, w1, w2, bits, kept, p, seed, dropout, saved);
     }
 
     /// <summary>
@@ -83,7 +76,7 @@ public static partial class F
     {
         CheckFeedForward(x, w1, w2);
         return RecordFrozenFeedForward("feed_forward_unread", Tensor.Zeros(x.Data.ShapeArray(), x.Device), x, w1, w2, bits, null,
-            DropoutScale(dropout, p), dropout, []);
+            p, 0, dropout, []);
     }
 
     static Tensor Replace(Tensor old, Tensor next)
@@ -109,11 +102,12 @@ public static partial class F
     }
 
     /// <summary>
-    /// Backward as the three nodes' rules: dh = dy·W2; the mask from the bits (ReLU: scale and multiply after dropout,
-    /// select without; GELU: the dropout's); GELU's derivative at fc1's output <paramref name="pre"/>; dx = dh·W1.
+    /// Backward as the three nodes' rules: dh = dy·W2; after ReLU the mask from the bits (scale and multiply after dropout,
+    /// select without), after GELU the dropout's drawn again from the seed and GELU's derivative at fc1's output
+    /// <paramref name="pre"/>; dx = dh·W1.
     /// </summary>
     static Variable RecordFrozenFeedForward(string name, Tensor y, Variable x, Variable w1, Variable w2, Tensor? bits, Tensor? pre,
-        float scale, bool dropout, Tensor[] saved)
+        float p, ulong seed, bool dropout, Tensor[] saved)
     {
         int inFeatures = w1.Dim(1), hidden = w1.Dim(0);
         return Graph.Record(name, y, [x], dy =>
@@ -122,9 +116,13 @@ public static partial class F
             using var dy2 = dy.Reshape(-1, inFeatures);
             var dh = Tensor.Empty([dy2.Dim(0), hidden], dy.Device);
             Ops.MatmulInto(dh, dy2, w2.Data);
-            if (pre == null || dropout) dh = Replace(dh, Ops.MulByBits(dh, bits!, scale, select: pre == null && !dropout));
-            if (pre != null)
-                using (var pre2 = pre.Reshape(-1, hidden)) dh = Replace(dh, Ops.MapBackward(pre2, pre2, dh, new GeluErfOp()));
+            if (pre == null) dh = Replace(dh, Ops.MulByBits(dh, bits!, DropoutScale(dropout, p), select: !dropout));
+            else
+            {
+                if (dropout) dh = Replace(dh, Ops.DropoutBackward(dh, p, seed));
+                using var pre2 = pre.Reshape(-1, hidden);
+                dh = Replace(dh, Ops.MapBackward(pre2, pre2, dh, new GeluErfOp()));
+            }
             var dx = Tensor.Empty(x.Shape, x.Device);
             using (dh) using (var dx2 = dx.Reshape(-1, inFeatures)) Ops.MatmulInto(dx2, dh, w1.Data);
             Graph.Accumulate(x, dx);

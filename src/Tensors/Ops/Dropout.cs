@@ -23,12 +23,24 @@ public static partial class Ops
     static readonly Kernel<Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, DropoutParams>> DropoutAddKernel =
         new(acc => acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, DropoutParams>(DropoutAddGpu));
 
+    static readonly Kernel<Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, DropoutParams>> DropoutBackwardKernel =
+        new(acc => acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, DropoutParams>(DropoutBackwardGpu));
+
+    static void DropoutBackwardGpu(Index1D index, ArrayView<float> dy, ArrayView<float> y, ArrayView<float> dx, DropoutParams p)
+    {
+        for (int i = index; i < p.N; i += GridExtent())
+        {
+            float m = p.Relu != 0 ? (y[i] != 0f ? p.Scale : 0f) : p.MaskAt(i);
+            dx[i] = dy[i] * m;
+        }
+    }
+
     static void DropoutAddGpu(Index1D index, ArrayView<float> residual, ArrayView<float> x, ArrayView<float> y, ArrayView<float> mask, DropoutParams p)
     {
         for (int i = index; i < p.N; i += GridExtent())
         {
             float m = p.MaskAt(i);
-            mask[i] = m;
+            if (mask.Length > 0) mask[i] = m;
             float dropped = x[i] * m;
             y[i] = residual[i] + dropped;
         }
@@ -39,29 +51,40 @@ public static partial class Ops
         for (int i = index; i < p.N; i += GridExtent())
         {
             float m = p.MaskAt(i), v = x[i];
-            if (p.Relu != 0 && !(v > 0f)) { mask[i] = 0f; y[i] = 0f; continue; }
-            mask[i] = m;
-            y[i] = v * m;
+            if (p.Relu != 0 && !(v > 0f)) m = 0f;
+            if (mask.Length > 0) mask[i] = m;
+            y[i] = p.Relu != 0 && !(v > 0f) ? 0f : v * m;
         }
     }
 
     /// <summary>
     /// Inverted dropout: each element is zeroed with probability <paramref name="p"/>, the rest scaled by
     /// 1/(1−p). The mask (0 or 1/(1−p)) comes from a counter-based hash of (seed, element index), so cpu
-    /// and every GPU draw the same mask. Backward: Mul(dy, mask). p = 0 gives a copy and a mask of ones.
+    /// and every GPU draw the same mask, and backward draws it again (<see cref="DropoutBackward"/>) instead of keeping
+    /// it. This overload also writes the mask out. p = 0 gives a copy and a mask of ones.
     /// </summary>
-    public static Tensor Dropout(Tensor x, float p, ulong seed, out Tensor mask) => Dropout(nameof(Dropout), x, p, seed, false, null, out mask);
+    public static Tensor Dropout(Tensor x, float p, ulong seed, out Tensor mask) => Dropout(nameof(Dropout), x, p, seed, false, null, true, out mask!);
+
+    /// <summary>Dropout without writing the mask (backward: <see cref="DropoutBackward"/> with the same p and seed).</summary>
+    public static Tensor Dropout(Tensor x, float p, ulong seed) => Dropout(nameof(Dropout), x, p, seed, false, null, false, out _);
 
     /// <summary>
     /// residual + Dropout(x) in one pass, the same values as the two ops with this seed (a residual connection's
     /// sublayer output): x and the residual are read once and the sum written once, with no dropped copy in between.
     /// (A GPU compiler may fuse the kernel's multiply and add into one rounding: then within an ulp of the two ops.)
-    /// Backward: the residual gets dy, x gets Mul(dy, mask).
+    /// Backward: the residual gets dy, x gets Mul(dy, mask) (<see cref="DropoutBackward"/>).
     /// </summary>
     public static Tensor DropoutAdd(Tensor residual, Tensor x, float p, ulong seed, out Tensor mask)
     {
         SameShape(nameof(DropoutAdd), residual, x);
-        return Dropout(nameof(DropoutAdd), x, p, seed, false, residual, out mask);
+        return Dropout(nameof(DropoutAdd), x, p, seed, false, residual, true, out mask!);
+    }
+
+    /// <summary><see cref="DropoutAdd(Tensor, Tensor, float, ulong, out Tensor)"/> without writing the mask.</summary>
+    public static Tensor DropoutAdd(Tensor residual, Tensor x, float p, ulong seed)
+    {
+        SameShape(nameof(DropoutAdd), residual, x);
+        return Dropout(nameof(DropoutAdd), x, p, seed, false, residual, false, out _);
     }
 
     /// <summary>
@@ -69,42 +92,100 @@ public static partial class Ops
     /// ReLU's derivative (0 where x ≤ 0), so the backward of both is Mul(dy, mask) and x itself need not be kept. A
     /// feed-forward block's hidden layer, the widest activation, is read and written once each way instead of twice.
     /// </summary>
-    public static Tensor ReluDropout(Tensor x, float p, ulong seed, out Tensor mask) => Dropout(nameof(ReluDropout), x, p, seed, true, null, out mask);
+    public static Tensor ReluDropout(Tensor x, float p, ulong seed, out Tensor mask) => Dropout(nameof(ReluDropout), x, p, seed, true, null, true, out mask!);
 
-    static Tensor Dropout(string op, Tensor x, float p, ulong seed, bool relu, Tensor? residual, out Tensor mask)
+    /// <summary>ReluDropout without writing the mask: its output holds it (backward: <see cref="ReluDropoutBackward"/>).</summary>
+    public static Tensor ReluDropout(Tensor x, float p, ulong seed) => Dropout(nameof(ReluDropout), x, p, seed, true, null, false, out _);
+
+    /// <summary>
+    /// dy ⊙ mask for <see cref="Dropout(Tensor, float, ulong)"/> (and the x of DropoutAdd) with this p and seed, the mask
+    /// drawn again from the hash: the same numbers as Mul(dy, mask) with the mask the forward would have written, which
+    /// then need not be kept (4 bytes an element of every dropout).
+    /// </summary>
+    public static Tensor DropoutBackward(Tensor dy, float p, ulong seed) => Backward(nameof(DropoutBackward), dy, null, p, seed);
+
+    /// <summary>
+    /// dy ⊙ mask for <see cref="ReluDropout(Tensor, float, ulong)"/>, read off its output <paramref name="y"/>: the mask is
+    /// 1/(1 − p) where y ≠ 0 (x &gt; 0 and kept) and 0 elsewhere, so Mul(dy, mask) to the bit without the mask.
+    /// </summary>
+    public static Tensor ReluDropoutBackward(Tensor dy, Tensor y, float p)
+    {
+        SameShape(nameof(ReluDropoutBackward), dy, y);
+        return Backward(nameof(ReluDropoutBackward), dy, y, p, 0);
+    }
+
+    static DropoutParams Params(string op, int n, float p, ulong seed, bool relu)
+    {
+        if (!(p >= 0f && p <= 1f)) throw new ArgumentException($"{op}: p must be in [0, 1], got {p}.");
+        return new DropoutParams(n, CounterHash.Key(seed), (int)Math.Round(p * (double)(1 << 24)), p == 1f ? 0f : (float)(1.0 / (1.0 - p)), relu ? 1 : 0);
+    }
+
+    /// <summary>16 masks a step: two 8-lane hashes narrowed to 32 bits, compared with the threshold, selected to scale or 0.</summary>
+    static Vector512<float> Mask16(in DropoutParams prm, int i) =>
+        Vector512.ConditionalSelect(Vector512.GreaterThanOrEqual(
+            Vector512.Narrow(CounterHash.Bits24x8(prm.Key, (ulong)i), CounterHash.Bits24x8(prm.Key, (ulong)i + 8)).AsInt32(),
+            Vector512.Create(prm.Threshold)).AsSingle(), Vector512.Create(prm.Scale), Vector512<float>.Zero);
+
+    static Tensor Backward(string op, Tensor dy, Tensor? y, float p, ulong seed)
+    {
+        var device = y is null ? SameDevice(op, dy) : SameDevice(op, dy, y);
+        int n = GpuLength(dy, op);
+        var prm = Params(op, n, p, seed, y != null);
+        var dx = Tensor.Empty(dy.Shape, device);
+        if (n == 0) return dx;
+        if (device is IlgpuDevice gpu)
+        {
+            DropoutBackwardKernel.On(gpu)(LaunchThreads(gpu, n), dy.View, y?.View ?? dy.View, dx.View, prm);
+            return dx;
+        }
+        var gs = dy.HostArray; var ys = y?.HostArray; var ds = dx.HostArray;
+        bool vectorized = Vector512.IsHardwareAccelerated;
+        CpuParallel.For(n, 1 << 14, (start, end) =>
+        {
+            int i = (int)start;
+            if (vectorized)
+                for (; i <= end - 16; i += 16)
+                {
+                    var m = ys != null
+                        ? Vector512.ConditionalSelect(~Vector512.Equals(Vector512.LoadUnsafe(ref ys[i]), Vector512<float>.Zero), Vector512.Create(prm.Scale), Vector512<float>.Zero)
+                        : Mask16(prm, i);
+                    (Vector512.LoadUnsafe(ref gs[i]) * m).StoreUnsafe(ref ds[i]);
+                }
+            for (; i < end; i++) ds[i] = gs[i] * (ys != null ? (ys[i] != 0f ? prm.Scale : 0f) : prm.MaskAt(i));
+        });
+        return dx;
+    }
+
+    static Tensor Dropout(string op, Tensor x, float p, ulong seed, bool relu, Tensor? residual, bool keepMask, out Tensor? mask)
     {
         var device = residual is null ? SameDevice(op, x) : SameDevice(op, x, residual);
-        if (!(p >= 0f && p <= 1f)) throw new ArgumentException($"{op}: p must be in [0, 1], got {p}.");
+        int n = GpuLength(x, op);
+        var prm = Params(op, n, p, seed, relu);
         if (p == 0f && !relu && residual is null)
         {
-            mask = Tensor.Full(x.Shape, 1f, device);
+            mask = keepMask ? Tensor.Full(x.Shape, 1f, device) : null;
             return x.Clone(MemoryCategory.Activation);
         }
-        int n = GpuLength(x, op);
-        var prm = new DropoutParams(n, CounterHash.Key(seed), (int)Math.Round(p * (double)(1 << 24)), p == 1f ? 0f : (float)(1.0 / (1.0 - p)), relu ? 1 : 0);
         var y = Tensor.Empty(x.Shape, device);
-        mask = Tensor.Empty(x.Shape, device);
+        mask = keepMask ? Tensor.Empty(x.Shape, device) : null;
         if (n == 0) return y;
         if (device is IlgpuDevice gpu)
         {
-            if (residual is null) DropoutKernel.On(gpu)(LaunchThreads(gpu, n), x.View, y.View, mask.View, prm);
-            else DropoutAddKernel.On(gpu)(LaunchThreads(gpu, n), residual.View, x.View, y.View, mask.View, prm);
+            var maskView = mask?.View ?? ArrayView<float>.Empty;
+            if (residual is null) DropoutKernel.On(gpu)(LaunchThreads(gpu, n), x.View, y.View, maskView, prm);
+            else DropoutAddKernel.On(gpu)(LaunchThreads(gpu, n), residual.View, x.View, y.View, maskView, prm);
             return y;
         }
-        var xs = x.HostArray; var ys = y.HostArray; var ms = mask.HostArray; var rs = residual?.HostArray;
+        var xs = x.HostArray; var ys = y.HostArray; var ms = mask?.HostArray; var rs = residual?.HostArray;
         bool vectorized = Vector512.IsHardwareAccelerated;
         CpuParallel.For(n, 1 << 14, (start, end) =>
         {
             int i = (int)start;
             if (vectorized)
             {
-                // 16 draws per step: two 8-lane hashes narrowed to 32 bits, compared, selected and applied as vectors.
-                var threshold = Vector512.Create(prm.Threshold);
-                var scale = Vector512.Create(prm.Scale);
                 for (; i <= end - 16; i += 16)
                 {
-                    var bits = Vector512.Narrow(CounterHash.Bits24x8(prm.Key, (ulong)i), CounterHash.Bits24x8(prm.Key, (ulong)i + 8)).AsInt32();
-                    var m = Vector512.ConditionalSelect(Vector512.GreaterThanOrEqual(bits, threshold).AsSingle(), scale, Vector512<float>.Zero);
+                    var m = Mask16(prm, i);
                     var v = Vector512.LoadUnsafe(ref xs[i]);
                     if (relu)
                     {
@@ -113,7 +194,7 @@ public static partial class Ops
                         m = Vector512.BitwiseAnd(m, Vector512.GreaterThan(v, Vector512<float>.Zero));
                         v = Vector512.Max(v, Vector512<float>.Zero);
                     }
-                    m.StoreUnsafe(ref ms[i]);
+                    if (ms != null) m.StoreUnsafe(ref ms[i]);
                     // Rounded product, then the add: the same two roundings as Dropout followed by Add.
                     if (rs != null) (Vector512.LoadUnsafe(ref rs[i]) + v * m).StoreUnsafe(ref ys[i]);
                     else (v * m).StoreUnsafe(ref ys[i]);
@@ -123,7 +204,7 @@ public static partial class Ops
             {
                 float m = prm.MaskAt(i), v = xs[i];
                 if (relu) { if (!(v > 0f)) m = 0f; v = MathF.Max(v, 0f); }
-                ms[i] = m;
+                if (ms != null) ms[i] = m;
                 float dropped = v * m;
                 ys[i] = rs != null ? rs[i] + dropped : dropped;
             }
