@@ -74,7 +74,7 @@ public class GradientTests
     /// <summary>
     /// The fused frozen block computes the values and the input gradient of Linear → ReluDropout/Relu or Gelu(→ Dropout) →
     /// Linear bit for bit (on a GPU device, up to the sign of a zero: the ReLU kernel's backward multiplies by 0 where the
-    /// fused one selects); with the value unread, y is zeros and the gradient the same.
+    /// fused one selects); with the value unread, the same gradient.
     /// </summary>
     [Theory, MemberData(nameof(Reference.Devices), MemberType = typeof(Reference))]
     public void FrozenFeedForwardIsTheThreeNodesBitForBit(string device)
@@ -101,7 +101,7 @@ public class GradientTests
                 var (fusedY, fusedDx) = Run(1);
                 var (unreadY, unreadDx) = Run(2);
                 string what = $"{device} gelu={gelu} dropout={dropout}";
-                Assert.All(unreadY, v => Assert.Equal(0f, v));
+                Assert.Equal(plainY.Length, unreadY.Length);   // its values are not the block's: nothing reads them
                 for (int i = 0; i < plainY.Length; i++)
                 {
                     Assert.True(BitConverter.SingleToInt32Bits(plainY[i]) == BitConverter.SingleToInt32Bits(fusedY[i]), $"{what}: y[{i}] {fusedY[i]:R}, expected {plainY[i]:R}");

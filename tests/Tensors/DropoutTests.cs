@@ -180,6 +180,9 @@ public class DropoutTests
                     float scale = p == 0f ? 1f : (float)(1.0 / (1.0 - p));
                     using var dx = Ops.MulByBits(dy, bits, scale, select);
                     var got = dx.ToArray();
+                    using var inPlace = dy.Clone();
+                    Ops.MulByBits(inPlace, bits, scale, select, output: inPlace);
+                    Assert.Equal(got.Select(BitConverter.SingleToInt32Bits), inPlace.ToArray().Select(BitConverter.SingleToInt32Bits));
                     for (int i = 0; i < n; i++)
                     {
                         float want = select ? (data[i] > 0f ? g[i] : 0f) : g[i] * m[i];
@@ -221,6 +224,11 @@ public class DropoutTests
                     AssertBits(relu, reluWithout, $"relu-dropout values, {what}");
                     using (var want = Ops.Mul(dy, mask)) using (var got = Ops.DropoutBackward(dy, p, seed)) AssertBits(want, got, $"dropout backward, {what}");
                     using (var want = Ops.Mul(dy, reluMask)) using (var got = Ops.ReluDropoutBackward(dy, relu, p)) AssertBits(want, got, $"relu-dropout backward, {what}");
+                    // In place (dy itself as the output), as the autograd rules run them.
+                    using (var want = Ops.Mul(dy, mask)) using (var inPlace = dy.Clone())
+                        AssertBits(want, Ops.DropoutBackward(inPlace, p, seed, output: inPlace), $"dropout backward in place, {what}");
+                    using (var want = Ops.Mul(dy, reluMask)) using (var inPlace = dy.Clone())
+                        AssertBits(want, Ops.ReluDropoutBackward(inPlace, relu, p, output: inPlace), $"relu-dropout backward in place, {what}");
                 }
             }
     }

@@ -139,7 +139,8 @@ public static partial class F
         var y = Ops.Dropout(x.Data, p, seed);
         return Graph.Record("dropout", y, [x], dy =>
         {
-            if (x.RequiresGrad) Graph.Accumulate(x, Ops.DropoutBackward(dy, p, seed));
+            // The rule owns dy (its output's gradient): masked in place and handed on, no second tensor of its size.
+            if (x.RequiresGrad) Graph.Pass(x, Ops.DropoutBackward(dy, p, seed, output: dy));
         });
     }
 
@@ -154,19 +155,23 @@ public static partial class F
         var y = Ops.ReluDropout(x.Data, p, seed);
         return Graph.Record("relu_dropout", y, [x], dy =>
         {
-            if (x.RequiresGrad) Graph.Accumulate(x, Ops.ReluDropoutBackward(dy, y, p));
+            if (x.RequiresGrad) Graph.Pass(x, Ops.ReluDropoutBackward(dy, y, p, output: dy));   // in place, as dropout's
         });
     }
 
     /// <summary>
     /// residual + Dropout(x) as one node in training (the same values and gradients as the two ops, seeded alike),
     /// residual + x otherwise: a residual connection's sum in one pass. Backward passes dy itself to the residual and
-    /// gives x dy ⊙ mask, the mask drawn again from the seed.
+    /// gives x dy ⊙ mask, the mask drawn again from the seed. With <paramref name="valueUnread"/> (an activation
+    /// checkpoint's recompute of a pre-LN layer's last sum, which nothing reads) the node's value is a view of the
+    /// residual, not the sum: nothing is computed or allocated forward, and backward is the same.
     /// </summary>
-    public static Variable DropoutAdd(Variable residual, Variable x, float p, ulong seed, bool training)
+    public static Variable DropoutAdd(Variable residual, Variable x, float p, ulong seed, bool training, bool valueUnread = false)
     {
         if (!training || p <= 0f) return Add(residual, x);
-        var y = Ops.DropoutAdd(residual.Data, x.Data, p, seed);
+        if (valueUnread && !ShapeMath.SameShape(residual.Data.Shape, x.Data.Shape))
+            throw new ArgumentException($"DropoutAdd: residual {residual.Data.ShapeString} and x {x.Data.ShapeString} differ.");
+        var y = valueUnread ? residual.Data.Reshape(residual.Data.ShapeArray()) : Ops.DropoutAdd(residual.Data, x.Data, p, seed);
         return Graph.Record("dropout_add", y, [residual, x], dy =>
         {
             var dx = x.RequiresGrad ? Ops.DropoutBackward(dy, p, seed) : null;

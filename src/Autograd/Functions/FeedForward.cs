@@ -22,7 +22,8 @@ public static partial class F
     /// <param name="seed">The dropout seed.</param>
     /// <param name="dropout">Whether dropout applies (training with p &gt; 0).</param>
     /// <param name="valueUnread">
-    /// Nothing will read y (an activation checkpoint's recompute of a pre-LN layer): y is zeros and fc2's product is skipped.
+    /// Nothing will read y (an activation checkpoint's recompute of a pre-LN layer): y is a view of x, not the block's value,
+    /// and fc2's product is skipped.
     /// </param>
     public static Variable FrozenFeedForward(Variable x, Variable w1, Variable? b1, Variable w2, Variable? b2, bool gelu, float p, ulong seed, bool dropout,
         bool valueUnread = false)
@@ -33,7 +34,7 @@ public static partial class F
         hiddenShape[^1] = hidden;
         var pre = Tensor.Empty(hiddenShape, x.Device);
         Tensor? bits = null, kept = null, h = null;
-        var y = valueUnread ? Tensor.Zeros(x.Data.ShapeArray(), x.Device) : Tensor.Empty(x.Data.ShapeArray(), x.Device);
+        var y = valueUnread ? UnreadValue(x) : Tensor.Empty(x.Data.ShapeArray(), x.Device);
         try
         {
             using (var x2 = x.Data.Reshape(-1, inFeatures))
@@ -68,16 +69,19 @@ public static partial class F
 
     /// <summary>
     /// <see cref="FrozenFeedForward"/> of a ReLU block without any values, for an activation checkpoint's recompute of a
-    /// pre-LN layer (whose output nothing reads): y is zeros and nothing is multiplied forward; <paramref name="bits"/> are
+    /// pre-LN layer (whose output nothing reads): y is a view of x and nothing is multiplied forward; <paramref name="bits"/> are
     /// the ones the checkpoint's forward kept (they stay the caller's), <paramref name="p"/> and <paramref name="dropout"/>
     /// as the forward had them.
     /// </summary>
     public static Variable FrozenReluFeedForwardUnread(Variable x, Variable w1, Variable w2, Tensor bits, float p, bool dropout)
     {
         CheckFeedForward(x, w1, w2);
-        return RecordFrozenFeedForward("feed_forward_unread", Tensor.Zeros(x.Data.ShapeArray(), x.Device), x, w1, w2, bits, null,
+        return RecordFrozenFeedForward("feed_forward_unread", UnreadValue(x), x, w1, w2, bits, null,
             p, 0, dropout, []);
     }
+
+    /// <summary>The value of a node nothing reads: a view of its input x (the block maps [..., C] to [..., C]), no allocation.</summary>
+    static Tensor UnreadValue(Variable x) => x.Data.Reshape(x.Data.ShapeArray());
 
     static Tensor Replace(Tensor old, Tensor next)
     {
@@ -116,10 +120,11 @@ public static partial class F
             using var dy2 = dy.Reshape(-1, inFeatures);
             var dh = Tensor.Empty([dy2.Dim(0), hidden], dy.Device);
             Ops.MatmulInto(dh, dy2, w2.Data);
-            if (pre == null) dh = Replace(dh, Ops.MulByBits(dh, bits!, DropoutScale(dropout, p), select: !dropout));
+            // In place: the hidden gradient is the widest tensor of the backward, and a second one at the peak.
+            if (pre == null) Ops.MulByBits(dh, bits!, DropoutScale(dropout, p), select: !dropout, output: dh);
             else
             {
-                if (dropout) dh = Replace(dh, Ops.DropoutBackward(dh, p, seed));
+                if (dropout) Ops.DropoutBackward(dh, p, seed, output: dh);
                 using var pre2 = pre.Reshape(-1, hidden);
                 dh = Replace(dh, Ops.MapBackward(pre2, pre2, dh, new GeluErfOp()));
             }

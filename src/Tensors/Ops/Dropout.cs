@@ -102,16 +102,24 @@ public static partial class Ops
     /// drawn again from the hash: the same numbers as Mul(dy, mask) with the mask the forward would have written, which
     /// then need not be kept (4 bytes an element of every dropout).
     /// </summary>
-    public static Tensor DropoutBackward(Tensor dy, float p, ulong seed) => Backward(nameof(DropoutBackward), dy, null, p, seed);
+    /// <param name="dy">The gradient of the dropout's output.</param>
+    /// <param name="p">The forward's rate.</param>
+    /// <param name="seed">The forward's seed.</param>
+    /// <param name="output">Where to write (dy itself for in place, as a rule that owns dy may); a new tensor when null.</param>
+    public static Tensor DropoutBackward(Tensor dy, float p, ulong seed, Tensor? output = null) => Backward(nameof(DropoutBackward), dy, null, p, seed, output);
 
     /// <summary>
     /// dy ⊙ mask for <see cref="ReluDropout(Tensor, float, ulong)"/>, read off its output <paramref name="y"/>: the mask is
     /// 1/(1 − p) where y ≠ 0 (x &gt; 0 and kept) and 0 elsewhere, so Mul(dy, mask) to the bit without the mask.
     /// </summary>
-    public static Tensor ReluDropoutBackward(Tensor dy, Tensor y, float p)
+    /// <param name="dy">The gradient of the output.</param>
+    /// <param name="y">The forward's output.</param>
+    /// <param name="p">The forward's rate.</param>
+    /// <param name="output">Where to write (dy itself for in place); a new tensor when null.</param>
+    public static Tensor ReluDropoutBackward(Tensor dy, Tensor y, float p, Tensor? output = null)
     {
         SameShape(nameof(ReluDropoutBackward), dy, y);
-        return Backward(nameof(ReluDropoutBackward), dy, y, p, 0);
+        return Backward(nameof(ReluDropoutBackward), dy, y, p, 0, output);
     }
 
     static DropoutParams Params(string op, int n, float p, ulong seed, bool relu)
@@ -126,12 +134,14 @@ public static partial class Ops
             Vector512.Narrow(CounterHash.Bits24x8(prm.Key, (ulong)i), CounterHash.Bits24x8(prm.Key, (ulong)i + 8)).AsInt32(),
             Vector512.Create(prm.Threshold)).AsSingle(), Vector512.Create(prm.Scale), Vector512<float>.Zero);
 
-    static Tensor Backward(string op, Tensor dy, Tensor? y, float p, ulong seed)
+    static Tensor Backward(string op, Tensor dy, Tensor? y, float p, ulong seed, Tensor? output)
     {
         var device = y is null ? SameDevice(op, dy) : SameDevice(op, dy, y);
+        if (output != null) { SameDevice(op, dy, output); SameShape(op, dy, output); }
         int n = GpuLength(dy, op);
         var prm = Params(op, n, p, seed, y != null);
-        var dx = Tensor.Empty(dy.Shape, device);
+        // Element i reads dy[i] and writes dx[i] only, so dx may be dy itself.
+        var dx = output ?? Tensor.Empty(dy.Shape, device);
         if (n == 0) return dx;
         if (device is IlgpuDevice gpu)
         {

@@ -102,12 +102,18 @@ public static partial class Ops
     /// dy·scale and dy·0 when <paramref name="select"/> is false (ReLU-dropout's backward, Mul(dy, mask), to the bit), dy
     /// itself and +0 when true (ReLU's backward on the CPU).
     /// </summary>
-    public static Tensor MulByBits(Tensor dy, Tensor bits, float scale, bool select)
+    /// <param name="dy">The gradient to mask.</param>
+    /// <param name="bits">The mask's words.</param>
+    /// <param name="scale">The value of a set bit when multiplying.</param>
+    /// <param name="select">Select dy or +0 instead of multiplying.</param>
+    /// <param name="output">Where to write (dy itself for in place: element i reads and writes index i only); new when null.</param>
+    public static Tensor MulByBits(Tensor dy, Tensor bits, float scale, bool select, Tensor? output = null)
     {
         var device = SameDevice(nameof(MulByBits), dy, bits);
+        if (output != null) { SameDevice(nameof(MulByBits), dy, output); SameShape(nameof(MulByBits), dy, output); }
         int n = GpuLength(dy, nameof(MulByBits));
         if (bits.Length != (n + 31) / 32) throw new ArgumentException($"{nameof(MulByBits)}: {bits.Length} mask words for {n} elements, expected {(n + 31) / 32}.");
-        var dx = Tensor.Empty(dy.Shape, device);
+        var dx = output ?? Tensor.Empty(dy.Shape, device);
         if (n == 0) return dx;
         var prm = new MaskBitsParams(n, scale, select ? 1 : 0);
         if (device is IlgpuDevice gpu)

@@ -107,7 +107,8 @@ public abstract class ResidualBlock : Module
     /// <param name="sublayer">The sublayer's name passed to the hook ("self_attn", "cross_attn", "ffn").</param>
     /// <param name="norm">The child path of this sublayer's LayerNorm.</param>
     /// <param name="f">The sublayer.</param>
-    protected Variable Residual(Variable x, string sublayer, string norm, Func<Variable, Variable> f)
+    /// <param name="outputUnread">Nothing will read the sum (see <see cref="OutputUnread"/>): it is recorded, not computed.</param>
+    protected Variable Residual(Variable x, string sublayer, string norm, Func<Variable, Variable> f, bool outputUnread = false)
     {
         var ln = (ILayer)Child(norm);
         var input = PreNorm ? ln.Forward(x) : x;
@@ -115,7 +116,7 @@ public abstract class ResidualBlock : Module
         if (SublayerOutputHook != null) y = SublayerOutputHook(sublayer, y);
         // Only training draws a seed, so validating (at any interval) leaves the training masks as they were. The dropout
         // and the residual add are one pass (the same values as the two).
-        var sum = Training ? F.DropoutAdd(x, y, DropoutRate, Seeds.Next(), Training) : F.Add(x, y);
+        var sum = Training ? F.DropoutAdd(x, y, DropoutRate, Seeds.Next(), Training, outputUnread) : F.Add(x, y);
         return PreNorm ? sum : ln.Forward(sum);
     }
 }
@@ -148,7 +149,7 @@ public sealed class EncoderLayer : ResidualBlock
     {
         var attn = (MultiHeadAttention)Child(_names.Attention);
         x = Residual(x, "self_attn", _names.AttentionNorm, h => attn.Forward(h, h, false, sourceMask));
-        return Residual(x, "ffn", _names.FfnNorm, h => FeedForward(h, _names.Fc1, _names.Fc2, recompute));
+        return Residual(x, "ffn", _names.FfnNorm, h => FeedForward(h, _names.Fc1, _names.Fc2, recompute), OutputUnread(recompute));
     }
 }
 
@@ -193,7 +194,7 @@ public sealed class DecoderLayer : ResidualBlock
         var cross = (MultiHeadAttention)Child("cross_attn");
         x = Residual(x, "self_attn", "self_attn_norm", h => self.Forward(h, h, true, null, cache?.Self));
         x = Residual(x, "cross_attn", "cross_attn_norm", h => cross.Forward(h, memory, false, sourceMask, cache?.Cross, isCross: true));
-        return Residual(x, "ffn", "ffn_norm", h => FeedForward(h, "ffn.fc1", "ffn.fc2", recompute));
+        return Residual(x, "ffn", "ffn_norm", h => FeedForward(h, "ffn.fc1", "ffn.fc2", recompute), OutputUnread(recompute));
     }
 }
 
