@@ -110,7 +110,9 @@ public static partial class Ops
 
     /// <summary>
     /// dy ⊙ mask for <see cref="ReluDropout(Tensor, float, ulong)"/>, read off its output <paramref name="y"/>: the mask is
-    /// 1/(1 − p) where y ≠ 0 (x &gt; 0 and kept) and 0 elsewhere, so Mul(dy, mask) to the bit without the mask.
+    /// 1/(1 − p) where y ≠ 0 (x &gt; 0 and kept) and 0 elsewhere, so Mul(dy, mask) to the bit without the mask. (A NaN
+    /// in x, which the CPU's ReLU passes on to the loss, gets 1/(1 − p) here where the written mask held 0; such a step
+    /// is refused by the trainer's non-finite loss check either way.)
     /// </summary>
     /// <param name="dy">The gradient of the output.</param>
     /// <param name="y">The forward's output.</param>
