@@ -27,11 +27,11 @@ public static class ActivationCheckpoint
         public readonly List<(ISeedState Stream, ulong Before)> Streams = new();
         public readonly HashSet<Variable> Captured = new(ReferenceEqualityComparer.Instance);
         public bool NeedsGrad;
-        /// <summary>Tensors the forward kept for the recompute (<see cref="Keep"/>), in order; owned by the checkpoint node.</summary>
-        public readonly List<Tensor> Kept = new();
-        /// <summary>In a recompute: the forward's kept tensors, handed out in order by <see cref="TakeKept"/>.</summary>
-        public List<Tensor>? Replay;
-        public int NextKept;
+        /// <summary>Tensors the forward kept for the recompute (<see cref="Keep"/>) with their owners; owned by the checkpoint node.</summary>
+        public readonly List<(object Owner, Tensor Value)> Kept = new();
+        /// <summary>In a recompute: the forward's kept tensors, each handed out once, to its owner (<see cref="TakeKept"/>).</summary>
+        public List<(object Owner, Tensor Value)>? Replay;
+        public HashSet<int>? Taken;
 
         public void Note(ISeedState stream)
         {
@@ -83,18 +83,24 @@ public static class ActivationCheckpoint
                     if (y.RequiresGrad && !scope.Owned.Contains(y)) Observe([y]);
                 }
             }
+            catch
+            {
+                foreach (var (_, t) in recording.Kept) t.Dispose();
+                throw;
+            }
             finally { _recording = recording.Outer; }
         }
         if (!recording.NeedsGrad)
         {
-            foreach (var t in recording.Kept) t.Dispose();
+            foreach (var (_, t) in recording.Kept) t.Dispose();
             return GraphScope.Track(new Variable(output));
         }
 
         // Values f read from outside belong to the node too, so the outer backward finishes their gradients only after this one.
         var nodeInputs = inputs.Concat(recording.Captured).Distinct(ReferenceEqualityComparer.Instance).Cast<Variable>().ToArray();
-        var saved = constants.Select(t => t.Reshape(t.ShapeArray())).Concat(recording.Kept).ToArray();
-        return GraphScope.Track(new Variable(output, new Node(NodeName, nodeInputs, dy => Recompute(f, inputs, saved, recording, nodeInputs, dy), saved)));
+        var views = constants.Select(t => t.Reshape(t.ShapeArray())).ToArray();
+        var saved = views.Concat(recording.Kept.Select(k => k.Value)).ToArray();
+        return GraphScope.Track(new Variable(output, new Node(NodeName, nodeInputs, dy => Recompute(f, inputs, views, recording, nodeInputs, dy), saved)));
     }
 
     /// <summary>
@@ -120,23 +126,29 @@ public static class ActivationCheckpoint
 
     /// <summary>
     /// Inside a checkpointed forward (<see cref="IsForwardOfCheckpoint"/>): keeps <paramref name="t"/>, a small value the
-    /// recompute would otherwise rebuild at a cost (a feed-forward block's ReLU mask as bits), and takes it over: the
-    /// checkpoint node disposes it with its own saved values. The recompute gets it back from <see cref="TakeKept"/>, in the
-    /// order kept. Returns false, keeping nothing, anywhere else (the caller still owns <paramref name="t"/>).
+    /// recompute would otherwise rebuild at a cost (a feed-forward block's ReLU mask as bits), for <paramref name="owner"/>
+    /// (the module that made it), and takes it over: the checkpoint node disposes it with its own saved values. The
+    /// recompute gets it back from <see cref="TakeKept"/> with the same owner, so a checkpoint around several layers hands
+    /// each its own. Returns false, keeping nothing, anywhere else (the caller still owns <paramref name="t"/>).
     /// </summary>
-    public static bool Keep(Tensor t)
+    public static bool Keep(object owner, Tensor t)
     {
         if (!IsForwardOfCheckpoint) return false;
-        _recording!.Kept.Add(t);
+        _recording!.Kept.Add((owner, t));
         return true;
     }
 
-    /// <summary>In a recompute: the next tensor its forward kept (<see cref="Keep"/>), or null when none is left (or outside one).</summary>
-    public static Tensor? TakeKept()
+    /// <summary>
+    /// In a recompute: the next tensor the forward kept for <paramref name="owner"/> (<see cref="Keep"/>) that was not
+    /// taken yet, or null when there is none (or outside a recompute).
+    /// </summary>
+    public static Tensor? TakeKept(object owner)
     {
         var r = _recording;
-        if (r?.Replay == null || r.NextKept >= r.Replay.Count) return null;
-        return r.Replay[r.NextKept++];
+        if (r?.Replay == null) return null;
+        for (int i = 0; i < r.Replay.Count; i++)
+            if (ReferenceEquals(r.Replay[i].Owner, owner) && r.Taken!.Add(i)) return r.Replay[i].Value;
+        return null;
     }
 
     /// <summary>Called by <see cref="Graph.Record"/> with gradients off: notes whether f's ops read a value that needs a gradient.</summary>
@@ -159,7 +171,7 @@ public static class ActivationCheckpoint
         // Rewind the streams to where the forward found them; afterwards every stream goes back to where backward had it.
         var current = forward.Streams.Select(s => s.Stream.State).ToArray();
         foreach (var (stream, before) in forward.Streams) stream.State = before;
-        var redo = new Recording(_recording) { Replay = forward.Kept };
+        var redo = new Recording(_recording) { Replay = forward.Kept, Taken = new() };
         using var scope = new GraphScope();
         Variable y;
         _recording = redo;

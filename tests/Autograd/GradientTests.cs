@@ -71,6 +71,19 @@ public class GradientTests
     public void FrozenFeedForwardMatchesFiniteDifferences(bool gelu, bool dropout) =>
         GradCheck.Check("cpu", v => FrozenFeedForward(v[0], gelu, dropout), [[2, 3, 5]], eps: 1e-3);
 
+    [Fact]
+    public void FrozenFeedForwardRefusesATrainableWeightOrBias()
+    {
+        using var scope = new GraphScope();
+        var x = new Variable(Tensor.FromArray(Reference.Random(2 * 5, 1), [2, 5]), true);
+        Variable w1 = Constant(x, 2, 9, 5), w2 = Constant(x, 3, 5, 9);
+        var trainable = new Variable(Tensor.FromArray(Reference.Random(9, 4), [9]), true);
+        var error = Assert.Throws<ArgumentException>(() => F.FrozenFeedForward(x, w1, trainable, w2, null, false, 0f, 0, false));
+        Assert.Contains("frozen", error.Message);
+        Assert.NotNull(F.FrozenFeedForward(x, w1, null, w2, null, false, 0f, 0, false));
+        x.Dispose(); trainable.Dispose();
+    }
+
     /// <summary>
     /// The fused frozen block computes the values and the input gradient of Linear → ReluDropout/Relu or Gelu(→ Dropout) →
     /// Linear bit for bit (on a GPU device, up to the sign of a zero: the ReLU kernel's backward multiplies by 0 where the

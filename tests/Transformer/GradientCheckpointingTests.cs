@@ -128,6 +128,47 @@ public class GradientCheckpointingTests
     }
 
     /// <summary>
+    /// One checkpoint around two pre-LN layers with frozen feed-forward blocks, the recompute flag passed to the last one
+    /// (whose output is the function's): both layers' forwards keep their ReLU bits, and the recompute hands the last layer
+    /// its own (by owner, not by position), so the gradients are the plain ones bit for bit.
+    /// </summary>
+    [Fact]
+    public void TwoLayersInOneCheckpointEachGetTheirOwnKeptBits()
+    {
+        var batch = TinyModels.CopyBatch(new Random(7), 4);
+        // LoRA without its own dropout: LoraLinear's dropout stream is not part of the model's RandomState reset below.
+        using var model = new Seq2SeqTransformer(Dropping with { PreNorm = true }, Device.Cpu);
+        var lora = LoraModel.Inject(model, new LoraConfig { R = 4, Alpha = 8, TargetModules = ["q_proj", "v_proj"] });
+        int seed = 40;
+        foreach (var adapter in lora.Layers.Values.SelectMany(l => l.Adapters.Values))
+            adapter.B.Data.CopyFrom(Reference.Random((int)adapter.B.Data.Length, seed++).Select(v => 0.1f * v).ToArray());
+        var layers = model.NamedModules().Where(m => m.Name is "encoder.layers.0" or "encoder.layers.1").Select(m => (EncoderLayer)m.Module).ToArray();
+        var trainable = model.TrainableParameters().ToList();
+        var weights = Reference.Random(batch.BatchSize * batch.SourceLength * Dropping.DModel, 8);
+        var seeds = model.RandomState;
+        Dictionary<Parameter, float[]> Gradients(bool checkpoint)
+        {
+            foreach (var p in trainable) p.Grad?.Dispose();
+            foreach (var p in trainable) p.Grad = null;
+            model.RandomState = seeds;
+            using var scope = new GraphScope();
+            var (memory, mask) = model.Encode(batch.SourceIds, batch.BatchSize, batch.SourceLength);
+            var x = memory;
+            var y = checkpoint
+                ? ActivationCheckpoint.Run((v, t, recompute) => layers[1].Forward(layers[0].Forward(v[0], t[0]), t[0], recompute), [x], [mask])
+                : layers[1].Forward(layers[0].Forward(x, mask), mask);
+            F.Sum(F.Mul(y, Variable.Constant(Tensor.FromArray(weights, y.Data.Shape, Device.Cpu)))).Backward();
+            mask.Dispose();
+            return trainable.Where(p => p.Grad != null).ToDictionary(p => p, p => p.Grad!.ToArray());
+        }
+        var plain = Gradients(false);
+        var ckpt = Gradients(true);
+        Assert.True(plain.Count >= 4, "the two layers' adapters got no gradient: vacuous comparison");
+        Assert.Equal(plain.Count, ckpt.Count);
+        foreach (var (p, g) in plain) AssertBitwise(g, ckpt[p], p.Name);
+    }
+
+    /// <summary>
     /// LoRA on q and v with a frozen feed-forward block: without activation dropout (ReLU's own mask: select, not multiply),
     /// and with GELU (whose recompute runs fc1 and keeps its output, skipping fc2), pre- and post-LN: gradients and dropout
     /// counters bit for bit the plain model's.

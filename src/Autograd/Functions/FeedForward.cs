@@ -6,8 +6,8 @@ public static partial class F
 {
     /// <summary>
     /// fc2(dropout(act(fc1(x)))) with both linears frozen (LoRA on attention only, prompt and prefix tuning, a frozen
-    /// layer) as one node that keeps only what its backward reads: after ReLU, where the hidden layer is not zero, as bits
-    /// (<see cref="Ops.PackNonzero"/>); after GELU, fc1's output (the dropout mask is drawn again from the seed). The
+    /// layer) as one node that keeps only what its backward reads: after ReLU, where the hidden layer is positive, as bits
+    /// (<see cref="Ops.PackPositive"/>); after GELU, fc1's output (the dropout mask is drawn again from the seed). The
     /// three nodes it replaces keep the hidden values for fc2 (ReLU: 4 bytes per hidden element a layer, against 1 bit),
     /// and GELU's output besides (GELU: 8 or 12 bytes against 4). Values and input gradient are bit for bit those of
     /// Linear, ReluDropout/Relu or Gelu(+Dropout), Linear: the same ops run both ways.
@@ -28,7 +28,7 @@ public static partial class F
     public static Variable FrozenFeedForward(Variable x, Variable w1, Variable? b1, Variable w2, Variable? b2, bool gelu, float p, ulong seed, bool dropout,
         bool valueUnread = false)
     {
-        CheckFeedForward(x, w1, w2);
+        CheckFeedForward(x, w1, w2, b1, b2);
         int inFeatures = w1.Dim(1), hidden = w1.Dim(0);
         var hiddenShape = x.Data.ShapeArray();
         hiddenShape[^1] = hidden;
@@ -49,7 +49,7 @@ public static partial class F
             else
             {
                 h = dropout ? Ops.ReluDropout(pre, p, seed) : Ops.Map(pre, new ReluOp());
-                bits = Ops.PackNonzero(h);
+                bits = Ops.PackPositive(h);
                 pre.Dispose();
             }
             if (!valueUnread)
@@ -92,8 +92,11 @@ public static partial class F
     /// <summary>Dropout's keep scale 1/(1 − p) as the dropout op computes it (1 without dropout).</summary>
     static float DropoutScale(bool dropout, float p) => !dropout ? 1f : p == 1f ? 0f : (float)(1.0 / (1.0 - p));
 
-    static void CheckFeedForward(Variable x, Variable w1, Variable w2)
+    static void CheckFeedForward(Variable x, Variable w1, Variable w2, params Variable?[] others)
     {
+        // Only x is an input of the node: a trainable weight or bias would silently get no gradient.
+        if (new[] { w1, w2 }.Concat(others).Any(v => v is { RequiresGrad: true }))
+            throw new ArgumentException("Frozen feed-forward: fc1's and fc2's weights and biases must all be frozen (no gradient flows to them).");
         if (x.Dim(-1) != w1.Dim(1) || w2.Dim(1) != w1.Dim(0) || w2.Dim(0) != w1.Dim(1))
             throw new ArgumentException($"Frozen feed-forward: input {x.Data.ShapeString}, fc1 {w1.Data.ShapeString}, fc2 {w2.Data.ShapeString} do not chain.");
     }

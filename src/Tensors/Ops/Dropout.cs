@@ -30,7 +30,7 @@ public static partial class Ops
     {
         for (int i = index; i < p.N; i += GridExtent())
         {
-            float m = p.Relu != 0 ? (y[i] != 0f ? p.Scale : 0f) : p.MaskAt(i);
+            float m = p.Relu != 0 ? (y[i] > 0f ? p.Scale : 0f) : p.MaskAt(i);
             dx[i] = dy[i] * m;
         }
     }
@@ -110,9 +110,9 @@ public static partial class Ops
 
     /// <summary>
     /// dy ⊙ mask for <see cref="ReluDropout(Tensor, float, ulong)"/>, read off its output <paramref name="y"/>: the mask is
-    /// 1/(1 − p) where y ≠ 0 (x &gt; 0 and kept) and 0 elsewhere, so Mul(dy, mask) to the bit without the mask. (A NaN
-    /// in x, which the CPU's ReLU passes on to the loss, gets 1/(1 − p) here where the written mask held 0; such a step
-    /// is refused by the trainer's non-finite loss check either way.)
+    /// 1/(1 − p) where y &gt; 0 (x &gt; 0 and kept) and 0 elsewhere, NaN included, so Mul(dy, mask) to the bit without the
+    /// mask. (A GPU compiler that flushes subnormals may round a kept subnormal x·1/(1 − p) to 0 forward; that element then
+    /// gets 0 here where the written mask held 1/(1 − p).)
     /// </summary>
     /// <param name="dy">The gradient of the output.</param>
     /// <param name="y">The forward's output.</param>
@@ -159,11 +159,11 @@ public static partial class Ops
                 for (; i <= end - 16; i += 16)
                 {
                     var m = ys != null
-                        ? Vector512.ConditionalSelect(~Vector512.Equals(Vector512.LoadUnsafe(ref ys[i]), Vector512<float>.Zero), Vector512.Create(prm.Scale), Vector512<float>.Zero)
+                        ? Vector512.ConditionalSelect(Vector512.GreaterThan(Vector512.LoadUnsafe(ref ys[i]), Vector512<float>.Zero), Vector512.Create(prm.Scale), Vector512<float>.Zero)
                         : Mask16(prm, i);
                     (Vector512.LoadUnsafe(ref gs[i]) * m).StoreUnsafe(ref ds[i]);
                 }
-            for (; i < end; i++) ds[i] = gs[i] * (ys != null ? (ys[i] != 0f ? prm.Scale : 0f) : prm.MaskAt(i));
+            for (; i < end; i++) ds[i] = gs[i] * (ys != null ? (ys[i] > 0f ? prm.Scale : 0f) : prm.MaskAt(i));
         });
         return dx;
     }

@@ -19,13 +19,13 @@ internal readonly struct MaskBitsParams(int n, float scale, int select)
 /// </summary>
 public static partial class Ops
 {
-    static readonly Kernel<Action<Index1D, ArrayView<float>, ArrayView<float>, int>> PackNonzeroKernel =
-        new(acc => acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, int>(PackNonzeroGpu));
+    static readonly Kernel<Action<Index1D, ArrayView<float>, ArrayView<float>, int>> PackPositiveKernel =
+        new(acc => acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, int>(PackPositiveGpu));
 
     static readonly Kernel<Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, MaskBitsParams>> MulByBitsKernel =
         new(acc => acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, MaskBitsParams>(MulByBitsGpu));
 
-    static void PackNonzeroGpu(Index1D index, ArrayView<float> y, ArrayView<float> bits, int n)
+    static void PackPositiveGpu(Index1D index, ArrayView<float> y, ArrayView<float> bits, int n)
     {
         int words = (n + 31) / 32;
         for (int w = index; w < words; w += GridExtent())
@@ -34,7 +34,7 @@ public static partial class Ops
             for (int j = 0; j < 32; j++)
             {
                 int i = w * 32 + j;
-                if (i < n && y[i] != 0f) word |= 1u << j;
+                if (i < n && y[i] > 0f) word |= 1u << j;
             }
             bits[w] = Interop.IntAsFloat(word);
         }
@@ -51,18 +51,18 @@ public static partial class Ops
     }
 
     /// <summary>
-    /// One bit per element of <paramref name="y"/>, set where it is not zero (NaN counts as set): after ReLU(+dropout) that is
-    /// exactly where the derivative is not zero. Returns [⌈n/32⌉] words of raw bits (read them only with <see cref="MulByBits"/>).
+    /// One bit per element of <paramref name="y"/>, set where it is greater than zero (not for NaN): after ReLU(+dropout)
+    /// that is exactly where the derivative is not zero, as ReLU's own backward (x &gt; 0) decides it. Returns [⌈n/32⌉] words of raw bits (read them only with <see cref="MulByBits"/>).
     /// </summary>
-    public static Tensor PackNonzero(Tensor y)
+    public static Tensor PackPositive(Tensor y)
     {
-        var device = SameDevice(nameof(PackNonzero), y);
-        int n = GpuLength(y, nameof(PackNonzero)), words = (n + 31) / 32;
+        var device = SameDevice(nameof(PackPositive), y);
+        int n = GpuLength(y, nameof(PackPositive)), words = (n + 31) / 32;
         var bits = Tensor.Empty([words], device);
         if (n == 0) return bits;
         if (device is IlgpuDevice gpu)
         {
-            PackNonzeroKernel.On(gpu)(LaunchThreads(gpu, words), y.View, bits.View, n);
+            PackPositiveKernel.On(gpu)(LaunchThreads(gpu, words), y.View, bits.View, n);
             return bits;
         }
         var ys = y.HostArray;
@@ -82,14 +82,13 @@ public static partial class Ops
                     for (int q = 0; q < 4; q++)
                     {
                         var v = Vector256.LoadUnsafe(ref y0, (nuint)(8 * q));
-                        word |= Vector256.ExtractMostSignificantBits(
-                            ~Vector256.Equals(v, Vector256<float>.Zero)) << (8 * q);
+                        word |= Vector256.ExtractMostSignificantBits(Vector256.GreaterThan(v, Vector256<float>.Zero)) << (8 * q);
                     }
                 }
                 else
                 {
                     word = 0;
-                    for (int j = 0; j < count; j++) if (ys[first + j] != 0f) word |= 1u << j;
+                    for (int j = 0; j < count; j++) if (ys[first + j] > 0f) word |= 1u << j;
                 }
                 target[(int)w] = word;
             }
@@ -98,7 +97,7 @@ public static partial class Ops
     }
 
     /// <summary>
-    /// dy where <paramref name="bits"/> (from <see cref="PackNonzero"/> over a tensor of dy's size) is set, zero elsewhere:
+    /// dy where <paramref name="bits"/> (from <see cref="PackPositive"/> over a tensor of dy's size) is set, zero elsewhere:
     /// dy·scale and dy·0 when <paramref name="select"/> is false (ReLU-dropout's backward, Mul(dy, mask), to the bit), dy
     /// itself and +0 when true (ReLU's backward on the CPU).
     /// </summary>

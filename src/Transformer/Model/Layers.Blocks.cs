@@ -65,7 +65,7 @@ public abstract class ResidualBlock : Module
             bool gelu = _activation == "gelu";
             // A frozen ReLU block's backward needs only where its hidden layer is not zero. The checkpoint's forward kept
             // that as bits, so its recompute multiplies nothing (the seed is still drawn, for the dropouts after it).
-            if (!gelu && OutputUnread(recompute) && ActivationCheckpoint.TakeKept() is { } kept)
+            if (!gelu && OutputUnread(recompute) && ActivationCheckpoint.TakeKept(this) is { } kept)
             {
                 if (dropout) Seeds.Next();
                 return F.FrozenReluFeedForwardUnread(x, frozen.Fc1.Weight, frozen.Fc2.Weight, kept, _activationDropout, dropout);
@@ -84,7 +84,7 @@ public abstract class ResidualBlock : Module
         // ReLU and its dropout in one pass each way (the same values and gradients as the two ops).
         else h = dropout ? F.ReluDropout(h, _activationDropout, Seeds.Next(), Training) : F.Relu(h);
         if (_activation != "gelu" && OutputUnread(true) && ActivationCheckpoint.IsForwardOfCheckpoint && FrozenFeedForward(fc1, fc2) != null)
-            ActivationCheckpoint.Keep(Ops.PackNonzero(h.Data));
+            ActivationCheckpoint.Keep(this, Ops.PackPositive(h.Data));
         // fc2's backward reads h and its weight, never its output: an unread output needs no product. A wrapped fc2 (an
         // adapter, (IA)³) may read its own values, so it runs as usual.
         return OutputUnread(recompute) && Layer(fc2) is Linear plain ? F.Linear(h, plain.Weight, plain.Bias, valueUnread: true) : Layer(fc2).Forward(h);
