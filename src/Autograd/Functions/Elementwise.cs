@@ -147,7 +147,7 @@ public static partial class F
     /// <summary>
     /// Dropout(Relu(x)) as one node in training (p &gt; 0; the same values and gradients as the two, seeded alike), Relu
     /// otherwise. Backward reads both derivatives off the output (<see cref="Ops.ReluDropoutBackward"/>: 1/(1 − p) where
-    /// y ≠ 0), so neither x nor a mask is kept.
+    /// y &gt; 0), so neither x nor a mask is kept.
     /// </summary>
     public static Variable ReluDropout(Variable x, float p, ulong seed, bool training)
     {
