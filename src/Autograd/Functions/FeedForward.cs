@@ -89,9 +89,6 @@ public static partial class F
         return next;
     }
 
-    /// <summary>Dropout's keep scale 1/(1 − p) as the dropout op computes it (1 without dropout).</summary>
-    static float DropoutScale(bool dropout, float p) => !dropout ? 1f : p == 1f ? 0f : (float)(1.0 / (1.0 - p));
-
     static void CheckFeedForward(Variable x, Variable w1, Variable w2, params Variable?[] others)
     {
         // Only x is an input of the node: a trainable weight or bias would silently get no gradient.
@@ -124,7 +121,7 @@ public static partial class F
             var dh = Tensor.Empty([dy2.Dim(0), hidden], dy.Device);
             Ops.MatmulInto(dh, dy2, w2.Data);
             // In place: the hidden gradient is the widest tensor of the backward, and a second one at the peak.
-            if (pre == null) Ops.MulByBits(dh, bits!, DropoutScale(dropout, p), select: !dropout, output: dh);
+            if (pre == null) Ops.MulByBits(dh, bits!, dropout ? Ops.DropoutKeepScale(p) : 1f, select: !dropout, output: dh);
             else
             {
                 if (dropout) Ops.DropoutBackward(dh, p, seed, output: dh);
