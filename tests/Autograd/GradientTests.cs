@@ -45,6 +45,9 @@ public class GradientTests
         ["mean_sumlast"] = (v => F.Add(F.SumLastAxis(v[0]), F.Mean(v[0])), [[3, 5]]),
         ["mlp_2_layer"] = (v => F.Linear(F.Relu(F.Linear(v[0], v[1], v[2])), v[3], null), [[4, 5], [6, 5], [6], [3, 6]]),
         ["softmax_matmul"] = (v => F.Matmul(F.Softmax(F.Matmul(v[0], v[1], transposeB: true)), v[1]), [[3, 4], [5, 4]]),
+        // Attention's softmax, written over the scores (which only it reads) and its dx over dy.
+        ["softmax_over_scores"] = (v => F.Matmul(F.Softmax(F.Matmul(v[0], v[1], false, true, 0.5f), causal: true, inputUnread: true), v[2]),
+            [[2, 4, 3], [2, 4, 3], [2, 4, 5]]),
         ["layernorm_linear"] = (v => F.Linear(F.LayerNorm(v[0], v[1], null), v[2], null), [[3, 6], [6], [2, 6]]),
         ["value_used_twice"] = (v => F.Mul(v[0], F.Tanh(v[0])), [[6]]),
         // LoRA's fused node (lives in src/Lora; checked here with the other rules).

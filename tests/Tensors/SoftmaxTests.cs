@@ -152,6 +152,41 @@ public class SoftmaxTests
         Close(SoftmaxBackwardRef(expected, grad.ToDouble(), 7), dx.ToArray(), 1e-6, 1e-4, $"masked softmax backward on {device}");
     }
 
+    [Theory, MemberData(nameof(MaskCases))]
+    public void InPlaceForwardAndBackwardAreTheSameBitForBit(string device, bool causal, bool masked)
+    {
+        // Attention writes its probabilities over the scores and backward's dx over dy: every row must be read whole
+        // before any of it is written, on every device. Width 67 spans several of a GPU group's strides.
+        var d = Dev(device);
+        int[] shape = [2, 3, 5, 67];
+        var data = Random(2 * 3 * 5 * 67, 27, -3f, 3f);
+        var grad = Random(data.Length, 28);
+        var maskValues = Random(2 * 67, 29, -2f, 2f);
+        for (int j = 0; j < 67; j += 5) maskValues[j] = -1e9f;
+        using var mask = Tensor.FromArray(maskValues, [2, 67], d);
+        using var x = Tensor.FromArray(data, shape, d);
+        using var y = Ops.Softmax(x, causal, masked ? mask : null);
+        var inPlace = Ops.Softmax(x, causal, masked ? mask : null, output: x);
+        Assert.Same(x, inPlace);
+        Assert.Equal(y.ToArray(), x.ToArray());
+
+        using var dy = Tensor.FromArray(grad, shape, d);
+        using var dx = Ops.SoftmaxBackward(y, dy);
+        Assert.Same(dy, Ops.SoftmaxBackward(y, dy, output: dy));
+        Assert.Equal(dx.ToArray(), dy.ToArray());
+    }
+
+    [Fact]
+    public void InPlaceOutputOfAnotherShapeIsRefused()
+    {
+        using var x = Tensor.FromArray(Random(12, 30), [3, 4]);
+        using var other = Tensor.Zeros([4, 3]);
+        var e = Assert.Throws<ArgumentException>(() => Ops.Softmax(x, output: other));
+        Assert.Contains("Softmax", e.Message);
+        using var dy = Tensor.FromArray(Random(12, 31), [3, 4]);
+        Assert.Throws<ArgumentException>(() => Ops.SoftmaxBackward(x, dy, output: other));
+    }
+
     [Theory, MemberData(nameof(Devices), MemberType = typeof(Reference))]
     public void CausalWithFewerQueriesThanKeysAndMoreQueriesThanKeys(string device)
     {

@@ -5,12 +5,23 @@ namespace Nanolora.Autograd;
 public static partial class F
 {
     /// <summary>Softmax over the last axis with optional causal and key-padding masks.</summary>
-    public static Variable Softmax(Variable x, bool causal = false, Tensor? keyMask = null)
+    /// <param name="x">The logits [..., T, S].</param>
+    /// <param name="causal">Drop the keys after each query's position.</param>
+    /// <param name="keyMask">[B, S], added to batch b's logits (see <see cref="Ops.Softmax"/>).</param>
+    /// <param name="inputUnread">
+    /// The caller's promise that nothing reads x's value after this (attention's scores: their product's backward reads
+    /// q and k, not the scores): the probabilities are written over x and the node's value is a view of it, so a layer
+    /// keeps one [B, H, T, S] tensor for backward instead of two. x's value then holds the probabilities.
+    /// </param>
+    public static Variable Softmax(Variable x, bool causal = false, Tensor? keyMask = null, bool inputUnread = false)
     {
-        var y = Ops.Softmax(x.Data, causal, keyMask);
+        var y = inputUnread
+            ? Ops.Softmax(x.Data, causal, keyMask, output: x.Data).Reshape(x.Data.ShapeArray())
+            : Ops.Softmax(x.Data, causal, keyMask);
         return Graph.Record("softmax", y, [x], dy =>
         {
-            if (x.RequiresGrad) Graph.Accumulate(x, Ops.SoftmaxBackward(y, dy));
+            // The rule owns dy: dx is written over it and handed on, no second tensor of its size.
+            if (x.RequiresGrad) Graph.Pass(x, Ops.SoftmaxBackward(y, dy, output: dy));
         });
     }
 

@@ -112,10 +112,17 @@ public static partial class Ops
     /// (B = x.Dim(0)) is added to every row of batch b; values ≤ <see cref="KeyMaskDropThreshold"/> drop the key.
     /// A row with every key dropped is all zeros.
     /// </summary>
-    public static Tensor Softmax(Tensor x, bool causal = false, Tensor? keyMask = null)
+    /// <param name="x">The logits [..., T, S].</param>
+    /// <param name="causal">Drop the keys after each query's position.</param>
+    /// <param name="keyMask">[B, S] added to the logits of batch b; at or below the drop threshold the key is dropped.</param>
+    /// <param name="output">Where to write: x itself for in place (attention's scores, which nothing reads afterwards), or
+    /// another tensor of x's shape; a new tensor when null. Each row is read whole before any of it is written, on every
+    /// device, so in place gives the same values bit for bit.</param>
+    public static Tensor Softmax(Tensor x, bool causal = false, Tensor? keyMask = null, Tensor? output = null)
     {
         const string op = "Softmax";
         var device = keyMask is null ? SameDevice(op, x) : SameDevice(op, x, keyMask);
+        if (output != null) { SameDevice(op, x, output); SameShape(op, x, output); }
         if (x.Rank < 1) throw new ArgumentException($"{op}: x must have at least one axis, got shape {x.ShapeString}.");
         if ((causal || keyMask != null) && x.Rank < 2)
             throw new ArgumentException($"{op}: causal and keyMask need x of rank >= 2 ([..., T, S]), got shape {x.ShapeString}.");
@@ -123,7 +130,7 @@ public static partial class Ops
         int b = x.Dim(0);
         if (keyMask != null && (keyMask.Rank != 2 || keyMask.Dim(0) != b || keyMask.Dim(1) != s))
             throw new ArgumentException($"{op}: keyMask must have shape [{b}, {s}] (x.Dim(0), x.Dim(-1)), got {keyMask.ShapeString}.");
-        var y = Tensor.Empty(x.Shape, device);
+        var y = output ?? Tensor.Empty(x.Shape, device);
         long rows = s == 0 ? 0 : x.Length / s;
         if (rows == 0 || s == 0) return y;
         int rowsPerBatch = (int)(rows / b);
@@ -173,23 +180,28 @@ public static partial class Ops
         TensorPrimitives.Multiply(y, 1f / sum, y);
     }
 
-    /// <summary>The checks and row geometry both backward passes share; returns the (unfilled) dx.</summary>
-    static Tensor RowBackwardOutput(string op, Tensor y, Tensor dy, out IlgpuDevice? gpu, out int s, out long rows)
+    /// <summary>The checks and row geometry both backward passes share; returns the (unfilled) dx: <paramref name="output"/> or a new tensor.</summary>
+    static Tensor RowBackwardOutput(string op, Tensor y, Tensor dy, out IlgpuDevice? gpu, out int s, out long rows, Tensor? output = null)
     {
         var device = SameDevice(op, y, dy);
         SameShape(op, y, dy);
+        if (output != null) { SameDevice(op, dy, output); SameShape(op, dy, output); }
         if (y.Rank < 1) throw new ArgumentException($"{op}: y must have at least one axis, got shape {y.ShapeString}.");
         s = y.Dim(-1);
         rows = s == 0 ? 0 : y.Length / s;
         gpu = device as IlgpuDevice;
         if (gpu != null) GpuLength(y, op);
-        return Tensor.Empty(y.Shape, device);
+        return output ?? Tensor.Empty(y.Shape, device);
     }
 
     /// <summary>dx = y ⊙ (dy − rowsum(dy ⊙ y)), y the softmax output; all [..., S].</summary>
-    public static Tensor SoftmaxBackward(Tensor y, Tensor dy)
+    /// <param name="y">The softmax's output.</param>
+    /// <param name="dy">The gradient of y.</param>
+    /// <param name="output">Where to write dx: dy itself for in place (a rule that owns dy may), or a new tensor when null.
+    /// A row's sum is taken before any of it is written.</param>
+    public static Tensor SoftmaxBackward(Tensor y, Tensor dy, Tensor? output = null)
     {
-        var dx = RowBackwardOutput("SoftmaxBackward", y, dy, out var gpu, out int s, out long rows);
+        var dx = RowBackwardOutput("SoftmaxBackward", y, dy, out var gpu, out int s, out long rows, output);
         if (rows == 0) return dx;
         if (gpu != null)
         {

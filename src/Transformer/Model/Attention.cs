@@ -129,7 +129,7 @@ public sealed class MultiHeadAttention : Module
         // q·kᵀ/√D: the scale is the product's alpha, not a pass over q (exact either way when D is a power of 4).
         var scores = F.Matmul(F.Reshape(q, b * Heads, t, HeadWidth), F.Reshape(k, b * Heads, s, HeadWidth), false, true,
             1f / MathF.Sqrt(HeadWidth));                                                                    // [B·H,T,S]
-        var probs = F.Softmax(F.Reshape(scores, b, Heads, t, s), causal, keyMask);
+        var probs = F.Softmax(F.Reshape(scores, b, Heads, t, s), causal, keyMask, inputUnread: true);   // over the scores
         if (Training && _probsDropout > 0) probs = F.Dropout(probs, _probsDropout, _seeds.Next(), Training);
         ownedMask?.Dispose();
         var context = F.Matmul(F.Reshape(probs, b * Heads, t, s), F.Reshape(v, b * Heads, s, HeadWidth));              // [B·H,T,D]
