@@ -100,6 +100,7 @@ public static class ActivationCheckpoint
         var nodeInputs = inputs.Concat(recording.Captured).Distinct(ReferenceEqualityComparer.Instance).Cast<Variable>().ToArray();
         var views = constants.Select(t => t.Reshape(t.ShapeArray())).ToArray();
         var saved = views.Concat(recording.Kept.Select(k => k.Value)).ToArray();
+        foreach (var v in nodeInputs) v.ReadByBackward = true;   // the recompute runs f on them again
         return GraphScope.Track(new Variable(output, new Node(NodeName, nodeInputs, dy => Recompute(f, inputs, views, recording, nodeInputs, dy), saved)));
     }
 
@@ -151,7 +152,7 @@ public static class ActivationCheckpoint
         return null;
     }
 
-    /// <summary>Called by <see cref="Graph.Record"/> with gradients off: notes whether f's ops read a value that needs a gradient.</summary>
+    /// <summary>Called by <see cref="Graph.Record(string, Tensor, Variable[], Action{Tensor}, Tensor[])"/> with gradients off: notes whether f's ops read a value that needs a gradient.</summary>
     internal static void Observe(Variable[] inputs)
     {
         var r = _recording;

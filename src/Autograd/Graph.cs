@@ -37,7 +37,15 @@ public static class Graph
     /// This is also the extension point for ops defined outside this library (as torch.autograd.Function):
     /// compute the output with Tensors ops, then Record it with a rule that calls <see cref="Accumulate"/>.
     /// </summary>
-    public static Variable Record(string name, Tensor output, Variable[] inputs, Action<Tensor> backward, params Tensor[] saved)
+    public static Variable Record(string name, Tensor output, Variable[] inputs, Action<Tensor> backward, params Tensor[] saved) =>
+        Record(name, output, inputs, Reads.Everything, backward, saved);
+
+    /// <summary>
+    /// <see cref="Record(string, Tensor, Variable[], Action{Tensor}, Tensor[])"/> saying which values the rule reads: a
+    /// value no rule reads can be freed before backward (<see cref="Variable.ReleaseIfUnread"/>). The rule must read
+    /// nothing else of its inputs and output than their shape and device.
+    /// </summary>
+    public static Variable Record(string name, Tensor output, Variable[] inputs, Reads reads, Action<Tensor> backward, params Tensor[] saved)
     {
         if (Profiler.Enabled) Profiler.Forward(name);
         if (!IsEnabled) ActivationCheckpoint.Observe(inputs);   // returns at once outside a checkpointed forward
@@ -45,9 +53,11 @@ public static class Graph
         if (!needs)
         {
             foreach (var t in saved) t.Dispose();
-            return GraphScope.Track(new Variable(output));
+            return GraphScope.Track(new Variable(output) { IsOpResult = true });
         }
-        return GraphScope.Track(new Variable(output, new Node(name, inputs, backward, saved)));
+        for (int i = 0; i < inputs.Length; i++)
+            if (reads.Input(i)) inputs[i].ReadByBackward = true;
+        return GraphScope.Track(new Variable(output, new Node(name, inputs, backward, saved, reads.Output)));
     }
 
     /// <summary>Adds g into v's gradient (takes ownership of g). Frozen inputs never get here.</summary>
@@ -209,5 +219,35 @@ public sealed class GraphScope : IDisposable
         for (int i = _owned.Count - 1; i >= 0; i--) _owned[i].Dispose();
         _owned.Clear();
         if (_current == this) _current = _outer;
+    }
+}
+
+/// <summary>
+/// Which values a backward rule reads: its own output and which of its inputs (by position). Ops that do not say read
+/// everything (<see cref="Everything"/>), so their values are kept until backward.
+/// </summary>
+public readonly struct Reads
+{
+    readonly ulong _inputs;
+    /// <summary>Whether the rule reads the node's own output (softmax, ReLU).</summary>
+    public bool Output { get; }
+
+    Reads(bool output, ulong inputs) { Output = output; _inputs = inputs; }
+
+    /// <summary>Whether the rule reads input <paramref name="index"/>'s value.</summary>
+    public bool Input(int index) => index >= 64 || (_inputs >> index & 1) != 0;
+
+    /// <summary>The output and every input: the default, always safe.</summary>
+    public static Reads Everything => new(true, ulong.MaxValue);
+    /// <summary>No value, only the incoming gradient (sums, copies, views, dropout drawn again from its seed).</summary>
+    public static Reads Nothing => new(false, 0);
+    /// <summary>Only the node's output (softmax, ReLU-dropout).</summary>
+    public static Reads OnlyOutput => new(true, 0);
+    /// <summary>The inputs whose flags are true, and not the output.</summary>
+    public static Reads Inputs(params bool[] read)
+    {
+        ulong mask = 0;
+        for (int i = 0; i < read.Length; i++) if (read[i]) mask |= 1UL << Math.Min(i, 63);
+        return new(false, mask);
     }
 }

@@ -70,6 +70,28 @@ public class Variable : IDisposable
     /// </summary>
     public void Backward(bool freeValues) => Graph.Backward(this, freeValues);
 
+    /// <summary>True once a recorded backward rule reads this value (see <see cref="Reads"/>).</summary>
+    internal bool ReadByBackward { get; set; }
+    /// <summary>An op's result made without a node (gradients off, or no input needing one): no backward reads it.</summary>
+    internal bool IsOpResult { get; init; }
+
+    /// <summary>
+    /// Frees this op result's value now if backward will not read it: neither its own rule nor any rule recorded so far
+    /// reads it (each op says what it reads, <see cref="Reads"/>). The caller promises that nothing computes from it later,
+    /// as a Python caller does by dropping its last reference (PyTorch then frees such a value at once). A model calls it
+    /// where a value's last consumer has run — a linear's output once split into heads, a sublayer's output once added to
+    /// the residual — so a training step's forward does not hold every intermediate until backward, nor an activation
+    /// checkpoint's forward (gradients off) a whole layer's. Reading the value afterwards throws. Does nothing to leaves,
+    /// constants or values a rule reads.
+    /// </summary>
+    /// <returns>Whether the value was freed.</returns>
+    public bool ReleaseIfUnread()
+    {
+        if (ReadByBackward || Data.IsDisposed || (Creator != null ? Creator.ReadsOutput : !IsOpResult)) return false;
+        Data.Dispose();
+        return true;
+    }
+
     /// <summary>The same tensor as a constant: no gradient flows through it. Shares storage (a view).</summary>
     public Variable Detach() => GraphScope.Track(new Variable(Data.Reshape(Data.ShapeArray())));
 
@@ -95,9 +117,12 @@ internal sealed class Node
     readonly Tensor[] _saved;
     bool _released;
 
-    public Node(string name, Variable[] inputs, Action<Tensor> backward, Tensor[] saved)
+    /// <summary>Whether the rule reads the node's own output value (else the value may be freed before backward).</summary>
+    public readonly bool ReadsOutput;
+
+    public Node(string name, Variable[] inputs, Action<Tensor> backward, Tensor[] saved, bool readsOutput = true)
     {
-        Name = name; Inputs = inputs; BackwardRule = backward; _saved = saved;
+        Name = name; Inputs = inputs; BackwardRule = backward; _saved = saved; ReadsOutput = readsOutput;
     }
 
     public void ReleaseSaved()

@@ -50,7 +50,7 @@ public static partial class F
     public static Variable Add(Variable a, Variable b)
     {
         var y = Ops.Add(a.Data, b.Data);
-        return Graph.Record("add", y, [a, b], dy =>
+        return Graph.Record("add", y, [a, b], Reads.Nothing, dy =>
         {
             // A residual's two inputs both get dy: one takes dy itself, so only the other needs a copy.
             bool passed = false;
@@ -137,7 +137,7 @@ public static partial class F
     {
         if (!training || p <= 0f) return Identity(x);
         var y = Ops.Dropout(x.Data, p, seed);
-        return Graph.Record("dropout", y, [x], dy =>
+        return Graph.Record("dropout", y, [x], Reads.Nothing, dy =>
         {
             // The rule owns dy (its output's gradient): masked in place and handed on, no second tensor of its size.
             if (x.RequiresGrad) Graph.Pass(x, Ops.DropoutBackward(dy, p, seed, output: dy));
@@ -153,7 +153,7 @@ public static partial class F
     {
         if (!training || p <= 0f) return Relu(x);
         var y = Ops.ReluDropout(x.Data, p, seed);
-        return Graph.Record("relu_dropout", y, [x], dy =>
+        return Graph.Record("relu_dropout", y, [x], Reads.OnlyOutput, dy =>
         {
             if (x.RequiresGrad) Graph.Pass(x, Ops.ReluDropoutBackward(dy, y, p, output: dy));   // in place, as dropout's
         });
@@ -172,7 +172,7 @@ public static partial class F
         if (valueUnread && !ShapeMath.SameShape(residual.Data.Shape, x.Data.Shape))
             throw new ArgumentException($"DropoutAdd: residual {residual.Data.ShapeString} and x {x.Data.ShapeString} differ.");
         var y = valueUnread ? residual.Data.Reshape(residual.Data.ShapeArray()) : Ops.DropoutAdd(residual.Data, x.Data, p, seed);
-        return Graph.Record("dropout_add", y, [residual, x], dy =>
+        return Graph.Record("dropout_add", y, [residual, x], Reads.Nothing, dy =>
         {
             var dx = x.RequiresGrad ? Ops.DropoutBackward(dy, p, seed) : null;
             if (residual.RequiresGrad) Graph.Pass(residual, dy);
@@ -184,7 +184,7 @@ public static partial class F
     public static Variable Identity(Variable x)
     {
         var y = x.Data.Reshape(x.Data.ShapeArray());
-        return Graph.Record("identity", y, [x], dy =>
+        return Graph.Record("identity", y, [x], Reads.Nothing, dy =>
         {
             if (x.RequiresGrad) Graph.Accumulate(x, dy.Reshape(dy.ShapeArray()));
         });

@@ -114,7 +114,7 @@ public static partial class F
         float p, ulong seed, bool dropout, Tensor[] saved)
     {
         int inFeatures = w1.Dim(1), hidden = w1.Dim(0);
-        return Graph.Record(name, y, [x], dy =>
+        return Graph.Record(name, y, [x], Reads.Nothing, dy =>
         {
             if (!x.RequiresGrad) return;
             using var dy2 = dy.Reshape(-1, inFeatures);

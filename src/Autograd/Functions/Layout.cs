@@ -9,7 +9,7 @@ public static partial class F
     {
         var y = x.Data.Reshape(shape);
         var original = x.Data.ShapeArray();
-        return Graph.Record("reshape", y, [x], dy =>
+        return Graph.Record("reshape", y, [x], Reads.Nothing, dy =>
         {
             // A view of dy, no copy: dy dies after this rule and the view keeps its storage.
             if (x.RequiresGrad) Graph.Accumulate(x, dy.Reshape(original));
@@ -22,7 +22,7 @@ public static partial class F
         var y = Ops.Permute(x.Data, axes);
         var inverse = new int[axes.Length];
         for (int i = 0; i < axes.Length; i++) inverse[axes[i]] = i;
-        return Graph.Record("permute", y, [x], dy =>
+        return Graph.Record("permute", y, [x], Reads.Nothing, dy =>
         {
             if (x.RequiresGrad) Graph.Accumulate(x, Ops.Permute(dy, inverse));
         });
@@ -43,7 +43,7 @@ public static partial class F
     public static Variable Slice(Variable x, int axis, int start, int length)
     {
         var y = Ops.Slice(x.Data, axis, start, length);
-        return Graph.Record("slice", y, [x], dy =>
+        return Graph.Record("slice", y, [x], Reads.Nothing, dy =>
         {
             if (!x.RequiresGrad) return;
             var g = Tensor.Zeros(x.Shape, x.Device);
@@ -57,7 +57,7 @@ public static partial class F
     {
         var y = Ops.Concat(xs.Select(v => v.Data).ToList(), axis);
         int ax = axis < 0 ? axis + xs[0].Data.Rank : axis;
-        return Graph.Record("concat", y, xs.ToArray(), dy =>
+        return Graph.Record("concat", y, xs.ToArray(), Reads.Nothing, dy =>
         {
             int offset = 0;
             foreach (var x in xs)
@@ -75,7 +75,7 @@ public static partial class F
     public static Variable Sum(Variable x)
     {
         var y = Ops.Sum(x.Data);
-        return Graph.Record("sum", y, [x], dy =>
+        return Graph.Record("sum", y, [x], Reads.Nothing, dy =>
         {
             if (!x.RequiresGrad) return;
             var g = Tensor.Full(x.Shape, dy.Item(), x.Device);
@@ -87,7 +87,7 @@ public static partial class F
     public static Variable Mean(Variable x)
     {
         var y = Ops.Mean(x.Data);
-        return Graph.Record("mean", y, [x], dy =>
+        return Graph.Record("mean", y, [x], Reads.Nothing, dy =>
         {
             if (!x.RequiresGrad) return;
             Graph.Accumulate(x, Tensor.Full(x.Shape, dy.Item() / Math.Max(1, x.Data.Length), x.Device));
@@ -98,7 +98,7 @@ public static partial class F
     public static Variable SumLastAxis(Variable x)
     {
         var y = Ops.SumLastAxis(x.Data);
-        return Graph.Record("sum_last", y, [x], dy =>
+        return Graph.Record("sum_last", y, [x], Reads.Nothing, dy =>
         {
             if (!x.RequiresGrad) return;
             var shape = x.Data.ShapeArray();

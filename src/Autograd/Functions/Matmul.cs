@@ -12,7 +12,7 @@ public static partial class F
     public static Variable Matmul(Variable a, Variable b, bool transposeA = false, bool transposeB = false, float alpha = 1f)
     {
         var y = Ops.Matmul(a.Data, b.Data, transposeA, transposeB, alpha);
-        return Graph.Record("matmul", y, [a, b], dy =>
+        return Graph.Record("matmul", y, [a, b], Reads.Inputs(b.RequiresGrad, a.RequiresGrad), dy =>
         {
             if (a.RequiresGrad)
             {
@@ -65,7 +65,7 @@ public static partial class F
             Ops.MatmulInto(y2, x2, weight.Data, false, true, 1f, bias != null ? 1f : 0f);
         }
         var inputs = bias != null ? new[] { x, weight, bias } : new[] { x, weight };
-        return Graph.Record(valueUnread ? "linear_unread" : "linear", y, inputs, dy =>
+        return Graph.Record(valueUnread ? "linear_unread" : "linear", y, inputs, Reads.Inputs(weight.RequiresGrad, x.RequiresGrad), dy =>
         {
             using var dy2 = dy.Reshape(-1, outFeatures);
             if (x.RequiresGrad)

@@ -18,7 +18,7 @@ public static partial class F
         var y = inputUnread
             ? Ops.Softmax(x.Data, causal, keyMask, output: x.Data).Reshape(x.Data.ShapeArray())
             : Ops.Softmax(x.Data, causal, keyMask);
-        return Graph.Record("softmax", y, [x], dy =>
+        return Graph.Record("softmax", y, [x], Reads.OnlyOutput, dy =>
         {
             // The rule owns dy: dx is written over it and handed on, no second tensor of its size.
             if (x.RequiresGrad) Graph.Pass(x, Ops.SoftmaxBackward(y, dy, output: dy));
@@ -29,7 +29,7 @@ public static partial class F
     public static Variable LogSoftmax(Variable x)
     {
         var y = Ops.LogSoftmax(x.Data);
-        return Graph.Record("log_softmax", y, [x], dy =>
+        return Graph.Record("log_softmax", y, [x], Reads.OnlyOutput, dy =>
         {
             if (x.RequiresGrad) Graph.Accumulate(x, Ops.LogSoftmaxBackward(y, dy));
         });
@@ -40,7 +40,7 @@ public static partial class F
     {
         var y = Ops.LayerNorm(x.Data, gamma.Data, beta?.Data, eps, out var mean, out var rstd);
         var inputs = beta != null ? new[] { x, gamma, beta } : new[] { x, gamma };
-        return Graph.Record("layer_norm", y, inputs, dy =>
+        return Graph.Record("layer_norm", y, inputs, Reads.Inputs(true, true, false), dy =>
         {
             bool paramGrads = gamma.RequiresGrad || (beta?.RequiresGrad ?? false);
             var dx = Ops.LayerNormBackward(dy, x.Data, gamma.Data, mean, rstd, paramGrads, out var dGamma, out var dBeta);
@@ -67,7 +67,7 @@ public static partial class F
     {
         var y = Ops.Embedding(weight.Data, ids, idsShape);
         int vocab = weight.Dim(0);
-        return Graph.Record("embedding", y, [weight], dy =>
+        return Graph.Record("embedding", y, [weight], Reads.Nothing, dy =>
         {
             if (weight.RequiresGrad) Graph.Accumulate(weight, Ops.EmbeddingBackward(dy, ids, vocab));
         });
@@ -80,7 +80,7 @@ public static partial class F
     public static Variable CrossEntropy(Variable logits, int[] targets, int ignoreIndex = -100, float labelSmoothing = 0f)
     {
         var loss = Ops.CrossEntropy(logits.Data, targets, ignoreIndex, labelSmoothing, out var logProbs);
-        return Graph.Record("cross_entropy", loss, [logits], dy =>
+        return Graph.Record("cross_entropy", loss, [logits], Reads.Nothing, dy =>
         {
             if (logits.RequiresGrad)
                 Graph.Accumulate(logits, Ops.CrossEntropyBackward(logProbs, targets, ignoreIndex, labelSmoothing, dy.Item()));

@@ -78,9 +78,18 @@ public sealed class MultiHeadAttention : Module
             RegisterModuleAt(name, new Linear(width, width, true, seeds, device));
     }
 
-    /// <summary>[B, L, C] → [B, H, L, D].</summary>
-    Variable SplitHeads(Variable x) =>
-        F.Permute(F.Reshape(x, x.Dim(0), x.Dim(1), Heads, HeadWidth), 0, 2, 1, 3);
+    /// <summary>
+    /// A projection's output [B, L, C] → [B, H, L, D], a copy; the projection's output is freed then unless a rule reads
+    /// it (a plain or LoRA linear reads its input, not its output), so training keeps one of the two until backward.
+    /// </summary>
+    Variable SplitHeads(Variable projection)
+    {
+        var view = F.Reshape(projection, projection.Dim(0), projection.Dim(1), Heads, HeadWidth);
+        var heads = F.Permute(view, 0, 2, 1, 3);
+        view.ReleaseIfUnread();
+        projection.ReleaseIfUnread();
+        return heads;
+    }
 
     /// <summary>
     /// query [B, T, C] attends over keyValueSource [B, S, C]. keyMask [B, S] is additive (0 keep, −1e9 drop).
@@ -133,7 +142,11 @@ public sealed class MultiHeadAttention : Module
         if (Training && _probsDropout > 0) probs = F.Dropout(probs, _probsDropout, _seeds.Next(), Training);
         ownedMask?.Dispose();
         var context = F.Matmul(F.Reshape(probs, b * Heads, t, s), F.Reshape(v, b * Heads, s, HeadWidth));              // [B·H,T,D]
-        var merged = F.Reshape(F.Permute(F.Reshape(context, b, Heads, t, HeadWidth), 0, 2, 1, 3), b, t, Width);
+        var heads = F.Reshape(context, b, Heads, t, HeadWidth);
+        var merged = F.Reshape(F.Permute(heads, 0, 2, 1, 3), b, t, Width);
+        // The heads' layout is copied into merged; backward reads neither copy's source.
+        heads.ReleaseIfUnread();
+        context.ReleaseIfUnread();
         return Layer(_names.Output).Forward(merged);
     }
 }

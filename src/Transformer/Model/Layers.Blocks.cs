@@ -82,7 +82,12 @@ public abstract class ResidualBlock : Module
             if (dropout) h = F.Dropout(h, _activationDropout, Seeds.Next(), Training);
         }
         // ReLU and its dropout in one pass each way (the same values and gradients as the two ops).
-        else h = dropout ? F.ReluDropout(h, _activationDropout, Seeds.Next(), Training) : F.Relu(h);
+        else
+        {
+            var pre = h;
+            h = dropout ? F.ReluDropout(h, _activationDropout, Seeds.Next(), Training) : F.Relu(h);
+            pre.ReleaseIfUnread();   // ReLU's backward reads its output; fc1's reads its input: fc1's output is freed
+        }
         if (_activation != "gelu" && OutputUnread(true) && ActivationCheckpoint.IsForwardOfCheckpoint && FrozenFeedForward(fc1, fc2) != null)
             ActivationCheckpoint.Keep(this, Ops.PackPositive(h.Data));
         // fc2's backward reads h and its weight, never its output: an unread output needs no product. A wrapped fc2 (an
@@ -112,11 +117,16 @@ public abstract class ResidualBlock : Module
     {
         var ln = (ILayer)Child(norm);
         var input = PreNorm ? ln.Forward(x) : x;
-        var y = f(input);
-        if (SublayerOutputHook != null) y = SublayerOutputHook(sublayer, y);
+        var output = f(input);
+        var y = SublayerOutputHook != null ? SublayerOutputHook(sublayer, output) : output;
         // Only training draws a seed, so validating (at any interval) leaves the training masks as they were. The dropout
         // and the residual add are one pass (the same values as the two).
         var sum = Training ? F.DropoutAdd(x, y, DropoutRate, Seeds.Next(), Training, outputUnread) : F.Add(x, y);
+        // The sum's backward reads no value: the sublayer's output is freed now unless a rule reads it, and so is a pre-LN
+        // sublayer's normalized input (read by LoRA's linears, not by a frozen feed-forward).
+        y.ReleaseIfUnread();
+        output.ReleaseIfUnread();
+        if (PreNorm) input.ReleaseIfUnread();
         return PreNorm ? sum : ln.Forward(sum);
     }
 }

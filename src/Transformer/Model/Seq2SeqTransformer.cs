@@ -176,7 +176,13 @@ public sealed class Seq2SeqTransformer : Module
             var hidden = Decode(batch.TargetInput, batch.BatchSize, batch.TargetLength, memory, mask);
             var logits = Logits(hidden);
             var flat = F.Reshape(logits, batch.BatchSize * batch.TargetLength, Config.VocabSize);
-            return F.CrossEntropy(flat, batch.TargetOutput, SubwordTokenizer.Pad, labelSmoothing);
+            var loss = F.CrossEntropy(flat, batch.TargetOutput, SubwordTokenizer.Pad, labelSmoothing);
+            // Cross-entropy keeps its log-probabilities and reads neither its logits nor (with a frozen output projection) the
+            // last hidden state: both are freed before backward.
+            flat.ReleaseIfUnread();
+            logits.ReleaseIfUnread();
+            hidden.ReleaseIfUnread();
+            return loss;
         }
     }
 
