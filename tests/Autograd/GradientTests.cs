@@ -48,6 +48,7 @@ public class GradientTests
         // Attention's softmax, written over the scores (which only it reads) and its dx over dy.
         ["softmax_over_scores"] = (v => F.Matmul(F.Softmax(F.Matmul(v[0], v[1], false, true, 0.5f), causal: true, inputUnread: true), v[2]),
             [[2, 4, 3], [2, 4, 3], [2, 4, 5]]),
+        ["dropout_matmul"] = (v => F.DropoutMatmul(v[0], v[1], 0.3f, 17UL), [[2, 3, 6], [2, 6, 4]]),
         ["layernorm_linear"] = (v => F.Linear(F.LayerNorm(v[0], v[1], null), v[2], null), [[3, 6], [6], [2, 6]]),
         ["value_used_twice"] = (v => F.Mul(v[0], F.Tanh(v[0])), [[6]]),
         // LoRA's fused node (lives in src/Lora; checked here with the other rules).
@@ -126,6 +127,28 @@ public class GradientTests
                             $"{what}: dx[{i}] {dx[i]:R}, expected {plainDx[i]:R}");
                 }
             }
+    }
+
+    /// <summary>Attention's fused dropout-and-product: values and both gradients bit for bit those of the two nodes.</summary>
+    [Theory, MemberData(nameof(Reference.Devices), MemberType = typeof(Reference))]
+    public void DropoutMatmulIsTheTwoNodesBitForBit(string device)
+    {
+        var d = Device.Get(device);
+        (float[] Y, float[] Da, float[] Db) Run(bool fused)
+        {
+            using var scope = new GraphScope();
+            using var a = new Variable(Tensor.FromArray(Reference.Random(6 * 5 * 37, 51), [6, 5, 37], d), true);
+            using var b = new Variable(Tensor.FromArray(Reference.Random(6 * 37 * 9, 52), [6, 37, 9], d), true);
+            var y = fused ? F.DropoutMatmul(a, b, 0.2f, 18UL) : F.Matmul(F.Dropout(a, 0.2f, 18UL, training: true), b);
+            F.Sum(F.Mul(y, Constant(a, 53, 6, 5, 9))).Backward();
+            return (y.Data.ToArray(), a.Grad!.ToArray(), b.Grad!.ToArray());
+        }
+        var plain = Run(false);
+        var fused = Run(true);
+        Assert.Equal(plain.Y, fused.Y);
+        Assert.Equal(plain.Da, fused.Da);
+        Assert.Equal(plain.Db, fused.Db);
+        Assert.Contains(0f, fused.Da);   // the mask reached a's gradient
     }
 
     [Theory, MemberData(nameof(Cases))]

@@ -71,6 +71,10 @@ public class CrossEntropyTests
         var grad = dx.ToArray();
         Close(GradRef(logp, targets, v, eps, 1.5), grad, 1e-6, 1e-4, what + " gradient");
         for (int r = 1; r < n; r += 3) Assert.All(grad.AsSpan(r * v, v).ToArray(), g => Assert.Equal(0f, g));
+
+        // In place over the log-probabilities (what the autograd rule does): the same gradient bit for bit.
+        Assert.Same(logProbs, Ops.CrossEntropyBackward(logProbs, targets, Ignore, eps, 1.5f, output: logProbs));
+        Assert.Equal(grad, logProbs.ToArray());
     }
 
     [Theory, MemberData(nameof(Devices), MemberType = typeof(Reference))]

@@ -128,9 +128,9 @@ public static partial class F
                 using var pre2 = pre.Reshape(-1, hidden);
                 dh = Replace(dh, Ops.MapBackward(pre2, pre2, dh, new GeluErfOp()));
             }
-            var dx = Tensor.Empty(x.Shape, x.Device);
-            using (dh) using (var dx2 = dx.Reshape(-1, inFeatures)) Ops.MatmulInto(dx2, dh, w1.Data);
-            Graph.Accumulate(x, dx);
+            // dy is read no more (the rule owns it): dx, of its shape, is written over it and handed on.
+            using (dh) Ops.MatmulInto(dy2, dh, w1.Data);
+            Graph.Pass(x, dy);
         }, saved);
     }
 }

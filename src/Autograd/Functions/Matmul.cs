@@ -29,6 +29,35 @@ public static partial class F
         });
     }
 
+    /// <summary>
+    /// Dropout(a)·b as one node (attention's dropped probabilities times the values): the dropped copy of a is made for the
+    /// product and freed, and backward draws it again from the seed for b's gradient, so a layer keeps a [B·H, T, S]
+    /// tensor less until backward. Values and gradients are bit for bit those of <see cref="Dropout"/> then
+    /// <see cref="Matmul"/> (the same ops run, in the same order).
+    /// </summary>
+    /// <param name="a">The operand dropped [..., T, S] (attention probabilities).</param>
+    /// <param name="b">The other operand [..., S, D].</param>
+    /// <param name="p">The dropout rate.</param>
+    /// <param name="seed">The dropout seed (the mask is a hash of it and the element's index).</param>
+    public static Variable DropoutMatmul(Variable a, Variable b, float p, ulong seed)
+    {
+        Tensor y;
+        using (var dropped = Ops.Dropout(a.Data, p, seed)) y = Ops.Matmul(dropped, b.Data);
+        return Graph.Record("dropout_matmul", y, [a, b], Reads.Inputs(b.RequiresGrad, a.RequiresGrad), dy =>
+        {
+            if (a.RequiresGrad)
+            {
+                var da = Ops.Matmul(dy, b.Data, false, true);
+                Graph.Accumulate(a, ReduceBatch(Ops.DropoutBackward(da, p, seed, output: da), a.Data));
+            }
+            if (b.RequiresGrad)
+            {
+                using var dropped = Ops.Dropout(a.Data, p, seed);
+                Graph.Accumulate(b, ReduceBatch(Ops.Matmul(dropped, dy, true, false), b.Data));
+            }
+        });
+    }
+
     /// <summary>A rank-2 operand shared across a batch gets the sum of the per-batch gradients.</summary>
     static Tensor ReduceBatch(Tensor g, Tensor operand)
     {

@@ -82,8 +82,11 @@ public static partial class F
         var loss = Ops.CrossEntropy(logits.Data, targets, ignoreIndex, labelSmoothing, out var logProbs);
         return Graph.Record("cross_entropy", loss, [logits], Reads.Nothing, dy =>
         {
+            // The log-probabilities are this rule's alone and die with it: the gradient is written over them (a view, since
+            // the node disposes what it saved), not beside them — one [N, V] tensor less at the top of backward.
             if (logits.RequiresGrad)
-                Graph.Accumulate(logits, Ops.CrossEntropyBackward(logProbs, targets, ignoreIndex, labelSmoothing, dy.Item()));
+                Graph.Accumulate(logits, Ops.CrossEntropyBackward(logProbs, targets, ignoreIndex, labelSmoothing, dy.Item(), output: logProbs)
+                    .Reshape(logProbs.ShapeArray()));
         }, logProbs);
     }
 }

@@ -144,16 +144,18 @@ public static partial class Ops
 
     /// <summary>
     /// dlogits [N, V] = gradScale · (softmax − ((1−ε)·onehot(target) + ε/V)) / countNonIgnored; zero rows
-    /// for ignored targets. logProbs is CrossEntropy's saved output.
+    /// for ignored targets. logProbs is CrossEntropy's saved output; <paramref name="output"/> may be logProbs itself (in
+    /// place: each element is read once, then written), else a new tensor is made.
     /// </summary>
-    public static Tensor CrossEntropyBackward(Tensor logProbs, int[] targets, int ignoreIndex, float labelSmoothing, float gradScale)
+    public static Tensor CrossEntropyBackward(Tensor logProbs, int[] targets, int ignoreIndex, float labelSmoothing, float gradScale, Tensor? output = null)
     {
         const string op = "CrossEntropyBackward";
         var device = SameDevice(op, logProbs);
         if (logProbs.Rank != 2) throw new ArgumentException($"{op}: logProbs must be [N, V], got shape {logProbs.ShapeString}.");
         int n = logProbs.Dim(0), v = logProbs.Dim(1);
         int count = CheckTargets(op, targets, n, v, ignoreIndex, labelSmoothing);
-        var dx = Tensor.Empty(logProbs.Shape, device);
+        if (output != null) { SameDevice(op, logProbs, output); SameShape(op, logProbs, output); }
+        var dx = output ?? Tensor.Empty(logProbs.Shape, device);
         if (dx.Length == 0) return dx;
         float scale = count == 0 ? 0f : gradScale / count;
 

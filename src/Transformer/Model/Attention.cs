@@ -139,9 +139,11 @@ public sealed class MultiHeadAttention : Module
         var scores = F.Matmul(F.Reshape(q, b * Heads, t, HeadWidth), F.Reshape(k, b * Heads, s, HeadWidth), false, true,
             1f / MathF.Sqrt(HeadWidth));                                                                    // [B·H,T,S]
         var probs = F.Softmax(F.Reshape(scores, b, Heads, t, s), causal, keyMask, inputUnread: true);   // over the scores
-        if (Training && _probsDropout > 0) probs = F.Dropout(probs, _probsDropout, _seeds.Next(), Training);
         ownedMask?.Dispose();
-        var context = F.Matmul(F.Reshape(probs, b * Heads, t, s), F.Reshape(v, b * Heads, s, HeadWidth));              // [B·H,T,D]
+        // Training drops probabilities inside the product: backward draws the dropped copy again instead of keeping it.
+        var context = Training && _probsDropout > 0
+            ? F.DropoutMatmul(F.Reshape(probs, b * Heads, t, s), F.Reshape(v, b * Heads, s, HeadWidth), _probsDropout, _seeds.Next())
+            : F.Matmul(F.Reshape(probs, b * Heads, t, s), F.Reshape(v, b * Heads, s, HeadWidth));              // [B·H,T,D]
         var heads = F.Reshape(context, b, Heads, t, HeadWidth);
         var merged = F.Reshape(F.Permute(heads, 0, 2, 1, 3), b, t, Width);
         // The heads' layout is copied into merged; backward reads neither copy's source.
