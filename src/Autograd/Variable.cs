@@ -87,10 +87,16 @@ public class Variable : IDisposable
     /// <returns>Whether the value was freed.</returns>
     public bool ReleaseIfUnread()
     {
-        if (ReadByBackward || Data.IsDisposed || (Creator != null ? Creator.ReadsOutput : !IsOpResult)) return false;
+        if (!UnreadByBackward) return false;
         Data.Dispose();
         return true;
     }
+
+    /// <summary>
+    /// Whether this is an op result that no backward rule reads, so far (see <see cref="ReleaseIfUnread"/>): its value may
+    /// be freed, or written over by an op whose caller knows nothing else computes from it.
+    /// </summary>
+    public bool UnreadByBackward => !ReadByBackward && !Data.IsDisposed && (Creator != null ? !Creator.ReadsOutput : IsOpResult);
 
     /// <summary>The same tensor as a constant: no gradient flows through it. Shares storage (a view).</summary>
     public Variable Detach() => GraphScope.Track(new Variable(Data.Reshape(Data.ShapeArray())));

@@ -224,6 +224,8 @@ public class DropoutTests
                     AssertBits(withMask, without, $"dropout values, {what}");
                     AssertBits(summed, summedWithout, $"dropout-add values, {what}");
                     AssertBits(relu, reluWithout, $"relu-dropout values, {what}");
+                    using (var overX = x.Clone())   // in place over fc1's output, as a feed-forward block runs it
+                        AssertBits(relu, Ops.ReluDropout(overX, p, seed, output: overX), $"relu-dropout in place, {what}");
                     using (var want = Ops.Mul(dy, mask)) using (var got = Ops.DropoutBackward(dy, p, seed)) AssertBits(want, got, $"dropout backward, {what}");
                     using (var want = Ops.Mul(dy, reluMask)) using (var got = Ops.ReluDropoutBackward(dy, relu, p)) AssertBits(want, got, $"relu-dropout backward, {what}");
                     // In place (dy itself as the output), as the autograd rules run them.

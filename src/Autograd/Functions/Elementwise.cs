@@ -149,10 +149,19 @@ public static partial class F
     /// otherwise. Backward reads both derivatives off the output (<see cref="Ops.ReluDropoutBackward"/>: 1/(1 − p) where
     /// y &gt; 0), so neither x nor a mask is kept.
     /// </summary>
-    public static Variable ReluDropout(Variable x, float p, ulong seed, bool training)
+    /// <param name="x">The input (fc1's output).</param>
+    /// <param name="p">The dropout rate.</param>
+    /// <param name="seed">The dropout seed.</param>
+    /// <param name="training">Whether dropout applies.</param>
+    /// <param name="inputUnread">
+    /// The caller's promise that nothing computes from x after this, and no backward rule reads it
+    /// (<see cref="Variable.UnreadByBackward"/>): the result is written over x, whose value then holds it (the widest
+    /// tensor of a feed-forward block, once instead of twice).
+    /// </param>
+    public static Variable ReluDropout(Variable x, float p, ulong seed, bool training, bool inputUnread = false)
     {
         if (!training || p <= 0f) return Relu(x);
-        var y = Ops.ReluDropout(x.Data, p, seed);
+        var y = inputUnread ? Ops.ReluDropout(x.Data, p, seed, output: x.Data).Reshape(x.Data.ShapeArray()) : Ops.ReluDropout(x.Data, p, seed);
         return Graph.Record("relu_dropout", y, [x], Reads.OnlyOutput, dy =>
         {
             if (x.RequiresGrad) Graph.Pass(x, Ops.ReluDropoutBackward(dy, y, p, output: dy));   // in place, as dropout's

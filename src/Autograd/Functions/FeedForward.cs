@@ -48,9 +48,10 @@ public static partial class F
             }
             else
             {
-                h = dropout ? Ops.ReluDropout(pre, p, seed) : Ops.Map(pre, new ReluOp());
+                // In place: fc1's output is this node's own, read no more.
+                h = dropout ? Ops.ReluDropout(pre, p, seed, output: pre) : Ops.Map(pre, new ReluOp());
                 bits = Ops.PackPositive(h);
-                pre.Dispose();
+                if (!ReferenceEquals(h, pre)) pre.Dispose();
             }
             if (!valueUnread)
                 using (var h2 = h.Reshape(-1, hidden))

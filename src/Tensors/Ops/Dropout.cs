@@ -95,7 +95,12 @@ public static partial class Ops
     public static Tensor ReluDropout(Tensor x, float p, ulong seed, out Tensor mask) => Dropout(nameof(ReluDropout), x, p, seed, true, null, true, out mask!);
 
     /// <summary>ReluDropout without writing the mask: its output holds it (backward: <see cref="ReluDropoutBackward"/>).</summary>
-    public static Tensor ReluDropout(Tensor x, float p, ulong seed) => Dropout(nameof(ReluDropout), x, p, seed, true, null, false, out _);
+    /// <param name="x">The input.</param>
+    /// <param name="p">The dropout rate.</param>
+    /// <param name="seed">The dropout seed.</param>
+    /// <param name="output">Where to write: x itself for in place (each element is read, then written), or a new tensor when null.</param>
+    public static Tensor ReluDropout(Tensor x, float p, ulong seed, Tensor? output = null) =>
+        Dropout(nameof(ReluDropout), x, p, seed, true, null, false, out _, output);
 
     /// <summary>
     /// dy ⊙ mask for <see cref="Dropout(Tensor, float, ulong)"/> (and the x of DropoutAdd) with this p and seed, the mask
@@ -109,7 +114,7 @@ public static partial class Ops
     public static Tensor DropoutBackward(Tensor dy, float p, ulong seed, Tensor? output = null) => Backward(nameof(DropoutBackward), dy, null, p, seed, output);
 
     /// <summary>
-    /// dy ⊙ mask for <see cref="ReluDropout(Tensor, float, ulong)"/>, read off its output <paramref name="y"/>: the mask is
+    /// dy ⊙ mask for <see cref="ReluDropout(Tensor, float, ulong, Tensor)"/>, read off its output <paramref name="y"/>: the mask is
     /// 1/(1 − p) where y &gt; 0 (x &gt; 0 and kept) and 0 elsewhere, NaN included, so Mul(dy, mask) to the bit without the
     /// mask. (A GPU compiler that flushes subnormals may round a kept subnormal x·1/(1 − p) to 0 forward; that element then
     /// gets 0 here where the written mask held 1/(1 − p).)
@@ -178,9 +183,10 @@ public static partial class Ops
         return dx;
     }
 
-    static Tensor Dropout(string op, Tensor x, float p, ulong seed, bool relu, Tensor? residual, bool keepMask, out Tensor? mask)
+    static Tensor Dropout(string op, Tensor x, float p, ulong seed, bool relu, Tensor? residual, bool keepMask, out Tensor? mask, Tensor? output = null)
     {
         var device = residual is null ? SameDevice(op, x) : SameDevice(op, x, residual);
+        if (output != null) { SameDevice(op, x, output); SameShape(op, x, output); }
         int n = GpuLength(x, op);
         var prm = Params(op, n, p, seed, relu);
         if (p == 0f && !relu && residual is null)
@@ -188,7 +194,7 @@ public static partial class Ops
             mask = keepMask ? Tensor.Full(x.Shape, 1f, device) : null;
             return x.Clone(MemoryCategory.Activation);
         }
-        var y = Tensor.Empty(x.Shape, device);
+        var y = output ?? Tensor.Empty(x.Shape, device);
         mask = keepMask ? Tensor.Empty(x.Shape, device) : null;
         if (n == 0) return y;
         if (device is IlgpuDevice gpu)

@@ -81,12 +81,13 @@ public abstract class ResidualBlock : Module
             h = F.Gelu(h);
             if (dropout) h = F.Dropout(h, _activationDropout, Seeds.Next(), Training);
         }
-        // ReLU and its dropout in one pass each way (the same values and gradients as the two ops).
+        // ReLU and its dropout in one pass, written over fc1's output when no rule reads that (a linear's reads its input).
+        else if (dropout) h = F.ReluDropout(h, _activationDropout, Seeds.Next(), Training, inputUnread: h.UnreadByBackward);
         else
         {
             var pre = h;
-            h = dropout ? F.ReluDropout(h, _activationDropout, Seeds.Next(), Training) : F.Relu(h);
-            pre.ReleaseIfUnread();   // ReLU's backward reads its output; fc1's reads its input: fc1's output is freed
+            h = F.Relu(h);
+            pre.ReleaseIfUnread();
         }
         if (_activation != "gelu" && OutputUnread(true) && ActivationCheckpoint.IsForwardOfCheckpoint && FrozenFeedForward(fc1, fc2) != null)
             ActivationCheckpoint.Keep(this, Ops.PackPositive(h.Data));
