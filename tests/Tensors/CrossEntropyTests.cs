@@ -73,8 +73,24 @@ public class CrossEntropyTests
         for (int r = 1; r < n; r += 3) Assert.All(grad.AsSpan(r * v, v).ToArray(), g => Assert.Equal(0f, g));
 
         // In place over the log-probabilities (what the autograd rule does): the same gradient bit for bit.
+        var lpValues = logProbs.ToArray();
         Assert.Same(logProbs, Ops.CrossEntropyBackward(logProbs, targets, Ignore, eps, 1.5f, output: logProbs));
         Assert.Equal(grad, logProbs.ToArray());
+
+        // The log-probabilities over the logits (a training step's loss): the same loss and values bit for bit, with a
+        // target equal to the ignore index's neighbours and the ignore index itself inside the vocabulary.
+        using var overLogits = Tensor.FromArray(data, [n, v], d);
+        using var lossInPlace = Ops.CrossEntropy(overLogits, targets, Ignore, eps, out var written, logProbsOutput: overLogits);
+        Assert.Same(overLogits, written);
+        Assert.Equal(loss.Item(), lossInPlace.Item());
+        Assert.Equal(lpValues, overLogits.ToArray());
+        var padTargets = targets.Select((t, i) => t == Ignore || i % 4 == 0 ? 0 : t).ToArray();   // 0: the ignore index below
+        using var padLoss = Ops.CrossEntropy(logits, padTargets, 0, eps, out var padLp);
+        using var _padLp = padLp;
+        using var padOver = Tensor.FromArray(data, [n, v], d);
+        using var padLossInPlace = Ops.CrossEntropy(padOver, padTargets, 0, eps, out _, logProbsOutput: padOver);
+        Assert.Equal(padLoss.Item(), padLossInPlace.Item());
+        Assert.Equal(padLp.ToArray(), padOver.ToArray());
     }
 
     [Theory, MemberData(nameof(Devices), MemberType = typeof(Reference))]

@@ -77,9 +77,19 @@ public static partial class F
     /// Mean cross-entropy of logits [N, V] against targets, ignoring <paramref name="ignoreIndex"/>, with
     /// label smoothing; fused with log-softmax so the [N, V] probabilities are formed once.
     /// </summary>
-    public static Variable CrossEntropy(Variable logits, int[] targets, int ignoreIndex = -100, float labelSmoothing = 0f)
+    /// <param name="logits">The logits [N, V].</param>
+    /// <param name="targets">The target class of each row.</param>
+    /// <param name="ignoreIndex">Rows with this target count for nothing.</param>
+    /// <param name="labelSmoothing">PyTorch's ε.</param>
+    /// <param name="logitsUnread">
+    /// The caller's promise that nothing reads the logits after this (<see cref="Variable.UnreadByBackward"/>, and no later
+    /// op): the log-probabilities the backward keeps are written over them, one [N, V] tensor at the top of a training step
+    /// instead of two. The logits' value then holds the log-probabilities.
+    /// </param>
+    public static Variable CrossEntropy(Variable logits, int[] targets, int ignoreIndex = -100, float labelSmoothing = 0f, bool logitsUnread = false)
     {
-        var loss = Ops.CrossEntropy(logits.Data, targets, ignoreIndex, labelSmoothing, out var logProbs);
+        var loss = Ops.CrossEntropy(logits.Data, targets, ignoreIndex, labelSmoothing, out var logProbs, logitsUnread ? logits.Data : null);
+        if (logitsUnread) logProbs = logProbs.Reshape(logProbs.ShapeArray());   // the node's own reference (it disposes what it saved)
         return Graph.Record("cross_entropy", loss, [logits], Reads.Nothing, dy =>
         {
             // The log-probabilities are this rule's alone and die with it: the gradient is written over them (a view, since

@@ -42,13 +42,15 @@ public static partial class Ops
             for (int j = Group.IdxX; j < p.V; j += Group.DimX) { float v = logits[at + j]; sumExp += XMath.Exp(v - max); sumX += v; }
             float shift = max + XMath.Log(RowReduce.Sum(expScratch, sumExp));
             sumX = RowReduce.Sum(sumScratch, sumX);
-            for (int j = Group.IdxX; j < p.V; j += Group.DimX) logProbs[at + j] = logits[at + j] - shift;
-            if (Group.IdxX == 0)
+            // Each element is read and written by one thread, which also scores the target's: logProbs may be logits.
+            int t = targets[row];
+            for (int j = Group.IdxX; j < p.V; j += Group.DimX)
             {
-                int t = targets[row];
-                rowLoss[row] = t == p.IgnoreIndex ? 0f
-                    : (1f - p.Smoothing) * (shift - logits[at + t]) + p.Smoothing * (shift - sumX / p.V);
+                float v = logits[at + j];
+                logProbs[at + j] = v - shift;
+                if (j == t && t != p.IgnoreIndex) rowLoss[row] = (1f - p.Smoothing) * (shift - v) + p.Smoothing * (shift - sumX / p.V);
             }
+            if (Group.IdxX == 0 && t == p.IgnoreIndex) rowLoss[row] = 0f;
         }
 
         // A single group: loss[0] = Σ rowLoss · Scale (Scale = 1/count, or 0 when every target is ignored).
@@ -98,7 +100,14 @@ public static partial class Ops
     /// <paramref name="ignoreIndex"/> (0 if none), with PyTorch's label smoothing. Returns a scalar
     /// tensor (shape []) and the log-probabilities [N, V] for <see cref="CrossEntropyBackward"/>.
     /// </summary>
-    public static Tensor CrossEntropy(Tensor logits, int[] targets, int ignoreIndex, float labelSmoothing, out Tensor logProbs)
+    /// <param name="logits">The logits [N, V].</param>
+    /// <param name="targets">The target class of each row, or <paramref name="ignoreIndex"/>.</param>
+    /// <param name="ignoreIndex">The target value of rows left out.</param>
+    /// <param name="labelSmoothing">PyTorch's ε.</param>
+    /// <param name="logProbs">The log-probabilities: <paramref name="logProbsOutput"/>, or a new tensor.</param>
+    /// <param name="logProbsOutput">Where to write them: logits itself for in place (a row's logits are all read before
+    /// any is written; the loss is the same bit for bit), or null for a new tensor.</param>
+    public static Tensor CrossEntropy(Tensor logits, int[] targets, int ignoreIndex, float labelSmoothing, out Tensor logProbs, Tensor? logProbsOutput = null)
     {
         const string op = "CrossEntropy";
         var device = SameDevice(op, logits);
@@ -106,7 +115,8 @@ public static partial class Ops
         int n = logits.Dim(0), v = logits.Dim(1);
         int count = CheckTargets(op, targets, n, v, ignoreIndex, labelSmoothing);
         if (v == 0 && count > 0) throw new ArgumentException($"{op}: logits {logits.ShapeString} have no classes.");
-        logProbs = Tensor.Empty(logits.Shape, device);
+        if (logProbsOutput != null) { SameDevice(op, logits, logProbsOutput); SameShape(op, logits, logProbsOutput); }
+        logProbs = logProbsOutput ?? Tensor.Empty(logits.Shape, device);
         var loss = Tensor.Empty([], device);
         float invCount = count == 0 ? 0f : 1f / count;
         if (n == 0 || v == 0) { loss.Fill(0f); return loss; }
@@ -123,18 +133,26 @@ public static partial class Ops
         }
 
         var xs = logits.HostArray; var lps = logProbs.HostArray;
+        bool inPlace = ReferenceEquals(xs, lps);
         var losses = new double[n];
         CpuParallel.For(n, RowGrain(v), (r0, r1) =>
         {
+            // In place, the row's exponentials go to scratch and what the loss reads of x is read first.
+            float[]? scratch = inPlace ? System.Buffers.ArrayPool<float>.Shared.Rent(v) : null;
             for (long r = r0; r < r1; r++)
             {
                 var xr = xs.AsSpan((int)(r * v), v);
-                float shift = LogSoftmaxRow(xr, lps.AsSpan((int)(r * v), v));
+                var lr = lps.AsSpan((int)(r * v), v);
                 int t = targets[r];
-                if (t == ignoreIndex) continue;
-                float smooth = labelSmoothing == 0f ? 0f : shift - TensorPrimitives.Sum(xr) / v;
-                losses[r] = (1f - labelSmoothing) * (shift - xr[t]) + labelSmoothing * smooth;
+                bool scored = t != ignoreIndex;
+                float xt = scored ? xr[t] : 0f;
+                float sumX = scored && labelSmoothing != 0f ? TensorPrimitives.Sum(xr) : 0f;
+                float shift = LogSoftmaxRow(xr, lr, scratch != null ? scratch.AsSpan(0, v) : lr);
+                if (!scored) continue;
+                float smooth = labelSmoothing == 0f ? 0f : shift - sumX / v;
+                losses[r] = (1f - labelSmoothing) * (shift - xt) + labelSmoothing * smooth;
             }
+            if (scratch != null) System.Buffers.ArrayPool<float>.Shared.Return(scratch);
         });
         double total = 0;
         foreach (var l in losses) total += l;

@@ -247,10 +247,13 @@ public static partial class Ops
     }
 
     /// <summary>Log-softmax of one row into <paramref name="y"/>; returns the shift max + log Σ exp(x − max).</summary>
-    static float LogSoftmaxRow(ReadOnlySpan<float> x, Span<float> y)
+    static float LogSoftmaxRow(ReadOnlySpan<float> x, Span<float> y) => LogSoftmaxRow(x, y, y);
+
+    /// <summary>log-softmax of one row into y, the exponentials summed through <paramref name="exps"/> (y itself unless y is x); returns the shift.</summary>
+    static float LogSoftmaxRow(ReadOnlySpan<float> x, Span<float> y, Span<float> exps)
     {
         float max = VectorExp.Max(x);
-        float shift = max + MathF.Log(VectorExp.ExpShifted(x, max, y));
+        float shift = max + MathF.Log(VectorExp.ExpShifted(x, max, exps));
         TensorPrimitives.Subtract(x, shift, y);
         return shift;
     }

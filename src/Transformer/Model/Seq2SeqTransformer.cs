@@ -176,9 +176,10 @@ public sealed class Seq2SeqTransformer : Module
             var hidden = Decode(batch.TargetInput, batch.BatchSize, batch.TargetLength, memory, mask);
             var logits = Logits(hidden);
             var flat = F.Reshape(logits, batch.BatchSize * batch.TargetLength, Config.VocabSize);
-            var loss = F.CrossEntropy(flat, batch.TargetOutput, SubwordTokenizer.Pad, labelSmoothing);
-            // Cross-entropy keeps its log-probabilities and reads neither its logits nor (with a frozen output projection) the
-            // last hidden state: both are freed before backward.
+            // Cross-entropy keeps log-probabilities and reads neither its logits nor (with a frozen output projection) the last
+            // hidden state: the log-probabilities are written over the logits when no rule reads those, then both are let go.
+            var loss = F.CrossEntropy(flat, batch.TargetOutput, SubwordTokenizer.Pad, labelSmoothing,
+                logitsUnread: flat.UnreadByBackward && logits.UnreadByBackward);
             flat.ReleaseIfUnread();
             logits.ReleaseIfUnread();
             hidden.ReleaseIfUnread();
