@@ -87,16 +87,20 @@ public class Variable : IDisposable
     /// <returns>Whether the value was freed.</returns>
     public bool ReleaseIfUnread()
     {
-        if (!UnreadByBackward) return false;
+        // A view's storage lives on in the other tensors that hold it: releasing the view only drops its reference.
+        if (!UnreadHere) return false;
         Data.Dispose();
         return true;
     }
 
     /// <summary>
-    /// Whether this is an op result that no backward rule reads, so far (see <see cref="ReleaseIfUnread"/>): its value may
-    /// be freed, or written over by an op whose caller knows nothing else computes from it.
+    /// Whether this op result may be written over by an op whose caller knows nothing computes from it later: no backward
+    /// rule recorded so far reads it (see <see cref="ReleaseIfUnread"/>), and no other tensor — a view of it, or it of
+    /// another — shares its storage, so no value a rule reads changes with it.
     /// </summary>
-    public bool UnreadByBackward => !ReadByBackward && !Data.IsDisposed && (Creator != null ? !Creator.ReadsOutput : IsOpResult);
+    public bool UnreadByBackward => UnreadHere && !Data.SharesStorage;
+
+    bool UnreadHere => !ReadByBackward && !Data.IsDisposed && (Creator != null ? !Creator.ReadsOutput : IsOpResult);
 
     /// <summary>The same tensor as a constant: no gradient flows through it. Shares storage (a view).</summary>
     public Variable Detach() => GraphScope.Track(new Variable(Data.Reshape(Data.ShapeArray())));

@@ -39,6 +39,8 @@ internal sealed class Storage
     }
 
     public bool IsAlive => _references > 0;
+    /// <summary>More than one tensor (views) holds this storage.</summary>
+    public bool IsShared => Volatile.Read(ref _references) > 1;
 
     public void Retain()
     {

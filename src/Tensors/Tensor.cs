@@ -19,6 +19,8 @@ public sealed partial class Tensor : IDisposable
     public Device Device => _storage.Device;
     /// <summary>Element type: float32, or bfloat16 for a frozen weight stored in 16 bits (<see cref="ToBFloat16"/>).</summary>
     public DType DType => _storage.DType;
+    /// <summary>Another tensor (a view) holds this one's storage too: writing over it writes over that one.</summary>
+    internal bool SharesStorage => _storage.IsShared;
     /// <summary>Sizes of the axes, outermost first (row-major).</summary>
     public ReadOnlySpan<int> Shape => _shape;
     /// <summary>Number of axes (0 for a scalar).</summary>

@@ -67,6 +67,22 @@ public class ReleaseTests
     }
 
     [Fact]
+    public void AValueSharingItsStorageWithAViewMayNotBeWrittenOver()
+    {
+        // Releasing a view only drops its reference; writing over it would write over the other tensor too.
+        using var a = Param("a", 9, 3, 4);
+        using var w = Param("w", 10, 4, 2);
+        using var scope = new GraphScope();
+        var product = F.Matmul(a, w);
+        var view = F.Reshape(product, 2, 3);
+        Assert.False(product.UnreadByBackward);
+        Assert.False(view.UnreadByBackward);
+        Assert.True(product.ReleaseIfUnread());            // the storage lives on in the view
+        Assert.True(view.UnreadByBackward);                // which now holds it alone
+        Assert.Equal(6, view.Data.ToArray().Length);
+    }
+
+    [Fact]
     public void WithoutGradientsAnOpResultIsFreedAndReadingItThrows()
     {
         // An activation checkpoint's forward runs without a graph: its intermediates go as soon as the layer is done with them.

@@ -47,8 +47,9 @@ public static partial class F
         {
             if (a.RequiresGrad)
             {
-                var da = Ops.Matmul(dy, b.Data, false, true);
-                Graph.Accumulate(a, ReduceBatch(Ops.DropoutBackward(da, p, seed, output: da), a.Data));
+                // Summed over a shared a's batch first, then masked at a's own size, as Dropout's rule after Matmul's does.
+                var da = ReduceBatch(Ops.Matmul(dy, b.Data, false, true), a.Data);
+                Graph.Accumulate(a, Ops.DropoutBackward(da, p, seed, output: da));
             }
             if (b.RequiresGrad)
             {

@@ -82,12 +82,14 @@ public sealed class MultiHeadAttention : Module
     /// A projection's output [B, L, C] → [B, H, L, D], a copy; the projection's output is freed then unless a rule reads
     /// it (a plain or LoRA linear reads its input, not its output), so training keeps one of the two until backward.
     /// </summary>
-    Variable SplitHeads(Variable projection)
+    /// <param name="projection">The projection's output.</param>
+    /// <param name="ours">Whether this module made it (a projection it ran), so may free it; a hook's values stay the hook's.</param>
+    Variable SplitHeads(Variable projection, bool ours = true)
     {
         var view = F.Reshape(projection, projection.Dim(0), projection.Dim(1), Heads, HeadWidth);
         var heads = F.Permute(view, 0, 2, 1, 3);
         view.ReleaseIfUnread();
-        projection.ReleaseIfUnread();
+        if (ours) projection.ReleaseIfUnread();
         return heads;
     }
 
@@ -125,8 +127,8 @@ public sealed class MultiHeadAttention : Module
         {
             var (pk, pv) = ExtraKeyValues(b);
             int p = pk.Dim(1);
-            k = F.Concat([SplitHeads(pk), k], 2);
-            v = F.Concat([SplitHeads(pv), v], 2);
+            k = F.Concat([SplitHeads(pk, ours: false), k], 2);
+            v = F.Concat([SplitHeads(pv, ours: false), v], 2);
             if (keyMask != null)
             {
                 using var zeros = Tensor.Zeros([b, p], keyMask.Device);

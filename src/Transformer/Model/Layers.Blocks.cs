@@ -34,7 +34,11 @@ public abstract class ResidualBlock : Module
     protected readonly SeedSequence Seeds;
     readonly string _activation;
     readonly float _activationDropout;
-    /// <summary>Called on each sublayer's output before the residual add (null: none).</summary>
+    /// <summary>
+    /// Called on each sublayer's output before the residual add (null: none). The value it is given and the value it returns
+    /// are freed once added to the residual unless a backward rule reads them (<see cref="Variable.ReleaseIfUnread"/>): a
+    /// hook that keeps either for later must copy it.
+    /// </summary>
     public SublayerHook? SublayerOutputHook { get; set; }
 
     /// <summary>Takes the wiring, activation and dropout settings from <paramref name="c"/>.</summary>

@@ -177,11 +177,11 @@ public sealed class Seq2SeqTransformer : Module
             var logits = Logits(hidden);
             var flat = F.Reshape(logits, batch.BatchSize * batch.TargetLength, Config.VocabSize);
             // Cross-entropy keeps log-probabilities and reads neither its logits nor (with a frozen output projection) the last
-            // hidden state: the log-probabilities are written over the logits when no rule reads those, then both are let go.
-            var loss = F.CrossEntropy(flat, batch.TargetOutput, SubwordTokenizer.Pad, labelSmoothing,
-                logitsUnread: flat.UnreadByBackward && logits.UnreadByBackward);
-            flat.ReleaseIfUnread();
+            // hidden state: the log-probabilities are written over the logits when no rule reads those (the unflattened logits
+            // let go first, so the flat view holds their storage alone), then both are let go.
             logits.ReleaseIfUnread();
+            var loss = F.CrossEntropy(flat, batch.TargetOutput, SubwordTokenizer.Pad, labelSmoothing, logitsUnread: flat.UnreadByBackward);
+            flat.ReleaseIfUnread();
             hidden.ReleaseIfUnread();
             return loss;
         }
