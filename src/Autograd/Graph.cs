@@ -243,11 +243,9 @@ public readonly struct Reads
     public static Reads Nothing => new(false, 0);
     /// <summary>Only the node's output (softmax, ReLU-dropout).</summary>
     public static Reads OnlyOutput => new(true, 0);
-    /// <summary>The inputs whose flags are true, and not the output.</summary>
-    public static Reads Inputs(params bool[] read)
-    {
-        ulong mask = 0;
-        for (int i = 0; i < read.Length; i++) if (read[i]) mask |= 1UL << Math.Min(i, 63);
-        return new(false, mask);
-    }
+    /// <summary>Every input, not the output (LoRA's linear).</summary>
+    public static Reads AllInputs => new(false, ulong.MaxValue);
+    /// <summary>The first inputs whose flags are true, and not the output (no array per op: this runs for every product).</summary>
+    public static Reads Inputs(bool first, bool second = false, bool third = false) =>
+        new(false, (first ? 1UL : 0) | (second ? 2UL : 0) | (third ? 4UL : 0));
 }

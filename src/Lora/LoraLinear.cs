@@ -174,7 +174,7 @@ public sealed class LoraLinear : Module, ILayer
         var inputs = new List<Variable> { x, w, a, bMatrix };
         if (h != null) inputs.Add(h);
         if (b != null) inputs.Add(b);
-        return Graph.Record("lora_linear", y, inputs.ToArray(), Reads.Inputs([.. inputs.Select(_ => true)]), dy =>
+        return Graph.Record("lora_linear", y, inputs.ToArray(), Reads.AllInputs, dy =>
         {
             using var dy2 = dy.Reshape(-1, outF);
             using var x2 = x.Data.Reshape(-1, inF);
