@@ -38,9 +38,19 @@ public static partial class F
     public static Variable Gelu(Variable x, bool tanhApproximation = false) =>
         tanhApproximation ? Map<GeluTanhOp>(x) : Map<GeluErfOp>(x);
     /// <summary>s·x.</summary>
-    public static Variable Scale(Variable x, float s) => Map(x, new AffineOp(s, 0f));
+    public static Variable Scale(Variable x, float s) => Affine(x, s, 0f);
     /// <summary>x + s.</summary>
-    public static Variable AddScalar(Variable x, float s) => Map(x, new AffineOp(1f, s));
+    public static Variable AddScalar(Variable x, float s) => Affine(x, 1f, s);
+
+    /// <summary>s·x + t, whose backward (dx = s·dy) reads no value, so a model may free x and the result after use.</summary>
+    static Variable Affine(Variable x, float s, float t)
+    {
+        var y = Ops.Map(x.Data, new AffineOp(s, t));
+        return Graph.Record(nameof(AffineOp), y, [x], Reads.Nothing, dy =>
+        {
+            if (x.RequiresGrad) Graph.Accumulate(x, Ops.Map(dy, new AffineOp(s, 0f)));
+        });
+    }
     /// <summary>xᵖ elementwise (see <see cref="PowOp"/>).</summary>
     public static Variable Pow(Variable x, float p) => Map(x, new PowOp(p));
 

@@ -119,7 +119,14 @@ public static partial class F
         {
             if (!x.RequiresGrad) return;
             using var dy2 = dy.Reshape(-1, inFeatures);
-            var dh = Tensor.Empty([dy2.Dim(0), hidden], dy.Device);
+            int rows = dy2.Dim(0), block = HiddenGradientRows(rows, inFeatures, hidden);
+            if (pre == null && block < rows)
+            {
+                ReluBackwardInRowBlocks(dy2, w1, w2, bits!, dropout ? Ops.DropoutKeepScale(p) : 1f, !dropout, block);
+                Graph.Pass(x, dy);
+                return;
+            }
+            var dh = Tensor.Empty([rows, hidden], dy.Device);
             Ops.MatmulInto(dh, dy2, w2.Data);
             // In place: the hidden gradient is the widest tensor of the backward, and a second one at the peak.
             if (pre == null) Ops.MulByBits(dh, bits!, dropout ? Ops.DropoutKeepScale(p) : 1f, select: !dropout, output: dh);
@@ -133,5 +140,40 @@ public static partial class F
             using (dh) Ops.MatmulInto(dy2, dh, w1.Data);
             Graph.Pass(x, dy);
         }, saved);
+    }
+
+    /// <summary>
+    /// Rows of the hidden gradient a ReLU block's backward computes at a time: all of them while that is no wider than the
+    /// block's input gradient, else blocks that keep it so (a multiple of 32 rows, so a block's mask bits start on a word;
+    /// at least 64, so each product still fills the GEMM's tiles). The widest tensor of the backward, 4× the input at
+    /// d_ff = 4·d_model, is then as large as dy: an activation checkpoint's recompute of a layer peaks there.
+    /// </summary>
+    internal static int HiddenGradientRows(int rows, int inFeatures, int hidden)
+    {
+        if (hidden <= inFeatures || rows <= 64) return rows;
+        long fit = (long)rows * inFeatures / hidden;
+        return (int)Math.Min(rows, Math.Max(64, (fit + 31) / 32 * 32));
+    }
+
+    /// <summary>
+    /// A ReLU block's dx = ((dy·W2) ⊙ mask)·W1, written over dy, <paramref name="block"/> rows at a time. Each row's products
+    /// run over the same depth in the same order as the whole product's, so dx is bit for bit the unblocked one.
+    /// </summary>
+    static void ReluBackwardInRowBlocks(Tensor dy2, Variable w1, Variable w2, Tensor bits, float scale, bool select, int block)
+    {
+        int rows = dy2.Dim(0), hidden = w1.Dim(0);
+        for (int start = 0; start < rows; start += block)
+        {
+            int count = Math.Min(block, rows - start);
+            long firstBit = (long)start * hidden, bitCount = (long)count * hidden;
+            using var dyBlock = Ops.Slice(dy2, 0, start, count);
+            using var bitsBlock = Ops.Slice(bits, 0, (int)(firstBit / 32), (int)((bitCount + 31) / 32));
+            using var dh = Tensor.Empty([count, hidden], dy2.Device);
+            Ops.MatmulInto(dh, dyBlock, w2.Data);
+            Ops.MulByBits(dh, bitsBlock, scale, select, output: dh);
+            // The block's input gradient was copied out: its dx goes over those rows of dy.
+            Ops.MatmulInto(dyBlock, dh, w1.Data);
+            Ops.WriteSlice(dy2, dyBlock, 0, start);
+        }
     }
 }

@@ -138,19 +138,30 @@ public sealed class MultiHeadAttention : Module
 
         int s = k.Dim(2);
         // q·kᵀ/√D: the scale is the product's alpha, not a pass over q (exact either way when D is a power of 4).
-        var scores = F.Matmul(F.Reshape(q, b * Heads, t, HeadWidth), F.Reshape(k, b * Heads, s, HeadWidth), false, true,
-            1f / MathF.Sqrt(HeadWidth));                                                                    // [B·H,T,S]
+        var (qRows, kRows) = (F.Reshape(q, b * Heads, t, HeadWidth), F.Reshape(k, b * Heads, s, HeadWidth));
+        var scores = F.Matmul(qRows, kRows, false, true, 1f / MathF.Sqrt(HeadWidth));                     // [B·H,T,S]
+        // Without gradients (an activation checkpoint's forward, inference) nothing reads q and k again: the layer's
+        // later values need not sit beside them. With gradients the product's rule reads them and this frees nothing.
+        ReleaseIfUnread(q, qRows, k, kRows);
         var probs = F.Softmax(F.Reshape(scores, b, Heads, t, s), causal, keyMask, inputUnread: true);   // over the scores
         ownedMask?.Dispose();
+        var (probRows, vRows) = (F.Reshape(probs, b * Heads, t, s), F.Reshape(v, b * Heads, s, HeadWidth));
         // Training drops probabilities inside the product: backward draws the dropped copy again instead of keeping it.
         var context = Training && _probsDropout > 0
-            ? F.DropoutMatmul(F.Reshape(probs, b * Heads, t, s), F.Reshape(v, b * Heads, s, HeadWidth), _probsDropout, _seeds.Next())
-            : F.Matmul(F.Reshape(probs, b * Heads, t, s), F.Reshape(v, b * Heads, s, HeadWidth));              // [B·H,T,D]
+            ? F.DropoutMatmul(probRows, vRows, _probsDropout, _seeds.Next())
+            : F.Matmul(probRows, vRows);                                                                     // [B·H,T,D]
+        ReleaseIfUnread(scores, probs, probRows, v, vRows);
         var heads = F.Reshape(context, b, Heads, t, HeadWidth);
         var merged = F.Reshape(F.Permute(heads, 0, 2, 1, 3), b, t, Width);
         // The heads' layout is copied into merged; backward reads neither copy's source.
         heads.ReleaseIfUnread();
         context.ReleaseIfUnread();
         return Layer(_names.Output).Forward(merged);
+    }
+
+    /// <summary>Frees each value no backward rule reads (a view only drops its reference; the storage goes with the last).</summary>
+    static void ReleaseIfUnread(params Variable[] values)
+    {
+        foreach (var v in values) v.ReleaseIfUnread();
     }
 }

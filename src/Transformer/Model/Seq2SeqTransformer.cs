@@ -91,7 +91,10 @@ public sealed class Seq2SeqTransformer : Module
     public Variable WordEmbeddings(int[] ids, params int[] shape)
     {
         var x = Shared.Forward(ids, shape);
-        return Config.ScaleEmbeddings ? F.Scale(x, MathF.Sqrt(Config.DModel)) : x;
+        if (!Config.ScaleEmbeddings) return x;
+        var scaled = F.Scale(x, MathF.Sqrt(Config.DModel));
+        x.ReleaseIfUnread();   // neither the lookup's backward nor the scale's reads it
+        return scaled;
     }
 
     /// <summary>
@@ -111,8 +114,18 @@ public sealed class Seq2SeqTransformer : Module
             ? ((Embedding)Child(side + "_positions")).Forward(Enumerable.Range(positionOffset, total).ToArray(), total)
             : Variable.Constant(Ops.Slice(_sinusoids, 0, positionOffset, total));
         var sum = F.Add(x, pos);
-        if (Config.EmbeddingNorm) sum = Layer(side + "_embed_norm").Forward(sum);
-        return (Training ? F.Dropout(sum, Config.Dropout, _dropoutSeeds.Next(), Training) : sum, prefix);
+        // Each value below is freed once the next is made unless a backward rule reads it (a LayerNorm reads its input):
+        // otherwise a training step would hold four [B, L, C] copies of the embeddings until backward.
+        x.ReleaseIfUnread();
+        pos.ReleaseIfUnread();
+        if (Config.EmbeddingNorm) sum = Then(sum, Layer(side + "_embed_norm").Forward(sum));
+        return (Training ? Then(sum, F.Dropout(sum, Config.Dropout, _dropoutSeeds.Next(), Training)) : sum, prefix);
+
+        static Variable Then(Variable used, Variable next)
+        {
+            used.ReleaseIfUnread();
+            return next;
+        }
     }
 
     /// <summary>
