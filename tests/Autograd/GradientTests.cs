@@ -61,7 +61,7 @@ public class GradientTests
 
     /// <summary>fc2(dropout(act(fc1(x)))) with fc1 [9, 5] (a hidden width off the 32-bit mask words) and fc2 [5, 9] frozen.</summary>
     static Variable FrozenFeedForward(Variable x, bool gelu, bool dropout) =>
-        F.FrozenFeedForward(x, Constant(x, 31, 9, 5), Constant(x, 32, 9), Constant(x, 33, 5, 9), dropout ? Constant(x, 34, 5) : null, gelu, 0.3f, 15UL, dropout);
+        F.FeedForward(x, Constant(x, 31, 9, 5), Constant(x, 32, 9), Constant(x, 33, 5, 9), dropout ? Constant(x, 34, 5) : null, gelu, 0.3f, 15UL, dropout);
 
     /// <summary>
     /// The frozen block's input gradient by finite differences (fc1, fc2 constants: x gets the gradient, through the hidden
@@ -75,61 +75,76 @@ public class GradientTests
     public void FrozenFeedForwardMatchesFiniteDifferences(bool gelu, bool dropout) =>
         GradCheck.Check("cpu", v => FrozenFeedForward(v[0], gelu, dropout), [[2, 3, 5]], eps: 1e-3);
 
+    /// <summary>The block with every weight and bias trainable: each gradient by finite differences (the hidden values rebuilt from fc1's output after GELU, kept after ReLU).</summary>
+    [Theory]
+    [InlineData(false, true)]
+    [InlineData(false, false)]
+    [InlineData(true, true)]
+    [InlineData(true, false)]
+    public void TrainableFeedForwardMatchesFiniteDifferences(bool gelu, bool dropout) =>
+        GradCheck.Check("cpu", v => F.FeedForward(v[0], v[1], v[2], v[3], v[4], gelu, 0.3f, 15UL, dropout), [[2, 3, 5], [9, 5], [9], [5, 9], [5]], eps: 1e-3);
+
     [Fact]
-    public void FrozenFeedForwardRefusesATrainableWeightOrBias()
+    public void FrozenRecomputeRefusesATrainableWeight()
     {
         using var scope = new GraphScope();
         var x = new Variable(Tensor.FromArray(Reference.Random(2 * 5, 1), [2, 5]), true);
-        Variable w1 = Constant(x, 2, 9, 5), w2 = Constant(x, 3, 5, 9);
-        var trainable = new Variable(Tensor.FromArray(Reference.Random(9, 4), [9]), true);
-        var error = Assert.Throws<ArgumentException>(() => F.FrozenFeedForward(x, w1, trainable, w2, null, false, 0f, 0, false));
+        var trainable = new Variable(Tensor.FromArray(Reference.Random(9 * 5, 4), [9, 5]), true);
+        using var bits = Tensor.Zeros([1]);
+        var error = Assert.Throws<ArgumentException>(() => F.FrozenReluFeedForwardUnread(x, trainable, Constant(x, 3, 5, 9), bits, 0f, false));
         Assert.Contains("frozen", error.Message);
-        Assert.NotNull(F.FrozenFeedForward(x, w1, null, w2, null, false, 0f, 0, false));
         x.Dispose(); trainable.Dispose();
     }
 
     /// <summary>
-    /// The fused frozen block computes the values and the input gradient of Linear → ReluDropout/Relu or Gelu(→ Dropout) →
-    /// Linear bit for bit (on a GPU device, up to the sign of a zero: the ReLU kernel's backward multiplies by 0 where the
-    /// fused one selects); with the value unread, the same gradient. 150 rows take a ReLU block's backward in row blocks
-    /// (64, 64, 22: the second block's mask bits start mid-word-aligned at hidden width 70, the last is short).
+    /// The fused block computes the values and every gradient of Linear → ReluDropout/Relu or Gelu(→ Dropout) → Linear bit
+    /// for bit (on a GPU device, up to the sign of a zero: the ReLU kernel's backward multiplies by 0 where the fused one
+    /// selects), its weights frozen, all trainable, or only fc2's; with the value unread, the same gradients. 150 rows take a
+    /// frozen ReLU block's backward in row blocks (64, 64, 22: the second block's mask bits start mid-word at hidden width
+    /// 70, the last is short).
     /// </summary>
     [Theory, MemberData(nameof(Reference.Devices), MemberType = typeof(Reference))]
-    public void FrozenFeedForwardIsTheThreeNodesBitForBit(string device)
+    public void FeedForwardIsTheThreeNodesBitForBit(string device)
     {
         var d = Device.Get(device);
         Assert.Equal(28, F.HiddenGradientRows(28, 24, 70));
         Assert.Equal(64, F.HiddenGradientRows(150, 24, 70));
+        foreach (string trains in new[] { "none", "all", "fc2" })
         foreach (int length in new[] { 7, 50 })
         foreach (bool gelu in new[] { false, true })
             foreach (bool dropout in new[] { true, false })
             {
                 int batch = length == 7 ? 4 : 3;
-                (float[] Y, float[] Dx) Run(int how)   // 0: three nodes, 1: fused, 2: fused with the value unread
+                string[] names = ["x", "w1", "b1", "w2", "b2"];
+                float[][] Run(int how)   // 0: three nodes, 1: fused, 2: fused with the value unread; returns y, then each gradient
                 {
                     using var scope = new GraphScope();
-                    var x = new Variable(Tensor.FromArray(Reference.Random(batch * length * 24, 41), [batch, length, 24], d), true);
-                    Variable w1 = Constant(x, 42, 70, 24), b1 = Constant(x, 43, 70), w2 = Constant(x, 44, 24, 70), b2 = Constant(x, 45, 24);
+                    Variable Weight(int seed, bool grad, params int[] shape) => new(Tensor.FromArray(Reference.Random((int)ShapeMath.Numel(shape), seed), shape, d), grad);
+                    bool first = trains == "all", second = trains != "none";
+                    Variable[] v = [Weight(41, true, batch, length, 24), Weight(42, first, 70, 24), Weight(43, first, 70), Weight(44, second, 24, 70), Weight(45, second, 24)];
                     Variable Hidden(Variable pre) => gelu ? (dropout ? F.Dropout(F.Gelu(pre), 0.25f, 16UL, training: true) : F.Gelu(pre))
                         : dropout ? F.ReluDropout(pre, 0.25f, 16UL, training: true) : F.Relu(pre);
-                    var y = how == 0 ? F.Linear(Hidden(F.Linear(x, w1, b1)), w2, b2)
-                        : F.FrozenFeedForward(x, w1, b1, w2, b2, gelu, 0.25f, 16UL, dropout, valueUnread: how == 2);
-                    F.Sum(F.Mul(y, Constant(x, 46, batch, length, 24))).Backward();
-                    var result = (y.Data.ToArray(), x.Grad!.ToArray());
-                    x.Dispose();
+                    var y = how == 0 ? F.Linear(Hidden(F.Linear(v[0], v[1], v[2])), v[3], v[4])
+                        : F.FeedForward(v[0], v[1], v[2], v[3], v[4], gelu, 0.25f, 16UL, dropout, valueUnread: how == 2);
+                    F.Sum(F.Mul(y, Constant(v[0], 46, batch, length, 24))).Backward();
+                    var result = new[] { y.Data.ToArray() }.Concat(v.Select(p => p.Grad?.ToArray() ?? [])).ToArray();
+                    foreach (var p in v) p.Dispose();
                     return result;
                 }
-                var (plainY, plainDx) = Run(0);
-                var (fusedY, fusedDx) = Run(1);
-                var (unreadY, unreadDx) = Run(2);
-                string what = $"{device} rows={batch * length} gelu={gelu} dropout={dropout}";
-                Assert.Equal(plainY.Length, unreadY.Length);   // its values are not the block's: nothing reads them
-                for (int i = 0; i < plainY.Length; i++)
+                var plain = Run(0);
+                var fused = Run(1);
+                var unread = Run(2);
+                string what = $"{device} trains={trains} rows={batch * length} gelu={gelu} dropout={dropout}";
+                Assert.Equal(plain[0].Length, unread[0].Length);   // its values are not the block's: nothing reads them
+                for (int i = 0; i < plain[0].Length; i++)
+                    Assert.True(BitConverter.SingleToInt32Bits(plain[0][i]) == BitConverter.SingleToInt32Bits(fused[0][i]), $"{what}: y[{i}] {fused[0][i]:R}, expected {plain[0][i]:R}");
+                for (int g = 1; g < plain.Length; g++)
                 {
-                    Assert.True(BitConverter.SingleToInt32Bits(plainY[i]) == BitConverter.SingleToInt32Bits(fusedY[i]), $"{what}: y[{i}] {fusedY[i]:R}, expected {plainY[i]:R}");
-                    foreach (var dx in new[] { fusedDx, unreadDx })
-                        Assert.True(device == "cpu" ? BitConverter.SingleToInt32Bits(plainDx[i]) == BitConverter.SingleToInt32Bits(dx[i]) : plainDx[i] == dx[i],
-                            $"{what}: dx[{i}] {dx[i]:R}, expected {plainDx[i]:R}");
+                    Assert.Equal(plain[g].Length, fused[g].Length);
+                    for (int i = 0; i < plain[g].Length; i++)
+                        foreach (var other in new[] { fused[g], unread[g] })
+                            Assert.True(device == "cpu" ? BitConverter.SingleToInt32Bits(plain[g][i]) == BitConverter.SingleToInt32Bits(other[i]) : plain[g][i] == other[i],
+                                $"{what}: d{names[g - 1]}[{i}] {other[i]:R}, expected {plain[g][i]:R}");
                 }
             }
     }

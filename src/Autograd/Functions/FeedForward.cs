@@ -5,12 +5,14 @@ namespace Nanolora.Autograd;
 public static partial class F
 {
     /// <summary>
-    /// fc2(dropout(act(fc1(x)))) with both linears frozen (LoRA on attention only, prompt and prefix tuning, a frozen
-    /// layer) as one node that keeps only what its backward reads: after ReLU, where the hidden layer is positive, as bits
-    /// (<see cref="Ops.PackPositive"/>); after GELU, fc1's output (the dropout mask is drawn again from the seed). The
-    /// three nodes it replaces keep the hidden values for fc2 (ReLU: 4 bytes per hidden element a layer, against 1 bit),
-    /// and GELU's output besides (GELU: 8 or 12 bytes against 4). Values and input gradient are bit for bit those of
-    /// Linear, ReluDropout/Relu or Gelu(+Dropout), Linear: the same ops run both ways.
+    /// fc2(dropout(act(fc1(x)))) as one node that keeps only what its backward reads, the weights and biases frozen or
+    /// trainable. After ReLU: where the hidden layer is positive, as bits (<see cref="Ops.PackPositive"/>), and the hidden
+    /// values themselves only when fc2 trains (its weight gradient reads them); they are freed as soon as that is
+    /// taken, before the hidden gradient is made. After GELU: fc1's output, from which a trainable fc2's backward
+    /// rebuilds the hidden values (the dropout mask drawn again from the seed). The three nodes it replaces keep the
+    /// hidden values (ReLU: 4 bytes per hidden element a layer, against 1 bit when fc2 is frozen) and GELU's output
+    /// besides, and hold the hidden values and their gradient at once in backward. Values and gradients are bit for bit
+    /// those of Linear, ReluDropout/Relu or Gelu(+Dropout), Linear: the same ops run both ways.
     /// </summary>
     /// <param name="x">The input [..., C].</param>
     /// <param name="w1">fc1's weight [H, C].</param>
@@ -25,11 +27,12 @@ public static partial class F
     /// Nothing will read y (an activation checkpoint's recompute of a pre-LN layer): y is a view of x, not the block's value,
     /// and fc2's product is skipped.
     /// </param>
-    public static Variable FrozenFeedForward(Variable x, Variable w1, Variable? b1, Variable w2, Variable? b2, bool gelu, float p, ulong seed, bool dropout,
+    public static Variable FeedForward(Variable x, Variable w1, Variable? b1, Variable w2, Variable? b2, bool gelu, float p, ulong seed, bool dropout,
         bool valueUnread = false)
     {
-        CheckFeedForward(x, w1, w2, b1, b2);
+        CheckFeedForward(x, w1, w2);
         int inFeatures = w1.Dim(1), hidden = w1.Dim(0);
+        bool secondTrains = Trains(w2, b2);
         var hiddenShape = x.Data.ShapeArray();
         hiddenShape[^1] = hidden;
         var pre = Tensor.Empty(hiddenShape, x.Device);
@@ -41,9 +44,7 @@ public static partial class F
             using (var pre2 = pre.Reshape(-1, hidden)) LinearInto(pre2, x2, w1, b1);
             if (gelu)
             {
-                var g = Ops.Map(pre, new GeluErfOp());
-                if (dropout) using (g) h = Ops.Dropout(g, p, seed);   // its mask is drawn again from the seed in backward
-                else h = g;
+                h = GeluHidden(pre, p, seed, dropout);
                 kept = pre;   // GELU's derivative reads its input
             }
             else
@@ -60,16 +61,30 @@ public static partial class F
         }
         catch
         {
-            pre.Dispose(); bits?.Dispose(); y.Dispose();
+            pre.Dispose(); bits?.Dispose(); y.Dispose(); h?.Dispose();
             throw;
         }
-        finally { h?.Dispose(); }
-        var saved = new[] { bits, kept }.OfType<Tensor>().ToArray();
-        return RecordFrozenFeedForward(valueUnread ? "feed_forward_unread" : "frozen_feed_forward", y, x, w1, w2, bits, kept, p, seed, dropout, saved);
+        // A trainable fc2's weight gradient reads the hidden values: ReLU's are kept, GELU's rebuilt from fc1's output.
+        var keptHidden = secondTrains && !gelu ? h : null;
+        if (keptHidden == null) h.Dispose();
+        var saved = new[] { bits, kept, keptHidden }.OfType<Tensor>().ToArray();
+        bool frozen = !secondTrains && !Trains(w1, b1);
+        return RecordFeedForward(frozen ? (valueUnread ? "feed_forward_unread" : "frozen_feed_forward") : "feed_forward", y, x, w1, b1, w2, b2,
+            bits, kept, keptHidden, p, seed, dropout, saved);
+    }
+
+    static bool Trains(Variable w, Variable? b) => w.RequiresGrad || b?.RequiresGrad == true;
+
+    /// <summary>GELU of fc1's output, then its dropout: the hidden values, made the same way forward and in backward.</summary>
+    static Tensor GeluHidden(Tensor pre, float p, ulong seed, bool dropout)
+    {
+        var g = Ops.Map(pre, new GeluErfOp());
+        if (!dropout) return g;
+        using (g) return Ops.Dropout(g, p, seed);
     }
 
     /// <summary>
-    /// <see cref="FrozenFeedForward"/> of a ReLU block without any values, for an activation checkpoint's recompute of a
+    /// <see cref="FeedForward"/> of a frozen ReLU block without any values, for an activation checkpoint's recompute of a
     /// pre-LN layer (whose output nothing reads): y is a view of x and nothing is multiplied forward; <paramref name="bits"/> are
     /// the ones the checkpoint's forward kept (they stay the caller's), <paramref name="p"/> and <paramref name="dropout"/>
     /// as the forward had them.
@@ -77,8 +92,9 @@ public static partial class F
     public static Variable FrozenReluFeedForwardUnread(Variable x, Variable w1, Variable w2, Tensor bits, float p, bool dropout)
     {
         CheckFeedForward(x, w1, w2);
-        return RecordFrozenFeedForward("feed_forward_unread", UnreadValue(x), x, w1, w2, bits, null,
-            p, 0, dropout, []);
+        if (Trains(w1, null) || Trains(w2, null))
+            throw new ArgumentException("Frozen feed-forward recompute: fc1's and fc2's weights must be frozen (their gradients would read the hidden values).");
+        return RecordFeedForward("feed_forward_unread", UnreadValue(x), x, w1, null, w2, null, bits, null, null, p, 0, dropout, []);
     }
 
     /// <summary>The value of a node nothing reads: a view of its input x (the block maps [..., C] to [..., C]), no allocation.</summary>
@@ -90,13 +106,10 @@ public static partial class F
         return next;
     }
 
-    static void CheckFeedForward(Variable x, Variable w1, Variable w2, params Variable?[] others)
+    static void CheckFeedForward(Variable x, Variable w1, Variable w2)
     {
-        // Only x is an input of the node: a trainable weight or bias would silently get no gradient.
-        if (new[] { w1, w2 }.Concat(others).Any(v => v is { RequiresGrad: true }))
-            throw new ArgumentException("Frozen feed-forward: fc1's and fc2's weights and biases must all be frozen (no gradient flows to them).");
         if (x.Dim(-1) != w1.Dim(1) || w2.Dim(1) != w1.Dim(0) || w2.Dim(0) != w1.Dim(1))
-            throw new ArgumentException($"Frozen feed-forward: input {x.Data.ShapeString}, fc1 {w1.Data.ShapeString}, fc2 {w2.Data.ShapeString} do not chain.");
+            throw new ArgumentException($"Feed-forward: input {x.Data.ShapeString}, fc1 {w1.Data.ShapeString}, fc2 {w2.Data.ShapeString} do not chain.");
     }
 
     /// <summary>y = x·Wᵀ + b as <see cref="Linear"/> computes it.</summary>
@@ -107,20 +120,30 @@ public static partial class F
     }
 
     /// <summary>
-    /// Backward as the three nodes' rules: dh = dy·W2; after ReLU the mask from the bits (scale and multiply after dropout,
-    /// select without), after GELU the dropout's drawn again from the seed and GELU's derivative at fc1's output
-    /// <paramref name="pre"/>; dx = dh·W1.
+    /// Backward as the three nodes' rules: a trainable fc2's gradients from dy and the hidden values (then freed);
+    /// dh = dy·W2; after ReLU the mask from the bits (scale and multiply after dropout, select without), after GELU the
+    /// dropout's drawn again from the seed and GELU's derivative at fc1's output <paramref name="pre"/>; a trainable
+    /// fc1's gradients from dh and x; dx = dh·W1, written over dy.
     /// </summary>
-    static Variable RecordFrozenFeedForward(string name, Tensor y, Variable x, Variable w1, Variable w2, Tensor? bits, Tensor? pre,
-        float p, ulong seed, bool dropout, Tensor[] saved)
+    static Variable RecordFeedForward(string name, Tensor y, Variable x, Variable w1, Variable? b1, Variable w2, Variable? b2,
+        Tensor? bits, Tensor? pre, Tensor? keptHidden, float p, ulong seed, bool dropout, Tensor[] saved)
     {
         int inFeatures = w1.Dim(1), hidden = w1.Dim(0);
-        return Graph.Record(name, y, [x], Reads.Nothing, dy =>
+        bool firstTrains = Trains(w1, b1), secondTrains = Trains(w2, b2);
+        Variable[] inputs = [x, w1, w2, .. new[] { b1, b2 }.OfType<Variable>()];
+        return Graph.Record(name, y, inputs, Reads.Inputs(first: w1.RequiresGrad), dy =>
         {
-            if (!x.RequiresGrad) return;
             using var dy2 = dy.Reshape(-1, inFeatures);
+            if (secondTrains)
+            {
+                var h = keptHidden ?? GeluHidden(pre!, p, seed, dropout);
+                using (var h2 = h.Reshape(-1, hidden)) LinearParameterGradients(w2, b2, dy2, h2);
+                // Read no more: the hidden gradient below takes its place rather than joining it.
+                h.Dispose();
+            }
+            if (!x.RequiresGrad && !firstTrains) return;
             int rows = dy2.Dim(0), block = HiddenGradientRows(rows, inFeatures, hidden);
-            if (pre == null && block < rows)
+            if (pre == null && !firstTrains && block < rows)
             {
                 ReluBackwardInRowBlocks(dy2, w1, w2, bits!, dropout ? Ops.DropoutKeepScale(p) : 1f, !dropout, block);
                 Graph.Pass(x, dy);
@@ -136,8 +159,14 @@ public static partial class F
                 using var pre2 = pre.Reshape(-1, hidden);
                 dh = Replace(dh, Ops.MapBackward(pre2, pre2, dh, new GeluErfOp()));
             }
-            // dy is read no more (the rule owns it): dx, of its shape, is written over it and handed on.
-            using (dh) Ops.MatmulInto(dy2, dh, w1.Data);
+            using (dh)
+            {
+                if (w1.RequiresGrad) using (var x2 = x.Data.Reshape(-1, inFeatures)) LinearParameterGradients(w1, b1, dh, x2);
+                else if (firstTrains) LinearParameterGradients(w1, b1, dh, null);   // the bias alone: x is not read (may be gone)
+                if (!x.RequiresGrad) return;
+                // dy is read no more (the rule owns it): dx, of its shape, is written over it and handed on.
+                Ops.MatmulInto(dy2, dh, w1.Data);
+            }
             Graph.Pass(x, dy);
         }, saved);
     }

@@ -104,13 +104,24 @@ public static partial class F
                 using (var dx2 = dx.Reshape(-1, inFeatures)) Ops.MatmulInto(dx2, dy2, weight.Data);
                 Graph.Accumulate(x, dx);
             }
-            if (weight.RequiresGrad)
-            {
-                using var xs = x.Data.Reshape(-1, inFeatures);
-                if (weight.Grad == null) Graph.Accumulate(weight, Ops.Matmul(dy2, xs, true, false));
-                else Ops.MatmulInto(weight.Grad, dy2, xs, true, false, 1f, 1f); // accumulate in place: no temporary
-            }
-            if (bias != null && bias.RequiresGrad) Graph.Accumulate(bias, Ops.SumTo(dy2, bias.Shape));
+            if (!weight.RequiresGrad) LinearParameterGradients(weight, bias, dy2, null);
+            else using (var xs = x.Data.Reshape(-1, inFeatures)) LinearParameterGradients(weight, bias, dy2, xs);
         });
+    }
+
+    /// <summary>A linear's dW += dy2ᵀ·x2 and db += Σ dy2 over rows, for those of weight and bias that train.</summary>
+    /// <param name="weight">The weight [out, in].</param>
+    /// <param name="bias">The bias [out], or null.</param>
+    /// <param name="dy2">The output gradient [N, out].</param>
+    /// <param name="x2">The input [N, in] (read only when the weight trains; its value may be gone otherwise).</param>
+    internal static void LinearParameterGradients(Variable weight, Variable? bias, Tensor dy2, Tensor? x2)
+    {
+        if (weight.RequiresGrad)
+        {
+            ArgumentNullException.ThrowIfNull(x2);
+            if (weight.Grad == null) Graph.Accumulate(weight, Ops.Matmul(dy2, x2, true, false));
+            else Ops.MatmulInto(weight.Grad, dy2, x2, true, false, 1f, 1f); // accumulate in place: no temporary
+        }
+        if (bias != null && bias.RequiresGrad) Graph.Accumulate(bias, Ops.SumTo(dy2, bias.Shape));
     }
 }

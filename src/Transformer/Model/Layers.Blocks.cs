@@ -64,19 +64,20 @@ public abstract class ResidualBlock : Module
     {
         // Only training draws a seed: validation and decoding must not shift the masks a later training step gets.
         bool dropout = Training && _activationDropout > 0;
-        if (FrozenFeedForward(fc1, fc2) is { } frozen)
+        if (PlainFeedForward(fc1, fc2) is { } plain)
         {
-            bool gelu = _activation == "gelu";
+            bool gelu = _activation == "gelu", frozen = Frozen(plain.Fc1) && Frozen(plain.Fc2);
             // A frozen ReLU block's backward needs only where its hidden layer is not zero. The checkpoint's forward kept
             // that as bits, so its recompute multiplies nothing (the seed is still drawn, for the dropouts after it).
-            if (!gelu && OutputUnread(recompute) && ActivationCheckpoint.TakeKept(this) is { } kept)
+            if (frozen && !gelu && OutputUnread(recompute) && ActivationCheckpoint.TakeKept(this) is { } kept)
             {
                 if (dropout) Seeds.Next();
-                return F.FrozenReluFeedForwardUnread(x, frozen.Fc1.Weight, frozen.Fc2.Weight, kept, _activationDropout, dropout);
+                return F.FrozenReluFeedForwardUnread(x, plain.Fc1.Weight, plain.Fc2.Weight, kept, _activationDropout, dropout);
             }
-            // Training with a graph: one node keeping only what its backward reads, not the hidden values and a float mask.
-            if (Graph.IsEnabled && x.RequiresGrad)
-                return F.FrozenFeedForward(x, frozen.Fc1.Weight, frozen.Fc1.Bias, frozen.Fc2.Weight, frozen.Fc2.Bias, gelu,
+            // Training with a graph: one node keeping only what its backward reads, never the hidden values beside their
+            // gradient (and, frozen, not the hidden values at all).
+            if (Graph.IsEnabled && (x.RequiresGrad || !frozen))
+                return F.FeedForward(x, plain.Fc1.Weight, plain.Fc1.Bias, plain.Fc2.Weight, plain.Fc2.Bias, gelu,
                     _activationDropout, dropout ? Seeds.Next() : 0, dropout, valueUnread: OutputUnread(recompute));
         }
         var h = Layer(fc1).Forward(x);
@@ -93,16 +94,17 @@ public abstract class ResidualBlock : Module
             h = F.Relu(h);
             pre.ReleaseIfUnread();
         }
-        if (_activation != "gelu" && OutputUnread(true) && ActivationCheckpoint.IsForwardOfCheckpoint && FrozenFeedForward(fc1, fc2) != null)
+        if (_activation != "gelu" && OutputUnread(true) && ActivationCheckpoint.IsForwardOfCheckpoint
+            && PlainFeedForward(fc1, fc2) is { } linears && Frozen(linears.Fc1) && Frozen(linears.Fc2))
             ActivationCheckpoint.Keep(this, Ops.PackPositive(h.Data));
         // fc2's backward reads h and its weight, never its output: an unread output needs no product. A wrapped fc2 (an
         // adapter, (IA)³) may read its own values, so it runs as usual.
-        return OutputUnread(recompute) && Layer(fc2) is Linear plain ? F.Linear(h, plain.Weight, plain.Bias, valueUnread: true) : Layer(fc2).Forward(h);
+        return OutputUnread(recompute) && Layer(fc2) is Linear last ? F.Linear(h, last.Weight, last.Bias, valueUnread: true) : Layer(fc2).Forward(h);
     }
 
-    /// <summary>fc1 and fc2 when both are plain linears with nothing trainable (LoRA on attention only); else null.</summary>
-    (Linear Fc1, Linear Fc2)? FrozenFeedForward(string fc1, string fc2) =>
-        Layer(fc1) is Linear a && Layer(fc2) is Linear b && Frozen(a) && Frozen(b) ? (a, b) : null;
+    /// <summary>fc1 and fc2 when both are plain linears, trainable or not (no adapter wraps either); else null.</summary>
+    (Linear Fc1, Linear Fc2)? PlainFeedForward(string fc1, string fc2) =>
+        Layer(fc1) is Linear a && Layer(fc2) is Linear b ? (a, b) : null;
 
     static bool Frozen(Linear l) => !l.Weight.RequiresGrad && l.Bias?.RequiresGrad != true;
 
