@@ -93,6 +93,12 @@ public class Variable : IDisposable
         return true;
     }
 
+    /// <summary><see cref="ReleaseIfUnread()"/> on each value in turn (a view only drops its reference; the storage goes with the last).</summary>
+    public static void ReleaseAllIfUnread(params Variable[] values)
+    {
+        foreach (var v in values) v.ReleaseIfUnread();
+    }
+
     /// <summary>
     /// Whether this op result may be written over by an op whose caller knows nothing computes from it later: no backward
     /// rule recorded so far reads it (see <see cref="ReleaseIfUnread"/>), and no other tensor — a view of it, or it of

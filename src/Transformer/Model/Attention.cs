@@ -142,7 +142,7 @@ public sealed class MultiHeadAttention : Module
         var scores = F.Matmul(qRows, kRows, false, true, 1f / MathF.Sqrt(HeadWidth));                     // [B·H,T,S]
         // Without gradients (an activation checkpoint's forward, inference) nothing reads q and k again: the layer's
         // later values need not sit beside them. With gradients the product's rule reads them and this frees nothing.
-        ReleaseIfUnread(q, qRows, k, kRows);
+        Variable.ReleaseAllIfUnread(q, qRows, k, kRows);
         var probs = F.Softmax(F.Reshape(scores, b, Heads, t, s), causal, keyMask, inputUnread: true);   // over the scores
         ownedMask?.Dispose();
         var (probRows, vRows) = (F.Reshape(probs, b * Heads, t, s), F.Reshape(v, b * Heads, s, HeadWidth));
@@ -150,18 +150,12 @@ public sealed class MultiHeadAttention : Module
         var context = Training && _probsDropout > 0
             ? F.DropoutMatmul(probRows, vRows, _probsDropout, _seeds.Next())
             : F.Matmul(probRows, vRows);                                                                     // [B·H,T,D]
-        ReleaseIfUnread(scores, probs, probRows, v, vRows);
+        Variable.ReleaseAllIfUnread(scores, probs, probRows, v, vRows);
         var heads = F.Reshape(context, b, Heads, t, HeadWidth);
         var merged = F.Reshape(F.Permute(heads, 0, 2, 1, 3), b, t, Width);
         // The heads' layout is copied into merged; backward reads neither copy's source.
         heads.ReleaseIfUnread();
         context.ReleaseIfUnread();
         return Layer(_names.Output).Forward(merged);
-    }
-
-    /// <summary>Frees each value no backward rule reads (a view only drops its reference; the storage goes with the last).</summary>
-    static void ReleaseIfUnread(params Variable[] values)
-    {
-        foreach (var v in values) v.ReleaseIfUnread();
     }
 }

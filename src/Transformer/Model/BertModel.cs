@@ -113,8 +113,18 @@ public sealed class BertEmbeddings : Module
         }
         var types = ((Embedding)Child("token_type_embeddings")).Forward(typeIds, batch, total);
         var positions = ((Embedding)Child("position_embeddings")).Forward(Enumerable.Range(0, total).ToArray(), total);
-        var x = Layer("LayerNorm").Forward(F.Add(F.Add(words, types), positions));
-        return (Training ? F.Dropout(x, _dropout, _seeds.Next(), Training) : x, prefix);
+        // Each sum is freed once used unless a backward rule reads it (the LayerNorm reads its input): the three lookups and
+        // the partial sum need not sit beside the embeddings until backward.
+        var partial = F.Add(words, types);
+        Variable.ReleaseAllIfUnread(words, types);
+        var sum = F.Add(partial, positions);
+        Variable.ReleaseAllIfUnread(partial, positions);
+        var x = Layer("LayerNorm").Forward(sum);
+        sum.ReleaseIfUnread();
+        if (!Training) return (x, prefix);
+        var dropped = F.Dropout(x, _dropout, _seeds.Next(), Training);
+        x.ReleaseIfUnread();
+        return (dropped, prefix);
     }
 
     /// <summary>ids and typeIds [B, T] → [B, T, C]; positions are 0 … T−1 in every row.</summary>
