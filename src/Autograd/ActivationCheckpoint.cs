@@ -121,6 +121,12 @@ public static class ActivationCheckpoint
     }
 
     /// <summary>
+    /// True while a checkpointed function runs again for backward: its ops then trade time for memory where they can, as
+    /// the user asked by checkpointing (a feed-forward block's hidden gradient in row blocks).
+    /// </summary>
+    public static bool IsRecompute => _recording is { Replay: not null };
+
+    /// <summary>
     /// True inside a checkpointed function's forward (not its recompute), where <see cref="Keep"/> takes tensors over.
     /// </summary>
     public static bool IsForwardOfCheckpoint => _recording is { Replay: null } && !Graph.IsEnabled;

@@ -100,8 +100,8 @@ public class GradientTests
     /// The fused block computes the values and every gradient of Linear → ReluDropout/Relu or Gelu(→ Dropout) → Linear bit
     /// for bit (on a GPU device, up to the sign of a zero: the ReLU kernel's backward multiplies by 0 where the fused one
     /// selects), its weights frozen, all trainable, or only fc2's; with the value unread, the same gradients. 150 rows take a
-    /// frozen ReLU block's backward in row blocks (64, 64, 22: the second block's mask bits start mid-word at hidden width
-    /// 70, the last is short).
+    /// frozen ReLU block's backward in row blocks, as a checkpoint's recompute does (64, 64, 22: the second block's mask
+    /// bits start mid-word at hidden width 70, the last is short).
     /// </summary>
     [Theory, MemberData(nameof(Reference.Devices), MemberType = typeof(Reference))]
     public void FeedForwardIsTheThreeNodesBitForBit(string device)
@@ -125,7 +125,7 @@ public class GradientTests
                     Variable Hidden(Variable pre) => gelu ? (dropout ? F.Dropout(F.Gelu(pre), 0.25f, 16UL, training: true) : F.Gelu(pre))
                         : dropout ? F.ReluDropout(pre, 0.25f, 16UL, training: true) : F.Relu(pre);
                     var y = how == 0 ? F.Linear(Hidden(F.Linear(v[0], v[1], v[2])), v[3], v[4])
-                        : F.FeedForward(v[0], v[1], v[2], v[3], v[4], gelu, 0.25f, 16UL, dropout, valueUnread: how == 2);
+                        : F.FeedForward(v[0], v[1], v[2], v[3], v[4], gelu, 0.25f, 16UL, dropout, valueUnread: how == 2, rowBlocks: true);
                     F.Sum(F.Mul(y, Constant(v[0], 46, batch, length, 24))).Backward();
                     var result = new[] { y.Data.ToArray() }.Concat(v.Select(p => p.Grad?.ToArray() ?? [])).ToArray();
                     foreach (var p in v) p.Dispose();

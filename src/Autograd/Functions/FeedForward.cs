@@ -27,8 +27,13 @@ public static partial class F
     /// Nothing will read y (an activation checkpoint's recompute of a pre-LN layer): y is a view of x, not the block's value,
     /// and fc2's product is skipped.
     /// </param>
+    /// <param name="rowBlocks">
+    /// A frozen ReLU block's backward makes its hidden gradient in row blocks (<see cref="HiddenGradientRows"/>): less memory,
+    /// smaller products. Default: inside an activation checkpoint's recompute (<see cref="ActivationCheckpoint.IsRecompute"/>),
+    /// where its peak lies; a plain step peaks at the end of the forward, and the smaller products cost it time.
+    /// </param>
     public static Variable FeedForward(Variable x, Variable w1, Variable? b1, Variable w2, Variable? b2, bool gelu, float p, ulong seed, bool dropout,
-        bool valueUnread = false)
+        bool valueUnread = false, bool? rowBlocks = null)
     {
         CheckFeedForward(x, w1, w2);
         int inFeatures = w1.Dim(1), hidden = w1.Dim(0);
@@ -70,7 +75,7 @@ public static partial class F
         var saved = new[] { bits, kept, keptHidden }.OfType<Tensor>().ToArray();
         bool frozen = !secondTrains && !Trains(w1, b1);
         return RecordFeedForward(frozen ? (valueUnread ? "feed_forward_unread" : "frozen_feed_forward") : "feed_forward", y, x, w1, b1, w2, b2,
-            bits, kept, keptHidden, p, seed, dropout, saved);
+            bits, kept, keptHidden, p, seed, dropout, rowBlocks ?? ActivationCheckpoint.IsRecompute, saved);
     }
 
     static bool Trains(Variable w, Variable? b) => w.RequiresGrad || b?.RequiresGrad == true;
@@ -94,7 +99,7 @@ public static partial class F
         CheckFeedForward(x, w1, w2);
         if (Trains(w1, null) || Trains(w2, null))
             throw new ArgumentException("Frozen feed-forward recompute: fc1's and fc2's weights must be frozen (their gradients would read the hidden values).");
-        return RecordFeedForward("feed_forward_unread", UnreadValue(x), x, w1, null, w2, null, bits, null, null, p, 0, dropout, []);
+        return RecordFeedForward("feed_forward_unread", UnreadValue(x), x, w1, null, w2, null, bits, null, null, p, 0, dropout, rowBlocks: true, []);
     }
 
     /// <summary>The value of a node nothing reads: a view of its input x (the block maps [..., C] to [..., C]), no allocation.</summary>
@@ -126,7 +131,7 @@ public static partial class F
     /// fc1's gradients from dh and x; dx = dh·W1, written over dy.
     /// </summary>
     static Variable RecordFeedForward(string name, Tensor y, Variable x, Variable w1, Variable? b1, Variable w2, Variable? b2,
-        Tensor? bits, Tensor? pre, Tensor? keptHidden, float p, ulong seed, bool dropout, Tensor[] saved)
+        Tensor? bits, Tensor? pre, Tensor? keptHidden, float p, ulong seed, bool dropout, bool rowBlocks, Tensor[] saved)
     {
         int inFeatures = w1.Dim(1), hidden = w1.Dim(0);
         bool firstTrains = Trains(w1, b1), secondTrains = Trains(w2, b2);
@@ -143,7 +148,7 @@ public static partial class F
             }
             if (!x.RequiresGrad && !firstTrains) return;
             int rows = dy2.Dim(0), block = HiddenGradientRows(rows, inFeatures, hidden);
-            if (pre == null && !firstTrains && block < rows)
+            if (rowBlocks && pre == null && !firstTrains && block < rows)
             {
                 ReluBackwardInRowBlocks(dy2, w1, w2, bits!, dropout ? Ops.DropoutKeepScale(p) : 1f, !dropout, block);
                 Graph.Pass(x, dy);
