@@ -254,8 +254,8 @@ public class GradientCheckpointingTests
     {
         var config = Dropping with { DModel = 64, Heads = 2, DFF = 256 };
         var rng = new Random(7);
-        var batch = TinyModels.MakeBatch(TinyModels.RandomSequences(rng, 8, minLength: 44, maxLength: 48),
-            TinyModels.RandomSequences(rng, 8, minLength: 6, maxLength: 8));
+        var batch = TinyModels.MakeBatch(TinyModels.RandomSequences(rng, 32, minLength: 44, maxLength: 48),
+            TinyModels.RandomSequences(rng, 32, minLength: 6, maxLength: 8));
         using var model = new Seq2SeqTransformer(config with { PreNorm = true }, Device.Cpu);
         InjectLora(model, ["q_proj", "k_proj", "v_proj", "o_proj"]);
         long plain = ActivationPeak(() => model.Loss(batch, 0.1f));

@@ -37,14 +37,14 @@ public static partial class F
     {
         CheckFeedForward(x, w1, w2);
         int inFeatures = w1.Dim(1), hidden = w1.Dim(0);
-        bool secondTrains = Trains(w2, b2);
+        bool secondWeightTrains = w2.RequiresGrad;
         var hiddenShape = x.Data.ShapeArray();
         hiddenShape[^1] = hidden;
-        var pre = Tensor.Empty(hiddenShape, x.Device);
-        Tensor? bits = null, kept = null, h = null;
         var y = valueUnread ? UnreadValue(x) : Tensor.Empty(x.Data.ShapeArray(), x.Device);
+        Tensor? pre = null, bits = null, kept = null, h = null;
         try
         {
+            pre = Tensor.Empty(hiddenShape, x.Device);
             using (var x2 = x.Data.Reshape(-1, inFeatures))
             using (var pre2 = pre.Reshape(-1, hidden)) LinearInto(pre2, x2, w1, b1);
             if (gelu)
@@ -66,14 +66,15 @@ public static partial class F
         }
         catch
         {
-            pre.Dispose(); bits?.Dispose(); y.Dispose(); h?.Dispose();
+            pre?.Dispose(); bits?.Dispose(); y.Dispose(); h?.Dispose();
             throw;
         }
-        // A trainable fc2's weight gradient reads the hidden values: ReLU's are kept, GELU's rebuilt from fc1's output.
-        var keptHidden = secondTrains && !gelu ? h : null;
-        if (keptHidden == null) h.Dispose();
+        // A trainable fc2 weight's gradient reads the hidden values: ReLU's are kept, GELU's rebuilt from fc1's output (a
+        // trainable bias alone reads none).
+        var keptHidden = secondWeightTrains && !gelu ? h : null;
+        if (keptHidden == null) h!.Dispose();
         var saved = new[] { bits, kept, keptHidden }.OfType<Tensor>().ToArray();
-        bool frozen = !secondTrains && !Trains(w1, b1);
+        bool frozen = !Trains(w2, b2) && !Trains(w1, b1);
         return RecordFeedForward(frozen ? (valueUnread ? "feed_forward_unread" : "frozen_feed_forward") : "feed_forward", y, x, w1, b1, w2, b2,
             bits, kept, keptHidden, p, seed, dropout, rowBlocks ?? ActivationCheckpoint.IsRecompute, saved);
     }
@@ -136,16 +137,18 @@ public static partial class F
         int inFeatures = w1.Dim(1), hidden = w1.Dim(0);
         bool firstTrains = Trains(w1, b1), secondTrains = Trains(w2, b2);
         Variable[] inputs = [x, w1, w2, .. new[] { b1, b2 }.OfType<Variable>()];
-        return Graph.Record(name, y, inputs, Reads.Inputs(first: w1.RequiresGrad), dy =>
+        // x for fc1's weight gradient; both weights always (a weight that is itself an op result must not be freed).
+        return Graph.Record(name, y, inputs, Reads.Inputs(first: w1.RequiresGrad, second: true, third: true), dy =>
         {
             using var dy2 = dy.Reshape(-1, inFeatures);
-            if (secondTrains)
+            if (w2.RequiresGrad)
             {
-                var h = keptHidden ?? GeluHidden(pre!, p, seed, dropout);
-                using (var h2 = h.Reshape(-1, hidden)) LinearParameterGradients(w2, b2, dy2, h2);
-                // Read no more: the hidden gradient below takes its place rather than joining it.
-                h.Dispose();
+                // Disposed once read: the hidden gradient below takes its place rather than joining it.
+                using var h = keptHidden ?? GeluHidden(pre!, p, seed, dropout);
+                using var h2 = h.Reshape(-1, hidden);
+                LinearParameterGradients(w2, b2, dy2, h2);
             }
+            else if (secondTrains) LinearParameterGradients(w2, b2, dy2, null);
             if (!x.RequiresGrad && !firstTrains) return;
             int rows = dy2.Dim(0), block = HiddenGradientRows(rows, inFeatures, hidden);
             if (rowBlocks && pre == null && !firstTrains && block < rows)
@@ -154,16 +157,7 @@ public static partial class F
                 Graph.Pass(x, dy);
                 return;
             }
-            var dh = Tensor.Empty([rows, hidden], dy.Device);
-            Ops.MatmulInto(dh, dy2, w2.Data);
-            // In place: the hidden gradient is the widest tensor of the backward, and a second one at the peak.
-            if (pre == null) Ops.MulByBits(dh, bits!, dropout ? Ops.DropoutKeepScale(p) : 1f, select: !dropout, output: dh);
-            else
-            {
-                if (dropout) Ops.DropoutBackward(dh, p, seed, output: dh);
-                using var pre2 = pre.Reshape(-1, hidden);
-                dh = Replace(dh, Ops.MapBackward(pre2, pre2, dh, new GeluErfOp()));
-            }
+            var dh = HiddenGradient(dy2, w2, bits, pre, p, seed, dropout);
             using (dh)
             {
                 if (w1.RequiresGrad) using (var x2 = x.Data.Reshape(-1, inFeatures)) LinearParameterGradients(w1, b1, dh, x2);
@@ -176,17 +170,39 @@ public static partial class F
         }, saved);
     }
 
+    /// <summary>dh = dy·W2 through the activation: ReLU's mask from the bits, or dropout drawn again and GELU's derivative at fc1's output.</summary>
+    static Tensor HiddenGradient(Tensor dy2, Variable w2, Tensor? bits, Tensor? pre, float p, ulong seed, bool dropout)
+    {
+        int hidden = w2.Dim(1);
+        var dh = Tensor.Empty([dy2.Dim(0), hidden], dy2.Device);
+        try
+        {
+            Ops.MatmulInto(dh, dy2, w2.Data);
+            // In place: the hidden gradient is the widest tensor of the backward, and a second one at the peak.
+            if (pre == null) return Ops.MulByBits(dh, bits!, dropout ? Ops.DropoutKeepScale(p) : 1f, select: !dropout, output: dh);
+            if (dropout) Ops.DropoutBackward(dh, p, seed, output: dh);
+            using var pre2 = pre.Reshape(-1, hidden);
+            return Replace(dh, Ops.MapBackward(pre2, pre2, dh, new GeluErfOp()));
+        }
+        catch
+        {
+            dh.Dispose();
+            throw;
+        }
+    }
+
     /// <summary>
     /// Rows of the hidden gradient a ReLU block's backward computes at a time: all of them while that is no wider than the
     /// block's input gradient, else blocks that keep it so (a multiple of 32 rows, so a block's mask bits start on a word;
-    /// at least 64, so each product still fills the GEMM's tiles). The widest tensor of the backward, 4× the input at
-    /// d_ff = 4·d_model, is then as large as dy: an activation checkpoint's recompute of a layer peaks there.
+    /// at least 256: blocks of 64 rows made transformer-base 8×64×64's checkpointed LoRA step 3–15 points slower for 1 MiB,
+    /// docs/PERFORMANCE.md). The widest tensor of the backward, 4× the input at d_ff = 4·d_model, is then as large as dy: an
+    /// activation checkpoint's recompute of a layer peaks there.
     /// </summary>
     internal static int HiddenGradientRows(int rows, int inFeatures, int hidden)
     {
-        if (hidden <= inFeatures || rows <= 64) return rows;
+        if (hidden <= inFeatures || rows <= 256) return rows;
         long fit = (long)rows * inFeatures / hidden;
-        return (int)Math.Min(rows, Math.Max(64, (fit + 31) / 32 * 32));
+        return (int)Math.Min(rows, Math.Max(256, (fit + 31) / 32 * 32));
     }
 
     /// <summary>
@@ -199,6 +215,7 @@ public static partial class F
         for (int start = 0; start < rows; start += block)
         {
             int count = Math.Min(block, rows - start);
+            System.Diagnostics.Debug.Assert(start % 32 == 0, "a row block's mask bits must start on a 32-bit word");
             long firstBit = (long)start * hidden, bitCount = (long)count * hidden;
             using var dyBlock = Ops.Slice(dy2, 0, start, count);
             using var bitsBlock = Ops.Slice(bits, 0, (int)(firstBit / 32), (int)((bitCount + 31) / 32));

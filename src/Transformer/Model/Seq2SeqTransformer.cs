@@ -9,7 +9,9 @@ namespace Nanolora.Transformer;
 /// the base model as <c>inputs_embeds</c>, the model then embeds the whole P+L rows: positions 0 … P+L−1 (the virtual
 /// tokens take the first ones), BERT's token type 0 and the embedding norm, then dropout. The encoder widens the padding
 /// mask to admit the P rows; the decoder (and BERT) drop them from the output and, with a KV cache, call the hook only on
-/// the first step (<see cref="LayerCache.PromptLength"/> keeps P for the later steps' positions).
+/// the first step (<see cref="LayerCache.PromptLength"/> keeps P for the later steps' positions). The value it returns is
+/// freed once the positions are added unless a backward rule reads it (<see cref="Variable.ReleaseIfUnread"/>): a hook that
+/// keeps it for later must copy it.
 /// </summary>
 public delegate (Variable Embeddings, int PrefixLength) InputEmbeddingHook(Variable embeddings);
 
