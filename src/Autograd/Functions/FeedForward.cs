@@ -73,7 +73,8 @@ public static partial class F
         // trainable bias alone reads none).
         var keptHidden = secondWeightTrains && !gelu ? h : null;
         if (keptHidden == null) h!.Dispose();
-        var saved = new[] { bits, kept, keptHidden }.OfType<Tensor>().ToArray();
+        // One of bits (ReLU) and kept (GELU) is set; the ReLU hidden values join the bits when fc2's weight trains.
+        Tensor[] saved = gelu ? [kept!] : keptHidden != null ? [bits!, keptHidden] : [bits!];
         bool frozen = !Trains(w2, b2) && !Trains(w1, b1);
         return RecordFeedForward(frozen ? (valueUnread ? "feed_forward_unread" : "frozen_feed_forward") : "feed_forward", y, x, w1, b1, w2, b2,
             bits, kept, keptHidden, p, seed, dropout, rowBlocks ?? ActivationCheckpoint.IsRecompute, saved);
@@ -136,7 +137,13 @@ public static partial class F
     {
         int inFeatures = w1.Dim(1), hidden = w1.Dim(0);
         bool firstTrains = Trains(w1, b1), secondTrains = Trains(w2, b2);
-        Variable[] inputs = [x, w1, w2, .. new[] { b1, b2 }.OfType<Variable>()];
+        Variable[] inputs = (b1, b2) switch
+        {
+            (null, null) => [x, w1, w2],
+            (null, _) => [x, w1, w2, b2],
+            (_, null) => [x, w1, w2, b1],
+            _ => [x, w1, w2, b1, b2],
+        };
         // x for fc1's weight gradient; both weights always (a weight that is itself an op result must not be freed).
         return Graph.Record(name, y, inputs, Reads.Inputs(first: w1.RequiresGrad, second: true, third: true), dy =>
         {

@@ -64,20 +64,22 @@ public abstract class ResidualBlock : Module
     {
         // Only training draws a seed: validation and decoding must not shift the masks a later training step gets.
         bool dropout = Training && _activationDropout > 0;
-        if (PlainFeedForward(fc1, fc2) is { } plain)
+        var plain = PlainFeedForward(fc1, fc2);
+        bool frozen = plain is (Linear a, Linear b) && Frozen(a) && Frozen(b);
+        if (plain is (Linear first, Linear second))
         {
-            bool gelu = _activation == "gelu", frozen = Frozen(plain.Fc1) && Frozen(plain.Fc2);
+            bool gelu = _activation == "gelu";
             // A frozen ReLU block's backward needs only where its hidden layer is not zero. The checkpoint's forward kept
             // that as bits, so its recompute multiplies nothing (the seed is still drawn, for the dropouts after it).
             if (frozen && !gelu && OutputUnread(recompute) && ActivationCheckpoint.TakeKept(this) is { } kept)
             {
                 if (dropout) Seeds.Next();
-                return F.FrozenReluFeedForwardUnread(x, plain.Fc1.Weight, plain.Fc2.Weight, kept, _activationDropout, dropout);
+                return F.FrozenReluFeedForwardUnread(x, first.Weight, second.Weight, kept, _activationDropout, dropout);
             }
             // Training with a graph: one node keeping only what its backward reads, never the hidden values beside their
             // gradient (and, frozen, not the hidden values at all).
             if (Graph.IsEnabled && (x.RequiresGrad || !frozen))
-                return F.FeedForward(x, plain.Fc1.Weight, plain.Fc1.Bias, plain.Fc2.Weight, plain.Fc2.Bias, gelu,
+                return F.FeedForward(x, first.Weight, first.Bias, second.Weight, second.Bias, gelu,
                     _activationDropout, dropout ? Seeds.Next() : 0, dropout, valueUnread: OutputUnread(recompute));
         }
         var h = Layer(fc1).Forward(x);
@@ -94,8 +96,7 @@ public abstract class ResidualBlock : Module
             h = F.Relu(h);
             pre.ReleaseIfUnread();
         }
-        if (_activation != "gelu" && OutputUnread(true) && ActivationCheckpoint.IsForwardOfCheckpoint
-            && PlainFeedForward(fc1, fc2) is { } linears && Frozen(linears.Fc1) && Frozen(linears.Fc2))
+        if (frozen && _activation != "gelu" && OutputUnread(true) && ActivationCheckpoint.IsForwardOfCheckpoint)
             ActivationCheckpoint.Keep(this, Ops.PackPositive(h.Data));
         // fc2's backward reads h and its weight, never its output: an unread output needs no product. A wrapped fc2 (an
         // adapter, (IA)³) may read its own values, so it runs as usual.
