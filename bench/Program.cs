@@ -10,6 +10,7 @@ var harness = new Dictionary<string, Action<string>>
     ["step-profile"] = device => Nanolora.Bench.StepProfileQuick.Run(device, args.Skip(2).ToArray()),
     ["lowrank-gemm"] = device => Nanolora.Bench.LowRankGemmQuick.Run(device, args.Skip(2).ToArray()),
     ["fma-peak"] = Nanolora.Bench.FmaPeakQuick.Run,
+    ["gemm-kernel"] = Nanolora.Bench.GemmKernelQuick.Run,
     ["ckpt-step"] = device => Nanolora.Bench.CheckpointStepQuick.Run(device, args.Skip(2).ToArray()),
 };
 if (args.Length > 0 && harness.TryGetValue(args[0], out var run)) { run(args.Length > 1 ? args[1] : "cpu"); return; }

@@ -83,6 +83,45 @@ public class MatmulTests
         for (int i = 0; i < 13 * n; i++) Assert.True(edge[i] == full[i], $"row {i / n}, column {i % n}: {edge[i]} vs {full[i]}");
     }
 
+    // B's slices are packed by whichever task needs one first, and tasks take slices in different orders: the result must
+    // not depend on who packed what. Four callers at once (one on the GEMM's workers, the others on Parallel.For with more
+    // threads than cores) race over the slices; every result equals the first bit for bit. K 1100 spans two KC passes at
+    // KC 512 and 256, and the second product carries a term (LoRA's fused low-rank product) packed into the same slices.
+    [Fact]
+    public void PackingOrderOfBSlicesChangesNoResult()
+    {
+        int m = 300, k = 1100, n = 1000, k2 = 8;
+        var a = Pinned(Random(m * k, 61)); var b = Pinned(Random(k * n, 62));
+        var a2 = Pinned(Random(m * k2, 63)); var b2 = Pinned(Random(n * k2, 64));
+        float[] Run(bool withTerm)
+        {
+            var c = GC.AllocateArray<float>(m * n, pinned: true);
+            var term = withTerm ? new GemmTerm(new GemmShape(1, m, n, k2, false, true, 0, 0), MatmulCpu.Address(a2), MatmulCpu.Address(b2), 0.5f) : default;
+            MatmulCpu.Run(new GemmShape(1, m, n, k, false, false, 0, 0), a, b, c, 1f, 0f, term);
+            return c;
+        }
+        foreach (bool withTerm in new[] { false, true })
+        {
+            var first = Run(withTerm);
+            Parallel.For(0, 4, new ParallelOptions { MaxDegreeOfParallelism = 4 }, _ =>
+            {
+                for (int r = 0; r < 5; r++)
+                {
+                    var again = Run(withTerm);
+                    for (int i = 0; i < first.Length; i++)
+                        Assert.True(again[i] == first[i], $"term {withTerm}, row {i / n}, column {i % n}: {again[i]} vs {first[i]}");
+                }
+            });
+        }
+    }
+
+    static float[] Pinned(float[] values)
+    {
+        var pinned = GC.AllocateArray<float>(values.Length, pinned: true);
+        values.CopyTo(pinned, 0);
+        return pinned;
+    }
+
     // Every row in exactly one block, blocks of whole MR panels and at most 128 rows (the packed A buffer), a multiple of
     // the workers whenever there are panels enough, and no block more than one panel larger than another.
     [Fact]

@@ -11,7 +11,9 @@ namespace Nanolora.Tensors;
 /// The cpu backend's GEMM, laid out like BLIS/GotoBLAS: B is packed into K×NR column slices, A into
 /// MR-row panels of one MC×KC block at a time (both transpose flags are absorbed by the packing, so
 /// one micro-kernel serves all four cases), and an <see cref="IMicroKernel"/> keeps an MR×NR tile of C
-/// in registers. Work is split over (row block × column chunk) tasks run by <see cref="GemmWorkers"/>. Products with a
+/// in registers. Work is split over (row block × column chunk) tasks run by <see cref="GemmWorkers"/>; each B slice is packed
+/// by the first task that needs it (<see cref="BSlices"/>), the workers starting at different slices, so computing starts
+/// at once instead of after a pass that packs all of B (+2–6 % at 512–2048 on 2 threads, docs/PERFORMANCE.md). Products with a
 /// side of at most 16 (LoRA's rank-r factors) take <see cref="MatmulCpuNarrow"/>; tiny ones (M or N too small
 /// to fill a tile) a direct vectorized path.
 /// </summary>
@@ -117,19 +119,14 @@ internal static unsafe class MatmulCpu
             bool own = !parallel && packedFloats <= SerialPackedB;
             var packedB = own ? (t_packedB ??= GC.AllocateUninitializedArray<float>(SerialPackedB + 16, pinned: true)) : PackBuffers.Rent(packedFloats);
             float* bp = PackBuffers.Aligned(packedB);
-            For(parallel, slices, sl =>
-            {
-                int j = jc + sl * nr, cols = Math.Min(nr, N - j);
-                float* slice = bp + (long)sl * nr * K;
-                if (bf16B) PackB(s, (ushort*)b, j, cols, nr, slice);
-                else PackB(s, (float*)b, j, cols, nr, slice);
-                if (term.Present) PackTermB(term, j, cols, nr, slice + (long)s.K * nr);
-            });
+            var slicesOfB = new BSlices(s, b, bf16B, term, jc, nr, bp, slices);
             For(parallel, rowBlocks * chunks, task =>
             {
                 var (ic, mcur) = RowBlock(task / chunks, rowBlocks, M, mr);
                 int sl0 = task % chunks * perChunk, sl1 = Math.Min(slices, sl0 + perChunk);
-                if (sl0 < sl1) Block<TK>(s, (float*)a, bp, (float*)c, ic, mcur, jc, ncur, sl0, sl1, alpha, beta, term);
+                // The workers' first tasks start at different slices, so that they pack different ones.
+                int first = sl1 > sl0 ? task % workers * (sl1 - sl0) / workers : 0;
+                if (sl0 < sl1) Block<TK>(s, (float*)a, slicesOfB, (float*)c, ic, mcur, jc, ncur, sl0, sl1, first, alpha, beta, term);
             });
             if (!own) PackBuffers.Return(packedB);
         }
@@ -140,9 +137,12 @@ internal static unsafe class MatmulCpu
 
     /// <summary>Rows [ic, ic+mcur) × slices [sl0, sl1) of one column pass, over all of K in KC steps.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    static void Block<TK>(in GemmShape s, float* a, float* bp, float* c, int ic, int mcur, int jc, int ncur, int sl0, int sl1,
+    static void Block<TK>(in GemmShape s, float* a, BSlices slicesOfB, float* c, int ic, int mcur, int jc, int ncur, int sl0, int sl1, int first,
         float alpha, float beta, in GemmTerm term) where TK : struct, IMicroKernel
     {
+        float* bp = slicesOfB.Packed;
+        int count = sl1 - sl0;
+        int* waiting = stackalloc int[count];
         int mr = TK.MR, nr = TK.NR, N = s.N, K = s.K + term.Shape.K;
         t_packedA ??= GC.AllocateUninitializedArray<float>(128 * KC + 16, pinned: true);
         float* ap = PackBuffers.Aligned(t_packedA);
@@ -156,8 +156,18 @@ internal static unsafe class MatmulCpu
             if (kcA < kc) PackA(term.Shape, (float*)term.A, ic, mcur, pc + kcA - s.K, kc - kcA, mr, ap + kcA * mr, kc);
             bool accumulate = pc > 0 || beta != 0f;
             float blockBeta = pc > 0 ? 1f : beta;
-            for (int sl = sl0; sl < sl1; sl++)
+            // Slices another worker is still packing wait until the ready ones are done (the order of slices changes
+            // no result: each C tile sums over K in one order).
+            int waits = 0;
+            for (int n = 0; n < count + waits; n++)
             {
+                int sl;
+                if (n < count)
+                {
+                    sl = sl0 + (first + n) % count;
+                    if (!slicesOfB.TryReady(sl)) { waiting[waits++] = sl; continue; }
+                }
+                else slicesOfB.WaitReady(sl = waiting[n - count]);
                 float* bslice = bp + (long)sl * nr * K + (long)pc * nr;
                 int j = jc + sl * nr, cols = Math.Min(nr, jc + ncur - j);
                 for (int ir = 0; ir < mcur; ir += mr)
@@ -216,7 +226,7 @@ internal static unsafe class MatmulCpu
 
     /// <summary>Columns [j, j+cols) of op(B), all of K, as one K×NR slice, zero-padded to NR columns.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    static void PackB(in GemmShape s, float* b, int j, int cols, int nr, float* dst)
+    internal static void PackB(in GemmShape s, float* b, int j, int cols, int nr, float* dst)
     {
         if (!s.TransB)
         {
@@ -249,7 +259,7 @@ internal static unsafe class MatmulCpu
     }
 
     /// <summary>A term's op(B2) columns [j, j+cols), its K2 steps, as the tail of a K×NR slice, multiplied by its scale.</summary>
-    static void PackTermB(in GemmTerm term, int j, int cols, int nr, float* dst)
+    internal static void PackTermB(in GemmTerm term, int j, int cols, int nr, float* dst)
     {
         PackB(term.Shape, (float*)term.B, j, cols, nr, dst);
         if (term.Scale != 1f)
@@ -261,7 +271,7 @@ internal static unsafe class MatmulCpu
 
     /// <summary><see cref="PackB(in GemmShape, float*, int, int, int, float*)"/> from bfloat16 bits, widened exactly as they are packed.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    static void PackB(in GemmShape s, ushort* b, int j, int cols, int nr, float* dst)
+    internal static void PackB(in GemmShape s, ushort* b, int j, int cols, int nr, float* dst)
     {
         if (!s.TransB)
         {
@@ -376,5 +386,40 @@ internal static unsafe class MatmulCpu
     {
         if (parallel && count > 1) GemmWorkers.For(count, body);
         else for (int i = 0; i < count; i++) body(i);
+    }
+}
+
+/// <summary>
+/// The packed K×NR slices of op(B) for one column pass of a product. A slice is packed by the first task that needs it
+/// (state 0 → 1 while packing → 2 ready), so no pass waits for all of B before computing and a slice is used while it is
+/// still in the packing core's cache.
+/// </summary>
+internal sealed unsafe class BSlices(GemmShape s, nint b, bool bf16B, GemmTerm term, int jc, int nr, float* packed, int count)
+{
+    readonly int[] _state = new int[count];
+    public float* Packed => packed;
+
+    /// <summary>True when slice <paramref name="sl"/> is ready, packing it here if nobody has started; false while another thread packs it.</summary>
+    public bool TryReady(int sl)
+    {
+        int state = Volatile.Read(ref _state[sl]);
+        if (state == 2) return true;
+        if (state == 1 || Interlocked.CompareExchange(ref _state[sl], 1, 0) != 0) return Volatile.Read(ref _state[sl]) == 2;
+        try
+        {
+            int K = s.K + term.Shape.K, j = jc + sl * nr, cols = Math.Min(nr, s.N - j);
+            float* slice = packed + (long)sl * nr * K;
+            if (bf16B) MatmulCpu.PackB(s, (ushort*)b, j, cols, nr, slice);
+            else MatmulCpu.PackB(s, (float*)b, j, cols, nr, slice);
+            if (term.Present) MatmulCpu.PackTermB(term, j, cols, nr, slice + (long)s.K * nr);
+        }
+        finally { Volatile.Write(ref _state[sl], 2); }
+        return true;
+    }
+
+    public void WaitReady(int sl)
+    {
+        var wait = new SpinWait();
+        while (Volatile.Read(ref _state[sl]) != 2) wait.SpinOnce(sleep1Threshold: -1);
     }
 }
