@@ -182,6 +182,9 @@ public static class ActivationCheckpoint
         using var scope = new GraphScope();
         Variable y;
         _recording = redo;
+        // The profiler charges a forward op the time since the previous one: the recompute's first op is not charged for
+        // the backward rules that ran before it.
+        if (Profiler.Enabled) Profiler.Mark();
         try
         {
             using (Graph.Enabled()) y = f(inputs, constants, true);
