@@ -17,7 +17,7 @@ namespace Nanolora.Tensors;
 /// side of at most 16 (LoRA's rank-r factors) take <see cref="MatmulCpuNarrow"/>; tiny ones (M or N too small
 /// to fill a tile) a direct vectorized path.
 /// </summary>
-internal static unsafe class MatmulCpu
+internal static unsafe partial class MatmulCpu
 {
     // Depth of one packed block, chosen so that the A block (≤ 128 rows × KC) fills about half of a core's L2, as BLIS
     // sizes it: 1024 with a 1 MB L2. Deeper blocks mean fewer read-modify-write passes over C; on a 2-vCPU Zen 5 host
@@ -190,119 +190,6 @@ internal static unsafe class MatmulCpu
         }
     }
 
-    /// <summary>op(A)[ic.., pc..pc+kc) into MR-row panels (panel of row ir at ir·panelDepth), zero-padded to MR rows.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    static void PackA(in GemmShape s, float* a, int ic, int mcur, int pc, int kc, int mr, float* dst, int panelDepth)
-    {
-        for (int ir = 0; ir < mcur; ir += mr)
-        {
-            float* d = dst + ir * panelDepth;
-            int rows = Math.Min(mr, mcur - ir);
-            if (!s.TransA)
-            {
-                // Rows of A become columns of the panel: 8×8 transposes in registers, then the scalar remainder.
-                int p0 = Avx.IsSupported && mr <= 8 ? PackTranspose.Panel8(a + (long)(ic + ir) * s.K + pc, s.K, rows, kc, mr, mr, d) : 0;
-                for (int i = 0; i < rows; i++)
-                {
-                    float* src = a + (long)(ic + ir + i) * s.K + pc;
-                    for (int p = p0; p < kc; p++) d[p * mr + i] = src[p];
-                }
-                for (int i = rows; i < mr; i++)
-                    for (int p = p0; p < kc; p++) d[p * mr + i] = 0f;
-            }
-            else if (Avx.IsSupported && mr <= 8) PackTranspose.Runs(a + (long)pc * s.M + ic + ir, s.M, rows, kc, mr, d);
-            else
-            {
-                for (int p = 0; p < kc; p++)
-                {
-                    float* src = a + (long)(pc + p) * s.M + ic + ir;
-                    float* row = d + p * mr;
-                    for (int i = 0; i < rows; i++) row[i] = src[i];
-                    for (int i = rows; i < mr; i++) row[i] = 0f;
-                }
-            }
-        }
-    }
-
-    /// <summary>Columns [j, j+cols) of op(B), all of K, as one K×NR slice, zero-padded to NR columns.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    internal static void PackB(in GemmShape s, float* b, int j, int cols, int nr, float* dst)
-    {
-        if (!s.TransB)
-        {
-            for (int p = 0; p < s.K; p++)
-            {
-                float* src = b + (long)p * s.N + j, d = dst + (long)p * nr;
-                if (cols == nr) Unsafe.CopyBlockUnaligned(d, src, (uint)(nr * sizeof(float)));
-                else
-                {
-                    for (int q = 0; q < cols; q++) d[q] = src[q];
-                    for (int q = cols; q < nr; q++) d[q] = 0f;
-                }
-            }
-        }
-        else
-        {
-            // Columns of op(B) are rows of B: transposed eight at a time (columns up to the next multiple of 8 zeroed).
-            int p0 = 0;
-            if (Avx.IsSupported)
-                for (int q0 = 0; q0 < cols; q0 += 8)
-                    p0 = PackTranspose.Panel8(b + (long)(j + q0) * s.K, s.K, Math.Min(8, cols - q0), s.K, 8, nr, dst + q0);
-            for (int q = 0; q < cols; q++)
-            {
-                float* src = b + (long)(j + q) * s.K;
-                for (int p = p0; p < s.K; p++) dst[(long)p * nr + q] = src[p];
-            }
-            for (int q = cols; q < nr; q++)
-                for (int p = 0; p < s.K; p++) dst[(long)p * nr + q] = 0f;
-        }
-    }
-
-    /// <summary>A term's op(B2) columns [j, j+cols), its K2 steps, as the tail of a K×NR slice, multiplied by its scale.</summary>
-    internal static void PackTermB(in GemmTerm term, int j, int cols, int nr, float* dst)
-    {
-        PackB(term.Shape, (float*)term.B, j, cols, nr, dst);
-        if (term.Scale != 1f)
-        {
-            var packed = new Span<float>(dst, term.Shape.K * nr);
-            TensorPrimitives.Multiply(packed, term.Scale, packed);
-        }
-    }
-
-    /// <summary><see cref="PackB(in GemmShape, float*, int, int, int, float*)"/> from bfloat16 bits, widened exactly as they are packed.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    internal static void PackB(in GemmShape s, ushort* b, int j, int cols, int nr, float* dst)
-    {
-        if (!s.TransB)
-        {
-            for (int p = 0; p < s.K; p++)
-            {
-                ushort* src = b + (long)p * s.N + j;
-                float* d = dst + (long)p * nr;
-                if (cols == nr) BFloat16.Widen(new ReadOnlySpan<ushort>(src, nr), new Span<float>(d, nr));
-                else
-                {
-                    for (int q = 0; q < cols; q++) d[q] = BFloat16.Widen(src[q]);
-                    for (int q = cols; q < nr; q++) d[q] = 0f;
-                }
-            }
-        }
-        else
-        {
-            int p0 = 0;
-            if (Avx2.IsSupported)
-                for (int q0 = 0; q0 < cols; q0 += 8)
-                    p0 = PackTranspose.Panel8(b + (long)(j + q0) * s.K, s.K, Math.Min(8, cols - q0), s.K, 8, nr, dst + q0);
-            for (int q = 0; q < cols; q++)
-            {
-                ushort* src = b + (long)(j + q) * s.K;
-                for (int p = p0; p < s.K; p++) dst[(long)p * nr + q] = BFloat16.Widen(src[p]);
-            }
-            for (int q = cols; q < nr; q++)
-                for (int p = 0; p < s.K; p++) dst[(long)p * nr + q] = 0f;
-        }
-    }
-
     /// <summary>
     /// Unpacked path for tiny and skinny products (M = 1 decoding steps, N = 1 columns): row-times-matrix
     /// as vectorized axpys over C's row when op(B) rows are contiguous, else as dot products.
@@ -386,40 +273,5 @@ internal static unsafe class MatmulCpu
     {
         if (parallel && count > 1) GemmWorkers.For(count, body);
         else for (int i = 0; i < count; i++) body(i);
-    }
-}
-
-/// <summary>
-/// The packed K×NR slices of op(B) for one column pass of a product. A slice is packed by the first task that needs it
-/// (state 0 → 1 while packing → 2 ready), so no pass waits for all of B before computing and a slice is used while it is
-/// still in the packing core's cache.
-/// </summary>
-internal sealed unsafe class BSlices(GemmShape s, nint b, bool bf16B, GemmTerm term, int jc, int nr, float* packed, int count)
-{
-    readonly int[] _state = new int[count];
-    public float* Packed => packed;
-
-    /// <summary>True when slice <paramref name="sl"/> is ready, packing it here if nobody has started; false while another thread packs it.</summary>
-    public bool TryReady(int sl)
-    {
-        int state = Volatile.Read(ref _state[sl]);
-        if (state == 2) return true;
-        if (state == 1 || Interlocked.CompareExchange(ref _state[sl], 1, 0) != 0) return Volatile.Read(ref _state[sl]) == 2;
-        try
-        {
-            int K = s.K + term.Shape.K, j = jc + sl * nr, cols = Math.Min(nr, s.N - j);
-            float* slice = packed + (long)sl * nr * K;
-            if (bf16B) MatmulCpu.PackB(s, (ushort*)b, j, cols, nr, slice);
-            else MatmulCpu.PackB(s, (float*)b, j, cols, nr, slice);
-            if (term.Present) MatmulCpu.PackTermB(term, j, cols, nr, slice + (long)s.K * nr);
-        }
-        finally { Volatile.Write(ref _state[sl], 2); }
-        return true;
-    }
-
-    public void WaitReady(int sl)
-    {
-        var wait = new SpinWait();
-        while (Volatile.Read(ref _state[sl]) != 2) wait.SpinOnce(sleep1Threshold: -1);
     }
 }
