@@ -1,8 +1,5 @@
-using System.Numerics;
 using System.Numerics.Tensors;
 using System.Runtime.CompilerServices;
-using System.Runtime.InteropServices;
-using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
 
 namespace Nanolora.Tensors;
@@ -44,19 +41,28 @@ internal static unsafe partial class MatmulCpu
         }
     }
 
-    /// <summary>Columns [j, j+cols) of op(B), all of K, as one K×NR slice, zero-padded to NR columns.</summary>
+    /// <summary>
+    /// Columns [j, j+cols) of op(B), all of K, as one K×NR slice, zero-padded to NR columns; B in float32, or in bfloat16
+    /// bits (a frozen weight, <typeparamref name="T"/> ushort) widened exactly as they are packed. The element type is a
+    /// constant to the JIT, so each instantiation keeps only its own branch.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    internal static void PackB(in GemmShape s, float* b, int j, int cols, int nr, float* dst)
+    internal static void PackB<T>(in GemmShape s, T* b, int j, int cols, int nr, float* dst) where T : unmanaged
     {
         if (!s.TransB)
         {
             for (int p = 0; p < s.K; p++)
             {
-                float* src = b + (long)p * s.N + j, d = dst + (long)p * nr;
-                if (cols == nr) Unsafe.CopyBlockUnaligned(d, src, (uint)(nr * sizeof(float)));
+                T* src = b + (long)p * s.N + j;
+                float* d = dst + (long)p * nr;
+                if (cols == nr)
+                {
+                    if (typeof(T) == typeof(float)) Unsafe.CopyBlockUnaligned(d, src, (uint)(nr * sizeof(float)));
+                    else BFloat16.Widen(new ReadOnlySpan<ushort>(src, nr), new Span<float>(d, nr));
+                }
                 else
                 {
-                    for (int q = 0; q < cols; q++) d[q] = src[q];
+                    for (int q = 0; q < cols; q++) d[q] = Widen(src + q);
                     for (int q = cols; q < nr; q++) d[q] = 0f;
                 }
             }
@@ -65,18 +71,28 @@ internal static unsafe partial class MatmulCpu
         {
             // Columns of op(B) are rows of B: transposed eight at a time (columns up to the next multiple of 8 zeroed).
             int p0 = 0;
-            if (Avx.IsSupported)
+            if (typeof(T) == typeof(float) ? Avx.IsSupported : Avx2.IsSupported)
                 for (int q0 = 0; q0 < cols; q0 += 8)
-                    p0 = PackTranspose.Panel8(b + (long)(j + q0) * s.K, s.K, Math.Min(8, cols - q0), s.K, 8, nr, dst + q0);
+                {
+                    T* rows = b + (long)(j + q0) * s.K;
+                    int count = Math.Min(8, cols - q0);
+                    p0 = typeof(T) == typeof(float)
+                        ? PackTranspose.Panel8((float*)rows, s.K, count, s.K, 8, nr, dst + q0)
+                        : PackTranspose.Panel8((ushort*)rows, s.K, count, s.K, 8, nr, dst + q0);
+                }
             for (int q = 0; q < cols; q++)
             {
-                float* src = b + (long)(j + q) * s.K;
-                for (int p = p0; p < s.K; p++) dst[(long)p * nr + q] = src[p];
+                T* src = b + (long)(j + q) * s.K;
+                for (int p = p0; p < s.K; p++) dst[(long)p * nr + q] = Widen(src + p);
             }
             for (int q = cols; q < nr; q++)
                 for (int p = 0; p < s.K; p++) dst[(long)p * nr + q] = 0f;
         }
     }
+
+    /// <summary>One element of B as float32: itself, or bfloat16 bits widened.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static float Widen<T>(T* x) where T : unmanaged => typeof(T) == typeof(float) ? *(float*)x : BFloat16.Widen(*(ushort*)x);
 
     /// <summary>A term's op(B2) columns [j, j+cols), its K2 steps, as the tail of a K×NR slice, multiplied by its scale.</summary>
     internal static void PackTermB(in GemmTerm term, int j, int cols, int nr, float* dst)
@@ -89,39 +105,6 @@ internal static unsafe partial class MatmulCpu
         }
     }
 
-    /// <summary><see cref="PackB(in GemmShape, float*, int, int, int, float*)"/> from bfloat16 bits, widened exactly as they are packed.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    internal static void PackB(in GemmShape s, ushort* b, int j, int cols, int nr, float* dst)
-    {
-        if (!s.TransB)
-        {
-            for (int p = 0; p < s.K; p++)
-            {
-                ushort* src = b + (long)p * s.N + j;
-                float* d = dst + (long)p * nr;
-                if (cols == nr) BFloat16.Widen(new ReadOnlySpan<ushort>(src, nr), new Span<float>(d, nr));
-                else
-                {
-                    for (int q = 0; q < cols; q++) d[q] = BFloat16.Widen(src[q]);
-                    for (int q = cols; q < nr; q++) d[q] = 0f;
-                }
-            }
-        }
-        else
-        {
-            int p0 = 0;
-            if (Avx2.IsSupported)
-                for (int q0 = 0; q0 < cols; q0 += 8)
-                    p0 = PackTranspose.Panel8(b + (long)(j + q0) * s.K, s.K, Math.Min(8, cols - q0), s.K, 8, nr, dst + q0);
-            for (int q = 0; q < cols; q++)
-            {
-                ushort* src = b + (long)(j + q) * s.K;
-                for (int p = p0; p < s.K; p++) dst[(long)p * nr + q] = BFloat16.Widen(src[p]);
-            }
-            for (int q = cols; q < nr; q++)
-                for (int p = 0; p < s.K; p++) dst[(long)p * nr + q] = 0f;
-        }
-    }
 }
 
 /// <summary>
