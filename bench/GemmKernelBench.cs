@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 using Nanolora.Tensors;
 
 namespace Nanolora.Bench;
@@ -15,6 +16,7 @@ public static unsafe class GemmKernelQuick
 {
     public static void Run(string _)
     {
+        if (!Avx2.IsSupported) { Console.WriteLine("gemm-kernel: needs AVX2 (x86-64)"); return; }
         bool wide = Vector512.IsHardwareAccelerated;
         int mr = wide ? Avx512Kernel.MR : Avx2Kernel.MR, nr = wide ? Avx512Kernel.NR : Avx2Kernel.NR, panels = 128 / mr;
         Console.WriteLine($"== GEMM micro-kernel {mr}×{nr} ({(wide ? "AVX-512" : "AVX2")}) over packed panels, {panels} A panels per block");
@@ -30,10 +32,12 @@ public static unsafe class GemmKernelQuick
             foreach (int threads in new[] { 1, Environment.ProcessorCount })
             {
                 var samples = new List<double>();
+                // Each thread its own C (one 128-row block × all slices), made before the clock starts.
+                var cs = Enumerable.Range(0, threads).Select(_ => GC.AllocateUninitializedArray<float>(panels * mr * nr * slices + 16, pinned: true)).ToArray();
                 for (int r = 0; r < 8; r++)
                 {
                     var clock = Stopwatch.StartNew();
-                    Parallel.For(0, threads, new ParallelOptions { MaxDegreeOfParallelism = threads }, _ => Sweep(wide, reps, kc, panels, slices, a, b));
+                    Parallel.For(0, threads, new ParallelOptions { MaxDegreeOfParallelism = threads }, i => Sweep(wide, reps, kc, panels, slices, a, b, cs[i]));
                     if (r > 0) samples.Add(threads * flops * reps / clock.Elapsed.TotalSeconds / 1e9);   // the first warms the JIT
                 }
                 samples.Sort();
@@ -42,12 +46,11 @@ public static unsafe class GemmKernelQuick
         }
     }
 
-    /// <summary>Each thread its own C (one 128-row block × all slices), A and B shared read-only, as the GEMM's tasks share packed B.</summary>
-    static void Sweep(bool wide, int reps, int kc, int panels, int slices, float[] a, float[] b)
+    /// <summary>One thread's sweeps: A and B shared read-only, as the GEMM's tasks share packed B; all three 64-byte aligned as the GEMM's packed buffers are.</summary>
+    static void Sweep(bool wide, int reps, int kc, int panels, int slices, float[] a, float[] b, float[] c)
     {
         int mr = wide ? Avx512Kernel.MR : Avx2Kernel.MR, nr = wide ? Avx512Kernel.NR : Avx2Kernel.NR, ldc = nr * slices;
-        var c = GC.AllocateUninitializedArray<float>(panels * mr * ldc + 16, pinned: true);
-        float* ap = (float*)MatmulCpu.Address(a), bp = (float*)MatmulCpu.Address(b), cp = (float*)MatmulCpu.Address(c);
+        float* ap = PackBuffers.Aligned(a), bp = PackBuffers.Aligned(b), cp = PackBuffers.Aligned(c);
         for (int i = 0; i < reps; i++)
             for (int s = 0; s < slices; s++)
                 for (int p = 0; p < panels; p++)

@@ -85,34 +85,40 @@ public class MatmulTests
 
     // B's slices are packed by whichever task needs one first, and tasks take slices in different orders: the result must
     // not depend on who packed what. Four callers at once (one on the GEMM's workers, the others on Parallel.For with more
-    // threads than cores) race over the slices; every result equals the first bit for bit. K 1100 spans two KC passes at
-    // KC 512 and 256, and the second product carries a term (LoRA's fused low-rank product) packed into the same slices.
-    [Fact]
-    public void PackingOrderOfBSlicesChangesNoResult()
+    // threads than cores) race over the slices; every result equals the first bit for bit. K 1100 spans 2, 3 or 5 KC
+    // passes (KC 1024, 512, 256); cases: each micro-kernel, a term (LoRA's fused low-rank product packed into the same
+    // slices), and a bfloat16 transposed B (a frozen weight, widened while packed).
+    [Theory]
+    [InlineData("default", false)] [InlineData("default", true)] [InlineData("avx2", true)] [InlineData("bf16", false)]
+    public void PackingOrderOfBSlicesChangesNoResult(string variant, bool withTerm)
     {
         int m = 300, k = 1100, n = 1000, k2 = 8;
+        bool bf16 = variant == "bf16";
         var a = Pinned(Random(m * k, 61)); var b = Pinned(Random(k * n, 62));
+        var b16 = GC.AllocateArray<ushort>(k * n, pinned: true);
+        BFloat16.Round(b, b16);
         var a2 = Pinned(Random(m * k2, 63)); var b2 = Pinned(Random(n * k2, 64));
-        float[] Run(bool withTerm)
+        float[] Run()
         {
             var c = GC.AllocateArray<float>(m * n, pinned: true);
             var term = withTerm ? new GemmTerm(new GemmShape(1, m, n, k2, false, true, 0, 0), MatmulCpu.Address(a2), MatmulCpu.Address(b2), 0.5f) : default;
-            MatmulCpu.Run(new GemmShape(1, m, n, k, false, false, 0, 0), a, b, c, 1f, 0f, term);
+            // op(B) = Bᵀ for the bfloat16 case: B stored [N, K], as a linear's weight is.
+            var shape = new GemmShape(1, m, n, k, false, bf16, 0, 0);
+            if (bf16) MatmulCpu.Run(shape, a, b16, b16.LongLength, c, 1f, 0f, term);
+            else if (variant == "avx2") MatmulCpu.Run<Avx2Kernel>(shape, a, b, c, 1f, 0f, term);
+            else MatmulCpu.Run(shape, a, b, c, 1f, 0f, term);
             return c;
         }
-        foreach (bool withTerm in new[] { false, true })
+        var first = Run();
+        Parallel.For(0, 4, new ParallelOptions { MaxDegreeOfParallelism = 4 }, _ =>
         {
-            var first = Run(withTerm);
-            Parallel.For(0, 4, new ParallelOptions { MaxDegreeOfParallelism = 4 }, _ =>
+            for (int r = 0; r < 5; r++)
             {
-                for (int r = 0; r < 5; r++)
-                {
-                    var again = Run(withTerm);
-                    for (int i = 0; i < first.Length; i++)
-                        Assert.True(again[i] == first[i], $"term {withTerm}, row {i / n}, column {i % n}: {again[i]} vs {first[i]}");
-                }
-            });
-        }
+                var again = Run();
+                for (int i = 0; i < first.Length; i++)
+                    Assert.True(again[i] == first[i], $"{variant}, term {withTerm}, row {i / n}, column {i % n}: {again[i]} vs {first[i]}");
+            }
+        });
     }
 
     static float[] Pinned(float[] values)

@@ -5,7 +5,7 @@ namespace Nanolora.Tensors;
 /// <summary>
 /// The GEMM's own worker threads: one fewer than the processors (the caller is the last worker), started once, each
 /// taking task indices from a shared counter. After a job a worker spins for <see cref="SpinMicroseconds"/> before it
-/// blocks, so the next GEMM (or the compute pass right after B's packing) finds it awake, as OpenBLAS's threads do.
+/// blocks, so the next GEMM finds it awake, as OpenBLAS's threads do.
 /// Parallel.For lent the GEMM whichever pool threads were free, sometimes more than there are cores, and a thread that
 /// lost its core in a block's middle held the whole product up. One job at a time: a caller that finds the workers busy
 /// (GEMMs started from several threads at once) runs its job on Parallel.For instead.

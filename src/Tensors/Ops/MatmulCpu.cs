@@ -124,8 +124,9 @@ internal static unsafe partial class MatmulCpu
             {
                 var (ic, mcur) = RowBlock(task / chunks, rowBlocks, M, mr);
                 int sl0 = task % chunks * perChunk, sl1 = Math.Min(slices, sl0 + perChunk);
-                // The workers' first tasks start at different slices, so that they pack different ones.
-                int first = sl1 > sl0 ? task % workers * (sl1 - sl0) / workers : 0;
+                // Row blocks taken one after another start at different slices of their chunk, so that the workers pack
+                // different ones.
+                int first = sl1 > sl0 ? task / chunks % workers * (sl1 - sl0) / workers : 0;
                 if (sl0 < sl1) Block<TK>(s, (float*)a, slicesOfB, (float*)c, ic, mcur, jc, ncur, sl0, sl1, first, alpha, beta, term);
             });
             if (!own) PackBuffers.Return(packedB);
@@ -142,7 +143,9 @@ internal static unsafe partial class MatmulCpu
     {
         float* bp = slicesOfB.Packed;
         int count = sl1 - sl0;
-        int* waiting = stackalloc int[count];
+        // Slices another worker is packing, done after the ready ones (a long list, e.g. a rank-8 product into a 150k-word
+        // vocabulary, goes on the heap rather than a worker's stack).
+        Span<int> waiting = count <= 1024 ? stackalloc int[count] : new int[count];
         int mr = TK.MR, nr = TK.NR, N = s.N, K = s.K + term.Shape.K;
         t_packedA ??= GC.AllocateUninitializedArray<float>(128 * KC + 16, pinned: true);
         float* ap = PackBuffers.Aligned(t_packedA);

@@ -49,6 +49,7 @@ internal static unsafe partial class MatmulCpu
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     internal static void PackB<T>(in GemmShape s, T* b, int j, int cols, int nr, float* dst) where T : unmanaged
     {
+        System.Diagnostics.Debug.Assert(typeof(T) == typeof(float) || typeof(T) == typeof(ushort), "B is float32 or bfloat16 bits");
         if (!s.TransB)
         {
             for (int p = 0; p < s.K; p++)
@@ -109,11 +110,12 @@ internal static unsafe partial class MatmulCpu
 
 /// <summary>
 /// The packed K×NR slices of op(B) for one column pass of a product. A slice is packed by the first task that needs it
-/// (state 0 → 1 while packing → 2 ready), so no pass waits for all of B before computing and a slice is used while it is
-/// still in the packing core's cache.
+/// (state 0 → 1 while packing → 2 ready, or 3 if packing failed), so no pass waits for all of B before computing and a
+/// slice is used while it is still in the packing core's cache.
 /// </summary>
 internal sealed unsafe class BSlices(GemmShape s, nint b, bool bf16B, GemmTerm term, int jc, int nr, float* packed, int count)
 {
+    const int Unpacked = 0, Packing = 1, Ready = 2, Failed = 3;
     readonly int[] _state = new int[count];
     public float* Packed => packed;
 
@@ -121,23 +123,38 @@ internal sealed unsafe class BSlices(GemmShape s, nint b, bool bf16B, GemmTerm t
     public bool TryReady(int sl)
     {
         int state = Volatile.Read(ref _state[sl]);
-        if (state == 2) return true;
-        if (state == 1 || Interlocked.CompareExchange(ref _state[sl], 1, 0) != 0) return Volatile.Read(ref _state[sl]) == 2;
-        try
+        if (state == Ready) return true;
+        if (state == Unpacked && Interlocked.CompareExchange(ref _state[sl], Packing, Unpacked) == Unpacked)
         {
-            int K = s.K + term.Shape.K, j = jc + sl * nr, cols = Math.Min(nr, s.N - j);
-            float* slice = packed + (long)sl * nr * K;
-            if (bf16B) MatmulCpu.PackB(s, (ushort*)b, j, cols, nr, slice);
-            else MatmulCpu.PackB(s, (float*)b, j, cols, nr, slice);
-            if (term.Present) MatmulCpu.PackTermB(term, j, cols, nr, slice + (long)s.K * nr);
+            try
+            {
+                int K = s.K + term.Shape.K, j = jc + sl * nr, cols = Math.Min(nr, s.N - j);
+                float* slice = packed + (long)sl * nr * K;
+                if (bf16B) MatmulCpu.PackB(s, (ushort*)b, j, cols, nr, slice);
+                else MatmulCpu.PackB(s, (float*)b, j, cols, nr, slice);
+                if (term.Present) MatmulCpu.PackTermB(term, j, cols, nr, slice + (long)s.K * nr);
+            }
+            catch
+            {
+                Volatile.Write(ref _state[sl], Failed);
+                throw;
+            }
+            // A full fence, not a plain release: scaling a long term tail (TensorPrimitives) may use non-temporal stores,
+            // which a plain store does not order.
+            Interlocked.Exchange(ref _state[sl], Ready);
+            return true;
         }
-        finally { Volatile.Write(ref _state[sl], 2); }
-        return true;
+        return Check(Volatile.Read(ref _state[sl])) == Ready;
     }
 
+    /// <summary>Waits while another thread packs slice <paramref name="sl"/>.</summary>
     public void WaitReady(int sl)
     {
         var wait = new SpinWait();
-        while (Volatile.Read(ref _state[sl]) != 2) wait.SpinOnce(sleep1Threshold: -1);
+        while (Check(Volatile.Read(ref _state[sl])) != Ready) wait.SpinOnce(sleep1Threshold: -1);
     }
+
+    /// <summary>A slice whose packing failed is never computed from: the task stops here, the packer's exception is the one reported.</summary>
+    static int Check(int state) =>
+        state == Failed ? throw new InvalidOperationException("GEMM: another task failed while packing a slice of B.") : state;
 }
