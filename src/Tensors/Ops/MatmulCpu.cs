@@ -119,16 +119,21 @@ internal static unsafe partial class MatmulCpu
             bool own = !parallel && packedFloats <= SerialPackedB;
             var packedB = own ? (t_packedB ??= GC.AllocateUninitializedArray<float>(SerialPackedB + 16, pinned: true)) : PackBuffers.Rent(packedFloats);
             float* bp = PackBuffers.Aligned(packedB);
-            var slicesOfB = new BSlices(s, b, bf16B, term, jc, nr, bp, slices);
-            For(parallel, rowBlocks * chunks, task =>
+            var slicesOfB = BSlices.ForPass(s, b, bf16B, term, jc, nr, bp, slices);
+            // For returns (or throws) only when every task has finished with the pass.
+            try
             {
-                var (ic, mcur) = RowBlock(task / chunks, rowBlocks, M, mr);
-                int sl0 = task % chunks * perChunk, sl1 = Math.Min(slices, sl0 + perChunk);
-                // Row blocks taken one after another start at different slices of their chunk, so that the workers pack
-                // different ones.
-                int first = sl1 > sl0 ? task / chunks % workers * (sl1 - sl0) / workers : 0;
-                if (sl0 < sl1) Block<TK>(s, (float*)a, slicesOfB, (float*)c, ic, mcur, jc, ncur, sl0, sl1, first, alpha, beta, term);
-            });
+                For(parallel, rowBlocks * chunks, task =>
+                {
+                    var (ic, mcur) = RowBlock(task / chunks, rowBlocks, M, mr);
+                    int sl0 = task % chunks * perChunk, sl1 = Math.Min(slices, sl0 + perChunk);
+                    // Row blocks taken one after another start at different slices of their chunk, so that the workers pack
+                    // different ones.
+                    int first = sl1 > sl0 ? task / chunks % workers * (sl1 - sl0) / workers : 0;
+                    if (sl0 < sl1) Block<TK>(s, (float*)a, slicesOfB, (float*)c, ic, mcur, jc, ncur, sl0, sl1, first, alpha, beta, term);
+                });
+            }
+            finally { slicesOfB.EndPass(); }
             if (!own) PackBuffers.Return(packedB);
         }
     }

@@ -113,11 +113,37 @@ internal static unsafe partial class MatmulCpu
 /// (state 0 → 1 while packing → 2 ready, or 3 if packing failed), so no pass waits for all of B before computing and a
 /// slice is used while it is still in the packing core's cache.
 /// </summary>
-internal sealed unsafe class BSlices(GemmShape s, nint b, bool bf16B, GemmTerm term, int jc, int nr, float* packed, int count)
+internal sealed unsafe class BSlices
 {
     const int Unpacked = 0, Packing = 1, Ready = 2, Failed = 3;
-    readonly int[] _state = new int[count];
+    // One instance per thread, set anew for each column pass that thread starts: attention's heads are many small products
+    // a call, and none allocates. A pass started while the thread's instance is still in use (not expected: a thread's
+    // pass ends before it starts another) gets one of its own.
+    [ThreadStatic] static BSlices? t_current;
+    bool _inUse;
+    GemmShape s;
+    GemmTerm term;
+    nint b;
+    bool bf16B;
+    int jc, nr;
+    float* packed;
+    int[] _state = [];
     public float* Packed => packed;
+
+    /// <summary>The calling thread's instance, every slice of the pass unpacked, B's <paramref name="count"/> slices of columns from <paramref name="jc"/> going to <paramref name="packed"/>.</summary>
+    public static BSlices ForPass(in GemmShape s, nint b, bool bf16B, in GemmTerm term, int jc, int nr, float* packed, int count)
+    {
+        var x = t_current ??= new BSlices();
+        if (x._inUse) x = new BSlices();
+        x._inUse = true;
+        x.s = s; x.b = b; x.bf16B = bf16B; x.term = term; x.jc = jc; x.nr = nr; x.packed = packed;
+        if (x._state.Length < count) x._state = new int[count];
+        else Array.Clear(x._state, 0, count);
+        return x;
+    }
+
+    /// <summary>Ends the pass: its tasks are done, the thread may set the instance for its next one.</summary>
+    public void EndPass() => _inUse = false;
 
     /// <summary>True when slice <paramref name="sl"/> is ready, packing it here if nobody has started; false while another thread packs it.</summary>
     public bool TryReady(int sl)
