@@ -64,6 +64,8 @@ public sealed record FineTuneOptions
     public float MaxLossRatio { get; init; } = 20f;
     /// <summary>LoRA+ (PEFT's loraplus_lr_ratio): the B matrices train at this many times the learning rate of the A matrices (null: off, plain LoRA).</summary>
     public float? LoraPlusRatio { get; init; }
+    /// <summary>Riemannian preconditioned LoRA (PEFT's create_riemannian_optimizer): the damping reg of its r × r matrices (null: off).</summary>
+    public float? RiemannianReg { get; init; }
     /// <summary>
     /// Recompute each layer's forward during backward instead of keeping its activations (Hugging Face's
     /// gradient_checkpointing): the same losses and gradients bit for bit, several times less activation memory, one more
@@ -137,6 +139,11 @@ public static class Workflows
             if (o.Method != "lora") throw new ArgumentException($"LoraPlusRatio (--loraplus-ratio) needs method lora, got '{o.Method}'.");
             LoraPlus.Validate(ratio);
         }
+        if (o.RiemannianReg is float reg)
+        {
+            if (o.Method != "lora") throw new ArgumentException($"RiemannianReg (--riemannian) needs method lora, got '{o.Method}'.");
+            RiemannianPreconditioner.Validate(reg);
+        }
         if (o.Method == "full")
         {
             model.SetTrainable(true);
@@ -156,8 +163,9 @@ public static class Workflows
         }
         else throw new ArgumentException($"Unknown method '{o.Method}'; expected full, lora or one of {string.Join(", ", PeftRecipes.Names)}.");
         title ??= o.Method == "full" ? $"full fine-tuning ({data.Name})"
-            : $"LoRA{(o.LoraPlusRatio is float lp ? $"+ (B lr ×{lp:G})" : "")} r={o.Rank} ({data.Name}, adapter '{adapterName}')";
-        return (Train(model, tokenizer, data, o, trainable, title), lora);
+            : $"LoRA{(o.LoraPlusRatio is float lp ? $"+ (B lr ×{lp:G})" : "")}{(o.RiemannianReg != null ? ", Riemannian preconditioned" : "")} r={o.Rank} ({data.Name}, adapter '{adapterName}')";
+        var preconditioner = o.RiemannianReg is float damping ? new RiemannianPreconditioner(model, damping) : null;
+        return (Train(model, tokenizer, data, o, trainable, title, preconditioner), lora);
     }
 
     /// <summary>
@@ -188,13 +196,15 @@ public static class Workflows
     {
         var recipe = PeftRecipes.Find(o.Method) ?? throw new ArgumentException($"Unknown PEFT method '{o.Method}'; expected one of {string.Join(", ", PeftRecipes.Names)}.");
         if (o.LoraPlusRatio != null) throw new ArgumentException($"LoraPlusRatio (--loraplus-ratio) needs method lora, got '{o.Method}'.");
+        if (o.RiemannianReg != null) throw new ArgumentException($"RiemannianReg (--riemannian) needs method lora, got '{o.Method}'.");
         var method = recipe.Inject(model, o);
         var trainable = new ParameterGroup("all", model.TrainableParameters().ToList());
         return (Train(model, tokenizer, data, o, [trainable], title ?? $"{recipe.Name} ({data.Name})"), method);
     }
 
     /// <summary>The training loop every method shares: the task's batches, validation, schedule and checkpoints.</summary>
-    static TrainResult Train(Seq2SeqTransformer model, ISeq2SeqTokenizer tokenizer, TaskData data, FineTuneOptions o, IReadOnlyList<ParameterGroup> trainable, string title)
+    static TrainResult Train(Seq2SeqTransformer model, ISeq2SeqTokenizer tokenizer, TaskData data, FineTuneOptions o, IReadOnlyList<ParameterGroup> trainable, string title,
+        IGradientPreconditioner? preconditioner = null)
     {
         var (maxSource, maxTarget) = Lengths.For(data.Name);
         var train = o.TrainExamples is int n ? data.Train.Take(n).ToList() : data.Train;
@@ -217,7 +227,7 @@ public static class Workflows
         }
         bool wasCheckpointing = model.GradientCheckpointing;
         model.GradientCheckpointing = o.GradientCheckpointing;
-        try { return ConsoleProgress.Train(title, o.Steps, p => new Trainer(model, tokenizer).Train(trainable, loader, validation, options, p)); }
+        try { return ConsoleProgress.Train(title, o.Steps, p => new Trainer(model, tokenizer).Train(trainable, loader, validation, options, p, preconditioner)); }
         finally { model.GradientCheckpointing = wasCheckpointing; }
     }
 

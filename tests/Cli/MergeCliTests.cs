@@ -93,4 +93,24 @@ public class MergeCliTests
         Assert.Equal(1, code);
         Assert.Contains("needs method lora", err);
     }
+
+    [Fact]
+    public void FinetuneRecordsTheRiemannianPreconditioner()
+    {
+        var dir = Directory.CreateTempSubdirectory().FullName;
+        var (code, output, err) = CliTests.Run("finetune", "--model", CliTests.ShippedBase(), "--steps", "1", "--batch-size", "2", "--train-examples", "4",
+            "--riemannian", "--device", "cpu", "--out", dir, "--overwrite", "--json");
+        Assert.True(code == 0, err);
+        using var doc = JsonDocument.Parse(output);
+        Assert.Equal(0.01f, doc.RootElement.GetProperty("riemannian_reg").GetSingle());
+        (code, _, err) = CliTests.Run("finetune", "--method", "full", "--model", CliTests.ShippedBase(), "--steps", "1", "--riemannian",
+            "--device", "cpu", "--out", Directory.CreateTempSubdirectory().FullName);
+        Assert.Equal(1, code);
+        Assert.Contains("--riemannian preconditions LoRA adapters", err);
+        Assert.Single(err.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        (code, _, err) = CliTests.Run("finetune", "--model", CliTests.ShippedBase(), "--steps", "1", "--riemannian-reg", "0.1",
+            "--device", "cpu", "--out", Directory.CreateTempSubdirectory().FullName);
+        Assert.Equal(1, code);
+        Assert.Contains("give --riemannian too", err);
+    }
 }

@@ -13,6 +13,16 @@ namespace Nanolora.Autograd;
 public sealed record ParameterGroup(string Name, IReadOnlyList<Parameter> Parameters, float LearningRateScale = 1f);
 
 /// <summary>
+/// Rewrites some gradients just before an optimizer uses them (after clipping), as a preconditioner does: Riemannian
+/// preconditioned LoRA multiplies each adapter's gradients by an r × r matrix, say, and the optimizer then runs unchanged.
+/// </summary>
+public interface IGradientPreconditioner
+{
+    /// <summary>Rewrites the gradients in place.</summary>
+    void Precondition();
+}
+
+/// <summary>
 /// Base of the optimizers. It is handed only trainable parameters (frozen ones are refused), and keeps
 /// its state lazily, per parameter, under the ledger's "optimizer state" category.
 /// </summary>
@@ -28,6 +38,8 @@ public abstract class Optimizer : IDisposable
     public int StepCount { get; protected set; }
     /// <summary>The parameter groups, in the order given (one group of scale 1 when built from a plain list).</summary>
     public IReadOnlyList<ParameterGroup> Groups { get; }
+    /// <summary>Applied to the gradients at the start of every <see cref="Step"/> (after clipping), when set.</summary>
+    public IGradientPreconditioner? Preconditioner { get; set; }
 
     /// <summary>Refuses frozen parameters and an empty list.</summary>
     protected Optimizer(IEnumerable<Parameter> parameters, float lr) : this([new ParameterGroup("all", parameters.ToList())], lr) { }
@@ -72,10 +84,11 @@ public abstract class Optimizer : IDisposable
     /// <summary>Bytes of optimizer state allocated so far.</summary>
     public long StateBytes => _state.Values.Sum(ts => ts.Sum(t => t.Length * sizeof(float)));
 
-    /// <summary>Counts a step and updates every parameter that has a gradient.</summary>
+    /// <summary>Counts a step, runs the <see cref="Preconditioner"/> if any, and updates every parameter that has a gradient.</summary>
     public void Step()
     {
         StepCount++;
+        Preconditioner?.Precondition();
         foreach (var p in Params)
             if (p.Grad != null) Update(p, p.Grad);
     }

@@ -113,6 +113,8 @@ public static class TrainCommands
             { Description = "how the frozen base's linear weights and embeddings are stored: float32, or bfloat16 (half their memory, rounded once; the GEMM and the lookup widen them, so the arithmetic stays float32). Not for full fine-tuning", DefaultValueFactory = _ => "float32" }
             .Choices("float32", "bfloat16");
         var loraPlus = new Option<float?>("--loraplus-ratio") { Description = "LoRA+: train the B matrices at R × the learning rate of the A matrices (PEFT's loraplus_lr_ratio; 16 is usual; default off)" }.Positive(1e6f);
+        var riemannian = new Option<bool>("--riemannian") { Description = "lora: Riemannian preconditioned LoRA (PEFT's create_riemannian_optimizer): before each AdamW step, A's gradient is multiplied by (BᵀB + reg·I)⁻¹ and B's by (A·Aᵀ + reg·I)⁻¹" };
+        var riemannianReg = new Option<float>("--riemannian-reg") { Description = "with --riemannian: the damping reg added to each r × r matrix's diagonal before inverting", DefaultValueFactory = _ => RiemannianPreconditioner.DefaultReg }.Positive(1e6f);
         var targets = new Option<string>("--targets") { Description = "comma-separated module names to adapt (name suffixes: q_proj, k_proj, v_proj, o_proj, fc1, fc2)", DefaultValueFactory = _ => LoraDefaults.TargetList };
         var useDora = new Option<bool>("--use-dora") { Description = "lora: DoRA, a learned magnitude per output row on top of the low-rank direction (PEFT's use_dora)" };
         var loraInit = new Option<string>("--init") { Description = "lora: how adapters start: kaiming (B = 0), gaussian (B = 0), pissa (the top-r SVD part of each weight) or lora-ga (the top-2r SVD directions of each weight's loss gradient on the first --lora-ga-batches batches, PEFT's lora_ga); pissa and lora-ga adapters are saved converted to a rank-2r LoRA for the base", DefaultValueFactory = _ => "kaiming" }
@@ -131,7 +133,7 @@ public static class TrainCommands
         var overwrite = Overwrite();
         var json = JsonOutput.Option(TrainingSummary.Schema);
         var cmd = new Command("finetune", "Fine-tune a base checkpoint on a task: all weights (full), LoRA adapters, or another PEFT method (BitFit, chosen layers, LN tuning, (IA)³, Houlsby or Pfeiffer adapters).")
-            { method, baseDir, task, steps, batch, lr, warmup, rank, alpha, loraPlus, gradientCheckpointing, baseDType, targets, useDora, loraInit, loraGaGamma, loraGaBatches, bias, reductionFactor, layers, layersPattern, seed, checkpointEvery, resume, forceResume, maxLossRatio, trainExamples, output, overwrite, json };
+            { method, baseDir, task, steps, batch, lr, warmup, rank, alpha, loraPlus, riemannian, riemannianReg, gradientCheckpointing, baseDType, targets, useDora, loraInit, loraGaGamma, loraGaBatches, bias, reductionFactor, layers, layersPattern, seed, checkpointEvery, resume, forceResume, maxLossRatio, trainExamples, output, overwrite, json };
         cmd.SetAction(r => Program.Guard(() =>
         {
             var dev = Workflows.ResolveDevice(r.GetValue(device));
@@ -155,6 +157,8 @@ public static class TrainCommands
             if (r.GetValue(baseDType) == "bfloat16" && r.GetValue(method) == "full")
                 throw new ArgumentException("--base-dtype bfloat16 stores the frozen base in 16 bits, and full fine-tuning trains every weight; use it with lora or a PEFT method.");
             if (peftRecipe != null && r.GetValue(loraPlus) != null) throw new ArgumentException($"--loraplus-ratio needs --method lora, got {r.GetValue(method)}.");
+            if (r.GetValue(riemannian) && r.GetValue(method) != "lora") throw new ArgumentException($"--riemannian preconditions LoRA adapters; it needs --method lora, got {r.GetValue(method)}.");
+            if (!r.GetValue(riemannian) && r.GetResult(riemannianReg) is { Implicit: false }) throw new ArgumentException("--riemannian-reg is the damping of --riemannian; give --riemannian too.");
             if (!isResume) RunFolders.RequireFresh(outDir, r.GetValue(overwrite), "finetune");
             if (Path.GetFullPath(outDir) == Path.GetFullPath(r.GetValue(baseDir)!)) throw new ArgumentException($"--out '{outDir}' is the --base folder; write the fine-tuned model elsewhere.");
             string baseFolder = ShippedPaths.Resolve(r.GetValue(baseDir)!);
@@ -173,7 +177,7 @@ public static class TrainCommands
                 Init = r.GetValue(loraInit) switch { "gaussian" => LoraInit.Gaussian, "pissa" => LoraInit.Pissa, "lora-ga" => LoraInit.LoraGa, _ => LoraInit.KaimingUniform },
                 LoraGaStableGamma = r.GetValue(loraGaGamma), LoraGaBatches = r.GetValue(loraGaBatches),
                 CheckpointDirectory = checkpointing ? outDir : null, CheckpointEvery = r.GetValue(checkpointEvery), Resume = isResume,
-                ForceResume = r.GetValue(forceResume), MaxLossRatio = r.GetValue(maxLossRatio), LoraPlusRatio = r.GetValue(loraPlus), GradientCheckpointing = r.GetValue(gradientCheckpointing),
+                ForceResume = r.GetValue(forceResume), MaxLossRatio = r.GetValue(maxLossRatio), LoraPlusRatio = r.GetValue(loraPlus), RiemannianReg = r.GetValue(riemannian) ? r.GetValue(riemannianReg) : null, GradientCheckpointing = r.GetValue(gradientCheckpointing),
                 BaseBFloat16 = r.GetValue(baseDType) == "bfloat16",
                 ReductionFactor = r.GetValue(reductionFactor) ?? PeftRecipes.DefaultReductionFactor, Layers = layerList, LayersPattern = pattern,
             };
@@ -191,7 +195,7 @@ public static class TrainCommands
             var (result, lora) = Workflows.FineTune(model, tokenizer, data, o, r.GetValue(baseDir)!);
             if (lora != null) AdapterFiles.Save(lora, "default", outDir);
             else if (!checkpointing) Checkpoint.Save(outDir, model, tokenizer); // a checkpointing run already saved its last step
-            TrainingSummary.Write(r.GetValue(json), "finetune", o.Method, data.Name, dev.Id, outDir, o.Steps, baseParameters, result, o.LoraPlusRatio);
+            TrainingSummary.Write(r.GetValue(json), "finetune", o.Method, data.Name, dev.Id, outDir, o.Steps, baseParameters, result, o.LoraPlusRatio, o.RiemannianReg);
             if (Nanolora.Autograd.Profiler.Enabled) Console.Error.WriteLine(Nanolora.Autograd.Profiler.Report());
             return 0;
         }));

@@ -11,19 +11,20 @@ internal static class TrainingSummary
 {
     public const string Schema = "nanolora.train/1";
 
-    /// <summary>Prints the summary of <paramref name="result"/>; <paramref name="baseParameters"/> is the trainable-% denominator; <paramref name="loraPlusRatio"/> the LoRA+ ratio of the run, if any.</summary>
-    public static void Write(bool json, string command, string method, string task, string device, string output, int steps, long baseParameters, TrainResult result, float? loraPlusRatio = null)
+    /// <summary>Prints the summary of <paramref name="result"/>; <paramref name="baseParameters"/> is the trainable-% denominator; <paramref name="loraPlusRatio"/> the LoRA+ ratio of the run, if any; <paramref name="riemannianReg"/> the damping of its Riemannian preconditioner, if any.</summary>
+    public static void Write(bool json, string command, string method, string task, string device, string output, int steps, long baseParameters, TrainResult result, float? loraPlusRatio = null,
+        float? riemannianReg = null)
     {
         double percent = Nanolora.Lora.TrainableReport.PercentOfBase(result.TrainableParameters, baseParameters);
         if (json)
         {
             JsonOutput.Write(new TrainJson(Schema, command, method, task, device, output, steps, result.Losses.Count, result.TrainableParameters, baseParameters, percent,
                 result.Losses.Count > 0 ? result.Losses[^1] : null, result.MeanStepMilliseconds, result.MedianStepMilliseconds, result.OptimizerStateBytes,
-                result.ValidationLosses.Select(v => new ValidationJson(v.Step, v.Loss)).ToList(), JsonOutput.Memory(result.Memory)) { LoraplusLrRatio = loraPlusRatio });
+                result.ValidationLosses.Select(v => new ValidationJson(v.Step, v.Loss)).ToList(), JsonOutput.Memory(result.Memory)) { LoraplusLrRatio = loraPlusRatio, RiemannianReg = riemannianReg });
             return;
         }
         string loss = result.Losses.Count > 0 ? $"final loss {result.Losses[^1]:F3}" : "no steps run";
-        string loraPlus = loraPlusRatio is float r ? $" (LoRA+: B at {r:G}× the learning rate)" : "";
+        string loraPlus = (loraPlusRatio is float r ? $" (LoRA+: B at {r:G}× the learning rate)" : "") + (riemannianReg is float reg ? $" (Riemannian preconditioned, reg {reg:G})" : "");
         Console.WriteLine($"{command}: trained {result.TrainableParameters:N0} parameters ({percent:F2}% of the base model's {baseParameters:N0}){loraPlus} on {device}, {loss}, " +
                           $"{result.MedianStepMilliseconds:F0} ms/step (median), optimizer state {result.OptimizerStateBytes:N0} B → {output}");
         Console.WriteLine(MemoryReport.Line(result.Memory));
@@ -38,6 +39,9 @@ internal sealed record TrainJson(string Schema, string Command, string Method, s
     /// <summary>LoRA+'s ratio of B's learning rate to A's (PEFT's loraplus_lr_ratio); omitted when the run did not use LoRA+.</summary>
     [System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull)]
     public float? LoraplusLrRatio { get; init; }
+    /// <summary>The damping of the Riemannian preconditioner (PEFT's create_riemannian_optimizer reg); omitted when the run did not use it.</summary>
+    [System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull)]
+    public float? RiemannianReg { get; init; }
 }
 
 /// <summary>A validation loss and the step it was measured after.</summary>

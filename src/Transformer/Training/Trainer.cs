@@ -111,14 +111,16 @@ public sealed class Trainer(Seq2SeqTransformer model, ISeq2SeqTokenizer tokenize
     /// <param name="validation">The validation batches (null: no validation).</param>
     /// <param name="o">The run's settings.</param>
     /// <param name="progress">Receives each step's numbers (the base rate as the learning rate).</param>
-    public TrainResult Train(IReadOnlyList<ParameterGroup> groups, BatchLoader train, BatchLoader? validation, TrainOptions o, IProgress<StepInfo>? progress = null)
+    /// <param name="preconditioner">Rewrites the clipped gradients before each update (null: none).</param>
+    public TrainResult Train(IReadOnlyList<ParameterGroup> groups, BatchLoader train, BatchLoader? validation, TrainOptions o, IProgress<StepInfo>? progress = null,
+        IGradientPreconditioner? preconditioner = null)
     {
         o.Validate();
         var trainable = groups.SelectMany(g => g.Parameters).ToList();
         if (train.BatchesPerEpoch == 0) throw new ArgumentException("The training data has no examples.");
         if (o.Resume && o.CheckpointDirectory == null) throw new ArgumentException("Resume needs the checkpoint directory of the run.");
         var schedule = o.CosineDecay ? LearningRateSchedule.WarmupCosine(o.LearningRate, o.WarmupSteps, o.Steps) : LearningRateSchedule.WarmupLinear(o.LearningRate, o.WarmupSteps, o.Steps);
-        using var optimizer = new AdamW(groups, o.LearningRate, weightDecay: o.WeightDecay);
+        using var optimizer = new AdamW(groups, o.LearningRate, weightDecay: o.WeightDecay) { Preconditioner = preconditioner };
         var runOptions = RunOptions.Of(o, train, groups);
         var state = new TrainerState(0, 0, 0, new List<float>(), new List<ValidationPoint>());
         if (o.CheckpointDirectory != null)
@@ -190,7 +192,7 @@ public sealed class Trainer(Seq2SeqTransformer model, ISeq2SeqTokenizer tokenize
 
     /// <summary>
     /// One bare training step in its own graph scope — loss, backward, optimizer step, zeroed gradients — with none of
-    /// <see cref="Train(IReadOnlyList{ParameterGroup}, BatchLoader, BatchLoader?, TrainOptions, IProgress{StepInfo}?)"/>'s schedule, clipping or checks (benchmarks time exactly this). Returns the loss.
+    /// <see cref="Train(IReadOnlyList{ParameterGroup}, BatchLoader, BatchLoader?, TrainOptions, IProgress{StepInfo}?, IGradientPreconditioner?)"/>'s schedule, clipping or checks (benchmarks time exactly this). Returns the loss.
     /// </summary>
     public static float StepOnce(Seq2SeqTransformer model, Optimizer optimizer, Batch batch, float labelSmoothing = 0f)
     {
