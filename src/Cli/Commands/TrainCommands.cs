@@ -33,25 +33,28 @@ public static class TrainCommands
         var resume = new Option<bool>("--resume") { Description = "minilm: continue the run checkpointed in --out" };
         var forceResume = ForceResume();
         var encoderRank = new Option<int>("--encoder-rank") { Description = "minilm: 0 keeps MiniLM's encoder; R trains it too through LoRA adapters of rank R on every linear layer, shipped as a low-rank change", DefaultValueFactory = _ => 0 }.Range(0, 384);
-        var encoderLrScale = new Option<float>("--encoder-lr-scale") { Description = "minilm with --encoder-rank: the encoder adapters' learning rate as a multiple of --lr", DefaultValueFactory = _ => 1f }.Positive(1000f);
+        var encoderFull = new Option<bool>("--encoder-full") { Description = "minilm: train the encoder's layers in full (not through adapters; the embeddings stay MiniLM's); the shipped base then stores the whole encoder" };
+        var encoderLrScale = new Option<float>("--encoder-lr-scale") { Description = "minilm with --encoder-rank or --encoder-full: the encoder's learning rate as a multiple of --lr", DefaultValueFactory = _ => 1f }.Positive(1000f);
         var ship = new Option<string?>("--ship") { Description = "minilm: when the run has finished, also write the base there compactly (F16, only what differs from MiniLM)" };
         var cmd = new Command("pretrain", "Pretrain a base encoder-decoder: T5-style span corruption on Debian descriptions and man pages (plus man page → synopsis), or (--init minilm) a BERT2BERT decoder on all-MiniLM-L6-v2.")
-            { preset, steps, batch, lr, vocab, seed, output, overwrite, init, decoderLayers, encoderRank, encoderLrScale, stopAfter, resume, forceResume, ship, json };
+            { preset, steps, batch, lr, vocab, seed, output, overwrite, init, decoderLayers, encoderRank, encoderFull, encoderLrScale, stopAfter, resume, forceResume, ship, json };
         cmd.SetAction(r => Program.Guard(() =>
         {
             var dev = Workflows.ResolveDevice(r.GetValue(device));
             if (r.GetValue(init) == "minilm")
             {
                 if (r.GetResult(preset) is { Implicit: false } || r.GetResult(vocab) is { Implicit: false }) throw new ArgumentException("--preset and --vocab do not apply to --init minilm (the model and vocabulary are MiniLM's).");
-                if (r.GetValue(encoderRank) == 0 && r.GetResult(encoderLrScale) is { Implicit: false })
-                    throw new ArgumentException("--encoder-lr-scale applies only with --encoder-rank R > 0 (the encoder is frozen otherwise).");
+                if (r.GetValue(encoderRank) > 0 && r.GetValue(encoderFull))
+                    throw new ArgumentException($"--encoder-rank {r.GetValue(encoderRank)} and --encoder-full: the encoder trains through adapters or in full, not both.");
+                if (r.GetValue(encoderRank) == 0 && !r.GetValue(encoderFull) && r.GetResult(encoderLrScale) is { Implicit: false })
+                    throw new ArgumentException("--encoder-lr-scale applies only with --encoder-rank R > 0 or --encoder-full (the encoder is frozen otherwise).");
                 var outDir = r.GetValue(output)!;
                 if (!r.GetValue(resume)) RunFolders.RequireFresh(outDir, r.GetValue(overwrite), "pretrain");
                 var bo = new Bert2BertPretrainOptions
                 {
                     DecoderLayers = r.GetValue(decoderLayers), Steps = r.GetValue(steps), LearningRate = r.GetResult(lr) is { Implicit: false } ? r.GetValue(lr) : 3e-4f,
                     BatchSize = r.GetResult(batch) is { Implicit: false } ? r.GetValue(batch) : 16, Seed = r.GetValue(seed), StopAfterStep = r.GetValue(stopAfter), Resume = r.GetValue(resume), ForceResume = r.GetValue(forceResume),
-                    EncoderRank = r.GetValue(encoderRank), EncoderLearningRateScale = r.GetValue(encoderLrScale),
+                    EncoderRank = r.GetValue(encoderRank), EncoderFull = r.GetValue(encoderFull), EncoderLearningRateScale = r.GetValue(encoderLrScale),
                 };
                 var shipDir = r.GetValue(ship);
                 // Refused before hours of training, not after them.
@@ -61,7 +64,7 @@ public static class TrainCommands
                 {
                     var res = run.Result;
                     long baseParameters = run.EncoderDelta?.Report().BaseParameters ?? run.Model.ParameterCount();
-                    TrainingSummary.Write(r.GetValue(json), "pretrain", bo.EncoderRank > 0 ? "decoder+encoder-lora" : "decoder", "gap-sentences+manpages", dev.Id, outDir, bo.Steps, baseParameters, res);
+                    TrainingSummary.Write(r.GetValue(json), "pretrain", bo.EncoderRank > 0 ? "decoder+encoder-lora" : bo.EncoderFull ? "decoder+encoder" : "decoder", "gap-sentences+manpages", dev.Id, outDir, bo.Steps, baseParameters, res);
                     if (res.Losses.Count >= bo.Steps)
                     {
                         Bert2BertPretraining.Finish(run, outDir, shipDir);
@@ -70,8 +73,8 @@ public static class TrainCommands
                 }
                 return 0;
             }
-            if (r.GetResult(encoderRank) is { Implicit: false } || r.GetResult(encoderLrScale) is { Implicit: false })
-                throw new ArgumentException("--encoder-rank and --encoder-lr-scale apply only to --init minilm (the span-corruption base trains every weight).");
+            if (r.GetResult(encoderRank) is { Implicit: false } || r.GetResult(encoderLrScale) is { Implicit: false } || r.GetValue(encoderFull))
+                throw new ArgumentException("--encoder-rank, --encoder-full and --encoder-lr-scale apply only to --init minilm (the span-corruption base trains every weight).");
             RunFolders.RequireFresh(r.GetValue(output)!, r.GetValue(overwrite), "pretrain");
             var o = new PretrainOptions(r.GetValue(preset)!, r.GetValue(steps), r.GetValue(batch), r.GetValue(lr), r.GetValue(vocab), null, r.GetValue(seed));
             var (model, _, result) = Workflows.Pretrain(o, dev, r.GetValue(output)!);
