@@ -100,6 +100,39 @@ public sealed class Bert2BertPretrainingTests
     }
 
     [Fact]
+    public void AFullyTrainedEncoderMovesItsWeightsNotTheEmbeddingsAndShipsWhole()
+    {
+        var root = Directory.CreateTempSubdirectory("nanolora-b2b-encoder-full-").FullName;
+        try
+        {
+            string run = Path.Combine(root, "run"), ship = Path.Combine(root, "ship");
+            var trained = Bert2BertPretraining.Run(Options() with { EncoderRank = 0, EncoderFull = true, LearningRate = 1e-3f }, Cpu, run);
+            using (trained.Model)
+            {
+                Assert.Null(trained.EncoderDelta);
+                var trainable = trained.Model.NamedParameters().Where(p => p.Parameter.Trainable).Select(p => p.Name).ToList();
+                Assert.Contains("encoder.layers.0.ffn.fc1.weight", trainable);
+                Assert.Contains("encoder.layers.5.self_attn.q_proj.weight", trainable);
+                Assert.DoesNotContain(trainable, n => n == "shared.weight" || n.StartsWith("encoder.") && !n.StartsWith("encoder.layers."));
+                var reference = Logits(trained.Model, trained.Tokenizer);
+                var encoded = EncoderOutput(trained.Model, trained.Tokenizer);
+                var (miniLm, _) = Bert2Bert.FromMiniLm(decoderLayers: 1, device: Cpu);
+                using (miniLm) Assert.True(WorstDifference(encoded, EncoderOutput(miniLm, trained.Tokenizer)) > 0.05, "the encoder barely moved");
+                Bert2BertPretraining.Finish(trained, run, ship);
+                var names = Safetensors.Read(Path.Combine(ship, Checkpoint.WeightsFile)).Entries.Select(e => e.Name).ToHashSet();
+                Assert.Contains("encoder.layers.3.ffn.fc2.weight", names);   // the whole changed weight, not a low-rank product
+                Assert.DoesNotContain(names, n => n.EndsWith(Bert2Bert.DeltaUp) || n == "shared.weight");
+                foreach (var (dir, tolerance) in new[] { (run, 1e-4), (ship, 0.05) })
+                {
+                    var (model, tokenizer) = Checkpoint.Load(dir, Cpu);
+                    using (model) Assert.True(WorstDifference(reference, Logits(model, tokenizer)) < tolerance, $"{dir}: the loaded base computes something else");
+                }
+            }
+        }
+        finally { Directory.Delete(root, recursive: true); }
+    }
+
+    [Fact]
     public void ALowRankChangeIsCheckedWhenWrittenAndWhenRead()
     {
         var dir = Directory.CreateTempSubdirectory("nanolora-b2b-delta-").FullName;
