@@ -62,7 +62,8 @@ public sealed record Bert2BertRun(Seq2SeqTransformer Model, ISeq2SeqTokenizer To
 /// Freezing the encoder keeps MiniLM's reading of the text and lets the shipped base store only the decoder. With
 /// <see cref="Bert2BertPretrainOptions.EncoderRank"/> the encoder learns too, through LoRA adapters (plus its LayerNorms
 /// and biases), and the shipped base stores the encoder's change as the adapters' low-rank product (<see cref="Finish"/>):
-/// a few MB where the whole encoder in F16 would be ~21 MB.
+/// a few MB where the whole encoder in F16 would be ~21 MB. With <see cref="Bert2BertPretrainOptions.EncoderFull"/> the
+/// encoder's layers train in full and ship whole.
 /// </summary>
 public static class Bert2BertPretraining
 {
@@ -101,6 +102,8 @@ public static class Bert2BertPretraining
     /// </summary>
     public static Bert2BertRun Run(Bert2BertPretrainOptions o, Device device, string runDirectory)
     {
+        if (o.EncoderRank > 0 && o.EncoderFull)
+            throw new ArgumentException($"EncoderRank (--encoder-rank {o.EncoderRank}) and EncoderFull (--encoder-full): the encoder trains through adapters or in full, not both.");
         var (model, tokenizer) = Bert2Bert.FromMiniLm(o.DecoderLayers, o.Seed, device);
         try
         {
@@ -148,7 +151,8 @@ public static class Bert2BertPretraining
     /// Ends a finished run: the encoder's adapters (if any) are folded into their layers, the run folder's model becomes
     /// a plain seq2seq checkpoint that every command loads (the step folders keep the adapters, for resuming), and with
     /// <paramref name="shipDirectory"/> the base is also written compactly there: F16, only what differs from MiniLM.
-    /// Either way the encoder's weights are stored as the low-rank change scaling·B·A the adapters make, not in full.
+    /// Either way an encoder trained through adapters is stored as the low-rank change scaling·B·A they make, not in full;
+    /// one trained in full (<see cref="Bert2BertPretrainOptions.EncoderFull"/>) is stored whole, like every weight that moved.
     /// </summary>
     public static void Finish(Bert2BertRun run, string runDirectory, string? shipDirectory)
     {

@@ -28,6 +28,9 @@ public sealed class RiemannianPreconditioner : IGradientPreconditioner
     /// <summary>The adapters preconditioned: the names of their lora_A parameters.</summary>
     public IEnumerable<string> Adapters => _pairs.Select(p => p.Name);
 
+    /// <summary>Every lora_A and lora_B whose gradient it rewrites.</summary>
+    public IEnumerable<Parameter> Parameters => _pairs.SelectMany(p => new[] { p.A, p.B });
+
     /// <summary>
     /// Preconditions every trainable lora_A / lora_B pair of <paramref name="model"/> (found by name, as PEFT does: the
     /// lora_B beside each lora_A). A DoRA magnitude or a trained bias is left to the optimizer as it is. A model with no such
@@ -56,35 +59,48 @@ public sealed class RiemannianPreconditioner : IGradientPreconditioner
         if (!(reg > 0 && float.IsFinite(reg))) throw new ArgumentException($"Riemannian preconditioner: reg is {reg}, expected a finite number > 0 (PEFT's default is {DefaultReg:G}).");
     }
 
-    /// <summary>Rewrites the gradients of every pair that has them: g_A ← (BᵀB + reg·I)⁻¹·g_A, g_B ← g_B·(AAᵀ + reg·I)⁻¹.</summary>
+    /// <summary>
+    /// Rewrites the gradients of every pair that has them: g_A ← (BᵀB + reg·I)⁻¹·g_A, g_B ← g_B·(AAᵀ + reg·I)⁻¹. Every inverse
+    /// is taken before any gradient changes, so a factor that fails (NaN, or a matrix not positive definite) leaves them all as
+    /// they were.
+    /// </summary>
     public void Precondition()
     {
-        foreach (var (name, a, b) in _pairs)
+        var inverses = new List<(Tensor Grad, Tensor Inverse, bool Left)>();
+        try
         {
-            if (a.Grad == null && b.Grad == null) continue;
-            using var forA = a.Grad != null ? DampedInverse(b.Data, transposeFirst: true, name) : null;
-            using var forB = b.Grad != null ? DampedInverse(a.Data, transposeFirst: false, name) : null;
-            if (forA != null) Replace(a.Grad!, Ops.Matmul(forA, a.Grad!));
-            if (forB != null) Replace(b.Grad!, Ops.Matmul(b.Grad!, forB));
+            foreach (var (name, a, b) in _pairs)
+            {
+                if (a.Grad != null) inverses.Add((a.Grad, DampedInverse(b.Data, transposeFirst: true, name[..^1] + "B"), true));
+                if (b.Grad != null) inverses.Add((b.Grad, DampedInverse(a.Data, transposeFirst: false, name), false));
+            }
+            foreach (var (grad, inverse, left) in inverses)
+                using (var value = left ? Ops.Matmul(inverse, grad) : Ops.Matmul(grad, inverse)) grad.CopyFrom(value);
         }
+        finally { foreach (var x in inverses) x.Inverse.Dispose(); }
     }
 
-    static void Replace(Tensor grad, Tensor value)
-    {
-        using (value) grad.CopyFrom(value);
-    }
-
-    /// <summary>(FᵀF + reg·I)⁻¹ for B (<paramref name="transposeFirst"/>) or (F·Fᵀ + reg·I)⁻¹ for A: r × r, on F's device.</summary>
+    /// <summary>
+    /// (FᵀF + reg·I)⁻¹ for B (<paramref name="transposeFirst"/>) or (F·Fᵀ + reg·I)⁻¹ for A: r × r, on F's device. The Gram
+    /// matrix is summed in double on the host (F is r × width, small), so rounding cannot make it indefinite.
+    /// </summary>
     Tensor DampedInverse(Tensor factor, bool transposeFirst, string name)
     {
-        float[] gram;
-        using (var g = Ops.Matmul(factor, factor, transposeA: transposeFirst, transposeB: !transposeFirst)) gram = g.ToArray();
-        int r = transposeFirst ? factor.Dim(1) : factor.Dim(0);
+        var f = factor.ToArray();
+        int rows = factor.Dim(0), cols = factor.Dim(1);
+        int r = transposeFirst ? cols : rows, length = transposeFirst ? rows : cols;
         var m = new double[r * r];
-        for (int i = 0; i < m.Length; i++) m[i] = gram[i];
+        for (int i = 0; i < r; i++)
+            for (int j = 0; j <= i; j++)
+            {
+                double sum = 0;
+                for (int k = 0; k < length; k++)
+                    sum += transposeFirst ? (double)f[k * cols + i] * f[k * cols + j] : (double)f[i * cols + k] * f[j * cols + k];
+                m[i * r + j] = m[j * r + i] = sum;
+            }
         for (int i = 0; i < r; i++) m[i * r + i] += Reg;
         var inverse = InvertSymmetric(m, r) ?? throw new InvalidOperationException(
-            $"Riemannian preconditioner: the {r} × {r} matrix of '{name}' is not positive definite (a factor holds NaN or infinity, or reg {Reg:G} is too small for its scale).");
+            $"Riemannian preconditioner: the {r} × {r} Gram matrix of '{name}' plus reg {Reg:G} is not positive definite (the factor holds NaN or infinity); its gradients were left as they were.");
         return Tensor.FromArray(Array.ConvertAll(inverse, v => (float)v), [r, r], factor.Device);
     }
 

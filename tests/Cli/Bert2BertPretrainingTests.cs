@@ -106,6 +106,9 @@ public sealed class Bert2BertPretrainingTests
         try
         {
             string run = Path.Combine(root, "run"), ship = Path.Combine(root, "ship");
+            var both = Assert.Throws<ArgumentException>(() => Bert2BertPretraining.Run(Options() with { EncoderFull = true }, Cpu, run));
+            Assert.Contains("--encoder-rank 4", both.Message);
+            Assert.Contains("--encoder-full", both.Message);
             var trained = Bert2BertPretraining.Run(Options() with { EncoderRank = 0, EncoderFull = true, LearningRate = 1e-3f }, Cpu, run);
             using (trained.Model)
             {

@@ -103,6 +103,17 @@ public class MergeCliTests
         Assert.True(code == 0, err);
         using var doc = JsonDocument.Parse(output);
         Assert.Equal(0.01f, doc.RootElement.GetProperty("riemannian_reg").GetSingle());
+        // The same run without it trains other weights: the preconditioner reached the optimizer (B starts at zero, so its
+        // first step's gradient only moves B; the second step's A gradient is then rescaled by (BᵀB + reg·I)⁻¹).
+        var plain = Directory.CreateTempSubdirectory().FullName;
+        (code, _, err) = CliTests.Run("finetune", "--model", CliTests.ShippedBase(), "--steps", "2", "--batch-size", "2", "--train-examples", "4",
+            "--device", "cpu", "--out", plain, "--overwrite");
+        Assert.True(code == 0, err);
+        var twoSteps = Directory.CreateTempSubdirectory().FullName;
+        (code, _, err) = CliTests.Run("finetune", "--model", CliTests.ShippedBase(), "--steps", "2", "--batch-size", "2", "--train-examples", "4",
+            "--riemannian", "--device", "cpu", "--out", twoSteps, "--overwrite");
+        Assert.True(code == 0, err);
+        Assert.NotEqual(File.ReadAllBytes(Path.Combine(plain, "adapter_model.safetensors")), File.ReadAllBytes(Path.Combine(twoSteps, "adapter_model.safetensors")));
         (code, _, err) = CliTests.Run("finetune", "--method", "full", "--model", CliTests.ShippedBase(), "--steps", "1", "--riemannian",
             "--device", "cpu", "--out", Directory.CreateTempSubdirectory().FullName);
         Assert.Equal(1, code);

@@ -155,6 +155,28 @@ public class RiemannianPreconditionerTests
     }
 
     [Fact]
+    public void OnlyTheActiveAdaptersFactorsAreRewrittenAndTheOptimizerMustOwnThem()
+    {
+        using var m = new OneLinear(In, Out, Device.Cpu);
+        var lora = LoraModel.Inject(m, new LoraConfig { R = R, Alpha = 6, TargetModules = ["q_proj"], UseDora = true });
+        lora.AddAdapter("other", new LoraConfig { R = 2, Alpha = 4, TargetModules = ["q_proj"] }, seed: 7);
+        lora.SetActiveAdapter("default");
+        var adapter = lora.Layers["q_proj"].Adapters["default"];
+        adapter.B.Data.CopyFrom(Reference.Random(Out * R, 41, -0.5f, 0.5f));
+        var preconditioner = new RiemannianPreconditioner(m);
+        Assert.Equal([adapter.A, adapter.B], preconditioner.Parameters);   // not the inactive adapter's, not DoRA's magnitude
+        Backward(m);
+        var magnitude = adapter.Magnitude!.Grad!.ToArray();
+        preconditioner.Precondition();
+        Assert.Equal(magnitude, adapter.Magnitude.Grad!.ToArray());
+        // An optimizer over fewer parameters than the preconditioner rewrites refuses it, naming the stray one.
+        using var optimizer = new AdamW([adapter.Magnitude], 1e-3f);
+        var e = Assert.Throws<ArgumentException>(() => optimizer.Preconditioner = preconditioner);
+        Assert.Contains("lora_A", e.Message);
+        Assert.Contains("does not update", e.Message);
+    }
+
+    [Fact]
     public void BadInputIsRefused()
     {
         using var plain = new OneLinear(In, Out, Device.Cpu);
@@ -164,10 +186,13 @@ public class RiemannianPreconditionerTests
         Assert.Contains("reg is 0", Assert.Throws<ArgumentException>(() => new RiemannianPreconditioner(m, 0f)).Message);
         Assert.Contains("reg is NaN", Assert.Throws<ArgumentException>(() => new RiemannianPreconditioner(m, float.NaN)).Message);
         Backward(m);
+        float[] gradientA = adapter.A.Grad!.ToArray(), gradientB = adapter.B.Grad!.ToArray();
         adapter.B.Data.CopyFrom(Enumerable.Repeat(float.NaN, Out * R).ToArray());
         var e = Assert.Throws<InvalidOperationException>(() => new RiemannianPreconditioner(m).Precondition());
-        Assert.Contains($"'{new RiemannianPreconditioner(m).Adapters.Single()}'", e.Message);   // names the layer
+        Assert.Contains($"'{new RiemannianPreconditioner(m).Adapters.Single()[..^1]}B'", e.Message);   // names the factor
         Assert.Contains("not positive definite", e.Message);
+        Assert.Equal(gradientA, adapter.A.Grad!.ToArray());   // nothing was rewritten
+        Assert.Equal(gradientB, adapter.B.Grad!.ToArray());
         Assert.Null(RiemannianPreconditioner.InvertSymmetric([1, 2, 2, 1], 2));   // eigenvalues 3 and −1
         Reference.Close(new double[] { 2.0 / 3, -1.0 / 3, -1.0 / 3, 2.0 / 3 }, RiemannianPreconditioner.InvertSymmetric([2, 1, 1, 2], 2)!.Select(v => (float)v).ToArray(), 1e-7, 1e-6, "inverse of [[2,1],[1,2]]");
     }

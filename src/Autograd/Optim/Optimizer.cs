@@ -18,6 +18,8 @@ public sealed record ParameterGroup(string Name, IReadOnlyList<Parameter> Parame
 /// </summary>
 public interface IGradientPreconditioner
 {
+    /// <summary>The parameters whose gradients it rewrites (an optimizer refuses one that reaches past its own parameters).</summary>
+    IEnumerable<Parameter> Parameters { get; }
     /// <summary>Rewrites the gradients in place.</summary>
     void Precondition();
 }
@@ -39,7 +41,18 @@ public abstract class Optimizer : IDisposable
     /// <summary>The parameter groups, in the order given (one group of scale 1 when built from a plain list).</summary>
     public IReadOnlyList<ParameterGroup> Groups { get; }
     /// <summary>Applied to the gradients at the start of every <see cref="Step"/> (after clipping), when set.</summary>
-    public IGradientPreconditioner? Preconditioner { get; set; }
+    public IGradientPreconditioner? Preconditioner
+    {
+        get => _preconditioner;
+        set
+        {
+            // A parameter outside this optimizer would never be updated or zeroed, and its gradient preconditioned again each step.
+            if (value?.Parameters.FirstOrDefault(p => !_scale.ContainsKey(p)) is Parameter stray)
+                throw new ArgumentException($"The preconditioner rewrites the gradient of '{stray.Name}', which this optimizer does not update; give both the same parameters.");
+            _preconditioner = value;
+        }
+    }
+    IGradientPreconditioner? _preconditioner;
 
     /// <summary>Refuses frozen parameters and an empty list.</summary>
     protected Optimizer(IEnumerable<Parameter> parameters, float lr) : this([new ParameterGroup("all", parameters.ToList())], lr) { }
@@ -88,7 +101,7 @@ public abstract class Optimizer : IDisposable
     public void Step()
     {
         StepCount++;
-        Preconditioner?.Precondition();
+        _preconditioner?.Precondition();
         foreach (var p in Params)
             if (p.Grad != null) Update(p, p.Grad);
     }
