@@ -114,14 +114,13 @@ public static class Bert2BertPretraining
             {
                 var config = new LoraConfig { R = o.EncoderRank, Alpha = 2 * o.EncoderRank, TargetRegex = EncoderLinear };
                 encoderDelta = LoraModel.Inject(model, config, EncoderAdapter, o.Seed);   // freezes all but the adapters
-                // The encoder's LayerNorms and biases are a few thousand numbers: train them in full beside the adapters.
-                encoder.AddRange(model.NamedParameters().Where(p => p.Name.StartsWith("encoder.layers.", StringComparison.Ordinal)
-                    && (p.Parameter.Trainable || p.Name.EndsWith(".bias", StringComparison.Ordinal) || p.Name.Contains("_norm.", StringComparison.Ordinal))).Select(p => p.Parameter));
-                foreach (var p in encoder) p.Trainable = true;
             }
-            else if (o.EncoderFull)
+            if (o.EncoderRank > 0 || o.EncoderFull)
             {
-                encoder.AddRange(model.NamedParameters().Where(p => p.Name.StartsWith("encoder.layers.", StringComparison.Ordinal)).Select(p => p.Parameter));
+                // In full: every parameter of the encoder's layers. Through adapters: the adapters, plus the layers' LayerNorms
+                // and biases (a few thousand numbers), trained in full beside them.
+                encoder.AddRange(model.NamedParameters().Where(p => p.Name.StartsWith("encoder.layers.", StringComparison.Ordinal)
+                    && (o.EncoderFull || p.Parameter.Trainable || p.Name.EndsWith(".bias", StringComparison.Ordinal) || p.Name.Contains("_norm.", StringComparison.Ordinal))).Select(p => p.Parameter));
                 foreach (var p in encoder) p.Trainable = true;
             }
             var decoder = model.NamedParameters().Where(p => IsDecoderSide(p.Name)).Select(p => p.Parameter).ToList();
