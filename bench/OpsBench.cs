@@ -18,7 +18,7 @@ public sealed class OpCase : IDisposable
     public const int SoftmaxRows = 32 * 4 * 96;
 
     public static readonly string[] Names =
-        ["softmax-12288x97", "softmax-12288x1024", "layernorm-4096x512", "adamw-1M", "adamw-16M", "add-16M"];
+        ["softmax-12288x97", "softmax-12288x1024", "layernorm-4096x512", "adamw-1M", "adamw-16M", "add-16M", "heads-32x96x4x64"];
 
     public string Name { get; }
     public double Bytes { get; }
@@ -110,6 +110,24 @@ public sealed class OpCase : IDisposable
                 }
                 _op = () => Ops.Add(a, b).Dispose();
                 Bytes = 3.0 * n * sizeof(float);
+                break;
+            }
+            case "heads":
+            {
+                // Attention's head split, [B, T, H, D] → [B, H, T, D] (the small preset's encoder at batch 32).
+                var d = parts[1].Split('x').Select(int.Parse).ToArray();
+                var x = Input(d, -1f, 1f, 21);
+                var xs = x.ToArray();
+                using (var y = Ops.Permute(x, 0, 2, 1, 3))
+                {
+                    var ys = y.ToArray();
+                    for (int i = 0, b = 0; b < d[0]; b++)
+                        for (int h = 0; h < d[2]; h++)
+                            for (int t = 0; t < d[1]; t++)
+                                for (int e = 0; e < d[3]; e++, i++) Check(xs[((b * d[1] + t) * d[2] + h) * d[3] + e], ys[i], i);
+                }
+                _op = () => Ops.Permute(x, 0, 2, 1, 3).Dispose();
+                Bytes = 2.0 * x.Length * sizeof(float);
                 break;
             }
             default: throw new ArgumentException($"Unknown op case '{name}'; expected one of {string.Join(", ", Names)}.");

@@ -1,5 +1,5 @@
 """PyTorch CPU peers of bench/OpsBench.cs at the same shapes and units: softmax [12288 x 97 | 1024],
-layer_norm [4096 x 512], elementwise add 16M (and a single-tensor AdamW step, 1M and 16M, foreach=False).
+layer_norm [4096 x 512], elementwise add 16M, attention's head split [32, 96, 4, 64] -> [32, 4, 96, 64] (and a single-tensor AdamW step, 1M and 16M, foreach=False).
 GB/s = minimum bytes read + written / time; 3 warm-ups, 7 samples of >= 0.2 s; median and best.
 Allocating calls return a fresh tensor (as Nanolora's ops do, from its pool); "(out=)" rows write into a
 preallocated output, which isolates the kernel from the allocator (glibc hands buffers over 32 MiB to mmap,
@@ -43,6 +43,8 @@ for n in (1, 16):
     p.grad = torch.rand(n * M) * 2 - 1
     opt = torch.optim.AdamW([p], lr=1e-3, weight_decay=0.01, foreach=False)
     bench(f"adamw-{n}M", opt.step, 7.0 * n * M * 4)
+x = torch.rand(32, 96, 4, 64) * 2 - 1
+bench("heads-32x96x4x64", lambda: x.permute(0, 2, 1, 3).contiguous(), 2.0 * x.numel() * 4)
 a, b = torch.rand(16 * M) * 2 - 1, torch.rand(16 * M) * 2 - 1
 c = torch.empty_like(a)
 bench("add-16M", lambda: torch.add(a, b), 3.0 * 16 * M * 4)

@@ -121,6 +121,36 @@ public class MatmulTests
         });
     }
 
+    // A product split over the GEMM's workers (column chunks, each a worker's home, row blocks taken from a counter, a
+    // worker done with its chunk taking what is left of another's) equals the same product run whole on one thread, bit
+    // for bit: a batch of 4 × cores copies (A and B shared through stride 0) takes the path that runs each product serially.
+    // N 70 and 40 cut 3 and 2 slices of 32 columns (chunks of unequal width, or one slice each); M 13 is a single edge panel.
+    [Theory]
+    [InlineData(300, 1100, 1000, false)] [InlineData(300, 1100, 1000, true)] [InlineData(517, 300, 70, false)]
+    [InlineData(200, 64, 40, true)] [InlineData(13, 2100, 300, false)]
+    public void ASplitProductEqualsTheSameProductOnOneThread(int m, int k, int n, bool avx2)
+    {
+        var a = Pinned(Random(m * k, 71)); var b = Pinned(Random(k * n, 72));
+        int batch = 4 * Environment.ProcessorCount;
+        var whole = GC.AllocateArray<float>(m * n, pinned: true);
+        var serial = GC.AllocateArray<float>(batch * m * n, pinned: true);
+        var one = new GemmShape(1, m, n, k, false, false, 0, 0);
+        var many = new GemmShape(batch, m, n, k, false, false, 0, 0);
+        if (avx2 || !Vector512.IsHardwareAccelerated)
+        {
+            MatmulCpu.Run<Avx2Kernel>(one, a, b, whole, 1f, 0f);
+            MatmulCpu.Run<Avx2Kernel>(many, a, b, serial, 1f, 0f);
+        }
+        else
+        {
+            MatmulCpu.Run<Avx512Kernel>(one, a, b, whole, 1f, 0f);
+            MatmulCpu.Run<Avx512Kernel>(many, a, b, serial, 1f, 0f);
+        }
+        for (int z = 0; z < batch; z++)
+            for (int i = 0; i < m * n; i++)
+                Assert.True(serial[z * m * n + i] == whole[i], $"copy {z}, row {i / n}, column {i % n}: {serial[z * m * n + i]} vs {whole[i]}");
+    }
+
     static float[] Pinned(float[] values)
     {
         var pinned = GC.AllocateArray<float>(values.Length, pinned: true);

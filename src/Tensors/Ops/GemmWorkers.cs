@@ -34,6 +34,14 @@ internal static class GemmWorkers
         }
     }
 
+    [ThreadStatic] static int t_worker;
+
+    /// <summary>
+    /// The calling thread's number: 1 … n−1 on the GEMM's own threads, 0 on any other (the caller of <see cref="For"/>). A
+    /// job can give each thread the same part of a product every call, so what that thread packed stays in its core's cache.
+    /// </summary>
+    public static int Current => t_worker;
+
     static readonly object Sleep = new();
     static Job? _job;
     static int _generation, _busy, _started;
@@ -70,7 +78,10 @@ internal static class GemmWorkers
     static void Start()
     {
         for (int w = 1; w < Environment.ProcessorCount; w++)
-            new Thread(Loop) { IsBackground = true, Name = $"nanolora-gemm-{w}" }.Start();
+        {
+            int worker = w;
+            new Thread(() => { t_worker = worker; Loop(); }) { IsBackground = true, Name = $"nanolora-gemm-{w}" }.Start();
+        }
     }
 
     static void Loop()

@@ -11,9 +11,11 @@ namespace Nanolora.Tensors;
 /// The cpu backend's GEMM, laid out like BLIS/GotoBLAS: B is packed into K×NR column slices, A into
 /// MR-row panels of one MC×KC block at a time (both transpose flags are absorbed by the packing, so
 /// one micro-kernel serves all four cases), and an <see cref="IMicroKernel"/> keeps an MR×NR tile of C
-/// in registers. Work is split over (row block × column chunk) tasks run by <see cref="GemmWorkers"/>; each B slice is packed
-/// by the first task that needs it (<see cref="BSlices"/>), the workers starting at different slices, so computing starts
-/// at once instead of after a pass that packs all of B (+2–6 % at 512–2048 on 2 threads, docs/PERFORMANCE.md). Products with a
+/// in registers. On <see cref="GemmWorkers"/>, B's columns are cut into chunks, each the home of a worker that takes its row
+/// blocks first: the worker packs its chunk's slices of B and reads them from its own core's cache, where sharing all of B
+/// between two workers moved every slice from core to core (2–13 % slower at 256–2048, docs/PERFORMANCE.md); a worker done
+/// with its chunk takes the row blocks left in another's. Each B slice is packed by the first task that needs it
+/// (<see cref="BSlices"/>), so computing starts at once instead of after a pass that packs all of B. Products with a
 /// side of at most 16 (LoRA's rank-r factors) take <see cref="MatmulCpuNarrow"/>; tiny ones (M or N too small
 /// to fill a tile) a direct vectorized path.
 /// </summary>
@@ -111,8 +113,7 @@ internal static unsafe partial class MatmulCpu
         for (int jc = 0; jc < N; jc += nc)
         {
             int ncur = Math.Min(nc, N - jc), slices = (ncur + nr - 1) / nr;
-            int chunks = Math.Min(slices, Math.Max(1, (2 * workers + rowBlocks - 1) / rowBlocks));
-            int perChunk = (slices + chunks - 1) / chunks;
+            int chunks = parallel ? Math.Min(slices, ColumnChunks(workers)) : 1;
             long packedFloats = (long)slices * nr * K;
             // A serial product (one of a batch's, on a worker) packs into its thread's own buffer: a pooled one last
             // written on the other core arrives line by line from that core's cache.
@@ -120,18 +121,34 @@ internal static unsafe partial class MatmulCpu
             var packedB = own ? (t_packedB ??= GC.AllocateUninitializedArray<float>(SerialPackedB + 16, pinned: true)) : PackBuffers.Rent(packedFloats);
             float* bp = PackBuffers.Aligned(packedB);
             var slicesOfB = BSlices.ForPass(s, b, bf16B, term, jc, nr, bp, slices);
+            // Row block rb × column chunk `chunk`: the chunk's slices of B, all of K.
+            void Task(int rb, int chunk)
+            {
+                var (ic, mcur) = RowBlock(rb, rowBlocks, M, mr);
+                int sl0 = (int)((long)chunk * slices / chunks), sl1 = (int)((long)(chunk + 1) * slices / chunks);
+                // Workers in one chunk start at different slices of it, so that they pack different ones.
+                int first = sl1 > sl0 ? rb % workers * (sl1 - sl0) / workers : 0;
+                if (sl0 < sl1) Block<TK>(s, (float*)a, slicesOfB, (float*)c, ic, mcur, jc, ncur, sl0, sl1, first, alpha, beta, term);
+            }
             // For returns (or throws) only when every task has finished with the pass.
             try
             {
-                For(parallel, rowBlocks * chunks, task =>
+                if (!parallel || workers == 1)
+                    for (int rb = 0; rb < rowBlocks; rb++) Task(rb, 0);
+                else
                 {
-                    var (ic, mcur) = RowBlock(task / chunks, rowBlocks, M, mr);
-                    int sl0 = task % chunks * perChunk, sl1 = Math.Min(slices, sl0 + perChunk);
-                    // Row blocks taken one after another start at different slices of their chunk, so that the workers pack
-                    // different ones.
-                    int first = sl1 > sl0 ? task / chunks % workers * (sl1 - sl0) / workers : 0;
-                    if (sl0 < sl1) Block<TK>(s, (float*)a, slicesOfB, (float*)c, ic, mcur, jc, ncur, sl0, sl1, first, alpha, beta, term);
-                });
+                    // Each worker takes the row blocks of its own chunk first, then whatever is left of the others'.
+                    var nextRow = new int[chunks];
+                    GemmWorkers.For(workers, _ =>
+                    {
+                        int home = GemmWorkers.Current % chunks;
+                        for (int k = 0; k < chunks; k++)
+                        {
+                            int chunk = (home + k) % chunks, rb;
+                            while ((rb = Interlocked.Increment(ref nextRow[chunk]) - 1) < rowBlocks) Task(rb, chunk);
+                        }
+                    });
+                }
             }
             finally { slicesOfB.EndPass(); }
             if (!own) PackBuffers.Return(packedB);
@@ -266,6 +283,15 @@ internal static unsafe partial class MatmulCpu
         int start = (int)((long)block * panels / blocks) * mr;
         return (start, Math.Min(M, (int)((long)(block + 1) * panels / blocks) * mr) - start);
     }
+
+    /// <summary>
+    /// How many column chunks a parallel product's B is cut into, each the home of ⌈workers / chunks⌉ workers: every chunk
+    /// packs all of A again (one more pass over A per chunk), and the workers of one chunk share its packed B, whose slices
+    /// then travel between their cores. With 2 workers, one chunk each (A packed twice, nothing shared) ran 2–13 % faster
+    /// than both sharing all of B (docs/PERFORMANCE.md, 2026-12-06); ⌈√workers⌉ keeps both costs in step on larger
+    /// machines (not measured: this project's hosts have 2 cores).
+    /// </summary>
+    internal static int ColumnChunks(int workers) => Math.Max(1, (int)Math.Ceiling(Math.Sqrt(workers)));
 
     internal static int PackedDepth(int l2Kilobytes) => l2Kilobytes >= 1024 ? 1024 : l2Kilobytes >= 512 ? 512 : 256;
 
