@@ -52,6 +52,22 @@ public class LayoutTests
         Assert.Equal(data, back.ToArray());
     }
 
+    // The CPU copies a permute's output rows in chunks over the threads, carrying each chunk's source offset from row to
+    // row (an odometer over the axes): at this size every order is cut into several chunks that start mid-axis, where
+    // the small shapes above fit one chunk from row 0.
+    [Theory]
+    [InlineData(0)] [InlineData(1)] [InlineData(2)] [InlineData(3)] [InlineData(4)] [InlineData(5)] [InlineData(6)] [InlineData(7)]
+    public void PermuteOfManyRowsMatchesReferenceInEveryChunk(int order)
+    {
+        int[] shape = [3, 29, 7, 130];
+        var axes = Orders[order];
+        var norm = axes.Select(a => a < 0 ? a + 4 : a).ToArray();
+        var data = Random(3 * 29 * 7 * 130, 47);
+        using var x = Tensor.FromArray(data, shape, Device.Cpu);
+        using var y = Ops.Permute(x, axes);
+        Close(PermuteRef(data, shape, norm), y.ToArray(), 0, 0, $"permute [{string.Join(",", axes)}] of [3, 29, 7, 130]");
+    }
+
     [Theory, MemberData(nameof(Devices), MemberType = typeof(Reference))]
     public void PermuteOddShapesAndTranspose(string device)
     {
