@@ -1,4 +1,5 @@
 using System.Numerics.Tensors;
+using System.Runtime.CompilerServices;
 using ILGPU;
 using ILGPU.Algorithms;
 using ILGPU.Runtime;
@@ -151,7 +152,7 @@ public static partial class Ops
             mask = keyMask.ToArray();
             for (int i = 0; i < mask.Length; i++) if (mask[i] <= KeyMaskDropThreshold) mask[i] = float.NegativeInfinity;
         }
-        CpuParallel.For(rows, RowGrain(s), (r0, r1) =>
+        CpuParallel.For(rows, RowGrain(s), [MethodImpl(MethodImplOptions.AggressiveOptimization)] (r0, r1) =>
         {
             for (long r = r0; r < r1; r++)
             {
@@ -171,13 +172,14 @@ public static partial class Ops
     }
 
     /// <summary>Softmax of one row into <paramref name="y"/> (which may be <paramref name="x"/>); all −∞ gives zeros.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void SoftmaxRow(ReadOnlySpan<float> x, Span<float> y)
     {
         if (x.Length == 0) return;
         float max = VectorExp.Max(x);
         if (max == float.NegativeInfinity) { y.Clear(); return; }
         float sum = VectorExp.ExpShifted(x, max, y);
-        TensorPrimitives.Multiply(y, 1f / sum, y);
+        VectorExp.Scale(y, 1f / sum);
     }
 
     /// <summary>The checks and row geometry both backward passes share; returns the (unfilled) dx: <paramref name="output"/> or a new tensor.</summary>

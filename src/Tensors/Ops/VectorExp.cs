@@ -46,7 +46,27 @@ internal static class VectorExp
         return Vector256.ConditionalSelect(underflow, Vector256<float>.Zero, p * scale.AsSingle());
     }
 
+    /// <summary>y[i] *= factor (TensorPrimitives.Multiply runs as tier-0 code for a process's first calls, many times slower).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void Scale(Span<float> y, float factor)
+    {
+        ref float ys = ref MemoryMarshal.GetReference(y);
+        int n = y.Length, i = 0;
+        if (Vector512.IsHardwareAccelerated)
+        {
+            var f = Vector512.Create(factor);
+            for (; i <= n - 16; i += 16) (Vector512.LoadUnsafe(ref ys, (nuint)i) * f).StoreUnsafe(ref ys, (nuint)i);
+        }
+        else if (Vector256.IsHardwareAccelerated)
+        {
+            var f = Vector256.Create(factor);
+            for (; i <= n - 8; i += 8) (Vector256.LoadUnsafe(ref ys, (nuint)i) * f).StoreUnsafe(ref ys, (nuint)i);
+        }
+        for (; i < n; i++) y[i] *= factor;
+    }
+
     /// <summary>The largest element (maxps semantics; rows here hold no NaN). TensorPrimitives.Max is NaN-exact and slower.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static float Max(ReadOnlySpan<float> x)
     {
         if (Vector512.IsHardwareAccelerated && x.Length >= 16)
@@ -76,6 +96,7 @@ internal static class VectorExp
     /// y[i] = exp(x[i] − shift); returns Σ y. <paramref name="y"/> may be <paramref name="x"/> itself. The last, partial
     /// vector overlaps the one before it; only its new lanes are stored and summed, so no scalar tail runs.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static float ExpShifted(ReadOnlySpan<float> x, float shift, Span<float> y)
     {
         int n = x.Length;
