@@ -205,6 +205,9 @@ public class MatmulTests
                                 float expected = i >= width ? float.NaN : i < rows ? src[i * 40 + p] : 0f;
                                 Assert.True(expected.Equals(got[p * stride + i]), $"Panel8 kc {kc} width {width} stride {stride} rows {rows} at ({p}, {i})");
                             }
+                        // Nothing past the rows it packs (the caller's scalar loop writes the remainder).
+                        for (int i = done * stride; i < got.Length; i++)
+                            Assert.True(float.IsNaN(got[i]), $"Panel8 kc {kc} width {width} stride {stride} rows {rows} wrote past its rows at {i}");
                         // The bfloat16 overload widens exactly as BFloat16.Widen does.
                         var bits = Array.ConvertAll(src, BFloat16.Round);
                         var wide = Enumerable.Repeat(float.NaN, kc * stride + 8).ToArray();
