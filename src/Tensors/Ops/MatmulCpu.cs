@@ -13,9 +13,10 @@ namespace Nanolora.Tensors;
 /// one micro-kernel serves all four cases), and an <see cref="IMicroKernel"/> keeps an MR×NR tile of C
 /// in registers. On <see cref="GemmWorkers"/>, B's columns are cut into chunks, each the home of a worker that takes its row
 /// blocks first: the worker packs its chunk's slices of B and reads them from its own core's cache, where sharing all of B
-/// between two workers moved every slice from core to core (2–13 % slower at 256–2048, docs/PERFORMANCE.md); a worker done
-/// with its chunk takes the row blocks left in another's. Each B slice is packed by the first task that needs it
-/// (<see cref="BSlices"/>), so computing starts at once instead of after a pass that packs all of B. Products with a
+/// between two workers moved every slice from core to core (the split runs 1.03–1.24× as fast at 256–2048,
+/// docs/PERFORMANCE.md); a worker done with its chunk takes the row blocks left in another's. Each B slice is packed by the
+/// first task that needs it (<see cref="BSlices"/>), so computing starts at once instead of after a pass that packs all of
+/// B. Products with a
 /// side of at most 16 (LoRA's rank-r factors) take <see cref="MatmulCpuNarrow"/>; tiny ones (M or N too small
 /// to fill a tile) a direct vectorized path.
 /// </summary>
@@ -287,8 +288,8 @@ internal static unsafe partial class MatmulCpu
     /// <summary>
     /// How many column chunks a parallel product's B is cut into, each the home of ⌈workers / chunks⌉ workers: every chunk
     /// packs all of A again (one more pass over A per chunk), and the workers of one chunk share its packed B, whose slices
-    /// then travel between their cores. With 2 workers, one chunk each (A packed twice, nothing shared) ran 2–13 % faster
-    /// than both sharing all of B (docs/PERFORMANCE.md, 2026-12-06); ⌈√workers⌉ keeps both costs in step on larger
+    /// then travel between their cores. With 2 workers, one chunk each (A packed twice, nothing shared) ran 1.03–1.24× as fast
+    /// as both sharing all of B (docs/PERFORMANCE.md, 2026-12-06); ⌈√workers⌉ keeps both costs in step on larger
     /// machines (not measured: this project's hosts have 2 cores).
     /// </summary>
     internal static int ColumnChunks(int workers) => Math.Max(1, (int)Math.Ceiling(Math.Sqrt(workers)));
@@ -301,11 +302,5 @@ internal static unsafe partial class MatmulCpu
         if (!X86Base.IsSupported) return 0;
         if ((uint)X86Base.CpuId(unchecked((int)0x80000000), 0).Eax < 0x80000006) return 0;
         return (int)((uint)X86Base.CpuId(unchecked((int)0x80000006), 0).Ecx >> 16);
-    }
-
-    static void For(bool parallel, int count, Action<int> body)
-    {
-        if (parallel && count > 1) GemmWorkers.For(count, body);
-        else for (int i = 0; i < count; i++) body(i);
     }
 }
