@@ -53,8 +53,8 @@ public class LayoutTests
     }
 
     // The CPU copies a permute's output rows in chunks over the threads, carrying each chunk's source offset from row to
-    // row (an odometer over the axes): at this size every order is cut into several chunks that start mid-axis, where
-    // the small shapes above fit one chunk from row 0.
+    // row (an odometer over the axes): at this size every order but the identity (a plain copy) is cut into several chunks
+    // on two or more cores, where the small shapes above fit one chunk from row 0.
     [Theory]
     [InlineData(0)] [InlineData(1)] [InlineData(2)] [InlineData(3)] [InlineData(4)] [InlineData(5)] [InlineData(6)] [InlineData(7)]
     public void PermuteOfManyRowsMatchesReferenceInEveryChunk(int order)
@@ -66,6 +66,38 @@ public class LayoutTests
         using var x = Tensor.FromArray(data, shape, Device.Cpu);
         using var y = Ops.Permute(x, axes);
         Close(PermuteRef(data, shape, norm), y.ToArray(), 0, 0, $"permute [{string.Join(",", axes)}] of [3, 29, 7, 130]");
+    }
+
+    // The odometer against the division-based decoding the GPU kernel uses (PermuteLayout.Source), for every start row and
+    // runs of several lengths, whatever the thread count: the head split, a transpose (the last axis strided) and a
+    // six-axis reversal; rows outside the run stay untouched.
+    [Fact]
+    public void PermuteRowsFromAnyStartMatchTheDecodedOffsets()
+    {
+        var layouts = new[]
+        {
+            new PermuteLayout { N = 3 * 7 * 29 * 130, D1 = 1, D2 = 3, D3 = 7, D4 = 29, D5 = 130, S2 = 29 * 7 * 130, S3 = 130, S4 = 7 * 130, S5 = 1 },
+            new PermuteLayout { N = 65 * 45, D1 = 1, D2 = 1, D3 = 1, D4 = 65, D5 = 45, S4 = 1, S5 = 65 },
+            new PermuteLayout { N = 720, D1 = 2, D2 = 3, D3 = 2, D4 = 5, D5 = 4, S0 = 1, S1 = 3, S2 = 6, S3 = 18, S4 = 36, S5 = 180 },
+        };
+        foreach (var l in layouts)
+        {
+            var xs = Random(l.N, 48);
+            int rows = l.N / l.D5;
+            for (int start = 0; start < rows; start += Math.Max(1, rows / 97))
+                foreach (int length in new[] { 1, 2, 7, 31, rows })
+                {
+                    int end = Math.Min(rows, start + length);
+                    var ys = Enumerable.Repeat(float.NaN, l.N).ToArray();
+                    Ops.PermuteRows(l, xs, ys, start, end);
+                    for (int i = 0; i < l.N; i++)
+                    {
+                        int row = i / l.D5;
+                        float expected = row >= start && row < end ? xs[l.Source(i)] : float.NaN;
+                        Assert.True(expected.Equals(ys[i]), $"layout D5 {l.D5} S5 {l.S5}, rows [{start}, {end}), element {i}: {ys[i]} vs {expected}");
+                    }
+                }
+        }
     }
 
     [Theory, MemberData(nameof(Devices), MemberType = typeof(Reference))]

@@ -116,7 +116,7 @@ public static partial class Ops
     /// from row to row like an odometer over the other axes: decoding each row's offset with five divisions cost more than
     /// copying its 64 floats (attention's head split ran at 42 GB/s against PyTorch's 112, run-all 2026-12-06 15:00).
     /// </summary>
-    static void PermuteRows(in PermuteLayout l, float[] xs, float[] ys, int start, int end)
+    internal static void PermuteRows(in PermuteLayout l, float[] xs, float[] ys, int start, int end)
     {
         int inner = l.D5;
         int r = start;

@@ -114,7 +114,8 @@ internal static unsafe partial class MatmulCpu
         for (int jc = 0; jc < N; jc += nc)
         {
             int ncur = Math.Min(nc, N - jc), slices = (ncur + nr - 1) / nr;
-            int chunks = parallel ? Math.Min(slices, ColumnChunks(workers)) : 1;
+            // Enough chunks, with the row blocks, for about two tasks a worker (a short product on a many-core machine).
+            int chunks = parallel ? Math.Min(slices, Math.Max(ColumnChunks(workers), (2 * workers + rowBlocks - 1) / rowBlocks)) : 1;
             long packedFloats = (long)slices * nr * K;
             // A serial product (one of a batch's, on a worker) packs into its thread's own buffer: a pooled one last
             // written on the other core arrives line by line from that core's cache.
@@ -131,10 +132,10 @@ internal static unsafe partial class MatmulCpu
                 int first = sl1 > sl0 ? rb % workers * (sl1 - sl0) / workers : 0;
                 if (sl0 < sl1) Block<TK>(s, (float*)a, slicesOfB, (float*)c, ic, mcur, jc, ncur, sl0, sl1, first, alpha, beta, term);
             }
-            // For returns (or throws) only when every task has finished with the pass.
+            // GemmWorkers.For returns (or throws) only when every task has finished with the pass.
             try
             {
-                if (!parallel || workers == 1)
+                if (!parallel || workers == 1 || rowBlocks * chunks == 1)
                     for (int rb = 0; rb < rowBlocks; rb++) Task(rb, 0);
                 else
                 {
