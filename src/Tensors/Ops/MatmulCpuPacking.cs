@@ -53,10 +53,10 @@ internal static unsafe partial class MatmulCpu
         System.Diagnostics.Debug.Assert(typeof(T) == typeof(float) || typeof(T) == typeof(ushort), "B is float32 or bfloat16 bits");
         if (!s.TransB)
         {
-            if (typeof(T) == typeof(float) && cols == nr && nr % 8 == 0)
+            if (typeof(T) == typeof(float) && cols == nr && (nr == 32 || nr == 16))
             {
-                // Whole rows of a slice as 256-bit copies in the loop itself: a memmove call per 64- or 128-byte row cost
-                // more than the copy (3–5 % of a 1024³ product's samples, perf).
+                // Whole rows of a slice (the two kernels' NR) as 256-bit copies in the loop itself: a memmove call per 64- or
+                // 128-byte row cost more than the copy (3–5 % of a 1024³ product's samples, perf).
                 float* src = (float*)b + j;
                 long ld = s.N;
                 if (nr == 32)
@@ -65,14 +65,11 @@ internal static unsafe partial class MatmulCpu
                         Vector256.Load(src).Store(dst); Vector256.Load(src + 8).Store(dst + 8);
                         Vector256.Load(src + 16).Store(dst + 16); Vector256.Load(src + 24).Store(dst + 24);
                     }
-                else if (nr == 16)
+                else
                     for (int p = 0; p < s.K; p++, src += ld, dst += 16)
                     {
                         Vector256.Load(src).Store(dst); Vector256.Load(src + 8).Store(dst + 8);
                     }
-                else
-                    for (int p = 0; p < s.K; p++, src += ld, dst += nr)
-                        for (int q = 0; q < nr; q += 8) Vector256.Load(src + q).Store(dst + q);
                 return;
             }
             for (int p = 0; p < s.K; p++)
