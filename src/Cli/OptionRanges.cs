@@ -47,6 +47,16 @@ internal static class OptionRanges
         return option;
     }
 
+    /// <summary>A probability in [0, 1): dropout rates.</summary>
+    public static Option<float?> Fraction(this Option<float?> option)
+    {
+        option.Validators.Add(r =>
+        {
+            if (r.GetValueOrDefault<float?>() is float v && !(v >= 0 && v < 1)) r.AddError(Message(option.Name, v.ToString("R"), "a number ≥ 0 and < 1"));
+        });
+        return option;
+    }
+
     /// <summary>0 (off) or a finite ratio above 1.</summary>
     public static Option<float> OffOrAboveOne(this Option<float> option)
     {

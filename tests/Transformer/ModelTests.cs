@@ -173,6 +173,28 @@ public class ModelTests
         TinyModels.CheckParameterGradient(selfV, DecoderLoss, indices);
     }
 
+    [Fact]
+    public void WithDropoutSetsTheRatesThatAreOnAndTrainingWithoutDropoutComputesWhatEvaluationDoes()
+    {
+        var bertLike = TinyModels.Config with { PreNorm = false, Activation = "gelu", Dropout = 0.1f, AttentionDropout = 0.1f, ActivationDropout = 0f, Seed = 4 };
+        var changed = bertLike.WithDropout(0.3f);
+        Assert.Equal((0.3f, 0.3f, 0f), (changed.Dropout, changed.AttentionDropout, changed.ActivationDropout));
+        Assert.Equal(bertLike with { Dropout = 0.3f, AttentionDropout = 0.3f }, changed);
+        Assert.Null((TinyModels.Config with { Dropout = 0.1f }).WithDropout(0.2f).ActivationDropout);   // follows Dropout, as before
+        Assert.Equal(0f, TinyModels.Config.WithDropout(0.5f).Dropout);                                // off stays off
+
+        var batch = TinyModels.CopyBatch(new Random(2), 4);
+        float[] Logits(TransformerConfig c, bool training)
+        {
+            using var model = new Seq2SeqTransformer(c, Device.Cpu);   // same seed: same weights
+            model.Train(training);
+            return TinyModels.Logits(model, batch);
+        }
+        var evaluation = Logits(bertLike, training: false);
+        Assert.Equal(evaluation, Logits(bertLike.WithDropout(0f), training: true));
+        Assert.NotEqual(evaluation, Logits(bertLike, training: true));
+    }
+
     [Theory]
     [InlineData(false, false, "relu", true)]
     [InlineData(true, false, "relu", true)]

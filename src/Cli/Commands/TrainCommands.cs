@@ -112,6 +112,8 @@ public static class TrainCommands
         var alpha = new Option<float>("--alpha") { Description = "LoRA alpha: the update B·A is scaled by alpha / rank", DefaultValueFactory = _ => LoraDefaults.Alpha }.Positive(1e6f);
         var gradientCheckpointing = new Option<bool>("--gradient-checkpointing")
             { Description = "recompute each layer's forward in backward instead of keeping its activations: same gradients, several times less activation memory, about a third more time" };
+        var dropout = new Option<float?>("--dropout")
+            { Description = "the model's dropout while it trains: every rate the base's config turns on (hidden, attention) at this value, 0 for none (default: the base's, 0.1 for the shipped one)" }.Fraction();
         var baseDType = new Option<string>("--base-dtype")
             { Description = "how the frozen base's linear weights and embeddings are stored: float32, or bfloat16 (half their memory, rounded once; the GEMM and the lookup widen them, so the arithmetic stays float32). Not for full fine-tuning", DefaultValueFactory = _ => "float32" }
             .Choices("float32", "bfloat16");
@@ -136,7 +138,7 @@ public static class TrainCommands
         var overwrite = Overwrite();
         var json = JsonOutput.Option(TrainingSummary.Schema);
         var cmd = new Command("finetune", "Fine-tune a base checkpoint on a task: all weights (full), LoRA adapters, or another PEFT method (BitFit, chosen layers, LN tuning, (IA)³, Houlsby or Pfeiffer adapters).")
-            { method, baseDir, task, steps, batch, lr, warmup, rank, alpha, loraPlus, riemannian, riemannianReg, gradientCheckpointing, baseDType, targets, useDora, loraInit, loraGaGamma, loraGaBatches, bias, reductionFactor, layers, layersPattern, seed, checkpointEvery, resume, forceResume, maxLossRatio, trainExamples, output, overwrite, json };
+            { method, baseDir, task, steps, batch, lr, warmup, rank, alpha, loraPlus, riemannian, riemannianReg, gradientCheckpointing, dropout, baseDType, targets, useDora, loraInit, loraGaGamma, loraGaBatches, bias, reductionFactor, layers, layersPattern, seed, checkpointEvery, resume, forceResume, maxLossRatio, trainExamples, output, overwrite, json };
         cmd.SetAction(r => Program.Guard(() =>
         {
             var dev = Workflows.ResolveDevice(r.GetValue(device));
@@ -165,7 +167,7 @@ public static class TrainCommands
             if (!isResume) RunFolders.RequireFresh(outDir, r.GetValue(overwrite), "finetune");
             if (Path.GetFullPath(outDir) == Path.GetFullPath(r.GetValue(baseDir)!)) throw new ArgumentException($"--out '{outDir}' is the --base folder; write the fine-tuned model elsewhere.");
             string baseFolder = ShippedPaths.Resolve(r.GetValue(baseDir)!);
-            var (model, tokenizer) = isResume ? ResumePoint(outDir, dev) : Checkpoint.Load(baseFolder, dev);
+            var (model, tokenizer) = isResume ? ResumePoint(outDir, dev, r.GetValue(dropout)) : Checkpoint.Load(baseFolder, dev, r.GetValue(dropout));
             using var _ = model;
             var data = TaskData.Load(r.GetValue(task)!);
             bool checkpointing = r.GetValue(checkpointEvery) > 0 || isResume;
@@ -206,12 +208,12 @@ public static class TrainCommands
     }
 
     /// <summary>The model and tokenizer of the run checkpointed in <paramref name="outDir"/> (its newest complete checkpoint).</summary>
-    static (Seq2SeqTransformer, ISeq2SeqTokenizer) ResumePoint(string outDir, Nanolora.Tensors.Device device)
+    static (Seq2SeqTransformer, ISeq2SeqTokenizer) ResumePoint(string outDir, Nanolora.Tensors.Device device, float? dropout)
     {
         var point = TrainingCheckpoint.FindLatest(outDir);
         foreach (var skipped in point.Skipped) Console.Error.WriteLine($"warning: not resuming from {skipped}");
         if (point.Skipped.Count > 0) Console.Error.WriteLine($"warning: resuming from the last complete checkpoint, step {point.Step} ({point.Directory}).");
-        return Checkpoint.Load(point.Directory, device);
+        return Checkpoint.Load(point.Directory, device, dropout);
     }
 
     /// <summary>--layers' comma-separated layer indices, each at least 0.</summary>
@@ -267,7 +269,7 @@ public static class TrainCommands
             var data = TaskData.Load(r.GetValue(task)!);
             Seq2SeqTransformer model;
             ISeq2SeqTokenizer tokenizer;
-            if (r.GetValue(resume)) (model, tokenizer) = ResumePoint(outDir, dev);
+            if (r.GetValue(resume)) (model, tokenizer) = ResumePoint(outDir, dev, null);
             else
             {
                 if (TrainingCheckpoint.HoldsRun(outDir))

@@ -61,9 +61,13 @@ public static class Checkpoint
     }
 
     /// <summary>Loads model and tokenizer from a checkpoint directory onto a device.</summary>
-    public static (Seq2SeqTransformer Model, ISeq2SeqTokenizer Tokenizer) Load(string directory, Device? device = null)
+    public static (Seq2SeqTransformer Model, ISeq2SeqTokenizer Tokenizer) Load(string directory, Device? device = null) => Load(directory, device, null);
+
+    /// <summary>The same with the model's training dropout at <paramref name="dropout"/> (<see cref="TransformerConfig.WithDropout"/>; null: as saved).</summary>
+    public static (Seq2SeqTransformer Model, ISeq2SeqTokenizer Tokenizer) Load(string directory, Device? device, float? dropout)
     {
         var config = ReadConfig(directory);
+        if (dropout is float rate) config = config.WithDropout(rate);
         var tokenizer = Seq2SeqTokenizers.Load(Path.Combine(directory, TokenizerFile));
         if (tokenizer.VocabSize != config.VocabSize)
             throw new InvalidDataException($"Checkpoint '{directory}': tokenizer has {tokenizer.VocabSize} ids but the model's vocabulary is {config.VocabSize}.");

@@ -60,6 +60,18 @@ public sealed record TransformerConfig
         _ => throw new ArgumentException($"Unknown preset '{name}'; expected one of {string.Join(", ", PresetNames)}."),
     };
 
+    /// <summary>
+    /// The same model with every dropout that is on (sublayer outputs, attention probabilities, the feed-forward activation)
+    /// at <paramref name="rate"/>; those that are off stay off (BERT has none after the activation). Dropout acts only in
+    /// training, so the weights and what the model computes in evaluation do not change.
+    /// </summary>
+    public TransformerConfig WithDropout(float rate) => this with
+    {
+        Dropout = Dropout > 0 ? rate : 0f,
+        AttentionDropout = AttentionDropout > 0 ? rate : 0f,
+        ActivationDropout = ActivationDropout is null ? null : ActivationDropout > 0 ? rate : 0f,
+    };
+
     /// <summary>Every field against its range, so a bad config (say from a checkpoint's metadata) fails here, by name, not at the first forward pass.</summary>
     public void Validate()
     {
