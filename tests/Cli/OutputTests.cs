@@ -127,6 +127,9 @@ public class OutputTests
         Assert.Equal("error: --split is 'dev'; allowed: one of train, validation, test.", line);
         (_, _, err) = CliTests.Run("finetune", "--task", "nope", "--out", "x");
         Assert.Contains("one of " + string.Join(", ", TaskData.Names), err);
+        (code, _, err) = CliTests.Run("finetune", "--dropout", "1", "--out", "x");
+        Assert.Equal(1, code);
+        Assert.Equal("error: --dropout is 1; allowed: a number ≥ 0 and < 1.", Assert.Single(err.Split('\n', StringSplitOptions.RemoveEmptyEntries)));
     }
 
     [Fact]
