@@ -35,9 +35,10 @@ public static class TrainCommands
         var encoderRank = new Option<int>("--encoder-rank") { Description = "minilm: 0 keeps MiniLM's encoder; R trains it too through LoRA adapters of rank R on every linear layer, shipped as a low-rank change", DefaultValueFactory = _ => 0 }.Range(0, 384);
         var encoderFull = new Option<bool>("--encoder-full") { Description = "minilm: train the encoder's layers in full (not through adapters; the embeddings stay MiniLM's); the shipped base then stores the whole encoder" };
         var encoderLrScale = new Option<float>("--encoder-lr-scale") { Description = "minilm with --encoder-rank or --encoder-full: the encoder's learning rate as a multiple of --lr", DefaultValueFactory = _ => 1f }.Positive(1000f);
+        var gapExamples = new Option<int>("--gap-examples") { Description = "minilm: gap-sentence examples in the mixture, each from a distinct Debian training description (more than there are: all of them)", DefaultValueFactory = _ => new Bert2BertPretrainOptions().GapExamples }.Range(0);
         var ship = new Option<string?>("--ship") { Description = "minilm: when the run has finished, also write the base there compactly (F16, only what differs from MiniLM)" };
         var cmd = new Command("pretrain", "Pretrain a base encoder-decoder: T5-style span corruption on Debian descriptions and man pages (plus man page → synopsis), or (--init minilm) a BERT2BERT decoder on all-MiniLM-L6-v2.")
-            { preset, steps, batch, lr, vocab, seed, output, overwrite, init, decoderLayers, encoderRank, encoderFull, encoderLrScale, stopAfter, resume, forceResume, ship, json };
+            { preset, steps, batch, lr, vocab, seed, output, overwrite, init, decoderLayers, encoderRank, encoderFull, encoderLrScale, gapExamples, stopAfter, resume, forceResume, ship, json };
         cmd.SetAction(r => Program.Guard(() =>
         {
             var dev = Workflows.ResolveDevice(r.GetValue(device));
@@ -54,7 +55,7 @@ public static class TrainCommands
                 {
                     DecoderLayers = r.GetValue(decoderLayers), Steps = r.GetValue(steps), LearningRate = r.GetResult(lr) is { Implicit: false } ? r.GetValue(lr) : 3e-4f,
                     BatchSize = r.GetResult(batch) is { Implicit: false } ? r.GetValue(batch) : 16, Seed = r.GetValue(seed), StopAfterStep = r.GetValue(stopAfter), Resume = r.GetValue(resume), ForceResume = r.GetValue(forceResume),
-                    EncoderRank = r.GetValue(encoderRank), EncoderFull = r.GetValue(encoderFull), EncoderLearningRateScale = r.GetValue(encoderLrScale),
+                    EncoderRank = r.GetValue(encoderRank), EncoderFull = r.GetValue(encoderFull), EncoderLearningRateScale = r.GetValue(encoderLrScale), GapExamples = r.GetValue(gapExamples),
                 };
                 var shipDir = r.GetValue(ship);
                 // Refused before hours of training, not after them.
@@ -75,6 +76,8 @@ public static class TrainCommands
             }
             if (r.GetResult(encoderRank) is { Implicit: false } || r.GetResult(encoderLrScale) is { Implicit: false } || r.GetValue(encoderFull))
                 throw new ArgumentException("--encoder-rank, --encoder-full and --encoder-lr-scale apply only to --init minilm (the span-corruption base trains every weight).");
+            if (r.GetResult(gapExamples) is { Implicit: false })
+                throw new ArgumentException("--gap-examples applies only to --init minilm (the span-corruption base reads every shipped text).");
             RunFolders.RequireFresh(r.GetValue(output)!, r.GetValue(overwrite), "pretrain");
             var o = new PretrainOptions(r.GetValue(preset)!, r.GetValue(steps), r.GetValue(batch), r.GetValue(lr), r.GetValue(vocab), null, r.GetValue(seed));
             var (model, _, result) = Workflows.Pretrain(o, dev, r.GetValue(output)!);
