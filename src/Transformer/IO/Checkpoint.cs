@@ -60,11 +60,11 @@ public static class Checkpoint
         return CheckpointConfig.Read(directory, Safetensors.Read(path).Metadata, path);
     }
 
-    /// <summary>Loads model and tokenizer from a checkpoint directory onto a device.</summary>
-    public static (Seq2SeqTransformer Model, ISeq2SeqTokenizer Tokenizer) Load(string directory, Device? device = null) => Load(directory, device, null);
-
-    /// <summary>The same with the model's training dropout at <paramref name="dropout"/> (<see cref="TransformerConfig.WithDropout"/>; null: as saved).</summary>
-    public static (Seq2SeqTransformer Model, ISeq2SeqTokenizer Tokenizer) Load(string directory, Device? device, float? dropout)
+    /// <summary>
+    /// Loads model and tokenizer from a checkpoint directory onto a device; with <paramref name="dropout"/>, the model trains
+    /// at that dropout (<see cref="TransformerConfig.WithDropout"/>; null: as saved).
+    /// </summary>
+    public static (Seq2SeqTransformer Model, ISeq2SeqTokenizer Tokenizer) Load(string directory, Device? device = null, float? dropout = null)
     {
         var config = ReadConfig(directory);
         if (dropout is float rate) config = config.WithDropout(rate);
