@@ -217,7 +217,11 @@ public static partial class Ops
         var dys = dy.HostArray; var xs = x.HostArray; var g = gamma.HostArray; var ms = mean?.HostArray; var rs = rstd.HostArray;
         var dxs = dx.HostArray;
         // Per block of rows: partial dγ at [2·block], partial dβ at [2·block + 1]; summed in block order below.
-        float[]? partials = computeParamGrads ? new float[2L * blocks * c] : null;
+        // Pooled, not a fresh array: 2·blocks·c floats pass the large-object threshold at training sizes, and a new one in
+        // every layer's backward made the GC's gen-2 collections part of full fine-tuning's step.
+        using var partialTensor = computeParamGrads ? Tensor.Empty([2 * blocks * c], device) : null;
+        float[]? partials = partialTensor?.HostArray;
+        if (partials != null) Array.Clear(partials, 0, 2 * blocks * c);
         CpuParallel.For(blocks, Math.Max(1, RowGrain(c) / NormRowsPerBlock), (b0, b1) =>
         {
             var xh = new float[c]; var gd = new float[c];
@@ -238,9 +242,8 @@ public static partial class Ops
                     TensorPrimitives.Multiply(dxr, rr, dxr);
                     if (partials != null)
                     {
-                        var pg = partials.AsSpan((int)(2 * b * c), c);
-                        TensorPrimitives.MultiplyAdd(dyr, xh, pg, pg);
-                        if (!rms) TensorPrimitives.Add(partials.AsSpan((int)((2 * b + 1) * c), c), dyr, partials.AsSpan((int)((2 * b + 1) * c), c));
+                        NormRows.AccumulateParamGrads(dyr, xh, partials.AsSpan((int)(2 * b * c), c),
+                            rms ? default : partials.AsSpan((int)((2 * b + 1) * c), c));
                     }
                 }
             }

@@ -59,4 +59,31 @@ internal static class NormRows
             y[i] = hasBeta ? t + beta[i] : t;
         }
     }
+
+    /// <summary>
+    /// dγ += dy·x̂ and dβ += dy (dβ skipped when empty) in one sweep over the L1-resident row, not two.
+    /// </summary>
+    public static void AccumulateParamGrads(ReadOnlySpan<float> dy, ReadOnlySpan<float> xHat, Span<float> dGamma, Span<float> dBeta)
+    {
+        int i = 0, n = dy.Length, w = Vector<float>.Count;
+        bool hasBeta = !dBeta.IsEmpty;
+        if (Vector.IsHardwareAccelerated && n >= w)
+        {
+            var dv = MemoryMarshal.Cast<float, Vector<float>>(dy);
+            var xv = MemoryMarshal.Cast<float, Vector<float>>(xHat);
+            var gv = MemoryMarshal.Cast<float, Vector<float>>(dGamma);
+            var bv = MemoryMarshal.Cast<float, Vector<float>>(dBeta);
+            for (int v = 0; v < dv.Length; v++)
+            {
+                gv[v] += dv[v] * xv[v];
+                if (hasBeta) bv[v] += dv[v];
+            }
+            i = dv.Length * w;
+        }
+        for (; i < n; i++)
+        {
+            dGamma[i] += dy[i] * xHat[i];
+            if (hasBeta) dBeta[i] += dy[i];
+        }
+    }
 }
