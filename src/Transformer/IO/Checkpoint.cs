@@ -15,12 +15,12 @@ public static class Checkpoint
     public const string WeightsFile = "model.safetensors", TokenizerFile = "tokenizer.json",
         OptimizerFile = "optimizer.safetensors", StateFile = "trainer_state.json", ConfigFile = CheckpointConfig.FileName;
 
-    /// <summary>Writes the model's parameters; refuses (writing nothing) when any is NaN or ±Inf, naming it.</summary>
-    public static void SaveWeights(Module model, string path, IReadOnlyDictionary<string, string>? metadata = null)
+    /// <summary>Writes the model's parameters (in F16 with <paramref name="half"/>); refuses (writing nothing) when any is NaN or ±Inf, naming it.</summary>
+    public static void SaveWeights(Module model, string path, IReadOnlyDictionary<string, string>? metadata = null, bool half = false)
     {
         var tensors = model.NamedParameters().Select(p => (p.Name, Shape: p.Parameter.Data.ShapeArray(), Data: p.Parameter.Data.ToArray())).ToList();
         foreach (var (name, _, data) in tensors) NonFinite.Require(path, name, data, "Refusing to write");
-        Safetensors.Write(path, tensors, metadata);
+        Safetensors.Write(path, tensors, metadata, half);
     }
 
     /// <summary>Copies weights from a file into the model by name; every parameter must be present with its shape.</summary>
@@ -31,10 +31,10 @@ public static class Checkpoint
     }
 
     /// <summary>
-    /// Writes a checkpoint directory. A model on all-MiniLM-L6-v2 (a WordPiece tokenizer with MiniLM's vocabulary)
-    /// stores only the parameters that differ from its MiniLM initialization (<see cref="Bert2Bert"/>); with
-    /// <paramref name="halfPrecision"/> they are stored in F16 (for a base that ships in the repository), and the weights
-    /// named in <paramref name="lowRank"/> as their low-rank change to MiniLM's.
+    /// Writes a checkpoint directory. A model on all-MiniLM-L6-v2 (MiniLM's vocabulary and encoder shape,
+    /// <see cref="Bert2Bert.IsOnMiniLm"/>) stores only the parameters that differ from its MiniLM initialization, the
+    /// weights named in <paramref name="lowRank"/> as their low-rank change to MiniLM's; any other model stores every
+    /// parameter. With <paramref name="halfPrecision"/> the weights are stored in F16 (for a base that ships).
     /// </summary>
     public static void Save(string directory, Seq2SeqTransformer model, ISeq2SeqTokenizer tokenizer, Optimizer? optimizer = null, TrainerState? state = null,
         bool halfPrecision = false, IReadOnlyDictionary<string, LowRankDelta>? lowRank = null)
@@ -42,10 +42,9 @@ public static class Checkpoint
         Directory.CreateDirectory(directory);
         var meta = new Dictionary<string, string> { ["config"] = CheckpointConfig.Serialize(model.Config), ["format"] = "nanolora-seq2seq" };
         var weightsPath = Path.Combine(directory, WeightsFile);
-        if (tokenizer is WordPieceSeq2SeqTokenizer wordPiece && Bert2Bert.IsMiniLmVocabulary(wordPiece)) Bert2Bert.SaveOnMiniLm(model, wordPiece, weightsPath, meta, halfPrecision, lowRank);
+        if (tokenizer is WordPieceSeq2SeqTokenizer wordPiece && Bert2Bert.IsOnMiniLm(model.Config, wordPiece)) Bert2Bert.SaveOnMiniLm(model, wordPiece, weightsPath, meta, halfPrecision, lowRank);
         else if (lowRank != null) throw new ArgumentException("Low-rank changes are written only for models on all-MiniLM-L6-v2.");
-        else if (halfPrecision) throw new ArgumentException("F16 checkpoints are written only for models on all-MiniLM-L6-v2 (their shipped bases).");
-        else SaveWeights(model, weightsPath, meta);
+        else SaveWeights(model, weightsPath, meta, halfPrecision);
         CheckpointConfig.Write(directory, model.Config);   // readable without parsing the weights
         tokenizer.Save(Path.Combine(directory, TokenizerFile));
         if (optimizer != null) Safetensors.Write(Path.Combine(directory, OptimizerFile), optimizer.StateDict());

@@ -106,6 +106,30 @@ public static class PretrainedBert
     /// <summary>Loads a Hugging Face BERT folder: config.json, model.safetensors and vocab.txt (tokenizer_config.json for the casing, when present).</summary>
     public static (BertModel Model, BertWordPieceTokenizer Tokenizer) LoadFolder(string directory, Device? device = null)
     {
+        var (config, file, names, tokenizer, weightsPath) = OpenFolder(directory);
+        var weights = names.ToDictionary(n => n.Key, n => (n.Value.Shape, (Func<float[]>)(() => file.ReadFloats(n.Value.Entry))));
+        bool pooler = weights.ContainsKey("pooler.dense.weight");
+        return (LoadInto(new BertModel(config, device, pooler), weights, weightsPath), tokenizer);
+    }
+
+    /// <summary>
+    /// A Hugging Face BERT folder read into memory without building a model: its config, every encoder tensor under
+    /// BertModel's name (task heads dropped, a BertFor* checkpoint's "bert." prefix removed), its tokenizer, and the
+    /// weights file's path (for messages). <see cref="Bert2Bert"/> builds a seq2seq model on it.
+    /// </summary>
+    public static (BertConfig Config, Dictionary<string, (int[] Shape, float[] Data)> Weights, BertWordPieceTokenizer Tokenizer, string Source) ReadFolder(string directory)
+    {
+        var (config, file, names, tokenizer, weightsPath) = OpenFolder(directory);
+        return (config, names.ToDictionary(n => n.Key, n => (n.Value.Shape, file.ReadFloats(n.Value.Entry))), tokenizer, weightsPath);
+    }
+
+    /// <summary>
+    /// Checks that <paramref name="directory"/> is a Hugging Face BERT folder (config.json, model.safetensors, vocab.txt) and
+    /// returns its config, reading no weights: a command refuses a wrong folder before it writes anything.
+    /// </summary>
+    public static BertConfig CheckFolder(string directory)
+    {
+        if (!Directory.Exists(directory)) throw new DirectoryNotFoundException($"{directory}: no such folder; expected a Hugging Face BERT folder (config.json, model.safetensors, vocab.txt).");
         var configPath = Path.Combine(directory, ConfigFile);
         var weightsPath = Path.Combine(directory, WeightsFile);
         var vocabPath = Path.Combine(directory, VocabFile);
@@ -115,21 +139,27 @@ public static class PretrainedBert
                 ? $"{directory}: only pytorch_model.bin (a Python pickle, which is never loaded: it can run code). Convert it with transformers' save_pretrained(safe_serialization=True)."
                 : $"{directory}: no {WeightsFile}.", weightsPath);
         if (!File.Exists(vocabPath)) throw new FileNotFoundException($"{directory}: no {VocabFile} (the WordPiece vocabulary).", vocabPath);
+        return ReadConfig(configPath);
+    }
 
-        var config = ReadConfig(configPath);
+    static (BertConfig Config, SafetensorsFile File, Dictionary<string, (string Entry, int[] Shape)> Names, BertWordPieceTokenizer Tokenizer, string WeightsPath)
+        OpenFolder(string directory)
+    {
+        var config = CheckFolder(directory);
+        var weightsPath = Path.Combine(directory, WeightsFile);
+        var vocabPath = Path.Combine(directory, VocabFile);
         var file = Safetensors.Read(weightsPath);
         // BertFor* checkpoints prefix the encoder with "bert." and add task heads ("cls.", "classifier."): the encoder is taken, heads are skipped.
-        var weights = new Dictionary<string, (int[] Shape, Func<float[]> Read)>();
+        var names = new Dictionary<string, (string Entry, int[] Shape)>();
         foreach (var e in file.Entries)
         {
             var name = e.Name.StartsWith("bert.") ? e.Name[5..] : e.Name;
             if (name == "embeddings.position_ids" || name.StartsWith("cls.") || name.StartsWith("classifier.")) continue;
-            weights[name] = (e.Shape, () => file.ReadFloats(e.Name));
+            names[name] = (e.Name, e.Shape);
         }
-        bool pooler = weights.ContainsKey("pooler.dense.weight");
         // sentence-transformers' 256-piece cut, or less when the model has fewer positions.
         var tokenizer = new BertWordPieceTokenizer(File.ReadAllText(vocabPath), ReadLowerCase(directory), Math.Min(256, config.MaxPositions), vocabPath);
-        return (LoadInto(new BertModel(config, device, pooler), weights, weightsPath), tokenizer);
+        return (config, file, names, tokenizer, weightsPath);
     }
 
     /// <summary>Reads a Hugging Face config.json as a <see cref="BertConfig"/>.</summary>
