@@ -140,6 +140,7 @@ public static class Bert2BertPretraining
             {
                 Steps = o.Steps, LearningRate = o.LearningRate, WarmupSteps = Math.Min(200, o.Steps / 10),
                 CheckpointDirectory = runDirectory, CheckpointEvery = o.CheckpointEvery, Resume = o.Resume, ForceResume = o.ForceResume,
+                StartsFrom = onMiniLm ? Bert2Bert.MiniLmInit : Path.GetFullPath(o.Init),
                 StopAfterStep = o.StopAfterStep, ValidateEvery = o.CheckpointEvery, ValidationBatches = 4,
             };
             string what = o.EncoderRank > 0 ? $"decoder and encoder (LoRA r={o.EncoderRank})" : o.EncoderFull ? "decoder and encoder (in full)" : "decoder";

@@ -18,12 +18,12 @@ public sealed class BertFolderBaseTests
     /// A small random BERT with MiniLM's vocabulary (as bert-base-uncased has) but another shape, written as a Hugging Face
     /// folder: the case where the vocabulary alone would wrongly say "on MiniLM".
     /// </summary>
-    static string SmallBertFolder(string root)
+    static string SmallBertFolder(string root, ulong seed = 5)
     {
-        var config = new BertConfig { HiddenSize = 32, Heads = 2, Layers = 3, IntermediateSize = 48, MaxPositions = 96, Seed = 5 };
+        var config = new BertConfig { HiddenSize = 32, Heads = 2, Layers = 3, IntermediateSize = 48, MaxPositions = 96, Seed = seed };
         var (_, tokenizer) = PretrainedBert.LoadMiniLm(Cpu);
         using var bert = new BertModel(config, Cpu);
-        var dir = Path.Combine(root, "small-bert");
+        var dir = Path.Combine(root, $"small-bert-{seed}");
         PretrainedBert.SaveFolder(bert, tokenizer, dir);
         return dir;
     }
@@ -112,6 +112,17 @@ public sealed class BertFolderBaseTests
             Assert.Equal(1, code);
             Assert.Contains("--decoder-layers is 4; the BERT in", err);
             Assert.False(Directory.Exists(refusedOut));
+            // So is a folder whose weights lack a tensor the model starts from (found by building it, before --out is made).
+            var broken = Path.Combine(root, "broken-bert");
+            Directory.CreateDirectory(broken);
+            foreach (var f in new[] { "config.json", "vocab.txt" }) File.Copy(Path.Combine(folder, f), Path.Combine(broken, f));
+            var whole16 = Safetensors.Read(Path.Combine(folder, "model.safetensors"));
+            Safetensors.Write(Path.Combine(broken, "model.safetensors"), whole16.Entries.Where(e => e.Name != "encoder.layer.1.attention.self.key.weight")
+                .Select(e => (e.Name, e.Shape, whole16.ReadFloats(e.Name))));
+            (code, _, err) = CliTests.Run("pretrain", "--init", broken, "--out", refusedOut, "--device", "cpu");
+            Assert.Equal(1, code);
+            Assert.Contains("encoder.layer.1.attention.self.key.weight", err);
+            Assert.False(Directory.Exists(refusedOut));
 
             // Pretrained with the encoder through adapters, stopped after step 1 and resumed: the same run to the bit.
             string straight = Path.Combine(root, "straight"), chunked = Path.Combine(root, "chunked"), ship = Path.Combine(root, "ship");
@@ -119,6 +130,10 @@ public sealed class BertFolderBaseTests
             var reference = Logits(whole.Model, whole.Tokenizer);
             whole.Model.Dispose();
             Bert2BertPretraining.Run(Options(folder, stopAfter: 1), Cpu, chunked).Model.Dispose();
+            // A resume on another BERT of the same shape is refused by name, not continued on the wrong weights.
+            var other = SmallBertFolder(root, seed: 6);
+            var elsewhere = Assert.Throws<InvalidOperationException>(() => Bert2BertPretraining.Run(Options(other, resume: true), Cpu, chunked));
+            Assert.Contains("starts from", elsewhere.Message);
             var resumed = Bert2BertPretraining.Run(Options(folder, resume: true), Cpu, chunked);
             Assert.Equal(whole.Result.Losses, resumed.Result.Losses);
             Assert.Equal(reference, Logits(resumed.Model, resumed.Tokenizer));

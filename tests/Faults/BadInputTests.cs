@@ -134,6 +134,7 @@ public class BadInputTests
         { ["pretrain", "--gap-examples", "100", "--out", Out], "--gap-examples applies only to --init minilm or a BERT folder" },
         { ["pretrain", "--init", "no-such-bert-folder", "--out", Out], "--init: 'no-such-bert-folder' is neither none, minilm nor a folder" },
         { ["pretrain", "--init", Path.GetTempPath(), "--out", Out], "no config.json" },
+        { ["pretrain", "--init", "minilm", "--decoder-layers", "7", "--out", Out], "--decoder-layers is 7; all-MiniLM-L6-v2 has 6 layers" },
         { ["eval", "--beam", "0"], "--beam is 0" },
         { ["eval", "--beam", "-2"], "--beam is -2" },
         { ["eval", "--beam", "10000"], "--beam is 10000" },

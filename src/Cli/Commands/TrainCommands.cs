@@ -57,13 +57,13 @@ public static class TrainCommands
                 if (r.GetValue(encoderRank) == 0 && !r.GetValue(encoderFull) && r.GetResult(encoderLrScale) is { Implicit: false })
                     throw new ArgumentException("--encoder-lr-scale applies only with --encoder-rank R > 0 or --encoder-full (the encoder is frozen otherwise).");
                 var outDir = r.GetValue(output)!;
+                // Refused before the run folder is made: a BERT too shallow for --decoder-layers, or a folder that does not build.
+                string bertName = r.GetValue(init) == Bert2Bert.MiniLmInit ? "all-MiniLM-L6-v2" : $"the BERT in {r.GetValue(init)}";
+                int depth = r.GetValue(init) == Bert2Bert.MiniLmInit ? Bert2Bert.MiniLmLayers : PretrainedBert.CheckFolder(r.GetValue(init)!).Layers;
+                if (r.GetValue(decoderLayers) > depth)
+                    throw new ArgumentException($"--decoder-layers is {r.GetValue(decoderLayers)}; {bertName} has {depth} layers to start them from, so at most {depth}.");
                 if (r.GetValue(init) != Bert2Bert.MiniLmInit)
-                {
-                    // Refused before the run folder is made.
-                    var bert = PretrainedBert.CheckFolder(r.GetValue(init)!);
-                    if (r.GetValue(decoderLayers) > bert.Layers)
-                        throw new ArgumentException($"--decoder-layers is {r.GetValue(decoderLayers)}; the BERT in {r.GetValue(init)} has {bert.Layers} layers to start them from, so at most {bert.Layers}.");
-                }
+                    Bert2Bert.FromBertFolder(r.GetValue(init)!, r.GetValue(decoderLayers), r.GetValue(seed), Nanolora.Tensors.Device.Cpu).Model.Dispose();
                 if (!r.GetValue(resume)) RunFolders.RequireFresh(outDir, r.GetValue(overwrite), "pretrain");
                 var bo = new Bert2BertPretrainOptions
                 {

@@ -168,6 +168,9 @@ public static class Bert2Bert
         Safetensors.Write(path, changed, meta, half);
     }
 
+    /// <summary>all-MiniLM-L6-v2's depth (read from the package): the most decoder layers a base on it can have.</summary>
+    public static int MiniLmLayers => Package().Bert.Layers;
+
     /// <summary>Whether the tokenizer's vocabulary is all-MiniLM-L6-v2's (so its models can be stored as changes to it).</summary>
     public static bool IsMiniLmVocabulary(WordPieceSeq2SeqTokenizer tokenizer)
     {

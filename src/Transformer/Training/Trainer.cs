@@ -33,6 +33,8 @@ public sealed record TrainOptions
     public bool Resume { get; init; }
     /// <summary>Resume even when the checkpoint's run options (<see cref="RunOptions"/>) differ from these.</summary>
     public bool ForceResume { get; init; }
+    /// <summary>What the model was built from (say, the BERT a BERT2BERT base starts on), so that a resume from another is refused; null: not recorded.</summary>
+    public string? StartsFrom { get; init; }
     /// <summary>End this process's run after this step (checkpointing it) while the schedule still spans <see cref="Steps"/>.</summary>
     public int? StopAfterStep { get; init; }
     /// <summary>

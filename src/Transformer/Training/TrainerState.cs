@@ -43,15 +43,17 @@ public sealed record ValidationPoint(int Step, float Loss);
 /// The options that decide a run's trajectory. A resume with different ones would not continue the same run, so it is
 /// refused unless forced. (How often it validates or checkpoints does not change the trajectory and is not here.)
 /// <c>ParameterGroups</c> is what trains, per optimizer group ("name: N values at X×" joined by "; "); checkpoints
-/// written before it was recorded have none, and then it is not compared.
+/// written before it was recorded have none, and then it is not compared. <c>StartsFrom</c> (<see cref="TrainOptions.StartsFrom"/>)
+/// likewise.
 /// </summary>
 public sealed record RunOptions(int Steps, float LearningRate, int WarmupSteps, bool CosineDecay, float WeightDecay, float ClipNorm,
-    float LabelSmoothing, int BatchSize, ulong DataSeed, int Examples, string? ParameterGroups = null)
+    float LabelSmoothing, int BatchSize, ulong DataSeed, int Examples, string? ParameterGroups = null, string? StartsFrom = null)
 {
     /// <summary>The trajectory-deciding options of a run with these settings on these batches, training these groups.</summary>
     public static RunOptions Of(TrainOptions o, BatchLoader train, IReadOnlyList<Nanolora.Autograd.ParameterGroup>? groups = null) =>
         new(o.Steps, o.LearningRate, o.WarmupSteps, o.CosineDecay, o.WeightDecay, o.ClipNorm, o.LabelSmoothing, train.BatchSize, train.Seed, train.Count,
-            groups == null ? null : string.Join("; ", groups.Select(g => $"{g.Name}: {g.Parameters.Sum(p => (long)p.Data.Length):N0} values at {g.LearningRateScale:G}×")));
+            groups == null ? null : string.Join("; ", groups.Select(g => $"{g.Name}: {g.Parameters.Sum(p => (long)p.Data.Length):N0} values at {g.LearningRateScale:G}×")),
+            o.StartsFrom);
 
     /// <summary>"name: checkpoint A, now B" for each option that differs.</summary>
     public IReadOnlyList<string> Differences(RunOptions now)
@@ -72,6 +74,7 @@ public sealed record RunOptions(int Steps, float LearningRate, int WarmupSteps, 
         Compare("data seed", DataSeed, now.DataSeed);
         Compare("training examples", Examples, now.Examples);
         if (ParameterGroups != null && now.ParameterGroups != null) Compare("trained parameters", ParameterGroups, now.ParameterGroups);
+        if (StartsFrom != null && now.StartsFrom != null) Compare("starts from", StartsFrom, now.StartsFrom);
         return list;
     }
 }
