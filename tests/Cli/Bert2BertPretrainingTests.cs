@@ -17,7 +17,7 @@ public sealed class Bert2BertPretrainingTests
         StopAfterStep = stopAfter, Resume = resume,
     };
 
-    static float[] Logits(Seq2SeqTransformer model, ISeq2SeqTokenizer tokenizer)
+    internal static float[] Logits(Seq2SeqTransformer model, ISeq2SeqTokenizer tokenizer)
     {
         model.Eval();
         using var noGrad = Graph.NoGrad();
@@ -36,7 +36,7 @@ public sealed class Bert2BertPretrainingTests
         using (mask) return memory.Data.ToArray();
     }
 
-    static double WorstDifference(float[] a, float[] b)
+    internal static double WorstDifference(float[] a, float[] b)
     {
         Assert.Equal(a.Length, b.Length);
         return a.Zip(b, (x, y) => Math.Abs((double)x - y)).Max();

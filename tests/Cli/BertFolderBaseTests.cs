@@ -34,22 +34,6 @@ public sealed class BertFolderBaseTests
         LearningRate = 1e-2f, StopAfterStep = stopAfter, Resume = resume,
     };
 
-    static float[] Logits(Seq2SeqTransformer model, ISeq2SeqTokenizer tokenizer)
-    {
-        model.Eval();
-        using var noGrad = Graph.NoGrad();
-        var source = tokenizer.EncodeSource(Text, 32);
-        int[] target = [SubwordTokenizer.Bos, .. tokenizer.EncodeTarget("tool to convert images", 16)];
-        var (memory, mask) = model.Encode(source, 1, source.Length);
-        using (mask) return model.Logits(model.Decode(target, 1, target.Length, memory, mask)).Data.ToArray();
-    }
-
-    static double WorstDifference(float[] a, float[] b)
-    {
-        Assert.Equal(a.Length, b.Length);
-        return a.Zip(b, (x, y) => Math.Abs((double)x - y)).Max();
-    }
-
     [Fact]
     public void MiniLmWrittenAsAFolderBuildsTheModelThePackageBuildsAndIsStoredAsChangesToIt()
     {
@@ -100,7 +84,7 @@ public sealed class BertFolderBaseTests
                 var (memory, mask) = fresh.Encode(compact, 1, compact.Length);
                 using (mask)
                 {
-                    double worst = WorstDifference(bert.Forward(EncoderBatch.Pad([bertIds], multiple: 1)).Data.ToArray(), memory.Data.ToArray());
+                    double worst = Bert2BertPretrainingTests.WorstDifference(bert.Forward(EncoderBatch.Pad([bertIds], multiple: 1)).Data.ToArray(), memory.Data.ToArray());
                     Assert.True(worst < 1e-4, $"max |Δ encoder output| {worst}");
                 }
             }
@@ -127,7 +111,7 @@ public sealed class BertFolderBaseTests
             // Pretrained with the encoder through adapters, stopped after step 1 and resumed: the same run to the bit.
             string straight = Path.Combine(root, "straight"), chunked = Path.Combine(root, "chunked"), ship = Path.Combine(root, "ship");
             var whole = Bert2BertPretraining.Run(Options(folder), Cpu, straight);
-            var reference = Logits(whole.Model, whole.Tokenizer);
+            var reference = Bert2BertPretrainingTests.Logits(whole.Model, whole.Tokenizer);
             whole.Model.Dispose();
             Bert2BertPretraining.Run(Options(folder, stopAfter: 1), Cpu, chunked).Model.Dispose();
             // A resume on another BERT of the same shape is refused by name, not continued on the wrong weights.
@@ -136,7 +120,7 @@ public sealed class BertFolderBaseTests
             Assert.Contains("starts from", elsewhere.Message);
             var resumed = Bert2BertPretraining.Run(Options(folder, resume: true), Cpu, chunked);
             Assert.Equal(whole.Result.Losses, resumed.Result.Losses);
-            Assert.Equal(reference, Logits(resumed.Model, resumed.Tokenizer));
+            Assert.Equal(reference, Bert2BertPretrainingTests.Logits(resumed.Model, resumed.Tokenizer));
 
             // Finished: the adapters are merged and every weight is stored (the folder is not part of the checkpoint), in F16 when shipped.
             Bert2BertPretraining.Finish(resumed, chunked, ship);
@@ -152,7 +136,7 @@ public sealed class BertFolderBaseTests
                 var (model, tokenizer) = Checkpoint.Load(dir, Cpu);
                 using (model)
                 {
-                    double worst = WorstDifference(reference, Logits(model, tokenizer));
+                    double worst = Bert2BertPretrainingTests.WorstDifference(reference, Bert2BertPretrainingTests.Logits(model, tokenizer));
                     Assert.True(worst < tolerance, $"{dir}: max |Δ logit| {worst}");
                 }
             }
