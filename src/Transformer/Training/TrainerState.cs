@@ -47,7 +47,8 @@ public sealed record ValidationPoint(int Step, float Loss);
 /// likewise.
 /// </summary>
 public sealed record RunOptions(int Steps, float LearningRate, int WarmupSteps, bool CosineDecay, float WeightDecay, float ClipNorm,
-    float LabelSmoothing, int BatchSize, ulong DataSeed, int Examples, string? ParameterGroups = null, string? StartsFrom = null)
+    float LabelSmoothing, int BatchSize, ulong DataSeed, int Examples, string? ParameterGroups = null,
+    [property: System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull)] string? StartsFrom = null)
 {
     /// <summary>The trajectory-deciding options of a run with these settings on these batches, training these groups.</summary>
     public static RunOptions Of(TrainOptions o, BatchLoader train, IReadOnlyList<Nanolora.Autograd.ParameterGroup>? groups = null) =>
