@@ -103,7 +103,12 @@ public static class Bert2BertPretraining
     /// <see cref="Bert2BertPretrainOptions.EncoderRank"/> the encoder through adapters — on the <see cref="Mixture"/>,
     /// checkpointing into <paramref name="runDirectory"/>.
     /// </summary>
-    public static Bert2BertRun Run(Bert2BertPretrainOptions o, Device device, string runDirectory)
+    /// <param name="o">What to build and how to train it.</param>
+    /// <param name="device">Where the model lives.</param>
+    /// <param name="runDirectory">The run folder that receives the checkpoints.</param>
+    /// <param name="whenBuilt">Called once the model is built and before anything is trained or written: the command makes
+    /// its folders there, so a BERT folder that does not build is refused with nothing written and read only once.</param>
+    public static Bert2BertRun Run(Bert2BertPretrainOptions o, Device device, string runDirectory, Action? whenBuilt = null)
     {
         if (o.EncoderRank > 0 && o.EncoderFull)
             throw new ArgumentException($"EncoderRank (--encoder-rank {o.EncoderRank}) and EncoderFull (--encoder-full): the encoder trains through adapters or in full, not both.");
@@ -111,6 +116,7 @@ public static class Bert2BertPretraining
         var (model, tokenizer) = onMiniLm ? Bert2Bert.FromMiniLm(o.DecoderLayers, o.Seed, device) : Bert2Bert.FromBertFolder(o.Init, o.DecoderLayers, o.Seed, device);
         try
         {
+            whenBuilt?.Invoke();
             model.SetTrainable(false);
             LoraModel? encoderDelta = null;
             var encoder = new List<Parameter>();

@@ -57,14 +57,12 @@ public static class TrainCommands
                 if (r.GetValue(encoderRank) == 0 && !r.GetValue(encoderFull) && r.GetResult(encoderLrScale) is { Implicit: false })
                     throw new ArgumentException("--encoder-lr-scale applies only with --encoder-rank R > 0 or --encoder-full (the encoder is frozen otherwise).");
                 var outDir = r.GetValue(output)!;
-                // Refused before the run folder is made: a BERT too shallow for --decoder-layers, or a folder that does not build.
+                // Refused before the run folder is made: a BERT too shallow for --decoder-layers (here, naming the option), or a
+                // folder that does not build (Run builds the model before it calls back to make the folders).
                 string bertName = r.GetValue(init) == Bert2Bert.MiniLmInit ? "all-MiniLM-L6-v2" : $"the BERT in {r.GetValue(init)}";
                 int depth = r.GetValue(init) == Bert2Bert.MiniLmInit ? Bert2Bert.MiniLmLayers : PretrainedBert.CheckFolder(r.GetValue(init)!).Layers;
                 if (r.GetValue(decoderLayers) > depth)
                     throw new ArgumentException($"--decoder-layers is {r.GetValue(decoderLayers)}; {bertName} has {depth} layers to start them from, so at most {depth}.");
-                if (r.GetValue(init) != Bert2Bert.MiniLmInit)
-                    Bert2Bert.FromBertFolder(r.GetValue(init)!, r.GetValue(decoderLayers), r.GetValue(seed), Nanolora.Tensors.Device.Cpu).Model.Dispose();
-                if (!r.GetValue(resume)) RunFolders.RequireFresh(outDir, r.GetValue(overwrite), "pretrain");
                 var bo = new Bert2BertPretrainOptions
                 {
                     DecoderLayers = r.GetValue(decoderLayers), Steps = r.GetValue(steps), LearningRate = r.GetResult(lr) is { Implicit: false } ? r.GetValue(lr) : 3e-4f,
@@ -73,9 +71,12 @@ public static class TrainCommands
                     Init = r.GetValue(init)!,
                 };
                 var shipDir = r.GetValue(ship);
-                // Refused before hours of training, not after them.
-                if (shipDir != null) RunFolders.RequireFresh(shipDir, r.GetValue(overwrite), "pretrain", "--ship");
-                var run = Bert2BertPretraining.Run(bo, dev, outDir);
+                var run = Bert2BertPretraining.Run(bo, dev, outDir, () =>
+                {
+                    if (!r.GetValue(resume)) RunFolders.RequireFresh(outDir, r.GetValue(overwrite), "pretrain");
+                    // Refused before hours of training, not after them.
+                    if (shipDir != null) RunFolders.RequireFresh(shipDir, r.GetValue(overwrite), "pretrain", "--ship");
+                });
                 using (run.Model)
                 {
                     var res = run.Result;

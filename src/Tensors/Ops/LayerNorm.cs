@@ -219,9 +219,8 @@ public static partial class Ops
         // Per block of rows: partial dγ at [2·block], partial dβ at [2·block + 1]; summed in block order below.
         // Pooled, not a fresh array: 2·blocks·c floats pass the large-object threshold at training sizes, and a new one in
         // every layer's backward made the GC's gen-2 collections part of full fine-tuning's step.
-        using var partialTensor = computeParamGrads ? Tensor.Empty([2 * blocks * c], device) : null;
+        using var partialTensor = computeParamGrads ? Tensor.Zeros([2 * blocks * c], device) : null;
         float[]? partials = partialTensor?.HostArray;
-        if (partials != null) Array.Clear(partials, 0, 2 * blocks * c);
         CpuParallel.For(blocks, Math.Max(1, RowGrain(c) / NormRowsPerBlock), (b0, b1) =>
         {
             var xh = new float[c]; var gd = new float[c];
