@@ -18,7 +18,7 @@ public sealed class OpCase : IDisposable
     public const int SoftmaxRows = 32 * 4 * 96;
 
     public static readonly string[] Names =
-        ["softmax-12288x97", "softmax-12288x1024", "layernorm-4096x512", "adamw-1M", "adamw-16M", "add-16M", "heads-32x96x4x64"];
+        ["softmax-12288x97", "softmax-12288x1024", "layernorm-4096x512", "adamw-1M", "adamw-16M", "add-16M", "heads-32x96x4x64", "attention-32x96x4x64", "attention_chain-32x96x4x64", "attention_backward-32x96x4x64"];
 
     public string Name { get; }
     public double Bytes { get; }
@@ -130,6 +130,39 @@ public sealed class OpCase : IDisposable
                 Bytes = 2.0 * x.Length * sizeof(float);
                 break;
             }
+            case "attention":
+            case "attention_chain":
+            case "attention_backward":
+            {
+                // The small preset's encoder self-attention at batch 32: q, k, v [B, T, H·D], heads merged in the output.
+                // Bytes: q, k, v read and the output written (forward); dOut, q, k, v and the probabilities read, three
+                // gradients written (backward).
+                var d = parts[1].Split('x').Select(int.Parse).ToArray();
+                int b = d[0], t = d[1], h = d[2], w = d[2] * d[3];
+                var (q, k, v) = (Input([b, t, w], -1f, 1f, 31), Input([b, t, w], -1f, 1f, 32), Input([b, t, w], -1f, 1f, 33));
+                var probs = Tensor.Empty([b * h, t, t], _device);
+                _inputs.Add(probs);
+                using (var o = Ops.ScaledDotProductAttention(q, k, v, h, false, null, 0f, 0, probs)) CheckAttention(q, k, v, o, h);
+                if (parts[0] == "attention_chain")
+                {
+                    // What the model ran before the fused op (and runs on ILGPU backends): split, q·kᵀ/√D, softmax, ·v, merge.
+                    using (var o = AttentionChain(q, k, v, h)) CheckAttention(q, k, v, o, h);
+                    _op = () => AttentionChain(q, k, v, h).Dispose();
+                    Bytes = 4.0 * q.Length * sizeof(float);
+                }
+                else if (parts[0] == "attention")
+                {
+                    _op = () => Ops.ScaledDotProductAttention(q, k, v, h, false, null, 0f, 0, probs).Dispose();
+                    Bytes = 4.0 * q.Length * sizeof(float);
+                }
+                else
+                {
+                    var dOut = Input([b, t, w], -1f, 1f, 34);
+                    _op = () => { var (dq, dk, dv) = Ops.ScaledDotProductAttentionBackward(dOut, q, k, v, probs, h, 0f, 0); dq.Dispose(); dk.Dispose(); dv.Dispose(); };
+                    Bytes = (7.0 * q.Length + probs.Length) * sizeof(float);
+                }
+                break;
+            }
             default: throw new ArgumentException($"Unknown op case '{name}'; expected one of {string.Join(", ", Names)}.");
         }
     }
@@ -161,6 +194,45 @@ public sealed class OpCase : IDisposable
             var xs = x.ToArray(); var ys = y.ToArray();
             int w = x.Dim(-1), rows = (int)(x.Length / w);
             for (int k = 0; k < Math.Min(rows, 64); k++) checkRow(xs, (int)((long)k * rows / Math.Min(rows, 64)), w, ys);
+        }
+    }
+
+    static Tensor AttentionChain(Tensor q, Tensor k, Tensor v, int heads)
+    {
+        int b = q.Dim(0), t = q.Dim(1), w = q.Dim(2), d = w / heads;
+        Tensor Split(Tensor x) { using var view = x.Reshape(b, t, heads, d); using var p = Ops.Permute(view, 0, 2, 1, 3); return p.Reshape(b * heads, t, d); }
+        using var qh = Split(q);
+        using var kh = Split(k);
+        using var vh = Split(v);
+        using var scores = Ops.Matmul(qh, kh, false, true, 1f / MathF.Sqrt(d));
+        using var probs = Ops.Softmax(scores, output: scores);
+        using var context = Ops.Matmul(probs, vh);
+        using var heads4 = context.Reshape(b, heads, t, d);
+        using var merged = Ops.Permute(heads4, 0, 2, 1, 3);
+        return merged.Reshape(b, t, w);
+    }
+
+    /// <summary>Attention's output against double precision at 64 spread-out (batch, head, query) rows.</summary>
+    void CheckAttention(Tensor q, Tensor k, Tensor v, Tensor o, int heads)
+    {
+        var (qs, ks, vs, os) = (q.ToArray(), k.ToArray(), v.ToArray(), o.ToArray());
+        int b = q.Dim(0), t = q.Dim(1), w = q.Dim(2), hd = w / heads;
+        for (int n = 0; n < 64; n++)
+        {
+            int bi = n * 7 % b, h = n % heads, i = n * 13 % t;
+            var logit = new double[t];
+            for (int j = 0; j < t; j++)
+            {
+                for (int e = 0; e < hd; e++) logit[j] += (double)qs[(bi * t + i) * w + h * hd + e] * ks[(bi * t + j) * w + h * hd + e];
+                logit[j] /= Math.Sqrt(hd);
+            }
+            double max = logit.Max(), sum = logit.Sum(x => Math.Exp(x - max));
+            for (int e = 0; e < hd; e++)
+            {
+                double acc = 0;
+                for (int j = 0; j < t; j++) acc += Math.Exp(logit[j] - max) / sum * vs[(bi * t + j) * w + h * hd + e];
+                Check(acc, os[(bi * t + i) * w + h * hd + e], (bi * t + i) * w + h * hd + e);
+            }
         }
     }
 
@@ -225,15 +297,17 @@ public class OpsBench
 /// <summary>
 /// Stopwatch harness for <see cref="OpCase"/>s: validate, 3 warm-ups, 7 samples of ≥ 0.2 s, median and best
 /// GB/s, plus milliseconds per call. Same timing as bench/peers/torch_ops.py.
-/// Run: dotnet bench/bin/Release/net10.0/Nanolora.Bench.dll ops-quick [device]
+/// Run: dotnet bench/bin/Release/net10.0/Nanolora.Bench.dll ops-quick [device] [name prefixes]
 /// </summary>
 public static class OpsQuick
 {
-    public static void Run(string deviceId)
+    /// <param name="deviceId">The device.</param>
+    /// <param name="only">Op cases whose names start with one of these (all when empty): `ops-quick cpu attention`.</param>
+    public static void Run(string deviceId, string[] only)
     {
         var device = Device.Get(deviceId);
         Console.WriteLine($"== Nanolora ops on {device}");
-        foreach (var name in OpCase.Names)
+        foreach (var name in OpCase.Names.Where(n => only.Length == 0 || only.Any(n.StartsWith)))
         {
             using var c = new OpCase(name, device);
             var (median, best) = Timing.MedianBest(c.Run, 0.2);

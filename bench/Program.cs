@@ -2,7 +2,7 @@
 var harness = new Dictionary<string, Action<string>>
 {
     ["matmul-quick"] = device => Nanolora.Bench.MatmulQuick.Run(device, args.Skip(2).ToArray()),
-    ["ops-quick"] = Nanolora.Bench.OpsQuick.Run,
+    ["ops-quick"] = device => Nanolora.Bench.OpsQuick.Run(device, args.Skip(2).ToArray()),
     ["lora-quick"] = Nanolora.Bench.LoraQuick.Run,
     ["train-step"] = Nanolora.Bench.TrainStepQuick.Run,
     ["ptx-levels"] = Nanolora.Bench.PtxLevels.Run,

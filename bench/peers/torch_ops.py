@@ -1,5 +1,5 @@
 """PyTorch CPU peers of bench/OpsBench.cs at the same shapes and units: softmax [12288 x 97 | 1024],
-layer_norm [4096 x 512], elementwise add 16M, attention's head split [32, 96, 4, 64] -> [32, 4, 96, 64] (and a single-tensor AdamW step, 1M and 16M, foreach=False).
+layer_norm [4096 x 512], elementwise add 16M, attention's head split [32, 96, 4, 64] -> [32, 4, 96, 64], attention itself over those heads (forward; backward) (and a single-tensor AdamW step, 1M and 16M, foreach=False).
 GB/s = minimum bytes read + written / time; 3 warm-ups, 7 samples of >= 0.2 s; median and best.
 Allocating calls return a fresh tensor (as Nanolora's ops do, from its pool); "(out=)" rows write into a
 preallocated output, which isolates the kernel from the allocator (glibc hands buffers over 32 MiB to mmap,
@@ -45,6 +45,20 @@ for n in (1, 16):
     bench(f"adamw-{n}M", opt.step, 7.0 * n * M * 4)
 x = torch.rand(32, 96, 4, 64) * 2 - 1
 bench("heads-32x96x4x64", lambda: x.permute(0, 2, 1, 3).contiguous(), 2.0 * x.numel() * 4)
+# Attention over heads as torch 1.13 composes it (no scaled_dot_product_attention before 2.0): split, q·kᵀ/√D,
+# softmax, ·v, merge; backward through the same graph with a fixed output gradient.
+q, k, v = (torch.rand(32, 96, 256) * 2 - 1 for _ in range(3))
+def attention(q, k, v):
+    split = lambda x: x.view(32, 96, 4, 64).permute(0, 2, 1, 3)
+    p = torch.softmax(torch.matmul(split(q), split(k).transpose(-1, -2)) / 8.0, dim=-1)
+    return torch.matmul(p, split(v)).permute(0, 2, 1, 3).reshape(32, 96, 256)
+with torch.no_grad():
+    bench("attention-32x96x4x64", lambda: attention(q, k, v), 4.0 * q.numel() * 4)
+qg, kg, vg = (x.clone().requires_grad_() for x in (q, k, v))
+dout = torch.rand(32, 96, 256) * 2 - 1
+out = attention(qg, kg, vg)
+bench("attention_backward-32x96x4x64", lambda: torch.autograd.grad(out, (qg, kg, vg), dout, retain_graph=True),
+      (7.0 * q.numel() + 32 * 4 * 96 * 96) * 4)
 a, b = torch.rand(16 * M) * 2 - 1, torch.rand(16 * M) * 2 - 1
 c = torch.empty_like(a)
 bench("add-16M", lambda: torch.add(a, b), 3.0 * 16 * M * 4)

@@ -171,6 +171,9 @@ public static partial class Ops
         return y;
     }
 
+    /// <summary>Softmax of one row into <paramref name="y"/> (attention's fused heads; may be <paramref name="x"/>); all −∞ gives zeros.</summary>
+    internal static void SoftmaxRowInto(ReadOnlySpan<float> x, Span<float> y) => SoftmaxRow(x, y);
+
     /// <summary>Softmax of one row into <paramref name="y"/> (which may be <paramref name="x"/>); all −∞ gives zeros.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void SoftmaxRow(ReadOnlySpan<float> x, Span<float> y)

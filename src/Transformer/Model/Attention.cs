@@ -100,6 +100,17 @@ public sealed class MultiHeadAttention : Module
     public Variable Forward(Variable query, Variable keyValueSource, bool causal, Tensor? keyMask, AttentionCache? cache = null, bool isCross = false)
     {
         int b = query.Dim(0), t = query.Dim(1);
+        // The CPU backend runs every head in one op on the projections as they are (no split or merged copies); with a
+        // cache or prefix keys, and on the ILGPU backends, the chain below.
+        if (cache == null && ExtraKeyValues == null && query.Device.IsCpu)
+        {
+            var (qp, kp, vp) = (Layer(_names.Query).Forward(query), Layer(_names.Key).Forward(keyValueSource), Layer(_names.Value).Forward(keyValueSource));
+            var dropping = Training && _probsDropout > 0;
+            var attended = F.ScaledDotProductAttention(qp, kp, vp, Heads, causal, keyMask, dropping ? _probsDropout : 0f, dropping ? _seeds.Next() : 0);
+            // Without gradients (a checkpoint's forward, inference) nothing reads the projections again.
+            Variable.ReleaseAllIfUnread(qp, kp, vp);
+            return Layer(_names.Output).Forward(attended);
+        }
         var q = SplitHeads(Layer(_names.Query).Forward(query));                                        // [B,H,T,D]
         Variable k, v;
         if (cache != null && isCross && cache.Keys != null)

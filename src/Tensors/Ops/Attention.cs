@@ -1,0 +1,119 @@
+using System.Runtime.Intrinsics;
+
+namespace Nanolora.Tensors;
+
+public static partial class Ops
+{
+    /// <summary>
+    /// Scaled dot-product attention over heads in one pass on the CPU backend: for each batch row b and head h (columns
+    /// h·D … h·D+D−1 of the projections), o = dropout(softmax(q·kᵀ/√D + masks))·v. q [B, T, C], k and v [B, S, C], C = H·D;
+    /// returns o [B, T, C] with the heads merged, as the split / matmul / softmax / matmul / merge chain computes it (to
+    /// fp32 rounding: the products sum in another order), without the [B, H, L, D] copies that chain makes. The ILGPU
+    /// backends keep that chain (its kernels are tuned there); this op is the CPU's.
+    /// </summary>
+    /// <param name="q">Queries [B, T, C].</param>
+    /// <param name="k">Keys [B, S, C].</param>
+    /// <param name="v">Values [B, S, C].</param>
+    /// <param name="heads">H; C must be a multiple of it.</param>
+    /// <param name="causal">Query i keeps the keys up to i + S − T (aligned to the end of the keys), as <see cref="Softmax"/> does.</param>
+    /// <param name="keyMask">[B, S], added to batch b's scores; values ≤ <see cref="KeyMaskDropThreshold"/> drop the key.</param>
+    /// <param name="dropout">Dropout rate on the probabilities (0: none); the mask is <see cref="Dropout(Tensor, float, ulong)"/>'s
+    /// over a [B·H, T, S] tensor with this seed, so the values equal those of the chain with dropout on its probabilities.</param>
+    /// <param name="seed">The dropout seed.</param>
+    /// <param name="probs">When not null (training): receives the probabilities before dropout [B·H, T, S], which
+    /// <see cref="ScaledDotProductAttentionBackward"/> reads; null computes none beyond each head's own rows.</param>
+    public static Tensor ScaledDotProductAttention(Tensor q, Tensor k, Tensor v, int heads, bool causal, Tensor? keyMask, float dropout, ulong seed, Tensor? probs = null) =>
+        Vector512.IsHardwareAccelerated
+            ? ScaledDotProductAttention<Avx512Tile>(q, k, v, heads, causal, keyMask, dropout, seed, probs)
+            : ScaledDotProductAttention<Avx2Tile>(q, k, v, heads, causal, keyMask, dropout, seed, probs);
+
+    /// <summary><see cref="ScaledDotProductAttention"/> with a chosen tile (tests run both on AVX-512 machines).</summary>
+    internal static Tensor ScaledDotProductAttention<TK>(Tensor q, Tensor k, Tensor v, int heads, bool causal, Tensor? keyMask, float dropout, ulong seed, Tensor? probs)
+        where TK : struct, IStridedTile
+    {
+        const string op = nameof(ScaledDotProductAttention);
+        var g = Geometry(op, q, k, v, heads, causal, keyMask, dropout, seed);
+        if (probs != null && (probs.Device != q.Device || !probs.Shape.SequenceEqual(new[] { q.Dim(0) * heads, g.T, g.S })))
+            throw new ArgumentException($"{op}: probs must be [{q.Dim(0) * heads}, {g.T}, {g.S}] on {q.Device.Id}, got {probs.ShapeString} on {probs.Device.Id}.");
+        var o = Tensor.Empty(q.Shape, q.Device);
+        if (o.Length == 0) return o;
+        if (g.S == 0) { o.Span.Clear(); return o; }
+        var (qs, ks, vs, os, ps) = (q.HostArray, k.HostArray, v.HostArray, o.HostArray, probs?.HostArray);
+        // A task is one batch row's heads, one after another: they read the same rows of q, k and v (a head's D columns
+        // of each), which the first head brings into the core's cache for the others.
+        GemmWorkers.For(q.Dim(0), b =>
+        {
+            unsafe
+            {
+                fixed (float* pq = qs, pk = ks, pv = vs, po = os, pp = ps)
+                    for (int bh = b * heads; bh < (b + 1) * heads; bh++) AttentionCpu.Forward<TK>(g, bh, pq, pk, pv, po, pp);
+            }
+        });
+        return o;
+    }
+
+    /// <summary>
+    /// The gradients of <see cref="ScaledDotProductAttention"/>'s q, k and v from dOut [B, T, C] and the probabilities it saved, with the
+    /// same heads, dropout and seed (the masks are drawn again, not kept).
+    /// </summary>
+    public static (Tensor Dq, Tensor Dk, Tensor Dv) ScaledDotProductAttentionBackward(Tensor dOut, Tensor q, Tensor k, Tensor v, Tensor probs, int heads, float dropout, ulong seed) =>
+        Vector512.IsHardwareAccelerated
+            ? ScaledDotProductAttentionBackward<Avx512Tile>(dOut, q, k, v, probs, heads, dropout, seed)
+            : ScaledDotProductAttentionBackward<Avx2Tile>(dOut, q, k, v, probs, heads, dropout, seed);
+
+    /// <summary><see cref="ScaledDotProductAttentionBackward"/> with a chosen tile.</summary>
+    internal static (Tensor Dq, Tensor Dk, Tensor Dv) ScaledDotProductAttentionBackward<TK>(Tensor dOut, Tensor q, Tensor k, Tensor v, Tensor probs, int heads, float dropout, ulong seed)
+        where TK : struct, IStridedTile
+    {
+        const string op = nameof(ScaledDotProductAttentionBackward);
+        SameShape(op, dOut, q);
+        var g = Geometry(op, q, k, v, heads, false, null, dropout, seed);
+        SameDevice(op, dOut, probs);
+        if (!probs.Shape.SequenceEqual(new[] { q.Dim(0) * heads, g.T, g.S }))
+            throw new ArgumentException($"{op}: probs must be [{q.Dim(0) * heads}, {g.T}, {g.S}], got {probs.ShapeString}.");
+        var (dq, dk, dv) = (Tensor.Empty(q.Shape, q.Device), Tensor.Empty(k.Shape, k.Device), Tensor.Empty(v.Shape, v.Device));
+        if (g.T == 0 || g.S == 0 || q.Dim(0) == 0 || g.D == 0)
+        {
+            dq.Span.Clear(); dk.Span.Clear(); dv.Span.Clear();
+            return (dq, dk, dv);
+        }
+        var (dos, qs, ks, vs, ps, dqs, dks, dvs) = (dOut.HostArray, q.HostArray, k.HostArray, v.HostArray, probs.HostArray, dq.HostArray, dk.HostArray, dv.HostArray);
+        GemmWorkers.For(q.Dim(0), b =>
+        {
+            unsafe
+            {
+                fixed (float* pdo = dos, pq = qs, pk = ks, pv = vs, pp = ps, pdq = dqs, pdk = dks, pdv = dvs)
+                    for (int bh = b * heads; bh < (b + 1) * heads; bh++) AttentionCpu.Backward<TK>(g, bh, pdo, pq, pk, pv, pp, pdq, pdk, pdv);
+            }
+        });
+        return (dq, dk, dv);
+    }
+
+    /// <summary>Checks the operands (one line naming the op, the operand, the expected and the actual shape) and builds the geometry.</summary>
+    static AttentionCpu.Geometry Geometry(string op, Tensor q, Tensor k, Tensor v, int heads, bool causal, Tensor? keyMask, float dropout, ulong seed)
+    {
+        var device = keyMask is null ? SameDevice(op, q, k, v) : SameDevice(op, q, k, v, keyMask);
+        if (!device.IsCpu) throw new ArgumentException($"{op}: runs on the cpu backend only, got tensors on {device.Id}; compose it from Matmul and Softmax there.");
+        if (q.Rank != 3 || k.Rank != 3 || v.Rank != 3)
+            throw new ArgumentException($"{op}: q, k and v must be [B, L, C], got {q.ShapeString}, {k.ShapeString}, {v.ShapeString}.");
+        int b = q.Dim(0), t = q.Dim(1), c = q.Dim(2), s = k.Dim(1);
+        if (heads <= 0 || c % heads != 0) throw new ArgumentException($"{op}: width {c} is not a multiple of {heads} heads.");
+        if (k.Dim(0) != b || k.Dim(2) != c) throw new ArgumentException($"{op}: k must be [{b}, S, {c}], got {k.ShapeString}.");
+        SameShape(op, k, v);
+        if (keyMask != null && (keyMask.Rank != 2 || keyMask.Dim(0) != b || keyMask.Dim(1) != s))
+            throw new ArgumentException($"{op}: keyMask must be [{b}, {s}], got {keyMask.ShapeString}.");
+        long scores = (long)b * heads * t * s;
+        if (dropout > 0f && scores > int.MaxValue)
+            throw new ArgumentException($"{op}: {scores} attention probabilities exceed the 2^31-1 a dropout mask can index.");
+        float[]? maskAdd = null;
+        if (keyMask != null)
+        {
+            // Dropped keys become −∞ once here, so each row's loop is a plain add (as Softmax does).
+            maskAdd = keyMask.ToArray();
+            for (int i = 0; i < maskAdd.Length; i++) if (maskAdd[i] <= KeyMaskDropThreshold) maskAdd[i] = float.NegativeInfinity;
+        }
+        DropoutParams? drop = dropout > 0f ? Params(op, (int)scores, dropout, seed, false) : null;
+        int d = c / heads;
+        return new AttentionCpu.Geometry(heads, t, s, d, 1f / MathF.Sqrt(d), causal, maskAdd, drop);
+    }
+}

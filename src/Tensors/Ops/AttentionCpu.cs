@@ -1,0 +1,287 @@
+using System.Numerics.Tensors;
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace Nanolora.Tensors;
+
+/// <summary>
+/// An MR×NR tile of C = alpha·A·B where A is read in place with any strides (element (r, k) at a[r·ars + k·acs]: a
+/// row-major matrix, or the transpose of one) and each row of B holds NR contiguous floats at b + k·ldb. Attention's
+/// per-head products are at most a few hundred wide and sit in L1/L2, so A is not packed; the caller pads A to whole
+/// tiles of rows, B and C to whole tiles of columns.
+/// </summary>
+internal interface IStridedTile
+{
+    static abstract int MR { get; }
+    static abstract int NR { get; }
+    static abstract unsafe void Run(int kc, float* a, nint ars, nint acs, float* b, nint ldb, float* c, nint ldc, float alpha);
+}
+
+/// <summary>8×32 in 16 zmm accumulators: 2 loads of B and 8 broadcasts of A feed 16 FMAs per k step.</summary>
+internal readonly struct Avx512Tile : IStridedTile
+{
+    public static int MR => 8;
+    public static int NR => 32;
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static unsafe void Run(int kc, float* a, nint ars, nint acs, float* b, nint ldb, float* c, nint ldc, float alpha)
+    {
+        float* a0 = a, a1 = a + ars, a2 = a + 2 * ars, a3 = a + 3 * ars, a4 = a + 4 * ars, a5 = a + 5 * ars, a6 = a + 6 * ars, a7 = a + 7 * ars;
+        Vector512<float> x, c00 = default, c01 = default, c10 = default, c11 = default, c20 = default, c21 = default, c30 = default, c31 = default,
+            c40 = default, c41 = default, c50 = default, c51 = default, c60 = default, c61 = default, c70 = default, c71 = default;
+        nint o = 0;
+        for (int p = 0; p < kc; p++, o += acs, b += ldb)
+        {
+            var b0 = Vector512.Load(b); var b1 = Vector512.Load(b + 16);
+            x = Vector512.Create(a0[o]); c00 = Vector512.FusedMultiplyAdd(x, b0, c00); c01 = Vector512.FusedMultiplyAdd(x, b1, c01);
+            x = Vector512.Create(a1[o]); c10 = Vector512.FusedMultiplyAdd(x, b0, c10); c11 = Vector512.FusedMultiplyAdd(x, b1, c11);
+            x = Vector512.Create(a2[o]); c20 = Vector512.FusedMultiplyAdd(x, b0, c20); c21 = Vector512.FusedMultiplyAdd(x, b1, c21);
+            x = Vector512.Create(a3[o]); c30 = Vector512.FusedMultiplyAdd(x, b0, c30); c31 = Vector512.FusedMultiplyAdd(x, b1, c31);
+            x = Vector512.Create(a4[o]); c40 = Vector512.FusedMultiplyAdd(x, b0, c40); c41 = Vector512.FusedMultiplyAdd(x, b1, c41);
+            x = Vector512.Create(a5[o]); c50 = Vector512.FusedMultiplyAdd(x, b0, c50); c51 = Vector512.FusedMultiplyAdd(x, b1, c51);
+            x = Vector512.Create(a6[o]); c60 = Vector512.FusedMultiplyAdd(x, b0, c60); c61 = Vector512.FusedMultiplyAdd(x, b1, c61);
+            x = Vector512.Create(a7[o]); c70 = Vector512.FusedMultiplyAdd(x, b0, c70); c71 = Vector512.FusedMultiplyAdd(x, b1, c71);
+        }
+        var s = Vector512.Create(alpha);
+        (c00 * s).Store(c); (c01 * s).Store(c + 16); c += ldc;
+        (c10 * s).Store(c); (c11 * s).Store(c + 16); c += ldc;
+        (c20 * s).Store(c); (c21 * s).Store(c + 16); c += ldc;
+        (c30 * s).Store(c); (c31 * s).Store(c + 16); c += ldc;
+        (c40 * s).Store(c); (c41 * s).Store(c + 16); c += ldc;
+        (c50 * s).Store(c); (c51 * s).Store(c + 16); c += ldc;
+        (c60 * s).Store(c); (c61 * s).Store(c + 16); c += ldc;
+        (c70 * s).Store(c); (c71 * s).Store(c + 16);
+    }
+}
+
+/// <summary>6×16 in 12 ymm accumulators, for machines without AVX-512.</summary>
+internal readonly struct Avx2Tile : IStridedTile
+{
+    public static int MR => 6;
+    public static int NR => 16;
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static unsafe void Run(int kc, float* a, nint ars, nint acs, float* b, nint ldb, float* c, nint ldc, float alpha)
+    {
+        float* a0 = a, a1 = a + ars, a2 = a + 2 * ars, a3 = a + 3 * ars, a4 = a + 4 * ars, a5 = a + 5 * ars;
+        Vector256<float> x, c00 = default, c01 = default, c10 = default, c11 = default, c20 = default, c21 = default,
+            c30 = default, c31 = default, c40 = default, c41 = default, c50 = default, c51 = default;
+        nint o = 0;
+        for (int p = 0; p < kc; p++, o += acs, b += ldb)
+        {
+            var b0 = Vector256.Load(b); var b1 = Vector256.Load(b + 8);
+            x = Vector256.Create(a0[o]); c00 = Vector256.FusedMultiplyAdd(x, b0, c00); c01 = Vector256.FusedMultiplyAdd(x, b1, c01);
+            x = Vector256.Create(a1[o]); c10 = Vector256.FusedMultiplyAdd(x, b0, c10); c11 = Vector256.FusedMultiplyAdd(x, b1, c11);
+            x = Vector256.Create(a2[o]); c20 = Vector256.FusedMultiplyAdd(x, b0, c20); c21 = Vector256.FusedMultiplyAdd(x, b1, c21);
+            x = Vector256.Create(a3[o]); c30 = Vector256.FusedMultiplyAdd(x, b0, c30); c31 = Vector256.FusedMultiplyAdd(x, b1, c31);
+            x = Vector256.Create(a4[o]); c40 = Vector256.FusedMultiplyAdd(x, b0, c40); c41 = Vector256.FusedMultiplyAdd(x, b1, c41);
+            x = Vector256.Create(a5[o]); c50 = Vector256.FusedMultiplyAdd(x, b0, c50); c51 = Vector256.FusedMultiplyAdd(x, b1, c51);
+        }
+        var s = Vector256.Create(alpha);
+        (c00 * s).Store(c); (c01 * s).Store(c + 8); c += ldc;
+        (c10 * s).Store(c); (c11 * s).Store(c + 8); c += ldc;
+        (c20 * s).Store(c); (c21 * s).Store(c + 8); c += ldc;
+        (c30 * s).Store(c); (c31 * s).Store(c + 8); c += ldc;
+        (c40 * s).Store(c); (c41 * s).Store(c + 8); c += ldc;
+        (c50 * s).Store(c); (c51 * s).Store(c + 8);
+    }
+}
+
+/// <summary>
+/// The CPU side of <see cref="Ops.ScaledDotProductAttention"/>: one head of one batch row per task, every product, the softmax and the
+/// dropout of that head in buffers of the task's thread (a 96-key head: ~200 KB, in L2), reading q, k and v where the
+/// projections wrote them ([B, L, H·D], head h in columns h·D …) and writing the merged [B, T, H·D] output, so the
+/// heads are never split into [B, H, L, D] copies and merged back.
+/// </summary>
+internal static unsafe class AttentionCpu
+{
+    /// <summary>One call's shapes: B·H heads of T queries over S keys, D wide; rows of q, k, v and the output are C = H·D apart.</summary>
+    internal readonly record struct Geometry(int Heads, int T, int S, int D, float Alpha, bool Causal, float[]? MaskAdd, DropoutParams? Dropout)
+    {
+        public int C => Heads * D;
+        /// <summary>Keys a query row keeps: with causal, those up to its position (aligned to the end of the keys, as a decoding step with a cache sees them).</summary>
+        public int Kept(int i) => Causal ? Math.Clamp(i + S - T + 1, 0, S) : S;
+    }
+
+    [ThreadStatic] static float[]? t_scratch;
+
+    static float* Scratch(long floats)
+    {
+        if (t_scratch == null || t_scratch.LongLength < floats)
+            t_scratch = GC.AllocateUninitializedArray<float>(checked((int)Math.Max(floats, 1 << 16)), pinned: true);
+        return (float*)Unsafe.AsPointer(ref t_scratch[0]);
+    }
+
+    static int RoundUp(int n, int m) => (n + m - 1) / m * m;
+
+    /// <summary>
+    /// Width of the [queries, keys] buffers: whole tiles of columns (they are C or B) and of rows (read transposed as A,
+    /// rows past S are read as the zeros written there).
+    /// </summary>
+    static int KeyWidth<TK>(int s) where TK : struct, IStridedTile =>
+        RoundUp(Math.Max(s, 1), TK.MR * TK.NR / Gcd(TK.MR, TK.NR));
+
+    static int Gcd(int a, int b) => b == 0 ? a : Gcd(b, a % b);
+
+    /// <summary>Floats <see cref="Product{TK}"/> needs in its tmp: a padded tile of A rows and a tile of C.</summary>
+    static long TileScratch<TK>(int k) where TK : struct, IStridedTile => (long)TK.MR * Math.Max(k, 1) + TK.MR * TK.NR;
+
+    /// <summary>
+    /// C[m, n] = alpha·A·B with C rows ldc apart (a head's columns of a [B, L, H·D] tensor, or a buffer): whole tiles are
+    /// written in place; the last rows (m mod MR) and columns (n mod NR) go through a tile in <paramref name="tmp"/> and
+    /// only their m × n part is copied out, so C is never written outside it. Rows of A past m are read only when
+    /// <paramref name="aPadded"/> (a buffer with zeros there); otherwise the last rows are gathered into tmp first. Each
+    /// row of B must hold whole tiles of columns (n rounded up to NR).
+    /// </summary>
+    static void Product<TK>(int m, int n, int k, float* a, nint ars, nint acs, bool aPadded, float* b, nint ldb, float* c, nint ldc, float alpha, float* tmp)
+        where TK : struct, IStridedTile
+    {
+        int mr = TK.MR, nr = TK.NR, fullM = m - m % mr, fullN = n - n % nr;
+        float* tileC = tmp + (nint)mr * k;
+        for (int i = 0; i < m; i += mr)
+        {
+            int rows = Math.Min(mr, m - i);
+            float* ai = a + i * ars;
+            nint rs = ars, cs = acs;
+            if (rows < mr && !aPadded)
+            {
+                // Gather the last rows (zeros below them) into a row-major tile of A.
+                for (int r = 0; r < mr; r++)
+                    for (int p = 0; p < k; p++) tmp[r * k + p] = r < rows ? ai[r * ars + p * acs] : 0f;
+                ai = tmp; rs = k; cs = 1;
+            }
+            for (int j = 0; j < n; j += nr)
+            {
+                if (i < fullM && j < fullN) { TK.Run(k, ai, rs, cs, b + j, ldb, c + i * ldc + j, ldc, alpha); continue; }
+                TK.Run(k, ai, rs, cs, b + j, ldb, tileC, nr, alpha);
+                int cols = Math.Min(nr, n - j);
+                for (int r = 0; r < rows; r++)
+                    new ReadOnlySpan<float>(tileC + r * nr, cols).CopyTo(new Span<float>(c + (i + r) * ldc + j, cols));
+            }
+        }
+    }
+
+    /// <summary>
+    /// A head's rows of a [B, L, H·D] tensor copied into <paramref name="buffer"/> as B operand rows ([rows, D rounded up
+    /// to whole column tiles], zeros past D); returns the buffer's row stride. Read in place, rows 4·H·D bytes apart (1 KB
+    /// at the small preset) fall into a few cache sets and evict each other from L1 between the product's row tiles:
+    /// the product over values read in place ran ~3× slower than its FMA count allows.
+    /// </summary>
+    static int Operand<TK>(float* head, nint stride, int rows, int d, float* buffer) where TK : struct, IStridedTile
+    {
+        int width = RoundUp(d, TK.NR);
+        for (int r = 0; r < rows; r++) CopyRow(head + r * stride, buffer + (nint)r * width, d, width);
+        return width;
+    }
+
+    /// <summary>dst[0..n) = src[0..n), zeros in dst[n..width): vector loads and stores (a memmove call per short row cost more than the row).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void CopyRow(float* src, float* dst, int n, int width)
+    {
+        int i = 0;
+        if (Vector512.IsHardwareAccelerated)
+            for (; i <= n - 16; i += 16) Vector512.Store(Vector512.Load(src + i), dst + i);
+        else
+            for (; i <= n - 8; i += 8) Vector256.Store(Vector256.Load(src + i), dst + i);
+        for (; i < n; i++) dst[i] = src[i];
+        for (; i < width; i++) dst[i] = 0f;
+    }
+
+    /// <summary>dst[c, r] = src[r, c] for r &lt; rows, c &lt; cols, dst rows <paramref name="width"/> apart and zero for rows ≤ r &lt; width.</summary>
+    static void Transpose(float* src, nint srcStride, int rows, int cols, float* dst, int width)
+    {
+        int done = 0;
+        if (Avx.IsSupported)
+            for (int r0 = 0; r0 < width; r0 += 8)
+                done = PackTranspose.Panel8(src + r0 * srcStride, srcStride, Math.Clamp(rows - r0, 0, 8), cols, 8, width, dst + r0);
+        for (int c = done; c < cols; c++)
+            for (int r = 0; r < width; r++) dst[(nint)c * width + r] = r < rows ? src[r * srcStride + c] : 0f;
+    }
+
+    /// <summary>Forward of head bh: o = dropout(softmax(alpha·q·kᵀ + masks))·v; the probabilities (before dropout) to <paramref name="probs"/> when given.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    internal static void Forward<TK>(in Geometry g, int bh, float* q, float* k, float* v, float* o, float* probs) where TK : struct, IStridedTile
+    {
+        int b = bh / g.Heads, h = bh % g.Heads, T = g.T, S = g.S, D = g.D, C = g.C;
+        int w = KeyWidth<TK>(S), dw = RoundUp(D, TK.NR);
+        float* kt = Scratch((long)D * w + (long)T * w + (long)S * dw + TileScratch<TK>(Math.Max(S, D)));
+        float* sc = kt + (nint)D * w, vp = sc + (nint)T * w, tmp = vp + (nint)S * dw;
+        nint head = h * D;
+        float* qHead = q + (nint)b * T * C + head, oHead = o + (nint)b * T * C + head;
+        Transpose(k + (nint)b * S * C + head, C, S, D, kt, w);
+        int vStride = Operand<TK>(v + (nint)b * S * C + head, C, S, D, vp);
+        Product<TK>(T, S, D, qHead, C, 1, false, kt, w, sc, w, g.Alpha, tmp);
+        // The probabilities go straight to probs when kept; the product reads them there unless dropout changes them.
+        float* headProbs = probs != null ? probs + (nint)bh * T * S : null;
+        bool fromProbs = headProbs != null && g.Dropout == null;
+        for (int i = 0; i < T; i++)
+        {
+            var scores = new Span<float>(sc + (nint)i * w, S);
+            var p = headProbs != null ? new Span<float>(headProbs + (nint)i * S, S) : scores;
+            int kept = g.Kept(i);
+            if (g.MaskAdd != null) TensorPrimitives.Add(scores[..kept], g.MaskAdd.AsSpan(b * S, kept), scores[..kept]);
+            Ops.SoftmaxRowInto(scores[..kept], p[..kept]);
+            p[kept..].Clear();
+            if (g.Dropout is { } drop)
+            {
+                long at = ((long)bh * T + i) * S;
+                for (int j = 0; j < kept; j++) scores[j] = p[j] * drop.MaskAt((int)(at + j));
+                scores[kept..].Clear();
+            }
+        }
+        if (fromProbs) Product<TK>(T, D, S, headProbs, S, 1, false, vp, vStride, oHead, C, 1f, tmp);
+        else Product<TK>(T, D, S, sc, w, 1, false, vp, vStride, oHead, C, 1f, tmp);
+    }
+
+    /// <summary>
+    /// Backward of head bh from the saved probabilities P: with Pd = dropout(P), dV = Pdᵀ·dO, dP = dropout'(dO·Vᵀ),
+    /// dS = alpha·P ⊙ (dP − rowsum(dP ⊙ P)), dQ = dS·K, dK = dSᵀ·Q. Each head writes only its own columns of dq, dk, dv.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    internal static void Backward<TK>(in Geometry g, int bh, float* dOut, float* q, float* k, float* v, float* probs, float* dq, float* dk, float* dv)
+        where TK : struct, IStridedTile
+    {
+        int b = bh / g.Heads, h = bh % g.Heads, T = g.T, S = g.S, D = g.D, C = g.C;
+        int w = KeyWidth<TK>(S), dw = RoundUp(D, TK.NR);
+        int rows = Math.Max(S, T);
+        float* vt = Scratch((long)D * w + 3L * T * w + 3L * rows * dw + TileScratch<TK>(Math.Max(rows, D)));
+        float* dpd = vt + (nint)D * w, ds = dpd + (nint)T * w, pd = ds + (nint)T * w;
+        float* kp = pd + (nint)T * w, qp = kp + (nint)rows * dw, dop = qp + (nint)rows * dw, tmp = dop + (nint)rows * dw;
+        nint head = h * D;
+        float* dOHead = dOut + (nint)b * T * C + head, headProbs = probs + (nint)bh * T * S;
+        Transpose(v + (nint)b * S * C + head, C, S, D, vt, w);
+        int kStride = Operand<TK>(k + (nint)b * S * C + head, C, S, D, kp);
+        int qStride = Operand<TK>(q + (nint)b * T * C + head, C, T, D, qp);
+        int doStride = Operand<TK>(dOHead, C, T, D, dop);
+        Product<TK>(T, S, D, dOHead, C, 1, false, vt, w, dpd, w, 1f, tmp);
+        for (int i = 0; i < T; i++)
+        {
+            var p = new ReadOnlySpan<float>(headProbs + (nint)i * S, S);
+            var dp = new Span<float>(dpd + (nint)i * w, S);
+            var dsRow = new Span<float>(ds + (nint)i * w, w);
+            if (g.Dropout is { } drop)
+            {
+                long at = ((long)bh * T + i) * S;
+                var pdRow = new Span<float>(pd + (nint)i * w, w);
+                for (int j = 0; j < S; j++)
+                {
+                    float m = drop.MaskAt((int)(at + j));
+                    pdRow[j] = p[j] * m;
+                    dp[j] *= m;
+                }
+                pdRow[S..].Clear();
+            }
+            // dS = alpha·P ⊙ (dP − Σ dP ⊙ P), in one pass after the dot.
+            float dot = TensorPrimitives.Dot(dp, p);
+            for (int j = 0; j < S; j++) dsRow[j] = g.Alpha * (p[j] * (dp[j] - dot));
+            dsRow[S..].Clear();
+        }
+        Product<TK>(T, D, S, ds, w, 1, false, kp, kStride, dq + (nint)b * T * C + head, C, 1f, tmp);
+        // Pdᵀ and dSᵀ are read in place as A (rows 1 apart, columns w); the buffers' rows are zero past S. Without dropout
+        // Pd is P itself, read from probs (rows S apart there, so the last rows are gathered).
+        if (g.Dropout != null) Product<TK>(S, D, T, pd, 1, w, true, dop, doStride, dv + (nint)b * S * C + head, C, 1f, tmp);
+        else Product<TK>(S, D, T, headProbs, 1, S, false, dop, doStride, dv + (nint)b * S * C + head, C, 1f, tmp);
+        Product<TK>(S, D, T, ds, 1, w, true, qp, qStride, dk + (nint)b * S * C + head, C, 1f, tmp);
+    }
+}
