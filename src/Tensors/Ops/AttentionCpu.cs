@@ -134,6 +134,7 @@ internal static unsafe class AttentionCpu
     /// <paramref name="aPadded"/> (a buffer with zeros there); otherwise the last rows are gathered into tmp first. Each
     /// row of B must hold whole tiles of columns (n rounded up to NR).
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void Product<TK>(int m, int n, int k, float* a, nint ars, nint acs, bool aPadded, float* b, nint ldb, float* c, nint ldc, float alpha, float* tmp)
         where TK : struct, IStridedTile
     {
@@ -168,6 +169,7 @@ internal static unsafe class AttentionCpu
     /// at the small preset) fall into a few cache sets and evict each other from L1 between the product's row tiles:
     /// the product over values read in place ran ~3× slower than its FMA count allows.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static int Operand<TK>(float* head, nint stride, int rows, int d, float* buffer) where TK : struct, IStridedTile
     {
         int width = RoundUp(d, TK.NR);
@@ -188,7 +190,49 @@ internal static unsafe class AttentionCpu
         for (; i < width; i++) dst[i] = 0f;
     }
 
+    /// <summary>
+    /// Dropout of n probabilities whose mask indices start at <paramref name="at"/>: dst = p ⊙ mask, and, when
+    /// <paramref name="grad"/> is given, grad ⊙= mask in the same pass (backward: the dropped gradient back to P's).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    static void Drop(float* p, float* dst, float* grad, int n, int at, in DropoutParams drop)
+    {
+        int j = 0;
+        if (Vector512.IsHardwareAccelerated)
+            for (; j <= n - 16; j += 16)
+            {
+                var m = Ops.Mask16(drop, at + j);
+                Vector512.Store(Vector512.Load(p + j) * m, dst + j);
+                if (grad != null) Vector512.Store(Vector512.Load(grad + j) * m, grad + j);
+            }
+        for (; j < n; j++)
+        {
+            float m = drop.MaskAt(at + j);
+            dst[j] = p[j] * m;
+            if (grad != null) grad[j] *= m;
+        }
+    }
+
+    /// <summary>The scores' gradient from the probabilities' in one pass: ds = alpha·p ⊙ (dp − dot), dot = Σ dp ⊙ p.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    static void ScoreGradient(float* p, float* dp, float* ds, int n, float dot, float alpha)
+    {
+        int j = 0;
+        if (Vector512.IsHardwareAccelerated)
+        {
+            var (vd, va) = (Vector512.Create(dot), Vector512.Create(alpha));
+            for (; j <= n - 16; j += 16) Vector512.Store(va * (Vector512.Load(p + j) * (Vector512.Load(dp + j) - vd)), ds + j);
+        }
+        else
+        {
+            var (vd, va) = (Vector256.Create(dot), Vector256.Create(alpha));
+            for (; j <= n - 8; j += 8) Vector256.Store(va * (Vector256.Load(p + j) * (Vector256.Load(dp + j) - vd)), ds + j);
+        }
+        for (; j < n; j++) ds[j] = alpha * (p[j] * (dp[j] - dot));
+    }
+
     /// <summary>dst[c, r] = src[r, c] for r &lt; rows, c &lt; cols, dst rows <paramref name="width"/> apart and zero for rows ≤ r &lt; width.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void Transpose(float* src, nint srcStride, int rows, int cols, float* dst, int width)
     {
         int done = 0;
@@ -225,8 +269,7 @@ internal static unsafe class AttentionCpu
             p[kept..].Clear();
             if (g.Dropout is { } drop)
             {
-                long at = ((long)bh * T + i) * S;
-                for (int j = 0; j < kept; j++) scores[j] = p[j] * drop.MaskAt((int)(at + j));
+                fixed (float* pi = p) Drop(pi, sc + (nint)i * w, null, kept, (int)(((long)bh * T + i) * S), drop);
                 scores[kept..].Clear();
             }
         }
@@ -262,19 +305,10 @@ internal static unsafe class AttentionCpu
             var dsRow = new Span<float>(ds + (nint)i * w, w);
             if (g.Dropout is { } drop)
             {
-                long at = ((long)bh * T + i) * S;
-                var pdRow = new Span<float>(pd + (nint)i * w, w);
-                for (int j = 0; j < S; j++)
-                {
-                    float m = drop.MaskAt((int)(at + j));
-                    pdRow[j] = p[j] * m;
-                    dp[j] *= m;
-                }
-                pdRow[S..].Clear();
+                Drop(headProbs + (nint)i * S, pd + (nint)i * w, dpd + (nint)i * w, S, (int)(((long)bh * T + i) * S), drop);
+                new Span<float>(pd + (nint)i * w + S, w - S).Clear();
             }
-            // dS = alpha·P ⊙ (dP − Σ dP ⊙ P), in one pass after the dot.
-            float dot = TensorPrimitives.Dot(dp, p);
-            for (int j = 0; j < S; j++) dsRow[j] = g.Alpha * (p[j] * (dp[j] - dot));
+            ScoreGradient(headProbs + (nint)i * S, dpd + (nint)i * w, ds + (nint)i * w, S, TensorPrimitives.Dot(dp, p), g.Alpha);
             dsRow[S..].Clear();
         }
         Product<TK>(T, D, S, ds, w, 1, false, kp, kStride, dq + (nint)b * T * C + head, C, 1f, tmp);

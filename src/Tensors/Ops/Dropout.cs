@@ -139,7 +139,7 @@ public static partial class Ops
     }
 
     /// <summary>16 masks a step: two 8-lane hashes narrowed to 32 bits, compared with the threshold, selected to scale or 0.</summary>
-    static Vector512<float> Mask16(in DropoutParams prm, int i) =>
+    internal static Vector512<float> Mask16(in DropoutParams prm, int i) =>
         Vector512.ConditionalSelect(Vector512.GreaterThanOrEqual(
             Vector512.Narrow(CounterHash.Bits24x8(prm.Key, (ulong)i), CounterHash.Bits24x8(prm.Key, (ulong)i + 8)).AsInt32(),
             Vector512.Create(prm.Threshold)).AsSingle(), Vector512.Create(prm.Scale), Vector512<float>.Zero);

@@ -93,6 +93,33 @@ public sealed class MultiHeadAttention : Module
         return heads;
     }
 
+    /// <summary>The CPU backend's attention: projections, prefix keys and values before the source's, one fused op, the output projection.</summary>
+    Variable FusedForward(Variable query, Variable keyValueSource, bool causal, Tensor? keyMask)
+    {
+        var (q, k, v) = (Layer(_names.Query).Forward(query), Layer(_names.Key).Forward(keyValueSource), Layer(_names.Value).Forward(keyValueSource));
+        Tensor? ownedMask = null;
+        if (ExtraKeyValues != null)
+        {
+            // Prefix tuning: P keys and values every query sees, ahead of the source's (a key mask widened with zeros).
+            var (pk, pv) = ExtraKeyValues(query.Dim(0));
+            var (sourceK, sourceV) = (k, v);
+            k = F.Concat([pk, sourceK], 1);
+            v = F.Concat([pv, sourceV], 1);
+            Variable.ReleaseAllIfUnread(sourceK, sourceV);
+            if (keyMask != null)
+            {
+                using var zeros = Tensor.Zeros([query.Dim(0), pk.Dim(1)], keyMask.Device);
+                keyMask = ownedMask = Ops.Concat([zeros, keyMask], 1);
+            }
+        }
+        var dropping = Training && _probsDropout > 0;
+        var attended = F.ScaledDotProductAttention(q, k, v, Heads, causal, keyMask, dropping ? _probsDropout : 0f, dropping ? _seeds.Next() : 0);
+        ownedMask?.Dispose();
+        // Without gradients (a checkpoint's forward, inference) nothing reads the projections again.
+        Variable.ReleaseAllIfUnread(q, k, v);
+        return Layer(_names.Output).Forward(attended);
+    }
+
     /// <summary>
     /// query [B, T, C] attends over keyValueSource [B, S, C]. keyMask [B, S] is additive (0 keep, −1e9 drop).
     /// With a cache: for self-attention the new K/V are appended; for cross-attention they are computed once.
@@ -101,16 +128,8 @@ public sealed class MultiHeadAttention : Module
     {
         int b = query.Dim(0), t = query.Dim(1);
         // The CPU backend runs every head in one op on the projections as they are (no split or merged copies); with a
-        // cache or prefix keys, and on the ILGPU backends, the chain below.
-        if (cache == null && ExtraKeyValues == null && query.Device.IsCpu)
-        {
-            var (qp, kp, vp) = (Layer(_names.Query).Forward(query), Layer(_names.Key).Forward(keyValueSource), Layer(_names.Value).Forward(keyValueSource));
-            var dropping = Training && _probsDropout > 0;
-            var attended = F.ScaledDotProductAttention(qp, kp, vp, Heads, causal, keyMask, dropping ? _probsDropout : 0f, dropping ? _seeds.Next() : 0);
-            // Without gradients (a checkpoint's forward, inference) nothing reads the projections again.
-            Variable.ReleaseAllIfUnread(qp, kp, vp);
-            return Layer(_names.Output).Forward(attended);
-        }
+        // decoding cache, and on the ILGPU backends, the chain below.
+        if (cache == null && query.Device.IsCpu) return FusedForward(query, keyValueSource, causal, keyMask);
         var q = SplitHeads(Layer(_names.Query).Forward(query));                                        // [B,H,T,D]
         Variable k, v;
         if (cache != null && isCross && cache.Keys != null)
