@@ -200,6 +200,50 @@ public class AttentionTests
         Assert.Contains(op.Grads[1], g => g != 0f);
     }
 
+    /// <summary>
+    /// Backward writing the gradients over q, k and v (attention's own projections) gives them bit for bit, through the
+    /// node as through the op, and allocates no activation: the layer's backward peak is three [B, L, C] tensors lower.
+    /// </summary>
+    [Fact]
+    public void GradientsWrittenOverTheInputsAreTheSame()
+    {
+        const int B = 2, T = 9, S = 9, H = 2, D = 32, C = H * D;
+        var device = Device.Cpu;
+        (float[][] Grads, long Peak) Run(bool inputsUnread)
+        {
+            using var scope = new GraphScope();
+            using var x = new Variable(Tensor.FromArray(Random(B * T * C, 21), [B, T, C]), requiresGrad: true);
+            var weights = Enumerable.Range(0, 3).Select(i => new Variable(Tensor.FromArray(Random(C * C, 22 + i), [C, C]), requiresGrad: true)).ToArray();
+            var (q, k, v) = (F.Linear(x, weights[0], null), F.Linear(x, weights[1], null), F.Linear(x, weights[2], null));
+            var y = F.ScaledDotProductAttention(q, k, v, H, true, null, 0.2f, 3UL, inputsUnread);
+            var loss = F.Sum(F.Mul(y, Variable.Constant(Tensor.FromArray(Random(B * T * C, 25), [B, T, C]))));
+            device.Ledger.ResetPeaks();
+            long before = device.Ledger.Live(MemoryCategory.Activation);
+            loss.Backward();
+            long peak = device.Ledger.Peak(MemoryCategory.Activation) - before;
+            var grads = new[] { x.Grad!.ToArray() }.Concat(weights.Select(w => w.Grad!.ToArray())).ToArray();
+            foreach (var w in weights) w.Dispose();
+            return (grads, peak);
+        }
+        var plain = Run(false);
+        var inPlace = Run(true);
+        for (int i = 0; i < plain.Grads.Length; i++) Assert.Equal(plain.Grads[i], inPlace.Grads[i]);
+        Assert.True(inPlace.Peak <= plain.Peak - 3L * B * T * C * sizeof(float), $"backward's activation peak {inPlace.Peak} bytes in place vs {plain.Peak}");
+
+        using var qt = Tensor.FromArray(Random(B * T * C, 31), [B, T, C]);
+        using var kt = Tensor.FromArray(Random(B * S * C, 32), [B, S, C]);
+        using var vt = Tensor.FromArray(Random(B * S * C, 33), [B, S, C]);
+        using var dOut = Tensor.FromArray(Random(B * T * C, 34), [B, T, C]);
+        using var probs = Tensor.Empty([B * H, T, S]);
+        Ops.ScaledDotProductAttention(qt, kt, vt, H, false, null, 0f, 0, probs).Dispose();
+        var (dq, dk, dv) = Ops.ScaledDotProductAttentionBackward(dOut, qt, kt, vt, probs, H, 0f, 0);
+        var (dq2, dk2, dv2) = Ops.ScaledDotProductAttentionBackward(dOut, qt, kt, vt, probs, H, 0f, 0, overwriteInputs: true);
+        Assert.Equal(dq.ToArray(), qt.ToArray());
+        Assert.Equal(dk.ToArray(), dk2.ToArray());
+        Assert.Equal(dv.ToArray(), vt.ToArray());
+        foreach (var t in new[] { dq, dk, dv, dq2, dk2, dv2 }) t.Dispose();
+    }
+
     [Fact]
     public void BadShapesAreRefusedInOneLine()
     {

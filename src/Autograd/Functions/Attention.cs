@@ -18,8 +18,17 @@ public static partial class F
     /// <param name="keyMask">[B, S] additive key mask (0 keep, ≤ −1e9 drop), or null.</param>
     /// <param name="dropout">Dropout on the probabilities (0: none).</param>
     /// <param name="seed">The dropout seed.</param>
-    public static Variable ScaledDotProductAttention(Variable q, Variable k, Variable v, int heads, bool causal, Tensor? keyMask, float dropout = 0f, ulong seed = 0)
+    /// <param name="inputsUnread">
+    /// The caller's promise that nothing but this op reads q's, k's and v's values (attention's own projections, as
+    /// <see cref="Softmax"/>'s inputUnread): backward then writes their gradients over them instead of into three new
+    /// tensors, which held a layer's backward at its memory peak. Taken only when no rule recorded so far reads them and
+    /// they share no storage (<see cref="Variable.UnreadByBackward"/>).
+    /// </param>
+    public static Variable ScaledDotProductAttention(Variable q, Variable k, Variable v, int heads, bool causal, Tensor? keyMask, float dropout = 0f, ulong seed = 0,
+        bool inputsUnread = false)
     {
+        bool overwrite = inputsUnread && q.UnreadByBackward && k.UnreadByBackward && v.UnreadByBackward
+            && !ReferenceEquals(q, k) && !ReferenceEquals(q, v) && !ReferenceEquals(k, v);
         bool grad = Graph.IsEnabled && (q.RequiresGrad || k.RequiresGrad || v.RequiresGrad);
         var probs = grad ? Tensor.Empty([q.Dim(0) * heads, q.Dim(1), k.Dim(1)], q.Device) : null;
         Tensor y;
@@ -28,7 +37,9 @@ public static partial class F
         var saved = probs != null ? new[] { probs } : [];
         return Graph.Record("scaled_dot_product_attention", y, [q, k, v], Reads.Inputs(true, true, true), dy =>
         {
-            var (dq, dk, dv) = Ops.ScaledDotProductAttentionBackward(dy, q.Data, k.Data, v.Data, probs!, heads, dropout, seed);
+            // A view made since the forward would see its values change: then three new tensors after all.
+            bool inPlace = overwrite && !q.Data.SharesStorage && !k.Data.SharesStorage && !v.Data.SharesStorage;
+            var (dq, dk, dv) = Ops.ScaledDotProductAttentionBackward(dy, q.Data, k.Data, v.Data, probs!, heads, dropout, seed, inPlace);
             if (q.RequiresGrad) Graph.Accumulate(q, dq); else dq.Dispose();
             if (k.RequiresGrad) Graph.Accumulate(k, dk); else dk.Dispose();
             if (v.RequiresGrad) Graph.Accumulate(v, dv); else dv.Dispose();

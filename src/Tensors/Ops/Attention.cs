@@ -56,14 +56,28 @@ public static partial class Ops
     /// The gradients of <see cref="ScaledDotProductAttention"/>'s q, k and v from dOut [B, T, C] and the probabilities it saved, with the
     /// same heads, dropout and seed (the masks are drawn again, not kept).
     /// </summary>
-    public static (Tensor Dq, Tensor Dk, Tensor Dv) ScaledDotProductAttentionBackward(Tensor dOut, Tensor q, Tensor k, Tensor v, Tensor probs, int heads, float dropout, ulong seed) =>
+    /// <param name="dOut">The output's gradient [B, T, C].</param>
+    /// <param name="q">The forward's queries [B, T, C].</param>
+    /// <param name="k">The forward's keys [B, S, C].</param>
+    /// <param name="v">The forward's values [B, S, C].</param>
+    /// <param name="probs">The probabilities the forward saved [B·H, T, S].</param>
+    /// <param name="heads">H, as in the forward.</param>
+    /// <param name="dropout">The forward's dropout rate.</param>
+    /// <param name="seed">The forward's dropout seed.</param>
+    /// <param name="overwriteInputs">
+    /// Write dq, dk and dv over q, k and v (each head reads its columns of them into its own buffers before it writes
+    /// there) and return views of them: backward then allocates nothing. For a caller whose q, k and v nothing else reads
+    /// (attention's own projections); their values are gradients afterwards.
+    /// </param>
+    public static (Tensor Dq, Tensor Dk, Tensor Dv) ScaledDotProductAttentionBackward(Tensor dOut, Tensor q, Tensor k, Tensor v, Tensor probs, int heads, float dropout, ulong seed,
+        bool overwriteInputs = false) =>
         Vector512.IsHardwareAccelerated
-            ? ScaledDotProductAttentionBackward<Avx512Tile>(dOut, q, k, v, probs, heads, dropout, seed)
-            : ScaledDotProductAttentionBackward<Avx2Tile>(dOut, q, k, v, probs, heads, dropout, seed);
+            ? ScaledDotProductAttentionBackward<Avx512Tile>(dOut, q, k, v, probs, heads, dropout, seed, overwriteInputs)
+            : ScaledDotProductAttentionBackward<Avx2Tile>(dOut, q, k, v, probs, heads, dropout, seed, overwriteInputs);
 
     /// <summary><see cref="ScaledDotProductAttentionBackward"/> with a chosen tile.</summary>
-    internal static (Tensor Dq, Tensor Dk, Tensor Dv) ScaledDotProductAttentionBackward<TK>(Tensor dOut, Tensor q, Tensor k, Tensor v, Tensor probs, int heads, float dropout, ulong seed)
-        where TK : struct, IStridedTile
+    internal static (Tensor Dq, Tensor Dk, Tensor Dv) ScaledDotProductAttentionBackward<TK>(Tensor dOut, Tensor q, Tensor k, Tensor v, Tensor probs, int heads, float dropout, ulong seed,
+        bool overwriteInputs = false) where TK : struct, IStridedTile
     {
         const string op = nameof(ScaledDotProductAttentionBackward);
         SameShape(op, dOut, q);
@@ -71,7 +85,11 @@ public static partial class Ops
         SameDevice(op, dOut, probs);
         if (!probs.Shape.SequenceEqual(new[] { q.Dim(0) * heads, g.T, g.S }))
             throw new ArgumentException($"{op}: probs must be [{q.Dim(0) * heads}, {g.T}, {g.S}], got {probs.ShapeString}.");
-        var (dq, dk, dv) = (Tensor.Empty(q.Shape, q.Device), Tensor.Empty(k.Shape, k.Device), Tensor.Empty(v.Shape, v.Device));
+        if (overwriteInputs && (q.SharesStorage || k.SharesStorage || v.SharesStorage || ReferenceEquals(q, k) || ReferenceEquals(q, v) || ReferenceEquals(k, v)))
+            throw new ArgumentException($"{op}: overwriteInputs needs q, k and v in storage of their own, not views or one tensor twice.");
+        var (dq, dk, dv) = overwriteInputs
+            ? (q.Reshape(q.ShapeArray()), k.Reshape(k.ShapeArray()), v.Reshape(v.ShapeArray()))
+            : (Tensor.Empty(q.Shape, q.Device), Tensor.Empty(k.Shape, k.Device), Tensor.Empty(v.Shape, v.Device));
         if (g.T == 0 || g.S == 0 || q.Dim(0) == 0 || g.D == 0)
         {
             dq.Span.Clear(); dk.Span.Clear(); dv.Span.Clear();

@@ -113,7 +113,8 @@ public sealed class MultiHeadAttention : Module
             }
         }
         var dropping = Training && _probsDropout > 0;
-        var attended = F.ScaledDotProductAttention(q, k, v, Heads, causal, keyMask, dropping ? _probsDropout : 0f, dropping ? _seeds.Next() : 0);
+        // q, k and v are this module's own: their gradients are written over them.
+        var attended = F.ScaledDotProductAttention(q, k, v, Heads, causal, keyMask, dropping ? _probsDropout : 0f, dropping ? _seeds.Next() : 0, inputsUnread: true);
         ownedMask?.Dispose();
         // Without gradients (a checkpoint's forward, inference) nothing reads the projections again.
         Variable.ReleaseAllIfUnread(q, k, v);
