@@ -15,6 +15,7 @@ def parse(path):
     r["avx2_peak"] = {int(m[0]): float(m[1]) for m in re.findall(r"^avx2 fma-peak\s+(\d+) threads.*?median\s+([\d.]+)", text, re.M)}
     r["avx2_gemm"] = gemm_rounds(text, "avx2 ")
     r["ops"] = {(m[1], m[2]): float(m[3]) for m in re.finditer(r"^(nanolora|torch)\s+(\S+)\s+median\s+([\d.]+) GB/s", text, re.M)}
+    r["ops_ms"] = {(m[1], m[2]): float(m[3]) for m in re.finditer(r"^(nanolora|torch)\s+(\S+)\s+median.*\(([\d.]+) ms median\)", text, re.M)}
     r["train"] = {m[1]: float(m[2]) for m in re.finditer(r"^(nanolora|torch)\s+train-step\s+median\s+([\d.]+) s/step", text, re.M)}
     r["lora_step"] = []
     row = r"\| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) MiB \|"
@@ -82,8 +83,9 @@ def render(r):
         out += ["", "Inference forward, small preset, B 32: " + ", ".join(f"{k} {v:.1f} ms" + (f" ({100 * (v / b - 1):+.1f} %)" if b and k != "base" else "") for k, v in r["infer"].items()) + "."]
     if r["ops"]:
         names = sorted({n for w, n in r["ops"] if w == "nanolora"})
-        out += ["", "| op | Nanolora GB/s | PyTorch GB/s |", "|---|---:|---:|"]
-        out += [f"| {n} | {r['ops'][('nanolora', n)]:.1f} | {r['ops'].get(('torch', n), float('nan')):.1f} |" for n in names]
+        ms = lambda w, n: r["ops_ms"].get((w, n), float("nan"))
+        out += ["", "| op | Nanolora GB/s | PyTorch GB/s | Nanolora ms | PyTorch ms |", "|---|---:|---:|---:|---:|"]
+        out += [f"| {n} | {r['ops'][('nanolora', n)]:.1f} | {r['ops'].get(('torch', n), float('nan')):.1f} | {ms('nanolora', n):.3f} | {ms('torch', n):.3f} |" for n in names]
     if r["embed"]:
         out += ["", f"Sentence embeddings (all-MiniLM-L6-v2, 512 sentences): ONNX Runtime time / Nanolora time {r['embed']:.2f}×."]
     out.append(END)
