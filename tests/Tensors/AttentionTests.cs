@@ -22,7 +22,7 @@ public class AttentionTests
     [
         new(2, 5, 7, 3, 5, false, false, 0f),
         new(2, 7, 7, 2, 3, true, false, 0f),
-        new(3, 9, 13, 2, 4, false, true, 0f),
+        new(5, 9, 13, 2, 4, false, true, 0f),      // batch rows enough for a task each on two workers (fewer: a head each)
         new(2, 17, 33, 2, 19, true, true, 0.25f),   // rows past one tile of 8 (and of 6), keys past 32, D past 16
         new(1, 4, 9, 1, 40, false, false, 0.5f),    // one head wider than a tile of columns
         new(2, 3, 70, 3, 8, true, false, 0f),      // causal with more keys than queries (a decoding step's alignment)
@@ -254,5 +254,22 @@ public class AttentionTests
         Assert.Contains("not a multiple of 5 heads", Assert.Throws<ArgumentException>(() => Ops.ScaledDotProductAttention(q, k, k, 5, false, null, 0f, 0)).Message);
         Assert.Contains("k must be [2, S, 12]", Assert.Throws<ArgumentException>(() => Ops.ScaledDotProductAttention(q, narrow, narrow, 3, false, null, 0f, 0)).Message);
         Assert.Contains("keyMask must be [2, 5]", Assert.Throws<ArgumentException>(() => Ops.ScaledDotProductAttention(q, k, k, 3, false, mask, 0f, 0)).Message);
+        Assert.Contains("heads must be positive, got 0", Assert.Throws<ArgumentException>(() => Ops.ScaledDotProductAttention(q, k, k, 0, false, null, 0f, 0)).Message);
+        Assert.Contains("p must be in [0, 1], got -0.1", Assert.Throws<ArgumentException>(() => Ops.ScaledDotProductAttention(q, k, k, 3, false, null, -0.1f, 0)).Message);
+        using var wide = Tensor.Zeros([2, 5, 12]);
+        using var otherV = Tensor.Zeros([2, 4, 12]);
+        Assert.Contains("v must be [2, 5, 12] like k, got [2, 4, 12]", Assert.Throws<ArgumentException>(() => Ops.ScaledDotProductAttention(q, wide, otherV, 3, false, null, 0f, 0)).Message);
+
+        // The node checks before it allocates the probabilities: a rank-1 q is refused in the op's words.
+        using var flat = new Variable(Tensor.Zeros([12]), requiresGrad: true);
+        using var kv = new Variable(Tensor.Zeros([2, 5, 12]), requiresGrad: true);
+        Assert.Contains("ScaledDotProductAttention: q, k and v must be [B, L, C]",
+            Assert.Throws<ArgumentException>(() => F.ScaledDotProductAttention(flat, kv, kv, 3, false, null)).Message);
+
+        // Backward checks every operand's device, dOut and the probabilities included (a host array is read from each).
+        var other = Device.Get("ilgpu-cpu");
+        using var dOut = Tensor.Zeros([2, 3, 12], other);
+        using var probs = Tensor.Zeros([6, 3, 5], other);
+        Assert.Contains("different devices", Assert.Throws<ArgumentException>(() => Ops.ScaledDotProductAttentionBackward(dOut, q, k, k, probs, 3, 0f, 0)).Message);
     }
 }

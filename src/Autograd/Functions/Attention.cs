@@ -30,7 +30,7 @@ public static partial class F
         bool overwrite = inputsUnread && q.UnreadByBackward && k.UnreadByBackward && v.UnreadByBackward
             && !ReferenceEquals(q, k) && !ReferenceEquals(q, v) && !ReferenceEquals(k, v);
         bool grad = Graph.IsEnabled && (q.RequiresGrad || k.RequiresGrad || v.RequiresGrad);
-        var probs = grad ? Tensor.Empty([q.Dim(0) * heads, q.Dim(1), k.Dim(1)], q.Device) : null;
+        var probs = grad ? Tensor.Empty(Ops.ScaledDotProductAttentionProbsShape(q.Data, k.Data, v.Data, heads, keyMask, dropout), q.Device) : null;
         Tensor y;
         try { y = Ops.ScaledDotProductAttention(q.Data, k.Data, v.Data, heads, causal, keyMask, dropout, seed, probs); }
         catch { probs?.Dispose(); throw; }

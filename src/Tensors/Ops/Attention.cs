@@ -39,14 +39,12 @@ public static partial class Ops
         if (o.Length == 0) return o;
         if (g.S == 0) { o.Span.Clear(); return o; }
         var (qs, ks, vs, os, ps) = (q.HostArray, k.HostArray, v.HostArray, o.HostArray, probs?.HostArray);
-        // A task is one batch row's heads, one after another: they read the same rows of q, k and v (a head's D columns
-        // of each), which the first head brings into the core's cache for the others.
-        GemmWorkers.For(q.Dim(0), b =>
+        ForEachHead(q.Dim(0), heads, (h0, h1) =>
         {
             unsafe
             {
                 fixed (float* pq = qs, pk = ks, pv = vs, po = os, pp = ps)
-                    for (int bh = b * heads; bh < (b + 1) * heads; bh++) AttentionCpu.Forward<TK>(g, bh, pq, pk, pv, po, pp);
+                    for (int bh = h0; bh < h1; bh++) AttentionCpu.Forward<TK>(g, bh, pq, pk, pv, po, pp);
             }
         });
         return o;
@@ -80,9 +78,9 @@ public static partial class Ops
         bool overwriteInputs = false) where TK : struct, IStridedTile
     {
         const string op = nameof(ScaledDotProductAttentionBackward);
-        SameShape(op, dOut, q);
+        SameDevice(op, q, k, v, dOut, probs);
         var g = Geometry(op, q, k, v, heads, false, null, dropout, seed);
-        SameDevice(op, dOut, probs);
+        if (!dOut.Shape.SequenceEqual(q.Shape)) throw new ArgumentException($"{op}: dOut must be {q.ShapeString} like q, got {dOut.ShapeString}.");
         if (!probs.Shape.SequenceEqual(new[] { q.Dim(0) * heads, g.T, g.S }))
             throw new ArgumentException($"{op}: probs must be [{q.Dim(0) * heads}, {g.T}, {g.S}], got {probs.ShapeString}.");
         if (overwriteInputs && (q.SharesStorage || k.SharesStorage || v.SharesStorage || ReferenceEquals(q, k) || ReferenceEquals(q, v) || ReferenceEquals(k, v)))
@@ -96,15 +94,36 @@ public static partial class Ops
             return (dq, dk, dv);
         }
         var (dos, qs, ks, vs, ps, dqs, dks, dvs) = (dOut.HostArray, q.HostArray, k.HostArray, v.HostArray, probs.HostArray, dq.HostArray, dk.HostArray, dv.HostArray);
-        GemmWorkers.For(q.Dim(0), b =>
+        ForEachHead(q.Dim(0), heads, (h0, h1) =>
         {
             unsafe
             {
                 fixed (float* pdo = dos, pq = qs, pk = ks, pv = vs, pp = ps, pdq = dqs, pdk = dks, pdv = dvs)
-                    for (int bh = b * heads; bh < (b + 1) * heads; bh++) AttentionCpu.Backward<TK>(g, bh, pdo, pq, pk, pv, pp, pdq, pdk, pdv);
+                    for (int bh = h0; bh < h1; bh++) AttentionCpu.Backward<TK>(g, bh, pdo, pq, pk, pv, pp, pdq, pdk, pdv);
             }
         });
         return (dq, dk, dv);
+    }
+
+    /// <summary>
+    /// The shape of the probabilities <see cref="ScaledDotProductAttention"/> saves, [B·H, T, S], after the operands are
+    /// checked (so a caller allocating them is refused in the op's words, before anything is made).
+    /// </summary>
+    internal static int[] ScaledDotProductAttentionProbsShape(Tensor q, Tensor k, Tensor v, int heads, Tensor? keyMask, float dropout)
+    {
+        Geometry(nameof(ScaledDotProductAttention), q, k, v, heads, false, keyMask, dropout, 0);
+        return [q.Dim(0) * heads, q.Dim(1), k.Dim(1)];
+    }
+
+    /// <summary>
+    /// Runs run(first, end) over the B·H heads on the GEMM's workers: one batch row's heads per task when there are
+    /// batch rows enough for every worker twice (its heads read the same rows of q, k and v, which the first brings into
+    /// the core's cache), single heads otherwise (a batch of one still uses every core).
+    /// </summary>
+    static void ForEachHead(int batch, int heads, Action<int, int> run)
+    {
+        if (batch >= 2 * Environment.ProcessorCount) GemmWorkers.For(batch, b => run(b * heads, (b + 1) * heads));
+        else GemmWorkers.For(batch * heads, bh => run(bh, bh + 1));
     }
 
     /// <summary>Checks the operands (one line naming the op, the operand, the expected and the actual shape) and builds the geometry.</summary>
@@ -115,13 +134,16 @@ public static partial class Ops
         if (q.Rank != 3 || k.Rank != 3 || v.Rank != 3)
             throw new ArgumentException($"{op}: q, k and v must be [B, L, C], got {q.ShapeString}, {k.ShapeString}, {v.ShapeString}.");
         int b = q.Dim(0), t = q.Dim(1), c = q.Dim(2), s = k.Dim(1);
-        if (heads <= 0 || c % heads != 0) throw new ArgumentException($"{op}: width {c} is not a multiple of {heads} heads.");
+        if (heads <= 0) throw new ArgumentException($"{op}: heads must be positive, got {heads}.");
+        if (c == 0 || c % heads != 0) throw new ArgumentException($"{op}: width {c} is not a positive multiple of {heads} heads.");
         if (k.Dim(0) != b || k.Dim(2) != c) throw new ArgumentException($"{op}: k must be [{b}, S, {c}], got {k.ShapeString}.");
-        SameShape(op, k, v);
+        if (!v.Shape.SequenceEqual(k.Shape)) throw new ArgumentException($"{op}: v must be {k.ShapeString} like k, got {v.ShapeString}.");
         if (keyMask != null && (keyMask.Rank != 2 || keyMask.Dim(0) != b || keyMask.Dim(1) != s))
             throw new ArgumentException($"{op}: keyMask must be [{b}, {s}], got {keyMask.ShapeString}.");
         long scores = (long)b * heads * t * s;
-        if (dropout > 0f && scores > int.MaxValue)
+        if (AttentionCpu.ScratchFloats(t, s, c / heads) > int.MaxValue)
+            throw new ArgumentException($"{op}: {t} queries × {s} keys need more working memory per thread than one array holds; split the sequence.");
+        if (dropout != 0f && scores > int.MaxValue)
             throw new ArgumentException($"{op}: {scores} attention probabilities exceed the 2^31-1 a dropout mask can index.");
         float[]? maskAdd = null;
         if (keyMask != null)
@@ -130,7 +152,8 @@ public static partial class Ops
             maskAdd = keyMask.ToArray();
             for (int i = 0; i < maskAdd.Length; i++) if (maskAdd[i] <= KeyMaskDropThreshold) maskAdd[i] = float.NegativeInfinity;
         }
-        DropoutParams? drop = dropout > 0f ? Params(op, (int)scores, dropout, seed, false) : null;
+        // Params refuses a rate outside [0, 1] (NaN too), as Dropout does.
+        DropoutParams? drop = dropout != 0f ? Params(op, (int)scores, dropout, seed, false) : null;
         int d = c / heads;
         return new AttentionCpu.Geometry(heads, t, s, d, 1f / MathF.Sqrt(d), causal, maskAdd, drop);
     }

@@ -119,8 +119,19 @@ internal static unsafe class AttentionCpu
     /// Width of the [queries, keys] buffers: whole tiles of columns (they are C or B) and of rows (read transposed as A,
     /// rows past S are read as the zeros written there).
     /// </summary>
-    static int KeyWidth<TK>(int s) where TK : struct, IStridedTile =>
-        RoundUp(Math.Max(s, 1), TK.MR * TK.NR / Gcd(TK.MR, TK.NR));
+    static int KeyWidth<TK>(int s) where TK : struct, IStridedTile
+    {
+        int tile = TK.MR * TK.NR / Gcd(TK.MR, TK.NR), w = RoundUp(Math.Max(s, 1), tile);
+        // Rows a multiple of 512 bytes apart fall into a few L1 sets (as v's rows read in place did): one more tile apart.
+        return w % 128 == 0 ? w + tile : w;
+    }
+
+    /// <summary>An upper bound of the floats a thread's buffers take for a head of t queries, s keys, d wide (backward's, the larger).</summary>
+    internal static long ScratchFloats(int t, int s, int d)
+    {
+        long w = RoundUp(Math.Max(s, 1), 48) + 48, dw = RoundUp(Math.Max(d, 1), 32), rows = Math.Max(s, t);
+        return d * w + 3L * t * w + 3 * rows * dw + 8 * (Math.Max(rows, d) + 32);
+    }
 
     static int Gcd(int a, int b) => b == 0 ? a : Gcd(b, a % b);
 
