@@ -251,7 +251,7 @@ public class AttentionTests
         using var k = Tensor.Zeros([2, 5, 12]);
         using var narrow = Tensor.Zeros([2, 5, 8]);
         using var mask = Tensor.Zeros([2, 4]);
-        Assert.Contains("not a multiple of 5 heads", Assert.Throws<ArgumentException>(() => Ops.ScaledDotProductAttention(q, k, k, 5, false, null, 0f, 0)).Message);
+        Assert.Contains("width 12 is not a positive multiple of 5 heads", Assert.Throws<ArgumentException>(() => Ops.ScaledDotProductAttention(q, k, k, 5, false, null, 0f, 0)).Message);
         Assert.Contains("k must be [2, S, 12]", Assert.Throws<ArgumentException>(() => Ops.ScaledDotProductAttention(q, narrow, narrow, 3, false, null, 0f, 0)).Message);
         Assert.Contains("keyMask must be [2, 5]", Assert.Throws<ArgumentException>(() => Ops.ScaledDotProductAttention(q, k, k, 3, false, mask, 0f, 0)).Message);
         Assert.Contains("heads must be positive, got 0", Assert.Throws<ArgumentException>(() => Ops.ScaledDotProductAttention(q, k, k, 0, false, null, 0f, 0)).Message);
