@@ -158,7 +158,7 @@ public sealed class OpCase : IDisposable
                 else
                 {
                     var dOut = Input([b, t, w], -1f, 1f, 34);
-                    _op = () => { var (dq, dk, dv) = Ops.ScaledDotProductAttentionBackward(dOut, q, k, v, probs, h, 0f, 0); dq.Dispose(); dk.Dispose(); dv.Dispose(); };
+                    _op = () => { var (dq, dk, dv) = Ops.ScaledDotProductAttentionBackward(dOut, q, k, v, probs, h, 0f, 0); dq!.Dispose(); dk!.Dispose(); dv!.Dispose(); };
                     Bytes = (7.0 * q.Length + probs.Length) * sizeof(float);
                 }
                 break;

@@ -146,9 +146,9 @@ public class AttentionTests
                 : Ops.ScaledDotProductAttentionBackward<Avx2Tile>(dt, qt, kt, vt, probs, c.H, c.Dropout, seed);
             using (dq) using (dk) using (dv)
             {
-                Close(expected.Dq, dq.ToArray(), 1e-5, 1e-4, $"{c} {tile}: dq");
-                Close(expected.Dk, dk.ToArray(), 1e-5, 1e-4, $"{c} {tile}: dk");
-                Close(expected.Dv, dv.ToArray(), 1e-5, 1e-4, $"{c} {tile}: dv");
+                Close(expected.Dq, dq!.ToArray(), 1e-5, 1e-4, $"{c} {tile}: dq");
+                Close(expected.Dk, dk!.ToArray(), 1e-5, 1e-4, $"{c} {tile}: dk");
+                Close(expected.Dv, dv!.ToArray(), 1e-5, 1e-4, $"{c} {tile}: dv");
             }
         }
     }
@@ -236,12 +236,69 @@ public class AttentionTests
         using var dOut = Tensor.FromArray(Random(B * T * C, 34), [B, T, C]);
         using var probs = Tensor.Empty([B * H, T, S]);
         Ops.ScaledDotProductAttention(qt, kt, vt, H, false, null, 0f, 0, probs).Dispose();
-        var (dq, dk, dv) = Ops.ScaledDotProductAttentionBackward(dOut, qt, kt, vt, probs, H, 0f, 0);
-        var (dq2, dk2, dv2) = Ops.ScaledDotProductAttentionBackward(dOut, qt, kt, vt, probs, H, 0f, 0, overwriteInputs: true);
-        Assert.Equal(dq.ToArray(), qt.ToArray());
-        Assert.Equal(dk.ToArray(), dk2.ToArray());
-        Assert.Equal(dv.ToArray(), vt.ToArray());
-        foreach (var t in new[] { dq, dk, dv, dq2, dk2, dv2 }) t.Dispose();
+        var (dq, dk, dv) = Ops.ScaledDotProductAttentionBackward(dOut, qt, kt, vt, probs, H, 0.2f, 8);
+        var (dq2, dk2, dv2) = Ops.ScaledDotProductAttentionBackward(dOut, qt, kt, vt, probs, H, 0.2f, 8, overwrite: AttentionInputs.Q | AttentionInputs.V);
+        Assert.Equal(dq!.ToArray(), qt.ToArray());
+        Assert.Equal(dk!.ToArray(), dk2!.ToArray());
+        Assert.Equal(dv!.ToArray(), vt.ToArray());
+        foreach (var t in new[] { dq, dk, dv, dq2, dk2, dv2 }) t!.Dispose();
+    }
+
+    /// <summary>
+    /// Each gradient alone, from only the inputs it needs (q for dk, k for dq, v for either, none for dv), equals the same
+    /// gradient made with all three; a needed input missing is refused in one line.
+    /// </summary>
+    [Fact]
+    public void EachGradientAloneReadsOnlyWhatItNeeds()
+    {
+        const int B = 2, T = 7, S = 11, H = 2, D = 32, C = H * D;
+        using var q = Tensor.FromArray(Random(B * T * C, 41), [B, T, C]);
+        using var k = Tensor.FromArray(Random(B * S * C, 42), [B, S, C]);
+        using var v = Tensor.FromArray(Random(B * S * C, 43), [B, S, C]);
+        using var dOut = Tensor.FromArray(Random(B * T * C, 44), [B, T, C]);
+        using var probs = Tensor.Empty([B * H, T, S]);
+        Ops.ScaledDotProductAttention(q, k, v, H, true, null, 0.3f, 6, probs).Dispose();
+        var all = Ops.ScaledDotProductAttentionBackward(dOut, q, k, v, probs, H, 0.3f, 6);
+        var onlyQ = Ops.ScaledDotProductAttentionBackward(dOut, null, k, v, probs, H, 0.3f, 6, AttentionInputs.Q);
+        var onlyK = Ops.ScaledDotProductAttentionBackward(dOut, q, null, v, probs, H, 0.3f, 6, AttentionInputs.K);
+        var onlyV = Ops.ScaledDotProductAttentionBackward(dOut, null, null, null, probs, H, 0.3f, 6, AttentionInputs.V);
+        Assert.Equal(all.Dq!.ToArray(), onlyQ.Dq!.ToArray());
+        Assert.Equal(all.Dk!.ToArray(), onlyK.Dk!.ToArray());
+        Assert.Equal(all.Dv!.ToArray(), onlyV.Dv!.ToArray());
+        Assert.True(onlyQ.Dk == null && onlyQ.Dv == null && onlyK.Dq == null && onlyV.Dq == null);
+        Assert.Contains("k is needed for the gradients asked for (Q), got null",
+            Assert.Throws<ArgumentException>(() => Ops.ScaledDotProductAttentionBackward(dOut, q, null, v, probs, H, 0.3f, 6, AttentionInputs.Q)).Message);
+        foreach (var t in new[] { all.Dq, all.Dk, all.Dv, onlyQ.Dq, onlyK.Dk, onlyV.Dv }) t!.Dispose();
+    }
+
+    /// <summary>
+    /// The node with keys and values from frozen weights over a constant (a first layer over frozen embeddings): backward
+    /// does not read q, so the caller frees it after the forward, as the op chain's products let it; the gradients are
+    /// those of the same graph keeping q, bit for bit.
+    /// </summary>
+    [Fact]
+    public void QueriesAreFreedWhenNoGradientNeedsThem()
+    {
+        const int B = 2, T = 5, S = 6, H = 2, D = 16, C = H * D;
+        (float[] Dx, float[] Dw, bool Freed) Run(bool release)
+        {
+            using var scope = new GraphScope();
+            using var x = new Variable(Tensor.FromArray(Random(B * T * C, 51), [B, T, C]), requiresGrad: true);
+            using var wq = new Variable(Tensor.FromArray(Random(C * C, 52), [C, C]), requiresGrad: true);
+            var source = Variable.Constant(Tensor.FromArray(Random(B * S * C, 53), [B, S, C]));
+            var (wk, wv) = (Variable.Constant(Tensor.FromArray(Random(C * C, 54), [C, C])), Variable.Constant(Tensor.FromArray(Random(C * C, 55), [C, C])));
+            var q = F.Linear(x, wq, null);
+            var (k, v) = (F.Linear(source, wk, null), F.Linear(source, wv, null));
+            var y = F.ScaledDotProductAttention(q, k, v, H, false, null, 0f, 0, inputsUnread: release);
+            bool freed = release && q.ReleaseIfUnread();
+            F.Sum(F.Mul(y, Variable.Constant(Tensor.FromArray(Random(B * T * C, 56), [B, T, C])))).Backward();
+            return (x.Grad!.ToArray(), wq.Grad!.ToArray(), freed);
+        }
+        var kept = Run(false);
+        var freed = Run(true);
+        Assert.True(freed.Freed, "q was still read by backward");
+        Assert.Equal(kept.Dx, freed.Dx);
+        Assert.Equal(kept.Dw, freed.Dw);
     }
 
     [Fact]

@@ -27,22 +27,34 @@ public static partial class F
     public static Variable ScaledDotProductAttention(Variable q, Variable k, Variable v, int heads, bool causal, Tensor? keyMask, float dropout = 0f, ulong seed = 0,
         bool inputsUnread = false)
     {
-        bool overwrite = inputsUnread && q.UnreadByBackward && k.UnreadByBackward && v.UnreadByBackward
-            && !ReferenceEquals(q, k) && !ReferenceEquals(q, v) && !ReferenceEquals(k, v);
         bool grad = Graph.IsEnabled && (q.RequiresGrad || k.RequiresGrad || v.RequiresGrad);
+        // Backward reads q only for dk, k only for dq, v for either: the first layer's q, with keys from frozen weights
+        // over frozen embeddings, can go as soon as the forward has used it.
+        bool readQ = k.RequiresGrad, readK = q.RequiresGrad, readV = q.RequiresGrad || k.RequiresGrad;
+        var wanted = (q.RequiresGrad ? AttentionInputs.Q : 0) | (k.RequiresGrad ? AttentionInputs.K : 0) | (v.RequiresGrad ? AttentionInputs.V : 0);
+        // An input backward reads stays alive until then, so its gradient can be written over it.
+        bool distinct = !ReferenceEquals(q, k) && !ReferenceEquals(q, v) && !ReferenceEquals(k, v);
+        var overwrite = !inputsUnread || !distinct ? AttentionInputs.None
+            : (readQ && q.RequiresGrad && q.UnreadByBackward ? AttentionInputs.Q : 0)
+            | (readK && k.RequiresGrad && k.UnreadByBackward ? AttentionInputs.K : 0)
+            | (readV && v.RequiresGrad && v.UnreadByBackward ? AttentionInputs.V : 0);
         var probs = grad ? Tensor.Empty(Ops.ScaledDotProductAttentionProbsShape(q.Data, k.Data, v.Data, heads, keyMask, dropout), q.Device) : null;
         Tensor y;
         try { y = Ops.ScaledDotProductAttention(q.Data, k.Data, v.Data, heads, causal, keyMask, dropout, seed, probs); }
         catch { probs?.Dispose(); throw; }
         var saved = probs != null ? new[] { probs } : [];
-        return Graph.Record("scaled_dot_product_attention", y, [q, k, v], Reads.Inputs(true, true, true), dy =>
+        return Graph.Record("scaled_dot_product_attention", y, [q, k, v], Reads.Inputs(readQ, readK, readV), dy =>
         {
-            // A view made since the forward would see its values change: then three new tensors after all.
-            bool inPlace = overwrite && !q.Data.SharesStorage && !k.Data.SharesStorage && !v.Data.SharesStorage;
-            var (dq, dk, dv) = Ops.ScaledDotProductAttentionBackward(dy, q.Data, k.Data, v.Data, probs!, heads, dropout, seed, inPlace);
-            if (q.RequiresGrad) Graph.Accumulate(q, dq); else dq.Dispose();
-            if (k.RequiresGrad) Graph.Accumulate(k, dk); else dk.Dispose();
-            if (v.RequiresGrad) Graph.Accumulate(v, dv); else dv.Dispose();
+            // A view made since the forward would see its values change: then a new tensor for that gradient after all.
+            var inPlace = overwrite;
+            if (q.Data.IsDisposed || q.Data.SharesStorage) inPlace &= ~AttentionInputs.Q;
+            if (k.Data.IsDisposed || k.Data.SharesStorage) inPlace &= ~AttentionInputs.K;
+            if (v.Data.IsDisposed || v.Data.SharesStorage) inPlace &= ~AttentionInputs.V;
+            var (dq, dk, dv) = Ops.ScaledDotProductAttentionBackward(dy, readQ ? q.Data : null, readK ? k.Data : null, readV ? v.Data : null, probs!, heads,
+                dropout, seed, wanted, inPlace);
+            if (dq != null) Graph.Accumulate(q, dq);
+            if (dk != null) Graph.Accumulate(k, dk);
+            if (dv != null) Graph.Accumulate(v, dv);
         }, saved);
     }
 }

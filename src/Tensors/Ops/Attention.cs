@@ -2,6 +2,22 @@ using System.Runtime.Intrinsics;
 
 namespace Nanolora.Tensors;
 
+/// <summary>Which of attention's inputs (q, k, v) a call concerns: gradients wanted, inputs written over.</summary>
+[Flags]
+public enum AttentionInputs
+{
+    /// <summary>None of them.</summary>
+    None = 0,
+    /// <summary>The queries.</summary>
+    Q = 1,
+    /// <summary>The keys.</summary>
+    K = 2,
+    /// <summary>The values.</summary>
+    V = 4,
+    /// <summary>All three.</summary>
+    All = Q | K | V,
+}
+
 public static partial class Ops
 {
     /// <summary>
@@ -51,50 +67,70 @@ public static partial class Ops
     }
 
     /// <summary>
-    /// The gradients of <see cref="ScaledDotProductAttention"/>'s q, k and v from dOut [B, T, C] and the probabilities it saved, with the
-    /// same heads, dropout and seed (the masks are drawn again, not kept).
+    /// The gradients of <see cref="ScaledDotProductAttention"/>'s q, k and v from dOut [B, T, C] and the probabilities it
+    /// saved, with the same heads, dropout and seed (the masks are drawn again, not kept). Only the wanted ones are made,
+    /// and an input is read only where a wanted gradient needs it: q for dk, k for dq, v for either (dv needs the
+    /// probabilities and dOut alone), so a caller may free the others after the forward (the first layer's q when its
+    /// keys come from frozen weights over frozen embeddings, as the op chain's products let it).
     /// </summary>
     /// <param name="dOut">The output's gradient [B, T, C].</param>
-    /// <param name="q">The forward's queries [B, T, C].</param>
-    /// <param name="k">The forward's keys [B, S, C].</param>
-    /// <param name="v">The forward's values [B, S, C].</param>
+    /// <param name="q">The forward's queries [B, T, C]; may be null unless dk is wanted.</param>
+    /// <param name="k">The forward's keys [B, S, C]; may be null unless dq is wanted.</param>
+    /// <param name="v">The forward's values [B, S, C]; may be null unless dq or dk is wanted.</param>
     /// <param name="probs">The probabilities the forward saved [B·H, T, S].</param>
     /// <param name="heads">H, as in the forward.</param>
     /// <param name="dropout">The forward's dropout rate.</param>
     /// <param name="seed">The forward's dropout seed.</param>
-    /// <param name="overwriteInputs">
-    /// Write dq, dk and dv over q, k and v (each head reads its columns of them into its own buffers before it writes
-    /// there) and return views of them: backward then allocates nothing. For a caller whose q, k and v nothing else reads
-    /// (attention's own projections); their values are gradients afterwards.
+    /// <param name="wanted">The gradients to make (the others come back null).</param>
+    /// <param name="overwrite">
+    /// Inputs whose gradient is written over them (each head reads its columns of an input into its own buffers before it
+    /// writes there), returned as views: no allocation for those. For a caller whose inputs nothing else reads
+    /// (attention's own projections); their values are gradients afterwards. Each must be given and wanted.
     /// </param>
-    public static (Tensor Dq, Tensor Dk, Tensor Dv) ScaledDotProductAttentionBackward(Tensor dOut, Tensor q, Tensor k, Tensor v, Tensor probs, int heads, float dropout, ulong seed,
-        bool overwriteInputs = false) =>
+    public static (Tensor? Dq, Tensor? Dk, Tensor? Dv) ScaledDotProductAttentionBackward(Tensor dOut, Tensor? q, Tensor? k, Tensor? v, Tensor probs, int heads,
+        float dropout, ulong seed, AttentionInputs wanted = AttentionInputs.All, AttentionInputs overwrite = AttentionInputs.None) =>
         Vector512.IsHardwareAccelerated
-            ? ScaledDotProductAttentionBackward<Avx512Tile>(dOut, q, k, v, probs, heads, dropout, seed, overwriteInputs)
-            : ScaledDotProductAttentionBackward<Avx2Tile>(dOut, q, k, v, probs, heads, dropout, seed, overwriteInputs);
+            ? ScaledDotProductAttentionBackward<Avx512Tile>(dOut, q, k, v, probs, heads, dropout, seed, wanted, overwrite)
+            : ScaledDotProductAttentionBackward<Avx2Tile>(dOut, q, k, v, probs, heads, dropout, seed, wanted, overwrite);
 
     /// <summary><see cref="ScaledDotProductAttentionBackward"/> with a chosen tile.</summary>
-    internal static (Tensor Dq, Tensor Dk, Tensor Dv) ScaledDotProductAttentionBackward<TK>(Tensor dOut, Tensor q, Tensor k, Tensor v, Tensor probs, int heads, float dropout, ulong seed,
-        bool overwriteInputs = false) where TK : struct, IStridedTile
+    internal static (Tensor? Dq, Tensor? Dk, Tensor? Dv) ScaledDotProductAttentionBackward<TK>(Tensor dOut, Tensor? q, Tensor? k, Tensor? v, Tensor probs, int heads,
+        float dropout, ulong seed, AttentionInputs wanted = AttentionInputs.All, AttentionInputs overwrite = AttentionInputs.None) where TK : struct, IStridedTile
     {
         const string op = nameof(ScaledDotProductAttentionBackward);
-        SameDevice(op, q, k, v, dOut, probs);
-        var g = Geometry(op, q, k, v, heads, false, null, dropout, seed);
-        if (!dOut.Shape.SequenceEqual(q.Shape)) throw new ArgumentException($"{op}: dOut must be {q.ShapeString} like q, got {dOut.ShapeString}.");
-        if (!probs.Shape.SequenceEqual(new[] { q.Dim(0) * heads, g.T, g.S }))
-            throw new ArgumentException($"{op}: probs must be [{q.Dim(0) * heads}, {g.T}, {g.S}], got {probs.ShapeString}.");
-        if (overwriteInputs && (q.SharesStorage || k.SharesStorage || v.SharesStorage || ReferenceEquals(q, k) || ReferenceEquals(q, v) || ReferenceEquals(k, v)))
-            throw new ArgumentException($"{op}: overwriteInputs needs q, k and v in storage of their own, not views or one tensor twice.");
-        var (dq, dk, dv) = overwriteInputs
-            ? (q.Reshape(q.ShapeArray()), k.Reshape(k.ShapeArray()), v.Reshape(v.ShapeArray()))
-            : (Tensor.Empty(q.Shape, q.Device), Tensor.Empty(k.Shape, k.Device), Tensor.Empty(v.Shape, v.Device));
-        if (g.T == 0 || g.S == 0 || q.Dim(0) == 0 || g.D == 0)
+        bool wantQ = wanted.HasFlag(AttentionInputs.Q), wantK = wanted.HasFlag(AttentionInputs.K), wantV = wanted.HasFlag(AttentionInputs.V);
+        CpuOnly(op, SameDevice(op, new[] { dOut, probs, q, k, v }.OfType<Tensor>().ToArray()));
+        if (dOut.Rank != 3 || probs.Rank != 3)
+            throw new ArgumentException($"{op}: dOut must be [B, T, C] and probs [B·H, T, S], got {dOut.ShapeString} and {probs.ShapeString}.");
+        int b = dOut.Dim(0), t = dOut.Dim(1), c = dOut.Dim(2), s = probs.Dim(2);
+        var g = Geometry(op, b, t, s, c, heads, false, null, dropout, seed);
+        if (probs.Dim(0) != b * heads || probs.Dim(1) != t)
+            throw new ArgumentException($"{op}: probs must be [{b * heads}, {t}, {s}], got {probs.ShapeString}.");
+        void Operand(string name, Tensor? x, int length, bool needed)
         {
-            dq.Span.Clear(); dk.Span.Clear(); dv.Span.Clear();
+            if (x == null) { if (needed) throw new ArgumentException($"{op}: {name} is needed for the gradients asked for ({wanted}), got null."); return; }
+            if (x.Rank != 3 || x.Dim(0) != b || x.Dim(1) != length || x.Dim(2) != c)
+                throw new ArgumentException($"{op}: {name} must be [{b}, {length}, {c}], got {x.ShapeString}.");
+        }
+        Operand("q", q, t, wantK);
+        Operand("k", k, s, wantQ);
+        Operand("v", v, s, wantQ || wantK);
+        Tensor? Gradient(AttentionInputs which, Tensor? x, int length)
+        {
+            if (!wanted.HasFlag(which)) return null;
+            if (!overwrite.HasFlag(which)) return Tensor.Empty([b, length, c], dOut.Device);
+            if (x == null || x.SharesStorage || new[] { q, k, v }.Count(y => ReferenceEquals(y, x)) > 1)
+                throw new ArgumentException($"{op}: overwriting {which} needs it given, in storage of its own, not a view or one tensor passed twice.");
+            return x.Reshape(x.ShapeArray());
+        }
+        var (dq, dk, dv) = (Gradient(AttentionInputs.Q, q, t), Gradient(AttentionInputs.K, k, s), Gradient(AttentionInputs.V, v, s));
+        if (t == 0 || s == 0 || b == 0)
+        {
+            dq?.Span.Clear(); dk?.Span.Clear(); dv?.Span.Clear();
             return (dq, dk, dv);
         }
-        var (dos, qs, ks, vs, ps, dqs, dks, dvs) = (dOut.HostArray, q.HostArray, k.HostArray, v.HostArray, probs.HostArray, dq.HostArray, dk.HostArray, dv.HostArray);
-        ForEachHead(q.Dim(0), heads, (h0, h1) =>
+        var (dos, qs, ks, vs, ps, dqs, dks, dvs) = (dOut.HostArray, q?.HostArray, k?.HostArray, v?.HostArray, probs.HostArray, dq?.HostArray, dk?.HostArray, dv?.HostArray);
+        ForEachHead(b, heads, (h0, h1) =>
         {
             unsafe
             {
@@ -130,16 +166,27 @@ public static partial class Ops
     static AttentionCpu.Geometry Geometry(string op, Tensor q, Tensor k, Tensor v, int heads, bool causal, Tensor? keyMask, float dropout, ulong seed)
     {
         var device = keyMask is null ? SameDevice(op, q, k, v) : SameDevice(op, q, k, v, keyMask);
-        if (!device.IsCpu) throw new ArgumentException($"{op}: runs on the cpu backend only, got tensors on {device.Id}; compose it from Matmul and Softmax there.");
+        CpuOnly(op, device);
         if (q.Rank != 3 || k.Rank != 3 || v.Rank != 3)
             throw new ArgumentException($"{op}: q, k and v must be [B, L, C], got {q.ShapeString}, {k.ShapeString}, {v.ShapeString}.");
         int b = q.Dim(0), t = q.Dim(1), c = q.Dim(2), s = k.Dim(1);
-        if (heads <= 0) throw new ArgumentException($"{op}: heads must be positive, got {heads}.");
-        if (c == 0 || c % heads != 0) throw new ArgumentException($"{op}: width {c} is not a positive multiple of {heads} heads.");
         if (k.Dim(0) != b || k.Dim(2) != c) throw new ArgumentException($"{op}: k must be [{b}, S, {c}], got {k.ShapeString}.");
         if (!v.Shape.SequenceEqual(k.Shape)) throw new ArgumentException($"{op}: v must be {k.ShapeString} like k, got {v.ShapeString}.");
         if (keyMask != null && (keyMask.Rank != 2 || keyMask.Dim(0) != b || keyMask.Dim(1) != s))
             throw new ArgumentException($"{op}: keyMask must be [{b}, {s}], got {keyMask.ShapeString}.");
+        return Geometry(op, b, t, s, c, heads, causal, keyMask, dropout, seed);
+    }
+
+    static void CpuOnly(string op, Device device)
+    {
+        if (!device.IsCpu) throw new ArgumentException($"{op}: runs on the cpu backend only, got tensors on {device.Id}; compose it from Matmul and Softmax there.");
+    }
+
+    /// <summary>The geometry of B batch rows of T queries over S keys, C wide in H heads, on the CPU.</summary>
+    static AttentionCpu.Geometry Geometry(string op, int b, int t, int s, int c, int heads, bool causal, Tensor? keyMask, float dropout, ulong seed)
+    {
+        if (heads <= 0) throw new ArgumentException($"{op}: heads must be positive, got {heads}.");
+        if (c == 0 || c % heads != 0) throw new ArgumentException($"{op}: width {c} is not a positive multiple of {heads} heads.");
         long scores = (long)b * heads * t * s;
         if (AttentionCpu.ScratchFloats(t, s, c / heads) > int.MaxValue)
             throw new ArgumentException($"{op}: {t} queries × {s} keys need more working memory per thread than one array holds; split the sequence.");

@@ -290,7 +290,8 @@ internal static unsafe class AttentionCpu
 
     /// <summary>
     /// Backward of head bh from the saved probabilities P: with Pd = dropout(P), dV = Pdᵀ·dO, dP = dropout'(dO·Vᵀ),
-    /// dS = alpha·P ⊙ (dP − rowsum(dP ⊙ P)), dQ = dS·K, dK = dSᵀ·Q. Each head writes only its own columns of dq, dk, dv.
+    /// dS = alpha·P ⊙ (dP − rowsum(dP ⊙ P)), dQ = dS·K, dK = dSᵀ·Q; a null dq, dk or dv is not made, and what only it
+    /// needs is not read (q for dK, k for dQ, v and dS for either). Each head writes only its own columns of the outputs.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     internal static void Backward<TK>(in Geometry g, int bh, float* dOut, float* q, float* k, float* v, float* probs, float* dq, float* dk, float* dv)
@@ -299,34 +300,39 @@ internal static unsafe class AttentionCpu
         int b = bh / g.Heads, h = bh % g.Heads, T = g.T, S = g.S, D = g.D, C = g.C;
         int w = KeyWidth<TK>(S), dw = RoundUp(D, TK.NR);
         int rows = Math.Max(S, T);
+        bool scores = dq != null || dk != null;
         float* vt = Scratch((long)D * w + 3L * T * w + 3L * rows * dw + TileScratch<TK>(Math.Max(rows, D)));
         float* dpd = vt + (nint)D * w, ds = dpd + (nint)T * w, pd = ds + (nint)T * w;
         float* kp = pd + (nint)T * w, qp = kp + (nint)rows * dw, dop = qp + (nint)rows * dw, tmp = dop + (nint)rows * dw;
-        nint head = h * D;
-        float* dOHead = dOut + (nint)b * T * C + head, headProbs = probs + (nint)bh * T * S;
-        Transpose(v + (nint)b * S * C + head, C, S, D, vt, w);
-        int kStride = Operand<TK>(k + (nint)b * S * C + head, C, S, D, kp);
-        int qStride = Operand<TK>(q + (nint)b * T * C + head, C, T, D, qp);
-        int doStride = Operand<TK>(dOHead, C, T, D, dop);
-        Product<TK>(T, S, D, dOHead, C, 1, false, vt, w, dpd, w, 1f, tmp);
-        for (int i = 0; i < T; i++)
-        {
-            var p = new ReadOnlySpan<float>(headProbs + (nint)i * S, S);
-            var dp = new Span<float>(dpd + (nint)i * w, S);
-            var dsRow = new Span<float>(ds + (nint)i * w, w);
-            if (g.Dropout is { } drop)
+        nint head = h * D, queries = (nint)b * T * C + head, keys = (nint)b * S * C + head;
+        float* dOHead = dOut + queries, headProbs = probs + (nint)bh * T * S;
+        // Every input is copied before any output is written: an output may lie over its input (overwriteInputs).
+        if (scores) Transpose(v + keys, C, S, D, vt, w);
+        int kStride = dq != null ? Operand<TK>(k + keys, C, S, D, kp) : 0;
+        int qStride = dk != null ? Operand<TK>(q + queries, C, T, D, qp) : 0;
+        int doStride = dv != null ? Operand<TK>(dOHead, C, T, D, dop) : 0;
+        if (scores) Product<TK>(T, S, D, dOHead, C, 1, false, vt, w, dpd, w, 1f, tmp);
+        if (scores || (dv != null && g.Dropout != null))
+            for (int i = 0; i < T; i++)
             {
-                Drop(headProbs + (nint)i * S, pd + (nint)i * w, dpd + (nint)i * w, S, (int)(((long)bh * T + i) * S), drop);
-                new Span<float>(pd + (nint)i * w + S, w - S).Clear();
+                if (g.Dropout is { } drop)
+                {
+                    Drop(headProbs + (nint)i * S, pd + (nint)i * w, scores ? dpd + (nint)i * w : null, S, (int)(((long)bh * T + i) * S), drop);
+                    new Span<float>(pd + (nint)i * w + S, w - S).Clear();
+                }
+                if (!scores) continue;
+                var p = new ReadOnlySpan<float>(headProbs + (nint)i * S, S);
+                ScoreGradient(headProbs + (nint)i * S, dpd + (nint)i * w, ds + (nint)i * w, S, TensorPrimitives.Dot(new ReadOnlySpan<float>(dpd + (nint)i * w, S), p), g.Alpha);
+                new Span<float>(ds + (nint)i * w + S, w - S).Clear();
             }
-            ScoreGradient(headProbs + (nint)i * S, dpd + (nint)i * w, ds + (nint)i * w, S, TensorPrimitives.Dot(dp, p), g.Alpha);
-            dsRow[S..].Clear();
-        }
-        Product<TK>(T, D, S, ds, w, 1, false, kp, kStride, dq + (nint)b * T * C + head, C, 1f, tmp);
+        if (dq != null) Product<TK>(T, D, S, ds, w, 1, false, kp, kStride, dq + queries, C, 1f, tmp);
         // Pdᵀ and dSᵀ are read in place as A (rows 1 apart, columns w); the buffers' rows are zero past S. Without dropout
         // Pd is P itself, read from probs (rows S apart there, so the last rows are gathered).
-        if (g.Dropout != null) Product<TK>(S, D, T, pd, 1, w, true, dop, doStride, dv + (nint)b * S * C + head, C, 1f, tmp);
-        else Product<TK>(S, D, T, headProbs, 1, S, false, dop, doStride, dv + (nint)b * S * C + head, C, 1f, tmp);
-        Product<TK>(S, D, T, ds, 1, w, true, qp, qStride, dk + (nint)b * S * C + head, C, 1f, tmp);
+        if (dv != null)
+        {
+            if (g.Dropout != null) Product<TK>(S, D, T, pd, 1, w, true, dop, doStride, dv + keys, C, 1f, tmp);
+            else Product<TK>(S, D, T, headProbs, 1, S, false, dop, doStride, dv + keys, C, 1f, tmp);
+        }
+        if (dk != null) Product<TK>(S, D, T, ds, 1, w, true, qp, qStride, dk + keys, C, 1f, tmp);
     }
 }

@@ -116,7 +116,8 @@ public sealed class MultiHeadAttention : Module
         // q, k and v are this module's own: their gradients are written over them.
         var attended = F.ScaledDotProductAttention(q, k, v, Heads, causal, keyMask, dropping ? _probsDropout : 0f, dropping ? _seeds.Next() : 0, inputsUnread: true);
         ownedMask?.Dispose();
-        // Without gradients (a checkpoint's forward, inference) nothing reads the projections again.
+        // What backward does not read goes now: all three without gradients (a checkpoint's forward, inference), the first
+        // layer's q when its keys come from frozen weights over frozen embeddings (backward reads q only for dk).
         Variable.ReleaseAllIfUnread(q, k, v);
         return Layer(_names.Output).Forward(attended);
     }
