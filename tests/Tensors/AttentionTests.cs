@@ -230,17 +230,12 @@ public class AttentionTests
         for (int i = 0; i < plain.Grads.Length; i++) Assert.Equal(plain.Grads[i], inPlace.Grads[i]);
         Assert.True(inPlace.Peak <= plain.Peak - 3L * B * T * C * sizeof(float), $"backward's activation peak {inPlace.Peak} bytes in place vs {plain.Peak}");
 
-        using var qt = Tensor.FromArray(Random(B * T * C, 31), [B, T, C]);
-        using var kt = Tensor.FromArray(Random(B * S * C, 32), [B, S, C]);
-        using var vt = Tensor.FromArray(Random(B * S * C, 33), [B, S, C]);
-        using var dOut = Tensor.FromArray(Random(B * T * C, 34), [B, T, C]);
-        using var probs = Tensor.Empty([B * H, T, S]);
-        Ops.ScaledDotProductAttention(qt, kt, vt, H, false, null, 0f, 0, probs).Dispose();
-        var (dq, dk, dv) = Ops.ScaledDotProductAttentionBackward(dOut, qt, kt, vt, probs, H, 0.2f, 8);
-        var (dq2, dk2, dv2) = Ops.ScaledDotProductAttentionBackward(dOut, qt, kt, vt, probs, H, 0.2f, 8, overwrite: AttentionInputs.Q | AttentionInputs.V);
-        Assert.Equal(dq!.ToArray(), qt.ToArray());
+        using var f = new Forwarded(B, T, S, H, C, false, 0.2f, 8, 31);
+        var (dq, dk, dv) = Ops.ScaledDotProductAttentionBackward(f.DOut, f.Q, f.K, f.V, f.Probs, H, 0.2f, 8);
+        var (dq2, dk2, dv2) = Ops.ScaledDotProductAttentionBackward(f.DOut, f.Q, f.K, f.V, f.Probs, H, 0.2f, 8, overwrite: AttentionInputs.Q | AttentionInputs.V);
+        Assert.Equal(dq!.ToArray(), f.Q.ToArray());
         Assert.Equal(dk!.ToArray(), dk2!.ToArray());
-        Assert.Equal(dv!.ToArray(), vt.ToArray());
+        Assert.Equal(dv!.ToArray(), f.V.ToArray());
         foreach (var t in new[] { dq, dk, dv, dq2, dk2, dv2 }) t!.Dispose();
     }
 
@@ -252,12 +247,8 @@ public class AttentionTests
     public void EachGradientAloneReadsOnlyWhatItNeeds()
     {
         const int B = 2, T = 7, S = 11, H = 2, D = 32, C = H * D;
-        using var q = Tensor.FromArray(Random(B * T * C, 41), [B, T, C]);
-        using var k = Tensor.FromArray(Random(B * S * C, 42), [B, S, C]);
-        using var v = Tensor.FromArray(Random(B * S * C, 43), [B, S, C]);
-        using var dOut = Tensor.FromArray(Random(B * T * C, 44), [B, T, C]);
-        using var probs = Tensor.Empty([B * H, T, S]);
-        Ops.ScaledDotProductAttention(q, k, v, H, true, null, 0.3f, 6, probs).Dispose();
+        using var f = new Forwarded(B, T, S, H, C, true, 0.3f, 6, 41);
+        var (q, k, v, dOut, probs) = (f.Q, f.K, f.V, f.DOut, f.Probs);
         var all = Ops.ScaledDotProductAttentionBackward(dOut, q, k, v, probs, H, 0.3f, 6);
         var onlyQ = Ops.ScaledDotProductAttentionBackward(dOut, null, k, v, probs, H, 0.3f, 6, AttentionInputs.Q);
         var onlyK = Ops.ScaledDotProductAttentionBackward(dOut, q, null, v, probs, H, 0.3f, 6, AttentionInputs.K);
@@ -299,6 +290,24 @@ public class AttentionTests
         Assert.True(freed.Freed, "q was still read by backward");
         Assert.Equal(kept.Dx, freed.Dx);
         Assert.Equal(kept.Dw, freed.Dw);
+    }
+
+    /// <summary>Random q [B, T, C], k and v [B, S, C] and dOut, and the probabilities of their forward (dropout and seed as given).</summary>
+    sealed class Forwarded : IDisposable
+    {
+        public readonly Tensor Q, K, V, DOut, Probs;
+
+        public Forwarded(int b, int t, int s, int heads, int c, bool causal, float dropout, ulong seed, int firstSeed)
+        {
+            Q = Tensor.FromArray(Random(b * t * c, firstSeed), [b, t, c]);
+            K = Tensor.FromArray(Random(b * s * c, firstSeed + 1), [b, s, c]);
+            V = Tensor.FromArray(Random(b * s * c, firstSeed + 2), [b, s, c]);
+            DOut = Tensor.FromArray(Random(b * t * c, firstSeed + 3), [b, t, c]);
+            Probs = Tensor.Empty([b * heads, t, s]);
+            Ops.ScaledDotProductAttention(Q, K, V, heads, causal, null, dropout, seed, Probs).Dispose();
+        }
+
+        public void Dispose() { foreach (var x in new[] { Q, K, V, DOut, Probs }) x.Dispose(); }
     }
 
     [Fact]

@@ -131,7 +131,7 @@ public sealed class MultiHeadAttention : Module
         int b = query.Dim(0), t = query.Dim(1);
         // The CPU backend runs every head in one op on the projections as they are (no split or merged copies); with a
         // decoding cache, and on the ILGPU backends, the chain below.
-        // Its buffers grow with queries × keys: past 2048 × 2048 (50 MB a thread in backward) the chain's tensors instead.
+        // Its buffers grow with queries × keys: past 2048 × 2048 (~53 MB a thread in backward at D 64) the chain's tensors instead.
         if (cache == null && query.Device.IsCpu && (long)query.Dim(1) * keyValueSource.Dim(1) <= 1 << 22)
             return FusedForward(query, keyValueSource, causal, keyMask);
         var q = SplitHeads(Layer(_names.Query).Forward(query));                                        // [B,H,T,D]
