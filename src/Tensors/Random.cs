@@ -33,6 +33,16 @@ internal static class CounterHash
         z = (z ^ (z >> 27)) * 0x94D049BB133111EBUL;
         return (z ^ (z >> 31)) >> 40;
     }
+
+    /// <summary>Bits24 for the 4 indices start … start+3 (AVX2: .NET composes the 64-bit multiplies of 32-bit ones); same bits as the scalar form.</summary>
+    public static System.Runtime.Intrinsics.Vector256<ulong> Bits24x4(ulong key, ulong start)
+    {
+        var index = System.Runtime.Intrinsics.Vector256.Create(start + 1) + System.Runtime.Intrinsics.Vector256.Create(0UL, 1, 2, 3);
+        var z = System.Runtime.Intrinsics.Vector256.Create(key) + index * Golden;
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9UL;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBUL;
+        return (z ^ (z >> 31)) >> 40;
+    }
 }
 
 /// <summary>

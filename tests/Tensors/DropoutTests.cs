@@ -7,6 +7,32 @@ public class DropoutTests
 {
     const int N = 100_000;
 
+    /// <summary>
+    /// The vector masks (16 lanes on AVX-512, 8 on AVX2, each where the machine has it) draw the scalar mask's bits at
+    /// every index, small and past 2^31 / 8, so every CPU path and every kernel drop the same elements.
+    /// </summary>
+    [Fact]
+    public void VectorMasksEqualTheScalarMask()
+    {
+        var prm = new DropoutParams(int.MaxValue, CounterHash.Key(99), (int)Math.Round(0.3 * (1 << 24)), Ops.DropoutKeepScale(0.3f), 0);
+        foreach (int start in new[] { 0, 8, 1000, 268_435_456, int.MaxValue - 64 })
+            for (int i = start; i < start + 48; i += 16)
+            {
+                var expected = Enumerable.Range(i, 16).Select(prm.MaskAt).ToArray();
+                if (System.Runtime.Intrinsics.Vector512.IsHardwareAccelerated)
+                {
+                    var m16 = Ops.Mask16(prm, i);
+                    Assert.Equal(expected, Enumerable.Range(0, 16).Select(l => m16[l]).ToArray());
+                }
+                if (System.Runtime.Intrinsics.Vector256.IsHardwareAccelerated)
+                {
+                    var (lo, hi) = (Ops.Mask8(prm, i), Ops.Mask8(prm, i + 8));
+                    Assert.Equal(expected, Enumerable.Range(0, 16).Select(l => l < 8 ? lo[l] : hi[l - 8]).ToArray());
+                }
+                Assert.Contains(0f, expected.Take(16));
+            }
+    }
+
     [Fact]
     public void MaskIsIdenticalOnCpuAndIlgpu()
     {

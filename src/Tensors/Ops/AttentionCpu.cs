@@ -216,6 +216,13 @@ internal static unsafe class AttentionCpu
                 Vector512.Store(Vector512.Load(p + j) * m, dst + j);
                 if (grad != null) Vector512.Store(Vector512.Load(grad + j) * m, grad + j);
             }
+        else if (Vector256.IsHardwareAccelerated)
+            for (; j <= n - 8; j += 8)
+            {
+                var m = Ops.Mask8(drop, at + j);
+                Vector256.Store(Vector256.Load(p + j) * m, dst + j);
+                if (grad != null) Vector256.Store(Vector256.Load(grad + j) * m, grad + j);
+            }
         for (; j < n; j++)
         {
             float m = drop.MaskAt(at + j);
