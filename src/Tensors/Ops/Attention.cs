@@ -147,7 +147,7 @@ public static partial class Ops
     /// </summary>
     internal static int[] ScaledDotProductAttentionProbsShape(Tensor q, Tensor k, Tensor v, int heads, Tensor? keyMask, float dropout)
     {
-        Geometry(nameof(ScaledDotProductAttention), q, k, v, heads, false, keyMask, dropout, 0);
+        Geometry(nameof(ScaledDotProductAttention), q, k, v, heads, false, keyMask, dropout, 0, prepareMask: false);
         return [q.Dim(0) * heads, q.Dim(1), k.Dim(1)];
     }
 
@@ -162,8 +162,12 @@ public static partial class Ops
         else GemmWorkers.For(batch * heads, bh => run(bh, bh + 1));
     }
 
-    /// <summary>Checks the operands (one line naming the op, the operand, the expected and the actual shape) and builds the geometry.</summary>
-    static AttentionCpu.Geometry Geometry(string op, Tensor q, Tensor k, Tensor v, int heads, bool causal, Tensor? keyMask, float dropout, ulong seed)
+    /// <summary>
+    /// Checks the operands (one line naming the op, the operand, the expected and the actual shape) and builds the geometry;
+    /// <paramref name="prepareMask"/> false checks the key mask's shape only (a check before the op, which prepares it itself).
+    /// </summary>
+    static AttentionCpu.Geometry Geometry(string op, Tensor q, Tensor k, Tensor v, int heads, bool causal, Tensor? keyMask, float dropout, ulong seed,
+        bool prepareMask = true)
     {
         var device = keyMask is null ? SameDevice(op, q, k, v) : SameDevice(op, q, k, v, keyMask);
         CpuOnly(op, device);
@@ -174,7 +178,7 @@ public static partial class Ops
         if (!v.Shape.SequenceEqual(k.Shape)) throw new ArgumentException($"{op}: v must be {k.ShapeString} like k, got {v.ShapeString}.");
         if (keyMask != null && (keyMask.Rank != 2 || keyMask.Dim(0) != b || keyMask.Dim(1) != s))
             throw new ArgumentException($"{op}: keyMask must be [{b}, {s}], got {keyMask.ShapeString}.");
-        return Geometry(op, b, t, s, c, heads, causal, keyMask, dropout, seed);
+        return Geometry(op, b, t, s, c, heads, causal, prepareMask ? keyMask : null, dropout, seed);
     }
 
     static void CpuOnly(string op, Device device)
