@@ -153,6 +153,51 @@ public class MatmulTests
                 Assert.True(serial[z * m * n + i] == whole[i], $"copy {z}, row {i / n}, column {i % n}: {serial[z * m * n + i]} vs {whole[i]}");
     }
 
+    // With all of K in one packed block, a worker that has no row block left joins another's: both claim that block's slices
+    // from one counter. Here the calling thread sleeps at each slice it claims of its own blocks, so the GEMM's other worker
+    // runs out of rows first and joins; C starts from values and beta is 1, so a slice claimed twice (computed twice) or
+    // never shows in the result, which must equal the same product run whole on one thread, bit for bit. The shape is
+    // this test's own: the hook ignores the GEMMs of tests running beside it.
+    [Theory]
+    [InlineData(false)] [InlineData(true)]
+    public void SlicesOfARowBlockSharedByTwoWorkersAreEachComputedOnce(bool avx2)
+    {
+        if (Environment.ProcessorCount < 2) return; // one core: products run serially, nothing is shared
+        int m = 600, k = 509, n = 1003;
+        var a = Pinned(Random(m * k, 81)); var b = Pinned(Random(k * n, 82)); var c0 = Random(m * n, 83);
+        int batch = 4 * Environment.ProcessorCount;
+        var serial = GC.AllocateArray<float>(batch * m * n, pinned: true);
+        for (int z = 0; z < batch; z++) c0.CopyTo(serial, z * m * n);
+        var one = new GemmShape(1, m, n, k, false, false, 0, 0);
+        bool wide = !avx2 && Vector512.IsHardwareAccelerated;
+        void Product(GemmShape shape, float[] c)
+        {
+            if (wide) MatmulCpu.Run<Avx512Kernel>(shape, a, b, c, 0.5f, 1f);
+            else MatmulCpu.Run<Avx2Kernel>(shape, a, b, c, 0.5f, 1f);
+        }
+        Product(new GemmShape(batch, m, n, k, false, false, 0, 0), serial);
+        int joinedClaims = 0;
+        MatmulCpu.SliceClaimed = (shape, joining) =>
+        {
+            if (shape != one) return;
+            if (joining) Interlocked.Increment(ref joinedClaims);
+            else if (GemmWorkers.Current == 0) Thread.Sleep(2);
+        };
+        try
+        {
+            for (int r = 0; r < 3; r++)
+            {
+                var c = GC.AllocateArray<float>(m * n, pinned: true);
+                c0.CopyTo(c, 0);
+                Product(one, c);
+                for (int i = 0; i < m * n; i++)
+                    Assert.True(c[i] == serial[i], $"run {r}, row {i / n}, column {i % n}: {c[i]} vs {serial[i]}");
+            }
+        }
+        finally { MatmulCpu.SliceClaimed = null; }
+        Assert.True(joinedClaims > 0, "no worker joined another's row block");
+    }
+
     static float[] Pinned(float[] values)
     {
         var pinned = GC.AllocateArray<float>(values.Length, pinned: true);

@@ -16,7 +16,8 @@ namespace Nanolora.Tensors;
 /// between two workers moved every slice from core to core (the split runs 1.03–1.24× as fast at 256–2048,
 /// docs/PERFORMANCE.md); a worker done with its chunk takes the row blocks left in another's. Each B slice is packed by the
 /// first task that needs it (<see cref="BSlices"/>), so computing starts at once instead of after a pass that packs all of
-/// B. Products with a
+/// B. When one packed block holds all of K, a worker left without row blocks joins another's last one, slice by slice,
+/// instead of waiting for it. Products with a
 /// side of at most 16 (LoRA's rank-r factors) take <see cref="MatmulCpuNarrow"/>; tiny ones (M or N too small
 /// to fill a tile) a direct vectorized path.
 /// </summary>
@@ -123,14 +124,38 @@ internal static unsafe partial class MatmulCpu
             var packedB = own ? (t_packedB ??= GC.AllocateUninitializedArray<float>(SerialPackedB + 16, pinned: true)) : PackBuffers.Rent(packedFloats);
             float* bp = PackBuffers.Aligned(packedB);
             var slicesOfB = BSlices.ForPass(s, b, bf16B, term, jc, nr, bp, slices);
+            // With all of K in one packed block each C tile is written once, by whoever claims its slice: the slices of a row
+            // block are then claimed from a counter of their own, which a worker with nothing else left can join.
+            bool shareSlices = parallel && workers > 1 && rowBlocks * chunks > 1 && K <= KC;
+            int[]? sliceCounters = shareSlices ? new int[chunks * rowBlocks * CounterStride] : null;
+            int SlicesIn(int chunk) => (int)((long)(chunk + 1) * slices / chunks) - (int)((long)chunk * slices / chunks);
             // Row block rb × column chunk `chunk`: the chunk's slices of B, all of K.
-            void Task(int rb, int chunk)
+            void Task(int rb, int chunk, bool joining = false)
             {
                 var (ic, mcur) = RowBlock(rb, rowBlocks, M, mr);
                 int sl0 = (int)((long)chunk * slices / chunks), sl1 = (int)((long)(chunk + 1) * slices / chunks);
                 // Workers in one chunk start at different slices of it, so that they pack different ones.
                 int first = sl1 > sl0 ? rb % workers * (sl1 - sl0) / workers : 0;
-                if (sl0 < sl1) Block<TK>(s, (float*)a, slicesOfB, (float*)c, ic, mcur, jc, ncur, sl0, sl1, first, alpha, beta, term);
+                if (sl0 < sl1) Block<TK>(s, (float*)a, slicesOfB, (float*)c, ic, mcur, jc, ncur, sl0, sl1, first, alpha, beta, term,
+                    sliceCounters, (chunk * rowBlocks + rb) * CounterStride, joining);
+            }
+            // A worker with no row block left joins the one with the most slices still unclaimed, when at least two are
+            // (packing its A block costs about half a slice): the other worker's last block is then shared instead of waited
+            // for, which is most of what a 1024³ product lost at its end, and all of it when that worker lost its core.
+            void Help()
+            {
+                while (true)
+                {
+                    int best = -1, most = 1;
+                    for (int chunk = 0; chunk < chunks; chunk++)
+                        for (int rb = 0; rb < rowBlocks; rb++)
+                        {
+                            int left = SlicesIn(chunk) - Volatile.Read(ref sliceCounters![(chunk * rowBlocks + rb) * CounterStride]);
+                            if (left > most) (best, most) = (chunk * rowBlocks + rb, left);
+                        }
+                    if (best < 0) return;
+                    Task(best % rowBlocks, best / rowBlocks, joining: true);
+                }
             }
             // GemmWorkers.For returns (or throws) only when every task has finished with the pass.
             try
@@ -149,6 +174,7 @@ internal static unsafe partial class MatmulCpu
                             int chunk = (home + k) % chunks, rb;
                             while ((rb = Interlocked.Increment(ref nextRow[chunk]) - 1) < rowBlocks) Task(rb, chunk);
                         }
+                        if (sliceCounters != null) Help();
                     });
                 }
             }
@@ -157,13 +183,16 @@ internal static unsafe partial class MatmulCpu
         }
     }
 
+    /// <summary>Called as a task claims a slice, with whether it joined another worker's row block: tests use it to hold a worker up.</summary>
+    internal static Action<GemmShape, bool>? SliceClaimed;
+    const int CounterStride = 16;        // ints: each row block's slice counter on a cache line of its own
     const int SerialPackedB = 1 << 16;   // floats (256 KB): a serial product's packed B up to this stays in its thread's buffer
     [ThreadStatic] static float[]? t_packedA, t_packedB;
 
     /// <summary>Rows [ic, ic+mcur) × slices [sl0, sl1) of one column pass, over all of K in KC steps.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void Block<TK>(in GemmShape s, float* a, BSlices slicesOfB, float* c, int ic, int mcur, int jc, int ncur, int sl0, int sl1, int first,
-        float alpha, float beta, in GemmTerm term) where TK : struct, IMicroKernel
+        float alpha, float beta, in GemmTerm term, int[]? sliceCounters, int counter, bool joining) where TK : struct, IMicroKernel
     {
         float* bp = slicesOfB.Packed;
         int count = sl1 - sl0;
@@ -185,16 +214,21 @@ internal static unsafe partial class MatmulCpu
             float blockBeta = pc > 0 ? 1f : beta;
             // Slices another worker is still packing wait until the ready ones are done (the order of slices changes
             // no result: each C tile sums over K in one order).
-            int waits = 0;
-            for (int n = 0; n < count + waits; n++)
+            // With shared counters (all of K in this one block) other workers may claim some of these slices too.
+            System.Diagnostics.Debug.Assert(sliceCounters == null || kc == K, "slices are shared only when one block holds all of K");
+            int waits = 0, waited = 0, claimed = 0;
+            while (true)
             {
-                int sl;
+                int sl, n = claimed < count ? (sliceCounters != null ? Interlocked.Increment(ref sliceCounters[counter]) - 1 : claimed) : count;
+                claimed = n + 1;
                 if (n < count)
                 {
+                    SliceClaimed?.Invoke(s, joining);
                     sl = sl0 + (first + n) % count;
                     if (!slicesOfB.TryReady(sl)) { waiting[waits++] = sl; continue; }
                 }
-                else slicesOfB.WaitReady(sl = waiting[n - count]);
+                else if (waited < waits) slicesOfB.WaitReady(sl = waiting[waited++]);
+                else break;
                 float* bslice = bp + (long)sl * nr * K + (long)pc * nr;
                 int j = jc + sl * nr, cols = Math.Min(nr, jc + ncur - j);
                 for (int ir = 0; ir < mcur; ir += mr)
