@@ -4,7 +4,7 @@
 # CPU model and flags, and the table between the run-all markers of docs/PERFORMANCE.md is regenerated from it
 # (bench/summarize_run_all.py), never edited by hand.
 #   GEMM: Nanolora against OpenBLAS cblas_sgemm, 5 rounds interleaved (median of medians, spread), with the FMA peak
-#         measured on the machine and PyTorch's torch.mm once; on an AVX-512 host also the AVX2 path (AVX-512 off in
+#         measured on the machine in each round and PyTorch's torch.mm once; on an AVX-512 host also the AVX2 path (AVX-512 off in
 #         .NET, OpenBLAS's Haswell kernels, the 256-bit FMA peak), so both instruction sets are measured every session;
 #   ops, the training step (torch.nn.Transformer dims), LoRA's step against full fine-tuning (per-op profile),
 #   activation checkpointing, LoRA's rank-r GEMMs, LoRA inference latency, sentence embeddings against ONNX Runtime.
@@ -36,6 +36,9 @@ export MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=4294967296
   $BENCH fma-peak 1
   for round in 1 2 3 4 5; do
     echo "== GEMM round $round"
+    # The peak again in each round: a shared host's clock and load move between rounds, and each round's GEMM is
+    # measured against the peak of its own minute.
+    $BENCH fma-peak "$THREADS" | sed 's/^/round /'
     $BENCH matmul-quick cpu | grep '^nanolora'
     OPENBLAS_NUM_THREADS="$THREADS" "$BUILD/sgemm"
   done
@@ -46,6 +49,7 @@ export MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=4294967296
     DOTNET_EnableAVX512=0 $BENCH fma-peak "$THREADS" | sed 's/^/avx2 /'
     for round in 1 2 3 4 5; do
       echo "== AVX2 GEMM round $round"
+      DOTNET_EnableAVX512=0 $BENCH fma-peak "$THREADS" | sed 's/^/avx2 round /'
       DOTNET_EnableAVX512=0 $BENCH matmul-quick cpu | grep '^nanolora' | sed 's/^/avx2 /'
       OPENBLAS_CORETYPE=Haswell OPENBLAS_NUM_THREADS="$THREADS" "$BUILD/sgemm" | sed 's/^/avx2 /'
     done

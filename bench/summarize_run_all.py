@@ -14,6 +14,8 @@ def parse(path):
     r["gemm"] = gemm_rounds(text, "")
     r["avx2_peak"] = {int(m[0]): float(m[1]) for m in re.findall(r"^avx2 fma-peak\s+(\d+) threads.*?median\s+([\d.]+)", text, re.M)}
     r["avx2_gemm"] = gemm_rounds(text, "avx2 ")
+    r["round_share"] = round_shares(lines, "")
+    r["avx2_round_share"] = round_shares(lines, "avx2 ")
     r["ops"] = {(m[1], m[2]): float(m[3]) for m in re.finditer(r"^(nanolora|torch)\s+(\S+)\s+median\s+([\d.]+) GB/s", text, re.M)}
     r["ops_ms"] = {(m[1], m[2]): float(m[3]) for m in re.finditer(r"^(nanolora|torch)\s+(\S+)\s+median.*\(([\d.]+) ms median\)", text, re.M)}
     r["train"] = {m[1]: float(m[2]) for m in re.finditer(r"^(nanolora|torch)\s+train-step\s+median\s+([\d.]+) s/step", text, re.M)}
@@ -37,7 +39,24 @@ def gemm_rounds(text, prefix):
     return gemm
 
 
-def gemm_table(gemm, peak, title):
+def round_shares(lines, prefix):
+    """{shape: [each round's Nanolora median / that round's FMA peak]} from rounds that measured their own peak
+    ("[prefix]round fma-peak" lines; files from before then have none)."""
+    shares, peak = {}, None
+    for line in lines:
+        m = re.match(prefix + r"round fma-peak\s+\d+ threads.*?median\s+([\d.]+)", line)
+        if m:
+            peak = float(m[1])
+            continue
+        if re.match(r"== (AVX2 )?GEMM round|== AVX2 pass", line):
+            peak = None
+        m = re.match(prefix + r"nanolora\s+(\d+)x\s*(\d+)x\s*(\d+)\s+median\s+([\d.]+)", line)
+        if m and peak:
+            shares.setdefault(f"{m[1]}x{m[2]}x{m[3]}", []).append(float(m[4]) / peak)
+    return shares
+
+
+def gemm_table(gemm, peak, title, shares=None):
     out = ["", f"| {title} | Nanolora GFLOP/s (median of 5 medians) | spread | OpenBLAS | spread | Nanolora / OpenBLAS | Nanolora / FMA peak | torch.mm |",
            "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for shape in sorted({s for _, s in gemm}, key=lambda s: [int(x) for x in s.split("x")]):
@@ -45,7 +64,10 @@ def gemm_table(gemm, peak, title):
         if not ours or not blas:
             continue
         mo, mb = statistics.median(ours), statistics.median(blas)
-        share = f"{100 * mo / peak:.0f} %" if peak else ""
+        if shares and shares.get(shape):
+            share = f"{100 * statistics.median(shares[shape]):.0f} %"
+        else:
+            share = f"{100 * mo / peak:.0f} %" if peak else ""
         torch_cell = f"{statistics.median(torch):.1f}" if torch else ""
         out.append(f"| {shape} | {mo:.1f} | {100 * spread(ours):.0f} % | {mb:.1f} | {100 * spread(blas):.0f} % | {mo / mb:.2f}× | {share} | {torch_cell} |")
     return out
@@ -60,12 +82,15 @@ def render(r):
     out += [f"- {h}" for h in r["head"]]
     peak = r["peak"].get(2)
     out += ["", f"FMA peak measured here: {peak:.1f} GFLOP/s with 2 threads, {r['peak'].get(1, float('nan')):.1f} with 1." if peak else ""]
-    out += gemm_table(r["gemm"], peak, "GEMM (M×K×N)")
+    if r["round_share"]:
+        out[-1] += (" Each round measured the peak again, and \"Nanolora / FMA peak\" is the median over rounds of the round's GEMM"
+                    " median over its own peak.")
+    out += gemm_table(r["gemm"], peak, "GEMM (M×K×N)", r["round_share"])
     if r["avx2_gemm"]:
         peak2 = r["avx2_peak"].get(2)
         out += ["", f"The AVX2 path on the same host (AVX-512 off in .NET, OpenBLAS's Haswell kernels); 256-bit FMA peak {peak2:.1f} GFLOP/s "
                 "with 2 threads." if peak2 else ""]
-        out += gemm_table(r["avx2_gemm"], peak2, "AVX2 GEMM (M×K×N)")
+        out += gemm_table(r["avx2_gemm"], peak2, "AVX2 GEMM (M×K×N)", r["avx2_round_share"])
     if r["train"]:
         n, t = r["train"].get("nanolora"), r["train"].get("torch")
         out += ["", f"Training step at torch.nn.Transformer dims (B 32, S 96, T 16): Nanolora {n:.3f} s, PyTorch {t:.3f} s"
