@@ -142,23 +142,62 @@ public class AttentionTests
             Close(expected.O, o.ToArray(), 1e-5, 1e-4, $"{c} {tile}: output");
             Close(expected.P, probs.ToArray(), 1e-6, 1e-5, $"{c} {tile}: probabilities");
             var (dq, dk, dv) = tile == "avx512"
-                ? Ops.ScaledDotProductAttentionBackward<Avx512Tile>(dt, qt, kt, vt, probs, c.H, c.Dropout, seed)
-                : Ops.ScaledDotProductAttentionBackward<Avx2Tile>(dt, qt, kt, vt, probs, c.H, c.Dropout, seed);
-            using (dq) using (dk) using (dv)
+                ? Ops.ScaledDotProductAttentionBackward<Avx512Tile>(dt, qt, kt, vt, probs, null, c.H, c.Dropout, seed)
+                : Ops.ScaledDotProductAttentionBackward<Avx2Tile>(dt, qt, kt, vt, probs, null, c.H, c.Dropout, seed);
+            // Probabilities made again from q and k in backward (none kept): the same gradients, bit for bit.
+            var remake = new Ops.Recompute(c.Causal, mt);
+            var (rq, rk, rv) = tile == "avx512"
+                ? Ops.ScaledDotProductAttentionBackward<Avx512Tile>(dt, qt, kt, vt, null, remake, c.H, c.Dropout, seed)
+                : Ops.ScaledDotProductAttentionBackward<Avx2Tile>(dt, qt, kt, vt, null, remake, c.H, c.Dropout, seed);
+            using (dq) using (dk) using (dv) using (rq) using (rk) using (rv)
             {
                 Close(expected.Dq, dq!.ToArray(), 1e-5, 1e-4, $"{c} {tile}: dq");
                 Close(expected.Dk, dk!.ToArray(), 1e-5, 1e-4, $"{c} {tile}: dk");
                 Close(expected.Dv, dv!.ToArray(), 1e-5, 1e-4, $"{c} {tile}: dv");
+                foreach (var (kept, remade, name) in new[] { (dq, rq, "dq"), (dk, rk, "dk"), (dv, rv, "dv") })
+                    Assert.True(kept!.ToArray().SequenceEqual(remade!.ToArray()), $"{c} {tile}: {name} with the probabilities made again differs from {name} with them kept");
             }
         }
     }
 
-    /// <summary>The node's three gradients by central differences of its float32 forward (causal, a key mask, dropout).</summary>
-    [Fact]
-    public void GradientsMatchFiniteDifferences()
+    /// <summary>The node's three gradients by central differences of its float32 forward (causal, a key mask, dropout), with the probabilities kept or made again.</summary>
+    [Theory]
+    [InlineData(false)] [InlineData(true)]
+    public void GradientsMatchFiniteDifferences(bool remake)
     {
         var mask = Tensor.FromArray(KeyMask(2, 6), [2, 6]);
-        GradCheck.Check("cpu", x => F.ScaledDotProductAttention(x[0], x[1], x[2], 2, true, mask, 0.3f, 9UL), [[2, 4, 6], [2, 6, 6], [2, 6, 6]], eps: 1e-3);
+        GradCheck.Check("cpu", x => F.ScaledDotProductAttention(x[0], x[1], x[2], 2, true, mask, 0.3f, 9UL, remakeProbabilities: remake), [[2, 4, 6], [2, 6, 6], [2, 6, 6]], eps: 1e-3);
+    }
+
+    /// <summary>
+    /// A node that makes its probabilities again keeps none between forward and backward (the activations alive after the
+    /// forward are lower by exactly the [B·H, T, S] probabilities less the key mask's copy) and gives the same gradients
+    /// bit for bit; the key mask it read may be changed and freed before backward.
+    /// </summary>
+    [Fact]
+    public void MadeAgainProbabilitiesAreNotKeptAndGiveTheSameGradients()
+    {
+        const int B = 2, T = 7, S = 9, H = 3, D = 5, C = H * D;
+        (long Kept, float[][] Grads) Run(bool remake)
+        {
+            using var scope = new GraphScope();
+            var mask = Tensor.FromArray(KeyMask(B, S), [B, S]);
+            var inputs = new[] { Random(B * T * C, 21), Random(B * S * C, 22), Random(B * S * C, 23) }
+                .Select((a, i) => new Variable(Tensor.FromArray(a, i == 0 ? [B, T, C] : [B, S, C]), requiresGrad: true)).ToArray();
+            long before = Device.Cpu.Ledger.Live(MemoryCategory.Activation);
+            var y = F.ScaledDotProductAttention(inputs[0], inputs[1], inputs[2], H, true, mask, 0.25f, 3UL, remakeProbabilities: remake);
+            long kept = Device.Cpu.Ledger.Live(MemoryCategory.Activation) - before - y.Data.Length * sizeof(float);
+            mask.Span.Fill(float.NaN);
+            mask.Dispose();
+            var w = Variable.Constant(Tensor.FromArray(Random(B * T * C, 24), [B, T, C]));
+            F.Sum(F.Mul(y, w)).Backward();
+            return (kept, inputs.Select(x => x.Grad!.ToArray()).ToArray());
+        }
+        var kept = Run(false);
+        var remade = Run(true);
+        Assert.Equal((long)B * H * T * S * sizeof(float), kept.Kept);
+        Assert.Equal((long)B * S * sizeof(float), remade.Kept);
+        for (int i = 0; i < 3; i++) Assert.True(kept.Grads[i].SequenceEqual(remade.Grads[i]), $"gradient of input {i}");
     }
 
     /// <summary>

@@ -24,13 +24,20 @@ public static partial class F
     /// tensors, which held a layer's backward at its memory peak. Taken only when no rule recorded so far reads them and
     /// they share no storage (<see cref="Variable.UnreadByBackward"/>).
     /// </param>
+    /// <param name="remakeProbabilities">
+    /// Keep no probabilities: backward makes each head's again from q and k (the same values bit for bit, one more q·kᵀ and
+    /// softmax), and reads q and k whichever gradients it makes. Default: inside an activation checkpoint's recompute
+    /// (<see cref="ActivationCheckpoint.IsRecompute"/>), where the [B·H, T, S] probabilities sat through the backward of
+    /// the rest of the layer, at the checkpointed step's memory peak.
+    /// </param>
     public static Variable ScaledDotProductAttention(Variable q, Variable k, Variable v, int heads, bool causal, Tensor? keyMask, float dropout = 0f, ulong seed = 0,
-        bool inputsUnread = false)
+        bool inputsUnread = false, bool? remakeProbabilities = null)
     {
         bool grad = Graph.IsEnabled && (q.RequiresGrad || k.RequiresGrad || v.RequiresGrad);
+        bool remake = grad && (remakeProbabilities ?? ActivationCheckpoint.IsRecompute);
         // Backward reads q only for dk, k only for dq, v for either: the first layer's q, with keys from frozen weights
-        // over frozen embeddings, can go as soon as the forward has used it.
-        bool readQ = k.RequiresGrad, readK = q.RequiresGrad, readV = q.RequiresGrad || k.RequiresGrad;
+        // over frozen embeddings, can go as soon as the forward has used it. Probabilities made again read both.
+        bool readQ = k.RequiresGrad || remake, readK = q.RequiresGrad || remake, readV = q.RequiresGrad || k.RequiresGrad;
         var wanted = (q.RequiresGrad ? AttentionInputs.Q : 0) | (k.RequiresGrad ? AttentionInputs.K : 0) | (v.RequiresGrad ? AttentionInputs.V : 0);
         // An input backward reads stays alive until then, so its gradient can be written over it.
         bool distinct = !ReferenceEquals(q, k) && !ReferenceEquals(q, v) && !ReferenceEquals(k, v);
@@ -38,11 +45,13 @@ public static partial class F
             : (readQ && q.RequiresGrad && q.UnreadByBackward ? AttentionInputs.Q : 0)
             | (readK && k.RequiresGrad && k.UnreadByBackward ? AttentionInputs.K : 0)
             | (readV && v.RequiresGrad && v.UnreadByBackward ? AttentionInputs.V : 0);
-        var probs = grad ? Tensor.Empty(Ops.ScaledDotProductAttentionProbsShape(q.Data, k.Data, v.Data, heads, keyMask, dropout), q.Device) : null;
+        var probs = grad && !remake ? Tensor.Empty(Ops.ScaledDotProductAttentionProbsShape(q.Data, k.Data, v.Data, heads, keyMask, dropout), q.Device) : null;
         Tensor y;
         try { y = Ops.ScaledDotProductAttention(q.Data, k.Data, v.Data, heads, causal, keyMask, dropout, seed, probs); }
         catch { probs?.Dispose(); throw; }
-        var saved = probs != null ? new[] { probs } : [];
+        // Made again in backward from the key mask as it is now: a copy of it, which the caller may change or free meanwhile.
+        var maskKept = remake ? keyMask?.Clone() : null;
+        Tensor[] saved = probs != null ? [probs] : maskKept != null ? [maskKept] : [];
         return Graph.Record("scaled_dot_product_attention", y, [q, k, v], Reads.Inputs(readQ, readK, readV), dy =>
         {
             // A view made since the forward would see its values change: then a new tensor for that gradient after all.
@@ -50,8 +59,10 @@ public static partial class F
             if (q.Data.IsDisposed || q.Data.SharesStorage) inPlace &= ~AttentionInputs.Q;
             if (k.Data.IsDisposed || k.Data.SharesStorage) inPlace &= ~AttentionInputs.K;
             if (v.Data.IsDisposed || v.Data.SharesStorage) inPlace &= ~AttentionInputs.V;
-            var (dq, dk, dv) = Ops.ScaledDotProductAttentionBackward(dy, readQ ? q.Data : null, readK ? k.Data : null, readV ? v.Data : null, probs!, heads,
-                dropout, seed, wanted, inPlace);
+            var (dq, dk, dv) = remake
+                ? Ops.ScaledDotProductAttentionBackward(dy, q.Data, k.Data, readV ? v.Data : null, heads, causal, maskKept, dropout, seed, wanted, inPlace)
+                : Ops.ScaledDotProductAttentionBackward(dy, readQ ? q.Data : null, readK ? k.Data : null, readV ? v.Data : null, probs!, heads,
+                    dropout, seed, wanted, inPlace);
             if (dq != null) Graph.Accumulate(q, dq);
             if (dk != null) Graph.Accumulate(k, dk);
             if (dv != null) Graph.Accumulate(v, dv);

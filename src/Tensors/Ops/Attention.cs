@@ -37,7 +37,7 @@ public static partial class Ops
     /// over a [B·H, T, S] tensor with this seed, so the values equal those of the chain with dropout on its probabilities.</param>
     /// <param name="seed">The dropout seed.</param>
     /// <param name="probs">When not null (training): receives the probabilities before dropout [B·H, T, S], which
-    /// <see cref="ScaledDotProductAttentionBackward"/> reads; null computes none beyond each head's own rows.</param>
+    /// <see cref="ScaledDotProductAttentionBackward(Tensor, Tensor?, Tensor?, Tensor?, Tensor, int, float, ulong, AttentionInputs, AttentionInputs)"/> reads; null computes none beyond each head's own rows.</param>
     public static Tensor ScaledDotProductAttention(Tensor q, Tensor k, Tensor v, int heads, bool causal, Tensor? keyMask, float dropout, ulong seed, Tensor? probs = null) =>
         Vector512.IsHardwareAccelerated
             ? ScaledDotProductAttention<Avx512Tile>(q, k, v, heads, causal, keyMask, dropout, seed, probs)
@@ -90,21 +90,42 @@ public static partial class Ops
     public static (Tensor? Dq, Tensor? Dk, Tensor? Dv) ScaledDotProductAttentionBackward(Tensor dOut, Tensor? q, Tensor? k, Tensor? v, Tensor probs, int heads,
         float dropout, ulong seed, AttentionInputs wanted = AttentionInputs.All, AttentionInputs overwrite = AttentionInputs.None) =>
         Vector512.IsHardwareAccelerated
-            ? ScaledDotProductAttentionBackward<Avx512Tile>(dOut, q, k, v, probs, heads, dropout, seed, wanted, overwrite)
-            : ScaledDotProductAttentionBackward<Avx2Tile>(dOut, q, k, v, probs, heads, dropout, seed, wanted, overwrite);
+            ? ScaledDotProductAttentionBackward<Avx512Tile>(dOut, q, k, v, probs, null, heads, dropout, seed, wanted, overwrite)
+            : ScaledDotProductAttentionBackward<Avx2Tile>(dOut, q, k, v, probs, null, heads, dropout, seed, wanted, overwrite);
 
-    /// <summary><see cref="ScaledDotProductAttentionBackward"/> with a chosen tile.</summary>
-    internal static (Tensor? Dq, Tensor? Dk, Tensor? Dv) ScaledDotProductAttentionBackward<TK>(Tensor dOut, Tensor? q, Tensor? k, Tensor? v, Tensor probs, int heads,
-        float dropout, ulong seed, AttentionInputs wanted = AttentionInputs.All, AttentionInputs overwrite = AttentionInputs.None) where TK : struct, IStridedTile
+    /// <summary>
+    /// The same gradients when the forward kept no probabilities: each head's are made again from q and k, with the forward's
+    /// <paramref name="causal"/> rule and <paramref name="keyMask"/>, by the very products and softmax the forward ran, so they
+    /// and the gradients equal the kept ones bit for bit. Costs one more q·kᵀ and softmax per head; saves the [B·H, T, S]
+    /// probabilities between forward and backward (an activation checkpoint's recompute holds them while the rest of its
+    /// layer runs backward). q and k are read whichever gradients are wanted.
+    /// </summary>
+    public static (Tensor? Dq, Tensor? Dk, Tensor? Dv) ScaledDotProductAttentionBackward(Tensor dOut, Tensor q, Tensor k, Tensor? v, int heads, bool causal, Tensor? keyMask,
+        float dropout, ulong seed, AttentionInputs wanted = AttentionInputs.All, AttentionInputs overwrite = AttentionInputs.None) =>
+        Vector512.IsHardwareAccelerated
+            ? ScaledDotProductAttentionBackward<Avx512Tile>(dOut, q, k, v, null, new Recompute(causal, keyMask), heads, dropout, seed, wanted, overwrite)
+            : ScaledDotProductAttentionBackward<Avx2Tile>(dOut, q, k, v, null, new Recompute(causal, keyMask), heads, dropout, seed, wanted, overwrite);
+
+    /// <summary>How a backward without kept probabilities makes them again: the forward's causal rule and key mask.</summary>
+    internal sealed record Recompute(bool Causal, Tensor? KeyMask);
+
+    /// <summary>Both public backward overloads with a chosen tile: from <paramref name="probs"/>, or, when null, made again as <paramref name="recompute"/> says.</summary>
+    internal static (Tensor? Dq, Tensor? Dk, Tensor? Dv) ScaledDotProductAttentionBackward<TK>(Tensor dOut, Tensor? q, Tensor? k, Tensor? v, Tensor? probs, Recompute? recompute,
+        int heads, float dropout, ulong seed, AttentionInputs wanted = AttentionInputs.All, AttentionInputs overwrite = AttentionInputs.None) where TK : struct, IStridedTile
     {
         const string op = nameof(ScaledDotProductAttentionBackward);
         bool wantQ = wanted.HasFlag(AttentionInputs.Q), wantK = wanted.HasFlag(AttentionInputs.K), wantV = wanted.HasFlag(AttentionInputs.V);
-        CpuOnly(op, SameDevice(op, new[] { dOut, probs, q, k, v }.OfType<Tensor>().ToArray()));
-        if (dOut.Rank != 3 || probs.Rank != 3)
-            throw new ArgumentException($"{op}: dOut must be [B, T, C] and probs [B·H, T, S], got {dOut.ShapeString} and {probs.ShapeString}.");
-        int b = dOut.Dim(0), t = dOut.Dim(1), c = dOut.Dim(2), s = probs.Dim(2);
-        var g = Geometry(op, b, t, s, c, heads, false, null, dropout, seed);
-        if (probs.Dim(0) != b * heads || probs.Dim(1) != t)
+        if ((probs == null) == (recompute == null)) throw new ArgumentException($"{op}: takes the kept probabilities or how to make them again, one of the two.");
+        CpuOnly(op, SameDevice(op, new[] { dOut, probs, q, k, v, recompute?.KeyMask }.OfType<Tensor>().ToArray()));
+        if (dOut.Rank != 3 || (probs != null && probs.Rank != 3))
+            throw new ArgumentException($"{op}: dOut must be [B, T, C] and probs [B·H, T, S], got {dOut.ShapeString} and {probs?.ShapeString}.");
+        if (probs == null && (k == null || k.Rank != 3)) throw new ArgumentException($"{op}: k [B, S, C] is needed to make the probabilities again, got {k?.ShapeString ?? "null"}.");
+        int b = dOut.Dim(0), t = dOut.Dim(1), c = dOut.Dim(2), s = probs?.Dim(2) ?? k!.Dim(1);
+        var keyMask = recompute?.KeyMask;
+        if (keyMask != null && (keyMask.Rank != 2 || keyMask.Dim(0) != b || keyMask.Dim(1) != s))
+            throw new ArgumentException($"{op}: keyMask must be [{b}, {s}], got {keyMask.ShapeString}.");
+        var g = Geometry(op, b, t, s, c, heads, recompute?.Causal ?? false, keyMask, dropout, seed);
+        if (probs != null && (probs.Dim(0) != b * heads || probs.Dim(1) != t))
             throw new ArgumentException($"{op}: probs must be [{b * heads}, {t}, {s}], got {probs.ShapeString}.");
         void Operand(string name, Tensor? x, int length, bool needed)
         {
@@ -112,8 +133,8 @@ public static partial class Ops
             if (x.Rank != 3 || x.Dim(0) != b || x.Dim(1) != length || x.Dim(2) != c)
                 throw new ArgumentException($"{op}: {name} must be [{b}, {length}, {c}], got {x.ShapeString}.");
         }
-        Operand("q", q, t, wantK);
-        Operand("k", k, s, wantQ);
+        Operand("q", q, t, wantK || probs == null);
+        Operand("k", k, s, wantQ || probs == null);
         Operand("v", v, s, wantQ || wantK);
         Tensor? Gradient(AttentionInputs which, Tensor? x, int length)
         {
@@ -129,7 +150,7 @@ public static partial class Ops
             dq?.Span.Clear(); dk?.Span.Clear(); dv?.Span.Clear();
             return (dq, dk, dv);
         }
-        var (dos, qs, ks, vs, ps, dqs, dks, dvs) = (dOut.HostArray, q?.HostArray, k?.HostArray, v?.HostArray, probs.HostArray, dq?.HostArray, dk?.HostArray, dv?.HostArray);
+        var (dos, qs, ks, vs, ps, dqs, dks, dvs) = (dOut.HostArray, q?.HostArray, k?.HostArray, v?.HostArray, probs?.HostArray, dq?.HostArray, dk?.HostArray, dv?.HostArray);
         ForEachHead(b, heads, (h0, h1) =>
         {
             unsafe

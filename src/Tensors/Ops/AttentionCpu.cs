@@ -130,7 +130,7 @@ internal static unsafe class AttentionCpu
     internal static long ScratchFloats(int t, int s, int d)
     {
         long w = RoundUp(Math.Max(s, 1), 48) + 48, dw = RoundUp(Math.Max(d, 1), 32), rows = Math.Max(s, t);
-        return d * w + 3L * t * w + 3 * rows * dw + 8 * (Math.Max(rows, d) + 32);
+        return d * w + 3L * t * w + 3 * rows * dw + 8 * (Math.Max(rows, d) + 32) + (long)t * s;
     }
 
     static int Gcd(int a, int b) => b == 0 ? a : Gcd(b, a % b);
@@ -296,7 +296,31 @@ internal static unsafe class AttentionCpu
     }
 
     /// <summary>
-    /// Backward of head bh from the saved probabilities P: with Pd = dropout(P), dV = Pdᵀ·dO, dP = dropout'(dO·Vᵀ),
+    /// Head bh's probabilities (before dropout) into <paramref name="probs"/> [T, S] from q and k, by the same products,
+    /// masks and softmax as <see cref="Forward{TK}"/>, so they equal the ones it would have kept bit for bit;
+    /// <paramref name="kt"/> (D × w) and <paramref name="sc"/> (T × w) are scratch.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    static void Probabilities<TK>(in Geometry g, int bh, float* q, float* k, float* probs, float* kt, float* sc, float* tmp) where TK : struct, IStridedTile
+    {
+        int b = bh / g.Heads, h = bh % g.Heads, T = g.T, S = g.S, D = g.D, C = g.C, w = KeyWidth<TK>(S);
+        nint head = h * D;
+        Transpose(k + (nint)b * S * C + head, C, S, D, kt, w);
+        Product<TK>(T, S, D, q + (nint)b * T * C + head, C, 1, false, kt, w, sc, w, g.Alpha, tmp);
+        for (int i = 0; i < T; i++)
+        {
+            var scores = new Span<float>(sc + (nint)i * w, S);
+            var p = new Span<float>(probs + (nint)i * S, S);
+            int kept = g.Kept(i);
+            if (g.MaskAdd != null) TensorPrimitives.Add(scores[..kept], g.MaskAdd.AsSpan(b * S, kept), scores[..kept]);
+            Ops.SoftmaxRowInto(scores[..kept], p[..kept]);
+            p[kept..].Clear();
+        }
+    }
+
+    /// <summary>
+    /// Backward of head bh from the saved probabilities P (or, when <paramref name="probs"/> is null, P made again from q
+    /// and k first, <see cref="Probabilities{TK}"/>): with Pd = dropout(P), dV = Pdᵀ·dO, dP = dropout'(dO·Vᵀ),
     /// dS = alpha·P ⊙ (dP − rowsum(dP ⊙ P)), dQ = dS·K, dK = dSᵀ·Q; a null dq, dk or dv is not made, and what only it
     /// needs is not read (q for dK, k for dQ, v and dS for either). Each head writes only its own columns of the outputs.
     /// </summary>
@@ -308,11 +332,14 @@ internal static unsafe class AttentionCpu
         int w = KeyWidth<TK>(S), dw = RoundUp(D, TK.NR);
         int rows = Math.Max(S, T);
         bool scores = dq != null || dk != null;
-        float* vt = Scratch((long)D * w + 3L * T * w + 3L * rows * dw + TileScratch<TK>(Math.Max(rows, D)));
+        bool remake = probs == null;
+        float* vt = Scratch((long)D * w + 3L * T * w + 3L * rows * dw + TileScratch<TK>(Math.Max(rows, D)) + (remake ? (long)T * S : 0));
         float* dpd = vt + (nint)D * w, ds = dpd + (nint)T * w, pd = ds + (nint)T * w;
         float* kp = pd + (nint)T * w, qp = kp + (nint)rows * dw, dop = qp + (nint)rows * dw, tmp = dop + (nint)rows * dw;
         nint head = h * D, queries = (nint)b * T * C + head, keys = (nint)b * S * C + head;
-        float* dOHead = dOut + queries, headProbs = probs + (nint)bh * T * S;
+        float* dOHead = dOut + queries, headProbs = remake ? tmp + TileScratch<TK>(Math.Max(rows, D)) : probs + (nint)bh * T * S;
+        // Before anything below: its kᵀ and scores go where vᵀ and dS are made next.
+        if (remake) Probabilities<TK>(g, bh, q, k, headProbs, vt, ds, tmp);
         // Every input is copied before any output is written: an output may lie over its input (overwriteInputs).
         if (scores) Transpose(v + keys, C, S, D, vt, w);
         int kStride = dq != null ? Operand<TK>(k + keys, C, S, D, kp) : 0;
