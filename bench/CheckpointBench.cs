@@ -10,7 +10,8 @@ namespace Nanolora.Bench;
 /// Memory is read with one model alive; times alternate the two models' steps (a shared machine's load swings hit both).
 /// Before timing, the first step's loss with checkpointing is checked to be bitwise the one without.
 /// Run: dotnet bench/bin/Release/net10.0/Nanolora.Bench.dll ckpt-step [device] [preset:BxSxT ...] [steps=N]
-/// e.g. ckpt-step cpu small:32x96x16 transformer-base:8x64x64 steps=3
+/// e.g. ckpt-step cpu small:32x96x16 transformer-base:8x64x64 steps=3; a preset name ending in -postln (small-postln:32x96x16)
+/// puts its LayerNorms after each sublayer, as BERT and the main job's base do.
 /// </summary>
 public static class CheckpointStepQuick
 {
@@ -27,7 +28,9 @@ public static class CheckpointStepQuick
         foreach (var spec in cases)
         {
             var (preset, b, s, t) = Parse(spec);
-            var config = TransformerConfig.Preset(preset, 8000);
+            // "small-postln": the preset with its norms after each sublayer (BERT's and the main job's base), not before.
+            bool postLn = preset.EndsWith("-postln");
+            var config = TransformerConfig.Preset(postLn ? preset[..^"-postln".Length] : preset, 8000) with { PreNorm = !postLn };
             var results = new Dictionary<(bool Lora, bool Ckpt), (double Ms, LedgerSnapshot Memory)>();
             TrainStepCase Make(bool lora, bool ckpt)
             {

@@ -173,6 +173,31 @@ public class ModelTests
         TinyModels.CheckParameterGradient(selfV, DecoderLoss, indices);
     }
 
+    // Post-LN, the norm's output before the feed-forward feeds only that sublayer and the residual add after it: with the
+    // feed-forward frozen no rule reads it, and the layer frees it once the block has run (each layer kept one [B, L, C]
+    // tensor to the end of backward before). The same model with fc1's weight trainable must keep it (its gradient reads
+    // it): the live activations after the forward differ by exactly the encoder's [B, S, C] and the decoder's [B, T, C].
+    [Fact]
+    public void APostNormLayersValueBeforeAFrozenFeedForwardIsFreedAfterIt()
+    {
+        var batch = TinyModels.CopyBatch(new Random(5), 3);
+        long LiveAfterForward(bool fc1Trains)
+        {
+            using var model = new Seq2SeqTransformer(TinyModels.Config with { PreNorm = false }, Device.Cpu);
+            model.Train(true);
+            foreach (var (name, p) in model.NamedParameters())
+                p.Trainable = name.Contains("attn.") || (fc1Trains && name.EndsWith("ffn.fc1.weight"));
+            using var scope = new GraphScope();
+            long before = Device.Cpu.Ledger.Live(MemoryCategory.Activation);
+            using var loss = model.Loss(batch, 0f);
+            return Device.Cpu.Ledger.Live(MemoryCategory.Activation) - before;
+        }
+        long kept = LiveAfterForward(true) - LiveAfterForward(false);
+        int c = TinyModels.Config.DModel;
+        long middle = (long)batch.BatchSize * (batch.SourceLength + batch.TargetLength) * c * sizeof(float);
+        Assert.Equal(middle, kept);
+    }
+
     [Fact]
     public void WithDropoutSetsTheRatesThatAreOnAndTrainingWithoutDropoutComputesWhatEvaluationDoes()
     {

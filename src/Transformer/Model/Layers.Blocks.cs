@@ -137,6 +137,15 @@ public abstract class ResidualBlock : Module
         if (PreNorm) input.ReleaseIfUnread();
         return PreNorm ? sum : ln.Forward(sum);
     }
+
+    /// <summary>
+    /// Frees a value between two sublayers of this layer once the second has used it, unless a backward rule reads it.
+    /// Post-LN, that is the first norm's output: the residual add after the next sublayer reads no value, and a frozen
+    /// feed-forward does not read its input, so with LoRA on attention nothing does, and each layer kept one [B, T, C]
+    /// tensor to the end of backward (an activation checkpoint's recompute too, at its memory peak). Pre-LN it is the
+    /// residual stream, which the next norm reads.
+    /// </summary>
+    protected static void ReleaseIfDone(Variable between) => between.ReleaseIfUnread();
 }
 
 /// <summary>
@@ -166,8 +175,10 @@ public sealed class EncoderLayer : ResidualBlock
     public Variable Forward(Variable x, Tensor? sourceMask, bool recompute = false)
     {
         var attn = (MultiHeadAttention)Child(_names.Attention);
-        x = Residual(x, "self_attn", _names.AttentionNorm, h => attn.Forward(h, h, false, sourceMask));
-        return Residual(x, "ffn", _names.FfnNorm, h => FeedForward(h, _names.Fc1, _names.Fc2, recompute), OutputUnread(recompute));
+        var mid = Residual(x, "self_attn", _names.AttentionNorm, h => attn.Forward(h, h, false, sourceMask));
+        var y = Residual(mid, "ffn", _names.FfnNorm, h => FeedForward(h, _names.Fc1, _names.Fc2, recompute), OutputUnread(recompute));
+        ReleaseIfDone(mid);
+        return y;
     }
 }
 
@@ -210,9 +221,12 @@ public sealed class DecoderLayer : ResidualBlock
     {
         var self = (MultiHeadAttention)Child("self_attn");
         var cross = (MultiHeadAttention)Child("cross_attn");
-        x = Residual(x, "self_attn", "self_attn_norm", h => self.Forward(h, h, true, null, cache?.Self));
-        x = Residual(x, "cross_attn", "cross_attn_norm", h => cross.Forward(h, memory, false, sourceMask, cache?.Cross, isCross: true));
-        return Residual(x, "ffn", "ffn_norm", h => FeedForward(h, "ffn.fc1", "ffn.fc2", recompute), OutputUnread(recompute));
+        var afterSelf = Residual(x, "self_attn", "self_attn_norm", h => self.Forward(h, h, true, null, cache?.Self));
+        var afterCross = Residual(afterSelf, "cross_attn", "cross_attn_norm", h => cross.Forward(h, memory, false, sourceMask, cache?.Cross, isCross: true));
+        ReleaseIfDone(afterSelf);
+        var y = Residual(afterCross, "ffn", "ffn_norm", h => FeedForward(h, "ffn.fc1", "ffn.fc2", recompute), OutputUnread(recompute));
+        ReleaseIfDone(afterCross);
+        return y;
     }
 }
 
