@@ -151,6 +151,30 @@ public class DropoutTests
         Assert.Throws<ArgumentException>(() => Ops.ReluDropout(x, 1.5f, 1UL, out _));
     }
 
+    // Rows of a larger tensor, given their mask offset, draw that tensor's mask: the feed-forward's hidden layer made a row
+    // block at a time equals the whole one bit for bit. Blocks of 7 rows of 29 start off the 16- and 8-wide vectors and end
+    // in their scalar tails; a negative offset is refused.
+    [Theory, MemberData(nameof(Devices), MemberType = typeof(Reference))]
+    public void AnOffsetMaskIsThatPartOfTheWholeTensorsMask(string device)
+    {
+        var d = Dev(device);
+        const int rows = 37, cols = 29, block = 7;
+        var data = Random(rows * cols, 57);
+        using var x = Tensor.FromArray(data, [rows, cols], d);
+        using var whole = Ops.ReluDropout(x, 0.4f, 78UL);
+        var expected = whole.ToArray();
+        for (int start = 0; start < rows; start += block)
+        {
+            int count = Math.Min(block, rows - start);
+            using var part = Tensor.FromArray(data.AsSpan(start * cols, count * cols).ToArray(), [count, cols], d);
+            Ops.ReluDropout(part, 0.4f, 78UL, output: part, maskOffset: (long)start * cols);
+            var got = part.ToArray();
+            for (int i = 0; i < got.Length; i++)
+                Assert.True(got[i] == expected[start * cols + i], $"{device}: rows from {start}, element {i}: {got[i]} vs {expected[start * cols + i]} of the whole");
+        }
+        Assert.Throws<ArgumentException>(() => Ops.ReluDropout(x, 0.4f, 78UL, maskOffset: -1));
+    }
+
     // A residual connection's sum in one pass: bit for bit Dropout then Add with the seed (same mask), off the vector width.
     [Theory, MemberData(nameof(Devices), MemberType = typeof(Reference))]
     public void DropoutAddIsDropoutThenAddInOnePass(string device)

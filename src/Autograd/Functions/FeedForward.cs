@@ -28,9 +28,10 @@ public static partial class F
     /// and fc2's product is skipped.
     /// </param>
     /// <param name="rowBlocks">
-    /// A frozen ReLU block's backward makes its hidden gradient in row blocks (<see cref="HiddenGradientRows"/>): less memory,
-    /// smaller products. Default: inside an activation checkpoint's recompute (<see cref="ActivationCheckpoint.IsRecompute"/>),
-    /// where its peak lies; a plain step peaks at the end of the forward, and the smaller products cost it time.
+    /// A frozen ReLU block makes its hidden layer (forward, when its value is read) and its hidden gradient (backward) in row
+    /// blocks (<see cref="HiddenGradientRows"/>): less memory, smaller products. Default: inside an activation checkpoint's
+    /// recompute (<see cref="ActivationCheckpoint.IsRecompute"/>), where its peak lies; a plain step peaks at the end of the
+    /// forward, and the smaller products cost it time.
     /// </param>
     public static Variable FeedForward(Variable x, Variable w1, Variable? b1, Variable w2, Variable? b2, bool gelu, float p, ulong seed, bool dropout,
         bool valueUnread = false, bool? rowBlocks = null)
@@ -38,10 +39,28 @@ public static partial class F
         CheckFeedForward(x, w1, w2);
         int inFeatures = w1.Dim(1), hidden = w1.Dim(0);
         bool secondWeightTrains = w2.RequiresGrad;
+        bool frozen = !Trains(w2, b2) && !Trains(w1, b1), blocks = rowBlocks ?? ActivationCheckpoint.IsRecompute;
         var hiddenShape = x.Data.ShapeArray();
         hiddenShape[^1] = hidden;
         var y = valueUnread ? UnreadValue(x) : Tensor.Empty(x.Data.ShapeArray(), x.Device);
         Tensor? pre = null, bits = null, kept = null, h = null;
+        int rows = (int)(x.Data.Length / Math.Max(inFeatures, 1)), block = HiddenGradientRows(rows, inFeatures, hidden);
+        if (blocks && frozen && !gelu && !valueUnread && block < rows)
+        {
+            // A frozen ReLU block keeps only the bits: its hidden layer need never exist whole, forward as backward.
+            try
+            {
+                using var x2 = x.Data.Reshape(-1, inFeatures);
+                using var y2 = y.Reshape(-1, inFeatures);
+                bits = ReluForwardInRowBlocks(x2, y2, w1, b1, w2, b2, p, seed, dropout, block);
+            }
+            catch
+            {
+                y.Dispose();
+                throw;
+            }
+            return RecordFeedForward("frozen_feed_forward", y, x, w1, b1, w2, b2, bits, null, null, p, seed, dropout, true, [bits]);
+        }
         try
         {
             pre = Tensor.Empty(hiddenShape, x.Device);
@@ -75,9 +94,8 @@ public static partial class F
         if (keptHidden == null) h!.Dispose();
         // One of bits (ReLU) and kept (GELU) is set; the ReLU hidden values join the bits when fc2's weight trains.
         Tensor[] saved = gelu ? [kept!] : keptHidden != null ? [bits!, keptHidden] : [bits!];
-        bool frozen = !Trains(w2, b2) && !Trains(w1, b1);
         return RecordFeedForward(frozen ? (valueUnread ? "feed_forward_unread" : "frozen_feed_forward") : "feed_forward", y, x, w1, b1, w2, b2,
-            bits, kept, keptHidden, p, seed, dropout, rowBlocks ?? ActivationCheckpoint.IsRecompute, saved);
+            bits, kept, keptHidden, p, seed, dropout, blocks, saved);
     }
 
     static bool Trains(Variable w, Variable? b) => w.RequiresGrad || b?.RequiresGrad == true;
@@ -210,6 +228,46 @@ public static partial class F
         if (hidden <= inFeatures || rows <= 256) return rows;
         long fit = (long)rows * inFeatures / hidden;
         return (int)Math.Min(rows, Math.Max(256, (fit + 31) / 32 * 32));
+    }
+
+    /// <summary>
+    /// A frozen ReLU block's forward <paramref name="block"/> rows at a time: each block's hidden layer (fc1, ReLU and its
+    /// dropout, drawn at the block's own indices of the whole hidden layer's mask), its bits into their words of the whole
+    /// mask, and fc2 into its rows of y. Returns the bits; y, the bits and the products' rows are bit for bit the unblocked
+    /// ones (each row's products run over the same depth in the same order). The widest tensor is then one block's hidden
+    /// layer: [N, 4C] was a post-LN checkpoint's recompute's peak (its value is read, so it cannot skip the products).
+    /// </summary>
+    static Tensor ReluForwardInRowBlocks(Tensor x2, Tensor y2, Variable w1, Variable? b1, Variable w2, Variable? b2, float p, ulong seed, bool dropout, int block)
+    {
+        int rows = x2.Dim(0), hidden = w1.Dim(0);
+        var bits = Tensor.Empty([(int)(((long)rows * hidden + 31) / 32)], x2.Device);
+        try
+        {
+            for (int start = 0; start < rows; start += block)
+            {
+                int count = Math.Min(block, rows - start);
+                System.Diagnostics.Debug.Assert(start % 32 == 0, "a row block's mask bits must start on a 32-bit word");
+                using var xBlock = Ops.Slice(x2, 0, start, count);
+                var h = Tensor.Empty([count, hidden], x2.Device);
+                try
+                {
+                    LinearInto(h, xBlock, w1, b1);
+                    if (dropout) Ops.ReluDropout(h, p, seed, output: h, maskOffset: (long)start * hidden);
+                    else h = Replace(h, Ops.Map(h, new ReluOp()));
+                    using (var blockBits = Ops.PackPositive(h)) Ops.WriteSlice(bits, blockBits, 0, (int)((long)start * hidden / 32));
+                    using var yBlock = Tensor.Empty([count, y2.Dim(1)], x2.Device);
+                    LinearInto(yBlock, h, w2, b2);
+                    Ops.WriteSlice(y2, yBlock, 0, start);
+                }
+                finally { h.Dispose(); }
+            }
+            return bits;
+        }
+        catch
+        {
+            bits.Dispose();
+            throw;
+        }
     }
 
     /// <summary>

@@ -4,15 +4,19 @@ using System.Runtime.Intrinsics;
 
 namespace Nanolora.Tensors;
 
-/// <summary>Dropout's launch parameters: the hash key of the seed, the drop threshold on 24-bit draws, the keep scale.</summary>
-internal readonly struct DropoutParams(int n, ulong key, int threshold, float scale, int relu)
+/// <summary>
+/// Dropout's launch parameters: the hash key of the seed, the drop threshold on 24-bit draws, the keep scale, and the index
+/// the tensor's first element has in the mask (non-zero for a row block of a larger tensor, which then draws that tensor's mask).
+/// </summary>
+internal readonly struct DropoutParams(int n, ulong key, int threshold, float scale, int relu, long first = 0)
 {
     public readonly int N = n, Threshold = threshold, Relu = relu;
     public readonly ulong Key = key;
     public readonly float Scale = scale;
+    public readonly long First = first;
 
-    /// <summary>Element i is kept when its 24-bit draw is ≥ round(p·2^24): an integer test, identical everywhere.</summary>
-    public float MaskAt(int i) => CounterHash.Bits24(Key, (ulong)i) >= Threshold ? Scale : 0f;
+    /// <summary>Element i is kept when the 24-bit draw of its mask index is ≥ round(p·2^24): an integer test, identical everywhere.</summary>
+    public float MaskAt(int i) => CounterHash.Bits24(Key, (ulong)(First + i)) >= Threshold ? Scale : 0f;
 }
 
 public static partial class Ops
@@ -99,8 +103,10 @@ public static partial class Ops
     /// <param name="p">The dropout rate.</param>
     /// <param name="seed">The dropout seed.</param>
     /// <param name="output">Where to write: x itself for in place (each element is read, then written), or a new tensor when null.</param>
-    public static Tensor ReluDropout(Tensor x, float p, ulong seed, Tensor? output = null) =>
-        Dropout(nameof(ReluDropout), x, p, seed, true, null, false, out _, output);
+    /// <param name="maskOffset">The mask index of x's first element: x is rows of a larger tensor starting at that element,
+    /// and gets the part of that tensor's mask (a feed-forward's hidden layer made a row block at a time).</param>
+    public static Tensor ReluDropout(Tensor x, float p, ulong seed, Tensor? output = null, long maskOffset = 0) =>
+        Dropout(nameof(ReluDropout), x, p, seed, true, null, false, out _, output, maskOffset);
 
     /// <summary>
     /// dy ⊙ mask for <see cref="Dropout(Tensor, float, ulong)"/> (and the x of DropoutAdd) with this p and seed, the mask
@@ -114,7 +120,7 @@ public static partial class Ops
     public static Tensor DropoutBackward(Tensor dy, float p, ulong seed, Tensor? output = null) => Backward(nameof(DropoutBackward), dy, null, p, seed, output);
 
     /// <summary>
-    /// dy ⊙ mask for <see cref="ReluDropout(Tensor, float, ulong, Tensor)"/>, read off its output <paramref name="y"/>: the mask is
+    /// dy ⊙ mask for <see cref="ReluDropout(Tensor, float, ulong, Tensor, long)"/>, read off its output <paramref name="y"/>: the mask is
     /// 1/(1 − p) where y &gt; 0 (x &gt; 0 and kept) and 0 elsewhere, NaN included, so Mul(dy, mask) to the bit without the
     /// mask. (A GPU compiler that flushes subnormals may round a kept subnormal x·1/(1 − p) to 0 forward; that element then
     /// gets 0 here where the written mask held 1/(1 − p).)
@@ -132,22 +138,23 @@ public static partial class Ops
     /// <summary>The value a kept element is multiplied by, 1/(1 − p) (0 at p = 1), exactly as every dropout op computes it.</summary>
     public static float DropoutKeepScale(float p) => p == 1f ? 0f : (float)(1.0 / (1.0 - p));
 
-    static DropoutParams Params(string op, int n, float p, ulong seed, bool relu)
+    static DropoutParams Params(string op, int n, float p, ulong seed, bool relu, long first = 0)
     {
         if (!(p >= 0f && p <= 1f)) throw new ArgumentException($"{op}: p must be in [0, 1], got {p}.");
-        return new DropoutParams(n, CounterHash.Key(seed), (int)Math.Round(p * (double)(1 << 24)), DropoutKeepScale(p), relu ? 1 : 0);
+        if (first < 0) throw new ArgumentException($"{op}: the mask offset must be ≥ 0, got {first}.");
+        return new DropoutParams(n, CounterHash.Key(seed), (int)Math.Round(p * (double)(1 << 24)), DropoutKeepScale(p), relu ? 1 : 0, first);
     }
 
     /// <summary>16 masks a step: two 8-lane hashes narrowed to 32 bits, compared with the threshold, selected to scale or 0.</summary>
     internal static Vector512<float> Mask16(in DropoutParams prm, int i) =>
         Vector512.ConditionalSelect(Vector512.GreaterThanOrEqual(
-            Vector512.Narrow(CounterHash.Bits24x8(prm.Key, (ulong)i), CounterHash.Bits24x8(prm.Key, (ulong)i + 8)).AsInt32(),
+            Vector512.Narrow(CounterHash.Bits24x8(prm.Key, (ulong)(prm.First + i)), CounterHash.Bits24x8(prm.Key, (ulong)(prm.First + i) + 8)).AsInt32(),
             Vector512.Create(prm.Threshold)).AsSingle(), Vector512.Create(prm.Scale), Vector512<float>.Zero);
 
     /// <summary>8 masks a step on AVX2, as <see cref="Mask16"/> does 16 on AVX-512: the same bits.</summary>
     internal static Vector256<float> Mask8(in DropoutParams prm, int i) =>
         Vector256.ConditionalSelect(Vector256.GreaterThanOrEqual(
-            Vector256.Narrow(CounterHash.Bits24x4(prm.Key, (ulong)i), CounterHash.Bits24x4(prm.Key, (ulong)i + 4)).AsInt32(),
+            Vector256.Narrow(CounterHash.Bits24x4(prm.Key, (ulong)(prm.First + i)), CounterHash.Bits24x4(prm.Key, (ulong)(prm.First + i) + 4)).AsInt32(),
             Vector256.Create(prm.Threshold)).AsSingle(), Vector256.Create(prm.Scale), Vector256<float>.Zero);
 
     static Tensor Backward(string op, Tensor dy, Tensor? y, float p, ulong seed, Tensor? output)
@@ -191,12 +198,13 @@ public static partial class Ops
         return dx;
     }
 
-    static Tensor Dropout(string op, Tensor x, float p, ulong seed, bool relu, Tensor? residual, bool keepMask, out Tensor? mask, Tensor? output = null)
+    static Tensor Dropout(string op, Tensor x, float p, ulong seed, bool relu, Tensor? residual, bool keepMask, out Tensor? mask, Tensor? output = null,
+        long maskOffset = 0)
     {
         var device = residual is null ? SameDevice(op, x) : SameDevice(op, x, residual);
         if (output != null) { SameDevice(op, x, output); SameShape(op, x, output); }
         int n = GpuLength(x, op);
-        var prm = Params(op, n, p, seed, relu);
+        var prm = Params(op, n, p, seed, relu, maskOffset);
         if (p == 0f && !relu && residual is null)
         {
             mask = keepMask ? Tensor.Full(x.Shape, 1f, device) : null;
