@@ -100,9 +100,10 @@ public class GradientTests
     /// The fused block computes the values and every gradient of Linear → ReluDropout/Relu or Gelu(→ Dropout) → Linear bit
     /// for bit (on a GPU device, up to the sign of a zero: the ReLU kernel's backward multiplies by 0 where the fused one
     /// selects), whatever trains: nothing, everything, fc2 alone, fc1 alone, the biases alone, or the weights with x
-    /// frozen; with the value unread, the same gradients. 300 rows take a frozen ReLU block's backward in row blocks, as a
-    /// checkpoint's recompute does (256 and 44: at hidden width 70 the second block's mask bits start at word 560, and the
-    /// short last block ends inside a word).
+    /// frozen; with the value unread, the same gradients. 360 rows take a frozen ReLU block's forward and backward in row
+    /// blocks, as a checkpoint's recompute does (256 and 104: at hidden width 70 the second block's mask bits start at word
+    /// 560, and the last block ends inside a word); 257 rows are one block (a last row alone would take the GEMM's unpacked
+    /// path, which sums in another order).
     /// </summary>
     [Theory, MemberData(nameof(Reference.Devices), MemberType = typeof(Reference))]
     public void FeedForwardIsTheThreeNodesBitForBit(string device)
@@ -111,17 +112,19 @@ public class GradientTests
         Assert.Equal(28, F.HiddenGradientRows(28, 24, 70));
         Assert.Equal(256, F.HiddenGradientRows(300, 24, 70));
         Assert.Equal(768, F.HiddenGradientRows(3072, 256, 1024));   // the small preset's encoder: dh as wide as dy
+        Assert.Equal([(0, 256), (256, 104)], F.RowBlocksOf(360, 256, 24, 70));
+        Assert.Equal([(0, 257)], F.RowBlocksOf(257, 256, 24, 70));
+        Assert.Equal([(0, 768), (768, 768), (1536, 768), (2304, 768)], F.RowBlocksOf(3072, 768, 256, 1024));
         // ILGPU's CPU simulator runs a kernel thread by thread: there, the short case with nothing or everything training
         // (the rest, which changes only what the host asks the kernels for, took it 2 minutes).
         bool simulator = device == "ilgpu-cpu";
-        int[] lengths = simulator ? [7] : [7, 50];
+        (int Batch, int Length)[] sizes = simulator ? [(4, 7)] : [(4, 7), (6, 60), (1, 257)];
         string[] cases = simulator ? ["none", "all"] : ["none", "all", "fc2", "fc1", "biases", "x-frozen"];
         foreach (string trains in cases)
-        foreach (int length in lengths)
+        foreach (var (batch, length) in sizes)
         foreach (bool gelu in new[] { false, true })
             foreach (bool dropout in new[] { true, false })
             {
-                int batch = length == 7 ? 4 : 6;
                 string[] names = ["x", "w1", "b1", "w2", "b2"];
                 float[][] Run(int how)   // 0: three nodes, 1: fused, 2: fused with the value unread; returns y, then each gradient
                 {

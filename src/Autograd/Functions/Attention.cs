@@ -28,13 +28,17 @@ public static partial class F
     /// Keep no probabilities: backward makes each head's again from q and k (the same values bit for bit, one more q·kᵀ and
     /// softmax), and reads q and k whichever gradients it makes. Default: inside an activation checkpoint's recompute
     /// (<see cref="ActivationCheckpoint.IsRecompute"/>), where the [B·H, T, S] probabilities sat through the backward of
-    /// the rest of the layer, at the checkpointed step's memory peak.
+    /// the rest of the layer, at the checkpointed step's memory peak, when they take more bytes than the q or k that
+    /// backward would otherwise not read (a frozen key projection's q, a frozen query projection's k).
     /// </param>
     public static Variable ScaledDotProductAttention(Variable q, Variable k, Variable v, int heads, bool causal, Tensor? keyMask, float dropout = 0f, ulong seed = 0,
         bool inputsUnread = false, bool? remakeProbabilities = null)
     {
         bool grad = Graph.IsEnabled && (q.RequiresGrad || k.RequiresGrad || v.RequiresGrad);
-        bool remake = grad && (remakeProbabilities ?? ActivationCheckpoint.IsRecompute);
+        // By default only where it saves memory: remade probabilities need q and k kept, which backward may not read otherwise.
+        long probsBytes = q.Data.Rank == 3 && k.Data.Rank == 3 ? (long)q.Dim(0) * heads * q.Dim(1) * k.Dim(1) * sizeof(float) : 0;   // the op refuses other ranks
+        long extraBytes = (k.RequiresGrad ? 0 : q.Data.Length * sizeof(float)) + (q.RequiresGrad ? 0 : k.Data.Length * sizeof(float));
+        bool remake = grad && (remakeProbabilities ?? (ActivationCheckpoint.IsRecompute && probsBytes > extraBytes));
         // Backward reads q only for dk, k only for dq, v for either: the first layer's q, with keys from frozen weights
         // over frozen embeddings, can go as soon as the forward has used it. Probabilities made again read both.
         bool readQ = k.RequiresGrad || remake, readK = q.RequiresGrad || remake, readV = q.RequiresGrad || k.RequiresGrad;

@@ -45,7 +45,7 @@ public static partial class F
         var y = valueUnread ? UnreadValue(x) : Tensor.Empty(x.Data.ShapeArray(), x.Device);
         Tensor? pre = null, bits = null, kept = null, h = null;
         int rows = (int)(x.Data.Length / Math.Max(inFeatures, 1)), block = HiddenGradientRows(rows, inFeatures, hidden);
-        if (blocks && frozen && !gelu && !valueUnread && block < rows)
+        if (blocks && frozen && !gelu && !valueUnread && Blocked(rows, block, inFeatures, hidden))
         {
             // A frozen ReLU block keeps only the bits: its hidden layer need never exist whole, forward as backward.
             try
@@ -176,7 +176,7 @@ public static partial class F
             else if (secondTrains) LinearParameterGradients(w2, b2, dy2, null);
             if (!x.RequiresGrad && !firstTrains) return;
             int rows = dy2.Dim(0), block = HiddenGradientRows(rows, inFeatures, hidden);
-            if (rowBlocks && pre == null && !firstTrains && block < rows)
+            if (rowBlocks && pre == null && !firstTrains && Blocked(rows, block, inFeatures, hidden))
             {
                 ReluBackwardInRowBlocks(dy2, w1, w2, bits!, dropout ? Ops.DropoutKeepScale(p) : 1f, !dropout, block);
                 Graph.Pass(x, dy);
@@ -231,6 +231,33 @@ public static partial class F
     }
 
     /// <summary>
+    /// Whether a block's products are large enough for the GEMM's packed path, as the whole product's are: smaller ones
+    /// (under 64 rows or 32³ multiply-adds, where the GEMM takes its unpacked path) sum in another order, and a row's
+    /// value would depend on the block it fell in.
+    /// </summary>
+    static bool Packed(long count, int inFeatures, int hidden) => count >= 64 && count * inFeatures * hidden >= 32 * 32 * 32;
+
+    /// <summary>Whether rows are made in blocks at all: more rows than a block, each block large enough (<see cref="Packed"/>).</summary>
+    static bool Blocked(int rows, int block, int inFeatures, int hidden) =>
+        block < rows && Packed(block, inFeatures, hidden) && Packed(rows, inFeatures, hidden);
+
+    /// <summary>
+    /// Blocks of <paramref name="block"/> rows (each starting on a multiple of 32 rows, as <see cref="HiddenGradientRows"/>
+    /// makes them), the rows left at the end joining the last block when they would be too few on their own
+    /// (<see cref="Packed"/>): 257 rows are one block of 257, not 256 and a row.
+    /// </summary>
+    internal static IEnumerable<(int Start, int Count)> RowBlocksOf(int rows, int block, int inFeatures, int hidden)
+    {
+        for (int start = 0; start < rows;)
+        {
+            int count = Math.Min(block, rows - start), rest = rows - start - count;
+            if (rest > 0 && !Packed(rest, inFeatures, hidden)) count += rest;
+            yield return (start, count);
+            start += count;
+        }
+    }
+
+    /// <summary>
     /// A frozen ReLU block's forward <paramref name="block"/> rows at a time: each block's hidden layer (fc1, ReLU and its
     /// dropout, drawn at the block's own indices of the whole hidden layer's mask), its bits into their words of the whole
     /// mask, and fc2 into its rows of y. Returns the bits; y, the bits and the products' rows are bit for bit the unblocked
@@ -243,9 +270,8 @@ public static partial class F
         var bits = Tensor.Empty([(int)(((long)rows * hidden + 31) / 32)], x2.Device);
         try
         {
-            for (int start = 0; start < rows; start += block)
+            foreach (var (start, count) in RowBlocksOf(rows, block, x2.Dim(1), hidden))
             {
-                int count = Math.Min(block, rows - start);
                 System.Diagnostics.Debug.Assert(start % 32 == 0, "a row block's mask bits must start on a 32-bit word");
                 using var xBlock = Ops.Slice(x2, 0, start, count);
                 var h = Tensor.Empty([count, hidden], x2.Device);
@@ -277,9 +303,8 @@ public static partial class F
     static void ReluBackwardInRowBlocks(Tensor dy2, Variable w1, Variable w2, Tensor bits, float scale, bool select, int block)
     {
         int rows = dy2.Dim(0), hidden = w1.Dim(0);
-        for (int start = 0; start < rows; start += block)
+        foreach (var (start, count) in RowBlocksOf(rows, block, dy2.Dim(1), hidden))
         {
-            int count = Math.Min(block, rows - start);
             System.Diagnostics.Debug.Assert(start % 32 == 0, "a row block's mask bits must start on a 32-bit word");
             long firstBit = (long)start * hidden, bitCount = (long)count * hidden;
             using var dyBlock = Ops.Slice(dy2, 0, start, count);
