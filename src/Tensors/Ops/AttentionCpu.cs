@@ -281,10 +281,7 @@ internal static unsafe class AttentionCpu
         {
             var scores = new Span<float>(sc + (nint)i * w, S);
             var p = headProbs != null ? new Span<float>(headProbs + (nint)i * S, S) : scores;
-            int kept = g.Kept(i);
-            if (g.MaskAdd != null) TensorPrimitives.Add(scores[..kept], g.MaskAdd.AsSpan(b * S, kept), scores[..kept]);
-            Ops.SoftmaxRowInto(scores[..kept], p[..kept]);
-            p[kept..].Clear();
+            int kept = ProbabilityRow(g, b, i, scores, p);
             if (g.Dropout is { } drop)
             {
                 fixed (float* pi = p) Drop(pi, sc + (nint)i * w, null, kept, (int)(((long)bh * T + i) * S), drop);
@@ -293,6 +290,20 @@ internal static unsafe class AttentionCpu
         }
         if (fromProbs) Product<TK>(T, D, S, headProbs, S, 1, false, vp, vStride, oHead, C, 1f, tmp);
         else Product<TK>(T, D, S, sc, w, 1, false, vp, vStride, oHead, C, 1f, tmp);
+    }
+
+    /// <summary>
+    /// Query row i of batch row b: its key mask added to the scores, the softmax over the keys it keeps into p (which may be
+    /// the scores themselves), zeros past them; returns how many it keeps. The forward and the probabilities made again in
+    /// backward both go through here, so the two are the same bit for bit.
+    /// </summary>
+    static int ProbabilityRow(in Geometry g, int b, int i, Span<float> scores, Span<float> p)
+    {
+        int S = g.S, kept = g.Kept(i);
+        if (g.MaskAdd != null) TensorPrimitives.Add(scores[..kept], g.MaskAdd.AsSpan(b * S, kept), scores[..kept]);
+        Ops.SoftmaxRowInto(scores[..kept], p[..kept]);
+        p[kept..].Clear();
+        return kept;
     }
 
     /// <summary>
@@ -307,15 +318,7 @@ internal static unsafe class AttentionCpu
         nint head = h * D;
         Transpose(k + (nint)b * S * C + head, C, S, D, kt, w);
         Product<TK>(T, S, D, q + (nint)b * T * C + head, C, 1, false, kt, w, sc, w, g.Alpha, tmp);
-        for (int i = 0; i < T; i++)
-        {
-            var scores = new Span<float>(sc + (nint)i * w, S);
-            var p = new Span<float>(probs + (nint)i * S, S);
-            int kept = g.Kept(i);
-            if (g.MaskAdd != null) TensorPrimitives.Add(scores[..kept], g.MaskAdd.AsSpan(b * S, kept), scores[..kept]);
-            Ops.SoftmaxRowInto(scores[..kept], p[..kept]);
-            p[kept..].Clear();
-        }
+        for (int i = 0; i < T; i++) ProbabilityRow(g, b, i, new Span<float>(sc + (nint)i * w, S), new Span<float>(probs + (nint)i * S, S));
     }
 
     /// <summary>
